@@ -1,0 +1,213 @@
+"""Typed settings: the whole configuration as frozen dataclasses.
+
+Rules:
+- Every field has a default that is safe for a development server; `postier init`
+  writes the values an operator is expected to change.
+- Every field carries its documentation in ``metadata["doc"]``; `sample.py` turns
+  the schema into the commented `postier.toml`, so the docs cannot drift.
+- Durations are seconds (float) here; the TOML file spells them "90s", "5m", "36d".
+- Paths are absolute here: `load.py` resolves them against the config file's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LISTENER_NAMES = ("mx", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "web")
+
+#: the ports `make run` and `postier init --dev` use
+DEV_PORTS: dict[str, int] = {
+    "mx": 2525,
+    "submission": 2587,
+    "submissions": 2465,
+    "imap": 2143,
+    "imaps": 2993,
+    "pop3": 2110,
+    "pop3s": 2995,
+    "web": 8025,
+}
+
+#: the ports a real deployment uses
+STANDARD_PORTS: dict[str, int] = {
+    "mx": 25,
+    "submission": 587,
+    "submissions": 465,
+    "imap": 143,
+    "imaps": 993,
+    "pop3": 110,
+    "pop3s": 995,
+    "web": 443,
+}
+
+#: listeners whose connections start with a TLS handshake
+IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
+
+
+def doc(text: str, **kw: Any) -> Any:
+    """A dataclass field with its documentation attached (for the sample config)."""
+    return field(metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    hostname: str = doc("EHLO name, Received: by-clause and MAILER-DAEMON@ domain",
+                        default="mail.example.test")
+    data_dir: Path = doc("where the store, blobs, spool, keys and certificates live",
+                         default=Path("./data"))
+    drain_timeout: float = doc("on SIGTERM, time given to in-flight transactions", default=5.0)
+    workers: int = doc("extra worker processes sharing the listeners (0 = one process)",
+                       default=0)
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    address: str = doc("address to bind; \"::\" or \"0.0.0.0\" for all", default="127.0.0.1")
+    port: int = doc("TCP port", default=0)
+    enabled: bool = doc("a listener with enabled = false is not started", default=True)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert: Path | None = doc("PEM certificate chain; empty = self-signed in data_dir/tls",
+                            default=None)
+    key: Path | None = doc("PEM private key for cert", default=None)
+    allow_plaintext_auth: bool = doc(
+        "allow AUTH/LOGIN/USER without TLS from non-loopback clients (never do this "
+        "on the Internet)", default=False)
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    nameservers: tuple[str, ...] = doc(
+        "resolvers as \"ip\" or \"ip:port\"; empty = the system resolver", default=())
+    offline: bool = doc("every lookup answers \"no such domain\" at once, no packet sent",
+                        default=False)
+    timeout: float = doc("per-query timeout", default=5.0)
+
+
+@dataclass(frozen=True)
+class SmtpLimits:
+    max_message_size: int = doc("largest message accepted, in bytes (SIZE)",
+                                default=50 * 1024 * 1024)
+    max_line_length: int = doc("longest command line, in bytes (RFC 5321: 512)", default=2048)
+    max_recipients: int = doc("recipients per transaction (RFC 5321 asks at least 100)",
+                              default=1000)
+    max_errors: int = doc("protocol errors before 421 and close", default=20)
+    max_connections: int = doc("connections at once, all clients", default=1000)
+    max_connections_per_ip: int = doc("connections at once from one client address",
+                                      default=50)
+    idle_timeout: float = doc("time waiting for a command (RFC 5321: 5 minutes)",
+                              default=300.0)
+    data_timeout: float = doc("total time allowed to receive one message's data",
+                              default=600.0)
+    spool_threshold: int = doc("messages larger than this are spooled to disk while received",
+                               default=256 * 1024)
+    bare_lf: str = doc("\"reject\" a bare LF/CR in DATA (554), or \"normalize\" it to CRLF",
+                       default="reject")
+
+
+@dataclass(frozen=True)
+class SmtpOutbound:
+    port: int = doc("the port dialled at remote MX hosts", default=25)
+    smarthost: str = doc("\"host:port\": relay all remote mail there instead of MX routing",
+                         default="")
+    smarthost_username: str = doc("AUTH username for the smarthost (empty = no AUTH)",
+                                  default="")
+    smarthost_password: str = doc("AUTH password for the smarthost", default="")
+    smarthost_tls: str = doc("\"starttls\" (when offered), \"require\", \"implicit\" or \"none\"",
+                             default="starttls")
+    require_tls_domains: tuple[str, ...] = doc("domains whose MX must offer STARTTLS",
+                                               default=())
+    connect_timeout: float = doc("TCP connect timeout per MX host", default=30.0)
+    command_timeout: float = doc("timeout per SMTP command when delivering", default=300.0)
+    max_per_destination: int = doc("concurrent connections to one destination host", default=5)
+    max_concurrency: int = doc("concurrent outbound deliveries in all", default=50)
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    limits: SmtpLimits = field(default_factory=SmtpLimits)
+    outbound: SmtpOutbound = field(default_factory=SmtpOutbound)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    first_retry: float = doc("delay before the first retry after a temporary failure",
+                             default=300.0)
+    max_backoff: float = doc("longest delay between two tries", default=3600.0)
+    lifetime: float = doc("give up and bounce after this long in the queue",
+                          default=5 * 86400.0)
+    delay_warning: float = doc("send a delay DSN after this long (0 = never)", default=0.0)
+
+
+@dataclass(frozen=True)
+class GreylistSettings:
+    enabled: bool = doc("greylist unknown (network, sender, recipient) triplets", default=True)
+    delay: float = doc("a retry is accepted once this long has passed", default=300.0)
+    window: float = doc("... and before this long has passed", default=86400.0)
+    whitelist_period: float = doc("a network that passed is trusted this long", default=36 * 86400.0)
+    allow: tuple[str, ...] = doc("networks never greylisted; [] greylists loopback too",
+                                 default=("127.0.0.0/8", "::1/128"))
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    failure_delay: float = doc("delay after the first failed login; doubles each failure",
+                               default=0.5)
+    max_delay: float = doc("longest delay imposed on one failed login", default=8.0)
+    lockout_after: int = doc("consecutive failures (per client address or account) before "
+                             "logins are refused for lockout_period", default=10)
+    lockout_period: float = doc("how long a locked client address or account waits",
+                                default=300.0)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    backend: str = doc("\"sqlite\" (embedded, in data_dir) or \"postgres\"", default="sqlite")
+    postgres_dsn: str = doc("PostgreSQL DSN when backend = \"postgres\"", default="")
+    default_quota: int = doc("bytes per user; 0 = unlimited", default=0)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = doc("debug, info, warning or error", default="info")
+    format: str = doc("\"text\" (one line per event) or \"json\"", default="text")
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    max_line_length: int = doc("longest command line, in bytes", default=64 * 1024)
+    max_literal_size: int = doc("largest literal (APPENDLIMIT), in bytes",
+                                default=50 * 1024 * 1024)
+    idle_timeout: float = doc("idle connection timeout (RFC 9051: at least 30 min)",
+                              default=1800.0)
+
+
+@dataclass(frozen=True)
+class Pop3Settings:
+    idle_timeout: float = doc("idle connection timeout (RFC 1939: at least 10 min)",
+                              default=600.0)
+
+
+def _default_listeners() -> dict[str, ListenerSettings]:
+    return {name: ListenerSettings(port=DEV_PORTS[name]) for name in LISTENER_NAMES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    listeners: dict[str, ListenerSettings] = field(default_factory=_default_listeners)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    greylist: GreylistSettings = field(default_factory=GreylistSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
+    pop3: Pop3Settings = field(default_factory=Pop3Settings)
+    #: the file these settings came from (None: built-in development defaults)
+    source: Path | None = None

@@ -1,0 +1,209 @@
+"""The storage interface every backend implements (`sqlite`, later `postgres`).
+
+Rules:
+- Every method is async and safe to call from many tasks at once.
+- A method that returns has made its change durable (committed, fsynced): callers
+  reply "OK"/"250" only after it returns.
+- Names and addresses are validated by callers (`postier.smtp.address`); the store
+  normalises case and raises `errors.NotFound` / `errors.Conflict` / `errors.Invalid`.
+- Message bytes are immutable blobs; metadata (flags, mailbox, UID) is the index.
+- UIDs in a mailbox strictly increase and are never reused; every change to a
+  mailbox takes a new MODSEQ greater than any before it in that mailbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+from postier.store.models import (
+    Alias,
+    BlobId,
+    Change,
+    DeliveryResult,
+    DeliveryTarget,
+    Domain,
+    Mailbox,
+    MailboxId,
+    Message,
+    ModSeq,
+    NewQueueEntry,
+    QueueEntry,
+    QueueId,
+    QueueRecipient,
+    Resolution,
+    TraceEvent,
+    Uid,
+    User,
+    UserId,
+)
+
+#: bytes already in memory, or a spool file the store may consume (move into place)
+MessageSource = bytes | Path
+
+FlagMode = Literal["add", "remove", "replace"]
+
+
+class Subscription(Protocol):
+    """A live feed of changes for one user; close it when the session ends."""
+
+    def __aiter__(self) -> AsyncIterator[Change]: ...
+
+    async def get(self) -> Change: ...
+
+    def get_nowait(self) -> Change | None: ...
+
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    # --- lifecycle ---------------------------------------------------------
+    async def open(self) -> None:
+        """Create or migrate the schema, sweep temp files and orphan blobs."""
+
+    async def close(self) -> None:
+        """Finish pending commits; after this no method may be called."""
+
+    # --- domains -----------------------------------------------------------
+    async def add_domain(self, name: str) -> Domain: ...
+    async def get_domain(self, name: str) -> Domain | None: ...
+    async def list_domains(self) -> list[Domain]: ...
+    async def delete_domain(self, name: str) -> None:
+        """Refuses (`Conflict`) while users or aliases of the domain exist."""
+
+    async def set_dkim_selector(self, name: str, selector: str) -> None: ...
+
+    # --- users -------------------------------------------------------------
+    async def add_user(self, address: str, password_hash: str, quota_bytes: int = 0) -> User:
+        """Creates the user and their INBOX, Sent, Drafts, Junk, Trash, Archive."""
+
+    async def get_user(self, address: str) -> User | None: ...
+    async def get_user_by_id(self, user_id: UserId) -> User | None: ...
+    async def list_users(self, domain: str | None = None) -> list[User]: ...
+    async def set_password(self, address: str, password_hash: str) -> None: ...
+    async def set_quota(self, address: str, quota_bytes: int) -> None: ...
+    async def delete_user(self, address: str) -> None:
+        """Removes the user, their mailboxes and messages (blobs are freed)."""
+
+    # --- aliases -----------------------------------------------------------
+    async def add_alias(self, source: str, targets: Sequence[str]) -> Alias:
+        """`source` is "local@domain" or "@domain" (catch-all) of a local domain."""
+
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
+    async def delete_alias(self, source: str) -> None: ...
+    async def resolve(self, address: str) -> Resolution:
+        """Where mail for `address` goes: the user, else an alias (expanded
+        recursively, loops cut), else the domain's catch-all; empty if none."""
+
+    async def addresses_of(self, user_id: UserId) -> list[str]:
+        """Every address the user may send as: their own and aliases that
+        resolve to them alone (used to stop spoofing on submission)."""
+
+    # --- mailboxes ---------------------------------------------------------
+    async def list_mailboxes(self, user_id: UserId) -> list[Mailbox]:
+        """All of a user's mailboxes with current counts, sorted by name."""
+
+    async def get_mailbox(self, user_id: UserId, name: str) -> Mailbox | None:
+        """`name` "inbox" in any case is INBOX."""
+
+    async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None: ...
+    async def create_mailbox(self, user_id: UserId, name: str,
+                             special_use: str | None = None) -> Mailbox:
+        """Creates missing parents too (RFC 9051 §6.3.4). `Conflict` if it exists."""
+
+    async def delete_mailbox(self, user_id: UserId, name: str) -> None:
+        """Deletes the mailbox and its messages; INBOX cannot be deleted (`Invalid`)."""
+
+    async def rename_mailbox(self, user_id: UserId, old: str, new: str) -> None:
+        """Renames the mailbox and its children. Renaming INBOX moves its messages
+        to the new mailbox and leaves INBOX empty (RFC 9051 §6.3.6)."""
+
+    async def set_subscribed(self, user_id: UserId, name: str, subscribed: bool) -> None: ...
+
+    # --- messages ----------------------------------------------------------
+    async def deliver(self, data: MessageSource, targets: Sequence[DeliveryTarget], *,
+                      queue: NewQueueEntry | None = None,
+                      internal_date: datetime | None = None,
+                      qid: QueueId | None = None) -> DeliveryResult:
+        """Store one incoming message for local users and/or the outbound queue.
+
+        Atomic and durable: when this returns, the blob is fsynced under its
+        final name and every mailbox row and queue entry is committed. Either all
+        targets got the message or none did (an exception). A missing target
+        mailbox falls back to INBOX. Concurrent calls are group-committed.
+        """
+
+    async def append(self, mailbox_id: MailboxId, data: MessageSource,
+                     flags: frozenset[str] = frozenset(),
+                     internal_date: datetime | None = None) -> Message:
+        """IMAP APPEND / webmail save: one message into one mailbox, durable."""
+
+    async def list_messages(self, mailbox_id: MailboxId, uid_min: int = 1,
+                            uid_max: int | None = None) -> list[Message]:
+        """Metadata of the messages in a UID range, ascending by UID."""
+
+    async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None: ...
+    async def read_blob(self, blob_id: BlobId) -> bytes: ...
+    async def blob_path(self, blob_id: BlobId) -> Path | None:
+        """The file holding the blob, when the backend keeps blobs as files."""
+
+    async def store_flags(self, mailbox_id: MailboxId, uids: Sequence[Uid],
+                          flags: frozenset[str], mode: FlagMode, *,
+                          unchanged_since: ModSeq | None = None,
+                          ) -> tuple[list[Message], list[Uid]]:
+        """Change flags; returns (messages whose flags changed, with their new
+        MODSEQ; UIDs refused because their MODSEQ > unchanged_since)."""
+
+    async def expunge(self, mailbox_id: MailboxId,
+                      uids: Sequence[Uid] | None = None) -> list[Uid]:
+        """Remove messages flagged \\Deleted (restricted to `uids` when given);
+        returns the UIDs removed, ascending."""
+
+    async def copy(self, src: MailboxId, uids: Sequence[Uid],
+                   dst: MailboxId) -> list[tuple[Uid, Uid]]:
+        """Copy keeping flags and internal date; returns (source uid, new uid)."""
+
+    async def move(self, src: MailboxId, uids: Sequence[Uid],
+                   dst: MailboxId) -> list[tuple[Uid, Uid]]:
+        """Atomic copy + expunge from `src` (RFC 6851)."""
+
+    async def changed_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Message]:
+        """Messages whose MODSEQ is greater than `modseq` (CONDSTORE)."""
+
+    async def vanished_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
+        """UIDs expunged after `modseq` (QRESYNC VANISHED)."""
+
+    async def quota_usage(self, user_id: UserId) -> tuple[int, int]:
+        """(bytes used, limit in bytes; 0 = unlimited)."""
+
+    # --- change feed -------------------------------------------------------
+    def subscribe(self, user_id: UserId) -> Subscription:
+        """Changes to the user's mailboxes from this process and, within about a
+        second, from other processes sharing the store."""
+
+    # --- outbound queue ----------------------------------------------------
+    async def queue_list(self) -> list[QueueEntry]: ...
+    async def queue_get(self, qid: QueueId) -> QueueEntry | None: ...
+    async def queue_due(self, now: datetime, limit: int) -> list[QueueEntry]:
+        """Entries not held whose next attempt is due, oldest first, claimed so
+        that no other runner (process or node) takes them until released."""
+
+    async def queue_next_due(self) -> datetime | None:
+        """When the next entry (not held) becomes due."""
+
+    async def queue_update(self, qid: QueueId, recipients: Sequence[QueueRecipient], *,
+                           next_attempt: datetime, attempts: int, last_error: str) -> None:
+        """Record an attempt's outcome and release the claim."""
+
+    async def queue_set_next_attempt(self, qid: QueueId, when: datetime) -> None:
+        """`postier queue flush`: make an entry due at `when`."""
+
+    async def queue_hold(self, qid: QueueId, held: bool) -> None: ...
+    async def queue_delete(self, qid: QueueId) -> None:
+        """Remove an entry (delivered, bounced, or deleted by the admin)."""
+
+    # --- trace -------------------------------------------------------------
+    async def trace_add(self, qid: QueueId, event: str, detail: str) -> None: ...
+    async def trace_get(self, qid: QueueId) -> list[TraceEvent]: ...

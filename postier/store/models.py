@@ -1,0 +1,221 @@
+"""Frozen records the store hands out; callers import only these and `api.py`.
+
+Rules:
+- Addresses are stored lower-cased in their ASCII (IDNA) domain form; the local
+  part keeps its case for display but compares case-insensitively.
+- Mailbox names are full hierarchical names with "/" as the delimiter, UTF-8;
+  "INBOX" is always spelled so. They never become file paths.
+- Flags are a frozenset of strings: system flags keep their backslash
+  (``\\Seen``), keywords are atoms (``$Junk``). ``\\Recent`` is never stored.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NewType
+
+UserId = NewType("UserId", int)
+MailboxId = NewType("MailboxId", int)
+Uid = NewType("Uid", int)
+ModSeq = NewType("ModSeq", int)
+BlobId = NewType("BlobId", str)
+QueueId = NewType("QueueId", str)
+
+SPECIAL_USE = {
+    "INBOX": None,
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Junk": "\\Junk",
+    "Trash": "\\Trash",
+    "Archive": "\\Archive",
+}
+"""Mailboxes created for every new user, with their RFC 6154 special-use attribute."""
+
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str  # ASCII (IDNA) form, lower case, no trailing dot
+    created: datetime
+    dkim_selector: str = ""
+
+
+@dataclass(frozen=True)
+class User:
+    id: UserId
+    address: str  # localpart@domain, lower case
+    domain: str
+    password_hash: str
+    quota_bytes: int  # 0 = unlimited
+    created: datetime
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class Alias:
+    source: str  # "local@domain", or "@domain" for a catch-all
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where mail for one envelope recipient goes."""
+
+    users: tuple[User, ...] = ()  # local mailboxes
+    remote: tuple[str, ...] = ()  # addresses outside our domains (alias forwards)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.users or self.remote)
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: MailboxId
+    user_id: UserId
+    name: str
+    special_use: str | None
+    subscribed: bool
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: int = 0
+    unseen: int = 0
+    size: int = 0  # sum of message sizes in octets
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    """What intake parses once so IMAP, POP3, search and webmail never re-parse.
+
+    `envelope` and `bodystructure` are pre-serialised IMAP syntax (RFC 9051 §7.5.2),
+    computed by `postier.mime`. The text fields are decoded (encoded-words undone).
+    """
+
+    envelope: bytes = b"NIL"
+    bodystructure: bytes = b"NIL"
+    body: bytes = b"NIL"  # the BODY (non-extensible BODYSTRUCTURE) form
+    subject: str = ""
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    date: datetime | None = None  # the Date: header, if it parses
+    message_id: str = ""
+    preview: str = ""  # first characters of the text, for webmail lists
+    header_size: int = 0  # octets up to and including the blank line
+
+
+@dataclass(frozen=True)
+class Message:
+    mailbox_id: MailboxId
+    uid: Uid
+    modseq: ModSeq
+    flags: frozenset[str]
+    internal_date: datetime
+    size: int
+    blob_id: BlobId
+    summary: MessageSummary = field(default_factory=MessageSummary)
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """One local copy of an incoming message."""
+
+    user_id: UserId
+    mailbox: str = "INBOX"
+    flags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    user_id: UserId
+    mailbox_id: MailboxId
+    uid: Uid
+
+
+class RcptState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanently; a DSN is due or sent
+
+
+@dataclass(frozen=True)
+class QueueRecipient:
+    address: str
+    state: RcptState = RcptState.PENDING
+    last_reply: str = ""  # the remote server's reply (or our diagnosis) of the last try
+    notify: str = ""  # DSN NOTIFY= (RFC 3461), "" when not given
+    orcpt: str = ""  # DSN ORCPT=
+
+
+@dataclass(frozen=True)
+class NewQueueEntry:
+    """The envelope of a message to send out, as intake hands it to the store."""
+
+    sender: str  # "" for the null sender <>
+    recipients: tuple[QueueRecipient, ...]
+    envid: str = ""  # DSN ENVID=
+    ret: str = ""  # DSN RET= FULL or HDRS
+    smtputf8: bool = False
+    body_8bit: bool = False
+    auth_user: str = ""  # submitting user, for trace and policy
+    is_bounce: bool = False
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    id: QueueId
+    sender: str
+    recipients: tuple[QueueRecipient, ...]
+    blob_id: BlobId
+    size: int
+    created: datetime
+    next_attempt: datetime
+    attempts: int
+    held: bool = False
+    envid: str = ""
+    ret: str = ""
+    smtputf8: bool = False
+    body_8bit: bool = False
+    auth_user: str = ""
+    is_bounce: bool = False
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What `Store.deliver` made durable before returning."""
+
+    qid: QueueId
+    delivered: tuple[Delivered, ...] = ()
+    queued: QueueId | None = None
+    blob_id: BlobId | None = None
+
+
+class ChangeKind(enum.StrEnum):
+    EXISTS = "exists"  # a message was added (uid)
+    FLAGS = "flags"  # a message's flags changed (uid, modseq)
+    EXPUNGE = "expunge"  # a message was removed (uid)
+    MAILBOX = "mailbox"  # a mailbox was created, renamed or deleted
+
+
+@dataclass(frozen=True)
+class Change:
+    user_id: UserId
+    mailbox_id: MailboxId
+    kind: ChangeKind
+    uid: Uid | None = None
+    modseq: ModSeq | None = None
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One line of a message's timeline (`postier trace QID`)."""
+
+    qid: QueueId
+    at: datetime
+    event: str  # "received", "delivered", "attempt", "deferred", "bounced", "filter", ...
+    detail: str
