@@ -1,0 +1,36 @@
+# postier — see README.md. Every target creates/updates .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench fuzz clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## serve with the embedded store in ./data, development ports, a demo user
+run: $(STAMP)
+	$(VENV)/bin/postier serve
+
+## the whole test suite
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## ruff (format check + lint) and mypy --strict
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check postier tests bench
+	$(VENV)/bin/ruff check postier tests bench
+	$(VENV)/bin/mypy
+
+## benchmarks against peers run side by side (see bench/README.md)
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,259 @@
+"""Composition root: turns `Settings` into a running server, and stops it cleanly.
+
+Rules:
+- One asyncio loop (uvloop when installed) runs every listener and background
+  task. Each listener's protocol comes from `PROTOCOLS`: a module exposing
+  `make_handler(app, listener_name) -> Handler`; a protocol whose module is not
+  present is reported and skipped, so new protocols start here by existing.
+- Start order: data dir → store → TLS → listeners (all bound, or none: a taken
+  port is a clear error and exit 1) → background tasks → "ready" line.
+- Stop order (SIGTERM/SIGINT): stop accepting → `stopping` is set so idle
+  sessions say goodbye → in-flight sessions get `server.drain_timeout` → tasks
+  cancelled → store closed (its pending commits finished) → exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import secrets
+import signal
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from postier.auth.passwords import ahash_password
+from postier.auth.service import AuthService
+from postier.config.schema import IMPLICIT_TLS, Settings
+from postier.server import logs, tls
+from postier.server.listeners import Handler, Listener, ListenError
+from postier.store import open_store
+from postier.store.api import Store
+from postier.store.errors import Conflict
+
+log = logging.getLogger("postier.server")
+
+#: listener name → module providing `make_handler(app, name)`
+PROTOCOLS = {
+    "mx": "postier.smtp.server",
+    "submission": "postier.smtp.server",
+    "submissions": "postier.smtp.server",
+    "imap": "postier.imap.server",
+    "imaps": "postier.imap.server",
+    "pop3": "postier.pop3.server",
+    "pop3s": "postier.pop3.server",
+    "web": "postier.web.server",
+}
+
+DEMO_DOMAIN = "example.test"
+DEMO_USER = "demo@example.test"
+
+
+class ProtocolModule(Protocol):
+    def make_handler(self, app: App, name: str) -> Handler | None: ...
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is for the operator."""
+
+
+@dataclass
+class App:
+    """Everything a protocol session may need, built once per process."""
+
+    settings: Settings
+    store: Store
+    auth: AuthService
+    tls_context: ssl.SSLContext
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    listeners: dict[str, Listener] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: shared services registered by packages (queue runner, resolver, ...)
+    services: dict[str, Any] = field(default_factory=dict)
+    #: called after listeners stop, before the store closes
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a background task for the server's lifetime; a crash is logged."""
+        task = asyncio.create_task(coro, name=name)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s crashed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        self.tasks.append(task)
+        return task
+
+
+def check_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise StartupError(f"server.data_dir: {path} is not usable: {e.strerror}") from None
+
+
+async def ensure_demo(store: Store, data_dir: Path) -> str:
+    """The development server's demo domain and user; returns the password.
+
+    The generated password is kept in data_dir/demo-password (0600) so every
+    `make run` can print it again.
+    """
+    pw_file = data_dir / "demo-password"
+    if await store.get_domain(DEMO_DOMAIN) is None:
+        with contextlib.suppress(Conflict):
+            await store.add_domain(DEMO_DOMAIN)
+    user = await store.get_user(DEMO_USER)
+    if user is not None and pw_file.exists():
+        return pw_file.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    pw_hash = await ahash_password(password)
+    if user is None:
+        await store.add_user(DEMO_USER, pw_hash)
+    else:
+        await store.set_password(DEMO_USER, pw_hash)
+    return password
+
+
+def _protocol(name: str) -> ProtocolModule | None:
+    try:
+        mod: Any = importlib.import_module(PROTOCOLS[name])
+    except ModuleNotFoundError as e:
+        if e.name and PROTOCOLS[name].startswith(e.name):
+            return None
+        raise
+    return mod  # type: ignore[no-any-return]
+
+
+async def start(settings: Settings) -> App:
+    """Bind everything; raise StartupError with an operator-facing message."""
+    check_data_dir(settings.server.data_dir)
+    store = open_store(settings)
+    try:
+        await store.open()
+    except Exception as e:
+        raise StartupError(f"store: cannot open: {e}") from e
+    try:
+        app = App(settings=settings, store=store, auth=AuthService(store, settings.auth),
+                  tls_context=await asyncio.to_thread(tls.server_context, settings))
+        limits = settings.smtp.limits
+        for name, ls in settings.listeners.items():
+            if not ls.enabled:
+                continue
+            module = _protocol(name)
+            if module is None:
+                log.warning("listener %s: protocol not available in this build, skipped", name)
+                continue
+            handler = module.make_handler(app, name)
+            if handler is None:  # the module starts its own server (web)
+                continue
+            listener = Listener(
+                name, ls.address, ls.port, handler,
+                ssl_context=app.tls_context if name in IMPLICIT_TLS else None,
+                max_connections=limits.max_connections,
+                max_per_ip=limits.max_connections_per_ip,
+                busy=_busy_reply(name))
+            await listener.start()
+            app.listeners[name] = listener
+    except BaseException:
+        await _close_listeners_now(locals().get("app"))
+        await store.close()
+        raise
+    return app
+
+
+def _busy_reply(name: str) -> bytes:
+    if name in ("mx", "submission", "submissions"):
+        return b"421 4.7.0 Too many connections, try again later\r\n"
+    if name in ("imap", "imaps"):
+        return b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+    if name in ("pop3", "pop3s"):
+        return b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
+    return b""
+
+
+async def _close_listeners_now(app: App | None) -> None:
+    if app is None:
+        return
+    for listener in app.listeners.values():
+        listener.stop_accepting()
+        await listener.drain(0)
+
+
+async def stop(app: App) -> None:
+    app.stopping.set()
+    for listener in app.listeners.values():
+        listener.stop_accepting()
+    await asyncio.gather(*(li.drain(app.settings.server.drain_timeout)
+                           for li in app.listeners.values()))
+    for hook in app.on_stop:
+        try:
+            await hook()
+        except Exception:
+            log.exception("stop hook failed")
+    for task in app.tasks:
+        task.cancel()
+    if app.tasks:
+        await asyncio.wait(app.tasks, timeout=5)
+    await app.store.close()
+
+
+def banner(app: App, demo_password: str | None) -> str:
+    lines = [f"postier {app.settings.server.hostname}: data in {app.settings.server.data_dir}"]
+    for name, li in app.listeners.items():
+        lines.append(f"  {name:<12} {li.address}:{li.bound_port}")
+    web = app.services.get("web")
+    if web:
+        lines.append(f"  {'web':<12} {web[0]}:{web[1]}  http://{web[0]}:{web[1]}/")
+    if demo_password:
+        lines.append(f"  login: {DEMO_USER}  password: {demo_password}")
+    lines.append(f"ready (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
+    return "\n".join(lines)
+
+
+async def serve(settings: Settings, *, ready: Callable[[App], None] | None = None) -> int:
+    try:
+        app = await start(settings)
+    except (StartupError, ListenError) as e:
+        print(f"postier: {e}", file=sys.stderr)
+        return 1
+    demo_password = None
+    if settings.source is None:
+        demo_password = await ensure_demo(app.store, settings.server.data_dir)
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop_event.set)
+    print(banner(app, demo_password), flush=True)
+    log.info("ready")
+    if ready is not None:
+        ready(app)
+    await stop_event.wait()
+    log.info("stopping: finishing in-flight sessions (up to %.0fs)",
+             settings.server.drain_timeout)
+    await stop(app)
+    log.info("stopped")
+    return 0
+
+
+def run(settings: Settings, log_format: str | None = None) -> int:
+    logs.setup(settings.log.level, log_format or settings.log.format)
+    try:
+        import uvloop  # noqa: PLC0415
+
+        return uvloop.run(serve(settings))
+    except ImportError:
+        return asyncio.run(serve(settings))

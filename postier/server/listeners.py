@@ -1,0 +1,162 @@
+"""TCP listeners: bind, accept, count connections, and stop gracefully.
+
+Rules:
+- A listener owns its connection tasks. `stop_accepting()` closes the socket;
+  `drain(timeout)` waits for the running sessions, then cancels what is left
+  (a session cancelled mid-transaction has replied nothing durable-looking:
+  the 250 only follows the store's commit).
+- Limits on connections in total and per client address are enforced here,
+  before any protocol bytes: the refusal text is the protocol's own (`busy`).
+- Implicit-TLS listeners (465, 993, 995) hand the session an already-TLS stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from itertools import count
+
+log = logging.getLogger("postier.server")
+
+_ids = count(1)
+
+
+class ListenError(Exception):
+    """A listener could not bind; the message is for the operator."""
+
+
+@dataclass
+class Connection:
+    """One accepted client, as the protocol adapters see it."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    listener: str  # "mx", "submission", "imap", ...
+    peer_ip: str
+    peer_port: int
+    local_ip: str
+    local_port: int
+    tls: bool  # implicit TLS already negotiated
+    sid: str = field(default_factory=lambda: f"{next(_ids):x}")
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.peer_ip.startswith("127.") or self.peer_ip in ("::1", "::ffff:127.0.0.1")
+
+    def tls_info(self) -> tuple[str, str] | None:
+        """(version, cipher) when the stream is TLS."""
+        obj = self.writer.get_extra_info("ssl_object")
+        if obj is None:
+            return None
+        cipher = obj.cipher()
+        return (obj.version() or "TLS", cipher[0] if cipher else "")
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class Listener:
+    def __init__(self, name: str, address: str, port: int, handler: Handler, *,
+                 ssl_context: ssl.SSLContext | None = None,
+                 max_connections: int = 1000, max_per_ip: int = 50,
+                 busy: bytes = b"") -> None:
+        self.name = name
+        self.address = address
+        self.port = port
+        self._handler = handler
+        self._ssl = ssl_context
+        self._max = max_connections
+        self._max_per_ip = max_per_ip
+        self._busy = busy
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._per_ip: Counter[str] = Counter()
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, self.address, self.port, ssl=self._ssl,
+                reuse_address=True, backlog=512,
+                ssl_handshake_timeout=30 if self._ssl else None)
+        except OSError as e:
+            why = {errno.EADDRINUSE: "address already in use",
+                   errno.EACCES: "permission denied (ports below 1024 need root)",
+                   errno.EADDRNOTAVAIL: "address not available on this machine",
+                   }.get(e.errno or 0, e.strerror or str(e))
+            raise ListenError(
+                f"listeners.{self.name}: cannot listen on {self.address} port {self.port}: {why}"
+            ) from None
+        for sock in self._server.sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        local = writer.get_extra_info("sockname") or ("?", 0)
+        ip = str(peer[0])
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        if len(self._tasks) >= self._max or self._per_ip[ip] >= self._max_per_ip:
+            log.warning("refused connection listener=%s client=%s: too many connections",
+                        self.name, ip)
+            with contextlib.suppress(Exception):
+                if self._busy:
+                    writer.write(self._busy)
+                    await asyncio.wait_for(writer.drain(), 5)
+                writer.close()
+            return
+        conn = Connection(reader, writer, self.name, ip, int(peer[1]), str(local[0]),
+                          int(local[1]), tls=self._ssl is not None)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._per_ip[ip] += 1
+        try:
+            await self._handler(conn)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session crashed listener=%s sid=%s client=%s",
+                          self.name, conn.sid, ip)
+        finally:
+            self._tasks.discard(task)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Let running sessions finish for `timeout` seconds, then cancel them."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)

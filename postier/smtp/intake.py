@@ -1,0 +1,340 @@
+"""Intake policy: who may send what to whom, and making an accepted message durable.
+
+The SMTP core decides what the RFC decides; this module decides the rest, for
+the two roles a listener has:
+
+- ``mx`` (port 25): recipients must be in a local domain and exist (user, alias,
+  catch-all) — otherwise ``550 5.1.1``; a foreign domain is ``554 5.7.1 Relay
+  access denied``, whoever the client is (loopback included). No AUTH here.
+- ``submission`` (587, 465): AUTH first; MAIL FROM and every From: address must
+  be the user's own or an alias of theirs (``553 5.7.1``); remote recipients are
+  queued; Date: and Message-ID: are added when missing (RFC 6409 §8).
+
+Rules:
+- Local parts are never interpreted: ``%``, ``!``, quoted ``@`` and source routes
+  (stripped by the core) cannot route mail elsewhere. A domain matches ours
+  case-insensitively and with or without a trailing dot, nothing looser.
+- `Spool` receives the message while it arrives: in memory up to
+  `spool_threshold`, then in a file under data_dir/spool; the trace fields
+  (Return-Path:, Received:) are written first, so nothing is ever copied to
+  prepend them. Remote copies keep that Return-Path:; the outbound client drops
+  a leading Return-Path: when it transmits (RFC 5321 §4.4).
+- `finish()` answers 250 only after `Store.deliver` returned: the blob and every
+  mailbox row and queue entry are durable (DESIGN.md rule zero).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from postier.queue.ids import new_qid
+from postier.smtp import headers as hdr
+from postier.smtp.address import Address, AddressError
+from postier.smtp.events import MailParams, RcptParams
+from postier.smtp.replies import Reply
+from postier.store.models import (
+    DeliveryTarget,
+    NewQueueEntry,
+    QueueId,
+    QueueRecipient,
+    User,
+)
+
+if TYPE_CHECKING:
+    from postier.server.app import App
+
+log = logging.getLogger("postier.smtp")
+
+def R550_NO_SUCH_USER(address: str) -> Reply:  # noqa: N802
+    return Reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+
+
+def R554_RELAY_DENIED(address: str) -> Reply:  # noqa: N802
+    return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
+
+
+def R553_NOT_OWNER(address: str) -> Reply:  # noqa: N802
+    return Reply(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by user")
+
+
+def R452_MAILBOX_FULL(address: str) -> Reply:  # noqa: N802
+    return Reply(452, "4.2.2", f"<{address}>: Mailbox full, try again later")
+
+
+R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+R553_NULL_SENDER = Reply(553, "5.7.1", "Null sender not allowed on submission")
+R550_NO_FROM = Reply(550, "5.6.0", "Message has no From: header")
+R553_FROM_NOT_OWNER = Reply(553, "5.7.1", "From: header address not owned by user")
+R451_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+R250_SENDER_OK = Reply(250, "2.1.0", "Ok")
+R250_RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
+
+
+def R250_QUEUED(qid: str) -> Reply:  # noqa: N802
+    return Reply(250, "2.0.0", f"Ok: queued as {qid}")
+
+
+@dataclass
+class SessionInfo:
+    """What intake knows of one connection."""
+
+    sid: str
+    role: str  # "mx" or "submission"
+    peer_ip: str
+    peer_name: str | None = None  # forward-confirmed reverse DNS, when known
+    helo: str = ""
+    esmtp: bool = False
+    tls: tuple[str, str] | None = None
+    user: User | None = None
+
+
+@dataclass
+class Recipient:
+    address: Address
+    params: RcptParams
+    users: tuple[User, ...] = ()
+    remote: tuple[str, ...] = ()  # queued destinations (itself, or alias forwards)
+
+
+@dataclass
+class Envelope:
+    sender: Address | None
+    params: MailParams
+    recipients: list[Recipient] = field(default_factory=list)
+    qid: QueueId = field(default_factory=new_qid)
+    started: float = field(default_factory=time.time)
+
+
+class Spool:
+    """The message being received: trace fields first, then the client's bytes.
+
+    Held in memory up to `threshold` bytes, then moved to a file in `directory`.
+    `on_header` is called once with the header block (or as much of it as fits
+    the threshold) and returns more fields to put on top, or raises `Refused`.
+    """
+
+    def __init__(self, prefix: bytes, threshold: int, directory: Path,
+                 on_header: Callable[[hdr.HeaderView], bytes] | None = None) -> None:
+        self._on_header = on_header
+        self._parts: list[bytes] = []
+        self._prefix = prefix
+        self._size = 0
+        self._threshold = threshold
+        self._dir = directory
+        self._file: int | None = None
+        self.path: Path | None = None
+        self.header_seen = False
+        self.header: hdr.HeaderView | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._file is not None:
+            os.write(self._file, data)
+            self._size += len(data)
+            return
+        self._parts.append(data)
+        self._size += len(data)
+        if not self.header_seen:
+            joined = b"".join(self._parts)
+            self._parts = [joined]
+            if b"\r\n\r\n" in joined or joined.startswith(b"\r\n"):
+                self._saw_header(joined)
+        if self._size > self._threshold:
+            self._spill()
+
+    def _spill(self) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self.path = self._dir / f"{secrets.token_hex(12)}.tmp"
+        self._file = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if not self.header_seen:
+            self._saw_header(b"".join(self._parts))
+        os.write(self._file, self._prefix)
+        self._prefix = b""
+        for part in self._parts:
+            os.write(self._file, part)
+        self._parts = []
+
+    @property
+    def spilled(self) -> bool:
+        return self._file is not None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def finish(self) -> bytes | Path:
+        """The whole message: bytes, or the spool file (fsynced by the store)."""
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+            assert self.path is not None
+            return self.path
+        if not self.header_seen:
+            self._saw_header(b"".join(self._parts))
+        return self._prefix + b"".join(self._parts)
+
+    def _saw_header(self, data: bytes) -> None:
+        self.header_seen = True
+        self.header = hdr.HeaderView.of(data)
+        if self._on_header is not None:
+            self._prefix += self._on_header(self.header)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._file)
+            self._file = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self._parts = []
+
+
+class Intake:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.store = app.store
+        self.hostname = app.settings.server.hostname
+        self.spool_dir = app.settings.server.data_dir / "spool"
+        self.threshold = app.settings.smtp.limits.spool_threshold
+
+    # --- MAIL ----------------------------------------------------------------
+    async def check_sender(self, s: SessionInfo, sender: Address | None) -> Reply:
+        if s.role == "submission":
+            if s.user is None:
+                return R530_AUTH_REQUIRED
+            if sender is None:
+                return R553_NULL_SENDER
+            if not await self._owns(s.user, sender.key):
+                return R553_NOT_OWNER(str(sender))
+        return R250_SENDER_OK
+
+    async def _owns(self, user: User, key: str) -> bool:
+        owned = await self.store.addresses_of(user.id)
+        return key in {a.lower() for a in owned}
+
+    # --- RCPT ----------------------------------------------------------------
+    async def check_recipient(self, s: SessionInfo, env: Envelope, rcpt: Address,
+                              params: RcptParams) -> Reply:
+        domain = await self.store.get_domain(rcpt.domain.ascii)
+        if domain is None:
+            if s.role == "submission" and s.user is not None:
+                env.recipients.append(Recipient(rcpt, params, remote=(str(rcpt),)))
+                return R250_RECIPIENT_OK
+            return R554_RELAY_DENIED(str(rcpt))
+        res = await self.store.resolve(rcpt.key)
+        if not res.found:
+            return R550_NO_SUCH_USER(str(rcpt))
+        for user in res.users:
+            if user.quota_bytes:
+                used, limit = await self.store.quota_usage(user.id)
+                if limit and used >= limit:
+                    return R452_MAILBOX_FULL(str(rcpt))
+        env.recipients.append(Recipient(rcpt, params, users=res.users, remote=res.remote))
+        return R250_RECIPIENT_OK
+
+    # --- DATA ----------------------------------------------------------------
+    def open_spool(self, s: SessionInfo, env: Envelope) -> Spool:
+        single = str(env.recipients[0].address) if len(env.recipients) == 1 else None
+        received = hdr.received(
+            helo=s.helo, client_ip=s.peer_ip, client_name=s.peer_name,
+            hostname=self.hostname,
+            protocol=hdr.protocol_name(esmtp=s.esmtp, tls=s.tls is not None,
+                                       auth=s.user is not None, smtputf8=env.params.smtputf8),
+            qid=env.qid, tls=s.tls, auth_user=s.user.address if s.user else None,
+            recipient=single)
+        sender = str(env.sender) if env.sender else ""
+
+        def complete(view: hdr.HeaderView) -> bytes:
+            # RFC 6409 §8: the submission server may add Date: and Message-ID:
+            return hdr.completion(view, self.hostname) if s.role == "submission" else b""
+
+        return Spool(hdr.return_path(sender) + received, self.threshold, self.spool_dir,
+                     on_header=complete)
+
+    async def check_from_owner(self, s: SessionInfo, spool: Spool) -> Reply | None:
+        if s.role != "submission" or s.user is None:
+            return None
+        view = spool.header or hdr.HeaderView(b"", 0)
+        addrs = hdr.addresses(view.fields("From"))
+        if not addrs:
+            return R550_NO_FROM
+        owned = {a.lower() for a in await self.store.addresses_of(s.user.id)}
+        for a in addrs:
+            try:
+                key = Address.parse(a).key
+            except AddressError:
+                return R553_FROM_NOT_OWNER
+            if key not in owned:
+                return R553_FROM_NOT_OWNER
+        return None
+
+    async def finish(self, s: SessionInfo, env: Envelope, spool: Spool) -> Reply:
+        """Make the message durable for every recipient, then (only then) 250."""
+        data = spool.finish()
+        refusal = await self.check_from_owner(s, spool)
+        if refusal is not None:
+            spool.discard()
+            self._log(s, env, spool.size, str(refusal))
+            return refusal
+        targets: list[DeliveryTarget] = []
+        seen_users: set[int] = set()
+        remote: list[QueueRecipient] = []
+        seen_remote: set[str] = set()
+        for r in env.recipients:
+            for u in r.users:
+                if u.id not in seen_users:
+                    seen_users.add(u.id)
+                    targets.append(DeliveryTarget(u.id))
+            for addr in r.remote:
+                if addr.lower() not in seen_remote:
+                    seen_remote.add(addr.lower())
+                    notify = ",".join(r.params.notify) if r.params.notify else ""
+                    orcpt = f"{r.params.orcpt[0]};{r.params.orcpt[1]}" if r.params.orcpt else ""
+                    remote.append(QueueRecipient(addr, notify=notify, orcpt=orcpt))
+        queue = None
+        if remote:
+            queue = NewQueueEntry(
+                sender=str(env.sender) if env.sender else "", recipients=tuple(remote),
+                envid=env.params.envid or "", ret=env.params.ret or "",
+                smtputf8=env.params.smtputf8,
+                body_8bit=env.params.body in ("8BITMIME", "BINARYMIME"),
+                auth_user=s.user.address if s.user else "")
+        try:
+            await self.store.deliver(data, targets, queue=queue, qid=env.qid)
+        except Exception:
+            log.exception("delivery failed sid=%s qid=%s", s.sid, env.qid)
+            if isinstance(data, Path):
+                with contextlib.suppress(OSError):
+                    data.unlink()
+            self._log(s, env, spool.size, "451 local error")
+            return R451_LOCAL_ERROR
+        self._log(s, env, spool.size, "queued" if queue else "delivered")
+        try:
+            await self.store.trace_add(env.qid, "received", self._describe(s, env, spool.size))
+            if queue is not None:
+                wake = self.app.services.get("queue_wake")
+                if wake is not None:
+                    wake()
+        except Exception:
+            log.exception("trace failed sid=%s qid=%s", s.sid, env.qid)
+        return R250_QUEUED(env.qid)
+
+    def _describe(self, s: SessionInfo, env: Envelope, size: int) -> str:
+        tls = f"{s.tls[0]} {s.tls[1]}" if s.tls else "none"
+        auth = s.user.address if s.user else "-"
+        rcpts = ",".join(str(r.address) for r in env.recipients)
+        sender = str(env.sender) if env.sender else ""
+        return (f"from=<{sender}> to={rcpts} size={size} client={s.peer_ip} "
+                f"helo={s.helo!r} listener={s.role} tls={tls} auth={auth}")
+
+    def _log(self, s: SessionInfo, env: Envelope, size: int, result: str) -> None:
+        log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid,
+                 self._describe(s, env, size), result)

@@ -1,0 +1,235 @@
+"""The asyncio adapter: moves bytes between a socket and `core.ServerConnection`,
+runs timers and STARTTLS, and asks `intake.Intake` for every policy decision.
+
+Rules:
+- Thin: no SMTP syntax here. Replies are written in the order the core queued
+  them, once per read (PIPELINING answers a whole batch in one write).
+- Roles: the ``mx`` listener offers no AUTH; ``submission`` and ``submissions``
+  offer AUTH PLAIN/LOGIN, only after TLS unless the client is on loopback or
+  `tls.allow_plaintext_auth` is set.
+- Timeouts: `smtp.limits.idle_timeout` waiting for a command; during message data
+  the whole transfer must end within `smtp.limits.data_timeout` (slow clients).
+  Either way: ``421 4.4.2`` and close.
+- The end-of-data decision waits for `Intake.finish`, which returns only when
+  the message is durable; it is shielded from cancellation, so a shutdown never
+  leaves a committed message unanswered half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from postier.auth.service import AuthOutcome
+from postier.smtp.core import ServerConnection
+from postier.smtp.events import (
+    NEED_DATA,
+    Authenticate,
+    ConnectionClosed,
+    DataChunk,
+    DataEnd,
+    DataRejected,
+    DataStart,
+    Disconnect,
+    Hello,
+    MailFrom,
+    Quit,
+    RcptTo,
+    Reset,
+    StartTls,
+)
+from postier.smtp.intake import Envelope, Intake, SessionInfo, Spool
+from postier.smtp.replies import R220_READY, Reply
+
+if TYPE_CHECKING:
+    from postier.server.app import App
+    from postier.server.listeners import Connection, Handler
+
+log = logging.getLogger("postier.smtp")
+
+R421_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")
+R421_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+R454_AUTH_LOCKED = Reply(454, "4.7.0", "Too many failed logins, try again later")
+R503_NO_AUTH_HERE = Reply(503, "5.5.1", "Error: authentication not enabled")
+READ_SIZE = 256 * 1024
+
+
+def make_handler(app: App, name: str) -> Handler:
+    intake = Intake(app)
+    role = "mx" if name == "mx" else "submission"
+
+    async def handle(conn: Connection) -> None:
+        await SmtpSession(app, intake, conn, role).run()
+
+    return handle
+
+
+class SmtpSession:
+    def __init__(self, app: App, intake: Intake, conn: Connection, role: str) -> None:
+        self.app = app
+        self.intake = intake
+        self.conn = conn
+        s = app.settings
+        lim = s.smtp.limits
+        self.limits = lim
+        plain_ok = conn.is_loopback or s.tls.allow_plaintext_auth
+        self.core = ServerConnection(
+            hostname=s.server.hostname,
+            max_line_length=lim.max_line_length,
+            max_message_size=lim.max_message_size,
+            max_recipients=lim.max_recipients,
+            max_errors=lim.max_errors,
+            bare_lf="normalize" if lim.bare_lf == "normalize" else "reject",
+            tls=conn.tls,
+            tls_available=not conn.tls,
+            auth_mechanisms=("PLAIN", "LOGIN") if role == "submission" else (),
+            auth_requires_tls=not plain_ok,
+        )
+        self.info = SessionInfo(sid=conn.sid, role=role, peer_ip=conn.peer_ip,
+                                tls=conn.tls_info())
+        self.env: Envelope | None = None
+        self.spool: Spool | None = None
+        self.data_deadline: float | None = None
+
+    async def run(self) -> None:
+        conn, core = self.conn, self.core
+        log.info("sid=%s connect client=%s:%d listener=%s", conn.sid, conn.peer_ip,
+                 conn.peer_port, conn.listener)
+        if self.app.stopping.is_set():
+            core.greet(R421_SHUTDOWN)
+        else:
+            core.greet(R220_READY(self.app.settings.server.hostname))
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                conn.writer.write(R421_SHUTDOWN.to_bytes())
+            raise
+        finally:
+            if self.spool is not None:
+                self.spool.discard()
+            log.info("sid=%s disconnect client=%s", conn.sid, conn.peer_ip)
+
+    async def _flush(self) -> None:
+        out = self.core.data_to_send()
+        if out:
+            self.conn.writer.write(out)
+            await self.conn.writer.drain()
+
+    async def _read(self) -> bytes | None:
+        """Bytes from the client; b"" on EOF; None on timeout."""
+        timeout = self.limits.idle_timeout
+        if self.data_deadline is not None:
+            timeout = min(timeout, self.data_deadline - time.monotonic())
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self.conn.reader.read(READ_SIZE), timeout)
+        except TimeoutError:
+            return None
+
+    async def _loop(self) -> None:
+        core, info = self.core, self.info
+        while True:
+            ev = core.next_event()
+            if ev is NEED_DATA:
+                await self._flush()
+                data = await self._read()
+                if data is None:
+                    log.info("sid=%s timeout", self.conn.sid)
+                    core.abort(R421_TIMEOUT)
+                    await self._flush()
+                    return
+                core.receive_data(data)
+            elif isinstance(ev, DataChunk):
+                if self.spool is not None:
+                    self.spool.write(ev.data)
+            elif isinstance(ev, Hello):
+                info.helo = ev.name
+                info.esmtp = ev.extended
+                self._reset()
+                core.accept()
+            elif isinstance(ev, MailFrom):
+                reply = await self.intake.check_sender(info, ev.address)
+                if reply.is_positive:
+                    self.env = Envelope(ev.address, ev.params)
+                    core.accept(reply)
+                else:
+                    core.reject(reply)
+            elif isinstance(ev, RcptTo):
+                assert self.env is not None
+                reply = await self.intake.check_recipient(info, self.env, ev.address,
+                                                          ev.params)
+                if reply.is_positive:
+                    core.accept(reply)
+                else:
+                    core.reject(reply)
+            elif isinstance(ev, DataStart):
+                assert self.env is not None
+                self.spool = self.intake.open_spool(info, self.env)
+                self.data_deadline = time.monotonic() + self.limits.data_timeout
+            elif isinstance(ev, DataEnd):
+                await self._data_end()
+            elif isinstance(ev, DataRejected):
+                self._reset()
+            elif isinstance(ev, Authenticate):
+                await self._authenticate(ev)
+            elif isinstance(ev, StartTls):
+                await self._flush()
+                try:
+                    await self.conn.writer.start_tls(self.app.tls_context)
+                except (OSError, ConnectionError) as e:
+                    log.info("sid=%s TLS handshake failed: %s", self.conn.sid, e)
+                    return
+                core.tls_started()
+                info.tls = self.conn.tls_info()
+                info.user = None
+                self._reset()
+            elif isinstance(ev, Reset):
+                self._reset()
+            elif isinstance(ev, Quit | Disconnect | ConnectionClosed):
+                with contextlib.suppress(ConnectionError):
+                    await self._flush()
+                return
+
+    def _reset(self) -> None:
+        if self.spool is not None:
+            self.spool.discard()
+        self.spool = None
+        self.env = None
+        self.data_deadline = None
+
+    async def _data_end(self) -> None:
+        env, spool = self.env, self.spool
+        assert env is not None and spool is not None
+        self.spool = None  # finish() owns it now
+        # shielded: once the store commits, the 250 must go out
+        reply = await asyncio.shield(self.intake.finish(self.info, env, spool))
+        self.env = None
+        self.data_deadline = None
+        if reply.is_positive:
+            self.core.accept(reply)
+        else:
+            self.core.reject(reply)
+
+    async def _authenticate(self, ev: Authenticate) -> None:
+        if self.info.role != "submission":
+            self.core.reject(R503_NO_AUTH_HERE)
+            return
+        if ev.authzid and ev.authzid.lower() != ev.username.lower():
+            # no proxy authorisation: acting as someone else is not offered
+            self.core.reject(R535_AUTH_FAILED)
+            return
+        result = await self.app.auth.authenticate(ev.username, ev.password,
+                                                  self.conn.peer_ip, "smtp")
+        if result.ok:
+            self.info.user = result.user
+            self.core.accept()
+        elif result.outcome is AuthOutcome.LOCKED:
+            self.core.reject(R454_AUTH_LOCKED)
+        else:
+            self.core.reject(R535_AUTH_FAILED)

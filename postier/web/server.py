@@ -1,0 +1,59 @@
+"""The web listener: uvicorn serving the Starlette app on its own socket.
+
+Rules:
+- The socket is bound synchronously in `make_handler`, so a taken port fails the
+  start like every other listener does (ListenError, exit 1).
+- Shutdown asks uvicorn to exit; open requests get the drain timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from postier.server.listeners import Handler, ListenError
+from postier.web.app import create_app
+
+if TYPE_CHECKING:
+    from postier.server.app import App
+
+log = logging.getLogger("postier.web")
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as e:
+        sock.close()
+        why = {errno.EADDRINUSE: "address already in use",
+               errno.EACCES: "permission denied (ports below 1024 need root)"}.get(
+            e.errno or 0, e.strerror or str(e))
+        raise ListenError(f"listeners.web: cannot listen on {address} port {port}: {why}") from None
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def make_handler(app: App, name: str) -> Handler | None:
+    ls = app.settings.listeners[name]
+    sock = _bind(ls.address, ls.port)
+    config = uvicorn.Config(create_app(app), log_config=None, access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=int(
+                                app.settings.server.drain_timeout) or 1)
+    server = uvicorn.Server(config)
+    host, port = sock.getsockname()[:2]
+    app.services["web"] = (host if ":" not in host else f"[{host}]", port)
+    app.spawn(server.serve(sockets=[sock]), name="web")
+
+    async def stop() -> None:
+        server.should_exit = True
+
+    app.on_stop.append(stop)
+    return None
