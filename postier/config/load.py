@@ -28,10 +28,28 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, N
 
 #: fields (by dotted key suffix) whose float value is a duration
 _DURATION_FIELDS = {
-    "drain_timeout", "timeout", "idle_timeout", "data_timeout", "connect_timeout",
-    "command_timeout", "first_retry", "max_backoff", "lifetime", "delay_warning", "delay",
-    "window", "whitelist_period", "failure_delay", "max_delay", "lockout_period",
+    "drain_timeout",
+    "timeout",
+    "idle_timeout",
+    "data_timeout",
+    "connect_timeout",
+    "command_timeout",
+    "first_retry",
+    "max_backoff",
+    "lifetime",
+    "delay_warning",
+    "delay",
+    "window",
+    "whitelist_period",
+    "failure_delay",
+    "max_delay",
+    "lockout_period",
 }
+
+
+def is_duration_key(key: str) -> bool:
+    """True when the float field at dotted `key` is a duration ("90s", "5m")."""
+    return key.rsplit(".", 1)[-1] in _DURATION_FIELDS
 
 
 class ConfigError(Exception):
@@ -40,7 +58,7 @@ class ConfigError(Exception):
 
 def parse_duration(value: object, key: str) -> float:
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not a duration (like \"90s\", \"5m\", \"36d\")")
+        raise ConfigError(f'{key}: {value!r} is not a duration (like "90s", "5m", "36d")')
     if isinstance(value, int | float):
         if value < 0:
             raise ConfigError(f"{key}: {value!r} is negative")
@@ -49,7 +67,7 @@ def parse_duration(value: object, key: str) -> float:
         m = _DURATION.match(value)
         if m:
             return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ConfigError(f"{key}: {value!r} is not a duration (like \"90s\", \"5m\", \"36d\")")
+    raise ConfigError(f'{key}: {value!r} is not a duration (like "90s", "5m", "36d")')
 
 
 def format_duration(seconds: float) -> str:
@@ -80,7 +98,7 @@ def _convert(value: Any, tp: Any, key: str, base: Path) -> Any:
             raise ConfigError(f"{key}: {value!r} is negative")
         return value
     if tp is float:
-        if key.rsplit(".", 1)[-1] in _DURATION_FIELDS:
+        if is_duration_key(key):
             return parse_duration(value, key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: {value!r} is not a number")
@@ -126,8 +144,9 @@ def _listeners(table: Any, base: Path) -> dict[str, ListenerSettings]:
     out = dict(Settings().listeners)
     for name, sub in table.items():
         if name not in LISTENER_NAMES:
-            raise ConfigError(f"listeners.{name}: unknown listener (one of "
-                              f"{', '.join(LISTENER_NAMES)})")
+            raise ConfigError(
+                f"listeners.{name}: unknown listener (one of {', '.join(LISTENER_NAMES)})"
+            )
         merged = dataclasses.asdict(out[name]) | dict(sub if isinstance(sub, dict) else {})
         if not isinstance(sub, dict):
             raise ConfigError(f"listeners.{name}: expected a table, got {sub!r}")
@@ -145,31 +164,36 @@ def validate(s: Settings) -> None:
         except ValueError:
             if lst.address != "localhost":
                 raise ConfigError(
-                    f"listeners.{name}.address: {lst.address!r} is not an IP address") from None
+                    f"listeners.{name}.address: {lst.address!r} is not an IP address"
+                ) from None
     if s.store.backend not in ("sqlite", "postgres"):
-        raise ConfigError(f"store.backend: {s.store.backend!r} is not \"sqlite\" or \"postgres\"")
+        raise ConfigError(f'store.backend: {s.store.backend!r} is not "sqlite" or "postgres"')
     if s.store.backend == "postgres" and not s.store.postgres_dsn:
-        raise ConfigError("store.postgres_dsn: required when store.backend = \"postgres\"")
+        raise ConfigError('store.postgres_dsn: required when store.backend = "postgres"')
     if s.log.format not in ("text", "json"):
-        raise ConfigError(f"log.format: {s.log.format!r} is not \"text\" or \"json\"")
+        raise ConfigError(f'log.format: {s.log.format!r} is not "text" or "json"')
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: {s.log.level!r} is not debug, info, warning or error")
     if s.smtp.limits.bare_lf not in ("reject", "normalize"):
         raise ConfigError(
-            f"smtp.limits.bare_lf: {s.smtp.limits.bare_lf!r} is not \"reject\" or \"normalize\"")
+            f'smtp.limits.bare_lf: {s.smtp.limits.bare_lf!r} is not "reject" or "normalize"'
+        )
     if s.smtp.limits.max_recipients < 1:
         raise ConfigError("smtp.limits.max_recipients: must be at least 1")
     if s.smtp.limits.max_line_length < 512:
         raise ConfigError("smtp.limits.max_line_length: must be at least 512 (RFC 5321)")
     if s.smtp.outbound.smarthost_tls not in ("starttls", "require", "implicit", "none"):
-        raise ConfigError(f"smtp.outbound.smarthost_tls: {s.smtp.outbound.smarthost_tls!r} is "
-                          "not starttls, require, implicit or none")
+        raise ConfigError(
+            f"smtp.outbound.smarthost_tls: {s.smtp.outbound.smarthost_tls!r} is "
+            "not starttls, require, implicit or none"
+        )
     if s.smtp.outbound.smarthost and not _is_hostport(s.smtp.outbound.smarthost):
         raise ConfigError(
-            f"smtp.outbound.smarthost: {s.smtp.outbound.smarthost!r} is not \"host:port\"")
+            f'smtp.outbound.smarthost: {s.smtp.outbound.smarthost!r} is not "host:port"'
+        )
     for i, ns in enumerate(s.dns.nameservers):
         if not _is_hostport(ns, host_is_ip=True, port_optional=True):
-            raise ConfigError(f"dns.nameservers[{i}]: {ns!r} is not \"ip\" or \"ip:port\"")
+            raise ConfigError(f'dns.nameservers[{i}]: {ns!r} is not "ip" or "ip:port"')
     for i, net in enumerate(s.greylist.allow):
         try:
             ipaddress.ip_network(net, strict=False)
@@ -194,7 +218,7 @@ def _is_hostport(value: str, *, host_is_ip: bool = False, port_optional: bool = 
 
 
 def split_hostport(value: str, default_port: int | None) -> tuple[str, int | None]:
-    """"host:port", "[v6]:port", "v6" or "host" → (host, port)."""
+    """ "host:port", "[v6]:port", "v6" or "host" → (host, port)."""
     value = value.strip()
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
@@ -214,11 +238,12 @@ def split_hostport(value: str, default_port: int | None) -> tuple[str, int | Non
 def load(path: Path | None) -> Settings:
     """Read and validate a config file; `None` means the development defaults in ./data."""
     if path is None:
-        s = Settings(server=dataclasses.replace(
-            Settings().server, data_dir=Path("./data").resolve()),
-            dns=dataclasses.replace(Settings().dns, offline=True))
-        validate(s)
-        return s
+        dev = Settings(
+            server=dataclasses.replace(Settings().server, data_dir=Path("./data").resolve()),
+            dns=dataclasses.replace(Settings().dns, offline=True),
+        )
+        validate(dev)
+        return dev
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -229,9 +254,10 @@ def load(path: Path | None) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     base = path.resolve().parent
-    data.setdefault("server", {})
-    data["server"].setdefault("data_dir", "./data")
-    s = _build(Settings, data, "", base)
+    server = data.setdefault("server", {})
+    if isinstance(server, dict):  # else _build names the key ("server: expected a table")
+        server.setdefault("data_dir", "./data")
+    s: Settings = _build(Settings, data, "", base)
     s = dataclasses.replace(s, source=path.resolve())
     validate(s)
     return s

@@ -1,15 +1,103 @@
 """`summarize(data)`: everything intake caches about a message, parsed once.
 
-Placeholder contract (the mime package fills it in): never raises on any bytes;
-malformed MIME yields a best-effort summary.
+Rules:
+- Never raises on any bytes; malformed MIME yields a best-effort summary.
+- `envelope`, `bodystructure` and `body` are IMAP syntax (see `envelope.py`,
+  `bodystructure.py`); the text fields are for people: encoded-words decoded
+  (RFC 2047), addresses shown as ``Name <box@host>`` joined by ", ".
+- `date` is the Date: header as an aware datetime (RFC 5322 §3.3; ``-0000``
+  and obsolete zones read as UTC), or None when it does not parse.
+- Cost: header parsing plus `bytes.count` over text bodies for line counts and
+  the first octets of one text part for the preview; a large single-part body
+  is never scanned in Python.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, Address
+from postier.mime.bodystructure import bodystructure
+from postier.mime.encoding import decode_words, header_text
+from postier.mime.envelope import addresses, envelope
+from postier.mime.parse import Part, parse
+from postier.mime.preview import preview
 from postier.store.models import MessageSummary
+
+log = logging.getLogger(__name__)
+
+
+def parse_date(raw: bytes | None) -> datetime | None:
+    """The Date: header as an aware datetime, or None."""
+    if raw is None:
+        return None
+    try:
+        dt = parsedate_to_datetime(raw.decode("latin-1"))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)  # RFC 5322 §3.3: -0000 means "no zone info"
+    return dt
+
+
+def format_address(a: Address) -> str:
+    """One address for display: ``Name <box@host>`` or ``box@host``."""
+    if a.host is None:
+        return ""
+    name = " ".join(decode_words(a.name).split()) if a.name else ""
+    if a.mailbox == MISSING_MAILBOX:
+        spec = ""
+    elif a.host == MISSING_DOMAIN:
+        spec = a.mailbox or ""
+    else:
+        spec = a.addr_spec
+    if name and spec:
+        return f"{name} <{spec}>"
+    return name or spec
+
+
+def display_addresses(part: Part, name: str) -> str:
+    """A header's addresses for display; a group with no members shows its name."""
+    out: list[str] = []
+    addrs = addresses(part, name)
+    for k, a in enumerate(addrs):
+        if a.is_group_start:
+            nxt = addrs[k + 1] if k + 1 < len(addrs) else None
+            if (nxt is None or nxt.is_group_end) and a.mailbox:
+                out.append(decode_words(a.mailbox))
+            continue
+        text = format_address(a)
+        if text:
+            out.append(text)
+    return ", ".join(out)
 
 
 def summarize(data: bytes) -> MessageSummary:
-    end = data.find(b"\r\n\r\n")
-    header_size = end + 4 if end >= 0 else len(data)
-    return MessageSummary(header_size=header_size)
+    try:
+        return _summarize(data)
+    except Exception:  # the boundary of intake: a parser bug must not lose mail
+        log.exception("mime: cannot summarise a %d-octet message", len(data))
+        end = data.find(b"\r\n\r\n")
+        return MessageSummary(header_size=end + 4 if end >= 0 else len(data))
+
+
+def _summarize(data: bytes) -> MessageSummary:
+    root = parse(data)
+    h = root.headers
+    subject = h.get("subject")
+    message_id = h.get("message-id")
+    return MessageSummary(
+        envelope=envelope(root),
+        bodystructure=bodystructure(root, extensible=True),
+        body=bodystructure(root, extensible=False),
+        subject=header_text(subject) if subject is not None else "",
+        from_=display_addresses(root, "from"),
+        to=display_addresses(root, "to"),
+        cc=display_addresses(root, "cc"),
+        date=parse_date(h.get("date")),
+        message_id=message_id.decode("utf-8", "replace").strip() if message_id else "",
+        preview=preview(data, root),
+        header_size=root.body_start - root.header_start,
+    )

@@ -42,7 +42,7 @@ from postier.smtp.events import (
     StartTls,
 )
 from postier.smtp.intake import Envelope, Intake, SessionInfo, Spool
-from postier.smtp.replies import R220_READY, Reply
+from postier.smtp.replies import R220_READY, R421_TIMEOUT, Reply
 
 if TYPE_CHECKING:
     from postier.server.app import App
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postier.smtp")
 
-R421_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")
 R421_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 R454_AUTH_LOCKED = Reply(454, "4.7.0", "Too many failed logins, try again later")

@@ -8,6 +8,8 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -44,16 +46,19 @@ def _bind(address: str, port: int) -> socket.socket:
 def make_handler(app: App, name: str) -> Handler | None:
     ls = app.settings.listeners[name]
     sock = _bind(ls.address, ls.port)
-    config = uvicorn.Config(create_app(app), log_config=None, access_log=False,
+    config = uvicorn.Config(create_app(app), log_config=None, access_log=False, workers=1,
                             lifespan="off", timeout_graceful_shutdown=int(
                                 app.settings.server.drain_timeout) or 1)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     app.services["web"] = (host if ":" not in host else f"[{host}]", port)
-    app.spawn(server.serve(sockets=[sock]), name="web")
+    task = app.spawn(server.serve(sockets=[sock]), name="web")
 
     async def stop() -> None:
         server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), app.settings.server.drain_timeout + 1)
+        sock.close()
 
     app.on_stop.append(stop)
     return None

@@ -1,0 +1,127 @@
+"""IMAP BODYSTRUCTURE and BODY (RFC 9051 §7.5.2, RFC 3501 §7.4.2) as bytes.
+
+Rules:
+- body-type-1part: type, subtype, params, id, description, encoding, size;
+  text/* adds the line count; message/rfc822 and message/global add envelope,
+  body and line count. body-type-mpart: the children (no separator), then the
+  subtype. The extensible form appends body-ext-1part (md5, disposition,
+  language, location) or body-ext-mpart (params, disposition, language,
+  location).
+- Types, subtypes, parameter names and values are sent as written in the
+  message. Defaults are the RFC's upper-case spelling: a part without a usable
+  Content-Type is ``"TEXT" "PLAIN" ("CHARSET" "US-ASCII")`` (RFC 2045 §5.2),
+  a text/* part without charset gets ``"CHARSET" "US-ASCII"`` appended
+  (RFC 2046 §4.1.2), a missing encoding is ``"7BIT"`` (RFC 2045 §6.1).
+- Sizes are octets of the body as stored (what BODY[section] returns); line
+  counts are LF counts.
+- RFC 2231 extended parameters are sent merged under ``name*`` with the value
+  ``charset'lang'%XX…`` (as Dovecot does), plain ones decoded and merged.
+- A multipart with no body part found gets one empty text/plain child, and a
+  message/rfc822 part that was not parsed (non-identity encoding, limits)
+  gets an empty envelope and body, so the result is always valid syntax.
+- Content-Language is always a parenthesised list.
+"""
+
+from __future__ import annotations
+
+from postier.mime.envelope import envelope
+from postier.mime.parse import Param, Part
+from postier.mime.quote import DEFAULT_LITERAL_OVER, nstring, quote
+
+_EMPTY_TEXT = b'"TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0'
+_EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+
+
+def bodystructure(
+    part: Part, *, extensible: bool = True, literal_over: int = DEFAULT_LITERAL_OVER
+) -> bytes:
+    """BODYSTRUCTURE (extensible=True) or BODY (extensible=False) of a message."""
+    out: list[bytes] = []
+    _Writer(extensible, literal_over, out).part(part)
+    return b"".join(out)
+
+
+class _Writer:
+    __slots__ = ("ext", "lo", "out")
+
+    def __init__(self, ext: bool, literal_over: int, out: list[bytes]) -> None:
+        self.ext = ext
+        self.lo = literal_over
+        self.out = out
+
+    def q(self, value: bytes | str) -> bytes:
+        return quote(value, self.lo)
+
+    def nq(self, value: bytes | str | None) -> bytes:
+        return nstring(value, self.lo)
+
+    def params(self, params: list[Param], extra: list[tuple[str, str]] | None = None) -> bytes:
+        items = [(p.name + "*", p.raw) if p.raw is not None else (p.name, p.value) for p in params]
+        if extra:
+            items += extra
+        if not items:
+            return b"NIL"
+        return b"(" + b" ".join(self.q(k) + b" " + self.q(v) for k, v in items) + b")"
+
+    def tail(self, p: Part) -> bytes:
+        """disposition, language, location: shared by both extension forms."""
+        if p.disposition is None:
+            dsp = b"NIL"
+        else:
+            dsp = b"(" + self.q(p.disposition) + b" " + self.params(p.disposition_params) + b")"
+        if p.language is None:
+            lang = b"NIL"
+        else:
+            lang = b"(" + b" ".join(self.q(t) for t in p.language) + b")"
+        return dsp + b" " + lang + b" " + self.nq(p.header("content-location"))
+
+    def part(self, p: Part) -> None:
+        out = self.out
+        out.append(b"(")
+        if p.is_multipart:
+            if p.children:
+                for child in p.children:
+                    self.part(child)
+            else:
+                out.append(b"(" + _EMPTY_TEXT + (b" NIL NIL NIL NIL)" if self.ext else b")"))
+            out.append(b" " + self.q(p.subtype))
+            if self.ext:
+                out.append(b" " + self.params(p.params) + b" " + self.tail(p))
+            out.append(b")")
+            return
+        mt = p.maintype.lower()
+        extra: list[tuple[str, str]] | None = None
+        if p.content_type_given:
+            media = self.q(p.maintype) + b" " + self.q(p.subtype)
+            if mt == "text" and p.param("charset") is None:
+                extra = [("CHARSET", "US-ASCII")]  # RFC 2046 §4.1.2
+        elif mt == "message":
+            media = b'"MESSAGE" "RFC822"'  # RFC 2046 §5.1.5 digest default
+        else:
+            media = b'"TEXT" "PLAIN"'  # RFC 2045 §5.2
+            extra = [("CHARSET", "US-ASCII")]
+        out += (
+            media,
+            b" ",
+            self.params(p.params, extra),
+            b" ",
+            self.nq(p.header("content-id")),
+            b" ",
+            self.nq(p.header("content-description")),
+            b" ",
+            self.q(p.encoding) if p.encoding else b'"7BIT"',
+            b" %d" % p.size,
+        )
+        if mt == "text":
+            out.append(b" %d" % p.lines)
+        elif mt == "message" and p.subtype.lower() in ("rfc822", "global"):
+            if p.message is not None:
+                out += (b" ", envelope(p.message, literal_over=self.lo), b" ")
+                self.part(p.message)
+            else:
+                empty = b"(" + _EMPTY_TEXT + (b" NIL NIL NIL NIL)" if self.ext else b")")
+                out += (b" ", _EMPTY_ENVELOPE, b" ", empty)
+            out.append(b" %d" % p.lines)
+        if self.ext:
+            out += (b" ", self.nq(p.header("content-md5")), b" ", self.tail(p))
+        out.append(b")")

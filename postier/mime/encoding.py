@@ -1,0 +1,172 @@
+"""Decoding of transfer encodings, charsets and RFC 2047 encoded-words.
+
+Owns: Content-Transfer-Encoding decoding (RFC 2045 §6.7 quoted-printable,
+§6.8 base64), charset decoding with the aliases mail in the wild needs, and
+header encoded-words (RFC 2047, with the RFC 2231 §5 language suffix).
+
+Rules:
+- Nothing here raises on bad data: broken base64 or QP decodes as far as it
+  can, unknown charsets fall back to UTF-8 with replacement characters. The one
+  deliberate exception is `decode_transfer` with an unknown encoding, which
+  raises `UnknownEncoding` so IMAP can answer ``[UNKNOWN-CTE]`` (RFC 3516 §4.1).
+- Only text codecs are used: a charset label naming a bytes-to-bytes codec
+  (``base64_codec``, ``zlib_codec`` …) is treated as unknown.
+
+Why hand-written: `email.header.decode_header` raises on malformed input,
+returns mixed bytes/str, and does not join adjacent encoded-words of one
+charset before decoding (multi-octet characters split across words break).
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+
+_CHARSET_ALIASES = {
+    # WHATWG Encoding Standard labels that mail clients rely on
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "tis-620": "cp874",
+    "iso-8859-9": "cp1254",
+    "x-unknown": "utf-8",
+    "unknown-8bit": "utf-8",
+    "utf8": "utf-8",
+}
+
+_B64_DELETE = bytes(
+    c for c in range(256) if not (chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/="))
+)
+
+
+class UnknownEncoding(ValueError):
+    """The Content-Transfer-Encoding is not one we can decode (RFC 3516 UNKNOWN-CTE)."""
+
+
+def decode_base64(data: bytes) -> bytes:
+    """RFC 2045 §6.8, tolerant: characters outside the alphabet are ignored
+    ("must be ignored by decoding software"), padding is repaired, and "="
+    ends a quantum (so concatenated encodings decode piece by piece)."""
+    clean = data.translate(None, _B64_DELETE)
+    if b"=" not in clean and len(clean) % 4 == 0:
+        return binascii.a2b_base64(clean)
+    out = bytearray()
+    for chunk in clean.split(b"="):
+        rem = len(chunk) % 4
+        if rem == 1:
+            chunk = chunk[:-1]  # a lone sextet carries no whole octet
+        elif rem:
+            chunk += b"=" * (4 - rem)
+        if chunk:
+            out += binascii.a2b_base64(chunk)
+    return bytes(out)
+
+
+def decode_qp(data: bytes) -> bytes:
+    """RFC 2045 §6.7 quoted-printable (soft line breaks, =XX); tolerant."""
+    try:
+        return binascii.a2b_qp(data)
+    except (binascii.Error, ValueError):  # pragma: no cover - a2b_qp is lenient
+        return data
+
+
+def decode_transfer(data: bytes, encoding: str | None) -> bytes:
+    """Undo a Content-Transfer-Encoding; raise `UnknownEncoding` for others."""
+    cte = (encoding or "7bit").lower()
+    if cte in ("7bit", "8bit", "binary"):
+        return data
+    if cte == "base64":
+        return decode_base64(data)
+    if cte == "quoted-printable":
+        return decode_qp(data)
+    raise UnknownEncoding(cte)
+
+
+def _lookup(charset: str) -> str | None:
+    name = charset.strip().strip('"').lower()
+    name = _CHARSET_ALIASES.get(name, name)
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+    if not getattr(info, "_is_text_encoding", True):
+        return None  # base64_codec, zlib_codec, rot13 ...
+    return info.name
+
+
+def decode_charset(data: bytes, charset: str | None) -> str:
+    """Bytes in a MIME charset → text; never raises.
+
+    An ASCII label on 8-bit data is read as UTF-8 when that is valid (RFC 6532
+    mail is often mislabelled), then as Windows-1252 (WHATWG).
+    """
+    name = _lookup(charset) if charset else None
+    if name is None or name == "cp1252":
+        if data.isascii():
+            return data.decode("ascii")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode(name or "utf-8", "replace")
+    try:
+        return data.decode(name, "replace")
+    except (LookupError, ValueError, TypeError):  # pragma: no cover - defensive
+        return data.decode("utf-8", "replace")
+
+
+# RFC 2047 §2: encoded-word = "=?" charset "?" encoding "?" encoded-text "?="
+_EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded-words in an unfolded header value.
+
+    Whitespace between two encoded-words is dropped (RFC 2047 §6.2); adjacent
+    words in one charset are joined as octets before decoding, so characters
+    split across words survive.
+    """
+    if "=?" not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    pending: bytearray | None = None
+    pending_cs = ""
+    for m in _EW.finditer(text):
+        gap = text[pos : m.start()]
+        if pending is not None and gap.strip():
+            out.append(decode_charset(bytes(pending), pending_cs))
+            pending = None
+        if pending is None:
+            out.append(gap)
+        charset = m.group(1).split("*", 1)[0]  # RFC 2231 §5: charset*lang
+        payload = m.group(3).encode("ascii", "replace")
+        if m.group(2) in "bB":
+            octets = decode_base64(payload)
+        else:
+            octets = binascii.a2b_qp(payload, header=True)  # "_" is SPACE (§4.2)
+        if pending is not None and charset.lower() == pending_cs.lower():
+            pending += octets
+        else:
+            if pending is not None:
+                out.append(decode_charset(bytes(pending), pending_cs))
+            pending = bytearray(octets)
+            pending_cs = charset
+        pos = m.end()
+    if pending is not None:
+        out.append(decode_charset(bytes(pending), pending_cs))
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def header_text(raw: bytes) -> str:
+    """A raw (unfolded) header value as display text: UTF-8 (RFC 6532) or
+    Windows-1252 octets, then encoded-words decoded, whitespace collapsed."""
+    text = decode_charset(raw, "us-ascii")
+    text = decode_words(text)
+    return " ".join(text.split())

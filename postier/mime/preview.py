@@ -1,0 +1,96 @@
+"""A short plain-text preview of a message, for webmail lists (and RFC 8970 PREVIEW).
+
+Rules:
+- The text comes from the first text/plain part that is not an attachment;
+  failing that, the first text/html part with markup, scripts and styles
+  removed and entities decoded. Encapsulated messages are searched too, after
+  the parts of the enclosing message.
+- Only the first `max_octets` octets of the encoded body are read, so the
+  cost does not grow with the message; transfer encoding and charset are
+  undone, whitespace runs become one space, and the result is cut to
+  `max_chars` characters.
+- Never raises; a message without text gives "".
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from postier.mime.encoding import decode_base64, decode_charset, decode_qp
+from postier.mime.parse import Part
+
+DEFAULT_MAX_CHARS = 200
+DEFAULT_MAX_OCTETS = 16_384
+
+_HIDDEN = re.compile(
+    r"<(script|style|head|title)\b.*?</\1\s*>|<!--.*?(?:-->|$)", re.IGNORECASE | re.DOTALL
+)
+_TAG = re.compile(r"<[^>]*>?")
+
+
+def _is_attachment(p: Part) -> bool:
+    return p.disposition is not None and p.disposition.lower() == "attachment"
+
+
+def pick_text_part(root: Part) -> Part | None:
+    """The part a preview (or a simple reader) should show."""
+    html_part: Part | None = None
+    for p in root.walk():
+        if p.is_multipart or p.message is not None or _is_attachment(p):
+            continue
+        ct = p.content_type
+        if ct == "text/plain":
+            return p
+        if ct == "text/html" and html_part is None:
+            html_part = p
+    return html_part
+
+
+def _trim_partial_utf8(b: bytes) -> bytes:
+    """Drop a UTF-8 sequence cut off at the end (RFC 3629 §3 lead octets)."""
+    for back in range(1, min(4, len(b)) + 1):
+        c = b[-back]
+        if c < 0x80:
+            return b
+        if c >= 0xC0:
+            need = 2 if c < 0xE0 else 3 if c < 0xF0 else 4
+            return b[:-back] if need > back else b
+    return b
+
+
+def html_to_text(markup: str) -> str:
+    """Visible text of an HTML fragment (good enough for a preview line)."""
+    text = _HIDDEN.sub(" ", markup)
+    text = _TAG.sub(" ", text)
+    return html.unescape(text)
+
+
+def preview(
+    data: bytes,
+    root: Part,
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    max_octets: int = DEFAULT_MAX_OCTETS,
+) -> str:
+    part = pick_text_part(root)
+    if part is None:
+        return ""
+    raw = data[part.body_start : min(part.body_end, part.body_start + max_octets)]
+    cte = part.cte
+    if cte == "base64":
+        raw = decode_base64(raw)
+    elif cte == "quoted-printable":
+        raw = decode_qp(raw)
+    truncated = part.size > max_octets
+    if truncated:
+        raw = _trim_partial_utf8(raw)
+    text = decode_charset(raw, part.param("charset") or "us-ascii")
+    if truncated:
+        text = text.rstrip("\ufffd")  # a character cut in half at the read limit
+    if part.content_type == "text/html":
+        text = html_to_text(text)
+    text = " ".join(text.split())
+    if len(text) > max_chars:
+        text = text[:max_chars].rstrip()
+    return text

@@ -1,0 +1,107 @@
+"""Address lists, IMAP string quoting and ENVELOPE edge cases (RFC 9051 §7.5.2)."""
+
+import pytest
+
+from postier.mime import Address, envelope, parse, parse_address_list
+from postier.mime.address import GROUP_END
+from postier.mime.quote import nstring, quote
+
+A = Address
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("alice@example.org", [A(None, None, "alice", "example.org")]),
+        ("Alice <alice@example.org>", [A("Alice", None, "alice", "example.org")]),
+        ('"Doe, John" <j@x.com>', [A("Doe, John", None, "j", "x.com")]),
+        ('"A \\"quoted\\" name" <a@b>', [A('A "quoted" name', None, "a", "b")]),
+        ("John Q. Public <jqp@x>", [A("John Q. Public", None, "jqp", "x")]),
+        ("John  (the man)  Doe <j@x>", [A("John Doe", None, "j", "x")]),
+        ("a@b (Comment Name)", [A("Comment Name", None, "a", "b")]),
+        ("<a@b> (Trailing)", [A("Trailing", None, "a", "b")]),
+        ('"john doe"@example.com', [A(None, None, "john doe", "example.com")]),
+        ("john . doe @ example . com", [A(None, None, "john.doe", "example.com")]),
+        ("user@[192.0.2.1]", [A(None, None, "user", "[192.0.2.1]")]),
+        ("<@r1,@r2:u@h>", [A(None, "@r1,@r2", "u", "h")]),
+        ("=?utf-8?q?J=C3=B6rg?= <j@x>", [A("=?utf-8?q?J=C3=B6rg?=", None, "j", "x")]),
+        ("a@b, c@d,,", [A(None, None, "a", "b"), A(None, None, "c", "d")]),
+        ("undisclosed-recipients:;", [A(None, None, "undisclosed-recipients", None), GROUP_END]),
+        (
+            "G: a@b, c@d;",
+            [A(None, None, "G", None), A(None, None, "a", "b"), A(None, None, "c", "d"), GROUP_END],
+        ),
+        ("G: a@b", [A(None, None, "G", None), A(None, None, "a", "b"), GROUP_END]),
+        ("a@b <c@d>", [A("a@b", None, "c", "d")]),
+        # broken addresses never look like group markers (Dovecot's fill-in)
+        ("foo", [A(None, None, "foo", "MISSING_DOMAIN")]),
+        ("foo@", [A(None, None, "foo", "MISSING_DOMAIN")]),
+        ("@bar", [A(None, None, "MISSING_MAILBOX", "bar")]),
+        ("<>", [A(None, None, "MISSING_MAILBOX", "MISSING_DOMAIN")]),
+        ("Name <unterminated@x", [A("Name", None, "unterminated", "x")]),
+        ('"unterminated', [A(None, None, "unterminated", "MISSING_DOMAIN")]),
+        ("(only a comment)", []),
+        ("", []),
+        ("Jörg <jörg@bücher.de>", [A("Jörg", None, "jörg", "bücher.de")]),
+    ],
+)
+def test_parse_address_list(value, expected):
+    assert parse_address_list(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"plain", b'"plain"'),
+        (b"", b'""'),
+        (b'a "q" \\ b', b'"a \\"q\\" \\\\ b"'),
+        ("Jörg".encode(), b"{5}\r\nJ\xc3\xb6rg"),
+        (b"line\r\nbreak", b"{11}\r\nline\r\nbreak"),
+        (b"nul\x00byte", b'"nulbyte"'),
+        (b"x" * 1025, b"{1025}\r\n" + b"x" * 1025),
+        (b"x" * 1024, b'"' + b"x" * 1024 + b'"'),
+    ],
+)
+def test_quote(value, expected):
+    assert quote(value) == expected
+
+
+def test_quote_literal_threshold_is_configurable():
+    assert quote(b"abcd", literal_over=3) == b"{4}\r\nabcd"
+    assert nstring(None) == b"NIL"
+
+
+def test_envelope_sender_and_reply_to_default_to_from_when_empty():
+    data = b"From: a@b\r\nSender:\r\nReply-To: r@s\r\n\r\n"
+    assert envelope(parse(data)) == (
+        b'(NIL NIL ((NIL NIL "a" "b")) ((NIL NIL "a" "b")) ((NIL NIL "r" "s")) NIL NIL NIL NIL NIL)'
+    )
+
+
+def test_envelope_of_empty_message():
+    assert envelope(parse(b"")) == b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+
+
+def test_envelope_keeps_raw_unfolded_text_and_uses_literals():
+    data = (
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  and more\r\n"
+        b"Date: Mon, 1 Jan 2024\r\n 10:00:00 +0000\r\n"
+        b'From: "J\xc3\xb6rg" <j@x>\r\n'
+        b"In-Reply-To: <a@b>\r\n"
+        b"Message-ID: <c@d>\r\n"
+        b"Subject: second subject ignored\r\n"
+        b"Bcc: hidden@x\r\n\r\n"
+    )
+    assert envelope(parse(data)) == (
+        b'("Mon, 1 Jan 2024 10:00:00 +0000" "=?utf-8?q?caf=C3=A9?=  and more"'
+        b' (({5}\r\nJ\xc3\xb6rg NIL "j" "x")) (({5}\r\nJ\xc3\xb6rg NIL "j" "x"))'
+        b' (({5}\r\nJ\xc3\xb6rg NIL "j" "x")) NIL NIL ((NIL NIL "hidden" "x"))'
+        b' "<a@b>" "<c@d>")'
+    )
+
+
+def test_envelope_literal_threshold_parameter():
+    data = b"Subject: abcdef\r\n\r\n"
+    assert envelope(parse(data), literal_over=4) == (
+        b"(NIL {6}\r\nabcdef NIL NIL NIL NIL NIL NIL NIL NIL)"
+    )

@@ -1,0 +1,200 @@
+"""Preview text, header decoding and `summarize` (the record intake caches)."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from postier.mime import decode_charset, decode_words, parse, preview, summarize
+from postier.mime.encoding import decode_base64, decode_qp, header_text
+from postier.mime.preview import html_to_text
+from postier.mime.summary import parse_date
+from postier.store.models import MessageSummary
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain", "plain"),
+        ("=?UTF-8?Q?Gr=C3=BC=C3=9Fe?= =?UTF-8?Q?_aus?= Berlin", "Grüße aus Berlin"),
+        ("=?utf-8?b?w6k=?=", "é"),
+        # one character split over two words of the same charset (RFC 2047 §5)
+        ("=?utf-8?B?4oI=?= =?utf-8?B?rA==?=", "€"),
+        ("=?iso-8859-1?q?Andr=E9?= x", "André x"),
+        ("a =?utf-8?q?b?= c", "a b c"),
+        ("=?utf-8*en?q?lang?=", "lang"),  # RFC 2231 §5 language suffix
+        ("=?no-such-charset?q?ok?=", "ok"),
+        ("=?base64_codec?q?x?=", "x"),  # not a text codec: treated as unknown
+        ("=?utf-8?x?unknown-encoding?=", "=?utf-8?x?unknown-encoding?="),
+        ("no words", "no words"),
+    ],
+)
+def test_decode_words(text, expected):
+    assert decode_words(text) == expected
+
+
+def test_header_text_reads_raw_utf8_and_collapses_space():
+    assert header_text("Caf\u00e9\t  ouvert".encode()) == "Café ouvert"
+    assert header_text(b"Caf\xe9") == "Café"  # not UTF-8: Windows-1252
+
+
+@pytest.mark.parametrize(
+    ("data", "charset", "expected"),
+    [
+        (b"abc", None, "abc"),
+        ("é".encode(), "us-ascii", "é"),  # mislabelled UTF-8
+        (b"\xe9", "iso-8859-1", "é"),
+        (b"\x80", "us-ascii", "€"),  # WHATWG: ascii/latin1 labels are windows-1252
+        (b"\xff\xfe", "utf-8", "\ufffd\ufffd"),
+        (b"\xa4", "iso-8859-15", "€"),
+    ],
+)
+def test_decode_charset(data, charset, expected):
+    assert decode_charset(data, charset) == expected
+
+
+def test_decode_qp_and_base64():
+    assert decode_qp(b"a=3Db=\r\nc") == b"a=bc"
+    assert decode_base64(b"Zm9v\r\nYmFy") == b"foobar"
+    assert decode_base64(b"Zm9vYg") == b"foob"
+    assert decode_base64(b"") == b""
+
+
+def test_html_to_text():
+    markup = (
+        "<html><head><title>T</title><style>p{}</style></head><body>"
+        "<script>alert(1)</script><p>A &amp; B&nbsp;<b>bold</b></p><!-- hidden --></body>"
+    )
+    assert " ".join(html_to_text(markup).split()) == "A & B bold"
+
+
+def _preview(data: bytes, **kw: int) -> str:
+    return preview(data, parse(data), **kw)
+
+
+def test_preview_prefers_plain_and_skips_attachments():
+    data = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nattached\r\n"
+        b"--b\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n"
+        b"--c\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n"
+        b"--c\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nthe  plain=\r\n text=C3=A9\r\n"
+        b"--c--\r\n--b--\r\n"
+    )
+    assert _preview(data) == "the plain texté"
+
+
+def test_preview_of_html_only_mail():
+    data = (
+        b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"PGh0bWw+PGhlYWQ+PHN0eWxlPmJvZHl7fTwvc3R5bGU+PC9oZWFkPjxwPkhlbGxvICZhbXA7IHdl"
+        b"bGNvbWU8L3A+PC9odG1sPg==\r\n"
+    )
+    assert _preview(data) == "Hello & welcome"
+
+
+def test_preview_limits():
+    body = ("word " * 100).encode()
+    data = b"Content-Type: text/plain\r\n\r\n" + body
+    assert _preview(data) == ("word " * 40).strip()  # 200 characters, cut, trimmed
+    assert _preview(data, max_chars=9) == "word word"
+    assert _preview(data, max_octets=12) == "word word wo"
+
+
+def test_preview_never_splits_a_character_at_the_read_limit():
+    data = b"Content-Type: text/plain\r\n\r\n" + "ééé".encode()
+    assert _preview(data, max_octets=3) == "é"
+    assert _preview(data, max_octets=4) == "éé"
+
+
+def test_preview_without_text_is_empty():
+    data = b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n"
+    assert _preview(data) == ""
+
+
+def test_preview_looks_into_an_encapsulated_message():
+    data = b"Content-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ninner text\r\n"
+    assert _preview(data) == "inner text"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"Mon, 1 Jan 2024 10:00:00 +0000", datetime(2024, 1, 1, 10, 0, tzinfo=UTC)),
+        (
+            b"1 Jan 2024 10:00:00 +0130",
+            datetime(2024, 1, 1, 10, 0, tzinfo=timezone(timedelta(hours=1, minutes=30))),
+        ),
+        (b"Mon, 1 Jan 2024 10:00:00 -0000", datetime(2024, 1, 1, 10, 0, tzinfo=UTC)),
+        (
+            b"Mon, 1 Jan 2024 10:00:00 EST",
+            datetime(2024, 1, 1, 10, 0, tzinfo=timezone(timedelta(hours=-5))),
+        ),
+        (b"not a date", None),
+        (b"Mon, 99 Foo 2024 99:99:99 +0000", None),
+        (b"", None),
+        (None, None),
+    ],
+)
+def test_parse_date(raw, expected):
+    got = parse_date(raw)
+    assert got == expected
+    if got is not None:
+        assert got.tzinfo is not None
+
+
+def test_summarize_fills_every_field(sample):
+    data = sample("encoded_words.eml")
+    s = summarize(data)
+    root = parse(data)
+    assert s == MessageSummary(
+        envelope=s.envelope,
+        bodystructure=b'("text" "plain" ("charset" "utf-8") NIL NIL "base64" 30 1 NIL NIL NIL NIL)',
+        body=b'("text" "plain" ("charset" "utf-8") NIL NIL "base64" 30 1)',
+        subject="Grüße aus Berlin",
+        from_="Jörg Müller <joerg@example.de>",
+        to="Doe, John <john@example.com>, André <andre@example.fr>",
+        cc="",
+        date=datetime(2024, 1, 5, 14, 15, 16, tzinfo=timezone(timedelta(hours=1))),
+        message_id="<ew-1@example.de>",
+        preview="Grüße aus Berlin!",
+        header_size=root.body_start,
+    )
+    assert s.envelope.startswith(b'("Fri, 5 Jan 2024 14:15:16 +0100" "=?UTF-8?Q?Gr=C3')
+    assert data[s.header_size - 4 : s.header_size] == b"\r\n\r\n"
+
+
+def test_summarize_groups_and_missing_parts(sample):
+    s = summarize(sample("group.eml"))
+    assert s.to == "undisclosed-recipients"
+    assert s.cc == "alice@example.org, Bob B <bob@example.test>, carol@example.net"
+    s = summarize(b"To: foo, <>, Name <@x>\r\n\r\n")
+    assert s.to == "foo, Name"
+    assert s.from_ == ""
+    assert s.subject == ""
+    assert s.date is None
+    assert s.message_id == ""
+
+
+def test_summarize_empty_and_garbage():
+    s = summarize(b"")
+    assert s.envelope == b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+    assert s.bodystructure == (
+        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)'
+    )
+    assert s.header_size == 0
+    s = summarize(b"\x00\xff\r\n\r\n\xfe")
+    assert s.header_size == 6
+    assert s.preview == "þ"
+
+
+def test_summarize_survives_an_internal_error(monkeypatch, caplog):
+    import postier.mime.summary as summary
+
+    def boom(_data):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(summary, "parse", boom)
+    s = summary.summarize(b"Subject: x\r\n\r\nbody")
+    assert s == MessageSummary(header_size=14)
+    assert "cannot summarise a 18-octet message" in caplog.text
