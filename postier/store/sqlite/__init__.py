@@ -1,1 +1,5 @@
-"""postier.store.sqlite"""
+"""postier.store.sqlite: the embedded backend (SQLite index + blob files)."""
+
+from postier.store.sqlite.store import SqliteStore
+
+__all__ = ["SqliteStore"]

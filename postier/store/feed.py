@@ -1,0 +1,142 @@
+"""In-process change feed: a hub fanning `Change` events out to per-user subscriptions.
+
+Rules:
+- A backend calls `ChangeHub.publish()` on the event loop after the change is
+  committed, in commit order; each subscription of the change's user gets it.
+- A subscription buffers at most `max_pending` changes. A consumer that falls
+  further behind is cut off: the subscription closes and `get()` raises
+  `FeedOverflow`, so the session re-reads the mailbox instead of acting on a
+  silently incomplete history.
+- `close()` is idempotent; a closed subscription ends `async for` and makes
+  `get()` raise `SubscriptionClosed`.
+- Backend-agnostic: the SQLite and PostgreSQL backends both feed a hub; how
+  changes from other processes arrive (polling, LISTEN/NOTIFY) is theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from postier.store.errors import StoreError
+from postier.store.models import Change, UserId
+
+
+class SubscriptionClosed(StoreError):
+    """The subscription was closed (by its owner or because the store closed)."""
+
+
+class FeedOverflow(SubscriptionClosed):
+    """The consumer fell more than `max_pending` changes behind and was cut off."""
+
+
+class ChangeSubscription:
+    """One consumer's feed for one user (implements `store.api.Subscription`)."""
+
+    def __init__(self, hub: ChangeHub, user_id: UserId, max_pending: int) -> None:
+        self.user_id = user_id
+        self._hub = hub
+        self._max_pending = max_pending
+        self._pending: deque[Change] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: SubscriptionClosed | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    def _push(self, change: Change) -> None:
+        if self._closed is not None:
+            return
+        if len(self._pending) >= self._max_pending:
+            self._shut(
+                FeedOverflow(f"change feed overflow: more than {self._max_pending} changes pending")
+            )
+            return
+        self._pending.append(change)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _shut(self, reason: SubscriptionClosed) -> None:
+        if self._closed is None:
+            self._closed = reason
+            self._pending.clear()
+            self._hub._remove(self)
+        self._wake()
+
+    def close(self) -> None:
+        self._shut(SubscriptionClosed("subscription closed"))
+
+    def get_nowait(self) -> Change | None:
+        if self._closed is not None:
+            raise self._closed
+        return self._pending.popleft() if self._pending else None
+
+    async def get(self) -> Change:
+        while True:
+            if self._closed is not None:
+                raise self._closed
+            if self._pending:
+                return self._pending.popleft()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def __aiter__(self) -> ChangeSubscription:
+        return self
+
+    async def __anext__(self) -> Change:
+        try:
+            return await self.get()
+        except FeedOverflow:
+            raise
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
+
+
+class ChangeHub:
+    """Fan-out of committed changes to subscriptions, keyed by user."""
+
+    def __init__(
+        self, max_pending: int = 10_000, on_empty: Callable[[], None] | None = None
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.max_pending = max_pending
+        self._subs: dict[UserId, set[ChangeSubscription]] = {}
+        self._on_empty = on_empty
+
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._subs)
+
+    def subscribe(self, user_id: UserId) -> ChangeSubscription:
+        sub = ChangeSubscription(self, user_id, self.max_pending)
+        self._subs.setdefault(user_id, set()).add(sub)
+        return sub
+
+    def _remove(self, sub: ChangeSubscription) -> None:
+        subs = self._subs.get(sub.user_id)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[sub.user_id]
+            if not self._subs and self._on_empty is not None:
+                self._on_empty()
+
+    def publish(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            for sub in list(self._subs.get(change.user_id, ())):
+                sub._push(change)
+
+    def close_all(self) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.close()

@@ -1,0 +1,228 @@
+"""SQLite access off the event loop: one writer thread with group commit, a reader pool.
+
+Rules:
+- Every write runs as a job ``fn(tx)`` in the single writer thread. The thread
+  takes every job waiting (up to `max_batch`), runs them in ONE ``BEGIN IMMEDIATE``
+  transaction, each inside its own SAVEPOINT, and commits once: one WAL fsync
+  (``synchronous=FULL``) for the whole batch. That is group commit.
+- A job that raises is rolled back to its savepoint alone; the others still
+  commit. Its caller gets the exception; nothing of it is durable.
+- A job's future resolves only after COMMIT returned: a caller that sees a
+  result sees a durable change. If COMMIT fails, every job of the batch fails.
+- After COMMIT, each job's `Tx.after_commit` callbacks run in the writer thread
+  (freeing blob files, scheduling change-feed events on the loop) before any
+  future resolves, so in-process subscribers hear of a change no later than its
+  writer's caller.
+- Reads run in a small thread pool, each thread with its own connection, each call
+  in one read transaction (a consistent WAL snapshot). WAL lets them run while the
+  writer writes; `busy_timeout` covers other processes holding the write lock.
+- `foreign_keys=ON` and `synchronous=FULL` on every connection; WAL set once.
+
+Why hand-written: aiosqlite runs one thread per connection and has no group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Tx:
+    """What a write job sees: the connection and a list of post-commit actions."""
+
+    __slots__ = ("after_commit", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.after_commit: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+
+@dataclass
+class _Job:
+    fn: Callable[[Tx], Any]
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+
+_STOP = None
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class Database:
+    def __init__(
+        self, path: Path, *, max_batch: int = 256, readers: int = 2, busy_timeout: float = 30.0
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if readers < 1:
+            raise ValueError("readers must be at least 1")
+        self.path = path
+        self.max_batch = max_batch
+        self.busy_timeout = busy_timeout
+        self._readers = readers
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        #: commits so far (tests and metrics: proves batching)
+        self.commits = 0
+
+    def start(self) -> None:
+        wconn = connect(self.path, self.busy_timeout)
+        mode = wconn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            wconn.close()
+            raise RuntimeError(f"{self.path}: cannot switch to WAL (journal_mode={mode})")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._readers, thread_name_prefix="postier-store-read"
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(wconn,), name="postier-store-write", daemon=True
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Run the jobs already queued, then stop the threads and close connections."""
+        if self._thread is not None:
+            self._jobs.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._pool is not None:
+            pool = self._pool
+            self._pool = None
+            await asyncio.to_thread(pool.shutdown, True)
+        with self._lock:
+            for c in self._reader_conns:
+                c.close()
+            self._reader_conns.clear()
+
+    # --- writes ------------------------------------------------------------
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("store is not open")
+        job = _Job(fn)
+        self._jobs.put(job)
+        result: T = await asyncio.wrap_future(job.future)
+        return result
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is _STOP:
+                    return
+                batch = [job]
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._run_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as e:
+            for j in live:
+                j.future.set_exception(e)
+            return
+        done: list[tuple[_Job, Any, Tx]] = []
+        failed: list[tuple[_Job, BaseException]] = []
+        try:
+            for j in live:
+                tx = Tx(conn)
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = j.fn(tx)
+                except Exception as e:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    failed.append((j, e))
+                else:
+                    conn.execute("RELEASE job")
+                    done.append((j, result, tx))
+            conn.execute("COMMIT")
+        except Exception as e:
+            # the transaction as a whole failed (I/O error, disk full, lock timeout)
+            log.exception("store commit failed; %d job(s) rolled back", len(live))
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    log.exception("rollback failed")
+            for j in live:
+                if not j.future.done():
+                    j.future.set_exception(e)
+            return
+        self.commits += 1
+        for _j, _result, tx in done:
+            for action in tx.after_commit:
+                try:
+                    action()
+                except Exception:
+                    log.exception("post-commit action failed")
+        for j, result, _tx in done:
+            j.future.set_result(result)
+        for j, exc in failed:
+            j.future.set_exception(exc)
+
+    # --- reads -------------------------------------------------------------
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._read_job, fn)
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self.busy_timeout)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    def _read_job(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("ROLLBACK")

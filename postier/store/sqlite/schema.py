@@ -1,0 +1,165 @@
+"""The SQLite schema and its migrations.
+
+Rules:
+- `MIGRATIONS[i]` takes the schema from version i to i+1; `schema_version` holds
+  the current version (one row). `migrate()` runs inside the writer's transaction,
+  so a migration applies entirely or not at all. Never edit a released migration:
+  append a new one.
+- Times are INTEGER microseconds since the Unix epoch, UTC (exact round trips).
+- Blob rows carry the size and the parsed summary once per message bytes; every
+  mailbox copy (messages) and queue entry references its blob row, and a blob row
+  (and file) lives exactly as long as something references it.
+- `changes` is the cross-process change feed: an append-only log with an
+  increasing `seq`, trimmed by age.
+- `expunged` remembers (mailbox, uid, modseq) of removed messages for QRESYNC.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+_V1 = (
+    """CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )""",
+    """CREATE TABLE domains (
+        name TEXT PRIMARY KEY,
+        created INTEGER NOT NULL,
+        dkim_selector TEXT NOT NULL DEFAULT ''
+    )""",
+    # AUTOINCREMENT: a user id is never reused, so a stale session never sees a new user
+    """CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        address TEXT NOT NULL UNIQUE,
+        domain TEXT NOT NULL REFERENCES domains(name),
+        password_hash TEXT NOT NULL,
+        quota_bytes INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX users_domain ON users(domain)",
+    """CREATE TABLE aliases (
+        source TEXT PRIMARY KEY,
+        domain TEXT NOT NULL REFERENCES domains(name),
+        targets TEXT NOT NULL
+    )""",
+    "CREATE INDEX aliases_domain ON aliases(domain)",
+    """CREATE TABLE mailboxes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        special_use TEXT,
+        subscribed INTEGER NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL,
+        highestmodseq INTEGER NOT NULL,
+        UNIQUE (user_id, name)
+    )""",
+    """CREATE TABLE blobs (
+        id TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        envelope BLOB NOT NULL,
+        bodystructure BLOB NOT NULL,
+        body BLOB NOT NULL,
+        subject TEXT NOT NULL,
+        from_addr TEXT NOT NULL,
+        to_addr TEXT NOT NULL,
+        cc TEXT NOT NULL,
+        date INTEGER,
+        message_id TEXT NOT NULL,
+        preview TEXT NOT NULL,
+        header_size INTEGER NOT NULL
+    )""",
+    """CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        flags TEXT NOT NULL,
+        internal_date INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        blob_id TEXT NOT NULL REFERENCES blobs(id),
+        UNIQUE (mailbox_id, uid)
+    )""",
+    "CREATE INDEX messages_modseq ON messages(mailbox_id, modseq)",
+    "CREATE INDEX messages_blob ON messages(blob_id)",
+    """CREATE TABLE expunged (
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX expunged_modseq ON expunged(mailbox_id, modseq)",
+    """CREATE TABLE queue (
+        id TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        blob_id TEXT NOT NULL REFERENCES blobs(id),
+        size INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        next_attempt INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        held INTEGER NOT NULL DEFAULT 0,
+        envid TEXT NOT NULL,
+        ret TEXT NOT NULL,
+        smtputf8 INTEGER NOT NULL,
+        body_8bit INTEGER NOT NULL,
+        auth_user TEXT NOT NULL,
+        is_bounce INTEGER NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        claimed_until INTEGER
+    )""",
+    "CREATE INDEX queue_due ON queue(held, next_attempt)",
+    "CREATE INDEX queue_blob ON queue(blob_id)",
+    """CREATE TABLE queue_recipients (
+        qid TEXT NOT NULL REFERENCES queue(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        last_reply TEXT NOT NULL,
+        notify TEXT NOT NULL,
+        orcpt TEXT NOT NULL,
+        PRIMARY KEY (qid, position)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE trace (
+        id INTEGER PRIMARY KEY,
+        qid TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX trace_qid ON trace(qid, id)",
+    """CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        mailbox_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        uid INTEGER,
+        modseq INTEGER
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to `VERSION` inside the caller's transaction; returns the
+    version found. Refuses a database written by a newer postier."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    found = int(row[0]) if row else 0
+    if row is None:
+        conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+    if found > VERSION:
+        raise RuntimeError(
+            f"database schema version {found} is newer than this postier "
+            f"({VERSION}); upgrade postier"
+        )
+    for version in range(found, VERSION):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+        conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
+    return found

@@ -1,0 +1,1684 @@
+"""`SqliteStore`: the embedded `store.api.Store` backend (one SQLite file + blob files).
+
+Layout under `data_dir`: ``postier.db`` (WAL mode, ``synchronous=FULL``, foreign
+keys on) and ``blobs/xx/<id>`` (see `postier.store.blobs`).
+
+Rules:
+- Order for every accepted message: blob fsynced under its final name → index
+  committed (group commit in the writer thread, `db.py`) → the method returns.
+  If the index write fails, the new blob file is removed again; a crash between
+  the two leaves an orphan file that `open()` sweeps.
+- A blob row (and file) lives as long as a message or queue entry references it:
+  the transaction that drops the last reference deletes the row, and the file is
+  unlinked after that transaction committed. Never before: a crash in between only
+  leaves an orphan file, never a row without its file.
+- Every change to a mailbox takes new MODSEQs from ``mailboxes.highestmodseq``
+  (one per message changed, ascending by UID); UIDs come from ``uidnext`` and are
+  never reused (expunged UIDs are kept in ``expunged`` for QRESYNC).
+- UIDVALIDITY comes from one store-wide counter, ``max(now in seconds, last + 1)``:
+  a mailbox deleted and created again (or renamed away and re-created) always gets
+  a new UIDVALIDITY.
+- Mailbox names: "/" separates levels; no empty level, no control characters, no
+  ``*`` or ``%`` (IMAP LIST wildcards); a first level spelled "inbox" in any case
+  is INBOX. Deleting a mailbox that has children is refused (`Conflict`, as
+  Dovecot does) rather than leaving a \\Noselect placeholder (RFC 9051 §6.3.5
+  allows either). New mailboxes are not subscribed unless created by `add_user`.
+- Change feed: each write records its `Change`s in the ``changes`` table (same
+  transaction) and, after commit, hands them to the in-process hub. A poller,
+  running only while this process has subscribers, reads other processes'
+  changes from the table every `poll_interval` seconds. A new subscriber may be
+  told again of changes made up to a second before it subscribed (never fewer).
+- Everything blocking runs in the writer thread, the reader pool or
+  `asyncio.to_thread`; nothing blocks the event loop.
+"""
+
+# ruff: noqa: S608  -- SQL is assembled only from the column-list constants below;
+# every value is a bound parameter.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from postier.mime.summary import summarize
+from postier.smtp.address import Address, AddressError
+from postier.smtp.address import Domain as DomainName
+from postier.store import new_queue_id
+from postier.store.api import FlagMode, MessageSource, Subscription
+from postier.store.blobs import BlobFiles, is_blob_id
+from postier.store.errors import Conflict, Invalid, NotFound, QuotaExceeded, StoreError
+from postier.store.feed import ChangeHub
+from postier.store.models import (
+    SPECIAL_USE,
+    SYSTEM_FLAGS,
+    Alias,
+    BlobId,
+    Change,
+    ChangeKind,
+    Delivered,
+    DeliveryResult,
+    DeliveryTarget,
+    Domain,
+    Mailbox,
+    MailboxId,
+    Message,
+    MessageSummary,
+    ModSeq,
+    NewQueueEntry,
+    QueueEntry,
+    QueueId,
+    QueueRecipient,
+    RcptState,
+    Resolution,
+    TraceEvent,
+    Uid,
+    User,
+    UserId,
+)
+from postier.store.sqlite import schema
+from postier.store.sqlite.db import Database, Tx
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "postier.db"
+BLOB_DIR = "blobs"
+
+#: RFC 6154 §2 and RFC 8457 §3: the special-use attributes a mailbox may carry
+SPECIAL_USE_ATTRIBUTES = frozenset(
+    {
+        "\\All",
+        "\\Archive",
+        "\\Drafts",
+        "\\Flagged",
+        "\\Junk",
+        "\\Sent",
+        "\\Trash",
+        "\\Important",
+    }
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS}
+_MAX_UIDVALIDITY = 0xFFFFFFFF  # RFC 9051 §9: nz-number is 32 bits
+
+Row = tuple[Any, ...]
+T = TypeVar("T")
+
+
+# --- conversions -----------------------------------------------------------
+def _to_us(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)  # naive datetimes are taken as UTC
+    return (dt - _EPOCH) // _US
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _domain_key(name: str) -> str:
+    try:
+        return DomainName.parse(name).ascii
+    except AddressError as e:
+        raise Invalid(str(e)) from None
+
+
+def _address_key(text: str) -> str:
+    try:
+        return Address.parse(text).key
+    except AddressError as e:
+        raise Invalid(str(e)) from None
+
+
+def _source_key(text: str) -> str:
+    """An alias source: "local@domain" or "@domain" (catch-all)."""
+    if text.startswith("@"):
+        return "@" + _domain_key(text[1:])
+    return _address_key(text)
+
+
+def _domain_of(key: str) -> str:
+    return key.rpartition("@")[2]
+
+
+def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
+    """System flags in their canonical case (they are case-insensitive, RFC 9051
+    §2.3.2); \\Recent is never stored; a flag with white space or controls is
+    `Invalid` (flags are atoms)."""
+    out: set[str] = set()
+    for flag in flags:
+        if not flag or any(c <= " " or c == "\x7f" for c in flag):
+            raise Invalid(f"bad flag {flag!r}")
+        canonical = _SYSTEM_FLAG_CASE.get(flag.lower(), flag)
+        if canonical.lower() == "\\recent":
+            continue  # RFC 9051 §2.3.2: \Recent is not stored (and gone in IMAP4rev2)
+        out.add(canonical)
+    return frozenset(out)
+
+
+def _flags_text(flags: frozenset[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+def _flags_of(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _json_ids(values: Iterable[int]) -> str:
+    return json.dumps([int(v) for v in values])
+
+
+_MSG_COLS = (
+    "m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, "
+    "b.envelope, b.bodystructure, b.body, b.subject, b.from_addr, b.to_addr, b.cc, "
+    "b.date, b.message_id, b.preview, b.header_size"
+)
+_MSG_FROM = "messages m JOIN blobs b ON b.id = m.blob_id"
+
+
+def _summary_of(row: Row) -> MessageSummary:
+    return MessageSummary(
+        envelope=bytes(row[0]),
+        bodystructure=bytes(row[1]),
+        body=bytes(row[2]),
+        subject=row[3],
+        from_=row[4],
+        to=row[5],
+        cc=row[6],
+        date=None if row[7] is None else _from_us(row[7]),
+        message_id=row[8],
+        preview=row[9],
+        header_size=row[10],
+    )
+
+
+def _message_of(row: Row) -> Message:
+    return Message(
+        mailbox_id=MailboxId(row[0]),
+        uid=Uid(row[1]),
+        modseq=ModSeq(row[2]),
+        flags=_flags_of(row[3]),
+        internal_date=_from_us(row[4]),
+        size=row[5],
+        blob_id=BlobId(row[6]),
+        summary=_summary_of(row[7:]),
+    )
+
+
+_MBX_COLS = (
+    "x.id, x.user_id, x.name, x.special_use, x.subscribed, x.uidvalidity, "
+    "x.uidnext, x.highestmodseq"
+)
+_MBX_COUNTS = (
+    "COUNT(m.id), COALESCE(SUM(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), "
+    "COALESCE(SUM(m.size), 0)"
+)
+
+
+def _mailbox_of(row: Row) -> Mailbox:
+    return Mailbox(
+        id=MailboxId(row[0]),
+        user_id=UserId(row[1]),
+        name=row[2],
+        special_use=row[3],
+        subscribed=bool(row[4]),
+        uidvalidity=row[5],
+        uidnext=row[6],
+        highestmodseq=row[7],
+        messages=row[8] if len(row) > 8 else 0,
+        unseen=row[9] if len(row) > 9 else 0,
+        size=row[10] if len(row) > 10 else 0,
+    )
+
+
+_USER_COLS = "id, address, domain, password_hash, quota_bytes, created, disabled"
+
+
+def _user_of(row: Row) -> User:
+    return User(
+        id=UserId(row[0]),
+        address=row[1],
+        domain=row[2],
+        password_hash=row[3],
+        quota_bytes=row[4],
+        created=_from_us(row[5]),
+        disabled=bool(row[6]),
+    )
+
+
+_QUEUE_COLS = (
+    "id, sender, blob_id, size, created, next_attempt, attempts, held, envid, ret, "
+    "smtputf8, body_8bit, auth_user, is_bounce, last_error"
+)
+
+
+def _queue_entries(conn: sqlite3.Connection, rows: list[Row]) -> list[QueueEntry]:
+    out = []
+    for r in rows:
+        rcpts = tuple(
+            QueueRecipient(address=a, state=RcptState(s), last_reply=lr, notify=n, orcpt=o)
+            for a, s, lr, n, o in conn.execute(
+                "SELECT address, state, last_reply, notify, orcpt FROM queue_recipients "
+                "WHERE qid = ? ORDER BY position",
+                (r[0],),
+            )
+        )
+        out.append(
+            QueueEntry(
+                id=QueueId(r[0]),
+                sender=r[1],
+                recipients=rcpts,
+                blob_id=BlobId(r[2]),
+                size=r[3],
+                created=_from_us(r[4]),
+                next_attempt=_from_us(r[5]),
+                attempts=r[6],
+                held=bool(r[7]),
+                envid=r[8],
+                ret=r[9],
+                smtputf8=bool(r[10]),
+                body_8bit=bool(r[11]),
+                auth_user=r[12],
+                is_bounce=bool(r[13]),
+                last_error=r[14],
+            )
+        )
+    return out
+
+
+def _changes_after(conn: sqlite3.Connection, seq: int) -> list[Row]:
+    return conn.execute(
+        "SELECT seq, origin, user_id, mailbox_id, kind, uid, modseq FROM changes "
+        "WHERE seq > ? ORDER BY seq LIMIT 10000",
+        (seq,),
+    ).fetchall()
+
+
+def _is_under(name: str, parent: str) -> bool:
+    return name.startswith(parent + "/")
+
+
+class SqliteStore:
+    """The embedded store. Construct, `await open()`, use, `await close()`.
+
+    Limits and knobs (all constructor parameters):
+    - `default_quota`: bytes for users added with ``quota_bytes=0`` (0 = unlimited).
+    - `max_alias_depth`: alias expansion levels before a chain is cut.
+    - `max_mailbox_name`: longest mailbox name, in UTF-8 octets.
+    - `claim_timeout`: seconds a `queue_due` claim holds if never released.
+    - `poll_interval`: seconds between reads of other processes' changes.
+    - `change_retention`: seconds the cross-process change log is kept.
+    - `orphan_grace`: temp files and unreferenced blobs younger than this survive
+      the startup sweep (another process may be about to commit them).
+    - `max_batch`: write jobs per group commit; `readers`: reader threads;
+      `busy_timeout`: seconds to wait for another process's write lock.
+    - `max_pending_changes`: changes buffered per subscription before it is cut off.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        default_quota: int = 0,
+        max_alias_depth: int = 10,
+        max_mailbox_name: int = 1024,
+        claim_timeout: float = 1800.0,
+        poll_interval: float = 0.3,
+        change_retention: float = 3600.0,
+        orphan_grace: float = 60.0,
+        max_batch: int = 256,
+        readers: int = 2,
+        busy_timeout: float = 30.0,
+        max_pending_changes: int = 10_000,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.default_quota = default_quota
+        self.max_alias_depth = max_alias_depth
+        self.max_mailbox_name = max_mailbox_name
+        self.claim_timeout = claim_timeout
+        self.poll_interval = poll_interval
+        self.change_retention = change_retention
+        self.orphan_grace = orphan_grace
+        self._max_batch = max_batch
+        self._readers = readers
+        self._busy_timeout = busy_timeout
+        self.blobs = BlobFiles(self.data_dir / BLOB_DIR)
+        self._hub = ChangeHub(max_pending_changes)
+        self._db: Database | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: asyncio.Task[None] | None = None
+        #: identifies this instance's rows in the change log
+        self._origin = secrets.token_hex(8)
+        self._writes_since_trim = 0
+        #: (temp files, orphan blobs) removed by the last startup sweep
+        self.last_sweep: tuple[int, int] = (0, 0)
+
+    # --- lifecycle ---------------------------------------------------------
+    async def open(self) -> None:
+        if self._db is not None:
+            raise StoreError("store is already open")
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._make_dirs)
+        db = Database(
+            self.data_dir / DB_NAME,
+            max_batch=self._max_batch,
+            readers=self._readers,
+            busy_timeout=self._busy_timeout,
+        )
+        await asyncio.to_thread(db.start)
+        self._db = db
+        try:
+            await db.write(lambda tx: schema.migrate(tx.conn))
+            await db.write(self._trim_changes)
+            await self._sweep()
+        except BaseException:
+            self._db = None
+            await db.stop()
+            raise
+
+    def _make_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs.create_dirs()
+
+    async def _sweep(self) -> None:
+        # the referenced set is read before the files are listed: see BlobFiles.sweep
+        refs = await self._read(lambda c: {r[0] for r in c.execute("SELECT id FROM blobs")})
+        self.last_sweep = await asyncio.to_thread(
+            self.blobs.sweep, lambda b: b in refs, self.orphan_grace
+        )
+        if any(self.last_sweep):
+            log.info("store sweep removed %d temp file(s), %d orphan blob(s)", *self.last_sweep)
+
+    async def close(self) -> None:
+        db = self._db
+        if db is None:
+            return
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        self._hub.close_all()
+        self._db = None
+        await db.stop()
+
+    def _require_db(self) -> Database:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._require_db().read(fn)
+
+    async def _write(self, fn: Callable[[Tx], T]) -> T:
+        return await self._require_db().write(fn)
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by this instance (group commit makes it < writes)."""
+        return self._db.commits if self._db is not None else 0
+
+    # --- change recording (writer thread) ----------------------------------
+    def _record(self, tx: Tx, changes: list[Change]) -> None:
+        if not changes:
+            return
+        at = _now_us()
+        tx.conn.executemany(
+            "INSERT INTO changes (origin, at, user_id, mailbox_id, kind, uid, modseq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (self._origin, at, c.user_id, c.mailbox_id, c.kind.value, c.uid, c.modseq)
+                for c in changes
+            ],
+        )
+        loop = self._loop
+        hub = self._hub
+        if loop is not None:
+
+            def publish() -> None:
+                loop.call_soon_threadsafe(hub.publish, changes)
+
+            tx.after_commit.append(publish)
+        self._writes_since_trim += 1
+        if self._writes_since_trim >= 1000:
+            self._trim_changes(tx)
+
+    def _trim_changes(self, tx: Tx) -> None:
+        self._writes_since_trim = 0
+        cutoff = _now_us() - int(self.change_retention * 1_000_000)
+        tx.execute("DELETE FROM changes WHERE at < ?", (cutoff,))
+
+    def _free_blobs(self, tx: Tx, blob_ids: Iterable[str]) -> None:
+        """Drop blob rows nothing references any more; unlink the files after commit."""
+        gone: list[str] = []
+        for blob_id in set(blob_ids):
+            row = tx.execute(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE blob_id = ?) "
+                "OR EXISTS (SELECT 1 FROM queue WHERE blob_id = ?)",
+                (blob_id, blob_id),
+            ).fetchone()
+            if not row[0]:
+                tx.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+                gone.append(blob_id)
+        if gone:
+            files = self.blobs
+
+            def unlink() -> None:
+                for blob_id in gone:
+                    files.delete(blob_id)
+
+            tx.after_commit.append(unlink)
+
+    # --- domains -----------------------------------------------------------
+    async def add_domain(self, name: str) -> Domain:
+        key = _domain_key(name)
+        created = _now_us()
+
+        def job(tx: Tx) -> Domain:
+            try:
+                tx.execute("INSERT INTO domains (name, created) VALUES (?, ?)", (key, created))
+            except sqlite3.IntegrityError:
+                raise Conflict(f"domain {key} exists already") from None
+            return Domain(name=key, created=_from_us(created))
+
+        result: Domain = await self._write(job)
+        return result
+
+    async def get_domain(self, name: str) -> Domain | None:
+        try:
+            key = _domain_key(name)
+        except Invalid:
+            return None
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT name, created, dkim_selector FROM domains WHERE name = ?", (key,)
+            ).fetchone()
+        )
+        return None if row is None else Domain(row[0], _from_us(row[1]), row[2])
+
+    async def list_domains(self) -> list[Domain]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT name, created, dkim_selector FROM domains ORDER BY name"
+            ).fetchall()
+        )
+        return [Domain(r[0], _from_us(r[1]), r[2]) for r in rows]
+
+    async def delete_domain(self, name: str) -> None:
+        key = _domain_key(name)
+
+        def job(tx: Tx) -> None:
+            if tx.execute("SELECT 1 FROM domains WHERE name = ?", (key,)).fetchone() is None:
+                raise NotFound(f"no domain {key}")
+            users = tx.execute("SELECT COUNT(*) FROM users WHERE domain = ?", (key,)).fetchone()
+            aliases = tx.execute("SELECT COUNT(*) FROM aliases WHERE domain = ?", (key,)).fetchone()
+            if users[0] or aliases[0]:
+                raise Conflict(
+                    f"domain {key} still has {users[0]} user(s) and {aliases[0]} alias(es)"
+                )
+            tx.execute("DELETE FROM domains WHERE name = ?", (key,))
+
+        await self._write(job)
+
+    async def set_dkim_selector(self, name: str, selector: str) -> None:
+        key = _domain_key(name)
+
+        def job(tx: Tx) -> None:
+            cur = tx.execute("UPDATE domains SET dkim_selector = ? WHERE name = ?", (selector, key))
+            if cur.rowcount == 0:
+                raise NotFound(f"no domain {key}")
+
+        await self._write(job)
+
+    # --- users -------------------------------------------------------------
+    async def add_user(self, address: str, password_hash: str, quota_bytes: int = 0) -> User:
+        """Creates the user and their INBOX, Sent, Drafts, Junk, Trash, Archive
+        (special-use per RFC 6154, all subscribed). ``quota_bytes=0`` means the
+        store's `default_quota`. `NotFound` if the domain is not ours, `Conflict`
+        if the address is a user or an alias already."""
+        key = _address_key(address)
+        domain = _domain_of(key)
+        quota = quota_bytes or self.default_quota
+        if quota < 0:
+            raise Invalid("quota must not be negative")
+        created = _now_us()
+
+        def job(tx: Tx) -> User:
+            if tx.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone() is None:
+                raise NotFound(f"no domain {domain}")
+            if tx.execute("SELECT 1 FROM aliases WHERE source = ?", (key,)).fetchone():
+                raise Conflict(f"{key} is an alias")
+            try:
+                cur = tx.execute(
+                    "INSERT INTO users (address, domain, password_hash, quota_bytes, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key, domain, password_hash, quota, created),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"user {key} exists already") from None
+            user_id = UserId(cur.lastrowid or 0)
+            for name, special in SPECIAL_USE.items():
+                self._insert_mailbox(tx, user_id, name, special, subscribed=True)
+            return User(
+                id=user_id,
+                address=key,
+                domain=domain,
+                password_hash=password_hash,
+                quota_bytes=quota,
+                created=_from_us(created),
+            )
+
+        result: User = await self._write(job)
+        return result
+
+    async def get_user(self, address: str) -> User | None:
+        try:
+            key = _address_key(address)
+        except Invalid:
+            return None
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_USER_COLS} FROM users WHERE address = ?", (key,)
+            ).fetchone()
+        )
+        return None if row is None else _user_of(row)
+
+    async def get_user_by_id(self, user_id: UserId) -> User | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_USER_COLS} FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+        )
+        return None if row is None else _user_of(row)
+
+    async def list_users(self, domain: str | None = None) -> list[User]:
+        if domain is None:
+            rows = await self._read(
+                lambda c: c.execute(f"SELECT {_USER_COLS} FROM users ORDER BY address").fetchall()
+            )
+        else:
+            key = _domain_key(domain)
+            rows = await self._read(
+                lambda c: c.execute(
+                    f"SELECT {_USER_COLS} FROM users WHERE domain = ? ORDER BY address", (key,)
+                ).fetchall()
+            )
+        return [_user_of(r) for r in rows]
+
+    async def _update_user(self, address: str, column: str, value: object) -> None:
+        key = _address_key(address)
+
+        def job(tx: Tx) -> None:
+            cur = tx.execute(f"UPDATE users SET {column} = ? WHERE address = ?", (value, key))
+            if cur.rowcount == 0:
+                raise NotFound(f"no user {key}")
+
+        await self._write(job)
+
+    async def set_password(self, address: str, password_hash: str) -> None:
+        await self._update_user(address, "password_hash", password_hash)
+
+    async def set_quota(self, address: str, quota_bytes: int) -> None:
+        if quota_bytes < 0:
+            raise Invalid("quota must not be negative")
+        await self._update_user(address, "quota_bytes", quota_bytes)
+
+    async def delete_user(self, address: str) -> None:
+        key = _address_key(address)
+
+        def job(tx: Tx) -> None:
+            row = tx.execute("SELECT id FROM users WHERE address = ?", (key,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user {key}")
+            blob_ids = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT DISTINCT m.blob_id FROM messages m JOIN mailboxes x "
+                    "ON x.id = m.mailbox_id WHERE x.user_id = ?",
+                    (row[0],),
+                )
+            ]
+            tx.execute("DELETE FROM users WHERE id = ?", (row[0],))  # cascades to mailboxes
+            self._free_blobs(tx, blob_ids)
+
+        await self._write(job)
+
+    # --- aliases -----------------------------------------------------------
+    async def add_alias(self, source: str, targets: Sequence[str]) -> Alias:
+        """`source` is "local@domain" or "@domain" (catch-all) of a local domain
+        (`NotFound` otherwise); `Conflict` if it is a user or an alias already."""
+        src = _source_key(source)
+        if isinstance(targets, str):
+            raise Invalid("targets must be a list of addresses")
+        keys = tuple(dict.fromkeys(_address_key(t) for t in targets))
+        if not keys:
+            raise Invalid("an alias needs at least one target")
+        domain = _domain_of(src)
+
+        def job(tx: Tx) -> Alias:
+            if tx.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone() is None:
+                raise NotFound(f"no domain {domain}")
+            if tx.execute("SELECT 1 FROM users WHERE address = ?", (src,)).fetchone():
+                raise Conflict(f"{src} is a user")
+            try:
+                tx.execute(
+                    "INSERT INTO aliases (source, domain, targets) VALUES (?, ?, ?)",
+                    (src, domain, json.dumps(list(keys))),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"alias {src} exists already") from None
+            return Alias(src, keys)
+
+        result: Alias = await self._write(job)
+        return result
+
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]:
+        if domain is None:
+            rows = await self._read(
+                lambda c: c.execute(
+                    "SELECT source, targets FROM aliases ORDER BY source"
+                ).fetchall()
+            )
+        else:
+            key = _domain_key(domain)
+            rows = await self._read(
+                lambda c: c.execute(
+                    "SELECT source, targets FROM aliases WHERE domain = ? ORDER BY source", (key,)
+                ).fetchall()
+            )
+        return [Alias(r[0], tuple(json.loads(r[1]))) for r in rows]
+
+    async def delete_alias(self, source: str) -> None:
+        src = _source_key(source)
+
+        def job(tx: Tx) -> None:
+            if tx.execute("DELETE FROM aliases WHERE source = ?", (src,)).rowcount == 0:
+                raise NotFound(f"no alias {src}")
+
+        await self._write(job)
+
+    def _resolve_sync(self, conn: sqlite3.Connection, key: str) -> Resolution:
+        """Exact user → alias (recursively) → the domain's catch-all. A chain deeper
+        than `max_alias_depth` or looping back is cut there; targets outside our
+        domains are remote forwards."""
+        users: dict[int, User] = {}
+        remote: dict[str, None] = {}
+        visited: set[str] = set()
+        local_domains: dict[str, bool] = {}
+
+        def is_local(domain: str) -> bool:
+            if domain not in local_domains:
+                local_domains[domain] = (
+                    conn.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone()
+                    is not None
+                )
+            return local_domains[domain]
+
+        def alias_targets(source: str) -> list[str] | None:
+            row = conn.execute("SELECT targets FROM aliases WHERE source = ?", (source,)).fetchone()
+            return None if row is None else list(json.loads(row[0]))
+
+        def expand(addr: str, depth: int) -> None:
+            if addr in visited:
+                return  # a loop, or a target reached twice
+            visited.add(addr)
+            domain = _domain_of(addr)
+            if not is_local(domain):
+                if depth > 0:
+                    remote[addr] = None
+                return
+            row = conn.execute(
+                f"SELECT {_USER_COLS} FROM users WHERE address = ?", (addr,)
+            ).fetchone()
+            if row is not None:
+                users[row[0]] = _user_of(row)
+                return
+            if depth >= self.max_alias_depth:
+                log.warning("alias chain for %s cut at depth %d", key, depth)
+                return
+            targets = alias_targets(addr)
+            if targets is None:
+                catch_all = "@" + domain
+                if catch_all in visited:
+                    return
+                visited.add(catch_all)
+                targets = alias_targets(catch_all)
+            for target in targets or ():
+                expand(target, depth + 1)
+
+        expand(key, 0)
+        return Resolution(users=tuple(users.values()), remote=tuple(remote))
+
+    async def resolve(self, address: str) -> Resolution:
+        try:
+            key = _address_key(address)
+        except Invalid:
+            return Resolution()
+        result: Resolution = await self._read(lambda c: self._resolve_sync(c, key))
+        return result
+
+    async def addresses_of(self, user_id: UserId) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            row = conn.execute("SELECT address FROM users WHERE id = ?", (user_id,)).fetchone()
+            if row is None:
+                return []
+            out = [row[0]]
+            for (source,) in conn.execute(
+                "SELECT source FROM aliases WHERE source NOT LIKE '@%' ORDER BY source"
+            ).fetchall():
+                res = self._resolve_sync(conn, source)
+                if not res.remote and [u.id for u in res.users] == [user_id]:
+                    out.append(source)
+            return out
+
+        result: list[str] = await self._read(read)
+        return result
+
+    # --- mailboxes ---------------------------------------------------------
+    def _mailbox_name(self, name: str) -> str:
+        if not name:
+            raise Invalid("empty mailbox name")
+        if any(c < " " or c == "\x7f" or c in "*%" for c in name):
+            raise Invalid(f"mailbox name {name!r} has a control or wildcard character")
+        levels = name.split("/")
+        if any(level == "" for level in levels):
+            raise Invalid(f"mailbox name {name!r} has an empty hierarchy level")
+        if levels[0].upper() == "INBOX":
+            levels[0] = "INBOX"  # RFC 9051 §5.1: INBOX is case-insensitive
+        out = "/".join(levels)
+        if len(out.encode()) > self.max_mailbox_name:
+            raise Invalid(f"mailbox name longer than {self.max_mailbox_name} octets")
+        return out
+
+    def _new_uidvalidity(self, tx: Tx) -> int:
+        row = tx.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+        last = row[0] if row else 0
+        value = max(int(time.time()), last + 1)
+        if value > _MAX_UIDVALIDITY:
+            value = 1  # todo: year 2106; wrapping breaks uniqueness for one cycle
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        return value
+
+    def _insert_mailbox(
+        self,
+        tx: Tx,
+        user_id: UserId,
+        name: str,
+        special_use: str | None,
+        *,
+        subscribed: bool,
+        uidnext: int = 1,
+    ) -> MailboxId:
+        cur = tx.execute(
+            "INSERT INTO mailboxes (user_id, name, special_use, subscribed, uidvalidity, "
+            "uidnext, highestmodseq) VALUES (?, ?, ?, ?, ?, ?, 1)",
+            (user_id, name, special_use, int(subscribed), self._new_uidvalidity(tx), uidnext),
+        )
+        return MailboxId(cur.lastrowid or 0)
+
+    def _create_parents(self, tx: Tx, user_id: UserId, name: str, changes: list[Change]) -> None:
+        levels = name.split("/")
+        for i in range(1, len(levels)):
+            parent = "/".join(levels[:i])
+            if (
+                tx.execute(
+                    "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, parent)
+                ).fetchone()
+                is None
+            ):
+                mid = self._insert_mailbox(tx, user_id, parent, None, subscribed=False)
+                changes.append(Change(user_id, mid, ChangeKind.MAILBOX))
+
+    @staticmethod
+    def _user_exists(tx: Tx, user_id: UserId) -> None:
+        if tx.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+            raise NotFound(f"no user with id {user_id}")
+
+    async def list_mailboxes(self, user_id: UserId) -> list[Mailbox]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
+                "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.user_id = ? "
+                "GROUP BY x.id ORDER BY x.name",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_mailbox_of(r) for r in rows]
+
+    async def get_mailbox(self, user_id: UserId, name: str) -> Mailbox | None:
+        try:
+            key = self._mailbox_name(name)
+        except Invalid:
+            return None
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
+                "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.user_id = ? AND x.name = ? "
+                "GROUP BY x.id",
+                (user_id, key),
+            ).fetchone()
+        )
+        return None if row is None else _mailbox_of(row)
+
+    async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
+                "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.id = ? GROUP BY x.id",
+                (mailbox_id,),
+            ).fetchone()
+        )
+        return None if row is None else _mailbox_of(row)
+
+    async def create_mailbox(
+        self, user_id: UserId, name: str, special_use: str | None = None
+    ) -> Mailbox:
+        """Creates missing parents too (RFC 9051 §6.3.4). `Conflict` if it exists,
+        `Invalid` for a bad name or special-use attribute (RFC 6154 §2)."""
+        key = self._mailbox_name(name)
+        if special_use is not None and special_use not in SPECIAL_USE_ATTRIBUTES:
+            raise Invalid(f"unknown special-use attribute {special_use!r}")
+
+        def job(tx: Tx) -> MailboxId:
+            self._user_exists(tx, user_id)
+            if tx.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, key)
+            ).fetchone():
+                raise Conflict(f"mailbox {key} exists already")
+            changes: list[Change] = []
+            self._create_parents(tx, user_id, key, changes)
+            mid = self._insert_mailbox(tx, user_id, key, special_use, subscribed=False)
+            changes.append(Change(user_id, mid, ChangeKind.MAILBOX))
+            self._record(tx, changes)
+            return mid
+
+        mid: MailboxId = await self._write(job)
+        mailbox = await self.get_mailbox_by_id(mid)
+        assert mailbox is not None
+        return mailbox
+
+    async def delete_mailbox(self, user_id: UserId, name: str) -> None:
+        """Deletes the mailbox and its messages (blobs freed). INBOX cannot be
+        deleted (`Invalid`); a mailbox with children is refused (`Conflict`)."""
+        key = self._mailbox_name(name)
+        if key == "INBOX":
+            raise Invalid("INBOX cannot be deleted")  # RFC 9051 §6.3.5
+
+        def job(tx: Tx) -> None:
+            row = tx.execute(
+                "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, key)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no mailbox {key}")
+            if tx.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ?",
+                (user_id, len(key) + 1, key + "/"),
+            ).fetchone():
+                raise Conflict(f"mailbox {key} has children")
+            blob_ids = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT DISTINCT blob_id FROM messages WHERE mailbox_id = ?", (row[0],)
+                )
+            ]
+            tx.execute("DELETE FROM mailboxes WHERE id = ?", (row[0],))
+            self._free_blobs(tx, blob_ids)
+            self._record(tx, [Change(user_id, MailboxId(row[0]), ChangeKind.MAILBOX)])
+
+        await self._write(job)
+
+    async def rename_mailbox(self, user_id: UserId, old: str, new: str) -> None:
+        """Renames the mailbox and its children, creating missing parents of `new`;
+        UIDVALIDITY is kept. Renaming INBOX creates `new` (a fresh UIDVALIDITY),
+        moves every INBOX message there and leaves INBOX empty; INBOX's children
+        stay where they are (RFC 9051 §6.3.6). `NotFound`, `Conflict` when `new`
+        exists, `Invalid` when `new` is inside `old`."""
+        src = self._mailbox_name(old)
+        dst = self._mailbox_name(new)
+        if src != "INBOX" and _is_under(dst, src):
+            raise Invalid(f"cannot rename {src} into itself")
+
+        def job(tx: Tx) -> None:
+            row = tx.execute(
+                "SELECT id, subscribed FROM mailboxes WHERE user_id = ? AND name = ?",
+                (user_id, src),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no mailbox {src}")
+            if tx.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, dst)
+            ).fetchone():
+                raise Conflict(f"mailbox {dst} exists already")
+            changes: list[Change] = []
+            self._create_parents(tx, user_id, dst, changes)
+            if src == "INBOX":
+                self._rename_inbox(tx, user_id, MailboxId(row[0]), dst, changes)
+            else:
+                children = tx.execute(
+                    "SELECT id, name FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ?",
+                    (user_id, len(src) + 1, src + "/"),
+                ).fetchall()
+                tx.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (dst, row[0]))
+                changes.append(Change(user_id, MailboxId(row[0]), ChangeKind.MAILBOX))
+                for cid, cname in children:
+                    try:
+                        tx.execute(
+                            "UPDATE mailboxes SET name = ? WHERE id = ?",
+                            (dst + cname[len(src) :], cid),
+                        )
+                    except sqlite3.IntegrityError:
+                        raise Conflict(f"mailbox {dst + cname[len(src) :]} exists") from None
+                    changes.append(Change(user_id, MailboxId(cid), ChangeKind.MAILBOX))
+            self._record(tx, changes)
+
+        await self._write(job)
+
+    def _rename_inbox(
+        self, tx: Tx, user_id: UserId, inbox: MailboxId, dst: str, changes: list[Change]
+    ) -> None:
+        uidnext = tx.execute("SELECT uidnext FROM mailboxes WHERE id = ?", (inbox,)).fetchone()[0]
+        new_id = self._insert_mailbox(tx, user_id, dst, None, subscribed=True, uidnext=uidnext)
+        changes.append(Change(user_id, new_id, ChangeKind.MAILBOX))
+        uids = [
+            r[0]
+            for r in tx.execute(
+                "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (inbox,)
+            )
+        ]
+        if not uids:
+            return
+        # the new mailbox keeps the UIDs (its uidnext starts where INBOX's is)
+        base = self._take_modseqs(tx, new_id, len(uids))
+        base_old = self._take_modseqs(tx, inbox, len(uids))
+        for i, uid in enumerate(uids):
+            tx.execute(
+                "UPDATE messages SET mailbox_id = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                (new_id, base + i, inbox, uid),
+            )
+            tx.execute(
+                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                (inbox, uid, base_old + i),
+            )
+            changes.append(
+                Change(user_id, inbox, ChangeKind.EXPUNGE, Uid(uid), ModSeq(base_old + i))
+            )
+
+    async def set_subscribed(self, user_id: UserId, name: str, subscribed: bool) -> None:
+        key = self._mailbox_name(name)
+
+        def job(tx: Tx) -> None:
+            cur = tx.execute(
+                "UPDATE mailboxes SET subscribed = ? WHERE user_id = ? AND name = ?",
+                (int(subscribed), user_id, key),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no mailbox {key}")
+
+        await self._write(job)
+
+    # --- message helpers (writer thread) -----------------------------------
+    @staticmethod
+    def _take_uids(tx: Tx, mailbox_id: MailboxId, count: int) -> tuple[int, int]:
+        """Reserve `count` UIDs and MODSEQs: (first uid, first modseq).
+
+        RFC 9051 §2.3.1.1: UIDs strictly ascend and are never reused (uidnext only
+        grows). RFC 7162 §3.1: each change takes a MODSEQ above HIGHESTMODSEQ."""
+        row = tx.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + ?, highestmodseq = highestmodseq + ? "
+            "WHERE id = ? RETURNING uidnext - ?, highestmodseq - ? + 1",
+            (count, count, mailbox_id, count, count),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no mailbox with id {mailbox_id}")
+        return int(row[0]), int(row[1])
+
+    @staticmethod
+    def _take_modseqs(tx: Tx, mailbox_id: MailboxId, count: int) -> int:
+        row = tx.execute(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + ? WHERE id = ? "
+            "RETURNING highestmodseq - ? + 1",
+            (count, mailbox_id, count),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no mailbox with id {mailbox_id}")
+        return int(row[0])
+
+    @staticmethod
+    def _insert_blob(tx: Tx, blob_id: BlobId, size: int, s: MessageSummary) -> None:
+        tx.execute(
+            "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
+            "to_addr, cc, date, message_id, preview, header_size) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                blob_id,
+                size,
+                s.envelope,
+                s.bodystructure,
+                s.body,
+                s.subject,
+                s.from_,
+                s.to,
+                s.cc,
+                None if s.date is None else _to_us(s.date),
+                s.message_id,
+                s.preview,
+                s.header_size,
+            ),
+        )
+
+    @staticmethod
+    def _mailbox_owner(tx: Tx, mailbox_id: MailboxId) -> UserId:
+        row = tx.execute("SELECT user_id FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no mailbox with id {mailbox_id}")
+        return UserId(row[0])
+
+    @staticmethod
+    def _check_quota(tx: Tx, user_id: UserId, adding: int) -> None:
+        limit = tx.execute("SELECT quota_bytes FROM users WHERE id = ?", (user_id,)).fetchone()
+        if limit is None or limit[0] <= 0:
+            return
+        used = tx.execute(
+            "SELECT COALESCE(SUM(m.size), 0) FROM messages m JOIN mailboxes x "
+            "ON x.id = m.mailbox_id WHERE x.user_id = ?",
+            (user_id,),
+        ).fetchone()[0]
+        if used + adding > limit[0]:
+            raise QuotaExceeded(f"quota exceeded: {used} + {adding} > {limit[0]} octets")
+
+    def _put_blob(self, data: MessageSource) -> tuple[BlobId, int, MessageSummary]:
+        """Blocking: summarise, then write the blob durably (worker thread)."""
+        raw = data.read_bytes() if isinstance(data, Path) else data
+        try:
+            summary = summarize(raw)
+        except Exception:
+            log.exception("summarize failed; storing an empty summary")
+            summary = MessageSummary()
+        blob_id, size = self.blobs.put(data)
+        return blob_id, size, summary
+
+    async def _discard_blob(self, blob_id: BlobId) -> None:
+        """The index write failed: the new blob is referenced by nothing."""
+        try:
+            await asyncio.to_thread(self.blobs.delete, blob_id)
+        except OSError:
+            log.exception("could not remove unused blob %s (the next sweep will)", blob_id)
+
+    # --- messages ----------------------------------------------------------
+    async def deliver(
+        self,
+        data: MessageSource,
+        targets: Sequence[DeliveryTarget],
+        *,
+        queue: NewQueueEntry | None = None,
+        internal_date: datetime | None = None,
+        qid: QueueId | None = None,
+    ) -> DeliveryResult:
+        """Store one incoming message for local users and/or the outbound queue.
+
+        Atomic and durable: the blob is written once and fsynced, then one
+        transaction inserts a message row per target (a missing or bad target
+        mailbox falls back to INBOX; an unknown user is `NotFound` and nothing is
+        stored) and the queue entry (id = `qid`, generated when None). Returns
+        after the commit. `Invalid` when there is nothing to do."""
+        if not targets and queue is None:
+            raise Invalid("deliver needs local targets or a queue entry")
+        if queue is not None and not queue.recipients:
+            raise Invalid("a queue entry needs recipients")
+        self._require_db()
+        qid = qid or new_queue_id()
+        date_us = _to_us(internal_date) if internal_date else _now_us()
+        prepared = []
+        for t in targets:
+            try:
+                name = self._mailbox_name(t.mailbox)
+            except Invalid:
+                name = "INBOX"
+            prepared.append((t.user_id, name, _flags_text(normalize_flags(t.flags))))
+        blob_id, size, summary = await asyncio.to_thread(self._put_blob, data)
+
+        def job(tx: Tx) -> DeliveryResult:
+            self._insert_blob(tx, blob_id, size, summary)
+            delivered: list[Delivered] = []
+            changes: list[Change] = []
+            for user_id, name, flags in prepared:
+                row = tx.execute(
+                    "SELECT id FROM mailboxes WHERE user_id = ? AND name IN (?, 'INBOX') "
+                    "ORDER BY name = 'INBOX' LIMIT 1",
+                    (user_id, name),
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"no user with id {user_id} (or no INBOX)")
+                mid = MailboxId(row[0])
+                uid, modseq = self._take_uids(tx, mid, 1)
+                tx.execute(
+                    "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
+                    "blob_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (mid, uid, modseq, flags, date_us, size, blob_id),
+                )
+                delivered.append(Delivered(user_id, mid, Uid(uid)))
+                changes.append(Change(user_id, mid, ChangeKind.EXISTS, Uid(uid), ModSeq(modseq)))
+            if queue is not None:
+                self._insert_queue(tx, qid, queue, blob_id, size)
+            self._record(tx, changes)
+            return DeliveryResult(
+                qid=qid,
+                delivered=tuple(delivered),
+                queued=qid if queue is not None else None,
+                blob_id=blob_id,
+            )
+
+        try:
+            result: DeliveryResult = await self._write(job)
+        except BaseException:
+            await self._discard_blob(blob_id)
+            raise
+        return result
+
+    async def append(
+        self,
+        mailbox_id: MailboxId,
+        data: MessageSource,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> Message:
+        """IMAP APPEND / webmail save: durable when it returns. `NotFound` for an
+        unknown mailbox, `QuotaExceeded` when the owner's quota would be exceeded
+        (RFC 9208 §4.4: nothing is stored)."""
+        self._require_db()
+        flag_set = normalize_flags(flags)
+        date_us = _to_us(internal_date) if internal_date else _now_us()
+        blob_id, size, summary = await asyncio.to_thread(self._put_blob, data)
+
+        def job(tx: Tx) -> Message:
+            user_id = self._mailbox_owner(tx, mailbox_id)
+            self._check_quota(tx, user_id, size)
+            self._insert_blob(tx, blob_id, size, summary)
+            uid, modseq = self._take_uids(tx, mailbox_id, 1)
+            tx.execute(
+                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
+                "blob_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (mailbox_id, uid, modseq, _flags_text(flag_set), date_us, size, blob_id),
+            )
+            self._record(
+                tx, [Change(user_id, mailbox_id, ChangeKind.EXISTS, Uid(uid), ModSeq(modseq))]
+            )
+            return Message(
+                mailbox_id=mailbox_id,
+                uid=Uid(uid),
+                modseq=ModSeq(modseq),
+                flags=flag_set,
+                internal_date=_from_us(date_us),
+                size=size,
+                blob_id=blob_id,
+                summary=summary,
+            )
+
+        try:
+            result: Message = await self._write(job)
+        except BaseException:
+            await self._discard_blob(blob_id)
+            raise
+        return result
+
+    async def list_messages(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[Message]:
+        hi = uid_max if uid_max is not None else 1 << 62
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? "
+                "AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+                (mailbox_id, uid_min, hi),
+            ).fetchall()
+        )
+        return [_message_of(r) for r in rows]
+
+    async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? AND m.uid = ?",
+                (mailbox_id, uid),
+            ).fetchone()
+        )
+        return None if row is None else _message_of(row)
+
+    async def read_blob(self, blob_id: BlobId) -> bytes:
+        """The message bytes; `NotFound` for an unknown (or malformed) id."""
+        self._require_db()
+        if not is_blob_id(blob_id):
+            raise NotFound(f"no blob {blob_id!r}")
+        try:
+            return await asyncio.to_thread(self.blobs.read, blob_id)
+        except FileNotFoundError:
+            raise NotFound(f"no blob {blob_id}") from None
+
+    async def blob_path(self, blob_id: BlobId) -> Path | None:
+        if not is_blob_id(blob_id):
+            return None
+        path = self.blobs.path(blob_id)
+        exists = await asyncio.to_thread(path.is_file)
+        return path if exists else None
+
+    def _messages_by_uid(self, tx: Tx, mailbox_id: MailboxId, uids: Sequence[int]) -> list[Message]:
+        rows = tx.execute(
+            f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? "
+            "AND m.uid IN (SELECT value FROM json_each(?)) ORDER BY m.uid",
+            (mailbox_id, _json_ids(uids)),
+        ).fetchall()
+        return [_message_of(r) for r in rows]
+
+    async def store_flags(
+        self,
+        mailbox_id: MailboxId,
+        uids: Sequence[Uid],
+        flags: frozenset[str],
+        mode: FlagMode,
+        *,
+        unchanged_since: ModSeq | None = None,
+    ) -> tuple[list[Message], list[Uid]]:
+        """Change flags (RFC 9051 §6.4.6). Each message whose flags change gets its
+        own new MODSEQ (ascending by UID); one whose flags would not change keeps
+        its MODSEQ and is not returned. With `unchanged_since`, a message whose
+        MODSEQ is greater is left alone and its UID returned as refused (RFC 7162
+        §3.1.3). Unknown UIDs are ignored; an unknown mailbox is `NotFound`."""
+        if mode not in ("add", "remove", "replace"):
+            raise Invalid(f"bad flag mode {mode!r}")
+        flag_set = normalize_flags(flags)
+
+        def job(tx: Tx) -> tuple[list[Message], list[Uid]]:
+            user_id = self._mailbox_owner(tx, mailbox_id)
+            rows = tx.execute(
+                "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? "
+                "AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+                (mailbox_id, _json_ids(uids)),
+            ).fetchall()
+            refused: list[Uid] = []
+            updates: list[tuple[int, str]] = []
+            for uid, modseq, text in rows:
+                if unchanged_since is not None and modseq > unchanged_since:
+                    refused.append(Uid(uid))
+                    continue
+                old = _flags_of(text)
+                if mode == "add":
+                    new = old | flag_set
+                elif mode == "remove":
+                    new = old - flag_set
+                else:
+                    new = flag_set
+                if new != old:
+                    updates.append((uid, _flags_text(new)))
+            if not updates:
+                return [], refused
+            base = self._take_modseqs(tx, mailbox_id, len(updates))
+            changes = []
+            for i, (uid, text) in enumerate(updates):
+                tx.execute(
+                    "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                    (text, base + i, mailbox_id, uid),
+                )
+                changes.append(
+                    Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(uid), ModSeq(base + i))
+                )
+            self._record(tx, changes)
+            return self._messages_by_uid(tx, mailbox_id, [u for u, _ in updates]), refused
+
+        result: tuple[list[Message], list[Uid]] = await self._write(job)
+        return result
+
+    def _remove(
+        self, tx: Tx, user_id: UserId, mailbox_id: MailboxId, uids: list[int], changes: list[Change]
+    ) -> list[str]:
+        """Delete message rows, remember them in `expunged`; returns their blob ids."""
+        base = self._take_modseqs(tx, mailbox_id, len(uids))
+        blob_ids = []
+        for i, uid in enumerate(uids):
+            row = tx.execute(
+                "DELETE FROM messages WHERE mailbox_id = ? AND uid = ? RETURNING blob_id",
+                (mailbox_id, uid),
+            ).fetchone()
+            blob_ids.append(row[0])
+            # RFC 7162 §3.2.10: remembered for QRESYNC's VANISHED (EARLIER)
+            tx.execute(
+                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                (mailbox_id, uid, base + i),
+            )
+            changes.append(
+                Change(user_id, mailbox_id, ChangeKind.EXPUNGE, Uid(uid), ModSeq(base + i))
+            )
+        return blob_ids
+
+    async def expunge(self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None) -> list[Uid]:
+        """Remove messages flagged \\Deleted (only those in `uids` when given,
+        RFC 4315 UID EXPUNGE); returns the UIDs removed, ascending."""
+
+        def job(tx: Tx) -> list[Uid]:
+            user_id = self._mailbox_owner(tx, mailbox_id)
+            sql = (
+                "SELECT uid FROM messages WHERE mailbox_id = ? "
+                "AND instr(' ' || flags || ' ', ' \\Deleted ') > 0"
+            )
+            params: tuple[object, ...] = (mailbox_id,)
+            if uids is not None:
+                sql += " AND uid IN (SELECT value FROM json_each(?))"
+                params += (_json_ids(uids),)
+            found = [r[0] for r in tx.execute(sql + " ORDER BY uid", params)]
+            if not found:
+                return []
+            changes: list[Change] = []
+            blob_ids = self._remove(tx, user_id, mailbox_id, found, changes)
+            self._free_blobs(tx, blob_ids)
+            self._record(tx, changes)
+            return [Uid(u) for u in found]
+
+        result: list[Uid] = await self._write(job)
+        return result
+
+    def _copy_job(
+        self, src: MailboxId, uids: Sequence[Uid], dst: MailboxId, *, move: bool
+    ) -> Callable[[Tx], list[tuple[Uid, Uid]]]:
+        def job(tx: Tx) -> list[tuple[Uid, Uid]]:
+            src_user = self._mailbox_owner(tx, src)
+            dst_user = self._mailbox_owner(tx, dst)
+            rows = tx.execute(
+                "SELECT uid, flags, internal_date, size, blob_id FROM messages "
+                "WHERE mailbox_id = ? AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+                (src, _json_ids(uids)),
+            ).fetchall()
+            if not rows:
+                return []
+            if not move or src_user != dst_user:
+                self._check_quota(tx, dst_user, sum(r[3] for r in rows))
+            first_uid, first_modseq = self._take_uids(tx, dst, len(rows))
+            pairs: list[tuple[Uid, Uid]] = []
+            changes: list[Change] = []
+            for i, (uid, flags, date, size, blob_id) in enumerate(rows):
+                tx.execute(
+                    "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
+                    "blob_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (dst, first_uid + i, first_modseq + i, flags, date, size, blob_id),
+                )
+                pairs.append((Uid(uid), Uid(first_uid + i)))
+                changes.append(
+                    Change(
+                        dst_user,
+                        dst,
+                        ChangeKind.EXISTS,
+                        Uid(first_uid + i),
+                        ModSeq(first_modseq + i),
+                    )
+                )
+            if move:
+                self._remove(tx, src_user, src, [r[0] for r in rows], changes)
+            self._record(tx, changes)
+            return pairs
+
+        return job
+
+    async def copy(
+        self, src: MailboxId, uids: Sequence[Uid], dst: MailboxId
+    ) -> list[tuple[Uid, Uid]]:
+        """Copy keeping flags and internal date (RFC 9051 §6.4.7), sharing the blob;
+        returns (source uid, new uid) ascending. `QuotaExceeded` when the copies
+        would not fit; `NotFound` for an unknown mailbox."""
+        result: list[tuple[Uid, Uid]] = await self._write(
+            self._copy_job(src, uids, dst, move=False)
+        )
+        return result
+
+    async def move(
+        self, src: MailboxId, uids: Sequence[Uid], dst: MailboxId
+    ) -> list[tuple[Uid, Uid]]:
+        """Atomic copy + expunge from `src` in one transaction (RFC 6851 §3.3)."""
+        result: list[tuple[Uid, Uid]] = await self._write(self._copy_job(src, uids, dst, move=True))
+        return result
+
+    async def changed_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Message]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? AND m.modseq > ? "
+                "ORDER BY m.uid",
+                (mailbox_id, modseq),
+            ).fetchall()
+        )
+        return [_message_of(r) for r in rows]
+
+    async def vanished_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, modseq),
+            ).fetchall()
+        )
+        return [Uid(r[0]) for r in rows]
+
+    async def quota_usage(self, user_id: UserId) -> tuple[int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute("SELECT quota_bytes FROM users WHERE id = ?", (user_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user with id {user_id}")
+            used = conn.execute(
+                "SELECT COALESCE(SUM(m.size), 0) FROM messages m JOIN mailboxes x "
+                "ON x.id = m.mailbox_id WHERE x.user_id = ?",
+                (user_id,),
+            ).fetchone()[0]
+            return int(used), int(row[0])
+
+        result: tuple[int, int] = await self._read(read)
+        return result
+
+    # --- change feed -------------------------------------------------------
+    def subscribe(self, user_id: UserId) -> Subscription:
+        self._require_db()
+        sub = self._hub.subscribe(user_id)
+        if self._poller is None or self._poller.done():
+            since = _now_us() - 1_000_000
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll(since), name="postier-store-feed-poll"
+            )
+        return sub
+
+    async def _poll(self, since_us: int) -> None:
+        """Publish other processes' changes while this process has subscribers."""
+        last: int = await self._read(
+            lambda c: c.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE at < ?", (since_us,)
+            ).fetchone()[0]
+        )
+        while self._hub.has_subscribers:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                rows = await self._read(functools.partial(_changes_after, seq=last))
+            except (sqlite3.Error, RuntimeError):
+                log.exception("change feed poll failed")
+                continue
+            foreign = []
+            for seq, origin, user_id, mailbox_id, kind, uid, modseq in rows:
+                last = seq
+                if origin != self._origin:
+                    foreign.append(
+                        Change(
+                            UserId(user_id),
+                            MailboxId(mailbox_id),
+                            ChangeKind(kind),
+                            None if uid is None else Uid(uid),
+                            None if modseq is None else ModSeq(modseq),
+                        )
+                    )
+            self._hub.publish(foreign)
+
+    # --- outbound queue ----------------------------------------------------
+    @staticmethod
+    def _insert_queue(
+        tx: Tx, qid: QueueId, entry: NewQueueEntry, blob_id: BlobId, size: int
+    ) -> None:
+        now = _now_us()
+        try:
+            tx.execute(
+                "INSERT INTO queue (id, sender, blob_id, size, created, next_attempt, envid, "
+                "ret, smtputf8, body_8bit, auth_user, is_bounce) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    qid,
+                    entry.sender,
+                    blob_id,
+                    size,
+                    now,
+                    now,
+                    entry.envid,
+                    entry.ret,
+                    int(entry.smtputf8),
+                    int(entry.body_8bit),
+                    entry.auth_user,
+                    int(entry.is_bounce),
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"queue id {qid} exists already") from None
+        SqliteStore._insert_recipients(tx, qid, entry.recipients)
+
+    @staticmethod
+    def _insert_recipients(tx: Tx, qid: QueueId, rcpts: Sequence[QueueRecipient]) -> None:
+        tx.execute("DELETE FROM queue_recipients WHERE qid = ?", (qid,))
+        tx.conn.executemany(
+            "INSERT INTO queue_recipients (qid, position, address, state, last_reply, notify, "
+            "orcpt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (qid, i, r.address, RcptState(r.state).value, r.last_reply, r.notify, r.orcpt)
+                for i, r in enumerate(rcpts)
+            ],
+        )
+
+    async def queue_list(self) -> list[QueueEntry]:
+        result: list[QueueEntry] = await self._read(
+            lambda c: _queue_entries(
+                c, c.execute(f"SELECT {_QUEUE_COLS} FROM queue ORDER BY created, id").fetchall()
+            )
+        )
+        return result
+
+    async def queue_get(self, qid: QueueId) -> QueueEntry | None:
+        entries = await self._read(
+            lambda c: _queue_entries(
+                c, c.execute(f"SELECT {_QUEUE_COLS} FROM queue WHERE id = ?", (qid,)).fetchall()
+            )
+        )
+        return entries[0] if entries else None
+
+    async def queue_due(self, now: datetime, limit: int) -> list[QueueEntry]:
+        """Entries not held, due at `now` and not claimed (or whose claim expired),
+        oldest first; claimed until `now + claim_timeout` in the same transaction,
+        so no other runner of any process takes them until `queue_update`."""
+        now_us = _to_us(now)
+        until = now_us + int(self.claim_timeout * 1_000_000)
+
+        def job(tx: Tx) -> list[QueueEntry]:
+            rows = tx.execute(
+                f"SELECT {_QUEUE_COLS} FROM queue WHERE held = 0 AND next_attempt <= ? "
+                "AND (claimed_until IS NULL OR claimed_until <= ?) "
+                "ORDER BY created, id LIMIT ?",
+                (now_us, now_us, max(limit, 0)),
+            ).fetchall()
+            tx.conn.executemany(
+                "UPDATE queue SET claimed_until = ? WHERE id = ?", [(until, r[0]) for r in rows]
+            )
+            return _queue_entries(tx.conn, rows)
+
+        result: list[QueueEntry] = await self._write(job)
+        return result
+
+    async def queue_next_due(self) -> datetime | None:
+        """When the next entry not held becomes due (a claimed entry: when its claim
+        expires, if later)."""
+        value = await self._read(
+            lambda c: c.execute(
+                "SELECT MIN(MAX(next_attempt, COALESCE(claimed_until, 0))) FROM queue "
+                "WHERE held = 0"
+            ).fetchone()[0]
+        )
+        return None if value is None else _from_us(value)
+
+    async def queue_update(
+        self,
+        qid: QueueId,
+        recipients: Sequence[QueueRecipient],
+        *,
+        next_attempt: datetime,
+        attempts: int,
+        last_error: str,
+    ) -> None:
+        next_us = _to_us(next_attempt)
+
+        def job(tx: Tx) -> None:
+            cur = tx.execute(
+                "UPDATE queue SET next_attempt = ?, attempts = ?, last_error = ?, "
+                "claimed_until = NULL WHERE id = ?",
+                (next_us, attempts, last_error, qid),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no queue entry {qid}")
+            self._insert_recipients(tx, qid, recipients)
+
+        await self._write(job)
+
+    async def _queue_set(self, qid: QueueId, sql: str, params: tuple[object, ...]) -> None:
+        def job(tx: Tx) -> None:
+            if tx.execute(sql, (*params, qid)).rowcount == 0:
+                raise NotFound(f"no queue entry {qid}")
+
+        await self._write(job)
+
+    async def queue_set_next_attempt(self, qid: QueueId, when: datetime) -> None:
+        await self._queue_set(
+            qid, "UPDATE queue SET next_attempt = ? WHERE id = ?", (_to_us(when),)
+        )
+
+    async def queue_hold(self, qid: QueueId, held: bool) -> None:
+        await self._queue_set(qid, "UPDATE queue SET held = ? WHERE id = ?", (int(held),))
+
+    async def queue_delete(self, qid: QueueId) -> None:
+        def job(tx: Tx) -> None:
+            row = tx.execute("DELETE FROM queue WHERE id = ? RETURNING blob_id", (qid,)).fetchone()
+            if row is None:
+                raise NotFound(f"no queue entry {qid}")
+            self._free_blobs(tx, [row[0]])
+
+        await self._write(job)
+
+    # --- trace -------------------------------------------------------------
+    async def trace_add(self, qid: QueueId, event: str, detail: str) -> None:
+        at = _now_us()
+
+        def job(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO trace (qid, at, event, detail) VALUES (?, ?, ?, ?)",
+                (qid, at, event, detail),
+            )
+
+        await self._write(job)
+
+    async def trace_get(self, qid: QueueId) -> list[TraceEvent]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT at, event, detail FROM trace WHERE qid = ? ORDER BY id", (qid,)
+            ).fetchall()
+        )
+        return [TraceEvent(qid, _from_us(r[0]), r[1], r[2]) for r in rows]

@@ -1,0 +1,210 @@
+"""Contract: the change feed (in-process and from another process), queue, trace."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from postier.store.errors import NotFound, StoreError
+from postier.store.models import (
+    Change,
+    ChangeKind,
+    DeliveryTarget,
+    NewQueueEntry,
+    QueueRecipient,
+    RcptState,
+)
+
+MSG = b"Subject: x\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+async def users(store):
+    await store.add_domain("example.test")
+    return [await store.add_user(f"u{i}@example.test", "h") for i in range(2)]
+
+
+async def next_change(sub, timeout=3.0):
+    return await asyncio.wait_for(sub.get(), timeout)
+
+
+async def test_feed_in_process(store, users):
+    u, other = users
+    box = await store.get_mailbox(u.id, "INBOX")
+    sub = store.subscribe(u.id)
+    assert sub.get_nowait() is None
+    await store.deliver(MSG, [DeliveryTarget(other.id)])  # not ours
+    r = await store.deliver(MSG, [DeliveryTarget(u.id)])
+    # published before deliver() returned
+    c = sub.get_nowait()
+    assert c == Change(
+        u.id,
+        box.id,
+        ChangeKind.EXISTS,
+        r.delivered[0].uid,
+        (await store.get_message(box.id, 1)).modseq,
+    )
+    changed, _ = await store.store_flags(box.id, [1], frozenset({"\\Deleted"}), "add")
+    assert await next_change(sub) == Change(u.id, box.id, ChangeKind.FLAGS, 1, changed[0].modseq)
+    await store.expunge(box.id)
+    c = await next_change(sub)
+    assert (c.kind, c.uid) == (ChangeKind.EXPUNGE, 1)
+    m = await store.create_mailbox(u.id, "New")
+    assert await next_change(sub) == Change(u.id, m.id, ChangeKind.MAILBOX)
+    assert sub.get_nowait() is None
+    sub.close()
+    sub.close()  # idempotent
+    assert [c async for c in sub] == []
+
+
+async def test_feed_failed_write_publishes_nothing(store, users):
+    sub = store.subscribe(users[0].id)
+    with pytest.raises(NotFound):
+        await store.deliver(MSG, [DeliveryTarget(users[0].id), DeliveryTarget(9999)])
+    await asyncio.sleep(0.2)
+    assert sub.get_nowait() is None
+    sub.close()
+
+
+async def test_feed_from_another_process(store_factory, users, store):
+    other = await store_factory()  # a second instance on the same data: "another process"
+    u = users[0]
+    box = await store.get_mailbox(u.id, "INBOX")
+    sub = store.subscribe(u.id)
+    r = await other.deliver(MSG, [DeliveryTarget(u.id)])
+    c = await next_change(sub, timeout=1.5)
+    assert (c.user_id, c.mailbox_id, c.kind, c.uid) == (
+        u.id,
+        box.id,
+        ChangeKind.EXISTS,
+        r.delivered[0].uid,
+    )
+    await other.store_flags(box.id, [1], frozenset({"\\Seen"}), "add")
+    c = await next_change(sub, timeout=1.5)
+    assert (c.kind, c.uid) == (ChangeKind.FLAGS, 1)
+    # our own writes are not delivered twice
+    await store.store_flags(box.id, [1], frozenset({"x"}), "add")
+    assert (await next_change(sub)).kind == ChangeKind.FLAGS
+    await asyncio.sleep(0.3)
+    assert sub.get_nowait() is None
+    sub.close()
+
+
+async def test_closed_store_ends_subscriptions(store_factory):
+    s = await store_factory()
+    await s.add_domain("example.test")
+    u = await s.add_user("a@example.test", "h")
+    sub = s.subscribe(u.id)
+    waiter = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    await s.close()
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(waiter, 1)
+
+
+def entry(*rcpts, sender="s@example.test"):
+    return NewQueueEntry(sender=sender, recipients=tuple(QueueRecipient(r) for r in rcpts))
+
+
+async def test_queue_lifecycle(store, users):
+    r1 = await store.deliver(MSG, [], queue=entry("a@remote.test", "b@remote.test"))
+    r2 = await store.deliver(b"two\r\n", [], queue=entry("c@remote.test", sender=""))
+    listed = await store.queue_list()
+    assert [e.id for e in listed] == [r1.qid, r2.qid]
+    e1 = listed[0]
+    assert [r.address for r in e1.recipients] == ["a@remote.test", "b@remote.test"]
+    assert all(r.state == RcptState.PENDING for r in e1.recipients)
+    assert (e1.attempts, e1.held, e1.last_error, e1.sender) == (0, False, "", "s@example.test")
+    assert listed[1].sender == ""
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    assert await store.queue_next_due() == e1.next_attempt
+
+    # claim: a second runner gets nothing until released
+    due = await store.queue_due(now, 1)
+    assert [e.id for e in due] == [r1.qid]
+    due2 = await store.queue_due(now, 10)
+    assert [e.id for e in due2] == [r2.qid]
+    assert await store.queue_due(now, 10) == []
+    # an abandoned claim expires (a crashed runner)
+    later = now + timedelta(days=1)
+    assert [e.id for e in await store.queue_due(later, 10)] == [r1.qid, r2.qid]
+
+    retry = now + timedelta(minutes=5)
+    rcpts = (
+        QueueRecipient("a@remote.test", RcptState.DELIVERED, "250 ok"),
+        QueueRecipient("b@remote.test", RcptState.PENDING, "451 greylisted"),
+    )
+    await store.queue_update(
+        r1.qid, rcpts, next_attempt=retry, attempts=1, last_error="451 greylisted"
+    )
+    e = await store.queue_get(r1.qid)
+    assert (e.recipients, e.next_attempt, e.attempts, e.last_error) == (
+        rcpts,
+        retry,
+        1,
+        "451 greylisted",
+    )
+    await store.queue_update(
+        r2.qid, listed[1].recipients, next_attempt=retry, attempts=1, last_error=""
+    )
+    assert await store.queue_due(now, 10) == []
+    assert [e.id for e in await store.queue_due(retry, 10)] == [r1.qid, r2.qid]
+    await store.queue_update(r1.qid, rcpts, next_attempt=retry, attempts=1, last_error="")
+    await store.queue_update(
+        r2.qid, listed[1].recipients, next_attempt=retry, attempts=1, last_error=""
+    )
+
+    # hold / release / flush
+    await store.queue_hold(r1.qid, True)
+    assert (await store.queue_get(r1.qid)).held is True
+    assert [e.id for e in await store.queue_due(retry, 10)] == [r2.qid]
+    await store.queue_update(
+        r2.qid, listed[1].recipients, next_attempt=retry, attempts=2, last_error=""
+    )
+    await store.queue_hold(r1.qid, False)
+    await store.queue_set_next_attempt(r1.qid, now)
+    assert await store.queue_next_due() == now
+    assert [e.id for e in await store.queue_due(now, 10)] == [r1.qid]
+
+    await store.queue_delete(r1.qid)
+    assert await store.queue_get(r1.qid) is None
+    with pytest.raises(NotFound):
+        await store.read_blob(r1.blob_id)  # the last reference went
+    assert await store.queue_next_due() == retry
+
+
+async def test_queue_errors(store):
+    when = datetime.now(UTC)
+    for call in (
+        store.queue_update("NOPE", (), next_attempt=when, attempts=1, last_error=""),
+        store.queue_set_next_attempt("NOPE", when),
+        store.queue_hold("NOPE", True),
+        store.queue_delete("NOPE"),
+    ):
+        with pytest.raises(NotFound):
+            await call
+    assert await store.queue_get("NOPE") is None
+    assert await store.queue_next_due() is None
+    assert await store.queue_due(when, 10) == []
+
+
+async def test_queue_blob_shared_with_local_copy(store, users):
+    r = await store.deliver(MSG, [DeliveryTarget(users[0].id)], queue=entry("x@remote.test"))
+    await store.queue_delete(r.qid)
+    assert await store.read_blob(r.blob_id) == MSG  # the mailbox copy keeps it
+
+
+async def test_trace(store):
+    await store.trace_add("Q1", "received", "from [127.0.0.1]")
+    await store.trace_add("Q2", "received", "other")
+    await store.trace_add("Q1", "delivered", "to u@example.test")
+    events = await store.trace_get("Q1")
+    assert [(e.qid, e.event, e.detail) for e in events] == [
+        ("Q1", "received", "from [127.0.0.1]"),
+        ("Q1", "delivered", "to u@example.test"),
+    ]
+    assert events[0].at <= events[1].at
+    assert events[0].at.tzinfo is not None
+    assert await store.trace_get("Q3") == []

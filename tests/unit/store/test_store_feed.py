@@ -1,0 +1,84 @@
+"""ChangeHub / ChangeSubscription: routing, closing, the overflow limit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from postier.store.feed import ChangeHub, FeedOverflow, SubscriptionClosed
+from postier.store.models import Change, ChangeKind, MailboxId, Uid, UserId
+
+A, B = UserId(1), UserId(2)
+
+
+def ch(user, uid):
+    return Change(user, MailboxId(10), ChangeKind.EXISTS, Uid(uid))
+
+
+async def test_routing_and_order():
+    hub = ChangeHub()
+    sa, sa2, sb = hub.subscribe(A), hub.subscribe(A), hub.subscribe(B)
+    hub.publish([ch(A, 1), ch(B, 2), ch(A, 3)])
+    assert [await sa.get(), await sa.get()] == [ch(A, 1), ch(A, 3)]
+    assert sa.get_nowait() is None
+    assert sa2.get_nowait() == ch(A, 1)
+    assert await sb.get() == ch(B, 2)
+
+
+async def test_get_waits_for_publish():
+    hub = ChangeHub()
+    sub = hub.subscribe(A)
+    task = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    assert not task.done()
+    hub.publish([ch(A, 7)])
+    assert await asyncio.wait_for(task, 1) == ch(A, 7)
+
+
+async def test_close_ends_iteration_and_unsubscribes():
+    emptied = []
+    hub = ChangeHub(on_empty=lambda: emptied.append(True))
+    sub = hub.subscribe(A)
+    hub.publish([ch(A, 1)])
+    assert hub.has_subscribers
+    sub.close()
+    assert not hub.has_subscribers
+    assert emptied == [True]
+    assert [c async for c in sub] == []  # pending changes are dropped on close
+    with pytest.raises(SubscriptionClosed):
+        await sub.get()
+    with pytest.raises(SubscriptionClosed):
+        sub.get_nowait()
+    hub.publish([ch(A, 2)])  # no error, nobody listening
+
+
+async def test_close_wakes_a_waiter():
+    hub = ChangeHub()
+    sub = hub.subscribe(A)
+    task = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    hub.close_all()
+    with pytest.raises(SubscriptionClosed):
+        await asyncio.wait_for(task, 1)
+
+
+async def test_overflow_cuts_the_subscriber_off():
+    hub = ChangeHub(max_pending=2)
+    slow, other = hub.subscribe(A), hub.subscribe(A)
+    hub.publish([ch(A, 1), ch(A, 2)])
+    assert other.get_nowait() == ch(A, 1)
+    hub.publish([ch(A, 3)])  # slow now has 3 pending > 2
+    assert slow.closed
+    assert not other.closed
+    with pytest.raises(FeedOverflow, match="more than 2 changes"):
+        await slow.get()
+    with pytest.raises(FeedOverflow):
+        async for _ in slow:
+            pass
+    assert [other.get_nowait(), other.get_nowait()] == [ch(A, 2), ch(A, 3)]
+
+
+def test_max_pending_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        ChangeHub(max_pending=0)

@@ -1,0 +1,189 @@
+"""SqliteStore specifics: configurable limits, the startup sweep, schema versioning,
+lifecycle errors, `open_store`, queue ids."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from postier.config.schema import Settings, StoreSettings
+from postier.store import new_queue_id, open_store
+from postier.store.errors import Invalid, StoreError
+from postier.store.feed import FeedOverflow
+from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
+from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.schema import VERSION
+
+
+@pytest.fixture
+async def make(tmp_path):
+    opened = []
+
+    async def factory(**kw):
+        s = SqliteStore(tmp_path / "data", **kw)
+        await s.open()
+        opened.append(s)
+        return s
+
+    yield factory
+    for s in opened:
+        await s.close()
+
+
+async def user_of(store):
+    await store.add_domain("example.test")
+    return await store.add_user("a@example.test", "h")
+
+
+async def test_max_mailbox_name(make):
+    store = await make(max_mailbox_name=10)
+    u = await user_of(store)
+    await store.create_mailbox(u.id, "a" * 10)
+    with pytest.raises(Invalid, match="longer than 10 octets"):
+        await store.create_mailbox(u.id, "b" * 11)
+    with pytest.raises(Invalid, match="longer than 10 octets"):
+        await store.create_mailbox(u.id, "é" * 6)  # 12 octets in UTF-8
+
+
+async def test_max_alias_depth(make):
+    store = await make(max_alias_depth=2)
+    u = await user_of(store)
+    await store.add_alias("x1@example.test", ["a@example.test"])
+    await store.add_alias("x2@example.test", ["x1@example.test"])
+    await store.add_alias("x3@example.test", ["x2@example.test"])
+    assert (await store.resolve("x2@example.test")).users == (u,)
+    assert not (await store.resolve("x3@example.test")).found
+
+
+async def test_claim_timeout(make):
+    store = await make(claim_timeout=60)
+    await store.deliver(b"m", [], queue=NewQueueEntry("", (QueueRecipient("x@r.test"),)))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    assert len(await store.queue_due(now, 5)) == 1
+    assert await store.queue_due(now + timedelta(seconds=59), 5) == []
+    assert len(await store.queue_due(now + timedelta(seconds=60), 5)) == 1
+    assert await store.queue_next_due() == now + timedelta(seconds=120)
+
+
+async def test_queue_due_limit(make):
+    store = await make()
+    for _ in range(3):
+        await store.deliver(b"m", [], queue=NewQueueEntry("", (QueueRecipient("x@r.test"),)))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    assert len(await store.queue_due(now, 2)) == 2
+    assert len(await store.queue_due(now, 2)) == 1
+    assert await store.queue_due(now, 0) == []
+
+
+async def test_max_pending_changes(make):
+    store = await make(max_pending_changes=3)
+    u = await user_of(store)
+    sub = store.subscribe(u.id)
+    for _ in range(4):
+        await store.deliver(b"m", [DeliveryTarget(u.id)])
+    with pytest.raises(FeedOverflow):
+        await sub.get()
+
+
+async def test_poll_interval_and_change_retention(make):
+    a = await make(poll_interval=0.05)
+    b = await make()
+    u = await user_of(a)
+    sub = a.subscribe(u.id)
+    start = time.monotonic()
+    await b.deliver(b"m", [DeliveryTarget(u.id)])
+    await asyncio.wait_for(sub.get(), 1)
+    assert time.monotonic() - start < 0.5
+    sub.close()
+    c = await make(change_retention=0)  # opening trims the log
+    await c.close()
+    conn = sqlite3.connect(a.data_dir / "postier.db")
+    assert conn.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 0
+    conn.close()
+
+
+async def test_open_sweeps_orphans_but_never_named_blobs(make, tmp_path):
+    store = await make()
+    u = await user_of(store)
+    kept = await store.deliver(b"kept", [DeliveryTarget(u.id)])
+    await store.close()
+    orphan_id, _ = store.blobs.put(b"crashed before commit")
+    young_id, _ = store.blobs.put(b"another process, committing now")
+    temp = store.blobs.root / "tmp" / "x.tmp"
+    temp.write_bytes(b"half")
+    old = time.time() - 3600
+    for p in (store.blobs.path(kept.blob_id), store.blobs.path(orphan_id), temp):
+        os.utime(p, (old, old))
+    again = await make()
+    assert again.last_sweep == (1, 1)
+    assert await again.read_blob(kept.blob_id) == b"kept"
+    assert not store.blobs.exists(orphan_id)
+    assert store.blobs.exists(young_id)
+    assert not temp.exists()
+
+
+async def test_lifecycle_errors(tmp_path, make):
+    s = SqliteStore(tmp_path / "data")
+    with pytest.raises(StoreError, match="not open"):
+        await s.add_domain("example.test")
+    with pytest.raises(StoreError, match="not open"):
+        s.subscribe(1)
+    opened = await make()
+    with pytest.raises(StoreError, match="already open"):
+        await opened.open()
+    await opened.close()
+    await opened.close()  # idempotent
+    with pytest.raises(StoreError, match="not open"):
+        await opened.list_domains()
+
+
+async def test_schema_version_recorded_and_newer_refused(make, tmp_path):
+    s = await make()
+    await s.close()
+    conn = sqlite3.connect(tmp_path / "data" / "postier.db")
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(VERSION,)]
+    conn.execute("UPDATE schema_version SET version = ?", (VERSION + 1,))
+    conn.commit()
+    conn.close()
+    newer = SqliteStore(tmp_path / "data")
+    with pytest.raises(RuntimeError, match="newer than this postier"):
+        await newer.open()
+    with pytest.raises(StoreError, match="not open"):
+        await newer.list_domains()
+
+
+async def test_open_store(tmp_path):
+    settings = Settings()
+    settings = replace(
+        settings,
+        server=replace(settings.server, data_dir=tmp_path / "d"),
+        store=StoreSettings(default_quota=123),
+    )
+    store = open_store(settings)
+    assert isinstance(store, SqliteStore)
+    await store.open()
+    try:
+        await store.add_domain("example.test")
+        u = await store.add_user("a@example.test", "h")
+        assert u.quota_bytes == 123
+        assert (tmp_path / "d" / "postier.db").is_file()
+    finally:
+        await store.close()
+    with pytest.raises(NotImplementedError):
+        open_store(replace(settings, store=StoreSettings(backend="postgres")))
+    with pytest.raises(ValueError, match="unknown backend"):
+        open_store(replace(settings, store=StoreSettings(backend="mysql")))
+
+
+def test_queue_ids_sort_and_are_unique():
+    ids = [new_queue_id() for _ in range(2000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 2000
+    assert all(re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{16}", q) for q in ids)  # Crockford base32
