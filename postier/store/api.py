@@ -157,9 +157,11 @@ class Store(Protocol):
         MODSEQ; UIDs refused because their MODSEQ > unchanged_since)."""
 
     async def expunge(self, mailbox_id: MailboxId,
-                      uids: Sequence[Uid] | None = None) -> list[Uid]:
+                      uids: Sequence[Uid] | None = None, *,
+                      flagged_only: bool = True) -> list[Uid]:
         """Remove messages flagged \\Deleted (restricted to `uids` when given);
-        returns the UIDs removed, ascending."""
+        returns the UIDs removed, ascending. `flagged_only=False` removes the
+        given `uids` whatever their flags, in one transaction (POP3 UPDATE)."""
 
     async def copy(self, src: MailboxId, uids: Sequence[Uid],
                    dst: MailboxId) -> list[tuple[Uid, Uid]]:

@@ -1366,16 +1366,21 @@ class SqliteStore:
             )
         return blob_ids
 
-    async def expunge(self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None) -> list[Uid]:
+    async def expunge(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None, *,
+        flagged_only: bool = True,
+    ) -> list[Uid]:
         """Remove messages flagged \\Deleted (only those in `uids` when given,
-        RFC 4315 UID EXPUNGE); returns the UIDs removed, ascending."""
+        RFC 4315 UID EXPUNGE); returns the UIDs removed, ascending. With
+        `flagged_only=False` the `uids` go whatever their flags (POP3 UPDATE)."""
+        if not flagged_only and uids is None:
+            raise ValueError("flagged_only=False needs explicit uids")
 
         def job(tx: Tx) -> list[Uid]:
             user_id = self._mailbox_owner(tx, mailbox_id)
-            sql = (
-                "SELECT uid FROM messages WHERE mailbox_id = ? "
-                "AND instr(' ' || flags || ' ', ' \\Deleted ') > 0"
-            )
+            sql = "SELECT uid FROM messages WHERE mailbox_id = ? "
+            if flagged_only:
+                sql += "AND instr(' ' || flags || ' ', ' \\Deleted ') > 0"
             params: tuple[object, ...] = (mailbox_id,)
             if uids is not None:
                 sql += " AND uid IN (SELECT value FROM json_each(?))"

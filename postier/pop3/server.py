@@ -1,0 +1,209 @@
+"""The POP3 asyncio adapter: moves bytes to and from `core.ServerConnection` and
+answers its hooks from the store.
+
+Rules:
+- The maildrop is the user's INBOX, listed once at login (RFC 1939 §4). Each
+  size is `pop3_size` of the stored bytes, the very bytes RETR sends later.
+- UIDL is Dovecot's default form, ``%08x%08x`` of UID and UIDVALIDITY, so it is
+  stable across sessions and the same message has the same id however it is
+  reached; it never depends on message numbers.
+- One session per maildrop in this process: a second login gets
+  ``-ERR [IN-USE]`` until the first ends (disconnect or idle timeout).
+- QUIT in TRANSACTION removes the marked messages in one store transaction;
+  EOF, timeouts and errors delete nothing. Retrieved messages get \\Seen, as
+  Dovecot does, so IMAP clients see them read.
+- Plaintext logins (USER/PASS, AUTH PLAIN) need TLS unless the client is on
+  loopback or `tls.allow_plaintext_auth` is set. Failed logins are slowed by the
+  shared `AuthService` limiter.
+- Idle clients are disconnected after `pop3.idle_timeout` without a reply
+  (RFC 1939 §3 "autologout").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from postier.auth.service import AuthOutcome
+from postier.pop3.commands import Response, pop3_size
+from postier.pop3.core import (
+    Authenticate,
+    Close,
+    MaildropEntry,
+    NeedData,
+    Quit,
+    Reply,
+    Retrieve,
+    ServerConnection,
+    StartTls,
+    Top,
+)
+from postier.store.models import Message, Uid, UserId
+
+if TYPE_CHECKING:
+    from postier.server.app import App
+    from postier.server.listeners import Connection, Handler
+
+log = logging.getLogger("postier.pop3")
+
+READ_SIZE = 64 * 1024
+R_LOCKED = Response(False, "Too many failed logins, try again later", "SYS/TEMP")
+
+
+def uidl(uid: int, uidvalidity: int) -> str:
+    return f"{uid:08x}{uidvalidity:08x}"
+
+
+class _SizeCache:
+    """pop3_size per blob: computing it reads the blob, and blobs never change."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._d: OrderedDict[str, int] = OrderedDict()
+        self._limit = limit
+
+    def get(self, key: str) -> int | None:
+        v = self._d.get(key)
+        if v is not None:
+            self._d.move_to_end(key)
+        return v
+
+    def put(self, key: str, value: int) -> None:
+        self._d[key] = value
+        if len(self._d) > self._limit:
+            self._d.popitem(last=False)
+
+
+def make_handler(app: App, name: str) -> Handler:
+    locks: set[UserId] = set()
+    sizes = _SizeCache()
+
+    async def handle(conn: Connection) -> None:
+        await Pop3Session(app, conn, locks, sizes).run()
+
+    return handle
+
+
+class Pop3Session:
+    def __init__(self, app: App, conn: Connection, locks: set[UserId],
+                 sizes: _SizeCache) -> None:
+        self.app = app
+        self.conn = conn
+        self.locks = locks
+        self.sizes = sizes
+        self.user_id: UserId | None = None
+        self.mailbox_id: int | None = None
+        self.messages: list[Message] = []
+        plain = conn.tls or conn.is_loopback or app.settings.tls.allow_plaintext_auth
+        self.core = ServerConnection(
+            plaintext_allowed=plain, tls_available=not conn.tls, tls_active=conn.tls,
+            greeting=f"{app.settings.server.hostname} POP3 server ready")
+
+    async def run(self) -> None:
+        log.info("sid=%s connect client=%s listener=%s", self.conn.sid, self.conn.peer_ip,
+                 self.conn.listener)
+        try:
+            await self._loop()
+        finally:
+            if self.user_id is not None:
+                self.locks.discard(self.user_id)
+            log.info("sid=%s disconnect", self.conn.sid)
+
+    async def _loop(self) -> None:
+        core, writer = self.core, self.conn.writer
+        idle = self.app.settings.pop3.idle_timeout
+        while True:
+            ev = core.next_event()
+            if isinstance(ev, NeedData):
+                await writer.drain()
+                try:
+                    data = await asyncio.wait_for(self.conn.reader.read(READ_SIZE), idle)
+                except TimeoutError:
+                    log.info("sid=%s idle timeout", self.conn.sid)
+                    return  # RFC 1939 §3: close without a reply, delete nothing
+                core.receive_data(data)
+            elif isinstance(ev, Reply):
+                writer.write(ev.data)
+            elif isinstance(ev, Authenticate):
+                writer.write(await self._login(ev))
+            elif isinstance(ev, Retrieve | Top):
+                writer.write(await self._message(ev.number))
+            elif isinstance(ev, StartTls):
+                await writer.drain()
+                try:
+                    await writer.start_tls(self.app.tls_context)
+                except (OSError, ConnectionError):
+                    return
+                core.tls_started(plaintext_allowed=True)
+            elif isinstance(ev, Quit):
+                writer.write(await self._update(ev))
+            elif isinstance(ev, Close):
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                return
+
+    def _fail(self, what: str) -> bytes:
+        log.exception("sid=%s %s failed", self.conn.sid, what)
+        return self.core.fail(
+            Response(False, f"Internal error, session {self.conn.sid}", "SYS/TEMP"))
+
+    async def _login(self, ev: Authenticate) -> bytes:
+        result = await self.app.auth.authenticate(ev.username, ev.password,
+                                                  self.conn.peer_ip, "pop3")
+        if result.outcome is AuthOutcome.LOCKED:
+            return self.core.fail(R_LOCKED)
+        if not result.ok or result.user is None:
+            return self.core.auth_failed()
+        user = result.user
+        if user.id in self.locks:
+            return self.core.auth_in_use()
+        self.locks.add(user.id)
+        self.user_id = user.id
+        try:
+            mailbox = await self.app.store.get_mailbox(user.id, "INBOX")
+            assert mailbox is not None
+            self.mailbox_id = mailbox.id
+            self.messages = await self.app.store.list_messages(mailbox.id)
+            entries = []
+            for m in self.messages:
+                size = self.sizes.get(m.blob_id)
+                if size is None:
+                    size = pop3_size(await self.app.store.read_blob(m.blob_id))
+                    self.sizes.put(m.blob_id, size)
+                entries.append(MaildropEntry(size, uidl(m.uid, mailbox.uidvalidity)))
+        except Exception:
+            self.locks.discard(user.id)
+            self.user_id = None
+            return self._fail("maildrop")
+        log.info("sid=%s login user=%s messages=%d", self.conn.sid, user.address,
+                 len(entries))
+        return self.core.auth_ok(entries)
+
+    async def _message(self, number: int) -> bytes:
+        m = self.messages[number - 1]
+        try:
+            data = await self.app.store.read_blob(m.blob_id)
+        except Exception:
+            return self._fail("read")
+        out = self.core.send_message(data)
+        if "\\Seen" not in m.flags and self.mailbox_id is not None:
+            with contextlib.suppress(Exception):
+                await self.app.store.store_flags(self.mailbox_id,  # type: ignore[arg-type]
+                                                 [m.uid], frozenset({"\\Seen"}), "add")
+        return out
+
+    async def _update(self, ev: Quit) -> bytes:
+        ok = True
+        if ev.deletions and self.mailbox_id is not None:
+            uids = [Uid(self.messages[n - 1].uid) for n in ev.deletions]
+            try:
+                await self.app.store.expunge(self.mailbox_id,  # type: ignore[arg-type]
+                                             uids, flagged_only=False)
+            except Exception:
+                log.exception("sid=%s expunge failed", self.conn.sid)
+                ok = False
+        if self.user_id is not None:
+            self.locks.discard(self.user_id)
+        return self.core.update_done(ok)
