@@ -12,15 +12,33 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
 # RFC 5321: atext per RFC 5322 §3.2.3
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
-_DOT_STRING = re.compile(rf"^[{_ATEXT}]+(\.[{_ATEXT}]+)*$")
-_DOT_STRING_UTF8 = re.compile(rf"^([{_ATEXT}]|[^\x00-\x7f])+(\.([{_ATEXT}]|[^\x00-\x7f])+)*$")
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_QTEXT_SMTP = re.compile(r'^(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*$')
+# (\Z, not $: "$" would accept a trailing newline)
+_DOT_STRING = re.compile(rf"^[{_ATEXT}]+(\.[{_ATEXT}]+)*\Z")
+_DOT_STRING_UTF8 = re.compile(rf"^([{_ATEXT}]|[^\x00-\x7f])+(\.([{_ATEXT}]|[^\x00-\x7f])+)*\Z")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+_QTEXT_SMTP = re.compile(r"^(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*\Z")
+# RFC 5321 §4.1.3: General-address-literal = Standardized-tag ":" 1*dcontent
+_GENERAL_LITERAL = re.compile(r"^[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
+
+
+def _check_literal(inner: str) -> None:
+    """RFC 5321 §4.1.3 address-literal contents (inside the brackets)."""
+    try:
+        if inner[:5].lower() == "ipv6:":
+            ipaddress.IPv6Address(inner[5:])
+        elif ":" in inner:
+            if not _GENERAL_LITERAL.match(inner):
+                raise AddressError(f"bad address literal [{inner}]")
+        else:
+            ipaddress.IPv4Address(inner)
+    except ValueError:
+        raise AddressError(f"bad address literal [{inner}]") from None
 
 
 class AddressError(ValueError):
@@ -39,6 +57,7 @@ class Domain:
         if not t:
             raise AddressError("empty domain")
         if t.startswith("[") and t.endswith("]"):
+            _check_literal(t[1:-1])
             return cls(t.lower())
         try:
             a = t.encode("idna").decode("ascii") if not t.isascii() else t
@@ -77,7 +96,7 @@ class Address:
         at = text.rfind("@")
         if at <= 0:
             raise AddressError(f"no domain in {text!r}")
-        local, dom = text[:at], text[at + 1:]
+        local, dom = text[:at], text[at + 1 :]
         if local.startswith('"') and local.endswith('"') and len(local) >= 2:
             inner = local[1:-1]
             if not _QTEXT_SMTP.match(inner) and not (smtputf8 and not inner.isascii()):
@@ -89,6 +108,8 @@ class Address:
                 raise AddressError(f"bad local part in {text!r}")
         if len(local.encode()) > 64:
             raise AddressError("local part too long")
+        if dom != dom.strip():  # Domain.parse trims for config/CLI text; a mailbox may not
+            raise AddressError(f"space in domain of {text!r}")
         return cls(local, Domain.parse(dom))
 
     @property

@@ -53,6 +53,10 @@ Rules:
   greeting (Postfix postscreen's "drop" action for PREGREET).
 - A 554 greeting (RFC 5321 §3.1) leaves a session where every command but QUIT gets
   503; a 421 greeting closes.
+- The adapter keeps one envelope per transaction: it starts at an accepted MailFrom
+  and ends at an answered DataEnd, DataRejected, Reset (RSET, or EHLO/HELO inside a
+  transaction), StartTls or ConnectionClosed. DataChunks come only between DataStart
+  and one of those.
 
 Hand-written: aiosmtpd is asyncio-bound and does its own I/O; no sans-IO SMTP server
 library exists for Python.
@@ -135,10 +139,14 @@ from postier.smtp.replies import (
     Reply,
 )
 
-__all__ = ["LocalProtocolError", "ServerConnection", "State"]
+__all__ = ["LocalProtocolError", "ProtocolError", "ServerConnection", "State"]
 
 
-class LocalProtocolError(Exception):
+class ProtocolError(Exception):
+    """Base of the core's errors. Peer mistakes never raise: they become replies."""
+
+
+class LocalProtocolError(ProtocolError):
     """The adapter used the core wrongly (a bug on our side, never the peer's)."""
 
 
@@ -941,22 +949,26 @@ class ServerConnection:
         return bool(pieces) or ended or pos > 0
 
     def _data_pieces(self, pieces: list[bytes]) -> None:
+        """Check, normalise, count and pass on unstuffed pieces (never splitting a CRLF).
+        The end reply does not depend on packet boundaries: 552 when the message
+        outgrew max_message_size, else 554 when it held a bare LF/CR."""
         out: list[bytes] = []
         for piece in pieces:
-            if self._data_error is not None:
-                return
-            crlf = piece.count(b"\r\n")
-            if piece.count(b"\n") != crlf or piece.count(b"\r") != crlf:  # RFC 5321 §2.3.8
-                if self.bare_lf == "reject":
-                    self._data_error = R554_BARE_LF
-                    break
-                piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                piece = piece.replace(b"\n", b"\r\n")
-            self._data_size += len(piece)
-            if self._data_size > self.max_message_size:
-                self._data_error = R552_MESSAGE_TOO_BIG  # consumed and discarded
+            if self._data_error is R552_MESSAGE_TOO_BIG:
                 break
-            out.append(piece)
+            if self._data_error is None:
+                crlf = piece.count(b"\r\n")
+                if piece.count(b"\n") != crlf or piece.count(b"\r") != crlf:  # RFC 5321 §2.3.8
+                    if self.bare_lf == "reject":
+                        self._data_error = R554_BARE_LF  # read on to the end, then reply
+                    else:
+                        piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                        piece = piece.replace(b"\n", b"\r\n")
+            self._data_size += len(piece)
+            if self._data_size > self.max_message_size:  # RFC 1870 §6.1: discard the rest
+                self._data_error = R552_MESSAGE_TOO_BIG
+            elif self._data_error is None:
+                out.append(piece)
         if out:
             self._events.append(DataChunk(b"".join(out)))
 
