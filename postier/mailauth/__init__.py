@@ -1,1 +1,2 @@
-"""postier.mailauth"""
+"""postier.mailauth: sender authentication — SPF (spf.py, RFC 7208); DKIM, DMARC,
+ARC and Authentication-Results live beside it."""

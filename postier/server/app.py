@@ -92,6 +92,16 @@ class App:
         return task
 
 
+def sweep_spool(data_dir: Path) -> None:
+    """Spool files are only ever partial messages of sessions that died: the
+    store consumed every accepted one. Startup removes what is left."""
+    spool = data_dir / "spool"
+    if spool.is_dir():
+        for p in spool.glob("*.tmp"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
 def check_data_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -140,6 +150,7 @@ def _protocol(name: str) -> ProtocolModule | None:
 async def start(settings: Settings) -> App:
     """Bind everything; raise StartupError with an operator-facing message."""
     check_data_dir(settings.server.data_dir)
+    sweep_spool(settings.server.data_dir)
     store = open_store(settings)
     try:
         await store.open()
@@ -167,6 +178,9 @@ async def start(settings: Settings) -> App:
                 busy=_busy_reply(name))
             await listener.start()
             app.listeners[name] = listener
+        from postier.queue import service as queue_service  # noqa: PLC0415
+
+        queue_service.start(app)  # background tasks start after every listener is bound
     except BaseException:
         await _close_listeners_now(locals().get("app"))
         await store.close()

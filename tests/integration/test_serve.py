@@ -40,7 +40,7 @@ def test_make_run_defaults_serve_and_stop_cleanly(tmp_path: Path) -> None:
         pytest.fail("a development port is taken: is a `make run` server running?")
     env = {k: v for k, v in os.environ.items() if k != "POSTIER_CONFIG"}
     proc = subprocess.Popen([sys.executable, "-m", "postier", "serve"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         banner = []
         assert proc.stdout is not None
@@ -66,7 +66,7 @@ def test_make_run_defaults_serve_and_stop_cleanly(tmp_path: Path) -> None:
             proc.wait()
     # a second start prints the same password (kept in data/demo-password)
     proc2 = subprocess.Popen([sys.executable, "-m", "postier", "serve"], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         assert proc2.stdout is not None
         again = []

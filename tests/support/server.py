@@ -151,16 +151,20 @@ class ServerProcess:
         self.banner: list[str] = []
 
     def start(self, timeout: float = 30) -> ServerProcess:
+        # the log goes to a file: an unread stderr pipe would fill and block the server
+        self.log_path = self.config.parent / f"server-{time.time_ns()}.log"
+        self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "postier", "-c", str(self.config), "serve"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+            stdout=subprocess.PIPE, stderr=self._log, text=True, env=self.env)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"server exited: {self.proc.wait()} {err}")
+                code = self.proc.wait()
+                self._close()
+                raise RuntimeError(f"server exited: {code} {self.log_path.read_text()}")
             self.banner.append(line.rstrip("\n"))
             m = re.match(r"^\s+(\w+)\s+\S+:(\d+)", line)
             if m:
@@ -169,15 +173,23 @@ class ServerProcess:
                 return self
         raise RuntimeError(f"server not ready after {timeout}s: {self.banner}")
 
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
+        self._close()
 
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        self._close()
+        return code
 
 
 def settings_with(settings: Settings, **sections: Any) -> Settings:
