@@ -21,9 +21,10 @@ import enum
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from postier import metrics
 from postier.auth.passwords import averify_password
 from postier.config.schema import AuthSettings
 from postier.smtp.address import Address, AddressError
@@ -115,7 +116,7 @@ def client_key(ip: str) -> str:
 class AuthService:
     def __init__(self, store: Store, settings: AuthSettings, *,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._store = store
         self.limiter = Limiter(settings, clock)
         self._sleep = sleep
@@ -136,6 +137,7 @@ class AuthService:
         if locked > 0:
             log.info("auth locked protocol=%s client=%s user=%s retry_after=%.0fs",
                      protocol, client_ip, acct, locked)
+            metrics.LOGINS.labels(protocol or "other", "locked").inc()
             return AuthResult(AuthOutcome.LOCKED, retry_after=locked)
         user = await self._store.get_user(acct) if "@" in acct else None
         ok = await averify_password(user.password_hash if user else None, password)
@@ -143,9 +145,11 @@ class AuthService:
             self.limiter.succeed(ck)
             self.limiter.succeed(ak)
             log.info("auth ok protocol=%s client=%s user=%s", protocol, client_ip, acct)
+            metrics.LOGINS.labels(protocol or "other", "ok").inc()
             return AuthResult(AuthOutcome.OK, user=user)
         self.limiter.fail(ck)
         self.limiter.fail(ak)
+        metrics.LOGINS.labels(protocol or "other", "failed").inc()
         delay = max(self.limiter.delay_for(ck), self.limiter.delay_for(ak))
         log.info("auth failed protocol=%s client=%s user=%s delay=%.1fs",
                  protocol, client_ip, acct, delay)

@@ -147,7 +147,8 @@ class GreylistSettings:
     enabled: bool = doc("greylist unknown (network, sender, recipient) triplets", default=True)
     delay: float = doc("a retry is accepted once this long has passed", default=300.0)
     window: float = doc("... and before this long has passed", default=86400.0)
-    whitelist_period: float = doc("a network that passed is trusted this long", default=36 * 86400.0)
+    whitelist_period: float = doc("a network that passed is trusted this long",
+                                  default=36 * 86400.0)
     allow: tuple[str, ...] = doc("networks never greylisted; [] greylists loopback too",
                                  default=("127.0.0.0/8", "::1/128"))
 
@@ -191,6 +192,100 @@ class Pop3Settings:
                               default=600.0)
 
 
+#: every filter stage, in the order the pipeline runs them (postier.filters)
+FILTER_STAGES = ("dnsbl", "fcrdns", "helo", "spf", "greylist", "dkim", "arc", "dmarc",
+                 "headers", "virus", "clamd", "rspamd", "bayes")
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    mx: tuple[str, ...] = doc(
+        "filter stages run for the mx listener, in pipeline order; a stage whose own "
+        "section says enabled = false is skipped anyway", default=FILTER_STAGES)
+    submission: tuple[str, ...] = doc(
+        "filter stages run for authenticated submission (587, 465)",
+        default=("virus", "clamd"))
+    max_scan_size: int = doc("messages larger than this (bytes) skip the content stages "
+                             "(DKIM, headers, virus, Bayes); the skip is logged",
+                             default=10 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class SpamSettings:
+    junk_threshold: float = doc("a score at or above this delivers to the Junk mailbox",
+                                default=5.0)
+    reject_threshold: float = doc("a score at or above this is refused at end of data (550)",
+                                  default=15.0)
+    scores: tuple[str, ...] = doc(
+        "weight overrides as \"RULE=weight\", e.g. [\"MISSING_DATE=0.5\"] (rule names "
+        "are those of X-Spam-Report)", default=())
+
+
+@dataclass(frozen=True)
+class SpfSettings:
+    reject_fail: bool = doc("refuse MAIL FROM when SPF says fail (-all) with 550 5.7.23; "
+                            "false adds the SPF_FAIL score instead", default=False)
+
+
+@dataclass(frozen=True)
+class DmarcSettings:
+    enabled: bool = doc("evaluate DMARC (RFC 7489) on the From: domain", default=True)
+    honor_reject: bool = doc("p=reject refuses the message (550 5.7.1); false sends it "
+                             "to Junk", default=True)
+    honor_quarantine: bool = doc("p=quarantine delivers to Junk", default=True)
+
+
+@dataclass(frozen=True)
+class DnsblSettings:
+    enabled: bool = doc("look the client address up in DNS block/allow lists", default=False)
+    zones: tuple[str, ...] = doc("DNSBL zones (a listing adds `weight`)", default=())
+    allow_zones: tuple[str, ...] = doc("DNSWL zones (a listing adds `allow_weight`)",
+                                       default=())
+    weight: float = doc("score added per DNSBL listing", default=3.0)
+    allow_weight: float = doc("score added per DNSWL listing (negative)", default=-2.0)
+    reject: bool = doc("refuse the connection (554 5.7.1) when listed in any DNSBL zone",
+                       default=False)
+
+
+@dataclass(frozen=True)
+class AntivirusSettings:
+    enabled: bool = doc("the built-in scanner: EICAR, executables and scripts, zips",
+                        default=True)
+    block_executables: bool = doc("refuse executable and script attachments (by content "
+                                  "and by name, double extensions too)", default=True)
+    max_archive_depth: int = doc("zip archives nested deeper are refused as a zip bomb",
+                                 default=3)
+    max_unpacked: int = doc("bytes unpacked from one message's archives, at most",
+                            default=100 * 1024 * 1024)
+    max_ratio: int = doc("an archive member compressed more than this is a zip bomb",
+                         default=200)
+    max_members: int = doc("members per archive, at most", default=1000)
+
+
+@dataclass(frozen=True)
+class ClamdSettings:
+    enabled: bool = doc("scan messages with a clamd daemon (INSTREAM)", default=False)
+    socket: str = doc("clamd's unix socket path, or \"host:port\" for TCP",
+                      default="/run/clamav/clamd.ctl")
+    timeout: float = doc("time allowed for one scan", default=30.0)
+    fail_open: bool = doc("accept when clamd cannot be reached (false: 451 4.7.0)",
+                          default=True)
+    chunk_size: int = doc("INSTREAM chunk size in bytes (below clamd's StreamMaxLength)",
+                          default=64 * 1024)
+
+
+@dataclass(frozen=True)
+class RspamdSettings:
+    enabled: bool = doc("ask an rspamd daemon (HTTP /checkv2) and add its score",
+                        default=False)
+    url: str = doc("rspamd's controller/normal worker base URL",
+                   default="http://127.0.0.1:11333")
+    timeout: float = doc("time allowed for one check", default=15.0)
+    fail_open: bool = doc("accept when rspamd cannot be reached (false: 451 4.7.0)",
+                          default=True)
+    honor_reject: bool = doc("rspamd's action \"reject\" refuses the message", default=True)
+
+
 def _default_listeners() -> dict[str, ListenerSettings]:
     return {name: ListenerSettings(port=DEV_PORTS[name]) for name in LISTENER_NAMES}
 
@@ -204,6 +299,14 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     greylist: GreylistSettings = field(default_factory=GreylistSettings)
+    filters: FilterSettings = field(default_factory=FilterSettings)
+    spam: SpamSettings = field(default_factory=SpamSettings)
+    spf: SpfSettings = field(default_factory=SpfSettings)
+    dmarc: DmarcSettings = field(default_factory=DmarcSettings)
+    dnsbl: DnsblSettings = field(default_factory=DnsblSettings)
+    antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
+    clamd: ClamdSettings = field(default_factory=ClamdSettings)
+    rspamd: RspamdSettings = field(default_factory=RspamdSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     log: LogSettings = field(default_factory=LogSettings)

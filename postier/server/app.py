@@ -178,7 +178,7 @@ async def start(settings: Settings) -> App:
                 busy=_busy_reply(name))
             await listener.start()
             app.listeners[name] = listener
-        from postier.queue import service as queue_service  # noqa: PLC0415
+        from postier.queue import service as queue_service
 
         queue_service.start(app)  # background tasks start after every listener is bound
     except BaseException:
@@ -266,7 +266,7 @@ async def serve(settings: Settings, *, ready: Callable[[App], None] | None = Non
 def run(settings: Settings, log_format: str | None = None) -> int:
     logs.setup(settings.log.level, log_format or settings.log.format)
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         return uvloop.run(serve(settings))
     except ImportError:

@@ -149,7 +149,7 @@ class Listener:
         if self._server is not None:
             self._server.close()
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - a grace period, not an I/O timeout
         """Let running sessions finish for `timeout` seconds, then cancel them."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)

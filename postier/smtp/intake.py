@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from postier import metrics
 from postier.queue.ids import new_qid
 from postier.smtp import headers as hdr
 from postier.smtp.address import Address, AddressError
@@ -53,19 +54,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postier.smtp")
 
-def R550_NO_SUCH_USER(address: str) -> Reply:  # noqa: N802
+def R550_NO_SUCH_USER(address: str) -> Reply:
     return Reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
 
 
-def R554_RELAY_DENIED(address: str) -> Reply:  # noqa: N802
+def R554_RELAY_DENIED(address: str) -> Reply:
     return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
 
 
-def R553_NOT_OWNER(address: str) -> Reply:  # noqa: N802
+def R553_NOT_OWNER(address: str) -> Reply:
     return Reply(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by user")
 
 
-def R452_MAILBOX_FULL(address: str) -> Reply:  # noqa: N802
+def R452_MAILBOX_FULL(address: str) -> Reply:
     return Reply(452, "4.2.2", f"<{address}>: Mailbox full, try again later")
 
 
@@ -78,7 +79,7 @@ R250_SENDER_OK = Reply(250, "2.1.0", "Ok")
 R250_RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
 
 
-def R250_QUEUED(qid: str) -> Reply:  # noqa: N802
+def R250_QUEUED(qid: str) -> Reply:
     return Reply(250, "2.0.0", f"Ok: queued as {qid}")
 
 
@@ -317,6 +318,7 @@ class Intake:
             self._log(s, env, spool.size, "451 local error")
             return R451_LOCAL_ERROR
         self._log(s, env, spool.size, "queued" if queue else "delivered")
+        metrics.MESSAGES_DELIVERED.labels("local").inc(len(targets))
         try:
             await self.store.trace_add(env.qid, "received", self._describe(s, env, spool.size))
             if queue is not None:

@@ -23,6 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from postier import metrics
 from postier.auth.service import AuthOutcome
 from postier.smtp.core import ServerConnection
 from postier.smtp.events import (
@@ -98,6 +99,7 @@ class SmtpSession:
         conn, core = self.conn, self.core
         log.info("sid=%s connect client=%s:%d listener=%s", conn.sid, conn.peer_ip,
                  conn.peer_port, conn.listener)
+        metrics.CONNECTIONS.labels(conn.listener).inc()
         if self.app.stopping.is_set():
             core.greet(R421_SHUTDOWN)
         else:
@@ -158,6 +160,7 @@ class SmtpSession:
                     self.env = Envelope(ev.address, ev.params)
                     core.accept(reply)
                 else:
+                    metrics.count_rejection(self.conn.listener, "mail", reply.code, reply.enhanced)
                     core.reject(reply)
             elif isinstance(ev, RcptTo):
                 assert self.env is not None
@@ -166,6 +169,7 @@ class SmtpSession:
                 if reply.is_positive:
                     core.accept(reply)
                 else:
+                    metrics.count_rejection(self.conn.listener, "rcpt", reply.code, reply.enhanced)
                     core.reject(reply)
             elif isinstance(ev, DataStart):
                 assert self.env is not None
@@ -204,12 +208,14 @@ class SmtpSession:
 
     async def _data_end(self) -> None:
         env, spool = self.env, self.spool
-        assert env is not None and spool is not None
+        assert env is not None
+        assert spool is not None
         self.spool = None  # finish() owns it now
         # shielded: once the store commits, the 250 must go out
         reply = await asyncio.shield(self.intake.finish(self.info, env, spool))
         self.env = None
         self.data_deadline = None
+        metrics.count_transaction(self.conn.listener, reply.code)
         if reply.is_positive:
             self.core.accept(reply)
         else:

@@ -9,6 +9,7 @@ nothing half-present.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import smtplib
 import threading
@@ -89,10 +90,8 @@ def test_sigkill_during_intake_loses_no_acknowledged_message(tmp_path: Path) -> 
                 with lock:
                     acked.append(f"crash-{n}")
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 c.close()
-            except OSError:
-                pass
 
     threads = [threading.Thread(target=sender) for _ in range(CONNECTIONS)]
     for t in threads:

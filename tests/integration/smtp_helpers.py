@@ -51,7 +51,7 @@ class Raw:
         while True:
             lines = self.buf.split(b"\r\n")
             for i, line in enumerate(lines[:-1]):
-                if len(line) >= 4 and line[3:4] == b" " or len(line) == 3:
+                if (len(line) >= 4 and line[3:4] == b" ") or len(line) == 3:
                     out = b"\r\n".join(lines[: i + 1]) + b"\r\n"
                     self.buf = self.buf[len(out):]
                     return out

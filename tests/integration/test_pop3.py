@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import email
-import re
 import poplib
+import re
 import smtplib
 import socket
 import ssl

@@ -88,11 +88,11 @@ def test_port_taken_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        cfg = write_config(tmp_path, ports={"imap": port})
+        cfg = write_config(tmp_path, ports={"pop3": port})
         out = subprocess.run([sys.executable, "-m", "postier", "-c", str(cfg), "serve"],
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
-    assert f"listeners.imap: cannot listen on 127.0.0.1 port {port}: address already in use" \
+    assert f"listeners.pop3: cannot listen on 127.0.0.1 port {port}: address already in use" \
         in out.stderr
 
 
@@ -107,6 +107,6 @@ def test_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_sigterm_stops_a_configured_server(tmp_path: Path) -> None:
     srv = ServerProcess(write_config(tmp_path)).start()
-    assert "mx" in srv.ports and "imap" in srv.ports
+    assert "mx" in srv.ports and "pop3" in srv.ports
     assert not any("login:" in x for x in srv.banner)  # no demo user in a real config
     assert srv.terminate() == 0

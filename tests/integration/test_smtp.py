@@ -47,7 +47,8 @@ def test_mx_delivers_exact_bytes_with_trace_fields(server: ServerThread) -> None
     assert m, text
     qid = m.group(1)
     [stored] = inbox(server, "alice@example.test")
-    assert stored.startswith(b"Return-Path: <sender@remote.test>\r\nReceived: from client.remote.test")
+    assert stored.startswith(b"Return-Path: <sender@remote.test>\r\n"
+                             b"Received: from client.remote.test")
     assert b"with ESMTP id " + qid in stored
     assert b"for <alice@example.test>;" in stored
     assert body_after_trace(stored) == MESSAGE
@@ -137,9 +138,9 @@ def test_local_domain_case_and_trailing_dot_map_to_the_user(server: ServerThread
 
 def test_loopback_is_not_trusted_on_mx(server: ServerThread) -> None:
     """Even from 127.0.0.1, a foreign recipient on port 25 is refused."""
-    with smtplib.SMTP("127.0.0.1", server.port("mx")) as c:
-        with pytest.raises(smtplib.SMTPRecipientsRefused):
-            c.sendmail("alice@example.test", ["x@far.test"], b"Subject: x\r\n\r\nx\r\n")
+    with smtplib.SMTP("127.0.0.1", server.port("mx")) as c, \
+            pytest.raises(smtplib.SMTPRecipientsRefused):
+        c.sendmail("alice@example.test", ["x@far.test"], b"Subject: x\r\n\r\nx\r\n")
 
 
 def test_alias_and_catch_all(server: ServerThread) -> None:
