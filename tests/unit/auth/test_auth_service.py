@@ -1,0 +1,140 @@
+"""The login service: one limiter for every protocol, delays that grow, short lockouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from postier.auth.passwords import hash_password, needs_rehash, verify_password
+from postier.auth.service import AuthOutcome, AuthService, Limiter, client_key
+from postier.config.schema import AuthSettings
+from postier.store.sqlite import SqliteStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = SqliteStore(tmp_path)
+    await s.open()
+    await s.add_domain("example.test")
+    await s.add_user("alice@example.test", hash_password("right"))
+    yield s
+    await s.close()
+
+
+def _service(store: SqliteStore, clock: Clock, slept: list[float], **kw: float) -> AuthService:
+    settings = AuthSettings(**{"failure_delay": 0.5, "max_delay": 4.0, "lockout_after": 5,
+                               "lockout_period": 300.0, **kw})
+
+    async def sleep(d: float) -> None:
+        slept.append(d)
+
+    return AuthService(store, settings, clock=clock, sleep=sleep)
+
+
+def test_passwords() -> None:
+    h = hash_password("s3cret")
+    assert h.startswith("$argon2id$")
+    assert verify_password(h, "s3cret")
+    assert not verify_password(h, "S3cret")
+    assert not verify_password(None, "s3cret")
+    assert not verify_password("garbage", "s3cret")
+    assert not needs_rehash(h)
+    assert needs_rehash("garbage")
+
+
+@pytest.mark.parametrize(("ip", "key"), [
+    ("192.0.2.7", "ip:192.0.2.0/24"),
+    ("2001:db8::1", "ip:2001:db8::/64"),
+    ("not-an-ip", "ip:not-an-ip"),
+])
+def test_client_key_groups_networks(ip: str, key: str) -> None:
+    assert client_key(ip) == key
+
+
+async def test_success_and_case_insensitive_user(store: SqliteStore) -> None:
+    slept: list[float] = []
+    svc = _service(store, Clock(), slept)
+    r = await svc.authenticate("Alice@Example.Test", "right", "192.0.2.1", "imap")
+    assert r.outcome is AuthOutcome.OK
+    assert r.user is not None
+    assert r.user.address == "alice@example.test"
+    assert slept == []
+
+
+async def test_failures_delay_doubling_up_to_max(store: SqliteStore) -> None:
+    slept: list[float] = []
+    svc = _service(store, Clock(), slept, lockout_after=100)
+    for _ in range(6):
+        r = await svc.authenticate("alice@example.test", "wrong", "192.0.2.1")
+        assert r.outcome is AuthOutcome.FAILED
+    assert slept == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+async def test_unknown_user_fails_like_a_wrong_password(store: SqliteStore) -> None:
+    slept: list[float] = []
+    svc = _service(store, Clock(), slept)
+    r = await svc.authenticate("nobody@example.test", "x", "192.0.2.1")
+    assert r.outcome is AuthOutcome.FAILED
+    r = await svc.authenticate("not an address", "x", "192.0.2.1")
+    assert r.outcome is AuthOutcome.FAILED
+    assert slept == [0.5, 1.0]
+
+
+async def test_lockout_refuses_then_expires(store: SqliteStore) -> None:
+    clock = Clock()
+    slept: list[float] = []
+    svc = _service(store, clock, slept)
+    for _ in range(5):
+        await svc.authenticate("alice@example.test", "wrong", "192.0.2.1")
+    # locked: even the right password is refused, without verifying anything
+    r = await svc.authenticate("alice@example.test", "right", "192.0.2.1")
+    assert r.outcome is AuthOutcome.LOCKED
+    assert r.retry_after == pytest.approx(300.0)
+    # the lock is short: after the period the real user gets in
+    clock.now += 301
+    r = await svc.authenticate("alice@example.test", "right", "192.0.2.1")
+    assert r.outcome is AuthOutcome.OK
+
+
+async def test_success_clears_the_record(store: SqliteStore) -> None:
+    slept: list[float] = []
+    svc = _service(store, Clock(), slept)
+    for _ in range(3):
+        await svc.authenticate("alice@example.test", "wrong", "192.0.2.1")
+    assert (await svc.authenticate("alice@example.test", "right", "192.0.2.1")).ok
+    slept.clear()
+    await svc.authenticate("alice@example.test", "wrong", "192.0.2.1")
+    assert slept == [0.5]
+
+
+async def test_attacker_network_lock_does_not_lock_other_networks_for_other_accounts(
+        store: SqliteStore) -> None:
+    await store.add_user("bob@example.test", hash_password("bobpw"))
+    slept: list[float] = []
+    svc = _service(store, Clock(), slept)
+    for i in range(5):
+        await svc.authenticate(f"guess{i}@example.test", "x", "203.0.113.9")
+    assert (await svc.authenticate("bob@example.test", "bobpw", "203.0.113.10")).outcome \
+        is AuthOutcome.LOCKED  # same /24 as the attacker
+    assert (await svc.authenticate("bob@example.test", "bobpw", "198.51.100.1")).ok
+
+
+def test_limiter_forgets_old_failures() -> None:
+    clock = Clock()
+    lim = Limiter(AuthSettings(failure_delay=1, max_delay=8, lockout_after=10,
+                               lockout_period=60), clock)
+    lim.fail("k")
+    lim.fail("k")
+    assert lim.delay_for("k") == 2
+    clock.now += 61
+    lim.fail("k")
+    assert lim.delay_for("k") == 1
