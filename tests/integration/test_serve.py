@@ -64,6 +64,8 @@ def test_make_run_defaults_serve_and_stop_cleanly(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
     # a second start prints the same password (kept in data/demo-password)
     proc2 = subprocess.Popen([sys.executable, "-m", "postier", "serve"], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
@@ -81,6 +83,8 @@ def test_make_run_defaults_serve_and_stop_cleanly(tmp_path: Path) -> None:
         if proc2.poll() is None:
             proc2.kill()
             proc2.wait()
+        assert proc2.stdout is not None
+        proc2.stdout.close()
 
 
 def test_port_taken_is_a_clear_error(tmp_path: Path) -> None:

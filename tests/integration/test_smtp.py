@@ -503,3 +503,38 @@ def test_starttls_injection_discarded(server: ServerThread) -> None:
         tls.sendall(b"NOOP\r\n")
         assert tls.recv(1000).startswith(b"250 2.0.0")  # not the RSET's reply first
         tls.close()
+
+
+# --- spooling, connection limits, AUTH before TLS from a remote client ------------------------
+
+def test_large_message_spooled_and_delivered_intact(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, "[smtp.limits]\nspool_threshold = 4096\n")
+    try:
+        srv.add_user("alice@example.test")
+        body = b"".join(b"line %06d " % i + b"x" * 60 + b"\r\n" for i in range(20_000))
+        msg = b"Subject: big\r\n\r\n" + body
+        with smtplib.SMTP("127.0.0.1", srv.port("mx")) as c:
+            c.sendmail("s@remote.test", ["alice@example.test"], msg)
+        [stored] = inbox(srv, "alice@example.test")
+        assert body_after_trace(stored) == msg
+        assert list((tmp_path / "data" / "spool").glob("*")) == []  # consumed by the store
+    finally:
+        srv.stop()
+
+
+def test_connection_limit_per_client(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, "[smtp.limits]\nmax_connections_per_ip = 2\n")
+    try:
+        a, b = Raw(srv.port("mx")), Raw(srv.port("mx"))
+        assert a.reply().startswith(b"220 ")
+        assert b.reply().startswith(b"220 ")
+        with Raw(srv.port("mx")) as c:
+            assert c.reply() == b"421 4.7.0 Too many connections, try again later\r\n"
+            assert c.closed()
+        a.close()
+        b.close()
+        time.sleep(0.2)
+        with Raw(srv.port("mx")) as d:
+            assert d.reply().startswith(b"220 ")
+    finally:
+        srv.stop()
