@@ -184,6 +184,10 @@ class ImapSettings:
                                 default=50 * 1024 * 1024)
     idle_timeout: float = doc("idle connection timeout (RFC 9051: at least 30 min)",
                               default=1800.0)
+    max_bad_commands: int = doc("invalid commands in a row before BYE and close",
+                                default=20)
+    max_unauth_literal: int = doc("largest literal accepted before login, in bytes",
+                                  default=8192)
 
 
 @dataclass(frozen=True)

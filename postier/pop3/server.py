@@ -27,6 +27,7 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from postier import metrics
 from postier.auth.service import AuthOutcome
 from postier.pop3.commands import Response, pop3_size
 from postier.pop3.core import (
@@ -104,6 +105,7 @@ class Pop3Session:
     async def run(self) -> None:
         log.info("sid=%s connect client=%s listener=%s", self.conn.sid, self.conn.peer_ip,
                  self.conn.listener)
+        metrics.CONNECTIONS.labels(self.conn.listener).inc()
         try:
             await self._loop()
         finally:

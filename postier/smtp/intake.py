@@ -21,10 +21,17 @@ Rules:
   a leading Return-Path: when it transmits (RFC 5321 §4.4).
 - `finish()` answers 250 only after `Store.deliver` returned: the blob and every
   mailbox row and queue entry are durable (DESIGN.md rule zero).
+- Filters (`postier.filters`) vote at connect, HELO, MAIL, RCPT (only for a
+  recipient that exists: nobody is greylisted for an unknown user) and end of
+  data. At end of data the MX role adds Authentication-Results and X-Spam-*
+  fields right below our Received: (incoming ones claiming our authserv-id
+  are removed first) and a Junk decision delivers to each user's Junk. A
+  spooled (large) message with added fields is copied once to a new spool file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -36,6 +43,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from postier import metrics
+from postier.dns.resolver import Resolver, make_resolver
+from postier.filters.build import Filters
+from postier.filters.pipeline import Context, Phase
+from postier.mailauth.results import drop_fields, forged_fields
 from postier.queue.ids import new_qid
 from postier.smtp import headers as hdr
 from postier.smtp.address import Address, AddressError
@@ -95,6 +106,7 @@ class SessionInfo:
     esmtp: bool = False
     tls: tuple[str, str] | None = None
     user: User | None = None
+    filters: Context | None = None  # the filter pipeline's view of this session
 
 
 @dataclass
@@ -131,6 +143,7 @@ class Spool:
         self._threshold = threshold
         self._dir = directory
         self._file: int | None = None
+        self._file_prefix = 0  # bytes of trace fields at the start of the spool file
         self.path: Path | None = None
         self.header_seen = False
         self.header: hdr.HeaderView | None = None
@@ -157,6 +170,7 @@ class Spool:
         if not self.header_seen:
             self._saw_header(b"".join(self._parts))
         os.write(self._file, self._prefix)
+        self._file_prefix = len(self._prefix)
         self._prefix = b""
         for part in self._parts:
             os.write(self._file, part)
@@ -170,16 +184,59 @@ class Spool:
     def size(self) -> int:
         return self._size
 
-    def finish(self) -> bytes | Path:
-        """The whole message: bytes, or the spool file (fsynced by the store)."""
+    def ensure_header(self) -> hdr.HeaderView:
+        """The header view, for a message whose data ended before its header did."""
+        if not self.header_seen:
+            self._saw_header(b"".join(self._parts))
+        assert self.header is not None
+        return self.header
+
+    def content(self, limit: int) -> bytes | None:
+        """The client's bytes (no trace fields) when at most `limit` long, else None.
+        Blocking for a spooled message (reads the file)."""
+        if self._size > limit:
+            return None
+        if self._file is None:
+            self.ensure_header()
+            return b"".join(self._parts)
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            f.seek(self._file_prefix)
+            return f.read()
+
+    def finish(self, insert: bytes = b"",
+               drop: Callable[[str, str], bool] | None = None) -> bytes | Path:
+        """The whole message: bytes, or the spool file (fsynced by the store).
+
+        `insert` goes right below the trace fields; header fields for which
+        `drop(name, value)` is true are removed from the client's header. For a
+        spooled message either means one copy to a new file (blocking)."""
         if self._file is not None:
             os.close(self._file)
             self._file = None
             assert self.path is not None
-            return self.path
-        if not self.header_seen:
-            self._saw_header(b"".join(self._parts))
-        return self._prefix + b"".join(self._parts)
+            if not insert and drop is None:
+                return self.path
+            return self._rewrite(insert, drop)
+        self.ensure_header()
+        return self._prefix + insert + _edit_header(b"".join(self._parts), drop)
+
+    def _rewrite(self, insert: bytes, drop: Callable[[str, str], bool] | None) -> Path:
+        assert self.path is not None
+        old = self.path
+        new = self._dir / f"{secrets.token_hex(12)}.tmp"
+        header_len = len(self.header.raw) if self.header is not None else 0
+        with open(old, "rb") as src, open(new, "xb") as dst:
+            os.chmod(new, 0o600)
+            dst.write(src.read(self._file_prefix))
+            dst.write(insert)
+            dst.write(_edit_header(src.read(header_len), drop))
+            while chunk := src.read(1024 * 1024):
+                dst.write(chunk)
+        self.path = new
+        with contextlib.suppress(OSError):
+            old.unlink()
+        return new
 
     def _saw_header(self, data: bytes) -> None:
         self.header_seen = True
@@ -198,6 +255,16 @@ class Spool:
         self._parts = []
 
 
+def _edit_header(data: bytes, drop: Callable[[str, str], bool] | None) -> bytes:
+    """`data` (the client's bytes, or their start) without the header fields
+    `drop` selects; the body and every other byte unchanged."""
+    if drop is None or data.startswith(b"\r\n"):
+        return data
+    end = data.find(b"\r\n\r\n")
+    head, rest = (data, b"") if end < 0 else (data[: end + 2], data[end + 2 :])
+    return drop_fields(head, drop) + rest
+
+
 class Intake:
     def __init__(self, app: App) -> None:
         self.app = app
@@ -205,6 +272,34 @@ class Intake:
         self.hostname = app.settings.server.hostname
         self.spool_dir = app.settings.server.data_dir / "spool"
         self.threshold = app.settings.smtp.limits.spool_threshold
+        # one resolver and one filter set per process, shared by every listener
+        resolver: Resolver = app.services.get("resolver") or make_resolver(app.settings.dns)
+        app.services.setdefault("resolver", resolver)
+        filters = app.services.get("filters")
+        if not isinstance(filters, Filters):
+            filters = Filters(app.settings, app.store, resolver)
+            app.services["filters"] = filters
+        self.filters = filters
+
+    # --- filters -------------------------------------------------------------
+    def _ctx(self, s: SessionInfo) -> Context:
+        if s.filters is None:
+            s.filters = self.filters.context(s.sid, s.role, s.peer_ip)
+            s.filters.helo = s.helo
+        s.filters.authenticated = s.user is not None
+        return s.filters
+
+    async def on_connect(self, s: SessionInfo) -> None:
+        """Connect-time stages (DNSBL, FCrDNS); a refusal is answered at MAIL."""
+        ctx = self._ctx(s)
+        await self.filters.run(Phase.CONNECT, ctx)
+        if ctx.peer_name:
+            s.peer_name = ctx.peer_name
+
+    async def on_helo(self, s: SessionInfo) -> None:
+        ctx = self._ctx(s)
+        ctx.helo = s.helo
+        await self.filters.run(Phase.HELO, ctx)
 
     # --- MAIL ----------------------------------------------------------------
     async def check_sender(self, s: SessionInfo, sender: Address | None) -> Reply:
@@ -215,7 +310,10 @@ class Intake:
                 return R553_NULL_SENDER
             if not await self._owns(s.user, sender.key):
                 return R553_NOT_OWNER(str(sender))
-        return R250_SENDER_OK
+        ctx = self._ctx(s)
+        ctx.begin(new_qid(), str(sender) if sender else "")
+        refusal = await self.filters.run(Phase.MAIL, ctx)
+        return refusal or R250_SENDER_OK
 
     async def _owns(self, user: User, key: str) -> bool:
         owned = await self.store.addresses_of(user.id)
@@ -224,9 +322,15 @@ class Intake:
     # --- RCPT ----------------------------------------------------------------
     async def check_recipient(self, s: SessionInfo, env: Envelope, rcpt: Address,
                               params: RcptParams) -> Reply:
+        ctx = self._ctx(s)
+        if ctx.qid:
+            env.qid = QueueId(ctx.qid)  # the QID the MAIL verdicts were traced under
         domain = await self.store.get_domain(rcpt.domain.ascii)
         if domain is None:
             if s.role == "submission" and s.user is not None:
+                refusal = await self._filter_rcpt(ctx, rcpt)
+                if refusal is not None:
+                    return refusal
                 env.recipients.append(Recipient(rcpt, params, remote=(str(rcpt),)))
                 return R250_RECIPIENT_OK
             return R554_RELAY_DENIED(str(rcpt))
@@ -238,8 +342,19 @@ class Intake:
                 used, limit = await self.store.quota_usage(user.id)
                 if limit and used >= limit:
                     return R452_MAILBOX_FULL(str(rcpt))
+        refusal = await self._filter_rcpt(ctx, rcpt)
+        if refusal is not None:
+            return refusal
+        ctx.local_users.extend(u.id for u in res.users)
         env.recipients.append(Recipient(rcpt, params, users=res.users, remote=res.remote))
         return R250_RECIPIENT_OK
+
+    async def _filter_rcpt(self, ctx: Context, rcpt: Address) -> Reply | None:
+        ctx.recipient = str(rcpt)
+        refusal = await self.filters.run(Phase.RCPT, ctx)
+        if refusal is None:
+            ctx.recipients.append(str(rcpt))
+        return refusal
 
     # --- DATA ----------------------------------------------------------------
     def open_spool(self, s: SessionInfo, env: Envelope) -> Spool:
@@ -279,12 +394,33 @@ class Intake:
 
     async def finish(self, s: SessionInfo, env: Envelope, spool: Spool) -> Reply:
         """Make the message durable for every recipient, then (only then) 250."""
-        data = spool.finish()
+        spool.ensure_header()
         refusal = await self.check_from_owner(s, spool)
         if refusal is not None:
             spool.discard()
             self._log(s, env, spool.size, str(refusal))
             return refusal
+        ctx = self._ctx(s)
+        ctx.qid = env.qid
+        limit = self.filters.max_scan_size
+        ctx.message = (await asyncio.to_thread(spool.content, limit) if spool.spilled
+                       else spool.content(limit))
+        ctx.header = hdr.HeaderView.of(ctx.message) if ctx.message is not None else spool.header
+        if ctx.message is None:
+            await self.filters.pipelines[s.role].trace(
+                ctx, f"data: {spool.size} bytes > filters.max_scan_size, content not scanned")
+        outcome = await self.filters.end_of_data(ctx)
+        ctx.message = None
+        if outcome.reply is not None:
+            spool.discard()
+            self._log(s, env, spool.size, str(outcome.reply))
+            return outcome.reply
+        drop = forged_fields(self.hostname) if s.role == "mx" else None
+        if spool.spilled:
+            data = await asyncio.to_thread(spool.finish, outcome.headers, drop)
+        else:
+            data = spool.finish(outcome.headers, drop)
+        mailbox = "Junk" if outcome.junk else "INBOX"
         targets: list[DeliveryTarget] = []
         seen_users: set[int] = set()
         remote: list[QueueRecipient] = []
@@ -293,7 +429,7 @@ class Intake:
             for u in r.users:
                 if u.id not in seen_users:
                     seen_users.add(u.id)
-                    targets.append(DeliveryTarget(u.id))
+                    targets.append(DeliveryTarget(u.id, mailbox))
             for addr in r.remote:
                 if addr.lower() not in seen_remote:
                     seen_remote.add(addr.lower())

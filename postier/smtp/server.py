@@ -103,6 +103,7 @@ class SmtpSession:
         if self.app.stopping.is_set():
             core.greet(R421_SHUTDOWN)
         else:
+            await self.intake.on_connect(self.info)  # a refusal is answered at MAIL
             core.greet(R220_READY(self.app.settings.server.hostname))
         try:
             await self._loop()
@@ -153,6 +154,7 @@ class SmtpSession:
                 info.helo = ev.name
                 info.esmtp = ev.extended
                 self._reset()
+                await self.intake.on_helo(info)
                 core.accept()
             elif isinstance(ev, MailFrom):
                 reply = await self.intake.check_sender(info, ev.address)

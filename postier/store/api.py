@@ -20,11 +20,13 @@ from typing import Literal, Protocol
 
 from postier.store.models import (
     Alias,
+    BayesCounts,
     BlobId,
     Change,
     DeliveryResult,
     DeliveryTarget,
     Domain,
+    GreylistDecision,
     Mailbox,
     MailboxId,
     Message,
@@ -209,3 +211,27 @@ class Store(Protocol):
     # --- trace -------------------------------------------------------------
     async def trace_add(self, qid: QueueId, event: str, detail: str) -> None: ...
     async def trace_get(self, qid: QueueId) -> list[TraceEvent]: ...
+
+    # --- inbound filters (issue 7) -----------------------------------------
+    async def greylist_check(self, network: str, sender: str, recipient: str, *,
+                             now: datetime, delay: float, window: float,
+                             whitelist_period: float, spf_domain: str = "",
+                             ) -> GreylistDecision:
+        """One greylisting decision, atomically, shared by every process and node.
+
+        The triplet is (`network`, `sender`, `recipient`), compared as given
+        (callers lower-case them). A whitelisted network (or `spf_domain`, when
+        the caller saw SPF pass for it) passes and has its period refreshed. A
+        triplet first seen at least `delay` and at most `window` seconds ago
+        passes and whitelists the network (and `spf_domain`) for
+        `whitelist_period`; a triplet older than `window` starts again. Entries
+        older than their window or period are removed on the way."""
+
+    async def bayes_learn(self, model: UserId, digest: str, tokens: Sequence[str],
+                          is_spam: bool) -> bool:
+        """Count one message (known by `digest`) as spam or ham in `model` (a user
+        id, or `GLOBAL_BAYES_MODEL`). Learning the same message again as the same
+        class changes nothing (False); as the other class it is moved over."""
+
+    async def bayes_counts(self, model: UserId, tokens: Sequence[str]) -> BayesCounts:
+        """Message totals of `model` and the counts of those of `tokens` it knows."""

@@ -219,3 +219,41 @@ class TraceEvent:
     at: datetime
     event: str  # "received", "delivered", "attempt", "deferred", "bounced", "filter", ...
     detail: str
+
+
+class GreylistOutcome(enum.StrEnum):
+    """Why `Store.greylist_check` let a client through or not (issue 7)."""
+
+    WHITELISTED_NETWORK = "whitelisted-network"  # the network passed before
+    WHITELISTED_DOMAIN = "whitelisted-domain"  # SPF-pass sender of a domain that passed
+    RETRY_PASSED = "retry-passed"  # retried after the delay, within the window
+    NEW = "new"  # first attempt of this triplet: tempfail
+    TOO_EARLY = "too-early"  # retried before the delay: tempfail
+    EXPIRED = "expired"  # retried after the window: counted as new, tempfail
+
+
+@dataclass(frozen=True)
+class GreylistDecision:
+    outcome: GreylistOutcome
+    retry_after: float = 0.0  # seconds until a retry will pass (tempfail only)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome in (
+            GreylistOutcome.WHITELISTED_NETWORK,
+            GreylistOutcome.WHITELISTED_DOMAIN,
+            GreylistOutcome.RETRY_PASSED,
+        )
+
+
+#: the Bayes model shared by all users (users whose own model is still too small)
+GLOBAL_BAYES_MODEL = UserId(0)
+
+
+@dataclass(frozen=True)
+class BayesCounts:
+    """A Bayes model's counts for the tokens asked (absent tokens are not listed)."""
+
+    spam_messages: int
+    ham_messages: int
+    tokens: dict[str, tuple[int, int]] = field(default_factory=dict)  # token → (spam, ham)

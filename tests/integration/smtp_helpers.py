@@ -22,10 +22,12 @@ def inbox(srv: ServerThread, address: str, mailbox: str = "INBOX") -> list[bytes
 
 
 def body_after_trace(message: bytes) -> bytes:
-    """The message without the fields the server prepended (Return-Path:, Received:
-    and, on submission, Date:/Message-ID:)."""
+    """The message without the fields the server prepended (Return-Path:, Received:,
+    the filters' Authentication-Results: and X-Spam-*: and, on submission,
+    Date:/Message-ID:)."""
     pos = 0
-    prepended = (b"Return-Path:", b"Received:")
+    prepended = (b"Return-Path:", b"Received:", b"Authentication-Results:", b"X-Spam-Status:",
+                 b"X-Spam-Report:")
     while True:
         line_end = message.find(b"\r\n", pos)
         line = message[pos:line_end]

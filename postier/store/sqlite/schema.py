@@ -141,7 +141,50 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# issue 7: greylisting state and Bayes token counts
+_V2 = (
+    # a (network, sender, recipient) triplet seen and not yet passed
+    """CREATE TABLE greylist (
+        network TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        PRIMARY KEY (network, sender, recipient)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX greylist_first_seen ON greylist(first_seen)",
+    # networks ("net") and SPF-pass sender domains ("domain") that passed once
+    """CREATE TABLE greylist_pass (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        expires INTEGER NOT NULL,
+        PRIMARY KEY (kind, value)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX greylist_pass_expires ON greylist_pass(expires)",
+    # model 0 is the global model; others are user ids
+    """CREATE TABLE bayes_tokens (
+        model INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        spam INTEGER NOT NULL,
+        ham INTEGER NOT NULL,
+        PRIMARY KEY (model, token)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE bayes_totals (
+        model INTEGER PRIMARY KEY,
+        spam INTEGER NOT NULL,
+        ham INTEGER NOT NULL
+    )""",
+    # messages learned, by digest, so a message moved back and forth counts once
+    """CREATE TABLE bayes_seen (
+        model INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        is_spam INTEGER NOT NULL,
+        PRIMARY KEY (model, digest)
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 VERSION = len(MIGRATIONS)
 
 

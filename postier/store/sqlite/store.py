@@ -61,6 +61,7 @@ from postier.store.models import (
     SPECIAL_USE,
     SYSTEM_FLAGS,
     Alias,
+    BayesCounts,
     BlobId,
     Change,
     ChangeKind,
@@ -68,6 +69,8 @@ from postier.store.models import (
     DeliveryResult,
     DeliveryTarget,
     Domain,
+    GreylistDecision,
+    GreylistOutcome,
     Mailbox,
     MailboxId,
     Message,
@@ -1687,3 +1690,141 @@ class SqliteStore:
             ).fetchall()
         )
         return [TraceEvent(qid, _from_us(r[0]), r[1], r[2]) for r in rows]
+
+    # --- greylisting (issue 7) ---------------------------------------------
+    async def greylist_check(
+        self,
+        network: str,
+        sender: str,
+        recipient: str,
+        *,
+        now: datetime,
+        delay: float,
+        window: float,
+        whitelist_period: float,
+        spf_domain: str = "",
+    ) -> GreylistDecision:
+        now_us = _to_us(now)
+        delay_us = int(delay * 1_000_000)
+        window_us = int(window * 1_000_000)
+        until = now_us + int(whitelist_period * 1_000_000)
+
+        def job(tx: Tx) -> GreylistDecision:
+            # expiry on the way: old triplets and lapsed whitelist entries
+            tx.execute("DELETE FROM greylist WHERE first_seen < ?", (now_us - window_us,))
+            tx.execute("DELETE FROM greylist_pass WHERE expires < ?", (now_us,))
+            for kind, value, outcome in (
+                ("net", network, GreylistOutcome.WHITELISTED_NETWORK),
+                ("domain", spf_domain, GreylistOutcome.WHITELISTED_DOMAIN),
+            ):
+                if not value:
+                    continue
+                cur = tx.execute(
+                    "UPDATE greylist_pass SET expires = ? WHERE kind = ? AND value = ?",
+                    (until, kind, value),
+                )
+                if cur.rowcount:
+                    return GreylistDecision(outcome)
+            key = (network, sender, recipient)
+            row = tx.execute(
+                "SELECT first_seen FROM greylist WHERE network = ? AND sender = ? "
+                "AND recipient = ?",
+                key,
+            ).fetchone()
+            if row is None:
+                tx.execute(
+                    "INSERT INTO greylist (network, sender, recipient, first_seen, last_seen, "
+                    "attempts) VALUES (?, ?, ?, ?, ?, 1)",
+                    (*key, now_us, now_us),
+                )
+                return GreylistDecision(GreylistOutcome.NEW, delay)
+            age = now_us - int(row[0])
+            if age < delay_us:
+                tx.execute(
+                    "UPDATE greylist SET last_seen = ?, attempts = attempts + 1 "
+                    "WHERE network = ? AND sender = ? AND recipient = ?",
+                    (now_us, *key),
+                )
+                return GreylistDecision(GreylistOutcome.TOO_EARLY, (delay_us - age) / 1e6)
+            tx.execute(
+                "DELETE FROM greylist WHERE network = ? AND sender = ? AND recipient = ?", key
+            )
+            for kind, value in (("net", network), ("domain", spf_domain)):
+                if value:
+                    tx.execute(
+                        "INSERT INTO greylist_pass (kind, value, expires) VALUES (?, ?, ?) "
+                        "ON CONFLICT (kind, value) DO UPDATE SET expires = excluded.expires",
+                        (kind, value, until),
+                    )
+            return GreylistDecision(GreylistOutcome.RETRY_PASSED)
+
+        return await self._write(job)
+
+    # --- Bayes token counts (issue 7) --------------------------------------
+    async def bayes_learn(
+        self, model: UserId, digest: str, tokens: Sequence[str], is_spam: bool
+    ) -> bool:
+        unique = sorted(set(tokens))
+
+        def job(tx: Tx) -> bool:
+            row = tx.execute(
+                "SELECT is_spam FROM bayes_seen WHERE model = ? AND digest = ?", (model, digest)
+            ).fetchone()
+            if row is not None and bool(row[0]) == is_spam:
+                return False
+            tx.execute(
+                "INSERT OR IGNORE INTO bayes_totals (model, spam, ham) VALUES (?, 0, 0)",
+                (model,),
+            )
+            add_col, sub_col = ("spam", "ham") if is_spam else ("ham", "spam")
+            if row is not None:  # learned as the other class before: move it over
+                tx.execute(
+                    f"UPDATE bayes_totals SET {sub_col} = MAX({sub_col} - 1, 0) WHERE model = ?",
+                    (model,),
+                )
+                tx.conn.executemany(
+                    f"UPDATE bayes_tokens SET {sub_col} = MAX({sub_col} - 1, 0) "
+                    "WHERE model = ? AND token = ?",
+                    [(model, t) for t in unique],
+                )
+            tx.execute(
+                f"UPDATE bayes_totals SET {add_col} = {add_col} + 1 WHERE model = ?", (model,)
+            )
+            spam, ham = (1, 0) if is_spam else (0, 1)
+            tx.conn.executemany(
+                "INSERT INTO bayes_tokens (model, token, spam, ham) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (model, token) DO UPDATE SET spam = spam + excluded.spam, "
+                "ham = ham + excluded.ham",
+                [(model, t, spam, ham) for t in unique],
+            )
+            tx.execute(
+                "INSERT INTO bayes_seen (model, digest, is_spam) VALUES (?, ?, ?) "
+                "ON CONFLICT (model, digest) DO UPDATE SET is_spam = excluded.is_spam",
+                (model, digest, int(is_spam)),
+            )
+            return True
+
+        return await self._write(job)
+
+    async def bayes_counts(self, model: UserId, tokens: Sequence[str]) -> BayesCounts:
+        unique = sorted(set(tokens))
+
+        def read(conn: sqlite3.Connection) -> BayesCounts:
+            row = conn.execute(
+                "SELECT spam, ham FROM bayes_totals WHERE model = ?", (model,)
+            ).fetchone()
+            counts: dict[str, tuple[int, int]] = {}
+            for i in range(0, len(unique), 500):  # stay under SQLite's variable limit
+                chunk = unique[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for token, spam, ham in conn.execute(
+                    f"SELECT token, spam, ham FROM bayes_tokens WHERE model = ? "
+                    f"AND token IN ({marks})",
+                    (model, *chunk),
+                ):
+                    counts[token] = (int(spam), int(ham))
+            if row is None:
+                return BayesCounts(0, 0, counts)
+            return BayesCounts(int(row[0]), int(row[1]), counts)
+
+        return await self._read(read)

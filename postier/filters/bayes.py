@@ -1,0 +1,210 @@
+"""Bayesian Junk classifier: per-user models, a global one, learning from Junk moves.
+
+Why hand-written: the Python Bayes filters (SpamBayes, reverend) are
+unmaintained or Python 2; the method is short. This is Gary Robinson's token
+probability with Fisher's chi-square combining, as SpamBayes and bogofilter use.
+
+Rules:
+- Tokens: lower-cased words of 3 to 24 characters of the Subject and the text
+  parts (HTML tags dropped), each counted once per message; Subject words and
+  the From: domain also as prefixed tokens (``subject:free``, ``from:example.test``);
+  URL hosts as ``url:host``. At most `MAX_TOKENS` per message.
+- Learning (`train`) counts a message once per model, keyed by the SHA-256 of
+  its bytes: learning it again as the same class changes nothing, as the other
+  class moves it over (a message moved into Junk and back ends up ham). Every
+  lesson updates the user's model and the global model.
+- Classification uses the user's model once it has learned `min_messages`
+  spam and `min_messages` ham, else the global model under the same rule, else
+  nothing is said. Probability bands score BAYES_99/90/70/10/00.
+- The IMAP and webmail code call `on_move` (or `train`) when a user moves or
+  copies messages into or out of their Junk mailbox.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postier.filters.headers import text_parts
+from postier.filters.pipeline import Context, Phase, Verdict
+from postier.filters.spam import Weights
+from postier.store.api import Store
+from postier.store.models import GLOBAL_BAYES_MODEL, BayesCounts, Mailbox, Message, UserId
+
+MAX_TOKENS = 3000
+_WORD = re.compile(r"[a-z0-9à-ÿ$€£'-]{3,24}")
+_TAG = re.compile(r"<[^>]+>")
+_HOST = re.compile(r"https?://([a-z0-9.-]+)", re.IGNORECASE)
+
+# Robinson's constants (SpamBayes defaults): strength of the prior and its value
+_S = 0.45
+_X = 0.5
+_MIN_DEVIATION = 0.1  # tokens closer than this to 0.5 are ignored
+_MAX_DISCRIMINATORS = 150
+
+
+def tokenize(message: bytes) -> list[str]:
+    msg = email.message_from_bytes(message, policy=email.policy.compat32)
+    tokens: set[str] = set()
+    subject = str(msg.get("Subject", "")).lower()
+    for w in _WORD.findall(subject):
+        tokens.add("subject:" + w)
+    frm = str(msg.get("From", "")).lower()
+    m = re.search(r"@([a-z0-9.-]+)", frm)
+    if m:
+        tokens.add("from:" + m.group(1))
+    for _, text in text_parts(msg):
+        for host in _HOST.findall(text):
+            tokens.add("url:" + host.lower())
+        text = _TAG.sub(" ", text).lower()
+        tokens.update(_WORD.findall(text))
+        if len(tokens) > MAX_TOKENS:
+            break
+    return sorted(tokens)[:MAX_TOKENS]
+
+
+def digest(message: bytes) -> str:
+    return hashlib.sha256(message).hexdigest()
+
+
+def _chi2q(x2: float, v: int) -> float:
+    """P(chisq >= x2) with v (even) degrees of freedom (SpamBayes' chi2Q)."""
+    m = x2 / 2.0
+    term = math.exp(-m)
+    total = term
+    for i in range(1, v // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+def spam_probability(counts: BayesCounts) -> float | None:
+    """Robinson-Fisher combined probability that the message is spam, in [0, 1]
+    (None when no token carries information)."""
+    ns, nh = max(counts.spam_messages, 1), max(counts.ham_messages, 1)
+    probs = []
+    for s, h in counts.tokens.values():
+        sr, hr = s / ns, h / nh
+        if sr + hr == 0:
+            continue
+        p = sr / (sr + hr)
+        n = s + h
+        f = (_S * _X + n * p) / (_S + n)  # Robinson's f(w)
+        if abs(f - 0.5) >= _MIN_DEVIATION:
+            probs.append(f)
+    if not probs:
+        return None
+    probs.sort(key=lambda f: -abs(f - 0.5))
+    probs = probs[:_MAX_DISCRIMINATORS]
+    n = len(probs)
+    # Fisher: H from ln(1-f) ... clamped away from 0 and 1
+    ln_spam = sum(math.log(max(1 - f, 1e-200)) for f in probs)
+    ln_ham = sum(math.log(max(f, 1e-200)) for f in probs)
+    s_ = 1.0 - _chi2q(-2.0 * ln_spam, 2 * n)
+    h_ = 1.0 - _chi2q(-2.0 * ln_ham, 2 * n)
+    return (s_ - h_ + 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class Classification:
+    probability: float
+    model: str  # "user" or "global"
+    tokens: int
+
+
+async def classify(
+    store: Store, user_id: UserId | None, message: bytes, *, min_messages: int = 10
+) -> Classification | None:
+    tokens = tokenize(message)
+    models: list[tuple[str, UserId]] = []
+    if user_id is not None:
+        models.append(("user", user_id))
+    models.append(("global", GLOBAL_BAYES_MODEL))
+    for label, model in models:
+        counts = await store.bayes_counts(model, tokens)
+        if counts.spam_messages < min_messages or counts.ham_messages < min_messages:
+            continue
+        p = spam_probability(counts)
+        if p is None:
+            return None
+        return Classification(p, label, len(counts.tokens))
+    return None
+
+
+async def train(store: Store, user_id: UserId, message_bytes: bytes, is_spam: bool) -> bool:
+    """Learn one message for `user_id` (and the global model); False if this
+    message was already learned as this class for the user."""
+    tokens = tokenize(message_bytes)
+    key = digest(message_bytes)
+    changed = await store.bayes_learn(user_id, key, tokens, is_spam)
+    await store.bayes_learn(GLOBAL_BAYES_MODEL, key, tokens, is_spam)
+    return changed
+
+
+def _is_junk(mailbox: Mailbox) -> bool:
+    return mailbox.special_use == "\\Junk" or mailbox.name.lower() in ("junk", "spam")
+
+
+def _is_trash(mailbox: Mailbox) -> bool:
+    return mailbox.special_use == "\\Trash" or mailbox.name.lower() == "trash"
+
+
+async def on_move(
+    store: Store, user_id: UserId, source: Mailbox, target: Mailbox, messages: Sequence[Message]
+) -> int:
+    """The hook for IMAP MOVE/COPY and webmail moves: into Junk teaches spam; out
+    of Junk (anywhere but Trash) teaches ham. Returns how many were learned."""
+    if _is_junk(target) and not _is_junk(source):
+        is_spam = True
+    elif _is_junk(source) and not _is_junk(target) and not _is_trash(target):
+        is_spam = False
+    else:
+        return 0
+    learned = 0
+    for m in messages:
+        if await train(store, user_id, await store.read_blob(m.blob_id), is_spam):
+            learned += 1
+    return learned
+
+
+BANDS = ((0.99, "BAYES_99"), (0.90, "BAYES_90"), (0.70, "BAYES_70"))
+HAM_BANDS = ((0.01, "BAYES_00"), (0.10, "BAYES_10"))
+
+
+def band(p: float) -> str | None:
+    for threshold, rule in BANDS:
+        if p >= threshold:
+            return rule
+    for threshold, rule in HAM_BANDS:
+        if p <= threshold:
+            return rule
+    return None
+
+
+class BayesStage:
+    name = "bayes"
+    phases = frozenset({Phase.DATA})
+
+    def __init__(self, store: Store, weights: Weights, *, min_messages: int = 10) -> None:
+        self.store = store
+        self.weights = weights
+        self.min_messages = min_messages
+
+    async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
+        if ctx.message is None:
+            return []
+        # one message, one score: the only local user's model, else the global one
+        user = ctx.local_users[0] if len(set(ctx.local_users)) == 1 else None
+        c = await classify(self.store, user, ctx.message, min_messages=self.min_messages)
+        if c is None:
+            return []
+        detail = f"spam probability {c.probability:.3f} ({c.model} model)"
+        rule = band(c.probability)
+        if rule is None:
+            return [Verdict.accept(self.name, detail)]
+        return [Verdict.scored(self.name, rule, self.weights[rule], detail)]

@@ -1,0 +1,185 @@
+"""DKIM verification of incoming mail (RFC 6376 §6), with dkimpy and our async resolver.
+
+dkimpy does the cryptography and canonicalization; its DNS hook is synchronous
+(``dnsfunc(name) -> bytes``) and its own async support needs aiodns, so the key
+records are fetched first with `postier.dns` (one resolver, one cache, the fake
+resolver in tests) and handed to dkimpy from a dict. The CPU work runs in a
+thread (`asyncio.to_thread`) so a large body never blocks the event loop.
+
+Rules:
+- Every DKIM-Signature field is evaluated, up to `max_signatures` (the rest are
+  reported ``policy``: too many); each gets its own result (RFC 6376 §6.1:
+  verifiers evaluate signatures independently).
+- Results use the RFC 8601 §2.7.1 vocabulary: ``pass``; ``fail`` (the signature
+  or body hash does not verify); ``neutral`` (unused here); ``temperror`` (the
+  key lookup failed temporarily); ``permerror`` (malformed signature, no or bad
+  key, key too small, expired: RFC 6376 §6.1.1 PERMFAIL).
+- Keys shorter than `min_key_bits` (default 1024, RFC 8301 §3.2) are permerror.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+
+import dkim
+
+from postier.dns.resolver import NoAnswer, NXDomain, Resolver, TempFail
+from postier.mailauth.results import comment, value
+
+log = logging.getLogger("postier.mailauth.dkim")
+
+MAX_SIGNATURES = 5
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    status: str  # pass, fail, temperror, permerror, policy
+    domain: str  # d=, lower case ("" if unreadable)
+    selector: str  # s=
+    b: str = ""  # the start of b=, to tell signatures apart (RFC 6008 header.b)
+    reason: str = ""
+
+    def auth_results(self) -> str:
+        """The method part of Authentication-Results (RFC 8601 §2.7.1, RFC 6008)."""
+        out = f"dkim={self.status}"
+        if self.reason:
+            out += " " + comment(self.reason)
+        if self.domain:
+            out += f" header.d={value(self.domain)}"
+        if self.selector:
+            out += f" header.s={value(self.selector)}"
+        if self.b:
+            out += f" header.b={value(self.b)}"
+        return out
+
+
+def signature_tags(
+    message: bytes, field_name: bytes = b"dkim-signature"
+) -> list[dict[bytes, bytes] | None]:
+    """The tag lists of every `field_name` field, in order (None when unparsable)."""
+    headers, _ = dkim.rfc822_parse(message)
+    out: list[dict[bytes, bytes] | None] = []
+    for name, raw in headers:
+        if name.lower() != field_name:
+            continue
+        try:
+            out.append(dict(dkim.util.parse_tag_value(raw)))
+        except dkim.util.InvalidTagValueList:
+            out.append(None)
+    return out
+
+
+def key_name(tags: dict[bytes, bytes]) -> str | None:
+    """``<selector>._domainkey.<domain>`` (RFC 6376 §3.6.2.1), or None if unusable."""
+    s = tags.get(b"s", b"").strip()
+    d = tags.get(b"d", b"").strip()
+    if not s or not d:
+        return None
+    try:
+        return f"{s.decode('ascii')}._domainkey.{d.decode('ascii')}".lower().rstrip(".")
+    except UnicodeDecodeError:
+        return None
+
+
+async def fetch_keys(resolver: Resolver, names: set[str]) -> dict[str, bytes | TempFail | None]:
+    """The key record of each name: its TXT data, None (no record) or TempFail."""
+
+    async def one(name: str) -> bytes | TempFail | None:
+        try:
+            answer = await resolver.txt(name)
+        except (NXDomain, NoAnswer):
+            return None
+        except TempFail as e:
+            return e
+        records = [r.data for r in answer.records]
+        # RFC 6376 §3.6.2.2: a key record has p=; take the first that does
+        for data in records:
+            if re.search(rb"(^|;)\s*p\s*=", data):
+                return data
+        return records[0] if records else None
+
+    ordered = sorted(names)
+    got = await asyncio.gather(*(one(n) for n in ordered))
+    return dict(zip(ordered, got, strict=True))
+
+
+def dnsfunc_of(keys: dict[str, bytes | TempFail | None]) -> object:
+    """A dkimpy ``dnsfunc`` answering from prefetched records."""
+
+    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
+        key = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        got = keys.get(key.lower().rstrip("."))
+        if isinstance(got, TempFail):
+            raise dkim.DnsTimeoutError(str(got))
+        return got
+
+    return dnsfunc
+
+
+def _verify_sync(
+    message: bytes,
+    index: int,
+    tags: dict[bytes, bytes],
+    keys: dict[str, bytes | TempFail | None],
+    min_key_bits: int,
+) -> DkimResult:
+    domain = tags.get(b"d", b"").decode("ascii", "replace").lower().strip()
+    selector = tags.get(b"s", b"").decode("ascii", "replace").strip()
+    b = re.sub(rb"\s+", b"", tags.get(b"b", b""))[:8].decode("ascii", "replace")
+    name = key_name(tags)
+    if name is None:
+        return DkimResult("permerror", domain, selector, b, "missing d= or s=")
+    key = keys.get(name)
+    if isinstance(key, TempFail):
+        return DkimResult("temperror", domain, selector, b, "key lookup failed")
+    if key is None:
+        return DkimResult("permerror", domain, selector, b, "no key record")
+    d = dkim.DKIM(message, minkey=min_key_bits)
+    try:
+        ok = d.verify(index, dnsfunc=dnsfunc_of(keys))
+    except dkim.ValidationError as e:
+        text = str(e)
+        if "body hash mismatch" in text:
+            return DkimResult("fail", domain, selector, b, "body hash did not verify")
+        return DkimResult("permerror", domain, selector, b, text[:80])
+    except dkim.KeyFormatError as e:
+        return DkimResult("permerror", domain, selector, b, str(e)[:80])
+    except dkim.DKIMException as e:
+        return DkimResult("permerror", domain, selector, b, str(e)[:80])
+    if ok:
+        return DkimResult("pass", domain, selector, b)
+    return DkimResult("fail", domain, selector, b, "signature did not verify")
+
+
+async def verify(
+    message: bytes,
+    resolver: Resolver,
+    *,
+    max_signatures: int = MAX_SIGNATURES,
+    min_key_bits: int = 1024,
+) -> list[DkimResult]:
+    """One result per DKIM-Signature field of `message` (empty: unsigned)."""
+    all_tags = signature_tags(message)
+    names = {
+        n
+        for t in all_tags[:max_signatures]
+        if t is not None
+        for n in [key_name(t)]
+        if n is not None
+    }
+    keys = await fetch_keys(resolver, names)
+    results: list[DkimResult] = []
+    for index, tags in enumerate(all_tags):
+        if index >= max_signatures:
+            results.append(DkimResult("policy", "", "", "", "too many signatures"))
+            continue
+        if tags is None:
+            results.append(DkimResult("permerror", "", "", "", "unparsable signature"))
+            continue
+        results.append(
+            await asyncio.to_thread(_verify_sync, message, index, tags, keys, min_key_bits)
+        )
+    return results

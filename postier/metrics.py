@@ -1,0 +1,274 @@
+"""Prometheus metrics: the registry, and the counters and histograms every package moves.
+
+What it owns: the names, labels and meaning of every metric postier exports, in
+one place, so the `/metrics` page (`postier.web.metrics`) is documented here and
+a package adds one line (``metrics.X.labels(...).inc()``) where the event happens.
+
+Rules:
+- One process-wide `REGISTRY` (not prometheus_client's global default, so tests
+  and embedders never collide with other libraries' metrics); it also carries the
+  standard process and Python collectors.
+- Labels are bounded sets, never free text from a peer: listener names, fixed
+  result words, RFC 3463 enhanced status codes (``5.1.1``; a reply without one is
+  labelled by its class ``5.0.0``). A peer cannot create new time series.
+- Queue sizes are not counted as events: `QueueCollector` reads the store when
+  `/metrics` is scraped (`refresh`), so the numbers are right whichever process
+  queued or delivered, and stay right across restarts.
+- Store latencies: `timed_store(store)` wraps a store so every async method
+  call is observed in `STORE_SECONDS` by method name; the composition root
+  decides whether to wrap.
+- Per process: with ``server.workers`` > 0 each worker counts its own sessions;
+  only the process serving `/metrics` is exported (todo: multiprocess mode,
+  prometheus_client's PROMETHEUS_MULTIPROC_DIR, when workers become common).
+
+Who increments what (the package named owns the call site):
+
+======================================  =================================  ==========
+metric                                   labels                             where
+======================================  =================================  ==========
+postier_connections_total                protocol (listener name)           smtp, pop3, imap
+postier_smtp_transactions_total          listener, result                   smtp.intake
+postier_smtp_rejections_total            listener, stage, status            smtp.server
+postier_messages_delivered_total         destination (local, remote)        intake, queue
+postier_delivery_attempt_seconds         result (delivered, deferred, ...)  queue.runner
+postier_bounces_total                    kind (failure, delay)              queue
+postier_greylist_decisions_total         decision (pass, defer, allow)      filters
+postier_spam_verdicts_total              verdict (ham, spam, reject)        filters
+postier_logins_total                     protocol, result (ok, failed, ...) auth.service
+postier_store_operation_seconds          operation (method name)            timed_store
+postier_queue_messages (gauge)           state (new, deferred, held)        QueueCollector
+postier_queue_recipients (gauge)         state (pending, delivered, failed) QueueCollector
+postier_queue_oldest_seconds (gauge)     —                                  QueueCollector
+======================================  =================================  ==========
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from postier.store.api import Store
+    from postier.store.models import QueueEntry
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
+
+#: delivery attempts take from milliseconds (local peer) to minutes (slow MX)
+ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: store calls: sub-millisecond reads to fsync-bound group commits
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+CONNECTIONS = Counter(
+    "postier_connections",
+    "Connections accepted, by protocol listener (mx, submission, imap, pop3, ...)",
+    ["protocol"],
+    registry=REGISTRY,
+)
+SMTP_TRANSACTIONS = Counter(
+    "postier_smtp_transactions",
+    "SMTP transactions that reached the end of DATA/BDAT, by listener and result "
+    "(accepted: 250 sent; rejected: 5xx; failed: 4xx local error)",
+    ["listener", "result"],
+    registry=REGISTRY,
+)
+SMTP_REJECTIONS = Counter(
+    "postier_smtp_rejections",
+    "Refused SMTP commands, by listener, stage (mail, rcpt, data) and the reply's "
+    "RFC 3463 status code (the rejection reason: 5.1.1 unknown user, 5.7.1 relay...)",
+    ["listener", "stage", "status"],
+    registry=REGISTRY,
+)
+MESSAGES_DELIVERED = Counter(
+    "postier_messages_delivered",
+    "Message copies delivered: local (into a mailbox) or remote (2xx from a remote host)",
+    ["destination"],
+    registry=REGISTRY,
+)
+DELIVERY_ATTEMPT_SECONDS = Histogram(
+    "postier_delivery_attempt_seconds",
+    "Duration of one outbound delivery attempt to one destination, by result "
+    "(delivered, deferred, failed)",
+    ["result"],
+    buckets=ATTEMPT_BUCKETS,
+    registry=REGISTRY,
+)
+BOUNCES = Counter(
+    "postier_bounces",
+    "DSNs generated, by kind (failure, delay, relayed, delivered)",
+    ["kind"],
+    registry=REGISTRY,
+)
+GREYLIST_DECISIONS = Counter(
+    "postier_greylist_decisions",
+    "Greylisting decisions: pass (known triplet), defer (first try), allow (allow-listed)",
+    ["decision"],
+    registry=REGISTRY,
+)
+SPAM_VERDICTS = Counter(
+    "postier_spam_verdicts",
+    "Spam filter verdicts on accepted messages (ham, spam, reject)",
+    ["verdict"],
+    registry=REGISTRY,
+)
+LOGINS = Counter(
+    "postier_logins",
+    "Login attempts, by protocol (smtp, imap, pop3, web) and result (ok, failed, locked)",
+    ["protocol", "result"],
+    registry=REGISTRY,
+)
+STORE_SECONDS = Histogram(
+    "postier_store_operation_seconds",
+    "Latency of store operations, by operation (Store method name)",
+    ["operation"],
+    buckets=STORE_BUCKETS,
+    registry=REGISTRY,
+)
+
+_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+
+
+def status_label(code: int, enhanced: str | None) -> str:
+    """The bounded label for a reply: its RFC 3463 code, else "<class>.0.0"."""
+    if enhanced and _STATUS.match(enhanced) and enhanced[0] == str(code)[0]:
+        return enhanced
+    return f"{str(code)[0]}.0.0" if 200 <= code < 600 else "4.0.0"
+
+
+def count_rejection(listener: str, stage: str, code: int, enhanced: str | None) -> None:
+    """One refused MAIL/RCPT/DATA; `stage` is "mail", "rcpt" or "data"."""
+    SMTP_REJECTIONS.labels(listener, stage, status_label(code, enhanced)).inc()
+
+
+def count_transaction(listener: str, code: int, local_copies: int = 0) -> None:
+    """The end-of-data reply of one transaction, and the local copies it made."""
+    result = "accepted" if code < 400 else ("failed" if code < 500 else "rejected")
+    SMTP_TRANSACTIONS.labels(listener, result).inc()
+    if local_copies:
+        MESSAGES_DELIVERED.labels("local").inc(local_copies)
+
+
+# --- the queue, read from the store at scrape time ---------------------------------
+
+
+@dataclass
+class QueueSnapshot:
+    messages: dict[str, int] = field(default_factory=lambda: {"new": 0, "deferred": 0, "held": 0})
+    recipients: dict[str, int] = field(
+        default_factory=lambda: {"pending": 0, "delivered": 0, "failed": 0}
+    )
+    oldest_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, entries: list[QueueEntry], now: datetime) -> QueueSnapshot:
+        """new: never tried; deferred: tried and waiting; held: held by the admin."""
+        snap = cls()
+        for e in entries:
+            state = "held" if e.held else ("deferred" if e.attempts else "new")
+            snap.messages[state] += 1
+            for r in e.recipients:
+                snap.recipients[str(r.state)] = snap.recipients.get(str(r.state), 0) + 1
+            age = (now - e.created).total_seconds()
+            snap.oldest_seconds = max(snap.oldest_seconds, age)
+        return snap
+
+
+class QueueCollector(Collector):
+    """Gauges of the outbound queue; `refresh(store)` before each scrape."""
+
+    def __init__(self) -> None:
+        self.snapshot = QueueSnapshot()
+
+    async def refresh(self, store: Store, now: datetime | None = None) -> None:
+        entries = await store.queue_list()
+        self.snapshot = QueueSnapshot.of(entries, now or datetime.now(UTC))
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        msgs = GaugeMetricFamily(
+            "postier_queue_messages",
+            "Messages in the outbound queue, by state (new, deferred, held)",
+            labels=["state"],
+        )
+        for state, n in sorted(snap.messages.items()):
+            msgs.add_metric([state], n)
+        yield msgs
+        rcpts = GaugeMetricFamily(
+            "postier_queue_recipients",
+            "Recipients of queued messages, by state (pending, delivered, failed)",
+            labels=["state"],
+        )
+        for state, n in sorted(snap.recipients.items()):
+            rcpts.add_metric([state], n)
+        yield rcpts
+        yield GaugeMetricFamily(
+            "postier_queue_oldest_seconds",
+            "Age of the oldest queued message (0 when the queue is empty)",
+            value=snap.oldest_seconds,
+        )
+
+
+QUEUE = QueueCollector()
+REGISTRY.register(QUEUE)
+
+
+# --- store latency -----------------------------------------------------------------
+
+
+class _TimedStore:
+    """Forwards every attribute to the store; async methods are timed."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._clock = clock
+        self._wrapped: dict[str, Callable[..., Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name.startswith("_") or not inspect.iscoroutinefunction(attr):
+            return attr
+        cached = self._wrapped.get(name)
+        if cached is not None:
+            return cached
+        histogram = STORE_SECONDS.labels(name)
+        clock = self._clock
+
+        @functools.wraps(attr)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return await attr(*args, **kwargs)
+            finally:
+                histogram.observe(clock() - start)
+
+        self._wrapped[name] = timed
+        return timed
+
+
+def timed_store(store: Store, *, clock: Callable[[], float] = time.perf_counter) -> Store:
+    """`store` with each async method's latency observed in `STORE_SECONDS`."""
+    return cast("Store", _TimedStore(store, clock))
+
+
+def value(name: str, labels: dict[str, str] | None = None) -> float:
+    """The current value of one sample (0.0 when absent): for tests and `postier` CLI."""
+    got = REGISTRY.get_sample_value(name, labels or {})
+    return got if got is not None else 0.0
