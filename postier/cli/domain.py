@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from postier.cli import dnsrecords
 from postier.cli.common import (
     CliError,
     Subparsers,
@@ -44,6 +45,8 @@ def register(sub: Subparsers) -> None:
     rm.add_argument("domain", metavar="DOMAIN")
     rm.set_defaults(handler=_del)
 
+    dnsrecords.register_domain_dns(cmds)  # `domain dns D [--json]`
+
 
 def _add(args: argparse.Namespace) -> int:
     name = parse_domain(args.domain).ascii
@@ -54,6 +57,7 @@ def _add(args: argparse.Namespace) -> int:
             if await store.get_domain(name) is not None:
                 raise CliError(f"domain {name} exists already")
             await store.add_domain(name)
+            await dnsrecords.ensure_dkim(store, settings, name)  # DKIM keys, active selector
 
     run(go())
     out(f"added domain {name}")

@@ -19,6 +19,7 @@ import argparse
 import os
 from pathlib import Path
 
+from postier.cli import dnsrecords
 from postier.cli.common import (
     EXIT_FAILURE,
     CliError,
@@ -103,6 +104,7 @@ async def _add_domain(settings: Settings, domain: str) -> bool:
         if await store.get_domain(domain) is not None:
             return False
         await store.add_domain(domain)
+        await dnsrecords.ensure_dkim(store, settings, domain)  # DKIM keys, active selector
         return True
 
 

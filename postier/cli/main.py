@@ -22,13 +22,30 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from postier import __version__
-from postier.cli import alias, config, domain, init, serve, user
+from postier.cli import (
+    alias,
+    config,
+    dnscheck,
+    domain,
+    init,
+    migrate,
+    mx,
+    queue,
+    send,
+    serve,
+    trace,
+    user,
+    verify,
+)
 from postier.cli.common import EXIT_FAILURE, CliError
 from postier.config.load import ENV_VAR
 from postier.store.errors import Conflict, Invalid, NotFound, StoreError
 
 #: command groups in `--help` order; each has `register(subparsers)`
-GROUPS: tuple[ModuleType, ...] = (init, serve, config, domain, user, alias)
+GROUPS: tuple[ModuleType, ...] = (
+    init, serve, config, domain, user, alias, queue, trace,
+    mx, verify, dnscheck, send, migrate,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

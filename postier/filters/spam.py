@@ -120,10 +120,31 @@ class SpamPolicy:
             f"X-Spam-Status: {'Yes' if junk else 'No'}, score={total:.1f} "
             f"required={self.junk_threshold:.1f} tests={tests}\r\n"
         )
+        if len(status) > 80:  # fold: no line over 78 octets (RFC 5322 §2.1.1)
+            status = (
+                f"X-Spam-Status: {'Yes' if junk else 'No'}, score={total:.1f} "
+                f"required={self.junk_threshold:.1f}\r\n\ttests={_fold_list(tests)}\r\n"
+            )
         out = status
         if scored:
             lines = [
                 f" * {v.score:+.1f} {v.rule} {_fold_detail(v.detail)}".rstrip() for v in scored
             ]
-            out += "X-Spam-Report:\r\n" + "\r\n".join("\t" + ln.strip() for ln in lines) + "\r\n"
+            # the first reason on the field's own line: a field with an empty first
+            # line gets rewritten by clients that refold (Python's email, getmail)
+            out += "X-Spam-Report: " + "\r\n\t".join(ln.strip() for ln in lines) + "\r\n"
         return SpamDecision(total, junk, None, out.encode("utf-8"))
+
+
+def _fold_list(items: str, width: int = 76) -> str:
+    """A comma list folded after commas so no line passes 78 octets (RFC 5322
+    §2.1.1); clients that refold long lines would otherwise change our bytes."""
+    lines, line = [], ""
+    for item in items.split(","):
+        piece = f"{item},"
+        if line and len(line) + len(piece) > width - 8:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line.rstrip(","))
+    return "\r\n\t".join(lines)

@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from postier.mime.summary import crlf_size
 from postier.pop3.errors import RemoteProtocolError
 
 #: RFC 2449 §4: responses (status line with CRLF) are at most 512 octets
@@ -183,12 +184,9 @@ def normalize(data: bytes) -> bytes:
 def pop3_size(data: bytes) -> int:
     """The octets of `normalize(data)` without building it: the size the adapter
     gives the core for LIST/STAT, computed on the bytes it will later hand to
-    `ServerConnection.send_message`."""
-    newlines = data.count(b"\n")
-    size = len(data) + newlines - data.count(b"\r\n")
-    if data and not data.endswith(b"\n"):
-        size += 2
-    return size
+    `ServerConnection.send_message`. The same count is cached at delivery as
+    `MessageSummary.crlf_size`."""
+    return crlf_size(data)
 
 
 def _top(normalized: bytes, lines: int) -> bytes:

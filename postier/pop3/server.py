@@ -97,6 +97,7 @@ class Pop3Session:
         self.user_id: UserId | None = None
         self.mailbox_id: int | None = None
         self.messages: list[Message] = []
+        self.seen: set[int] = set()  # UIDs retrieved, to mark \\Seen at the end
         plain = conn.tls or conn.is_loopback or app.settings.tls.allow_plaintext_auth
         self.core = ServerConnection(
             plaintext_allowed=plain, tls_available=not conn.tls, tls_active=conn.tls,
@@ -109,6 +110,7 @@ class Pop3Session:
         try:
             await self._loop()
         finally:
+            await self._flush_seen()
             if self.user_id is not None:
                 self.locks.discard(self.user_id)
             log.info("sid=%s disconnect", self.conn.sid)
@@ -170,7 +172,9 @@ class Pop3Session:
             self.messages = await self.app.store.list_messages(mailbox.id)
             entries = []
             for m in self.messages:
-                size = self.sizes.get(m.blob_id)
+                # cached at delivery; older blobs are read once and remembered
+                size = m.summary.crlf_size if m.summary.crlf_size >= 0 else \
+                    self.sizes.get(m.blob_id)
                 if size is None:
                     size = pop3_size(await self.app.store.read_blob(m.blob_id))
                     self.sizes.put(m.blob_id, size)
@@ -189,15 +193,26 @@ class Pop3Session:
             data = await self.app.store.read_blob(m.blob_id)
         except Exception:
             return self._fail("read")
-        out = self.core.send_message(data)
-        if "\\Seen" not in m.flags and self.mailbox_id is not None:
-            with contextlib.suppress(Exception):
-                await self.app.store.store_flags(self.mailbox_id,  # type: ignore[arg-type]
-                                                 [m.uid], frozenset({"\\Seen"}), "add")
-        return out
+        if "\\Seen" not in m.flags:
+            self.seen.add(m.uid)
+        return self.core.send_message(data)
+
+    async def _flush_seen(self) -> None:
+        """\\Seen for what was retrieved, in one commit when the session ends
+        (QUIT or not), as Dovecot does: a RETR never waits for a flag write."""
+        if not self.seen or self.mailbox_id is None:
+            return
+        uids, self.seen = sorted(self.seen), set()
+        try:
+            await self.app.store.store_flags(self.mailbox_id,  # type: ignore[arg-type]
+                                             [Uid(u) for u in uids],
+                                             frozenset({"\\Seen"}), "add")
+        except Exception:
+            log.exception("sid=%s could not mark retrieved messages seen", self.conn.sid)
 
     async def _update(self, ev: Quit) -> bytes:
         ok = True
+        await self._flush_seen()
         if ev.deletions and self.mailbox_id is not None:
             uids = [Uid(self.messages[n - 1].uid) for n in ev.deletions]
             try:

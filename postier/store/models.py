@@ -106,6 +106,9 @@ class MessageSummary:
     message_id: str = ""
     preview: str = ""  # first characters of the text, for webmail lists
     header_size: int = 0  # octets up to and including the blank line
+    #: octets with every bare LF sent as CRLF and a final CRLF (POP3 sizes, RFC 1939
+    #: §11); -1 when unknown (blobs stored before it was recorded)
+    crlf_size: int = -1
 
 
 @dataclass(frozen=True)

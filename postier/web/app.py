@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from postier.web.metrics import metrics_endpoint
+
 if TYPE_CHECKING:
     from postier.server.app import App
 
@@ -28,6 +30,13 @@ def create_app(app: App) -> Starlette:
             "<!doctype html><html lang=en><meta charset=utf-8>"
             f"<title>postier — {host}</title>"
             f"<h1>postier on {host}</h1>"
-            "<p>Use any mail client: IMAP, POP3 and SMTP submission are served here.</p>")
+            "<p>Use any mail client: IMAP, POP3 and SMTP submission are served here.</p>"
+        )
 
-    return Starlette(routes=[Route("/", index), Route("/healthz", health)])
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/healthz", health),
+            Route("/metrics", metrics_endpoint(app.store)),
+        ]
+    )

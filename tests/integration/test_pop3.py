@@ -198,7 +198,9 @@ def test_getmail_to_mda(server: ServerThread, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
     got = sorted(out_dir.iterdir())
     assert len(got) == 2
-    bodies = {p.read_bytes().replace(b"\r\n", b"\n") for p in got}
-    assert bodies == {m.replace(b"\r\n", b"\n") for m in stored}
+    bodies = sorted(p.read_bytes().replace(b"\r\n", b"\n") for p in got)
+    expected = sorted(m.replace(b"\r\n", b"\n") for m in stored)
+    for b, e in zip(bodies, expected, strict=True):
+        assert b.decode() == e.decode()
     assert email.message_from_bytes(got[0].read_bytes())["Subject"].startswith("message")
     assert inbox(server, "alice@example.test") == []  # delete = true removed them

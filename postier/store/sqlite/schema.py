@@ -184,7 +184,12 @@ _V2 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # POP3 octet counts without reading the blob (MessageSummary.crlf_size)
+    "ALTER TABLE blobs ADD COLUMN crlf_size INTEGER NOT NULL DEFAULT -1",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 VERSION = len(MIGRATIONS)
 
 

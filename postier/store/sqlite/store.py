@@ -188,7 +188,7 @@ def _json_ids(values: Iterable[int]) -> str:
 _MSG_COLS = (
     "m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, "
     "b.envelope, b.bodystructure, b.body, b.subject, b.from_addr, b.to_addr, b.cc, "
-    "b.date, b.message_id, b.preview, b.header_size"
+    "b.date, b.message_id, b.preview, b.header_size, b.crlf_size"
 )
 _MSG_FROM = "messages m JOIN blobs b ON b.id = m.blob_id"
 
@@ -206,6 +206,7 @@ def _summary_of(row: Row) -> MessageSummary:
         message_id=row[8],
         preview=row[9],
         header_size=row[10],
+        crlf_size=row[11],
     )
 
 
@@ -1068,8 +1069,8 @@ class SqliteStore:
     def _insert_blob(tx: Tx, blob_id: BlobId, size: int, s: MessageSummary) -> None:
         tx.execute(
             "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
-            "to_addr, cc, date, message_id, preview, header_size) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "to_addr, cc, date, message_id, preview, header_size, crlf_size) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 blob_id,
                 size,
@@ -1084,6 +1085,7 @@ class SqliteStore:
                 s.message_id,
                 s.preview,
                 s.header_size,
+                s.crlf_size,
             ),
         )
 

@@ -41,9 +41,9 @@ def test_junk_with_report_listing_every_rule():
     d = SpamPolicy(4.0, 15.0).decide(verdicts)
     assert (d.score, d.junk, d.reply) == (4.4, True, None)
     assert d.headers == (
-        b"X-Spam-Status: Yes, score=4.4 required=4.0 tests=MISSING_DATE,SPF_FAIL,SPF_PASS\r\n"
-        b"X-Spam-Report:\r\n"
-        b"\t* +1.4 MISSING_DATE no Date: header\r\n"
+        b"X-Spam-Status: Yes, score=4.4 required=4.0\r\n"
+        b"\ttests=MISSING_DATE,SPF_FAIL,SPF_PASS\r\n"
+        b"X-Spam-Report: * +1.4 MISSING_DATE no Date: header\r\n"
         b"\t* +3.5 SPF_FAIL fail for x.test from 192.0.2.1\r\n"
         b"\t* -0.5 SPF_PASS pass\r\n"
     )

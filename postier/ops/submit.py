@@ -1,0 +1,203 @@
+"""Local mail injection (`postier send`, `postier-sendmail`) through the submission path.
+
+What it owns: turning (sender, recipients, message bytes from a script) into one
+transaction of `postier.smtp.intake.Intake`, exactly as an authenticated client
+on the submission port would: the sender must be a local account or an alias it
+owns (the account is the "authenticated" user), recipients are checked and
+resolved by the same code (local users, aliases, remote addresses queued), the
+header is completed (Date:, Message-ID:, RFC 6409 §8; a missing From: is the
+sender, as sendmail and Postfix do), trace fields are added, and the message is
+made durable with `Store.deliver` before this returns. Remote copies go to the
+outbound queue and are DKIM-signed by the queue runner when sent, like every
+submitted message.
+
+Rules:
+- The store is written directly, so injection works whether or not the server
+  runs. A running server's queue runner looks at the queue at least every second
+  (`Runner.max_idle`) and picks the new entry up; otherwise it is sent at the next
+  `postier serve`.
+- All or nothing: if any recipient is refused, nothing is stored and every
+  refusal is reported (a script learns at once, not through a bounce later).
+- Input: line ends become CRLF (RFC 5321 §2.3.8); a leading mbox "From " line
+  is dropped; unless `ignore_dots`, a line
+  holding a single "." ends the message (sendmail without -i/-oi). The message
+  is limited to `smtp.limits.max_message_size` like any submission.
+- With `extract_recipients` (-t) the To:, Cc: and Bcc: addresses are added to
+  the given ones and the Bcc: field is removed from the message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import secrets
+import ssl
+from dataclasses import dataclass, field
+
+from postier.auth.service import AuthService
+from postier.config.schema import Settings
+from postier.ops.maildir import to_crlf
+from postier.server.app import App
+from postier.smtp import headers as hdr
+from postier.smtp.address import Address, AddressError
+from postier.smtp.events import MailParams, RcptParams
+from postier.smtp.intake import Envelope, Intake, SessionInfo
+from postier.store.api import Store
+from postier.store.models import User
+
+_CHUNK = 64 * 1024
+_BCC = re.compile(rb"(?im)^bcc[ \t]*:.*\r\n(?:[ \t].*\r\n)*")
+
+
+class SubmitError(Exception):
+    """The message was not accepted; `temporary` when trying later may help."""
+
+    def __init__(self, message: str, *, temporary: bool = False, no_user: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+        self.no_user = no_user
+
+
+@dataclass
+class Submitted:
+    qid: str
+    reply: str
+    recipients: list[str] = field(default_factory=list)
+
+
+def prepare(data: bytes, *, ignore_dots: bool) -> bytes:
+    """CRLF line ends, a final CRLF, and the sendmail "." terminator unless -i."""
+    data = to_crlf(data)
+    if data.startswith(b"From "):  # an mbox "From " line, as sendmail and Postfix drop it
+        data = data[data.find(b"\r\n") + 2 :] if b"\r\n" in data else b""
+    if not ignore_dots:
+        if data.startswith(b".\r\n"):
+            return b""
+        end = data.find(b"\r\n.\r\n")
+        if end >= 0:
+            data = data[: end + 2]
+        elif data.endswith(b"\r\n."):
+            data = data[:-1]
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def header_addresses(data: bytes, names: tuple[str, ...]) -> list[str]:
+    view = hdr.HeaderView.of(data)
+    out: list[str] = []
+    for name in names:
+        out.extend(hdr.addresses(view.fields(name)))
+    return out
+
+
+def strip_bcc(data: bytes) -> bytes:
+    view = hdr.HeaderView.of(data)
+    return _BCC.sub(b"", view.raw) + data[len(view.raw) :]
+
+
+def _parse(text: str, what: str) -> Address:
+    try:
+        return Address.parse(text)
+    except AddressError as e:
+        raise SubmitError(f"malformed {what} address {text!r}: {e}") from None
+
+
+async def sender_account(store: Store, sender: Address) -> User:
+    """The local account allowed to send as `sender` (its own address or an alias
+    that resolves to it alone)."""
+    res = await store.resolve(sender.key)
+    if len(res.users) == 1 and not res.remote:
+        user = res.users[0]
+        if sender.key in {a.lower() for a in await store.addresses_of(user.id)}:
+            return user
+    raise SubmitError(
+        f"sender {sender.key} is not a local account or an alias of exactly one",
+        no_user=True,
+    )
+
+
+async def submit(
+    store: Store,
+    settings: Settings,
+    data: bytes,
+    *,
+    sender: str | None,
+    recipients: list[str],
+    extract_recipients: bool = False,
+    ignore_dots: bool = True,
+    full_name: str = "",
+) -> Submitted:
+    """Inject one message; returns when it is durable (see the module rules)."""
+    data = prepare(data, ignore_dots=ignore_dots)
+    limit = settings.smtp.limits.max_message_size
+    if len(data) > limit:
+        raise SubmitError(f"message of {len(data)} bytes exceeds the limit of {limit} bytes")
+    if not sender:
+        found = header_addresses(data, ("From",))
+        if not found:
+            raise SubmitError("no sender: give -f ADDRESS or a From: header")
+        sender = found[0]
+    from_addr = _parse(sender, "sender")
+    rcpt_texts = list(recipients)
+    if extract_recipients:
+        rcpt_texts += header_addresses(data, ("To", "Cc", "Bcc"))
+        data = strip_bcc(data)
+    if not rcpt_texts:
+        raise SubmitError("no recipients (give them as arguments, or use -t)")
+    rcpts: list[Address] = []
+    seen: set[str] = set()
+    for text in rcpt_texts:
+        a = _parse(text, "recipient")
+        if a.key not in seen:
+            seen.add(a.key)
+            rcpts.append(a)
+    if not hdr.HeaderView.of(data).has("From"):
+        shown = email.utils.formataddr((full_name, str(from_addr))) if full_name else str(from_addr)
+        data = f"From: {shown}\r\n".encode() + data
+
+    user = await sender_account(store, from_addr)
+    app = App(
+        settings=settings,
+        store=store,
+        auth=AuthService(store, settings.auth),
+        tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER),
+    )
+    intake = Intake(app)
+    session = SessionInfo(
+        sid=f"local-{secrets.token_hex(4)}",
+        role="submission",
+        peer_ip="127.0.0.1",
+        peer_name="localhost",
+        helo="localhost",
+        esmtp=True,
+        user=user,
+    )
+    utf8 = not all(a.localpart.isascii() for a in [from_addr, *rcpts])
+    params = MailParams(
+        size=len(data), body="8BITMIME" if not data.isascii() else None, smtputf8=utf8
+    )
+    reply = await intake.check_sender(session, from_addr)
+    if not reply.is_positive:
+        raise SubmitError(f"sender refused: {reply}", temporary=reply.code < 500)
+    env = Envelope(from_addr, params)
+    refused: list[str] = []
+    temporary = True
+    for a in rcpts:
+        reply = await intake.check_recipient(session, env, a, RcptParams())
+        if not reply.is_positive:
+            refused.append(f"<{a}>: {reply}")
+            temporary = temporary and reply.code < 500
+    if refused:
+        raise SubmitError("recipient refused: " + "; ".join(refused), temporary=temporary)
+    spool = intake.open_spool(session, env)
+    try:
+        for i in range(0, len(data), _CHUNK):
+            spool.write(data[i : i + _CHUNK])
+    except BaseException:
+        spool.discard()
+        raise
+    reply = await intake.finish(session, env, spool)
+    if not reply.is_positive:
+        raise SubmitError(f"not accepted: {reply}", temporary=reply.code < 500)
+    return Submitted(env.qid, str(reply), [str(a) for a in rcpts])
