@@ -159,9 +159,24 @@ def test_summarize_fills_every_field(sample):
         message_id="<ew-1@example.de>",
         preview="Grüße aus Berlin!",
         header_size=root.body_start,
+        crlf_size=len(data),  # CRLF throughout, ends with CRLF: nothing to add
     )
     assert s.envelope.startswith(b'("Fri, 5 Jan 2024 14:15:16 +0100" "=?UTF-8?Q?Gr=C3')
     assert data[s.header_size - 4 : s.header_size] == b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(("data", "size"), [
+    (b"", 0),
+    (b"a\r\nb\r\n", 6),
+    (b"a\nb\n", 6),  # bare LFs are sent as CRLF
+    (b"a\r\nb", 6),  # a final CRLF is added
+    (b"a\rb\r\n", 5),  # a lone CR is left alone
+])
+def test_crlf_size_is_what_pop3_sends(data, size):
+    from postier.mime.summary import crlf_size
+    from postier.pop3.commands import normalize
+
+    assert crlf_size(data) == size == len(normalize(data))
 
 
 def test_summarize_groups_and_missing_parts(sample):
@@ -196,5 +211,6 @@ def test_summarize_survives_an_internal_error(monkeypatch, caplog):
 
     monkeypatch.setattr(summary, "parse", boom)
     s = summary.summarize(b"Subject: x\r\n\r\nbody")
-    assert s == MessageSummary(header_size=14)
+    # 18 octets, no final CRLF: POP3 sends 2 more
+    assert s == MessageSummary(header_size=14, crlf_size=20)
     assert "cannot summarise a 18-octet message" in caplog.text
