@@ -169,6 +169,10 @@ class StoreSettings:
     backend: str = doc("\"sqlite\" (embedded, in data_dir) or \"postgres\"", default="sqlite")
     postgres_dsn: str = doc("PostgreSQL DSN when backend = \"postgres\"", default="")
     default_quota: int = doc("bytes per user; 0 = unlimited", default=0)
+    inline_max: int = doc(
+        "messages up to this many bytes are kept inside the database (one WAL fsync "
+        "per group commit) instead of as files (two fsyncs each); 0 = always files",
+        default=64 * 1024)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ Rules:
 - A blob id is 32 lower-case hex digits from `secrets` (never derived from anything
   a user typed); ``xx`` is its first two digits. `path()` refuses anything else, so
   no caller can turn input into a path.
+- Small messages are not files at all: the index keeps their bytes in its own
+  transaction (see `sqlite/store.py`), so they are durable with the commit's one
+  WAL fsync instead of two fsyncs each. Their ids are ``i`` + 31 hex digits
+  (`new_inline_id`, `is_inline`); `path()` refuses them too.
 - Writing is: temp file in ``<root>/tmp`` → write → fsync → rename to the final
   name → fsync the directory (and the fan-out directory's parent when it was just
   created). When `put()` returns, the blob survives a crash.
@@ -32,6 +36,7 @@ from pathlib import Path
 from postier.store.models import BlobId
 
 _BLOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_INLINE_ID = re.compile(r"^i[0-9a-f]{31}$")
 _TMP = "tmp"
 _COPY_CHUNK = 1024 * 1024
 
@@ -40,8 +45,17 @@ def new_blob_id() -> BlobId:
     return BlobId(secrets.token_hex(16))
 
 
+def new_inline_id() -> BlobId:
+    return BlobId("i" + secrets.token_hex(16)[:31])
+
+
 def is_blob_id(text: str) -> bool:
-    return bool(_BLOB_ID.match(text))
+    """A file blob id or an inline one: the only ids the store accepts."""
+    return bool(_BLOB_ID.match(text) or _INLINE_ID.match(text))
+
+
+def is_inline(text: str) -> bool:
+    return bool(_INLINE_ID.match(text))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,7 +77,7 @@ class BlobFiles:
         self._tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, blob_id: str) -> Path:
-        if not is_blob_id(blob_id):
+        if not _BLOB_ID.match(blob_id):
             raise ValueError(f"not a blob id: {blob_id!r}")
         return self.root / blob_id[:2] / blob_id
 

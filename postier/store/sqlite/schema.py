@@ -189,7 +189,15 @@ _V3 = (
     "ALTER TABLE blobs ADD COLUMN crlf_size INTEGER NOT NULL DEFAULT -1",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4 = (
+    # the bytes of small messages, committed with their index rows (blobs.py)
+    """CREATE TABLE blob_data (
+        id TEXT PRIMARY KEY REFERENCES blobs(id),
+        data BLOB NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 VERSION = len(MIGRATIONS)
 
 

@@ -54,7 +54,7 @@ from postier.smtp.address import Address, AddressError
 from postier.smtp.address import Domain as DomainName
 from postier.store import new_queue_id
 from postier.store.api import FlagMode, MessageSource, Subscription
-from postier.store.blobs import BlobFiles, is_blob_id
+from postier.store.blobs import BlobFiles, is_blob_id, is_inline, new_inline_id
 from postier.store.errors import Conflict, Invalid, NotFound, QuotaExceeded, StoreError
 from postier.store.feed import ChangeHub
 from postier.store.models import (
@@ -348,8 +348,11 @@ class SqliteStore:
         readers: int = 2,
         busy_timeout: float = 30.0,
         max_pending_changes: int = 10_000,
+        inline_max: int = 64 * 1024,
     ) -> None:
         self.data_dir = Path(data_dir)
+        #: messages up to this size live in the database, not in files (blobs.py)
+        self.inline_max = inline_max
         self.default_quota = default_quota
         self.max_alias_depth = max_alias_depth
         self.max_mailbox_name = max_mailbox_name
@@ -476,6 +479,10 @@ class SqliteStore:
                 (blob_id, blob_id),
             ).fetchone()
             if not row[0]:
+                if is_inline(blob_id):
+                    tx.execute("DELETE FROM blob_data WHERE id = ?", (blob_id,))
+                    tx.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+                    continue  # no file
                 tx.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
                 gone.append(blob_id)
         if gone:
@@ -1066,7 +1073,8 @@ class SqliteStore:
         return int(row[0])
 
     @staticmethod
-    def _insert_blob(tx: Tx, blob_id: BlobId, size: int, s: MessageSummary) -> None:
+    def _insert_blob(tx: Tx, blob_id: BlobId, size: int, s: MessageSummary,
+                     inline: bytes | None = None) -> None:
         tx.execute(
             "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
             "to_addr, cc, date, message_id, preview, header_size, crlf_size) "
@@ -1088,6 +1096,8 @@ class SqliteStore:
                 s.crlf_size,
             ),
         )
+        if inline is not None:
+            tx.execute("INSERT INTO blob_data (id, data) VALUES (?, ?)", (blob_id, inline))
 
     @staticmethod
     def _mailbox_owner(tx: Tx, mailbox_id: MailboxId) -> UserId:
@@ -1109,19 +1119,27 @@ class SqliteStore:
         if used + adding > limit[0]:
             raise QuotaExceeded(f"quota exceeded: {used} + {adding} > {limit[0]} octets")
 
-    def _put_blob(self, data: MessageSource) -> tuple[BlobId, int, MessageSummary]:
-        """Blocking: summarise, then write the blob durably (worker thread)."""
+    def _put_blob(self, data: MessageSource) -> tuple[BlobId, int, MessageSummary, bytes | None]:
+        """Blocking: summarise, then write the blob durably (worker thread).
+
+        Messages up to `inline_max` octets given as bytes are not written here:
+        the id is an inline one and the bytes (returned last) go into the index
+        transaction (`_insert_blob`), durable with its commit."""
         raw = data.read_bytes() if isinstance(data, Path) else data
         try:
             summary = summarize(raw)
         except Exception:
             log.exception("summarize failed; storing an empty summary")
             summary = MessageSummary()
+        if isinstance(data, bytes) and len(data) <= self.inline_max:
+            return new_inline_id(), len(data), summary, data
         blob_id, size = self.blobs.put(data)
-        return blob_id, size, summary
+        return blob_id, size, summary, None
 
     async def _discard_blob(self, blob_id: BlobId) -> None:
         """The index write failed: the new blob is referenced by nothing."""
+        if is_inline(blob_id):
+            return  # rolled back with the transaction
         try:
             await asyncio.to_thread(self.blobs.delete, blob_id)
         except OSError:
@@ -1158,10 +1176,10 @@ class SqliteStore:
             except Invalid:
                 name = "INBOX"
             prepared.append((t.user_id, name, _flags_text(normalize_flags(t.flags))))
-        blob_id, size, summary = await asyncio.to_thread(self._put_blob, data)
+        blob_id, size, summary, inline = await asyncio.to_thread(self._put_blob, data)
 
         def job(tx: Tx) -> DeliveryResult:
-            self._insert_blob(tx, blob_id, size, summary)
+            self._insert_blob(tx, blob_id, size, summary, inline)
             delivered: list[Delivered] = []
             changes: list[Change] = []
             for user_id, name, flags in prepared:
@@ -1211,12 +1229,12 @@ class SqliteStore:
         self._require_db()
         flag_set = normalize_flags(flags)
         date_us = _to_us(internal_date) if internal_date else _now_us()
-        blob_id, size, summary = await asyncio.to_thread(self._put_blob, data)
+        blob_id, size, summary, inline = await asyncio.to_thread(self._put_blob, data)
 
         def job(tx: Tx) -> Message:
             user_id = self._mailbox_owner(tx, mailbox_id)
             self._check_quota(tx, user_id, size)
-            self._insert_blob(tx, blob_id, size, summary)
+            self._insert_blob(tx, blob_id, size, summary, inline)
             uid, modseq = self._take_uids(tx, mailbox_id, 1)
             tx.execute(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
@@ -1271,13 +1289,20 @@ class SqliteStore:
         self._require_db()
         if not is_blob_id(blob_id):
             raise NotFound(f"no blob {blob_id!r}")
+        if is_inline(blob_id):
+            row = await self._read(
+                lambda c: c.execute("SELECT data FROM blob_data WHERE id = ?",
+                                    (blob_id,)).fetchone())
+            if row is None:
+                raise NotFound(f"no blob {blob_id}")
+            return bytes(row[0])
         try:
             return await asyncio.to_thread(self.blobs.read, blob_id)
         except FileNotFoundError:
             raise NotFound(f"no blob {blob_id}") from None
 
     async def blob_path(self, blob_id: BlobId) -> Path | None:
-        if not is_blob_id(blob_id):
+        if not is_blob_id(blob_id) or is_inline(blob_id):
             return None
         path = self.blobs.path(blob_id)
         exists = await asyncio.to_thread(path.is_file)

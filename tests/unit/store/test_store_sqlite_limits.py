@@ -15,7 +15,7 @@ import pytest
 
 from postier.config.schema import Settings, StoreSettings
 from postier.store import new_queue_id, open_store
-from postier.store.errors import Invalid, StoreError
+from postier.store.errors import Invalid, NotFound, StoreError
 from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
@@ -112,7 +112,8 @@ async def test_poll_interval_and_change_retention(make):
 async def test_open_sweeps_orphans_but_never_named_blobs(make, tmp_path):
     store = await make()
     u = await user_of(store)
-    kept = await store.deliver(b"kept", [DeliveryTarget(u.id)])
+    big = b"kept\r\n" * 20_000  # over inline_max: a file blob
+    kept = await store.deliver(big, [DeliveryTarget(u.id)])
     await store.close()
     orphan_id, _ = store.blobs.put(b"crashed before commit")
     young_id, _ = store.blobs.put(b"another process, committing now")
@@ -123,7 +124,7 @@ async def test_open_sweeps_orphans_but_never_named_blobs(make, tmp_path):
         os.utime(p, (old, old))
     again = await make()
     assert again.last_sweep == (1, 1)
-    assert await again.read_blob(kept.blob_id) == b"kept"
+    assert await again.read_blob(kept.blob_id) == big
     assert not store.blobs.exists(orphan_id)
     assert store.blobs.exists(young_id)
     assert not temp.exists()
@@ -187,3 +188,21 @@ def test_queue_ids_sort_and_are_unique():
     assert ids == sorted(ids)
     assert len(set(ids)) == 2000
     assert all(re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{16}", q) for q in ids)  # Crockford base32
+
+
+async def test_small_messages_live_in_the_database(make):
+    store = await make()
+    u = await user_of(store)
+    small = await store.deliver(b"Subject: s\r\n\r\nsmall\r\n", [DeliveryTarget(u.id)])
+    large = await store.deliver(b"x" * (store.inline_max + 1), [DeliveryTarget(u.id)])
+    assert small.blob_id.startswith("i")
+    assert await store.blob_path(small.blob_id) is None
+    assert await store.read_blob(small.blob_id) == b"Subject: s\r\n\r\nsmall\r\n"
+    assert not large.blob_id.startswith("i")
+    assert await store.blob_path(large.blob_id) is not None
+    # freeing the last reference removes the inline bytes with the row
+    mb = await store.get_mailbox(u.id, "INBOX")
+    await store.store_flags(mb.id, [small.delivered[0].uid], frozenset({"\\Deleted"}), "add")
+    await store.expunge(mb.id)
+    with pytest.raises(NotFound):
+        await store.read_blob(small.blob_id)
