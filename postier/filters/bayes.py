@@ -22,17 +22,18 @@ Rules:
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from postier.filters.headers import text_parts
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.filters.spam import Weights
+from postier.filters.text import message_texts
+from postier.mime.encoding import decode_words
+from postier.smtp.headers import HeaderView
 from postier.store.api import Store
 from postier.store.models import GLOBAL_BAYES_MODEL, BayesCounts, Mailbox, Message, UserId
 
@@ -48,17 +49,19 @@ _MIN_DEVIATION = 0.1  # tokens closer than this to 0.5 are ignored
 _MAX_DISCRIMINATORS = 150
 
 
-def tokenize(message: bytes) -> list[str]:
-    msg = email.message_from_bytes(message, policy=email.policy.compat32)
+def tokenize(message: bytes, texts: list[tuple[str, str]] | None = None) -> list[str]:
+    """Tokens of the Subject:, the From: domain and the text (`texts` when the
+    caller already decoded it, see filters/text.py)."""
+    view = HeaderView.of(message)
     tokens: set[str] = set()
-    subject = str(msg.get("Subject", "")).lower()
+    subject = " ".join(decode_words(v) for v in view.fields("Subject")).lower()
     for w in _WORD.findall(subject):
         tokens.add("subject:" + w)
-    frm = str(msg.get("From", "")).lower()
+    frm = " ".join(view.fields("From")).lower()
     m = re.search(r"@([a-z0-9.-]+)", frm)
     if m:
         tokens.add("from:" + m.group(1))
-    for _, text in text_parts(msg):
+    for _, text in texts if texts is not None else message_texts(message):
         for host in _HOST.findall(text):
             tokens.add("url:" + host.lower())
         text = _TAG.sub(" ", text).lower()
@@ -117,14 +120,37 @@ class Classification:
     tokens: int
 
 
+_TRAINED_TTL = 10.0
+_trained: dict[UserId, tuple[float, bool]] = {}
+
+
+async def _is_trained(store: Store, model: UserId, min_messages: int) -> bool:
+    """Whether a model has learned enough to classify, remembered for a few
+    seconds: most mail meets untrained models, and tokenizing for them is waste."""
+    now = time.monotonic()
+    hit = _trained.get(model)
+    if hit is not None and now - hit[0] < _TRAINED_TTL:
+        return hit[1]
+    counts = await store.bayes_counts(model, [])
+    ok = counts.spam_messages >= min_messages and counts.ham_messages >= min_messages
+    if len(_trained) > 10_000:
+        _trained.clear()
+    _trained[model] = (now, ok)
+    return ok
+
+
 async def classify(
-    store: Store, user_id: UserId | None, message: bytes, *, min_messages: int = 10
+    store: Store, user_id: UserId | None, message: bytes, *, min_messages: int = 10,
+    texts: list[tuple[str, str]] | None = None,
 ) -> Classification | None:
-    tokens = tokenize(message)
     models: list[tuple[str, UserId]] = []
-    if user_id is not None:
+    if user_id is not None and await _is_trained(store, user_id, min_messages):
         models.append(("user", user_id))
-    models.append(("global", GLOBAL_BAYES_MODEL))
+    if await _is_trained(store, GLOBAL_BAYES_MODEL, min_messages):
+        models.append(("global", GLOBAL_BAYES_MODEL))
+    if not models:
+        return None
+    tokens = tokenize(message, texts)
     for label, model in models:
         counts = await store.bayes_counts(model, tokens)
         if counts.spam_messages < min_messages or counts.ham_messages < min_messages:
@@ -143,6 +169,8 @@ async def train(store: Store, user_id: UserId, message_bytes: bytes, is_spam: bo
     key = digest(message_bytes)
     changed = await store.bayes_learn(user_id, key, tokens, is_spam)
     await store.bayes_learn(GLOBAL_BAYES_MODEL, key, tokens, is_spam)
+    _trained.pop(user_id, None)
+    _trained.pop(GLOBAL_BAYES_MODEL, None)
     return changed
 
 
@@ -200,7 +228,8 @@ class BayesStage:
             return []
         # one message, one score: the only local user's model, else the global one
         user = ctx.local_users[0] if len(set(ctx.local_users)) == 1 else None
-        c = await classify(self.store, user, ctx.message, min_messages=self.min_messages)
+        c = await classify(self.store, user, ctx.message, min_messages=self.min_messages,
+                           texts=ctx.texts)
         if c is None:
             return []
         detail = f"spam probability {c.probability:.3f} ({c.model} model)"

@@ -16,12 +16,9 @@ policy: never raises on malformed input); only text parts are looked at.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import html
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from email.message import Message
 from urllib.parse import urlsplit
 
 from postier.filters.pipeline import Context, Phase, Verdict
@@ -34,27 +31,6 @@ _LINK = re.compile(
 )
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]+>")
-
-
-def text_parts(msg: Message) -> list[tuple[str, str]]:
-    """(content type, decoded text) of every text/plain and text/html part."""
-    out = []
-    for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype not in ("text/plain", "text/html"):
-            continue
-        if part.get_content_disposition() == "attachment":
-            continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            text = payload.decode(charset, "replace")
-        except LookupError:
-            text = payload.decode("utf-8", "replace")
-        out.append((ctype, text))
-    return out
 
 
 def _host(url: str) -> str:
@@ -116,7 +92,7 @@ class HeadersStage:
                     )
                     break
         if ctx.message is not None:
-            out.extend(self._body(ctx.message))
+            out.extend(self._body(ctx.texts))
         return out
 
     @staticmethod
@@ -129,9 +105,7 @@ class HeadersStage:
             return True
         return any(r.status == "pass" and aligned(r.domain, domain, "r") for r in ctx.dkim or [])
 
-    def _body(self, message: bytes) -> list[Verdict]:
-        msg = email.message_from_bytes(message, policy=email.policy.compat32)
-        parts = text_parts(msg)
+    def _body(self, parts: list[tuple[str, str]]) -> list[Verdict]:
         out: list[Verdict] = []
         types = {t for t, _ in parts}
         if "text/html" in types and "text/plain" not in types:

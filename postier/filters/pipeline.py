@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from postier.filters.text import message_texts
 from postier.smtp.replies import Reply
 
 if TYPE_CHECKING:
@@ -136,12 +137,21 @@ class Context:
     arc: ArcResult | None = None
     dmarc: DmarcResult | None = None
     verdicts: list[Verdict] = field(default_factory=list)
+    _texts: list[tuple[str, str]] | None = None
+
+    @property
+    def texts(self) -> list[tuple[str, str]]:
+        """The message's readable text, decoded once for every stage (text.py)."""
+        if self._texts is None:
+            self._texts = message_texts(self.message) if self.message is not None else []
+        return self._texts
 
     def begin(self, qid: str, sender: str) -> None:
         """A new transaction (MAIL FROM): forget the previous one's state."""
         self.qid, self.sender, self.recipient = qid, sender, ""
         self.recipients, self.local_users, self.verdicts = [], [], []
         self.message = self.header = None
+        self._texts = None
         self.spf = self.arc = self.dmarc = None
         self.dkim = None
 
