@@ -138,6 +138,8 @@ class Context:
     dmarc: DmarcResult | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     _texts: list[tuple[str, str]] | None = None
+    #: when a list, `Pipeline.trace` collects lines here instead of writing them
+    pending_trace: list[str] | None = None
 
     @property
     def texts(self) -> list[tuple[str, str]]:
@@ -267,6 +269,11 @@ class Pipeline:
 
     async def trace(self, ctx: Context, text: str) -> None:
         if self.store is None or not ctx.qid:
+            return
+        if ctx.pending_trace is not None:
+            # end of data: recorded with the delivery's own commit (or flushed by
+            # the caller when the message is refused)
+            ctx.pending_trace.append(text)
             return
         from postier.store.models import QueueId
 

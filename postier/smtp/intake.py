@@ -406,14 +406,20 @@ class Intake:
         ctx.message = (await asyncio.to_thread(spool.content, limit) if spool.spilled
                        else spool.content(limit))
         ctx.header = hdr.HeaderView.of(ctx.message) if ctx.message is not None else spool.header
+        ctx.pending_trace = []
         if ctx.message is None:
             await self.filters.pipelines[s.role].trace(
                 ctx, f"data: {spool.size} bytes > filters.max_scan_size, content not scanned")
-        outcome = await self.filters.end_of_data(ctx)
+        try:
+            outcome = await self.filters.end_of_data(ctx)
+        finally:
+            pending, ctx.pending_trace = ctx.pending_trace, None
         ctx.message = None
         if outcome.reply is not None:
             spool.discard()
             self._log(s, env, spool.size, str(outcome.reply))
+            for line in pending:
+                await self.filters.pipelines[s.role].trace(ctx, line)
             return outcome.reply
         drop = forged_fields(self.hostname) if s.role == "mx" else None
         if spool.spilled:
@@ -445,7 +451,10 @@ class Intake:
                 body_8bit=env.params.body in ("8BITMIME", "BINARYMIME"),
                 auth_user=s.user.address if s.user else "")
         try:
-            await self.store.deliver(data, targets, queue=queue, qid=env.qid)
+            await self.store.deliver(
+                data, targets, queue=queue, qid=env.qid,
+                trace=[*(("filter", line) for line in pending),
+                       ("received", self._describe(s, env, spool.size))])
         except Exception:
             log.exception("delivery failed sid=%s qid=%s", s.sid, env.qid)
             if isinstance(data, Path):
@@ -455,14 +464,10 @@ class Intake:
             return R451_LOCAL_ERROR
         self._log(s, env, spool.size, "queued" if queue else "delivered")
         metrics.MESSAGES_DELIVERED.labels("local").inc(len(targets))
-        try:
-            await self.store.trace_add(env.qid, "received", self._describe(s, env, spool.size))
-            if queue is not None:
-                wake = self.app.services.get("queue_wake")
-                if wake is not None:
-                    wake()
-        except Exception:
-            log.exception("trace failed sid=%s qid=%s", s.sid, env.qid)
+        if queue is not None:
+            wake = self.app.services.get("queue_wake")
+            if wake is not None:
+                wake()
         return R250_QUEUED(env.qid)
 
     def _describe(self, s: SessionInfo, env: Envelope, size: int) -> str:

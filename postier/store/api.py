@@ -128,8 +128,12 @@ class Store(Protocol):
     async def deliver(self, data: MessageSource, targets: Sequence[DeliveryTarget], *,
                       queue: NewQueueEntry | None = None,
                       internal_date: datetime | None = None,
-                      qid: QueueId | None = None) -> DeliveryResult:
+                      qid: QueueId | None = None,
+                      trace: Sequence[tuple[str, str]] = ()) -> DeliveryResult:
         """Store one incoming message for local users and/or the outbound queue.
+
+        `trace` (event, detail) lines are recorded for the QID in the same
+        transaction, so the timeline costs no commit of its own.
 
         Atomic and durable: when this returns, the blob is fsynced under its
         final name and every mailbox row and queue entry is committed. Either all

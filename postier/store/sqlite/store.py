@@ -1154,6 +1154,7 @@ class SqliteStore:
         queue: NewQueueEntry | None = None,
         internal_date: datetime | None = None,
         qid: QueueId | None = None,
+        trace: Sequence[tuple[str, str]] = (),
     ) -> DeliveryResult:
         """Store one incoming message for local users and/or the outbound queue.
 
@@ -1201,6 +1202,10 @@ class SqliteStore:
                 changes.append(Change(user_id, mid, ChangeKind.EXISTS, Uid(uid), ModSeq(modseq)))
             if queue is not None:
                 self._insert_queue(tx, qid, queue, blob_id, size)
+            at = _now_us()
+            for event, detail in trace:
+                tx.execute("INSERT INTO trace (qid, at, event, detail) VALUES (?, ?, ?, ?)",
+                           (qid, at, event, detail))
             self._record(tx, changes)
             return DeliveryResult(
                 qid=qid,
