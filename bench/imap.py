@@ -1,0 +1,431 @@
+"""IMAP benchmark (issue 5): postier against Dovecot on one INBOX of N messages.
+
+Each server gets the same INBOX (varied 2–50 KB messages, every fifth one
+multipart with a base64 attachment). Measured, one client unless said:
+
+- login+select: LOGIN then SELECT INBOX, mean latency over 10 sessions;
+- meta: ``UID FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)``, messages/s;
+- bodies: ``FETCH 1:* BODY.PEEK[]``, MB/s of message octets;
+- SEARCH FROM, SUBJECT and TEXT, seconds each;
+- small: 10 clients each sending NOOP and ``UID FETCH <n> FLAGS`` for 3 s, commands/s;
+- idle RSS: the server's resident memory (its process tree) with K logged-in,
+  selected, silent connections.
+
+postier is filled through its store before it starts (as a delivery would: blob,
+summary, index); Dovecot through Maildir files. Dovecot needs dovecot-imapd and
+root (it drops privileges); otherwise it is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import (
+    HOST,
+    PASSWORD,
+    Children,
+    LoadError,
+    Postier,
+    descendants,
+    free_port,
+    make_message,
+    run_async,
+    table,
+    wait_port,
+    workspace,
+)
+
+USER = "reader@bench.test"
+_LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
+
+
+# --- messages ---------------------------------------------------------------------------
+
+
+def corpus(count: int, seed: int = 5) -> list[bytes]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(count):
+        size = rnd.randint(2_000, 50_000)
+        msg = make_message(i, size, f"sender{i % 97}@client.test", USER)
+        if i % 5 == 0:  # multipart/mixed with a small attachment
+            head, body = msg.split(b"\r\n\r\n", 1)
+            head = head.replace(
+                b"Content-Type: text/plain; charset=us-ascii",
+                b'Content-Type: multipart/mixed; boundary="=b="',
+            )
+            attach = base64.encodebytes(rnd.randbytes(1500)).replace(b"\n", b"\r\n")
+            body = (
+                b"--=b=\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+                + body
+                + b"\r\n--=b=\r\nContent-Type: application/octet-stream; name=a.bin\r\n"
+                b"Content-Transfer-Encoding: base64\r\n\r\n" + attach + b"--=b=--\r\n"
+            )
+            msg = head + b"\r\n\r\n" + body
+        out.append(msg)
+    return out
+
+
+# --- the client -------------------------------------------------------------------------
+
+
+class Client:
+    """A minimal asyncio IMAP client that reads literals by their length."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.n = 0
+
+    @classmethod
+    async def connect(cls, port: int) -> Client:
+        reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 24)
+        c = cls(reader, writer)
+        await reader.readline()  # greeting
+        return c
+
+    async def cmd(self, text: str) -> tuple[int, int]:
+        """Send one command; (untagged responses, literal octets) until its tagged OK."""
+        self.n += 1
+        tag = f"t{self.n}".encode()
+        self.writer.write(tag + b" " + text.encode() + b"\r\n")
+        responses = octets = 0
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise LoadError(f"connection closed during {text!r}")
+            while m := _LITERAL.search(line):
+                n = int(m.group(1))
+                await self.reader.readexactly(n)
+                octets += n
+                line = await self.reader.readline()
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise LoadError(f"{text!r}: {line!r}")
+                return responses, octets
+            responses += 1
+
+    async def login_select(self) -> int:
+        await self.cmd(f'LOGIN {USER} "{PASSWORD}"')
+        responses, _ = await self.cmd("SELECT INBOX")
+        return responses
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+async def login_select(port: int, rounds: int = 10) -> float:
+    total = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        c = await Client.connect(port)
+        await c.login_select()
+        total += time.perf_counter() - t0
+        await c.cmd("LOGOUT")
+        await c.close()
+    return total / rounds
+
+
+async def one_client(port: int, commands: Sequence[str]) -> list[tuple[float, int, int]]:
+    c = await Client.connect(port)
+    await c.login_select()
+    out = []
+    for text in commands:
+        t0 = time.perf_counter()
+        responses, octets = await c.cmd(text)
+        out.append((time.perf_counter() - t0, responses, octets))
+    await c.close()
+    return out
+
+
+async def small_commands(port: int, clients: int, seconds: float, messages: int) -> float:
+    async def worker(k: int) -> int:
+        c = await Client.connect(port)
+        await c.login_select()
+        done = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            await c.cmd("NOOP")
+            await c.cmd(f"UID FETCH {(done * 7 + k) % messages + 1} FLAGS")
+            done += 2
+        await c.close()
+        return done
+
+    t0 = time.perf_counter()
+    counts = await asyncio.gather(*(worker(k) for k in range(clients)))
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    for p in (pid, *descendants(pid)):
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+        total += int(m.group(1)) if m else 0
+    return total / 1024
+
+
+async def idle_rss(port: int, pid: int, count: int) -> float:
+    clients = []
+    sem = asyncio.Semaphore(50)
+
+    async def open_one() -> None:
+        async with sem:
+            c = await Client.connect(port)
+            await c.login_select()
+            clients.append(c)
+
+    await asyncio.gather(*(open_one() for _ in range(count)))
+    await asyncio.sleep(1)
+    rss = tree_rss_mb(pid)
+    await asyncio.gather(*(c.close() for c in clients))
+    return rss
+
+
+# --- servers ----------------------------------------------------------------------------
+
+
+class PostierTarget:
+    name = "postier"
+
+    def __init__(self, root: Path, children: Children) -> None:
+        # the listener limits (smtp.limits: 1000 connections, 1000 per address) fit
+        self.server = Postier(root / "postier", children, ["imap"])
+
+    def setup(self, messages: Sequence[bytes]) -> None:
+        self.server.add_users([USER])
+
+        async def fill() -> None:
+            from postier.config.load import load
+            from postier.store import open_store
+
+            store = open_store(load(self.server.config))
+            await store.open()
+            try:
+                user = await store.get_user(USER)
+                assert user is not None
+                inbox = await store.get_mailbox(user.id, "INBOX")
+                assert inbox is not None
+                sem = asyncio.Semaphore(64)  # concurrent appends share group commits
+
+                async def put(m: bytes) -> None:
+                    async with sem:
+                        await store.append(inbox.id, m)
+
+                await asyncio.gather(*(put(m) for m in messages))
+            finally:
+                await store.close()
+
+        run_async(fill())
+        self.server.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.ports["imap"]
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+DOVECOT_CONF = """\
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = imap
+listen = {host}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:~/Maildir
+first_valid_uid = 100
+default_internal_user = dovecot
+default_login_user = dovenull
+default_client_limit = 5000
+default_process_limit = 5000
+passdb {{
+  driver = passwd-file
+  args = {root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = {root}/users
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = {host}
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+
+
+class DovecotTarget:
+    name = "dovecot"
+
+    def __init__(self, root: Path, children: Children) -> None:
+        self.root = root / "dovecot"
+        self.children = children
+        self._port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def unavailable() -> str | None:
+        if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
+            return "dovecot-imapd is not installed (apt-get install -y dovecot-imapd)"
+        if os.geteuid() != 0:
+            return "a private Dovecot instance needs root (it drops to its own users)"
+        return None
+
+    def setup(self, messages: Sequence[bytes]) -> None:
+        from postier.auth.passwords import hash_password
+
+        self.root.mkdir()
+        self.root.chmod(0o755)
+        home = self.root / "home" / "reader"
+        new = home / "Maildir" / "new"
+        new.mkdir(parents=True)
+        now = int(time.time())
+        for i, m in enumerate(messages):
+            lf = m.replace(b"\r\n", b"\n")
+            (new / f"{now}.M{i}P{os.getpid()}.bench,S={len(lf)},W={len(m)}").write_bytes(lf)
+        for d in (home, *home.rglob("*")):
+            os.chown(d, 65534, 65534)
+        (self.root / "users").write_text(
+            f"{USER}:{{ARGON2ID}}{hash_password(PASSWORD)}:65534:65534::{home}::\n"
+        )
+        conf = self.root / "dovecot.conf"
+        conf.write_text(DOVECOT_CONF.format(root=self.root, host=HOST, port=self._port))
+        self.proc = subprocess.Popen(
+            ["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.children.add(self.proc.pid)
+        wait_port(self._port)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.children.stop(self.proc.pid)
+            self.proc.wait()
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+def measure(target: PostierTarget | DovecotTarget, args: argparse.Namespace) -> dict[str, float]:
+    port = target.port
+    n = args.messages
+    r: dict[str, float] = {}
+    run_async(login_select(port, 2))  # warm up (Dovecot indexes the Maildir here)
+    r["login+select ms"] = 1000 * run_async(login_select(port))
+    timings = run_async(one_client(port, [
+        "UID FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)",
+        "FETCH 1:* BODY.PEEK[]",
+        "SEARCH FROM sender13@client.test",
+        "SEARCH SUBJECT \"bench message 4242\"",
+        "SEARCH TEXT \"no such words anywhere\"",
+    ]))  # fmt: skip
+    (meta_s, meta_n, _), (body_s, _, body_octets), *searches = timings
+    if meta_n != n:
+        raise LoadError(f"{target.name}: metadata FETCH returned {meta_n} of {n}")
+    r["meta msgs/s"] = n / meta_s
+    r["bodies MB/s"] = body_octets / body_s / 1e6
+    for key, (secs, _, _) in zip(("FROM", "SUBJECT", "TEXT"), searches, strict=True):
+        r[f"SEARCH {key} s"] = secs
+    r["small cmds/s (10 clients)"] = run_async(small_commands(port, 10, 3.0, n))
+    r[f"RSS MB, {args.idle} idle"] = run_async(idle_rss(port, target.pid, args.idle))
+    return r
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--messages", type=int, default=10_000, help="INBOX size (default 10000)")
+    p.add_argument("--idle", type=int, default=1000, help="idle connections (default 1000)")
+    p.add_argument("--servers", default="postier,dovecot", help="default postier,dovecot")
+    p.add_argument("--keep", action="store_true", help="keep the temp directory")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    messages = corpus(args.messages)
+    print(f"imap: INBOX of {len(messages)} messages, {sum(map(len, messages)) / 1e6:.0f} MB")
+    children = Children()
+    with workspace("imap", args.keep) as root:
+        try:
+            for name in args.servers.split(","):
+                if name == "dovecot" and (why := DovecotTarget.unavailable()):
+                    print(f"  dovecot skipped: {why}")
+                    continue
+                target: PostierTarget | DovecotTarget = (
+                    PostierTarget(root, children) if name == "postier"
+                    else DovecotTarget(root, children)
+                )  # fmt: skip
+                print(f"  {name}: filling and starting ...", flush=True)
+                target.setup(messages)
+                try:
+                    results[name] = measure(target, args)
+                finally:
+                    target.stop()
+        finally:
+            children.stop_all()
+    return results
+
+
+def report(results: dict[str, dict[str, float]]) -> str:
+    names = list(results)
+    if not names:
+        return "imap: nothing measured"
+    keys = list(results[names[0]])
+    rows: list[list[object]] = []
+    for k in keys:
+        row: list[object] = [k, *(results[n].get(k, "-") for n in names)]
+        if "postier" in results and "dovecot" in results:
+            mine, peer = results["postier"][k], results["dovecot"][k]
+            row.append(f"{mine / peer:.2f}x" if peer else "-")
+        rows.append(row)
+    headers = ["imap", *names] + (["postier/dovecot"] if len(names) == 2 else [])
+    return table(headers, rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    print(report(run(parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

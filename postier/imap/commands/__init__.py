@@ -1,0 +1,137 @@
+"""The IMAP command table and dispatcher: which command runs in which state, and how
+a handler's result becomes the tagged response.
+
+Rules:
+- `TABLE` maps each parsed command type to the states it is valid in (RFC 9051 §6)
+  and its handler. A command in the wrong state is BAD and changes nothing.
+- After the handler and before the tagged line, other sessions' changes to the
+  selected mailbox are announced (`Context.sync`); EXPUNGE/VANISHED is held back
+  during FETCH, STORE, SEARCH and SORT (RFC 9051 §7.5.1) and their UID forms.
+- Store refusals become NO with a response code; any other exception becomes
+  ``NO [SERVERBUG]`` naming the session id, with the traceback in the log.
+- Consecutive BAD answers are counted; `imap.max_bad_commands` of them in a row end
+  the connection with BYE (a client that lost sync, or a flood).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from postier.imap import parse as p
+from postier.imap import responses as r
+from postier.imap.commands import (
+    append,
+    auth,
+    copymove,
+    fetch,
+    flags,
+    idle,
+    mailboxes,
+    quota,
+    search,
+    select,
+    status,
+)
+from postier.imap.commands.context import Context, Refuse, Result, bad, no, store_error
+from postier.imap.session import State
+from postier.store.errors import StoreError
+
+log = logging.getLogger("postier.imap")
+
+Handler = Callable[[Context, Any], Awaitable[Result]]
+
+ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
+NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
+AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+
+
+async def _thread(ctx: Context, cmd: p.Thread) -> Result:
+    return bad("THREAD is not supported")  # not advertised
+
+
+TABLE: dict[type[p.Command], tuple[frozenset[State], Handler]] = {
+    p.Capability: (ANY, auth.capability),
+    p.Noop: (ANY, auth.noop),
+    p.Logout: (ANY, auth.logout),
+    p.Id: (ANY, auth.id_),
+    p.StartTLS: (NOT_AUTH, auth.starttls),
+    p.Login: (NOT_AUTH, auth.login),
+    p.Authenticate: (NOT_AUTH, auth.authenticate),
+    p.Enable: (AUTH, auth.enable),
+    p.Namespace: (AUTH, auth.namespace),
+    p.Select: (AUTH, select.select),
+    p.Examine: (AUTH, select.select),
+    p.Create: (AUTH, mailboxes.create),
+    p.Delete: (AUTH, mailboxes.delete),
+    p.Rename: (AUTH, mailboxes.rename),
+    p.Subscribe: (AUTH, mailboxes.subscribe),
+    p.Unsubscribe: (AUTH, mailboxes.subscribe),
+    p.List: (AUTH, mailboxes.list_),
+    p.Lsub: (AUTH, mailboxes.lsub),
+    p.Status: (AUTH, status.status),
+    p.Append: (AUTH, append.append),
+    p.Idle: (AUTH, idle.idle),
+    p.GetQuota: (AUTH, quota.getquota),
+    p.GetQuotaRoot: (AUTH, quota.getquotaroot),
+    p.SetQuota: (AUTH, quota.setquota),
+    p.Check: (SELECTED, auth.noop),
+    p.Close: (SELECTED, select.close),
+    p.Unselect: (SELECTED, select.unselect),
+    p.Expunge: (SELECTED, select.expunge),
+    p.Search: (SELECTED, search.search),
+    p.Sort: (SELECTED, search.sort),
+    p.Thread: (SELECTED, _thread),
+    p.Fetch: (SELECTED, fetch.fetch),
+    p.Store: (SELECTED, flags.store),
+    p.Copy: (SELECTED, copymove.copy_move),
+    p.Move: (SELECTED, copymove.copy_move),
+}
+
+#: RFC 9051 §7.5.1: no EXPUNGE while answering these
+NO_EXPUNGE = (p.Fetch, p.Store, p.Search, p.Sort, p.Thread)
+
+
+def _wrong_state(state: State, allowed: frozenset[State]) -> Result:
+    if state is State.NOT_AUTHENTICATED:
+        return bad("Log in first")
+    if State.NOT_AUTHENTICATED in allowed:
+        return bad("Already logged in")
+    return bad("No mailbox selected")
+
+
+async def dispatch(ctx: Context, cmd: p.Command) -> None:
+    """Run one command and write its tagged response (after pending updates)."""
+    s = ctx.session
+    entry = TABLE.get(type(cmd))
+    if entry is None:  # pragma: no cover - the parser only makes commands in TABLE
+        result = bad("Unknown command")
+    elif s.state not in entry[0]:
+        result = _wrong_state(s.state, entry[0])
+    else:
+        try:
+            result = await entry[1](ctx, cmd)
+        except Refuse as e:
+            result = e.result
+        except StoreError as e:
+            log.info("sid=%s %s refused by the store: %s", s.sid, cmd.name, e)
+            result = store_error(e)
+        except (ConnectionError, OSError):
+            raise
+        except Exception:
+            log.exception("sid=%s %s failed", s.sid, cmd.name)
+            result = no(f"Internal error, session {s.sid}", r.SERVERBUG)
+    if not result.status:
+        return  # the handler answered already (STARTTLS) or the client went away
+    if s.state is State.SELECTED:
+        try:
+            await ctx.sync(allow_expunge=not isinstance(cmd, NO_EXPUNGE))
+        except StoreError:
+            log.exception("sid=%s cannot read mailbox changes", s.sid)
+    ctx.send(r.tagged(cmd.tag, result.status, result.text, result.code))
+    if result.status == "BAD":
+        ctx.count_bad()
+    else:
+        s.bad_commands = 0

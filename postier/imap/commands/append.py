@@ -1,0 +1,61 @@
+"""APPEND (RFC 9051 §6.3.12) with MULTIAPPEND (RFC 3502), literal8 (BINARY, RFC 3516
+§4.4), UTF8 (RFC 6855 §4), APPENDUID (UIDPLUS, RFC 4315 §3) and APPENDLIMIT
+(RFC 7889).
+
+Rules:
+- A missing target mailbox is ``NO [TRYCREATE]`` (RFC 9051 §6.3.12).
+- MULTIAPPEND is all or nothing (RFC 3502 §6.3.11): when a later message fails, the
+  ones already stored are removed again before the NO.
+- Literals above APPENDLIMIT never reach here: the receiver refuses them with
+  ``NO [TOOBIG]`` before the client sends them.
+- A zero-length message is refused: it is no RFC 5322 message.
+- \\Recent in the flag list is ignored (it cannot be set, RFC 9051 §2.3.2).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from postier.imap import parse as p
+from postier.imap import responses as r
+from postier.imap.commands.context import Context, Result, no, ok
+from postier.store.errors import QuotaExceeded, StoreError
+from postier.store.models import Message, Uid
+
+log = logging.getLogger("postier.imap")
+
+
+async def append(ctx: Context, cmd: p.Append) -> Result:
+    mbox = await ctx.mailbox(cmd.mailbox)
+    if mbox is None:
+        return no("No such mailbox", r.TRYCREATE)
+    for m in cmd.messages:
+        if not m.data:
+            return no("Empty message refused")
+    stored: list[Message] = []
+    try:
+        for m in cmd.messages:
+            flags = frozenset(f for f in m.flags if f != "\\Recent")
+            stored.append(await ctx.store.append(mbox.id, m.data, flags, m.internal_date))
+    except QuotaExceeded:
+        await _undo(ctx, mbox.id, stored)
+        return no("Quota exceeded", r.OVERQUOTA)  # RFC 9208 §4.4
+    except StoreError as e:
+        await _undo(ctx, mbox.id, stored)
+        return no(f"Cannot append: {e}", r.CANNOT)
+    view = ctx.session.view
+    if view is not None and view.mailbox_id == mbox.id:
+        view.dirty = True  # RFC 9051 §6.3.12: EXISTS for the selected mailbox
+    code = r.code_appenduid(mbox.uidvalidity, [m.uid for m in stored])
+    return ok("APPEND completed", code)
+
+
+async def _undo(ctx: Context, mailbox_id: int, stored: list[Message]) -> None:
+    if not stored:
+        return
+    try:
+        await ctx.store.expunge(
+            stored[0].mailbox_id, [Uid(m.uid) for m in stored], flagged_only=False
+        )
+    except StoreError:
+        log.exception("sid=%s MULTIAPPEND undo failed", ctx.session.sid)

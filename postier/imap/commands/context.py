@@ -1,0 +1,240 @@
+"""What every command handler works with: the session, the store, the settings, and
+the I/O primitives the adapter provides (`Context`); the result type handlers return.
+
+Rules:
+- A handler is ``async def handle(ctx, cmd) -> Result``. It writes untagged data
+  with `ctx.send`; the dispatcher (`commands.dispatch`) writes the tagged line after
+  `ctx.sync` has announced other sessions' changes (EXPUNGE only where allowed).
+- A handler refuses with `Refuse` (or returns a NO/BAD `Result`); store errors it does
+  not catch become NO with a response code in the dispatcher; anything else is a
+  server bug: ``NO [SERVERBUG]`` with the session id, and a traceback in the log.
+- Every mailbox is looked up through `ctx.mailbox(name)`, which is scoped by the
+  session's user id: no name reaches another user's mailboxes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from postier.imap import responses as r
+from postier.imap.receiver import Event
+from postier.imap.session import MailboxView, RecentClaims, Session, State
+from postier.store.api import Store, Subscription
+from postier.store.errors import StoreError
+from postier.store.feed import SubscriptionClosed
+from postier.store.models import Mailbox
+
+if TYPE_CHECKING:
+    from postier.auth.service import AuthService
+    from postier.config.schema import Settings
+
+log = logging.getLogger("postier.imap")
+
+#: written back by ID (RFC 2971 §3.3)
+SERVER_ID = (("name", "postier"), ("vendor", "postier"), ("version", "0.1.0"))
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # OK, NO, BAD
+    text: str
+    code: str | None = None
+
+
+def ok(text: str, code: str | None = None) -> Result:
+    return Result("OK", text, code)
+
+
+def no(text: str, code: str | None = None) -> Result:
+    return Result("NO", text, code)
+
+
+def bad(text: str, code: str | None = None) -> Result:
+    return Result("BAD", text, code)
+
+
+class Refuse(Exception):
+    """Raised by a handler to answer NO/BAD at once."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.text)
+        self.result = result
+
+
+class Context:
+    """One connection as the handlers see it; `postier.imap.server` provides the I/O."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        auth: AuthService,
+        session: Session,
+        recent: RecentClaims,
+        *,
+        peer_ip: str,
+        plaintext_ok: bool,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.auth = auth
+        self.session = session
+        self.recent = recent
+        self.peer_ip = peer_ip
+        self.plaintext_ok = plaintext_ok
+        self.feed: Subscription | None = None
+
+    # --- I/O, provided by the adapter -------------------------------------------------
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def drain(self) -> None:
+        raise NotImplementedError
+
+    async def maybe_drain(self) -> None:
+        """Wait for the socket when much output is queued (large FETCH)."""
+
+    async def next_event(self) -> Event:
+        """The receiver's next event, reading from the client as needed."""
+        raise NotImplementedError
+
+    def receiver_expect_continuation(self, tag: str) -> None:
+        """The next client line is an AUTHENTICATE response (receiver mode)."""
+        raise NotImplementedError
+
+    def count_bad(self) -> None:
+        """One more BAD answer in a row: past the limit, say BYE and log out."""
+        s = self.session
+        s.bad_commands += 1
+        if s.bad_commands >= self.settings.imap.max_bad_commands:
+            self.send(r.bye("Too many invalid commands"))
+            s.state = State.LOGOUT
+
+    async def idle(self, tag: str) -> Result:
+        raise NotImplementedError
+
+    async def start_tls(self) -> bool:
+        raise NotImplementedError
+
+    # --- capabilities ------------------------------------------------------------------
+    def capabilities(self) -> list[str]:
+        s = self.session
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE"]
+        if s.state is State.NOT_AUTHENTICATED:
+            if not s.tls:
+                caps.append("STARTTLS")
+            if s.tls or self.plaintext_ok:
+                caps.append("AUTH=PLAIN")
+            else:
+                caps.append("LOGINDISABLED")  # RFC 9051 §6.2.3
+            return caps
+        caps += [
+            "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
+            "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE",
+            "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY",
+            "WITHIN", "BINARY", "MULTIAPPEND", "UTF8=ACCEPT", "QUOTA", "QUOTA=RES-STORAGE",
+            f"APPENDLIMIT={self.settings.imap.max_literal_size}",
+        ]  # fmt: skip
+        return caps
+
+    # --- mailboxes ---------------------------------------------------------------------
+    async def mailbox(self, name: str) -> Mailbox | None:
+        """The session user's mailbox called `name` (never anyone else's)."""
+        user = self.session.user
+        assert user is not None
+        return await self.store.get_mailbox(user.id, name)
+
+    # --- change feed -------------------------------------------------------------------
+    def subscribe(self) -> None:
+        user = self.session.user
+        assert user is not None
+        if self.feed is not None:
+            self.feed.close()
+        self.feed = self.store.subscribe(user.id)
+
+    def poll_feed(self) -> None:
+        """Mark the view dirty when the feed has news for the selected mailbox."""
+        view = self.session.view
+        if self.feed is None:
+            return
+        while True:
+            try:
+                change = self.feed.get_nowait()
+            except SubscriptionClosed:  # overflow or store closing: re-check everything
+                self.subscribe()
+                if view is not None:
+                    view.dirty = True
+                return
+            if change is None:
+                return
+            if view is not None and change.mailbox_id == view.mailbox_id:
+                view.dirty = True
+
+    async def sync(self, *, allow_expunge: bool) -> None:
+        """Learn what changed in the selected mailbox and send the untagged updates the
+        client may receive now (RFC 9051 §7.4.1, §7.5.1; RFC 7162 §3.2.10)."""
+        view = self.session.view
+        if view is None:
+            return
+        self.poll_feed()
+        if view.dirty:
+            view.dirty = False
+            mbox = await self.store.get_mailbox_by_id(view.mailbox_id)
+            if mbox is None or mbox.uidvalidity != view.uidvalidity:
+                # deleted (or renamed away and recreated) under us
+                self.send(r.bye("Selected mailbox was deleted"))
+                self.session.state = State.LOGOUT
+                return
+            changed = await self.store.changed_since(view.mailbox_id, view.baseline)  # type: ignore[arg-type]
+            vanished = await self.store.vanished_since(view.mailbox_id, view.baseline)  # type: ignore[arg-type]
+            view.apply(changed, vanished, mbox.highestmodseq, self.recent)
+        self.emit(view, allow_expunge=allow_expunge)
+
+    def emit(self, view: MailboxView, *, allow_expunge: bool) -> None:
+        s = self.session
+        up = view.take_updates(allow_expunge=allow_expunge)
+        if up.expunged:
+            if s.qresync:
+                self.send(r.vanished(u for _, u in up.expunged))  # RFC 7162 §3.2.10
+            else:
+                for seq, _ in up.expunged:
+                    self.send(r.expunge(seq))
+        if up.exists is not None:
+            self.send(r.exists(up.exists))
+            if not s.rev2 and up.recent is not None:
+                self.send(r.recent(up.recent))
+        for seq, uid in up.flags:
+            self.send(self.flags_fetch(view, seq, uid))
+
+    def flags_fetch(self, view: MailboxView, seq: int, uid: int) -> bytes:
+        """An unsolicited ``* n FETCH (UID u FLAGS (...) [MODSEQ (m)])``; UID always,
+        as QRESYNC requires it (RFC 7162 §3.2.4)."""
+        items: list[tuple[str, r.FetchValue]] = [
+            ("UID", uid),
+            ("FLAGS", view.flags_of(uid, with_recent=not self.session.rev2)),
+        ]
+        if self.session.condstore:
+            items.append(("MODSEQ", r.Raw(b"(%d)" % view.modseq(uid))))
+        return r.fetch(seq, items)
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
+
+
+def store_error(e: StoreError) -> Result:
+    """A store refusal the handler did not map itself."""
+    from postier.store.errors import Conflict, Invalid, NotFound, QuotaExceeded
+
+    if isinstance(e, NotFound):
+        return no("No such mailbox", r.NONEXISTENT)
+    if isinstance(e, Conflict):
+        return no(str(e), r.ALREADYEXISTS)
+    if isinstance(e, QuotaExceeded):
+        return no("Quota exceeded", r.OVERQUOTA)
+    if isinstance(e, Invalid):
+        return no(str(e), r.CANNOT)
+    return no("Temporary storage failure", r.UNAVAILABLE)

@@ -1,0 +1,216 @@
+"""Mailbox management: LIST (RFC 9051 §6.3.9 with LIST-EXTENDED RFC 5258, SPECIAL-USE
+RFC 6154, CHILDREN RFC 3348, LIST-STATUS RFC 5819), LSUB (RFC 3501 §6.3.9), CREATE
+(with USE, RFC 6154 §3), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE.
+
+Rules:
+- One personal namespace, no prefix, "/" as the delimiter. Names beginning with
+  "#" or "~" are refused by CREATE and RENAME: those prefixes are namespace syntax
+  (RFC 9051 §5.1.2, §6.3.10) and must never look like another user's folders;
+  so are "." and ".." as hierarchy levels, which clients mirroring folders to disk
+  would turn into paths.
+- Whatever a client names, lookups go through the store with the session's user id,
+  so "../bob", "~bob/INBOX", "/etc/passwd" or their modified UTF-7 spellings are
+  (at most) folders of the user's own.
+- LIST always gives \\HasChildren / \\HasNoChildren and the special-use attribute;
+  \\Subscribed with the SUBSCRIBED selection or return option (RFC 5258 §3.4).
+- Patterns: "*" matches anything, "%" anything but the delimiter (RFC 9051
+  §6.3.9); the reference is prefixed to the pattern as written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from postier.imap import parse as p
+from postier.imap import responses as r
+from postier.imap.commands.context import Context, Result, no, ok
+from postier.imap.commands.status import status_items
+from postier.imap.session import State
+from postier.store.errors import Conflict, Invalid, NotFound
+from postier.store.models import Mailbox
+
+DELIMITER = "/"
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """list-mailbox wildcards → a regex over full names (RFC 9051 §6.3.9)."""
+    if pattern[:5].upper() == "INBOX":
+        pattern = "INBOX" + pattern[5:]  # RFC 9051 §5.1: INBOX is case-insensitive
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _matches(regex: re.Pattern[str], name: str) -> bool:
+    return regex.fullmatch(name) is not None
+
+
+def _has_children(name: str, names: set[str]) -> bool:
+    prefix = name + DELIMITER
+    return any(n.startswith(prefix) for n in names)
+
+
+def _refuse_name(name: str) -> Result | None:
+    if name.startswith(("#", "~")):
+        return no("Mailbox names may not start with # or ~", r.CANNOT)
+    if any(level in (".", "..") for level in name.split(DELIMITER)):
+        # never paths here, but clients that mirror folders to disk (mbsync, Maildir)
+        # would make them paths
+        return no("Mailbox name levels may not be . or ..", r.CANNOT)
+    return None
+
+
+async def list_(ctx: Context, cmd: p.List) -> Result:
+    s = ctx.session
+    if cmd.patterns == ("",) and not cmd.extended:
+        # RFC 9051 §6.3.9: the delimiter and root of the reference
+        ctx.send(r.list_response("", ("\\Noselect",), utf8=s.utf8))
+        return ok("LIST completed")
+    assert s.user is not None
+    mailboxes = await ctx.store.list_mailboxes(s.user.id)
+    await _send_list(ctx, cmd, mailboxes)
+    return ok("LIST completed")
+
+
+async def _send_list(ctx: Context, cmd: p.List, mailboxes: list[Mailbox]) -> None:
+    s = ctx.session
+    names = {m.name for m in mailboxes}
+    regexes = [pattern_regex(cmd.reference + pat) for pat in cmd.patterns if pat]
+    subscribed_sel = "SUBSCRIBED" in cmd.selection
+    special_sel = "SPECIAL-USE" in cmd.selection
+    recursive = "RECURSIVEMATCH" in cmd.selection
+    show_subscribed = subscribed_sel or "SUBSCRIBED" in cmd.returns
+    # RFC 6154 §2: attributes are returned unless only selection asked for them
+    show_special = True
+    subscribed_names = {m.name for m in mailboxes if m.subscribed}
+    for m in mailboxes:
+        if not any(_matches(rx, m.name) for rx in regexes):
+            continue
+        childinfo: list[str] = []
+        if subscribed_sel and m.name not in subscribed_names:
+            if recursive and _has_children(m.name, subscribed_names):
+                childinfo = ["SUBSCRIBED"]  # RFC 5258 §4
+            else:
+                continue
+        if special_sel and m.special_use is None:
+            continue
+        attrs = ["\\HasChildren" if _has_children(m.name, names) else "\\HasNoChildren"]
+        if show_subscribed and m.name in subscribed_names:
+            attrs.append("\\Subscribed")
+        if show_special and m.special_use:
+            attrs.append(m.special_use)
+        ctx.send(r.list_response(m.name, attrs, utf8=s.utf8, childinfo=childinfo))
+        if "STATUS" in cmd.returns and not childinfo:
+            items = await status_items(ctx, m, cmd.status_items)  # RFC 5819 §2
+            ctx.send(r.status(m.name, items, utf8=s.utf8))
+
+
+async def lsub(ctx: Context, cmd: p.Lsub) -> Result:
+    s = ctx.session
+    if cmd.pattern == "":
+        ctx.send(r.list_response("", ("\\Noselect",), utf8=s.utf8, kind="LSUB"))
+        return ok("LSUB completed")
+    assert s.user is not None
+    mailboxes = await ctx.store.list_mailboxes(s.user.id)
+    regex = pattern_regex(cmd.reference + cmd.pattern)
+    subscribed = {m.name for m in mailboxes if m.subscribed}
+    for name in sorted(_with_parents(subscribed)):
+        if not _matches(regex, name):
+            continue
+        if name in subscribed:
+            ctx.send(r.list_response(name, (), utf8=s.utf8, kind="LSUB"))
+        elif "%" in cmd.pattern:
+            # RFC 3501 §6.3.9: an unsubscribed parent matched by "%" is \Noselect
+            ctx.send(r.list_response(name, ("\\Noselect",), utf8=s.utf8, kind="LSUB"))
+    return ok("LSUB completed")
+
+
+def _with_parents(names: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for n in names:
+        levels = n.split(DELIMITER)
+        for i in range(1, len(levels) + 1):
+            out.add(DELIMITER.join(levels[:i]))
+    return out
+
+
+async def create(ctx: Context, cmd: p.Create) -> Result:
+    s = ctx.session
+    assert s.user is not None
+    name = cmd.mailbox.rstrip(DELIMITER)  # RFC 9051 §6.3.4: a trailing delimiter is a hint
+    refused = _refuse_name(name)
+    if refused is not None:
+        return refused
+    if name == "INBOX":
+        return no("INBOX exists already", r.ALREADYEXISTS)
+    if len(cmd.special_use) > 1:
+        return no("Only one special-use attribute per mailbox", r.USEATTR)
+    use = cmd.special_use[0] if cmd.special_use else None
+    try:
+        await ctx.store.create_mailbox(s.user.id, name, use)
+    except Conflict:
+        return no("Mailbox exists already", r.ALREADYEXISTS)
+    except Invalid as e:
+        if use is not None and "special-use" in str(e):
+            return no(f"Unsupported special-use attribute {use}", r.USEATTR)  # RFC 6154 §3
+        return no(f"Invalid mailbox name: {e}", r.CANNOT)
+    return ok("CREATE completed")
+
+
+async def delete(ctx: Context, cmd: p.Delete) -> Result:
+    s = ctx.session
+    assert s.user is not None
+    if cmd.mailbox == "INBOX":
+        return no("INBOX cannot be deleted", r.CANNOT)  # RFC 9051 §6.3.5
+    selected = s.view is not None and s.view.name == cmd.mailbox
+    try:
+        await ctx.store.delete_mailbox(s.user.id, cmd.mailbox)
+    except NotFound:
+        return no("No such mailbox", r.NONEXISTENT)
+    except Conflict:
+        return no("Mailbox has children, delete them first", r.HASCHILDREN)
+    except Invalid as e:
+        return no(str(e), r.CANNOT)
+    if selected:
+        s.view = None
+        s.state = State.AUTHENTICATED
+    return ok("DELETE completed")
+
+
+async def rename(ctx: Context, cmd: p.Rename) -> Result:
+    s = ctx.session
+    assert s.user is not None
+    new = cmd.new.rstrip(DELIMITER)
+    refused = _refuse_name(new)
+    if refused is not None:
+        return refused
+    if new == "INBOX":
+        return no("INBOX exists already", r.ALREADYEXISTS)
+    try:
+        await ctx.store.rename_mailbox(s.user.id, cmd.old, new)
+    except NotFound:
+        return no("No such mailbox", r.NONEXISTENT)
+    except Conflict:
+        return no("Target mailbox exists already", r.ALREADYEXISTS)
+    except Invalid as e:
+        return no(f"Cannot rename: {e}", r.CANNOT)
+    if s.view is not None and s.view.name == cmd.old and cmd.old != "INBOX":
+        s.view.name = new
+    return ok("RENAME completed")
+
+
+async def subscribe(ctx: Context, cmd: p.Subscribe | p.Unsubscribe) -> Result:
+    s = ctx.session
+    assert s.user is not None
+    try:
+        await ctx.store.set_subscribed(s.user.id, cmd.mailbox, isinstance(cmd, p.Subscribe))
+    except (NotFound, Invalid):
+        return no("No such mailbox", r.NONEXISTENT)
+    return ok(f"{cmd.name} completed")

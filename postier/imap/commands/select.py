@@ -1,0 +1,149 @@
+"""SELECT, EXAMINE, CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE (RFC 9051 §6.3.2,
+§6.3.3, §6.4.1, §6.4.2, §6.4.3; RFC 4315 §2.1; RFC 7162 §3.1.2, §3.2.5).
+
+Rules:
+- Selecting while a mailbox is selected closes it first, without expunging, and says
+  so with ``* OK [CLOSED]`` (RFC 9051 §6.3.2, RFC 7162 §3.2.11).
+- The SELECT answer lists FLAGS, EXISTS, UIDVALIDITY, UIDNEXT, PERMANENTFLAGS and
+  HIGHESTMODSEQ; IMAP4rev1 sessions also get RECENT and ``OK [UNSEEN n]``,
+  IMAP4rev2 sessions the mailbox's LIST line instead (RFC 9051 §6.3.2).
+- QRESYNC (RFC 7162 §3.2.5): when the client's UIDVALIDITY matches, what vanished
+  and what changed since its MODSEQ is sent before the tagged OK.
+- CLOSE expunges silently (no EXPUNGE responses) unless the mailbox is read-only.
+"""
+
+from __future__ import annotations
+
+from postier.imap import parse as p
+from postier.imap import responses as r
+from postier.imap.commands.context import Context, Result, bad, no, ok
+from postier.imap.session import BadSequence, MailboxView, State
+from postier.store.models import SYSTEM_FLAGS, Mailbox, Message, ModSeq, Uid
+
+
+async def select(ctx: Context, cmd: p.Select) -> Result:
+    s = ctx.session
+    if cmd.qresync is not None and not s.qresync:
+        return bad("QRESYNC is not enabled")  # RFC 7162 §3.2.5
+    if s.view is not None:
+        s.view = None
+        s.state = State.AUTHENTICATED
+        ctx.send(r.untagged_status("OK", "Previous mailbox is now closed", r.CLOSED))
+    s.saved = []
+    if cmd.condstore:
+        s.enabled.add("CONDSTORE")  # RFC 7162 §3.1.8: a CONDSTORE parameter enables it
+    mbox = await ctx.mailbox(cmd.mailbox)
+    if mbox is None:
+        return no("No such mailbox", r.NONEXISTENT)
+    messages = await list_compact(ctx, mbox)
+    uids: list[int] = [m.uid for m in messages]
+    if cmd.readonly:
+        last = ctx.recent.last(mbox.id)
+        recent: set[int] = {u for u in uids if u > last}  # EXAMINE shows \Recent, claims nothing
+    else:
+        recent = ctx.recent.claim(mbox.id, uids)
+    view = MailboxView(mbox, messages, readonly=cmd.readonly, recent=recent)
+    keywords = view.keywords()
+    ctx.send(r.flags(SYSTEM_FLAGS | keywords))
+    ctx.send(r.exists(view.exists))
+    if not s.rev2:
+        ctx.send(r.recent(len(recent)))
+        unseen = next((i for i, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
+        if unseen is not None:
+            ctx.send(r.untagged_status("OK", "First unseen", r.code_unseen(unseen)))
+    ctx.send(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(mbox.uidvalidity)))
+    ctx.send(r.untagged_status("OK", "Predicted next UID", r.code_uidnext(view.uidnext)))
+    if cmd.readonly:
+        ctx.send(r.untagged_status("OK", "Read-only mailbox", "PERMANENTFLAGS ()"))
+    else:
+        ctx.send(
+            r.untagged_status(
+                "OK", "Flags permitted", r.code_permanentflags(SYSTEM_FLAGS | keywords)
+            )
+        )
+    ctx.send(r.untagged_status("OK", "Highest", r.code_highestmodseq(mbox.highestmodseq)))
+    if s.rev2:
+        ctx.send(r.list_response(mbox.name, (), utf8=s.utf8))  # RFC 9051 §6.3.2
+    s.view = view
+    s.state = State.SELECTED
+    if cmd.qresync is not None and cmd.qresync.uidvalidity == mbox.uidvalidity:
+        await _qresync(ctx, view, cmd.qresync)
+    code = r.READ_ONLY if cmd.readonly else r.READ_WRITE
+    return ok(f"{cmd.name} completed", code)
+
+
+#: UIDs per store query when listing a mailbox at SELECT (grows when sparse)
+LIST_WINDOW = 2000
+
+
+async def list_compact(ctx: Context, mbox: Mailbox) -> list[Message]:
+    """The mailbox's messages, read in UID windows so the rows (which carry their
+    summaries) of a large mailbox are never all in memory at once: a thousand
+    clients selecting a 10,000-message INBOX must not each hold 20 MB, even briefly.
+    Only UID, flags and MODSEQ are kept (the summaries are dropped at once)."""
+    out: list[Message] = []
+    lo, window = 1, LIST_WINDOW
+    top = mbox.uidnext - 1
+    while lo <= top:
+        hi = lo + window - 1
+        rows = await ctx.store.list_messages(mbox.id, lo, hi)
+        out.extend(
+            Message(m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id)
+            for m in rows
+        )
+        if len(rows) < window // 4:
+            window *= 2  # sparse UIDs (after many expunges): fewer, wider queries
+        lo = hi + 1
+    # messages that arrived after the mailbox row was read
+    out.extend(await ctx.store.list_messages(mbox.id, max(lo, top + 1)))
+    return out
+
+
+async def _qresync(ctx: Context, view: MailboxView, q: p.QResync) -> None:
+    """RFC 7162 §3.2.5.2: VANISHED (EARLIER) then FETCH for what changed."""
+    gone = await ctx.store.vanished_since(view.mailbox_id, ModSeq(q.modseq))
+    if q.known_uids is not None:
+        gone = [u for u in gone if q.known_uids.contains(u, max(gone, default=0))]
+    if gone:
+        ctx.send(r.vanished(gone, earlier=True))
+    for seq, uid in enumerate(view.uids, 1):
+        if view.modseq(uid) > q.modseq:
+            ctx.send(ctx.flags_fetch(view, seq, uid))
+
+
+async def close(ctx: Context, cmd: p.Close) -> Result:
+    s = ctx.session
+    view = s.view
+    assert view is not None
+    if not view.readonly:
+        await ctx.store.expunge(view.mailbox_id)  # RFC 9051 §6.4.1: silently
+    s.view = None
+    s.state = State.AUTHENTICATED
+    s.saved = []
+    return ok("CLOSE completed")
+
+
+async def unselect(ctx: Context, cmd: p.Unselect) -> Result:
+    s = ctx.session
+    s.view = None
+    s.state = State.AUTHENTICATED
+    s.saved = []
+    return ok("UNSELECT completed")  # RFC 3691: no expunge
+
+
+async def expunge(ctx: Context, cmd: p.Expunge) -> Result:
+    view = ctx.session.view
+    assert view is not None
+    if view.readonly:
+        return no("Mailbox is read-only", r.READ_ONLY)
+    uids: list[Uid] | None = None
+    if cmd.uids is not None:  # RFC 4315 §2.1: only these UIDs
+        try:
+            uids = [Uid(u) for _, u in view.resolve(cmd.uids, uid=True, saved=ctx.session.saved)]
+        except BadSequence as e:
+            return bad(str(e))
+        if not uids:
+            return ok("EXPUNGE completed")
+    removed = await ctx.store.expunge(view.mailbox_id, uids)
+    view.remove(removed)
+    return ok("EXPUNGE completed")

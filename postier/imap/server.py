@@ -1,0 +1,311 @@
+"""The IMAP asyncio adapter: moves bytes between the socket and the sans-IO
+`Receiver`, parses commands, runs them through `commands.dispatch`, and drives
+STARTTLS, AUTHENTICATE continuations, IDLE, timeouts and shutdown.
+
+Rules:
+- Commands run one at a time in arrival order; pipelined commands are read from the
+  receiver's buffer without waiting. Output is flushed whenever the receiver needs
+  more input, and during large responses when the socket buffer passes
+  `HIGH_WATER` (backpressure).
+- Synchronising literals get ``+ Ready`` only when acceptable: before login, a
+  literal above `imap.max_unauth_literal` is refused (RFC 9051 §11.3: protect the
+  server from unauthenticated clients); above `imap.max_literal_size` the receiver
+  refuses it with ``NO [TOOBIG]`` (APPENDLIMIT, RFC 7889).
+- STARTTLS: the tagged OK is flushed, then the handshake; bytes the client pipelined
+  after STARTTLS are thrown away with the old receiver (RFC 9051 §6.2.1, the
+  CVE-2011-0411 class of injection).
+- A connection silent for `imap.idle_timeout` (also while idling) gets ``* BYE`` and
+  is closed (RFC 9051 §5.4); on server shutdown every session gets ``* BYE``.
+- IDLE waits on the socket and the user's change feed at once; a feed event for the
+  selected mailbox is announced at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from postier.imap import responses as r
+from postier.imap.commands import dispatch
+from postier.imap.commands.context import Context, Result, bad, ok
+from postier.imap.errors import ParseError
+from postier.imap.parse import parse_command
+from postier.imap.receiver import (
+    NEED_DATA,
+    BadInput,
+    ConnectionClosed,
+    Event,
+    IdleDone,
+    NeedLiteral,
+    RawCommand,
+    Receiver,
+)
+from postier.imap.session import RecentClaims, Session, State
+from postier.store.feed import SubscriptionClosed
+from postier.store.models import Change
+
+if TYPE_CHECKING:
+    from postier.server.app import App
+    from postier.server.listeners import Connection, Handler
+
+log = logging.getLogger("postier.imap")
+
+READ_SIZE = 64 * 1024
+#: flush output during a command once this much is queued
+HIGH_WATER = 256 * 1024
+#: after a feed event in IDLE, wait this long for more before reading the store
+IDLE_BATCH = 0.02
+
+
+def make_handler(app: App, name: str) -> Handler:
+    recent = RecentClaims()
+
+    async def handle(conn: Connection) -> None:
+        await ImapConnection(app, conn, recent).run()
+
+    return handle
+
+
+class ImapConnection(Context):
+    def __init__(self, app: App, conn: Connection, recent: RecentClaims) -> None:
+        session = Session(sid=conn.sid, tls=conn.tls)
+        plaintext_ok = conn.is_loopback or app.settings.tls.allow_plaintext_auth
+        super().__init__(
+            app.store,
+            app.settings,
+            app.auth,
+            session,
+            recent,
+            peer_ip=conn.peer_ip,
+            plaintext_ok=plaintext_ok,
+        )
+        self.app = app
+        self.conn = conn
+        self.receiver = self._new_receiver()
+        self._read_task: asyncio.Task[bytes] | None = None
+        self._stop_task: asyncio.Task[bool] | None = None
+
+    def _new_receiver(self) -> Receiver:
+        s = self.settings.imap
+        return Receiver(max_line_length=s.max_line_length, max_literal_size=s.max_literal_size)
+
+    # --- I/O primitives --------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.conn.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.conn.writer.drain()
+
+    async def maybe_drain(self) -> None:
+        if self.conn.writer.transport.get_write_buffer_size() > HIGH_WATER:
+            await self.conn.writer.drain()
+
+    def _reading(self) -> asyncio.Task[bytes]:
+        if self._read_task is None:
+            self._read_task = asyncio.ensure_future(self.conn.reader.read(READ_SIZE))
+        return self._read_task
+
+    def _stopping(self) -> asyncio.Task[bool]:
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self.app.stopping.wait())
+        return self._stop_task
+
+    async def _read(self, limit: float) -> bytes | None:
+        """Bytes from the client (b"" at EOF); None on timeout or server shutdown."""
+        read = self._reading()
+        done, _ = await asyncio.wait(
+            {read, self._stopping()}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+        )
+        if read in done:
+            self._read_task = None
+            return read.result()
+        return None
+
+    def _goodbye(self) -> None:
+        if self.app.stopping.is_set():
+            self.send(r.bye("Server shutting down", r.UNAVAILABLE))
+        else:
+            self.send(r.bye("Autologout: idle for too long"))
+        self.session.state = State.LOGOUT
+
+    async def next_event(self) -> Event:
+        while True:
+            ev = self.receiver.next()
+            if ev is not NEED_DATA:
+                return ev
+            await self.drain()
+            data = await self._read(self.settings.imap.idle_timeout)
+            if data is None:
+                self._goodbye()
+                return ConnectionClosed()
+            self.receiver.receive_data(data)
+
+    def receiver_expect_continuation(self, tag: str) -> None:
+        self.receiver.expect_continuation(tag)
+
+    async def start_tls(self) -> bool:
+        try:
+            await self.conn.writer.start_tls(self.app.tls_context)
+        except (OSError, ConnectionError, ssl.SSLError) as e:
+            log.info("sid=%s TLS handshake failed: %s", self.session.sid, e)
+            return False
+        self.session.tls = True
+        self.receiver = self._new_receiver()  # drop anything pipelined in plaintext
+        log.info("sid=%s TLS started %s", self.session.sid, self.conn.tls_info())
+        return True
+
+    # --- the session loop ------------------------------------------------------------
+    async def run(self) -> None:
+        log.info(
+            "sid=%s connect client=%s listener=%s",
+            self.session.sid,
+            self.conn.peer_ip,
+            self.conn.listener,
+        )
+        try:
+            greeting = f"{self.settings.server.hostname} IMAP4rev2 server ready"
+            self.send(r.untagged_status("OK", greeting, r.code_capability(self.capabilities())))
+            await self._loop()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.drain()
+        finally:
+            self.close()
+            for task in (self._read_task, self._stop_task):
+                if task is not None:
+                    task.cancel()
+            log.info("sid=%s disconnect", self.session.sid)
+            # close here rather than leave it to the listener, so the transport is
+            # gone before a shutdown that follows at once stops the loop
+            self.conn.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.writer.wait_closed(), 1)
+
+    async def _loop(self) -> None:
+        while self.session.state is not State.LOGOUT:
+            ev = self.receiver.next()
+            if ev is NEED_DATA:
+                await self.drain()
+                data = await self._read(self.settings.imap.idle_timeout)
+                if data is None:
+                    self._goodbye()
+                    return
+                self.receiver.receive_data(data)
+            elif isinstance(ev, RawCommand):
+                await self._command(ev)
+            elif isinstance(ev, NeedLiteral):
+                self._literal(ev)
+            elif isinstance(ev, BadInput):
+                self.send(ev.response())
+                if ev.fatal:
+                    return
+                self.count_bad()
+            elif isinstance(ev, ConnectionClosed):
+                return
+            # ContinuationLine / IdleDone only arrive in modes a handler is waiting in
+
+    def _literal(self, ev: NeedLiteral) -> None:
+        limit = self.settings.imap.max_unauth_literal
+        if self.session.state is State.NOT_AUTHENTICATED and ev.size > limit:
+            self.receiver.refuse_literal()
+            status = "BAD" if ev.non_sync else "NO"
+            text = "Literal too large before authentication"
+            if ev.tag is None:
+                self.send(r.untagged_status("BAD", text, r.TOOBIG))
+            else:
+                self.send(r.tagged(ev.tag, status, text, r.TOOBIG))
+            self.count_bad()
+            return
+        if not ev.non_sync:
+            self.send(r.continuation("Ready for literal data"))
+
+    async def _command(self, raw: RawCommand) -> None:
+        try:
+            cmd = parse_command(raw, utf8=self.session.utf8)
+        except ParseError as e:
+            self.send(e.response())
+            if e.fatal:
+                self.session.state = State.LOGOUT
+            elif e.status == "BAD":
+                self.count_bad()
+            return
+        await dispatch(self, cmd)
+
+    # --- IDLE --------------------------------------------------------------------------
+    async def idle(self, tag: str) -> Result:
+        self.send(r.continuation("idling"))
+        self.receiver.start_idle(tag)
+        if self.session.view is not None:
+            await self.sync(allow_expunge=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.imap.idle_timeout
+        while True:
+            ev = self.receiver.next()
+            if isinstance(ev, IdleDone):
+                return ok("IDLE terminated")
+            if isinstance(ev, BadInput):
+                if ev.fatal:
+                    self.send(ev.response())
+                    self.session.state = State.LOGOUT
+                    return Result("", "")
+                return bad(ev.text, ev.code)
+            if isinstance(ev, ConnectionClosed):
+                self.session.state = State.LOGOUT
+                return Result("", "")
+            if ev is not NEED_DATA:  # pragma: no cover - IDLE mode yields nothing else
+                return bad("Expected DONE")
+            await self.drain()
+            got = await self._idle_wait(deadline - loop.time())
+            if got is None:
+                self._goodbye()
+                return Result("", "")
+            if isinstance(got, bytes):
+                self.receiver.receive_data(got)
+                continue
+            await asyncio.sleep(IDLE_BATCH)  # let a burst of changes arrive together
+            await self.sync(allow_expunge=True)
+
+    async def _idle_wait(self, limit: float) -> bytes | bool | None:
+        """Client bytes, True for a feed event, None for timeout or shutdown."""
+        if limit <= 0:
+            return None
+        read = self._reading()
+        stop = self._stopping()
+        change: asyncio.Task[Change] | None = None
+        waits: set[asyncio.Future[bytes] | asyncio.Future[bool] | asyncio.Future[Change]] = {
+            read,
+            stop,
+        }
+        if self.feed is not None:
+            change = asyncio.ensure_future(self.feed.get())
+            waits.add(change)
+        await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        noticed = False
+        if change is not None:
+            if not change.done():
+                change.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SubscriptionClosed):
+                    await change
+            if change.done() and not change.cancelled():
+                noticed = True
+                self._noticed(change)
+        if read.done():
+            self._read_task = None
+            return read.result()
+        if stop.done():
+            return None
+        return True if noticed else None
+
+    def _noticed(self, change: asyncio.Task[Change]) -> None:
+        view = self.session.view
+        try:
+            event = change.result()
+        except SubscriptionClosed:  # overflow or store closing: re-check everything
+            self.subscribe()
+            if view is not None:
+                view.dirty = True
+            return
+        if view is not None and event.mailbox_id == view.mailbox_id:
+            view.dirty = True

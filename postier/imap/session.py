@@ -1,0 +1,319 @@
+"""IMAP session state: the connection state, enabled extensions, and the view a
+session has of its selected mailbox (message sequence numbers ↔ UIDs, flags, pending
+expunges and flag changes, \\Recent).
+
+Rules:
+- States follow RFC 9051 §3: not authenticated → authenticated → selected → logout.
+  Every command lists the states it may run in (`postier.imap.commands.TABLE`).
+- A `MailboxView` is the client's picture of the selected mailbox. Message sequence
+  numbers are positions in `uids` (ascending); they change only when this session
+  announces an EXPUNGE (or VANISHED) and grow only when it announces EXISTS, so the
+  client's numbering and ours never drift (RFC 9051 §7.5.1).
+- Other sessions' changes (and our own, echoed by the feed) are learnt by `sync`,
+  which is driven by MODSEQ, not by the feed's contents: the feed only says "this
+  mailbox changed"; `changed_since(baseline)` and `vanished_since(baseline)` say
+  what. Duplicated or reordered feed events are therefore harmless, and a feed
+  overflow just means "re-check".
+- A message expunged elsewhere stays in `uids` (in `expunged`) until the session may
+  announce it: never during FETCH, STORE or SEARCH (RFC 9051 §7.5.1); its sequence
+  number stays valid until then.
+- \\Recent (IMAP4rev1 only; RFC 3501 §2.3.2) is claimed per mailbox by the first
+  session of this process that sees a message (`RecentClaims`): per process, like
+  most servers' in-memory notion of "new since the last session".
+- Every mailbox a session touches was looked up with the session's user id; the
+  view only ever holds ids from those lookups (cross-user isolation).
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from postier.imap.sequence import SequenceSet
+from postier.store.models import Mailbox, MailboxId, Message, User
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+class BadSequence(ValueError):
+    """A message sequence number beyond the mailbox (RFC 9051 §9 seq-number: BAD)."""
+
+
+class RecentClaims:
+    """mailbox id → the highest UID some session of this process has seen as \\Recent.
+
+    RFC 3501 §2.3.2: a message is \\Recent for exactly one session, the first to be
+    notified of it."""
+
+    def __init__(self) -> None:
+        self._claimed: dict[MailboxId, int] = {}
+
+    def claim(self, mailbox_id: MailboxId, uids: Iterable[int]) -> set[int]:
+        """Claim the `uids` not claimed yet; returns those now recent for the caller."""
+        last = self._claimed.get(mailbox_id, 0)
+        mine = {u for u in uids if u > last}
+        if mine:
+            self._claimed[mailbox_id] = max(mine)
+        return mine
+
+    def last(self, mailbox_id: MailboxId) -> int:
+        return self._claimed.get(mailbox_id, 0)
+
+
+@dataclass
+class Updates:
+    """Untagged data owed to the client, in the order it must be sent."""
+
+    expunged: list[tuple[int, int]] = field(default_factory=list)  # (seq, uid), descending
+    exists: int | None = None
+    recent: int | None = None
+    flags: list[tuple[int, int]] = field(default_factory=list)  # (seq, uid), ascending
+
+    def __bool__(self) -> bool:
+        return bool(self.expunged or self.exists is not None or self.flags)
+
+
+#: distinct flag sets are few: share one frozenset per distinct set (memory)
+_FLAGSETS: dict[frozenset[str], frozenset[str]] = {}
+_FLAGSETS_MAX = 10_000
+
+
+def _intern(flags: frozenset[str]) -> frozenset[str]:
+    shared = _FLAGSETS.get(flags)
+    if shared is None:
+        if len(_FLAGSETS) >= _FLAGSETS_MAX:
+            _FLAGSETS.clear()
+        _FLAGSETS[flags] = shared = flags
+    return shared
+
+
+class MailboxView:
+    """One session's picture of its selected mailbox.
+
+    Kept compact, since every idle client holds one: parallel arrays of UIDs (the
+    sequence order), MODSEQs and shared flag sets, about 24 octets a message."""
+
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        messages: Iterable[Message],
+        *,
+        readonly: bool,
+        recent: set[int] | None = None,
+    ) -> None:
+        self.mailbox_id = mailbox.id
+        self.name = mailbox.name
+        self.uidvalidity = mailbox.uidvalidity
+        self.readonly = readonly
+        self.uids = array("I")  # nz-number: UIDs are 32-bit (RFC 9051 §9)
+        self._modseqs = array("Q")
+        self._flags: list[frozenset[str]] = []
+        for m in sorted(messages, key=lambda m: m.uid):
+            self._add(m)
+        #: UIDs below this are known or gone: only a higher unknown UID is new
+        self.uidnext = max(mailbox.uidnext, self.uids[-1] + 1 if self.uids else 1)
+        #: every change with a MODSEQ up to this one is reflected (or queued) here
+        self.baseline = mailbox.highestmodseq
+        self.expunged: set[int] = set()  # expunged in the store, not yet announced
+        self.flag_changes: set[int] = set()  # flags changed, not yet announced
+        self.new_exists = False  # EXISTS owed
+        self.recent: set[int] = set(recent or ())
+        self.dirty = False  # the feed reported a change: `sync` before answering
+
+    def _add(self, m: Message) -> None:
+        """Append a message with a UID above all known ones (UIDs only ascend)."""
+        if self.uids and m.uid <= self.uids[-1]:
+            return
+        self.uids.append(m.uid)
+        self._modseqs.append(m.modseq)
+        self._flags.append(_intern(m.flags))
+
+    def _index(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i
+        return None
+
+    # --- numbering -------------------------------------------------------------------
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def has(self, uid: int) -> bool:
+        return self._index(uid) is not None
+
+    def seq_of(self, uid: int) -> int | None:
+        i = self._index(uid)
+        return None if i is None else i + 1
+
+    def uid_of(self, seq: int) -> int:
+        return self.uids[seq - 1]
+
+    def resolve(
+        self, seqset: SequenceSet, *, uid: bool, saved: list[int] | None = None
+    ) -> list[tuple[int, int]]:
+        """(seq, uid) of the messages a set names, ascending.
+
+        UID sets ignore UIDs not in the mailbox (RFC 9051 §6.4.9); a message
+        sequence number beyond EXISTS is `BadSequence` (§9 seq-number). ``$`` is the
+        saved search result (RFC 5182 §2.1), empty when nothing was saved."""
+        if seqset.saved:
+            out = []
+            for u in saved or ():
+                s = self.seq_of(u)
+                if s is not None:
+                    out.append((s, u))
+            return out
+        if uid:
+            out = []
+            for lo, hi in seqset.resolve(self.uids[-1] if self.uids else 0):
+                i = bisect.bisect_left(self.uids, lo)
+                j = bisect.bisect_right(self.uids, hi)
+                out.extend((k + 1, self.uids[k]) for k in range(i, j))
+            return out
+        n = len(self.uids)
+        if seqset.max_number(n) > n or (n == 0 and seqset.ranges):
+            raise BadSequence("Invalid message sequence number")
+        return [(s, self.uids[s - 1]) for lo, hi in seqset.resolve(n) for s in range(lo, hi + 1)]
+
+    def flags(self, uid: int) -> frozenset[str]:
+        i = self._index(uid)
+        return frozenset() if i is None else self._flags[i]
+
+    def modseq(self, uid: int) -> int:
+        i = self._index(uid)
+        return 0 if i is None else self._modseqs[i]
+
+    def flags_of(self, uid: int, *, with_recent: bool) -> frozenset[str]:
+        f = self.flags(uid)
+        if with_recent and uid in self.recent:
+            return f | {"\\Recent"}
+        return f
+
+    def keywords(self) -> set[str]:
+        """Keywords in use (for FLAGS / PERMANENTFLAGS)."""
+        out: set[str] = set()
+        for f in set(self._flags):
+            out.update(x for x in f if not x.startswith("\\"))
+        return out
+
+    # --- learning about changes -----------------------------------------------------
+    def record_flags(self, m: Message) -> None:
+        """Our own STORE (or implicit \\Seen) changed a message: already announced."""
+        i = self._index(m.uid)
+        if i is not None:
+            self._flags[i] = _intern(m.flags)
+            self._modseqs[i] = m.modseq
+
+    def apply(
+        self,
+        changed: Iterable[Message],
+        vanished: Iterable[int],
+        baseline: int,
+        recent: RecentClaims | None = None,
+    ) -> None:
+        """Fold a `changed_since` / `vanished_since` answer into the view: new messages
+        join at once (EXISTS owed), flag changes and expunges are queued."""
+        new: list[int] = []
+        for m in sorted(changed, key=lambda m: m.uid):
+            if m.uid in self.expunged:
+                continue
+            i = self._index(m.uid)
+            if i is not None:
+                if self._modseqs[i] != m.modseq:
+                    if self._flags[i] != m.flags:
+                        self.flag_changes.add(m.uid)
+                    self._flags[i] = _intern(m.flags)
+                    self._modseqs[i] = m.modseq
+            elif m.uid >= self.uidnext:
+                # a lower unknown UID came and went before we looked: never announced
+                self._add(m)
+                new.append(m.uid)
+                self.uidnext = m.uid + 1
+        if new:
+            self.new_exists = True
+            if recent is not None and self.readonly:
+                last = recent.last(self.mailbox_id)  # shown as \\Recent, not claimed
+                self.recent.update(u for u in new if u > last)
+            elif recent is not None:
+                self.recent |= recent.claim(self.mailbox_id, new)
+        for u in vanished:
+            if self.has(u):
+                self.expunged.add(u)
+                self.flag_changes.discard(u)
+        self.baseline = max(self.baseline, baseline)
+
+    def remove(self, uids: Iterable[int]) -> None:
+        """Our own EXPUNGE/MOVE removed these: queue them for announcement."""
+        for u in uids:
+            if self.has(u):
+                self.expunged.add(u)
+                self.flag_changes.discard(u)
+
+    def take_updates(self, *, allow_expunge: bool) -> Updates:
+        """What to announce now, applying it to the numbering.
+
+        EXPUNGEs come first, highest sequence number first, so each number is valid
+        when the client reads it (RFC 9051 §7.5.1); then EXISTS; then flag changes."""
+        up = Updates()
+        if allow_expunge and self.expunged:
+            for u in sorted(self.expunged, reverse=True):
+                i = self._index(u)
+                if i is None:
+                    continue
+                up.expunged.append((i + 1, u))
+                del self.uids[i]
+                del self._modseqs[i]
+                del self._flags[i]
+                self.recent.discard(u)
+            self.expunged.clear()
+        if self.new_exists:
+            up.exists = len(self.uids)
+            up.recent = len(self.recent)
+            self.new_exists = False
+        for u in sorted(self.flag_changes):
+            seq = self.seq_of(u)
+            if seq is not None:
+                up.flags.append((seq, u))
+        self.flag_changes.clear()
+        return up
+
+
+@dataclass
+class Session:
+    """Per-connection state other than the view."""
+
+    sid: str
+    tls: bool
+    state: State = State.NOT_AUTHENTICATED
+    user: User | None = None
+    enabled: set[str] = field(default_factory=set)
+    view: MailboxView | None = None
+    #: RFC 5182 SEARCHRES: the UIDs saved by SEARCH RETURN (SAVE)
+    saved: list[int] = field(default_factory=list)
+    bad_commands: int = 0
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def utf8(self) -> bool:
+        """Mailbox names and quoted strings are UTF-8 (RFC 6855 §3, RFC 9051)."""
+        return "UTF8=ACCEPT" in self.enabled or self.rev2
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled

@@ -1,0 +1,784 @@
+"""IMAP against the real server on loopback: exact response bytes over a raw socket
+for the core commands (greeting, CAPABILITY, LOGIN/AUTHENTICATE, ENABLE, SELECT,
+FETCH, STORE, SEARCH, COPY/MOVE, APPEND, EXPUNGE, mailbox management, STATUS,
+QUOTA, errors and limits)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import PASSWORD, ServerThread, thread_server
+
+ALICE = "alice@example.test"
+PRE_CAPS = b"IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE STARTTLS AUTH=PLAIN"
+CAPS = (
+    b"IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
+    b"CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE "
+    b"QRESYNC ESEARCH SEARCHRES SORT SORT=DISPLAY WITHIN BINARY MULTIAPPEND UTF8=ACCEPT QUOTA "
+    b"QUOTA=RES-STORAGE APPENDLIMIT=52428800"
+)
+
+SIMPLE = (
+    b"From: Bob Example <bob@remote.test>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: Lunch plans\r\n"
+    b"Date: Mon, 2 Mar 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <m1@remote.test>\r\n"
+    b"\r\n"
+    b"Shall we meet at noon?\r\n"
+)
+MULTIPART = (
+    b"From: Carol <carol@remote.test>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: =?utf-8?q?Rapport_=C3=A9t=C3=A9?=\r\n"
+    b"Date: Tue, 3 Mar 2026 11:00:00 +0100\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"Voil=C3=A0 le rapport\r\n"
+    b"--b1\r\n"
+    b"Content-Type: application/octet-stream; name=data.bin\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"AAECAw==\r\n"
+    b"--b1--\r\n"
+)
+
+
+_OPEN: list[Raw] = []
+
+
+def close_clients() -> None:
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close the test's client sockets before the server stops (so no server-side
+    transport is left waiting for its peer when the loop ends)."""
+    if "server" in request.fixturenames:
+        request.getfixturevalue("server")
+    yield
+    close_clients()
+
+
+def stop(srv: ServerThread) -> None:
+    close_clients()
+    srv.stop()
+
+
+class Raw:
+    """A minimal IMAP client on a socket that returns exact response bytes."""
+
+    def __init__(self, port: int, *, tls: bool = False) -> None:
+        _OPEN.append(self)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock)
+        self.sock = sock
+        self.buf = b""
+        self.greeting = self.line()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        self.buf += chunk
+
+    def line(self) -> bytes:
+        """One response line with any literals inside it, ending with CRLF."""
+        out = b""
+        while True:
+            while b"\r\n" not in self.buf:
+                self._fill()
+            i = self.buf.index(b"\r\n") + 2
+            part, self.buf = self.buf[:i], self.buf[i:]
+            out += part
+            m = re.search(rb"\{(\d+)\}\r\n$", part)
+            if m is None:
+                return out
+            n = int(m.group(1))
+            while len(self.buf) < n:
+                self._fill()
+            out += self.buf[:n]
+            self.buf = self.buf[n:]
+
+    def until(self, tag: bytes) -> bytes:
+        out = b""
+        while True:
+            line = self.line()
+            out += line
+            if line.startswith(tag + b" "):
+                return out
+
+    def cmd(self, text: str | bytes, tag: bytes | None = None) -> bytes:
+        data = text.encode() if isinstance(text, str) else text
+        self.send(data + b"\r\n")
+        return self.until(tag or data.split(b" ", 1)[0])
+
+    def login(self, user: str = ALICE) -> None:
+        reply = self.cmd(f'L LOGIN {user} "{PASSWORD}"')
+        assert reply.startswith(b"L OK"), reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def deliver(srv: ServerThread, *messages: bytes, to: str = ALICE) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port("mx")) as c:
+        for m in messages:
+            c.sendmail("sender@remote.test", [to], m)
+
+
+@pytest.fixture
+def raw(server: ServerThread) -> Raw:
+    c = Raw(server.port("imap"))
+    c.login()
+    return c
+
+
+def _uidvalidity(c: Raw, box: str = "INBOX") -> int:
+    out = c.cmd(f"UV STATUS {box} (UIDVALIDITY)")
+    m = re.search(rb"UIDVALIDITY (\d+)", out)
+    assert m
+    return int(m.group(1))
+
+
+# --- greeting, capabilities, login ---------------------------------------------------
+def test_greeting_and_capability_before_and_after_login(server: ServerThread) -> None:
+    c = Raw(server.port("imap"))
+    assert c.greeting == (
+        b"* OK [CAPABILITY " + PRE_CAPS + b"] mail.example.test IMAP4rev2 server ready\r\n"
+    )
+    assert (
+        c.cmd("a CAPABILITY") == b"* CAPABILITY " + PRE_CAPS + b"\r\na OK CAPABILITY completed\r\n"
+    )
+    assert c.cmd("b NOOP") == b"b OK NOOP completed\r\n"
+    assert c.cmd(f'c LOGIN alice@example.test "{PASSWORD}"') == (
+        b"c OK [CAPABILITY " + CAPS + b"] Logged in\r\n"
+    )
+    assert c.cmd("d CAPABILITY") == b"* CAPABILITY " + CAPS + b"\r\nd OK CAPABILITY completed\r\n"
+    assert c.cmd("e LOGOUT") == b"* BYE Logging out\r\ne OK LOGOUT completed\r\n"
+    with pytest.raises(EOFError):
+        c.line()
+
+
+def test_login_failures_and_state_errors(server: ServerThread) -> None:
+    c = Raw(server.port("imap"))
+    assert c.cmd("a LOGIN alice@example.test wrong") == (
+        b"a NO [AUTHENTICATIONFAILED] Invalid credentials\r\n"
+    )
+    assert c.cmd("b SELECT INBOX") == b"b BAD Log in first\r\n"
+    c.login()
+    assert c.cmd("c FETCH 1 FLAGS") == b"c BAD No mailbox selected\r\n"
+    assert c.cmd(f'd LOGIN alice@example.test "{PASSWORD}"') == b"d BAD Already logged in\r\n"
+    assert c.cmd("e FOO") == b"e BAD Unknown command\r\n"
+
+
+def test_authenticate_plain_initial_response_and_continuation(server: ServerThread) -> None:
+    token = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode()).decode()
+    c = Raw(server.port("imap"))
+    assert (
+        c.cmd(f"a AUTHENTICATE PLAIN {token}") == b"a OK [CAPABILITY " + CAPS + b"] Logged in\r\n"
+    )
+    c = Raw(server.port("imap"))
+    c.send(b"b AUTHENTICATE PLAIN\r\n")
+    assert c.line() == b"+ \r\n"
+    assert c.cmd(token.encode(), tag=b"b") == b"b OK [CAPABILITY " + CAPS + b"] Logged in\r\n"
+    c = Raw(server.port("imap"))
+    c.send(b"c AUTHENTICATE PLAIN\r\n")
+    assert c.line() == b"+ \r\n"
+    assert c.cmd(b"*", tag=b"c") == b"c BAD Authentication cancelled\r\n"
+    bad = base64.b64encode(f"bob@example.test\0{ALICE}\0{PASSWORD}".encode()).decode()
+    assert c.cmd(f"d AUTHENTICATE PLAIN {bad}") == (
+        b"d NO [AUTHORIZATIONFAILED] Cannot act as another user\r\n"
+    )
+    assert c.cmd("e AUTHENTICATE CRAM-MD5") == (
+        b"e NO [CANNOT] Unsupported authentication mechanism CRAM-MD5\r\n"
+    )
+
+
+def test_enable_id_namespace(raw: Raw) -> None:
+    assert (
+        raw.cmd("a ENABLE CONDSTORE X-UNKNOWN")
+        == b"* ENABLED CONDSTORE\r\na OK ENABLE completed\r\n"
+    )
+    assert raw.cmd("b ENABLE QRESYNC IMAP4rev2 CONDSTORE") == (
+        b"* ENABLED QRESYNC IMAP4rev2\r\nb OK ENABLE completed\r\n"
+    )
+    assert raw.cmd('c ID ("name" "test")') == (
+        b'* ID ("name" "postier" "vendor" "postier" "version" "0.1.0")\r\nc OK ID completed\r\n'
+    )
+    assert (
+        raw.cmd("d NAMESPACE") == b'* NAMESPACE (("" "/")) NIL NIL\r\nd OK NAMESPACE completed\r\n'
+    )
+
+
+# --- SELECT ---------------------------------------------------------------------------
+def test_select_rev1_then_examine_closes(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, MULTIPART)
+    uv = _uidvalidity(raw)
+    assert raw.cmd("a SELECT inbox") == (
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+        b"* 2 EXISTS\r\n"
+        b"* 2 RECENT\r\n"
+        b"* OK [UNSEEN 1] First unseen\r\n"
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
+        b"* OK [UIDNEXT 3] Predicted next UID\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
+        b"Flags permitted\r\n"
+        b"* OK [HIGHESTMODSEQ 3] Highest\r\n"
+        b"a OK [READ-WRITE] SELECT completed\r\n" % uv
+    )
+    assert raw.cmd("b EXAMINE INBOX") == (
+        b"* OK [CLOSED] Previous mailbox is now closed\r\n"
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+        b"* 2 EXISTS\r\n"
+        b"* 0 RECENT\r\n"
+        b"* OK [UNSEEN 1] First unseen\r\n"
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
+        b"* OK [UIDNEXT 3] Predicted next UID\r\n"
+        b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
+        b"* OK [HIGHESTMODSEQ 3] Highest\r\n"
+        b"b OK [READ-ONLY] EXAMINE completed\r\n" % uv
+    )
+    assert raw.cmd("c STORE 1 +FLAGS (\\Seen)") == b"c NO [READ-ONLY] Mailbox is read-only\r\n"
+    assert raw.cmd("d SELECT Nope") == (
+        b"* OK [CLOSED] Previous mailbox is now closed\r\nd NO [NONEXISTENT] No such mailbox\r\n"
+    )
+    assert raw.cmd("e FETCH 1 UID") == b"e BAD No mailbox selected\r\n"
+
+
+def test_select_rev2_sends_list_and_no_recent(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE)
+    raw.cmd("a ENABLE IMAP4rev2")
+    uv = _uidvalidity(raw)
+    assert raw.cmd("b SELECT INBOX") == (
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+        b"* 1 EXISTS\r\n"
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
+        b"* OK [UIDNEXT 2] Predicted next UID\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
+        b"Flags permitted\r\n"
+        b"* OK [HIGHESTMODSEQ 2] Highest\r\n"
+        b'* LIST () "/" INBOX\r\n'
+        b"b OK [READ-WRITE] SELECT completed\r\n" % uv
+    )
+
+
+# --- FETCH ----------------------------------------------------------------------------
+def test_fetch_metadata_items(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE)
+    raw.cmd("s SELECT INBOX")
+    out = raw.cmd("a FETCH 1 (UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY)")
+    size = int(re.search(rb"RFC822.SIZE (\d+)", out).group(1))  # type: ignore[union-attr]
+    env = (
+        b'("Mon, 2 Mar 2026 10:00:00 +0000" "Lunch plans" (("Bob Example" NIL "bob" '
+        b'"remote.test")) (("Bob Example" NIL "bob" "remote.test")) (("Bob Example" NIL "bob" '
+        b'"remote.test")) ((NIL NIL "alice" "example.test")) NIL NIL NIL "<m1@remote.test>")'
+    )
+    assert out == (
+        b"* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE %d ENVELOPE %s BODYSTRUCTURE "
+        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 24 1 NIL NIL NIL NIL) '
+        b'BODY ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 24 1))\r\n'
+        b"a OK FETCH completed\r\n" % (size, env)
+    )
+    out = raw.cmd("b FETCH 1 (INTERNALDATE MODSEQ)")
+    assert re.fullmatch(
+        rb'\* 1 FETCH \(INTERNALDATE "[ 0-9]\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d \+0000" '
+        rb"MODSEQ \(2\)\)\r\nb OK FETCH completed\r\n",
+        out,
+    ), out
+
+
+def test_fetch_body_sections_partial_and_seen(server: ServerThread, raw: Raw) -> None:
+    deliver(server, MULTIPART)
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a FETCH 1 (BODY.PEEK[1] BODY.PEEK[2.MIME])") == (
+        b"* 1 FETCH (BODY[1] {21}\r\nVoil=C3=A0 le rapport "
+        b"BODY[2.MIME] {92}\r\nContent-Type: application/octet-stream; name=data.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n)\r\n"
+        b"a OK FETCH completed\r\n"
+    )
+    assert raw.cmd("b FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[2] BINARY.SIZE[2])") == (
+        b"* 1 FETCH (BINARY[1] {17}\r\nVoil\xc3\xa0 le rapport "
+        b"BINARY[2] ~{4}\r\n\x00\x01\x02\x03 BINARY.SIZE[2] 4)\r\n"
+        b"b OK FETCH completed\r\n"
+    )
+    assert raw.cmd("c FETCH 1 (BODY.PEEK[HEADER.FIELDS (subject FROM)]<6.20> FLAGS)") == (
+        b"* 1 FETCH (BODY[HEADER.FIELDS (subject FROM)]<6> {20}\r\nCarol <carol@remote. "
+        b"FLAGS (\\Recent))\r\nc OK FETCH completed\r\n"
+    )
+    assert raw.cmd("d FETCH 1 BODY.PEEK[9]") == (
+        b"* 1 FETCH (BODY[9] {0}\r\n)\r\nd OK FETCH completed\r\n"
+    )
+    # a non-PEEK body fetch sets \Seen and reports the new flags
+    assert raw.cmd("e FETCH 1 BODY[TEXT]<0.4>") == (
+        b"* 1 FETCH (BODY[TEXT]<0> {4}\r\n--b1 FLAGS (\\Seen \\Recent))\r\ne OK FETCH completed\r\n"
+    )
+    assert raw.cmd("f FETCH 1 BODY[TEXT]<0.4>") == (
+        b"* 1 FETCH (BODY[TEXT]<0> {4}\r\n--b1)\r\nf OK FETCH completed\r\n"
+    )
+    assert raw.cmd("g FETCH 2 FLAGS") == b"g BAD Invalid message sequence number\r\n"
+    assert raw.cmd("h FETCH 1 (FLAGS") == b"h BAD Missing argument\r\n"
+
+
+def test_examine_does_not_set_seen(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE)
+    raw.cmd("s EXAMINE INBOX")
+    assert raw.cmd("a FETCH 1 RFC822.TEXT") == (
+        b"* 1 FETCH (RFC822.TEXT {24}\r\nShall we meet at noon?\r\n)\r\na OK FETCH completed\r\n"
+    )
+    assert raw.cmd("b FETCH 1 FLAGS") == b"* 1 FETCH (FLAGS (\\Recent))\r\nb OK FETCH completed\r\n"
+
+
+def test_uid_fetch_adds_uid_and_ignores_missing(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, SIMPLE)
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a UID FETCH 2:* FLAGS") == (
+        b"* 2 FETCH (FLAGS (\\Recent) UID 2)\r\na OK FETCH completed\r\n"
+    )
+    # RFC 9051 §6.4.8: "7:*" includes the highest UID even when it is below 7
+    assert raw.cmd("b UID FETCH 7:* FLAGS") == (
+        b"* 2 FETCH (FLAGS (\\Recent) UID 2)\r\nb OK FETCH completed\r\n"
+    )
+    assert raw.cmd("c UID FETCH 7,9 FLAGS") == b"c OK FETCH completed\r\n"
+
+
+# --- STORE ----------------------------------------------------------------------------
+def test_store_forms_and_unchangedsince(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, SIMPLE)
+    raw.cmd("x ENABLE IMAP4rev2")
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a STORE 1:2 +FLAGS (\\Flagged $Work)") == (
+        b"* 1 FETCH (FLAGS (\\Flagged $Work))\r\n* 2 FETCH (FLAGS (\\Flagged $Work))\r\n"
+        b"a OK STORE completed\r\n"
+    )
+    assert raw.cmd("b STORE 2 -FLAGS.SILENT $Work") == b"b OK STORE completed\r\n"
+    assert raw.cmd("c UID STORE 1 FLAGS (\\seen)") == (
+        b"* 1 FETCH (UID 1 FLAGS (\\Seen))\r\nc OK STORE completed\r\n"
+    )
+    assert raw.cmd("d FETCH 1:2 MODSEQ") == (
+        b"* 1 FETCH (MODSEQ (7))\r\n* 2 FETCH (MODSEQ (6))\r\nd OK FETCH completed\r\n"
+    )
+    assert raw.cmd("e STORE 1:2 (UNCHANGEDSINCE 6) +FLAGS (\\Answered)") == (
+        b"* 2 FETCH (FLAGS (\\Answered \\Flagged) MODSEQ (8))\r\n"
+        b"e OK [MODIFIED 1] Conditional STORE failed for some messages\r\n"
+    )
+    assert raw.cmd("f STORE 1 +FLAGS (bad\\flag)") == b"f BAD Expected space\r\n"
+
+
+# --- SEARCH / SORT --------------------------------------------------------------------
+def test_search_keys(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, MULTIPART, SIMPLE.replace(b"Lunch", b"Dinner"))
+    raw.cmd("s SELECT INBOX")
+    raw.cmd("t STORE 2 +FLAGS (\\Flagged)")
+    cases = {
+        "ALL": b"1 2 3",
+        "FROM bob": b"1 3",
+        'SUBJECT "rapport été"': b"2",
+        "SUBJECT dinner": b"3",
+        'BODY "voilà"': b"2",
+        "TEXT MEET": b"1 3",
+        "HEADER Message-ID m1@remote": b"1 3",
+        'HEADER X-Missing ""': b"",
+        "FLAGGED": b"2",
+        "UNFLAGGED NOT 1": b"3",
+        "OR 1 FLAGGED": b"1 2",
+        "SENTON 3-Mar-2026": b"2",
+        "SENTBEFORE 3-Mar-2026": b"1 3",
+        "LARGER 700": b"2",
+        "UID 2:*": b"2 3",
+        "2:*": b"2 3",
+        "NEW": b"1 2 3",
+        "YOUNGER 3600": b"1 2 3",
+        "BCC nobody": b"",
+    }
+    for i, (key, expected) in enumerate(cases.items()):
+        tag = f"k{i}"
+        ids = b" " + expected if expected else b""
+        assert raw.cmd(f"{tag} SEARCH CHARSET UTF-8 {key}") == (
+            b"* SEARCH%s\r\n%s OK SEARCH completed\r\n" % (ids, tag.encode())
+        ), key
+    assert raw.cmd("a UID SEARCH FROM carol") == b"* SEARCH 2\r\na OK SEARCH completed\r\n"
+    assert raw.cmd("b SEARCH CHARSET KLINGON foo") == (
+        b"b NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
+    )
+    assert raw.cmd("c SEARCH MODSEQ 4") == b"* SEARCH 2 3 (MODSEQ 5)\r\nc OK SEARCH completed\r\n"
+
+
+def test_esearch_and_searchres(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, SIMPLE, SIMPLE, MULTIPART)
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a SEARCH RETURN (MIN MAX COUNT ALL) FROM bob") == (
+        b'* ESEARCH (TAG "a") MIN 1 MAX 3 ALL 1:3 COUNT 3\r\na OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("b UID SEARCH RETURN () FROM nobody") == (
+        b'* ESEARCH (TAG "b") UID\r\nb OK SEARCH completed\r\n'
+    )
+    assert (
+        raw.cmd("c SEARCH RETURN (SAVE) FROM carol") == b"c OK SEARCH completed, result saved\r\n"
+    )
+    assert raw.cmd("d FETCH $ UID") == b"* 4 FETCH (UID 4)\r\nd OK FETCH completed\r\n"
+    assert raw.cmd("e SEARCH RETURN (SAVE MIN) FROM bob") == (
+        b'* ESEARCH (TAG "e") MIN 1\r\ne OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("f UID SEARCH $") == b"* SEARCH 1\r\nf OK SEARCH completed\r\n"
+
+
+def test_sort(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, MULTIPART, SIMPLE.replace(b"Lunch", b"Re: Apples"))
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a SORT (SUBJECT) UTF-8 ALL") == b"* SORT 3 1 2\r\na OK SORT completed\r\n"
+    assert raw.cmd("b UID SORT (REVERSE DATE) UTF-8 ALL") == (
+        b"* SORT 2 1 3\r\nb OK SORT completed\r\n"
+    )
+    assert raw.cmd("c SORT (FROM SIZE) UTF-8 NOT 2") == b"* SORT 1 3\r\nc OK SORT completed\r\n"
+
+
+# --- COPY / MOVE / EXPUNGE ------------------------------------------------------------
+def test_copy_move_expunge(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, SIMPLE, SIMPLE)
+    archive = _uidvalidity(raw, "Archive")
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a COPY 1:2 Archive") == (
+        b"a OK [COPYUID %d 1:2 1:2] COPY completed\r\n" % archive
+    )
+    assert raw.cmd("b COPY 1 Nowhere") == b"b NO [TRYCREATE] No such mailbox\r\n"
+    assert raw.cmd("c UID MOVE 2:3 Archive") == (
+        b"* OK [COPYUID %d 2:3 3:4] Moved\r\n* 3 EXPUNGE\r\n* 2 EXPUNGE\r\n"
+        b"c OK MOVE completed\r\n" % archive
+    )
+    assert raw.cmd("d UID MOVE 99 Archive") == b"d OK MOVE completed (no messages)\r\n"
+    raw.cmd("e SELECT Archive")
+    assert raw.cmd("f STORE 1,3 +FLAGS.SILENT (\\Deleted)") == b"f OK STORE completed\r\n"
+    assert raw.cmd("g UID EXPUNGE 3:4") == b"* 3 EXPUNGE\r\ng OK EXPUNGE completed\r\n"
+    assert raw.cmd("h EXPUNGE") == b"* 1 EXPUNGE\r\nh OK EXPUNGE completed\r\n"
+    assert raw.cmd("i FETCH 1:* UID") == (
+        b"* 1 FETCH (UID 2)\r\n* 2 FETCH (UID 4)\r\ni OK FETCH completed\r\n"
+    )
+    assert raw.cmd("j STORE 1 +FLAGS (\\Deleted)") == (
+        b"* 1 FETCH (FLAGS (\\Deleted \\Recent))\r\nj OK STORE completed\r\n"
+    )
+    assert raw.cmd("k CLOSE") == b"k OK CLOSE completed\r\n"
+    assert raw.cmd("l STATUS Archive (MESSAGES)") == (
+        b"* STATUS Archive (MESSAGES 1)\r\nl OK STATUS completed\r\n"
+    )
+
+
+# --- APPEND ---------------------------------------------------------------------------
+def test_append_forms(server: ServerThread, raw: Raw) -> None:
+    uv = _uidvalidity(raw, "Drafts")
+    raw.send(b"a APPEND Drafts (\\Draft) {%d}\r\n" % len(SIMPLE))
+    assert raw.line() == b"+ Ready for literal data\r\n"
+    raw.send(SIMPLE + b"\r\n")
+    assert raw.until(b"a") == b"a OK [APPENDUID %d 1] APPEND completed\r\n" % uv
+    # LITERAL+ and MULTIAPPEND with a date: no continuation requests
+    raw.send(
+        b'b APPEND Drafts {%d+}\r\n%s "05-Jan-2026 10:11:12 +0200" {%d+}\r\n%s\r\n'
+        % (len(SIMPLE), SIMPLE, len(MULTIPART), MULTIPART)
+    )
+    assert raw.until(b"b") == b"b OK [APPENDUID %d 2:3] APPEND completed\r\n" % uv
+    raw.cmd("s EXAMINE Drafts")
+    assert raw.cmd("c FETCH 1:3 FLAGS") == (
+        b"* 1 FETCH (FLAGS (\\Draft \\Recent))\r\n* 2 FETCH (FLAGS (\\Recent))\r\n"
+        b"* 3 FETCH (FLAGS (\\Recent))\r\nc OK FETCH completed\r\n"
+    )
+    assert raw.cmd("d FETCH 3 INTERNALDATE") == (
+        b'* 3 FETCH (INTERNALDATE " 5-Jan-2026 08:11:12 +0000")\r\nd OK FETCH completed\r\n'
+    )
+    assert raw.cmd("e APPEND Nope {3+}\r\nabc") == b"e NO [TRYCREATE] No such mailbox\r\n"
+    assert raw.cmd("f APPEND Drafts {0+}\r\n") == b"f NO Empty message refused\r\n"
+    # literal8 (BINARY) keeps NUL octets
+    raw.send(b"g APPEND Drafts ~{5+}\r\nab\x00cd\r\n")
+    assert raw.until(b"g") == (  # Drafts is selected: EXISTS (RFC 9051 §6.3.12)
+        b"* 4 EXISTS\r\n* 4 RECENT\r\ng OK [APPENDUID %d 4] APPEND completed\r\n" % uv
+    )
+
+
+def test_append_limit_is_configurable(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, "[imap]\nmax_literal_size = 100\n")
+    try:
+        srv.add_user(ALICE)
+        c = Raw(srv.port("imap"))
+        c.login()
+        assert b"APPENDLIMIT=100" in c.cmd("a CAPABILITY")
+        assert c.cmd("b APPEND INBOX {101}") == b"b NO [TOOBIG] Literal too large\r\n"
+        assert (
+            c.cmd("c APPEND INBOX {101+}\r\n" + "x" * 101)
+            == b"c BAD [TOOBIG] Literal too large\r\n"
+        )
+        assert c.cmd("d NOOP") == b"d OK NOOP completed\r\n"
+        assert c.cmd("e STATUS INBOX (APPENDLIMIT)") == (
+            b"* STATUS INBOX (APPENDLIMIT 100)\r\ne OK STATUS completed\r\n"
+        )
+    finally:
+        stop(srv)
+
+
+# --- mailboxes --------------------------------------------------------------------------
+def test_create_delete_rename_subscribe_list(raw: Raw) -> None:
+    assert raw.cmd("a CREATE Projects/2026/") == b"a OK CREATE completed\r\n"
+    assert raw.cmd("b CREATE Projects") == b"b NO [ALREADYEXISTS] Mailbox exists already\r\n"
+    assert raw.cmd("c CREATE Invoices (USE (\\Flagged))") == b"c OK CREATE completed\r\n"
+    assert raw.cmd("d CREATE X (USE (\\Nope))") == (
+        b"d NO [USEATTR] Unsupported special-use attribute \\Nope\r\n"
+    )
+    assert raw.cmd('e LIST "" Projects*') == (
+        b'* LIST (\\HasChildren) "/" Projects\r\n* LIST (\\HasNoChildren) "/" Projects/2026\r\n'
+        b"e OK LIST completed\r\n"
+    )
+    assert raw.cmd('f LIST "" %') == (
+        b'* LIST (\\HasNoChildren \\Archive) "/" Archive\r\n'
+        b'* LIST (\\HasNoChildren \\Drafts) "/" Drafts\r\n'
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\n'
+        b'* LIST (\\HasNoChildren \\Flagged) "/" Invoices\r\n'
+        b'* LIST (\\HasNoChildren \\Junk) "/" Junk\r\n'
+        b'* LIST (\\HasChildren) "/" Projects\r\n'
+        b'* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n'
+        b'* LIST (\\HasNoChildren \\Trash) "/" Trash\r\n'
+        b"f OK LIST completed\r\n"
+    )
+    assert raw.cmd('g LIST "" ""') == b'* LIST (\\Noselect) "/" ""\r\ng OK LIST completed\r\n'
+    assert raw.cmd("h SUBSCRIBE Projects/2026") == b"h OK SUBSCRIBE completed\r\n"
+    assert raw.cmd('i LIST (SUBSCRIBED RECURSIVEMATCH) "" Proj%') == (
+        b'* LIST (\\HasChildren) "/" Projects ("CHILDINFO" ("SUBSCRIBED"))\r\n'
+        b"i OK LIST completed\r\n"
+    )
+    assert raw.cmd('j LSUB "" Proj*') == b'* LSUB () "/" Projects/2026\r\nj OK LSUB completed\r\n'
+    assert raw.cmd('k LSUB "" Proj%') == (
+        b'* LSUB (\\Noselect) "/" Projects\r\nk OK LSUB completed\r\n'
+    )
+    assert raw.cmd('k2 LSUB "" %') == (
+        b'* LSUB () "/" Archive\r\n* LSUB () "/" Drafts\r\n* LSUB () "/" INBOX\r\n'
+        b'* LSUB () "/" Junk\r\n* LSUB (\\Noselect) "/" Projects\r\n* LSUB () "/" Sent\r\n'
+        b'* LSUB () "/" Trash\r\nk2 OK LSUB completed\r\n'
+    )
+    assert raw.cmd('l LIST (SPECIAL-USE) "" * RETURN (STATUS (MESSAGES SIZE))') == (
+        b'* LIST (\\HasNoChildren \\Archive) "/" Archive\r\n'
+        b"* STATUS Archive (MESSAGES 0 SIZE 0)\r\n"
+        b'* LIST (\\HasNoChildren \\Drafts) "/" Drafts\r\n* STATUS Drafts (MESSAGES 0 SIZE 0)\r\n'
+        b'* LIST (\\HasNoChildren \\Flagged) "/" Invoices\r\n'
+        b"* STATUS Invoices (MESSAGES 0 SIZE 0)\r\n"
+        b'* LIST (\\HasNoChildren \\Junk) "/" Junk\r\n* STATUS Junk (MESSAGES 0 SIZE 0)\r\n'
+        b'* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n* STATUS Sent (MESSAGES 0 SIZE 0)\r\n'
+        b'* LIST (\\HasNoChildren \\Trash) "/" Trash\r\n* STATUS Trash (MESSAGES 0 SIZE 0)\r\n'
+        b"l OK LIST completed\r\n"
+    )
+    assert raw.cmd('m LIST "" Projects/2026 RETURN (SUBSCRIBED)') == (
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Projects/2026\r\nm OK LIST completed\r\n'
+    )
+    assert raw.cmd("n DELETE Projects") == (
+        b"n NO [HASCHILDREN] Mailbox has children, delete them first\r\n"
+    )
+    assert raw.cmd("o RENAME Projects Work") == b"o OK RENAME completed\r\n"
+    assert (
+        raw.cmd('p LIST "" Work/*')
+        == b'* LIST (\\HasNoChildren) "/" Work/2026\r\np OK LIST completed\r\n'
+    )
+    assert raw.cmd("q RENAME Gone Other") == b"q NO [NONEXISTENT] No such mailbox\r\n"
+    assert (
+        raw.cmd("r RENAME Work Sent") == b"r NO [ALREADYEXISTS] Target mailbox exists already\r\n"
+    )
+    assert raw.cmd("s DELETE Work/2026") == b"s OK DELETE completed\r\n"
+    assert raw.cmd("t DELETE INBOX") == b"t NO [CANNOT] INBOX cannot be deleted\r\n"
+    assert raw.cmd("u DELETE Gone") == b"u NO [NONEXISTENT] No such mailbox\r\n"
+    assert raw.cmd("v UNSUBSCRIBE Gone") == b"v NO [NONEXISTENT] No such mailbox\r\n"
+
+
+def test_rename_inbox_moves_messages(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, SIMPLE)
+    assert raw.cmd("a RENAME INBOX Old") == b"a OK RENAME completed\r\n"
+    assert raw.cmd("b STATUS INBOX (MESSAGES UIDNEXT)") == (
+        b"* STATUS INBOX (MESSAGES 0 UIDNEXT 3)\r\nb OK STATUS completed\r\n"
+    )
+    assert (
+        raw.cmd("c STATUS Old (MESSAGES)")
+        == b"* STATUS Old (MESSAGES 2)\r\nc OK STATUS completed\r\n"
+    )
+
+
+def test_utf8_and_modified_utf7_names(raw: Raw) -> None:
+    assert raw.cmd("a CREATE R&AOk-sum&AOk-") == b"a OK CREATE completed\r\n"
+    assert raw.cmd('b LIST "" R*') == (
+        b'* LIST (\\HasNoChildren) "/" R&AOk-sum&AOk-\r\nb OK LIST completed\r\n'
+    )
+    raw.cmd("c ENABLE UTF8=ACCEPT")
+    assert raw.cmd('d LIST "" R*') == (
+        b'* LIST (\\HasNoChildren) "/" "R\xc3\xa9sum\xc3\xa9"\r\nd OK LIST completed\r\n'
+    )
+
+
+def test_status_items(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, SIMPLE)
+    raw.cmd("s SELECT INBOX")
+    raw.cmd("t STORE 1 +FLAGS.SILENT (\\Seen \\Deleted)")
+    out = raw.cmd("a STATUS INBOX (MESSAGES UIDNEXT UNSEEN DELETED SIZE RECENT HIGHESTMODSEQ)")
+    size = 2 * int(re.search(rb"SIZE (\d+)", out).group(1)) // 2  # type: ignore[union-attr]
+    assert out == (
+        b"* STATUS INBOX (MESSAGES 2 UIDNEXT 3 UNSEEN 1 DELETED 1 SIZE %d RECENT 0 "
+        b"HIGHESTMODSEQ 4)\r\na OK STATUS completed\r\n" % size
+    )
+    assert raw.cmd("b STATUS Nope (MESSAGES)") == b"b NO [NONEXISTENT] No such mailbox\r\n"
+    assert raw.cmd("c STATUS INBOX (BOGUS)") == b"c BAD Unknown status item BOGUS\r\n"
+
+
+def test_quota(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path)
+    try:
+        srv.add_user(ALICE)
+        c = Raw(srv.port("imap"))
+        c.login()
+        assert (
+            c.cmd("a GETQUOTAROOT INBOX") == b"* QUOTAROOT INBOX\r\na OK GETQUOTAROOT completed\r\n"
+        )
+        assert c.cmd('b GETQUOTA ""') == b"b NO [NONEXISTENT] No such quota root\r\n"
+        srv.call(srv.store.set_quota(ALICE, 10 * 1024 * 1024))
+        deliver(srv, SIMPLE)
+        assert c.cmd("c GETQUOTAROOT INBOX") == (
+            b'* QUOTAROOT INBOX ""\r\n* QUOTA "" (STORAGE 1 10240)\r\n'
+            b"c OK GETQUOTAROOT completed\r\n"
+        )
+        assert (
+            c.cmd('d GETQUOTA ""') == b'* QUOTA "" (STORAGE 1 10240)\r\nd OK GETQUOTA completed\r\n'
+        )
+        assert c.cmd('e SETQUOTA "" (STORAGE 1)') == (
+            b"e NO [NOPERM] Quotas are set by the administrator\r\n"
+        )
+        srv.call(srv.store.set_quota(ALICE, 100))
+        assert c.cmd(b"f APPEND INBOX {%d+}\r\n%s" % (len(SIMPLE), SIMPLE)) == (
+            b"f NO [OVERQUOTA] Quota exceeded\r\n"
+        )
+    finally:
+        stop(srv)
+
+
+# --- TLS ------------------------------------------------------------------------------
+def test_starttls_and_imaps(server: ServerThread) -> None:
+    c = Raw(server.port("imap"))
+    # bytes pipelined after STARTTLS are discarded, never run inside TLS
+    c.send(b"a STARTTLS\r\nb NOOP\r\n")
+    assert c.until(b"a") == b"a OK Begin TLS negotiation now\r\n"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c.sock = ctx.wrap_socket(c.sock)  # the plain socket is closed with it
+    c.buf = b""
+    caps = PRE_CAPS.replace(b" STARTTLS", b"")
+    assert c.cmd("c CAPABILITY") == b"* CAPABILITY " + caps + b"\r\nc OK CAPABILITY completed\r\n"
+    assert c.cmd("d STARTTLS") == b"d BAD TLS is already active\r\n"
+    c.login()
+    s = Raw(server.port("imaps"), tls=True)
+    assert (
+        s.greeting
+        == b"* OK [CAPABILITY " + caps + b"] mail.example.test IMAP4rev2 server ready\r\n"
+    )
+    s.login()
+
+
+# --- errors and limits ----------------------------------------------------------------
+def test_bad_commands_limit_ends_with_bye(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, "[imap]\nmax_bad_commands = 3\n")
+    try:
+        c = Raw(srv.port("imap"))
+        assert c.cmd("a BOGUS") == b"a BAD Unknown command\r\n"
+        assert c.cmd("b NOOP") == b"b OK NOOP completed\r\n"  # resets the count
+        assert c.cmd("c BOGUS") == b"c BAD Unknown command\r\n"
+        assert c.cmd("d FETCH 1 FLAGS") == b"d BAD Log in first\r\n"
+        c.send(b"e BOGUS\r\n")
+        assert c.line() == b"e BAD Unknown command\r\n"
+        assert c.line() == b"* BYE Too many invalid commands\r\n"
+        with pytest.raises(EOFError):
+            c.line()
+    finally:
+        stop(srv)
+
+
+def test_line_length_and_unauthenticated_literal_limits(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, "[imap]\nmax_line_length = 200\nmax_unauth_literal = 10\n")
+    try:
+        srv.add_user(ALICE)
+        c = Raw(srv.port("imap"))
+        assert c.cmd("a NOOP " + "x" * 300) == b"a BAD [TOOBIG] Command line too long\r\n"
+        assert c.cmd("b LOGIN {11}") == b"b NO [TOOBIG] Literal too large before authentication\r\n"
+        c.send(b"c LOGIN {5}\r\n")
+        assert c.line() == b"+ Ready for literal data\r\n"
+        assert (
+            c.cmd(b'alice "x"', tag=b"c") == b"c NO [AUTHENTICATIONFAILED] Invalid credentials\r\n"
+        )
+        c.login()
+        c.send(b"d LOGIN {11}\r\n")
+        assert c.line() == b"+ Ready for literal data\r\n"
+    finally:
+        stop(srv)
+
+
+def test_idle_timeout_says_bye(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, '[imap]\nidle_timeout = "1s"\n')
+    try:
+        srv.add_user(ALICE)
+        c = Raw(srv.port("imap"))
+        c.login()
+        assert c.line() == b"* BYE Autologout: idle for too long\r\n"
+        with pytest.raises(EOFError):
+            c.line()
+    finally:
+        stop(srv)
+
+
+def test_shutdown_says_bye_to_idling_clients(tmp_path: Path) -> None:
+    import threading
+
+    srv = thread_server(tmp_path)
+    srv.add_user(ALICE)
+    c = Raw(srv.port("imap"))
+    c.login()
+    c.cmd("s SELECT INBOX")
+    c.send(b"i IDLE\r\n")
+    assert c.line() == b"+ idling\r\n"
+    stopper = threading.Thread(target=srv.stop)
+    stopper.start()
+    try:
+        assert c.line() == b"* BYE [UNAVAILABLE] Server shutting down\r\n"
+        with pytest.raises(EOFError):
+            c.line()
+    finally:
+        stopper.join(30)
+        close_clients()
+
+
+def test_select_parameters_and_unselect(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE)
+    assert raw.cmd("a SELECT INBOX (QRESYNC (1 1))") == b"a BAD QRESYNC is not enabled\r\n"
+    out = raw.cmd("b SELECT INBOX (CONDSTORE)")
+    assert out.endswith(b"b OK [READ-WRITE] SELECT completed\r\n")
+    # CONDSTORE is now on: FETCH FLAGS changes carry MODSEQ
+    assert raw.cmd("c STORE 1 +FLAGS.SILENT (\\Seen)") == (
+        b"* 1 FETCH (MODSEQ (3))\r\nc OK STORE completed\r\n"
+    )
+    assert raw.cmd("d CHECK") == b"d OK CHECK completed\r\n"
+    raw.cmd("e STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert raw.cmd("f UNSELECT") == b"f OK UNSELECT completed\r\n"
+    assert raw.cmd("g STATUS INBOX (MESSAGES)") == (  # UNSELECT does not expunge
+        b"* STATUS INBOX (MESSAGES 1)\r\ng OK STATUS completed\r\n"
+    )
+    assert raw.cmd("h UNSELECT") == b"h BAD No mailbox selected\r\n"
