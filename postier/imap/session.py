@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import weakref
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -95,29 +96,65 @@ def _intern(flags: frozenset[str]) -> frozenset[str]:
     return shared
 
 
+class Columns:
+    """Parallel arrays of UIDs (the sequence order), MODSEQs and shared flag sets:
+    about 20 octets a message."""
+
+    __slots__ = ("__weakref__", "flags", "modseqs", "uids")
+
+    def __init__(self) -> None:
+        self.uids = array("I")  # nz-number: UIDs are 32-bit (RFC 9051 §9)
+        self.modseqs = array("Q")
+        self.flags: list[frozenset[str]] = []
+
+    def copy(self) -> Columns:
+        c = Columns()
+        c.uids, c.modseqs, c.flags = array("I", self.uids), array("Q", self.modseqs), \
+            list(self.flags)
+        return c
+
+
+#: (mailbox id, HIGHESTMODSEQ, UIDNEXT) → the columns of a view built from a full
+#: listing in that state. Sessions selecting a mailbox in the same state share one
+#: copy (and skip the store), copying only when their own view changes: a thousand
+#: idle clients on one 10,000-message INBOX hold one set of arrays, not a thousand.
+_SNAPSHOTS: weakref.WeakValueDictionary[tuple[int, int, int], Columns] = \
+    weakref.WeakValueDictionary()
+
+
+def snapshot(mailbox: Mailbox) -> Columns | None:
+    return _SNAPSHOTS.get((mailbox.id, mailbox.highestmodseq, mailbox.uidnext))
+
+
 class MailboxView:
     """One session's picture of its selected mailbox.
 
-    Kept compact, since every idle client holds one: parallel arrays of UIDs (the
-    sequence order), MODSEQs and shared flag sets, about 24 octets a message."""
+    Kept compact, since every idle client holds one: `Columns`, shared with other
+    views of the same mailbox state until this view changes (copy on write)."""
 
     def __init__(
         self,
         mailbox: Mailbox,
-        messages: Iterable[Message],
+        messages: Iterable[Message] = (),
         *,
         readonly: bool,
         recent: set[int] | None = None,
+        columns: Columns | None = None,
     ) -> None:
         self.mailbox_id = mailbox.id
         self.name = mailbox.name
         self.uidvalidity = mailbox.uidvalidity
         self.readonly = readonly
-        self.uids = array("I")  # nz-number: UIDs are 32-bit (RFC 9051 §9)
-        self._modseqs = array("Q")
-        self._flags: list[frozenset[str]] = []
-        for m in sorted(messages, key=lambda m: m.uid):
-            self._add(m)
+        if columns is not None:
+            self._cols, self._shared = columns, True
+        else:
+            self._cols, self._shared = Columns(), False
+            for m in sorted(messages, key=lambda m: m.uid):
+                self._add(m)
+            key = (mailbox.id, mailbox.highestmodseq, mailbox.uidnext)
+            if key not in _SNAPSHOTS:
+                _SNAPSHOTS[key] = self._cols
+                self._shared = True
         #: UIDs below this are known or gone: only a higher unknown UID is new
         self.uidnext = max(mailbox.uidnext, self.uids[-1] + 1 if self.uids else 1)
         #: every change with a MODSEQ up to this one is reflected (or queued) here
@@ -128,10 +165,28 @@ class MailboxView:
         self.recent: set[int] = set(recent or ())
         self.dirty = False  # the feed reported a change: `sync` before answering
 
+    @property
+    def uids(self) -> array[int]:
+        return self._cols.uids
+
+    @property
+    def _modseqs(self) -> array[int]:
+        return self._cols.modseqs
+
+    @property
+    def _flags(self) -> list[frozenset[str]]:
+        return self._cols.flags
+
+    def _own(self) -> None:
+        """Copy the shared columns before the first change (copy on write)."""
+        if self._shared:
+            self._cols, self._shared = self._cols.copy(), False
+
     def _add(self, m: Message) -> None:
         """Append a message with a UID above all known ones (UIDs only ascend)."""
         if self.uids and m.uid <= self.uids[-1]:
             return
+        self._own()
         self.uids.append(m.uid)
         self._modseqs.append(m.modseq)
         self._flags.append(_intern(m.flags))
@@ -198,6 +253,10 @@ class MailboxView:
             return f | {"\\Recent"}
         return f
 
+    def first_unseen(self) -> int | None:
+        """Sequence number of the first message without \\Seen (RFC 3501 UNSEEN)."""
+        return next((i for i, f in enumerate(self._flags, 1) if "\\Seen" not in f), None)
+
     def keywords(self) -> set[str]:
         """Keywords in use (for FLAGS / PERMANENTFLAGS)."""
         out: set[str] = set()
@@ -210,6 +269,7 @@ class MailboxView:
         """Our own STORE (or implicit \\Seen) changed a message: already announced."""
         i = self._index(m.uid)
         if i is not None:
+            self._own()
             self._flags[i] = _intern(m.flags)
             self._modseqs[i] = m.modseq
 
@@ -229,6 +289,7 @@ class MailboxView:
             i = self._index(m.uid)
             if i is not None:
                 if self._modseqs[i] != m.modseq:
+                    self._own()
                     if self._flags[i] != m.flags:
                         self.flag_changes.add(m.uid)
                     self._flags[i] = _intern(m.flags)
@@ -270,6 +331,7 @@ class MailboxView:
                 if i is None:
                     continue
                 up.expunged.append((i + 1, u))
+                self._own()
                 del self.uids[i]
                 del self._modseqs[i]
                 del self._flags[i]

@@ -147,8 +147,11 @@ class Store(Protocol):
         """IMAP APPEND / webmail save: one message into one mailbox, durable."""
 
     async def list_messages(self, mailbox_id: MailboxId, uid_min: int = 1,
-                            uid_max: int | None = None) -> list[Message]:
-        """Metadata of the messages in a UID range, ascending by UID."""
+                            uid_max: int | None = None, *,
+                            summaries: bool = True) -> list[Message]:
+        """Metadata of the messages in a UID range, ascending by UID. With
+        `summaries=False` each `Message.summary` is empty (a faster, lighter read
+        for callers that need only UIDs, flags, MODSEQs, dates and sizes)."""
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None: ...
     async def read_blob(self, blob_id: BlobId) -> bytes: ...

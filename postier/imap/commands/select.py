@@ -17,7 +17,7 @@ from __future__ import annotations
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, no, ok
-from postier.imap.session import BadSequence, MailboxView, State
+from postier.imap.session import BadSequence, MailboxView, State, snapshot
 from postier.store.models import SYSTEM_FLAGS, Mailbox, Message, ModSeq, Uid
 
 
@@ -35,20 +35,21 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
     mbox = await ctx.mailbox(cmd.mailbox)
     if mbox is None:
         return no("No such mailbox", r.NONEXISTENT)
-    messages = await list_compact(ctx, mbox)
-    uids: list[int] = [m.uid for m in messages]
+    shared = snapshot(mbox)  # another session holds this very state: no store read
+    messages = [] if shared is not None else await list_compact(ctx, mbox)
+    uids = shared.uids if shared is not None else [m.uid for m in messages]
     if cmd.readonly:
         last = ctx.recent.last(mbox.id)
         recent: set[int] = {u for u in uids if u > last}  # EXAMINE shows \Recent, claims nothing
     else:
         recent = ctx.recent.claim(mbox.id, uids)
-    view = MailboxView(mbox, messages, readonly=cmd.readonly, recent=recent)
+    view = MailboxView(mbox, messages, readonly=cmd.readonly, recent=recent, columns=shared)
     keywords = view.keywords()
     ctx.send(r.flags(SYSTEM_FLAGS | keywords))
     ctx.send(r.exists(view.exists))
     if not s.rev2:
         ctx.send(r.recent(len(recent)))
-        unseen = next((i for i, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
+        unseen = view.first_unseen()
         if unseen is not None:
             ctx.send(r.untagged_status("OK", "First unseen", r.code_unseen(unseen)))
     ctx.send(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(mbox.uidvalidity)))
@@ -77,25 +78,22 @@ LIST_WINDOW = 2000
 
 
 async def list_compact(ctx: Context, mbox: Mailbox) -> list[Message]:
-    """The mailbox's messages, read in UID windows so the rows (which carry their
-    summaries) of a large mailbox are never all in memory at once: a thousand
-    clients selecting a 10,000-message INBOX must not each hold 20 MB, even briefly.
-    Only UID, flags and MODSEQ are kept (the summaries are dropped at once)."""
+    """The mailbox's messages without their summaries (the messages table alone),
+    read in UID windows so a large mailbox is never all in memory at once: a
+    thousand clients selecting a 10,000-message INBOX must not each hold megabytes,
+    even briefly."""
     out: list[Message] = []
     lo, window = 1, LIST_WINDOW
     top = mbox.uidnext - 1
     while lo <= top:
         hi = lo + window - 1
-        rows = await ctx.store.list_messages(mbox.id, lo, hi)
-        out.extend(
-            Message(m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id)
-            for m in rows
-        )
+        rows = await ctx.store.list_messages(mbox.id, lo, hi, summaries=False)
+        out.extend(rows)
         if len(rows) < window // 4:
             window *= 2  # sparse UIDs (after many expunges): fewer, wider queries
         lo = hi + 1
     # messages that arrived after the mailbox row was read
-    out.extend(await ctx.store.list_messages(mbox.id, max(lo, top + 1)))
+    out.extend(await ctx.store.list_messages(mbox.id, max(lo, top + 1), summaries=False))
     return out
 
 

@@ -210,6 +210,22 @@ def _summary_of(row: Row) -> MessageSummary:
     )
 
 
+_NO_SUMMARY = MessageSummary()
+
+
+def _light_message_of(row: Row) -> Message:
+    return Message(
+        mailbox_id=MailboxId(row[0]),
+        uid=Uid(row[1]),
+        modseq=ModSeq(row[2]),
+        flags=_flags_of(row[3]),
+        internal_date=_from_us(row[4]),
+        size=row[5],
+        blob_id=BlobId(row[6]),
+        summary=_NO_SUMMARY,
+    )
+
+
 def _message_of(row: Row) -> Message:
     return Message(
         mailbox_id=MailboxId(row[0]),
@@ -1268,9 +1284,20 @@ class SqliteStore:
         return result
 
     async def list_messages(
-        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None, *,
+        summaries: bool = True,
     ) -> list[Message]:
         hi = uid_max if uid_max is not None else 1 << 62
+        if not summaries:
+            # the messages table alone: what IMAP SELECT and STATUS need, fast
+            light = await self._read(
+                lambda c: c.execute(
+                    "SELECT mailbox_id, uid, modseq, flags, internal_date, size, blob_id "
+                    "FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
+                    (mailbox_id, uid_min, hi),
+                ).fetchall()
+            )
+            return [_light_message_of(r) for r in light]
         rows = await self._read(
             lambda c: c.execute(
                 f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? "

@@ -237,3 +237,24 @@ def test_enable_rules() -> None:
     )
     assert ctx.session.condstore and ctx.session.qresync
     assert run(ctx, b"c ENABLE X") == b"* ENABLED\r\nc OK ENABLE completed\r\n"
+
+
+def test_views_of_one_mailbox_state_share_columns_until_one_changes() -> None:
+    from dataclasses import replace
+
+    from postier.imap.session import snapshot
+
+    state = replace(MBOX, id=MailboxId(99), highestmodseq=500, uidnext=4)
+    a = MailboxView(state, [msg(1, 1), msg(2, 2, "\\Seen"), msg(3, 3)], readonly=False)
+    shared = snapshot(state)
+    assert shared is not None
+    b = MailboxView(state, readonly=False, columns=shared)
+    assert b.uids is a.uids  # one copy for both sessions
+    assert b.first_unseen() == 1
+    b.apply([msg(2, 501), msg(4, 502, "\\Flagged")], [3], 502)
+    b.take_updates(allow_expunge=True)
+    assert list(b.uids) == [1, 2, 4]
+    assert list(a.uids) == [1, 2, 3]  # a's picture is untouched
+    assert a.flags(2) == frozenset({"\\Seen"})
+    assert b.flags(2) == frozenset()
+    assert snapshot(state) is shared  # the shared state is what it was
