@@ -34,7 +34,8 @@ def hash_password(password: str) -> str:
 # a burst of logins (ten POP3 clients polling together) costs CPU time in turn,
 # not a 19 MiB arena in every thread of the default executor.
 _POOL = concurrent.futures.ThreadPoolExecutor(
-    max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="argon2")
+    max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="argon2"
+)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -58,4 +59,5 @@ async def ahash_password(password: str) -> str:
 
 async def averify_password(password_hash: str | None, password: str) -> bool:
     return await asyncio.get_running_loop().run_in_executor(
-        _POOL, verify_password, password_hash, password)
+        _POOL, verify_password, password_hash, password
+    )

@@ -98,8 +98,9 @@ class Limiter:
         if len(self._records) < 10_000:
             return
         horizon = max(self._s.lockout_period, 60.0)
-        for k in [k for k, r in self._records.items()
-                  if now - r.last > horizon and r.locked_until < now]:
+        for k in [
+            k for k, r in self._records.items() if now - r.last > horizon and r.locked_until < now
+        ]:
             del self._records[k]
 
 
@@ -114,15 +115,21 @@ def client_key(ip: str) -> str:
 
 
 class AuthService:
-    def __init__(self, store: Store, settings: AuthSettings, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: AuthSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._store = store
         self.limiter = Limiter(settings, clock)
         self._sleep = sleep
 
-    async def authenticate(self, username: str, password: str, client_ip: str,
-                           protocol: str = "") -> AuthResult:
+    async def authenticate(
+        self, username: str, password: str, client_ip: str, protocol: str = ""
+    ) -> AuthResult:
         """Check a username (full address) and password for a client address.
 
         Failures are delayed here (awaiting), so callers just relay the result.
@@ -135,8 +142,13 @@ class AuthService:
         ak = f"acct:{acct}"
         locked = max(self.limiter.locked_for(ck), self.limiter.locked_for(ak))
         if locked > 0:
-            log.info("auth locked protocol=%s client=%s user=%s retry_after=%.0fs",
-                     protocol, client_ip, acct, locked)
+            log.info(
+                "auth locked protocol=%s client=%s user=%s retry_after=%.0fs",
+                protocol,
+                client_ip,
+                acct,
+                locked,
+            )
             metrics.LOGINS.labels(protocol or "other", "locked").inc()
             return AuthResult(AuthOutcome.LOCKED, retry_after=locked)
         user = await self._store.get_user(acct) if "@" in acct else None
@@ -151,8 +163,13 @@ class AuthService:
         self.limiter.fail(ak)
         metrics.LOGINS.labels(protocol or "other", "failed").inc()
         delay = max(self.limiter.delay_for(ck), self.limiter.delay_for(ak))
-        log.info("auth failed protocol=%s client=%s user=%s delay=%.1fs",
-                 protocol, client_ip, acct, delay)
+        log.info(
+            "auth failed protocol=%s client=%s user=%s delay=%.1fs",
+            protocol,
+            client_ip,
+            acct,
+            delay,
+        )
         if delay:
             await self._sleep(delay)
         return AuthResult(AuthOutcome.FAILED)

@@ -52,74 +52,81 @@ def doc(text: str, **kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    hostname: str = doc("EHLO name, Received: by-clause and MAILER-DAEMON@ domain",
-                        default="mail.example.test")
-    data_dir: Path = doc("where the store, blobs, spool, keys and certificates live",
-                         default=Path("./data"))
+    hostname: str = doc(
+        "EHLO name, Received: by-clause and MAILER-DAEMON@ domain", default="mail.example.test"
+    )
+    data_dir: Path = doc(
+        "where the store, blobs, spool, keys and certificates live", default=Path("./data")
+    )
     drain_timeout: float = doc("on SIGTERM, time given to in-flight transactions", default=5.0)
-    workers: int = doc("extra worker processes sharing the listeners (0 = one process)",
-                       default=0)
+    workers: int = doc("extra worker processes sharing the listeners (0 = one process)", default=0)
 
 
 @dataclass(frozen=True)
 class ListenerSettings:
-    address: str = doc("address to bind; \"::\" or \"0.0.0.0\" for all", default="127.0.0.1")
+    address: str = doc('address to bind; "::" or "0.0.0.0" for all', default="127.0.0.1")
     port: int = doc("TCP port", default=0)
     enabled: bool = doc("a listener with enabled = false is not started", default=True)
 
 
 @dataclass(frozen=True)
 class TlsSettings:
-    cert: Path | None = doc("PEM certificate chain; empty = self-signed in data_dir/tls",
-                            default=None)
+    cert: Path | None = doc(
+        "PEM certificate chain; empty = self-signed in data_dir/tls", default=None
+    )
     key: Path | None = doc("PEM private key for cert", default=None)
     allow_plaintext_auth: bool = doc(
         "allow AUTH/LOGIN/USER without TLS from non-loopback clients (never do this "
-        "on the Internet)", default=False)
+        "on the Internet)",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
 class DnsSettings:
     nameservers: tuple[str, ...] = doc(
-        "resolvers as \"ip\" or \"ip:port\"; empty = the system resolver", default=())
-    offline: bool = doc("every lookup answers \"no such domain\" at once, no packet sent",
-                        default=False)
+        'resolvers as "ip" or "ip:port"; empty = the system resolver', default=()
+    )
+    offline: bool = doc(
+        'every lookup answers "no such domain" at once, no packet sent', default=False
+    )
     timeout: float = doc("per-query timeout", default=5.0)
 
 
 @dataclass(frozen=True)
 class SmtpLimits:
-    max_message_size: int = doc("largest message accepted, in bytes (SIZE)",
-                                default=50 * 1024 * 1024)
+    max_message_size: int = doc(
+        "largest message accepted, in bytes (SIZE)", default=50 * 1024 * 1024
+    )
     max_line_length: int = doc("longest command line, in bytes (RFC 5321: 512)", default=2048)
-    max_recipients: int = doc("recipients per transaction (RFC 5321 asks at least 100)",
-                              default=1000)
+    max_recipients: int = doc(
+        "recipients per transaction (RFC 5321 asks at least 100)", default=1000
+    )
     max_errors: int = doc("protocol errors before 421 and close", default=20)
     max_connections: int = doc("connections at once, all clients", default=1000)
-    max_connections_per_ip: int = doc("connections at once from one client address",
-                                      default=50)
-    idle_timeout: float = doc("time waiting for a command (RFC 5321: 5 minutes)",
-                              default=300.0)
-    data_timeout: float = doc("total time allowed to receive one message's data",
-                              default=600.0)
-    spool_threshold: int = doc("messages larger than this are spooled to disk while received",
-                               default=256 * 1024)
-    bare_lf: str = doc("\"reject\" a bare LF/CR in DATA (554), or \"normalize\" it to CRLF",
-                       default="reject")
+    max_connections_per_ip: int = doc("connections at once from one client address", default=50)
+    idle_timeout: float = doc("time waiting for a command (RFC 5321: 5 minutes)", default=300.0)
+    data_timeout: float = doc("total time allowed to receive one message's data", default=600.0)
+    spool_threshold: int = doc(
+        "messages larger than this are spooled to disk while received", default=256 * 1024
+    )
+    bare_lf: str = doc(
+        '"reject" a bare LF/CR in DATA (554), or "normalize" it to CRLF', default="reject"
+    )
 
 
 @dataclass(frozen=True)
 class SmtpOutbound:
     port: int = doc("the port dialled at remote MX hosts", default=25)
-    smarthost: str = doc("\"host:port\": relay all remote mail there instead of MX routing",
-                         default="")
-    smarthost_username: str = doc("AUTH username for the smarthost (empty = no AUTH)",
-                                  default="")
+    smarthost: str = doc(
+        '"host:port": relay all remote mail there instead of MX routing', default=""
+    )
+    smarthost_username: str = doc("AUTH username for the smarthost (empty = no AUTH)", default="")
     smarthost_password: str = doc("AUTH password for the smarthost", default="")
-    smarthost_tls: str = doc("\"starttls\" (when offered), \"require\", \"implicit\" or \"none\"",
-                             default="starttls")
-    require_tls_domains: tuple[str, ...] = doc("domains whose MX must offer STARTTLS",
-                                               default=())
+    smarthost_tls: str = doc(
+        '"starttls" (when offered), "require", "implicit" or "none"', default="starttls"
+    )
+    require_tls_domains: tuple[str, ...] = doc("domains whose MX must offer STARTTLS", default=())
     connect_timeout: float = doc("TCP connect timeout per MX host", default=30.0)
     command_timeout: float = doc("timeout per SMTP command when delivering", default=300.0)
     max_per_destination: int = doc("concurrent connections to one destination host", default=5)
@@ -134,11 +141,11 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class QueueSettings:
-    first_retry: float = doc("delay before the first retry after a temporary failure",
-                             default=300.0)
+    first_retry: float = doc(
+        "delay before the first retry after a temporary failure", default=300.0
+    )
     max_backoff: float = doc("longest delay between two tries", default=3600.0)
-    lifetime: float = doc("give up and bounce after this long in the queue",
-                          default=5 * 86400.0)
+    lifetime: float = doc("give up and bounce after this long in the queue", default=5 * 86400.0)
     delay_warning: float = doc("send a delay DSN after this long (0 = never)", default=0.0)
 
 
@@ -147,99 +154,125 @@ class GreylistSettings:
     enabled: bool = doc("greylist unknown (network, sender, recipient) triplets", default=True)
     delay: float = doc("a retry is accepted once this long has passed", default=300.0)
     window: float = doc("... and before this long has passed", default=86400.0)
-    whitelist_period: float = doc("a network that passed is trusted this long",
-                                  default=36 * 86400.0)
-    allow: tuple[str, ...] = doc("networks never greylisted; [] greylists loopback too",
-                                 default=("127.0.0.0/8", "::1/128"))
+    whitelist_period: float = doc(
+        "a network that passed is trusted this long", default=36 * 86400.0
+    )
+    allow: tuple[str, ...] = doc(
+        "networks never greylisted; [] greylists loopback too", default=("127.0.0.0/8", "::1/128")
+    )
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    failure_delay: float = doc("delay after the first failed login; doubles each failure",
-                               default=0.5)
+    failure_delay: float = doc(
+        "delay after the first failed login; doubles each failure", default=0.5
+    )
     max_delay: float = doc("longest delay imposed on one failed login", default=8.0)
-    lockout_after: int = doc("consecutive failures (per client address or account) before "
-                             "logins are refused for lockout_period", default=10)
-    lockout_period: float = doc("how long a locked client address or account waits",
-                                default=300.0)
+    lockout_after: int = doc(
+        "consecutive failures (per client address or account) before "
+        "logins are refused for lockout_period",
+        default=10,
+    )
+    lockout_period: float = doc("how long a locked client address or account waits", default=300.0)
 
 
 @dataclass(frozen=True)
 class StoreSettings:
-    backend: str = doc("\"sqlite\" (embedded, in data_dir) or \"postgres\"", default="sqlite")
-    postgres_dsn: str = doc("PostgreSQL DSN when backend = \"postgres\"", default="")
+    backend: str = doc('"sqlite" (embedded, in data_dir) or "postgres"', default="sqlite")
+    postgres_dsn: str = doc('PostgreSQL DSN when backend = "postgres"', default="")
     default_quota: int = doc("bytes per user; 0 = unlimited", default=0)
     inline_max: int = doc(
         "messages up to this many bytes are kept inside the database (one WAL fsync "
         "per group commit) instead of as files (two fsyncs each); 0 = always files",
-        default=64 * 1024)
+        default=64 * 1024,
+    )
 
 
 @dataclass(frozen=True)
 class LogSettings:
     level: str = doc("debug, info, warning or error", default="info")
-    format: str = doc("\"text\" (one line per event) or \"json\"", default="text")
+    format: str = doc('"text" (one line per event) or "json"', default="text")
 
 
 @dataclass(frozen=True)
 class ImapSettings:
     max_line_length: int = doc("longest command line, in bytes", default=64 * 1024)
-    max_literal_size: int = doc("largest literal (APPENDLIMIT), in bytes",
-                                default=50 * 1024 * 1024)
-    idle_timeout: float = doc("idle connection timeout (RFC 9051: at least 30 min)",
-                              default=1800.0)
-    max_bad_commands: int = doc("invalid commands in a row before BYE and close",
-                                default=20)
-    max_unauth_literal: int = doc("largest literal accepted before login, in bytes",
-                                  default=8192)
+    max_literal_size: int = doc("largest literal (APPENDLIMIT), in bytes", default=50 * 1024 * 1024)
+    idle_timeout: float = doc("idle connection timeout (RFC 9051: at least 30 min)", default=1800.0)
+    max_bad_commands: int = doc("invalid commands in a row before BYE and close", default=20)
+    max_unauth_literal: int = doc("largest literal accepted before login, in bytes", default=8192)
 
 
 @dataclass(frozen=True)
 class Pop3Settings:
-    idle_timeout: float = doc("idle connection timeout (RFC 1939: at least 10 min)",
-                              default=600.0)
+    idle_timeout: float = doc("idle connection timeout (RFC 1939: at least 10 min)", default=600.0)
 
 
 #: every filter stage, in the order the pipeline runs them (postier.filters)
-FILTER_STAGES = ("dnsbl", "fcrdns", "helo", "spf", "greylist", "dkim", "arc", "dmarc",
-                 "headers", "virus", "clamd", "rspamd", "bayes")
+FILTER_STAGES = (
+    "dnsbl",
+    "fcrdns",
+    "helo",
+    "spf",
+    "greylist",
+    "dkim",
+    "arc",
+    "dmarc",
+    "headers",
+    "virus",
+    "clamd",
+    "rspamd",
+    "bayes",
+)
 
 
 @dataclass(frozen=True)
 class FilterSettings:
     mx: tuple[str, ...] = doc(
         "filter stages run for the mx listener, in pipeline order; a stage whose own "
-        "section says enabled = false is skipped anyway", default=FILTER_STAGES)
+        "section says enabled = false is skipped anyway",
+        default=FILTER_STAGES,
+    )
     submission: tuple[str, ...] = doc(
-        "filter stages run for authenticated submission (587, 465)",
-        default=("virus", "clamd"))
-    max_scan_size: int = doc("messages larger than this (bytes) skip the content stages "
-                             "(DKIM, headers, virus, Bayes); the skip is logged",
-                             default=10 * 1024 * 1024)
+        "filter stages run for authenticated submission (587, 465)", default=("virus", "clamd")
+    )
+    max_scan_size: int = doc(
+        "messages larger than this (bytes) skip the content stages "
+        "(DKIM, headers, virus, Bayes); the skip is logged",
+        default=10 * 1024 * 1024,
+    )
 
 
 @dataclass(frozen=True)
 class SpamSettings:
-    junk_threshold: float = doc("a score at or above this delivers to the Junk mailbox",
-                                default=5.0)
-    reject_threshold: float = doc("a score at or above this is refused at end of data (550)",
-                                  default=15.0)
+    junk_threshold: float = doc(
+        "a score at or above this delivers to the Junk mailbox", default=5.0
+    )
+    reject_threshold: float = doc(
+        "a score at or above this is refused at end of data (550)", default=15.0
+    )
     scores: tuple[str, ...] = doc(
-        "weight overrides as \"RULE=weight\", e.g. [\"MISSING_DATE=0.5\"] (rule names "
-        "are those of X-Spam-Report)", default=())
+        'weight overrides as "RULE=weight", e.g. ["MISSING_DATE=0.5"] (rule names '
+        "are those of X-Spam-Report)",
+        default=(),
+    )
 
 
 @dataclass(frozen=True)
 class SpfSettings:
-    reject_fail: bool = doc("refuse MAIL FROM when SPF says fail (-all) with 550 5.7.23; "
-                            "false adds the SPF_FAIL score instead", default=False)
+    reject_fail: bool = doc(
+        "refuse MAIL FROM when SPF says fail (-all) with 550 5.7.23; "
+        "false adds the SPF_FAIL score instead",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
 class DmarcSettings:
     enabled: bool = doc("evaluate DMARC (RFC 7489) on the From: domain", default=True)
-    honor_reject: bool = doc("p=reject refuses the message (550 5.7.1); false sends it "
-                             "to Junk", default=True)
+    honor_reject: bool = doc(
+        "p=reject refuses the message (550 5.7.1); false sends it to Junk", default=True
+    )
     honor_quarantine: bool = doc("p=quarantine delivers to Junk", default=True)
 
 
@@ -247,51 +280,49 @@ class DmarcSettings:
 class DnsblSettings:
     enabled: bool = doc("look the client address up in DNS block/allow lists", default=False)
     zones: tuple[str, ...] = doc("DNSBL zones (a listing adds `weight`)", default=())
-    allow_zones: tuple[str, ...] = doc("DNSWL zones (a listing adds `allow_weight`)",
-                                       default=())
+    allow_zones: tuple[str, ...] = doc("DNSWL zones (a listing adds `allow_weight`)", default=())
     weight: float = doc("score added per DNSBL listing", default=3.0)
     allow_weight: float = doc("score added per DNSWL listing (negative)", default=-2.0)
-    reject: bool = doc("refuse the connection (554 5.7.1) when listed in any DNSBL zone",
-                       default=False)
+    reject: bool = doc(
+        "refuse the connection (554 5.7.1) when listed in any DNSBL zone", default=False
+    )
 
 
 @dataclass(frozen=True)
 class AntivirusSettings:
-    enabled: bool = doc("the built-in scanner: EICAR, executables and scripts, zips",
-                        default=True)
-    block_executables: bool = doc("refuse executable and script attachments (by content "
-                                  "and by name, double extensions too)", default=True)
-    max_archive_depth: int = doc("zip archives nested deeper are refused as a zip bomb",
-                                 default=3)
-    max_unpacked: int = doc("bytes unpacked from one message's archives, at most",
-                            default=100 * 1024 * 1024)
-    max_ratio: int = doc("an archive member compressed more than this is a zip bomb",
-                         default=200)
+    enabled: bool = doc("the built-in scanner: EICAR, executables and scripts, zips", default=True)
+    block_executables: bool = doc(
+        "refuse executable and script attachments (by content and by name, double extensions too)",
+        default=True,
+    )
+    max_archive_depth: int = doc("zip archives nested deeper are refused as a zip bomb", default=3)
+    max_unpacked: int = doc(
+        "bytes unpacked from one message's archives, at most", default=100 * 1024 * 1024
+    )
+    max_ratio: int = doc("an archive member compressed more than this is a zip bomb", default=200)
     max_members: int = doc("members per archive, at most", default=1000)
 
 
 @dataclass(frozen=True)
 class ClamdSettings:
     enabled: bool = doc("scan messages with a clamd daemon (INSTREAM)", default=False)
-    socket: str = doc("clamd's unix socket path, or \"host:port\" for TCP",
-                      default="/run/clamav/clamd.ctl")
+    socket: str = doc(
+        'clamd\'s unix socket path, or "host:port" for TCP', default="/run/clamav/clamd.ctl"
+    )
     timeout: float = doc("time allowed for one scan", default=30.0)
-    fail_open: bool = doc("accept when clamd cannot be reached (false: 451 4.7.0)",
-                          default=True)
-    chunk_size: int = doc("INSTREAM chunk size in bytes (below clamd's StreamMaxLength)",
-                          default=64 * 1024)
+    fail_open: bool = doc("accept when clamd cannot be reached (false: 451 4.7.0)", default=True)
+    chunk_size: int = doc(
+        "INSTREAM chunk size in bytes (below clamd's StreamMaxLength)", default=64 * 1024
+    )
 
 
 @dataclass(frozen=True)
 class RspamdSettings:
-    enabled: bool = doc("ask an rspamd daemon (HTTP /checkv2) and add its score",
-                        default=False)
-    url: str = doc("rspamd's controller/normal worker base URL",
-                   default="http://127.0.0.1:11333")
+    enabled: bool = doc("ask an rspamd daemon (HTTP /checkv2) and add its score", default=False)
+    url: str = doc("rspamd's controller/normal worker base URL", default="http://127.0.0.1:11333")
     timeout: float = doc("time allowed for one check", default=15.0)
-    fail_open: bool = doc("accept when rspamd cannot be reached (false: 451 4.7.0)",
-                          default=True)
-    honor_reject: bool = doc("rspamd's action \"reject\" refuses the message", default=True)
+    fail_open: bool = doc("accept when rspamd cannot be reached (false: 451 4.7.0)", default=True)
+    honor_reject: bool = doc('rspamd\'s action "reject" refuses the message', default=True)
 
 
 def _default_listeners() -> dict[str, ListenerSettings]:

@@ -140,7 +140,11 @@ async def _is_trained(store: Store, model: UserId, min_messages: int) -> bool:
 
 
 async def classify(
-    store: Store, user_id: UserId | None, message: bytes, *, min_messages: int = 10,
+    store: Store,
+    user_id: UserId | None,
+    message: bytes,
+    *,
+    min_messages: int = 10,
     texts: list[tuple[str, str]] | None = None,
 ) -> Classification | None:
     models: list[tuple[str, UserId]] = []
@@ -228,8 +232,9 @@ class BayesStage:
             return []
         # one message, one score: the only local user's model, else the global one
         user = ctx.local_users[0] if len(set(ctx.local_users)) == 1 else None
-        c = await classify(self.store, user, ctx.message, min_messages=self.min_messages,
-                           texts=ctx.texts)
+        c = await classify(
+            self.store, user, ctx.message, min_messages=self.min_messages, texts=ctx.texts
+        )
         if c is None:
             return []
         detail = f"spam probability {c.probability:.3f} ({c.model} model)"

@@ -29,7 +29,7 @@ def message_texts(data: bytes, *, max_chars: int = MAX_CHARS) -> list[tuple[str,
         if (part.disposition or "").lower() == "attachment":
             continue
         # a few bytes per character at most: cut the raw body before decoding
-        raw = data[part.body_start:min(part.body_end, part.body_start + budget * 4)]
+        raw = data[part.body_start : min(part.body_end, part.body_start + budget * 4)]
         try:
             payload = decode_transfer(raw, part.cte)
         except UnknownEncoding:

@@ -109,8 +109,11 @@ class Columns:
 
     def copy(self) -> Columns:
         c = Columns()
-        c.uids, c.modseqs, c.flags = array("I", self.uids), array("Q", self.modseqs), \
-            list(self.flags)
+        c.uids, c.modseqs, c.flags = (
+            array("I", self.uids),
+            array("Q", self.modseqs),
+            list(self.flags),
+        )
         return c
 
 
@@ -118,8 +121,9 @@ class Columns:
 #: listing in that state. Sessions selecting a mailbox in the same state share one
 #: copy (and skip the store), copying only when their own view changes: a thousand
 #: idle clients on one 10,000-message INBOX hold one set of arrays, not a thousand.
-_SNAPSHOTS: weakref.WeakValueDictionary[tuple[int, int, int], Columns] = \
+_SNAPSHOTS: weakref.WeakValueDictionary[tuple[int, int, int], Columns] = (
     weakref.WeakValueDictionary()
+)
 
 
 def snapshot(mailbox: Mailbox) -> Columns | None:

@@ -89,8 +89,9 @@ def summarize(data: bytes) -> MessageSummary:
     except Exception:  # the boundary of intake: a parser bug must not lose mail
         log.exception("mime: cannot summarise a %d-octet message", len(data))
         end = data.find(b"\r\n\r\n")
-        return MessageSummary(header_size=end + 4 if end >= 0 else len(data),
-                              crlf_size=crlf_size(data))
+        return MessageSummary(
+            header_size=end + 4 if end >= 0 else len(data), crlf_size=crlf_size(data)
+        )
 
 
 def _summarize(data: bytes) -> MessageSummary:

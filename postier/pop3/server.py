@@ -88,8 +88,7 @@ def make_handler(app: App, name: str) -> Handler:
 
 
 class Pop3Session:
-    def __init__(self, app: App, conn: Connection, locks: set[UserId],
-                 sizes: _SizeCache) -> None:
+    def __init__(self, app: App, conn: Connection, locks: set[UserId], sizes: _SizeCache) -> None:
         self.app = app
         self.conn = conn
         self.locks = locks
@@ -100,12 +99,19 @@ class Pop3Session:
         self.seen: set[int] = set()  # UIDs retrieved, to mark \\Seen at the end
         plain = conn.tls or conn.is_loopback or app.settings.tls.allow_plaintext_auth
         self.core = ServerConnection(
-            plaintext_allowed=plain, tls_available=not conn.tls, tls_active=conn.tls,
-            greeting=f"{app.settings.server.hostname} POP3 server ready")
+            plaintext_allowed=plain,
+            tls_available=not conn.tls,
+            tls_active=conn.tls,
+            greeting=f"{app.settings.server.hostname} POP3 server ready",
+        )
 
     async def run(self) -> None:
-        log.info("sid=%s connect client=%s listener=%s", self.conn.sid, self.conn.peer_ip,
-                 self.conn.listener)
+        log.info(
+            "sid=%s connect client=%s listener=%s",
+            self.conn.sid,
+            self.conn.peer_ip,
+            self.conn.listener,
+        )
         metrics.CONNECTIONS.labels(self.conn.listener).inc()
         try:
             await self._loop()
@@ -151,11 +157,13 @@ class Pop3Session:
     def _fail(self, what: str) -> bytes:
         log.exception("sid=%s %s failed", self.conn.sid, what)
         return self.core.fail(
-            Response(False, f"Internal error, session {self.conn.sid}", "SYS/TEMP"))
+            Response(False, f"Internal error, session {self.conn.sid}", "SYS/TEMP")
+        )
 
     async def _login(self, ev: Authenticate) -> bytes:
-        result = await self.app.auth.authenticate(ev.username, ev.password,
-                                                  self.conn.peer_ip, "pop3")
+        result = await self.app.auth.authenticate(
+            ev.username, ev.password, self.conn.peer_ip, "pop3"
+        )
         if result.outcome is AuthOutcome.LOCKED:
             return self.core.fail(R_LOCKED)
         if not result.ok or result.user is None:
@@ -173,8 +181,9 @@ class Pop3Session:
             entries = []
             for m in self.messages:
                 # cached at delivery; older blobs are read once and remembered
-                size = m.summary.crlf_size if m.summary.crlf_size >= 0 else \
-                    self.sizes.get(m.blob_id)
+                size = (
+                    m.summary.crlf_size if m.summary.crlf_size >= 0 else self.sizes.get(m.blob_id)
+                )
                 if size is None:
                     size = pop3_size(await self.app.store.read_blob(m.blob_id))
                     self.sizes.put(m.blob_id, size)
@@ -183,8 +192,7 @@ class Pop3Session:
             self.locks.discard(user.id)
             self.user_id = None
             return self._fail("maildrop")
-        log.info("sid=%s login user=%s messages=%d", self.conn.sid, user.address,
-                 len(entries))
+        log.info("sid=%s login user=%s messages=%d", self.conn.sid, user.address, len(entries))
         return self.core.auth_ok(entries)
 
     async def _message(self, number: int) -> bytes:
@@ -204,9 +212,12 @@ class Pop3Session:
             return
         uids, self.seen = sorted(self.seen), set()
         try:
-            await self.app.store.store_flags(self.mailbox_id,  # type: ignore[arg-type]
-                                             [Uid(u) for u in uids],
-                                             frozenset({"\\Seen"}), "add")
+            await self.app.store.store_flags(
+                self.mailbox_id,  # type: ignore[arg-type]
+                [Uid(u) for u in uids],
+                frozenset({"\\Seen"}),
+                "add",
+            )
         except Exception:
             log.exception("sid=%s could not mark retrieved messages seen", self.conn.sid)
 
@@ -216,8 +227,11 @@ class Pop3Session:
         if ev.deletions and self.mailbox_id is not None:
             uids = [Uid(self.messages[n - 1].uid) for n in ev.deletions]
             try:
-                await self.app.store.expunge(self.mailbox_id,  # type: ignore[arg-type]
-                                             uids, flagged_only=False)
+                await self.app.store.expunge(
+                    self.mailbox_id,  # type: ignore[arg-type]
+                    uids,
+                    flagged_only=False,
+                )
             except Exception:
                 log.exception("sid=%s expunge failed", self.conn.sid)
                 ok = False

@@ -157,8 +157,12 @@ async def start(settings: Settings) -> App:
     except Exception as e:
         raise StartupError(f"store: cannot open: {e}") from e
     try:
-        app = App(settings=settings, store=store, auth=AuthService(store, settings.auth),
-                  tls_context=await asyncio.to_thread(tls.server_context, settings))
+        app = App(
+            settings=settings,
+            store=store,
+            auth=AuthService(store, settings.auth),
+            tls_context=await asyncio.to_thread(tls.server_context, settings),
+        )
         limits = settings.smtp.limits
         for name, ls in settings.listeners.items():
             if not ls.enabled:
@@ -171,11 +175,15 @@ async def start(settings: Settings) -> App:
             if handler is None:  # the module starts its own server (web)
                 continue
             listener = Listener(
-                name, ls.address, ls.port, handler,
+                name,
+                ls.address,
+                ls.port,
+                handler,
                 ssl_context=app.tls_context if name in IMPLICIT_TLS else None,
                 max_connections=limits.max_connections,
                 max_per_ip=limits.max_connections_per_ip,
-                busy=_busy_reply(name))
+                busy=_busy_reply(name),
+            )
             await listener.start()
             app.listeners[name] = listener
         from postier.queue import service as queue_service
@@ -210,8 +218,9 @@ async def stop(app: App) -> None:
     app.stopping.set()
     for listener in app.listeners.values():
         listener.stop_accepting()
-    await asyncio.gather(*(li.drain(app.settings.server.drain_timeout)
-                           for li in app.listeners.values()))
+    await asyncio.gather(
+        *(li.drain(app.settings.server.drain_timeout) for li in app.listeners.values())
+    )
     for hook in app.on_stop:
         try:
             await hook()
@@ -256,8 +265,7 @@ async def serve(settings: Settings, *, ready: Callable[[App], None] | None = Non
     if ready is not None:
         ready(app)
     await stop_event.wait()
-    log.info("stopping: finishing in-flight sessions (up to %.0fs)",
-             settings.server.drain_timeout)
+    log.info("stopping: finishing in-flight sessions (up to %.0fs)", settings.server.drain_timeout)
     await stop(app)
     log.info("stopped")
     return 0

@@ -63,10 +63,18 @@ Handler = Callable[[Connection], Awaitable[None]]
 
 
 class Listener:
-    def __init__(self, name: str, address: str, port: int, handler: Handler, *,
-                 ssl_context: ssl.SSLContext | None = None,
-                 max_connections: int = 1000, max_per_ip: int = 50,
-                 busy: bytes = b"") -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        port: int,
+        handler: Handler,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 1000,
+        max_per_ip: int = 50,
+        busy: bytes = b"",
+    ) -> None:
         self.name = name
         self.address = address
         self.port = port
@@ -88,14 +96,20 @@ class Listener:
     async def start(self) -> None:
         try:
             self._server = await asyncio.start_server(
-                self._accept, self.address, self.port, ssl=self._ssl,
-                reuse_address=True, backlog=512,
-                ssl_handshake_timeout=30 if self._ssl else None)
+                self._accept,
+                self.address,
+                self.port,
+                ssl=self._ssl,
+                reuse_address=True,
+                backlog=512,
+                ssl_handshake_timeout=30 if self._ssl else None,
+            )
         except OSError as e:
-            why = {errno.EADDRINUSE: "address already in use",
-                   errno.EACCES: "permission denied (ports below 1024 need root)",
-                   errno.EADDRNOTAVAIL: "address not available on this machine",
-                   }.get(e.errno or 0, e.strerror or str(e))
+            why = {
+                errno.EADDRINUSE: "address already in use",
+                errno.EACCES: "permission denied (ports below 1024 need root)",
+                errno.EADDRNOTAVAIL: "address not available on this machine",
+            }.get(e.errno or 0, e.strerror or str(e))
             raise ListenError(
                 f"listeners.{self.name}: cannot listen on {self.address} port {self.port}: {why}"
             ) from None
@@ -110,16 +124,25 @@ class Listener:
         if ip.startswith("::ffff:"):
             ip = ip[7:]
         if len(self._tasks) >= self._max or self._per_ip[ip] >= self._max_per_ip:
-            log.warning("refused connection listener=%s client=%s: too many connections",
-                        self.name, ip)
+            log.warning(
+                "refused connection listener=%s client=%s: too many connections", self.name, ip
+            )
             with contextlib.suppress(Exception):
                 if self._busy:
                     writer.write(self._busy)
                     await asyncio.wait_for(writer.drain(), 5)
                 writer.close()
             return
-        conn = Connection(reader, writer, self.name, ip, int(peer[1]), str(local[0]),
-                          int(local[1]), tls=self._ssl is not None)
+        conn = Connection(
+            reader,
+            writer,
+            self.name,
+            ip,
+            int(peer[1]),
+            str(local[0]),
+            int(local[1]),
+            tls=self._ssl is not None,
+        )
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -131,8 +154,7 @@ class Listener:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("session crashed listener=%s sid=%s client=%s",
-                          self.name, conn.sid, ip)
+            log.exception("session crashed listener=%s sid=%s client=%s", self.name, conn.sid, ip)
         finally:
             self._tasks.discard(task)
             self._per_ip[ip] -= 1

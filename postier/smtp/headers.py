@@ -35,8 +35,7 @@ class HeaderView:
         end = data.find(b"\r\n\r\n")
         if end < 0:
             # no body: the whole message is header
-            return cls(data if data.endswith(b"\r\n") or not data else data + b"\r\n",
-                       len(data))
+            return cls(data if data.endswith(b"\r\n") or not data else data + b"\r\n", len(data))
         return cls(data[: end + 2], end + 4)
 
     def fields(self, name: str) -> list[str]:
@@ -54,7 +53,7 @@ class HeaderView:
                 if nl < 0:
                     nl = len(self.raw)
                     break
-                if nl + 2 < len(self.raw) and self.raw[nl + 2:nl + 3] in (b" ", b"\t"):
+                if nl + 2 < len(self.raw) and self.raw[nl + 2 : nl + 3] in (b" ", b"\t"):
                     pos = nl + 2
                     continue
                 break
@@ -77,9 +76,19 @@ def addresses(values: list[str]) -> list[str]:
     return out
 
 
-def received(*, helo: str, client_ip: str, client_name: str | None, hostname: str,
-             protocol: str, qid: str, tls: tuple[str, str] | None, auth_user: str | None,
-             recipient: str | None, when: float | None = None) -> bytes:
+def received(
+    *,
+    helo: str,
+    client_ip: str,
+    client_name: str | None,
+    hostname: str,
+    protocol: str,
+    qid: str,
+    tls: tuple[str, str] | None,
+    auth_user: str | None,
+    recipient: str | None,
+    when: float | None = None,
+) -> bytes:
     """A Received: field in the style of RFC 5321 §4.4 / RFC 3848 (``with``)."""
     ip = f"IPv6:{client_ip}" if ":" in client_ip else client_ip
     from_part = f"from {_clean(helo) or 'unknown'} ({_clean(client_name) or 'unknown'} [{ip}])"

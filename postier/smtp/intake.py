@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postier.smtp")
 
+
 def R550_NO_SUCH_USER(address: str) -> Reply:
     return Reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
 
@@ -134,8 +135,13 @@ class Spool:
     the threshold) and returns more fields to put on top, or raises `Refused`.
     """
 
-    def __init__(self, prefix: bytes, threshold: int, directory: Path,
-                 on_header: Callable[[hdr.HeaderView], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        prefix: bytes,
+        threshold: int,
+        directory: Path,
+        on_header: Callable[[hdr.HeaderView], bytes] | None = None,
+    ) -> None:
         self._on_header = on_header
         self._parts: list[bytes] = []
         self._prefix = prefix
@@ -204,8 +210,9 @@ class Spool:
             f.seek(self._file_prefix)
             return f.read()
 
-    def finish(self, insert: bytes = b"",
-               drop: Callable[[str, str], bool] | None = None) -> bytes | Path:
+    def finish(
+        self, insert: bytes = b"", drop: Callable[[str, str], bool] | None = None
+    ) -> bytes | Path:
         """The whole message: bytes, or the spool file (fsynced by the store).
 
         `insert` goes right below the trace fields; header fields for which
@@ -320,8 +327,9 @@ class Intake:
         return key in {a.lower() for a in owned}
 
     # --- RCPT ----------------------------------------------------------------
-    async def check_recipient(self, s: SessionInfo, env: Envelope, rcpt: Address,
-                              params: RcptParams) -> Reply:
+    async def check_recipient(
+        self, s: SessionInfo, env: Envelope, rcpt: Address, params: RcptParams
+    ) -> Reply:
         ctx = self._ctx(s)
         if ctx.qid:
             env.qid = QueueId(ctx.qid)  # the QID the MAIL verdicts were traced under
@@ -360,20 +368,30 @@ class Intake:
     def open_spool(self, s: SessionInfo, env: Envelope) -> Spool:
         single = str(env.recipients[0].address) if len(env.recipients) == 1 else None
         received = hdr.received(
-            helo=s.helo, client_ip=s.peer_ip, client_name=s.peer_name,
+            helo=s.helo,
+            client_ip=s.peer_ip,
+            client_name=s.peer_name,
             hostname=self.hostname,
-            protocol=hdr.protocol_name(esmtp=s.esmtp, tls=s.tls is not None,
-                                       auth=s.user is not None, smtputf8=env.params.smtputf8),
-            qid=env.qid, tls=s.tls, auth_user=s.user.address if s.user else None,
-            recipient=single)
+            protocol=hdr.protocol_name(
+                esmtp=s.esmtp,
+                tls=s.tls is not None,
+                auth=s.user is not None,
+                smtputf8=env.params.smtputf8,
+            ),
+            qid=env.qid,
+            tls=s.tls,
+            auth_user=s.user.address if s.user else None,
+            recipient=single,
+        )
         sender = str(env.sender) if env.sender else ""
 
         def complete(view: hdr.HeaderView) -> bytes:
             # RFC 6409 §8: the submission server may add Date: and Message-ID:
             return hdr.completion(view, self.hostname) if s.role == "submission" else b""
 
-        return Spool(hdr.return_path(sender) + received, self.threshold, self.spool_dir,
-                     on_header=complete)
+        return Spool(
+            hdr.return_path(sender) + received, self.threshold, self.spool_dir, on_header=complete
+        )
 
     async def check_from_owner(self, s: SessionInfo, spool: Spool) -> Reply | None:
         if s.role != "submission" or s.user is None:
@@ -403,13 +421,15 @@ class Intake:
         ctx = self._ctx(s)
         ctx.qid = env.qid
         limit = self.filters.max_scan_size
-        ctx.message = (await asyncio.to_thread(spool.content, limit) if spool.spilled
-                       else spool.content(limit))
+        ctx.message = (
+            await asyncio.to_thread(spool.content, limit) if spool.spilled else spool.content(limit)
+        )
         ctx.header = hdr.HeaderView.of(ctx.message) if ctx.message is not None else spool.header
         ctx.pending_trace = []
         if ctx.message is None:
             await self.filters.pipelines[s.role].trace(
-                ctx, f"data: {spool.size} bytes > filters.max_scan_size, content not scanned")
+                ctx, f"data: {spool.size} bytes > filters.max_scan_size, content not scanned"
+            )
         try:
             outcome = await self.filters.end_of_data(ctx)
         finally:
@@ -445,16 +465,25 @@ class Intake:
         queue = None
         if remote:
             queue = NewQueueEntry(
-                sender=str(env.sender) if env.sender else "", recipients=tuple(remote),
-                envid=env.params.envid or "", ret=env.params.ret or "",
+                sender=str(env.sender) if env.sender else "",
+                recipients=tuple(remote),
+                envid=env.params.envid or "",
+                ret=env.params.ret or "",
                 smtputf8=env.params.smtputf8,
                 body_8bit=env.params.body in ("8BITMIME", "BINARYMIME"),
-                auth_user=s.user.address if s.user else "")
+                auth_user=s.user.address if s.user else "",
+            )
         try:
             await self.store.deliver(
-                data, targets, queue=queue, qid=env.qid,
-                trace=[*(("filter", line) for line in pending),
-                       ("received", self._describe(s, env, spool.size))])
+                data,
+                targets,
+                queue=queue,
+                qid=env.qid,
+                trace=[
+                    *(("filter", line) for line in pending),
+                    ("received", self._describe(s, env, spool.size)),
+                ],
+            )
         except Exception:
             log.exception("delivery failed sid=%s qid=%s", s.sid, env.qid)
             if isinstance(data, Path):
@@ -475,9 +504,10 @@ class Intake:
         auth = s.user.address if s.user else "-"
         rcpts = ",".join(str(r.address) for r in env.recipients)
         sender = str(env.sender) if env.sender else ""
-        return (f"from=<{sender}> to={rcpts} size={size} client={s.peer_ip} "
-                f"helo={s.helo!r} listener={s.role} tls={tls} auth={auth}")
+        return (
+            f"from=<{sender}> to={rcpts} size={size} client={s.peer_ip} "
+            f"helo={s.helo!r} listener={s.role} tls={tls} auth={auth}"
+        )
 
     def _log(self, s: SessionInfo, env: Envelope, size: int, result: str) -> None:
-        log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid,
-                 self._describe(s, env, size), result)
+        log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid, self._describe(s, env, size), result)

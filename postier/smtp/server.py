@@ -89,16 +89,20 @@ class SmtpSession:
             auth_mechanisms=("PLAIN", "LOGIN") if role == "submission" else (),
             auth_requires_tls=not plain_ok,
         )
-        self.info = SessionInfo(sid=conn.sid, role=role, peer_ip=conn.peer_ip,
-                                tls=conn.tls_info())
+        self.info = SessionInfo(sid=conn.sid, role=role, peer_ip=conn.peer_ip, tls=conn.tls_info())
         self.env: Envelope | None = None
         self.spool: Spool | None = None
         self.data_deadline: float | None = None
 
     async def run(self) -> None:
         conn, core = self.conn, self.core
-        log.info("sid=%s connect client=%s:%d listener=%s", conn.sid, conn.peer_ip,
-                 conn.peer_port, conn.listener)
+        log.info(
+            "sid=%s connect client=%s:%d listener=%s",
+            conn.sid,
+            conn.peer_ip,
+            conn.peer_port,
+            conn.listener,
+        )
         metrics.CONNECTIONS.labels(conn.listener).inc()
         if self.app.stopping.is_set():
             core.greet(R421_SHUTDOWN)
@@ -166,8 +170,7 @@ class SmtpSession:
                     core.reject(reply)
             elif isinstance(ev, RcptTo):
                 assert self.env is not None
-                reply = await self.intake.check_recipient(info, self.env, ev.address,
-                                                          ev.params)
+                reply = await self.intake.check_recipient(info, self.env, ev.address, ev.params)
                 if reply.is_positive:
                     core.accept(reply)
                 else:
@@ -231,8 +234,9 @@ class SmtpSession:
             # no proxy authorisation: acting as someone else is not offered
             self.core.reject(R535_AUTH_FAILED)
             return
-        result = await self.app.auth.authenticate(ev.username, ev.password,
-                                                  self.conn.peer_ip, "smtp")
+        result = await self.app.auth.authenticate(
+            ev.username, ev.password, self.conn.peer_ip, "smtp"
+        )
         if result.ok:
             self.info.user = result.user
             self.core.accept()

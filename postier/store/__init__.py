@@ -54,8 +54,11 @@ def open_store(settings: Settings) -> Store:
     if backend == "sqlite":
         from postier.store.sqlite import SqliteStore
 
-        return SqliteStore(settings.server.data_dir, default_quota=settings.store.default_quota,
-                           inline_max=settings.store.inline_max)
+        return SqliteStore(
+            settings.server.data_dir,
+            default_quota=settings.store.default_quota,
+            inline_max=settings.store.inline_max,
+        )
     if backend == "postgres":
         raise NotImplementedError("the postgres store backend is not written yet")
     raise ValueError(f"store.backend: unknown backend {backend!r} (sqlite or postgres)")

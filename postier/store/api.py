@@ -111,8 +111,9 @@ class Store(Protocol):
         """`name` "inbox" in any case is INBOX."""
 
     async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None: ...
-    async def create_mailbox(self, user_id: UserId, name: str,
-                             special_use: str | None = None) -> Mailbox:
+    async def create_mailbox(
+        self, user_id: UserId, name: str, special_use: str | None = None
+    ) -> Mailbox:
         """Creates missing parents too (RFC 9051 §6.3.4). `Conflict` if it exists."""
 
     async def delete_mailbox(self, user_id: UserId, name: str) -> None:
@@ -125,11 +126,16 @@ class Store(Protocol):
     async def set_subscribed(self, user_id: UserId, name: str, subscribed: bool) -> None: ...
 
     # --- messages ----------------------------------------------------------
-    async def deliver(self, data: MessageSource, targets: Sequence[DeliveryTarget], *,
-                      queue: NewQueueEntry | None = None,
-                      internal_date: datetime | None = None,
-                      qid: QueueId | None = None,
-                      trace: Sequence[tuple[str, str]] = ()) -> DeliveryResult:
+    async def deliver(
+        self,
+        data: MessageSource,
+        targets: Sequence[DeliveryTarget],
+        *,
+        queue: NewQueueEntry | None = None,
+        internal_date: datetime | None = None,
+        qid: QueueId | None = None,
+        trace: Sequence[tuple[str, str]] = (),
+    ) -> DeliveryResult:
         """Store one incoming message for local users and/or the outbound queue.
 
         `trace` (event, detail) lines are recorded for the QID in the same
@@ -141,14 +147,23 @@ class Store(Protocol):
         mailbox falls back to INBOX. Concurrent calls are group-committed.
         """
 
-    async def append(self, mailbox_id: MailboxId, data: MessageSource,
-                     flags: frozenset[str] = frozenset(),
-                     internal_date: datetime | None = None) -> Message:
+    async def append(
+        self,
+        mailbox_id: MailboxId,
+        data: MessageSource,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> Message:
         """IMAP APPEND / webmail save: one message into one mailbox, durable."""
 
-    async def list_messages(self, mailbox_id: MailboxId, uid_min: int = 1,
-                            uid_max: int | None = None, *,
-                            summaries: bool = True) -> list[Message]:
+    async def list_messages(
+        self,
+        mailbox_id: MailboxId,
+        uid_min: int = 1,
+        uid_max: int | None = None,
+        *,
+        summaries: bool = True,
+    ) -> list[Message]:
         """Metadata of the messages in a UID range, ascending by UID. With
         `summaries=False` each `Message.summary` is empty (a faster, lighter read
         for callers that need only UIDs, flags, MODSEQs, dates and sizes)."""
@@ -158,26 +173,33 @@ class Store(Protocol):
     async def blob_path(self, blob_id: BlobId) -> Path | None:
         """The file holding the blob, when the backend keeps blobs as files."""
 
-    async def store_flags(self, mailbox_id: MailboxId, uids: Sequence[Uid],
-                          flags: frozenset[str], mode: FlagMode, *,
-                          unchanged_since: ModSeq | None = None,
-                          ) -> tuple[list[Message], list[Uid]]:
+    async def store_flags(
+        self,
+        mailbox_id: MailboxId,
+        uids: Sequence[Uid],
+        flags: frozenset[str],
+        mode: FlagMode,
+        *,
+        unchanged_since: ModSeq | None = None,
+    ) -> tuple[list[Message], list[Uid]]:
         """Change flags; returns (messages whose flags changed, with their new
         MODSEQ; UIDs refused because their MODSEQ > unchanged_since)."""
 
-    async def expunge(self, mailbox_id: MailboxId,
-                      uids: Sequence[Uid] | None = None, *,
-                      flagged_only: bool = True) -> list[Uid]:
+    async def expunge(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None, *, flagged_only: bool = True
+    ) -> list[Uid]:
         """Remove messages flagged \\Deleted (restricted to `uids` when given);
         returns the UIDs removed, ascending. `flagged_only=False` removes the
         given `uids` whatever their flags, in one transaction (POP3 UPDATE)."""
 
-    async def copy(self, src: MailboxId, uids: Sequence[Uid],
-                   dst: MailboxId) -> list[tuple[Uid, Uid]]:
+    async def copy(
+        self, src: MailboxId, uids: Sequence[Uid], dst: MailboxId
+    ) -> list[tuple[Uid, Uid]]:
         """Copy keeping flags and internal date; returns (source uid, new uid)."""
 
-    async def move(self, src: MailboxId, uids: Sequence[Uid],
-                   dst: MailboxId) -> list[tuple[Uid, Uid]]:
+    async def move(
+        self, src: MailboxId, uids: Sequence[Uid], dst: MailboxId
+    ) -> list[tuple[Uid, Uid]]:
         """Atomic copy + expunge from `src` (RFC 6851)."""
 
     async def changed_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Message]:
@@ -204,8 +226,15 @@ class Store(Protocol):
     async def queue_next_due(self) -> datetime | None:
         """When the next entry (not held) becomes due."""
 
-    async def queue_update(self, qid: QueueId, recipients: Sequence[QueueRecipient], *,
-                           next_attempt: datetime, attempts: int, last_error: str) -> None:
+    async def queue_update(
+        self,
+        qid: QueueId,
+        recipients: Sequence[QueueRecipient],
+        *,
+        next_attempt: datetime,
+        attempts: int,
+        last_error: str,
+    ) -> None:
         """Record an attempt's outcome and release the claim."""
 
     async def queue_set_next_attempt(self, qid: QueueId, when: datetime) -> None:
@@ -220,10 +249,18 @@ class Store(Protocol):
     async def trace_get(self, qid: QueueId) -> list[TraceEvent]: ...
 
     # --- inbound filters (issue 7) -----------------------------------------
-    async def greylist_check(self, network: str, sender: str, recipient: str, *,
-                             now: datetime, delay: float, window: float,
-                             whitelist_period: float, spf_domain: str = "",
-                             ) -> GreylistDecision:
+    async def greylist_check(
+        self,
+        network: str,
+        sender: str,
+        recipient: str,
+        *,
+        now: datetime,
+        delay: float,
+        window: float,
+        whitelist_period: float,
+        spf_domain: str = "",
+    ) -> GreylistDecision:
         """One greylisting decision, atomically, shared by every process and node.
 
         The triplet is (`network`, `sender`, `recipient`), compared as given
@@ -234,8 +271,9 @@ class Store(Protocol):
         `whitelist_period`; a triplet older than `window` starts again. Entries
         older than their window or period are removed on the way."""
 
-    async def bayes_learn(self, model: UserId, digest: str, tokens: Sequence[str],
-                          is_spam: bool) -> bool:
+    async def bayes_learn(
+        self, model: UserId, digest: str, tokens: Sequence[str], is_spam: bool
+    ) -> bool:
         """Count one message (known by `digest`) as spam or ham in `model` (a user
         id, or `GLOBAL_BAYES_MODEL`). Learning the same message again as the same
         class changes nothing (False); as the other class it is moved over."""

@@ -34,9 +34,10 @@ def _bind(address: str, port: int) -> socket.socket:
         sock.bind((address, port))
     except OSError as e:
         sock.close()
-        why = {errno.EADDRINUSE: "address already in use",
-               errno.EACCES: "permission denied (ports below 1024 need root)"}.get(
-            e.errno or 0, e.strerror or str(e))
+        why = {
+            errno.EADDRINUSE: "address already in use",
+            errno.EACCES: "permission denied (ports below 1024 need root)",
+        }.get(e.errno or 0, e.strerror or str(e))
         raise ListenError(f"listeners.web: cannot listen on {address} port {port}: {why}") from None
     sock.listen(512)
     sock.setblocking(False)
@@ -46,9 +47,14 @@ def _bind(address: str, port: int) -> socket.socket:
 def make_handler(app: App, name: str) -> Handler | None:
     ls = app.settings.listeners[name]
     sock = _bind(ls.address, ls.port)
-    config = uvicorn.Config(create_app(app), log_config=None, access_log=False, workers=1,
-                            lifespan="off", timeout_graceful_shutdown=int(
-                                app.settings.server.drain_timeout) or 1)
+    config = uvicorn.Config(
+        create_app(app),
+        log_config=None,
+        access_log=False,
+        workers=1,
+        lifespan="off",
+        timeout_graceful_shutdown=int(app.settings.server.drain_timeout) or 1,
+    )
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     app.services["web"] = (host if ":" not in host else f"[{host}]", port)

@@ -81,8 +81,10 @@ def test_sigkill_during_intake_loses_no_acknowledged_message(tmp_path: Path) -> 
                     n = next(counter, None)
                 if n is None:
                     return
-                msg = (f"From: s@remote.test\r\nSubject: {n}\r\n"
-                       f"Message-ID: <crash-{n}@test>\r\n\r\n" + "body line\r\n" * 50).encode()
+                msg = (
+                    f"From: s@remote.test\r\nSubject: {n}\r\n"
+                    f"Message-ID: <crash-{n}@test>\r\n\r\n" + "body line\r\n" * 50
+                ).encode()
                 try:
                     c.sendmail("s@remote.test", ["alice@example.test"], msg)
                 except (smtplib.SMTPException, OSError):

@@ -26,8 +26,13 @@ def body_after_trace(message: bytes) -> bytes:
     the filters' Authentication-Results: and X-Spam-*: and, on submission,
     Date:/Message-ID:)."""
     pos = 0
-    prepended = (b"Return-Path:", b"Received:", b"Authentication-Results:", b"X-Spam-Status:",
-                 b"X-Spam-Report:")
+    prepended = (
+        b"Return-Path:",
+        b"Received:",
+        b"Authentication-Results:",
+        b"X-Spam-Status:",
+        b"X-Spam-Report:",
+    )
     while True:
         line_end = message.find(b"\r\n", pos)
         line = message[pos:line_end]
@@ -55,7 +60,7 @@ class Raw:
             for i, line in enumerate(lines[:-1]):
                 if (len(line) >= 4 and line[3:4] == b" ") or len(line) == 3:
                     out = b"\r\n".join(lines[: i + 1]) + b"\r\n"
-                    self.buf = self.buf[len(out):]
+                    self.buf = self.buf[len(out) :]
                     return out
             chunk = self.sock.recv(65536)
             if not chunk:

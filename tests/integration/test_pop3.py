@@ -28,8 +28,11 @@ def _tls() -> ssl.SSLContext:
 def _deliver(srv: ServerThread, n: int, to: str = "alice@example.test") -> list[bytes]:
     with smtplib.SMTP("127.0.0.1", srv.port("mx")) as c:
         for i in range(n):
-            c.sendmail("s@remote.test", [to],
-                       f"Subject: message {i}\r\n\r\nbody {i}\r\n.dotted line\r\n".encode())
+            c.sendmail(
+                "s@remote.test",
+                [to],
+                f"Subject: message {i}\r\n\r\nbody {i}\r\n.dotted line\r\n".encode(),
+            )
     return inbox(srv, to)
 
 
@@ -67,8 +70,10 @@ def test_dele_quit_removes_rset_keeps_drop_keeps(server: ServerThread) -> None:
     # UIDL unchanged for the others after a deletion
     p = _login(server)
     uidls_after = p.uidl()[1]
-    assert [x.split()[1] for x in uidls_after] == \
-        [uidls_before[0].split()[1], uidls_before[2].split()[1]]
+    assert [x.split()[1] for x in uidls_after] == [
+        uidls_before[0].split()[1],
+        uidls_before[2].split()[1],
+    ]
     p.dele(1)
     p.rset()
     p.quit()
@@ -158,11 +163,13 @@ def test_fetchmail_to_mda(server: ServerThread, tmp_path: Path, keep: bool) -> N
         f"set no syslog\npoll 127.0.0.1 with proto POP3 port {server.port('pop3')}"
         f" and options no dns\n  user 'alice@example.test' there with password '{PASSWORD}'"
         f" is 'tester' here options {'keep' if keep else 'nokeep'} sslproto ''"
-        f" mda '{mda}'\n")
+        f" mda '{mda}'\n"
+    )
     rc.chmod(0o600)
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "FETCHMAILHOME": str(tmp_path)}
-    res = subprocess.run([fetchmail, "-f", str(rc), "--nodetach", "-v"], capture_output=True,
-                         env=env, timeout=60)
+    res = subprocess.run(
+        [fetchmail, "-f", str(rc), "--nodetach", "-v"], capture_output=True, env=env, timeout=60
+    )
     assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
     got = sorted(out_dir.iterdir())
     assert len(got) == 3
@@ -170,8 +177,12 @@ def test_fetchmail_to_mda(server: ServerThread, tmp_path: Path, keep: bool) -> N
         body = path.read_bytes().replace(b"\r\n", b"\n")
         # fetchmail adds its own Received: field below Return-Path:; without it,
         # the message is byte for byte what was delivered
-        body = re.sub(rb"Received: from 127\.0\.0\.1\n\tby \S+ with POP3 \(fetchmail[^\n]*\n"
-                      rb"\tfor [^\n]*\n", b"", body)
+        body = re.sub(
+            rb"Received: from 127\.0\.0\.1\n\tby \S+ with POP3 \(fetchmail[^\n]*\n"
+            rb"\tfor [^\n]*\n",
+            b"",
+            body,
+        )
         assert body in {m.replace(b"\r\n", b"\n") for m in stored}
     assert len(inbox(server, "alice@example.test")) == (3 if keep else 0)
 
@@ -190,11 +201,15 @@ def test_getmail_to_mda(server: ServerThread, tmp_path: Path) -> None:
         "[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\n"
         f"port = {server.port('pop3')}\nusername = alice@example.test\n"
         f"password = {PASSWORD}\n[destination]\ntype = MDA_external\npath = /bin/sh\n"
-        f"arguments = (\"-c\", \"cat > {out_dir}/$$.eml\")\nallow_root_commands = true\n"
+        f'arguments = ("-c", "cat > {out_dir}/$$.eml")\nallow_root_commands = true\n'
         "[options]\ndelete = true\nread_all = true\nreceived = false\n"
-        "delivered_to = false\nmessage_log_syslog = false\n")
-    res = subprocess.run([getmail, "--getmaildir", str(rcdir), "--rcfile", "getmailrc"],
-                         capture_output=True, timeout=60)
+        "delivered_to = false\nmessage_log_syslog = false\n"
+    )
+    res = subprocess.run(
+        [getmail, "--getmaildir", str(rcdir), "--rcfile", "getmailrc"],
+        capture_output=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
     got = sorted(out_dir.iterdir())
     assert len(got) == 2

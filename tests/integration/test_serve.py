@@ -39,8 +39,14 @@ def test_make_run_defaults_serve_and_stop_cleanly(tmp_path: Path) -> None:
     if not _ports_free():
         pytest.fail("a development port is taken: is a `make run` server running?")
     env = {k: v for k, v in os.environ.items() if k != "POSTIER_CONFIG"}
-    proc = subprocess.Popen([sys.executable, "-m", "postier", "serve"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "postier", "serve"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         banner = []
         assert proc.stdout is not None
@@ -67,8 +73,14 @@ def test_make_run_defaults_serve_and_stop_cleanly(tmp_path: Path) -> None:
         assert proc.stdout is not None
         proc.stdout.close()
     # a second start prints the same password (kept in data/demo-password)
-    proc2 = subprocess.Popen([sys.executable, "-m", "postier", "serve"], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc2 = subprocess.Popen(
+        [sys.executable, "-m", "postier", "serve"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         assert proc2.stdout is not None
         again = []
@@ -93,18 +105,28 @@ def test_port_taken_is_a_clear_error(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         cfg = write_config(tmp_path, ports={"pop3": port})
-        out = subprocess.run([sys.executable, "-m", "postier", "-c", str(cfg), "serve"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "postier", "-c", str(cfg), "serve"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert out.returncode == 1
-    assert f"listeners.pop3: cannot listen on 127.0.0.1 port {port}: address already in use" \
+    assert (
+        f"listeners.pop3: cannot listen on 127.0.0.1 port {port}: address already in use"
         in out.stderr
+    )
 
 
 def test_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("a file, not a directory")
     cfg = write_config(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "postier", "-c", str(cfg), "serve"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "postier", "-c", str(cfg), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "server.data_dir:" in out.stderr and "is not usable" in out.stderr
 

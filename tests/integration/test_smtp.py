@@ -18,10 +18,12 @@ from tests.conftest import need_tool
 from tests.integration.smtp_helpers import Raw, body_after_trace, inbox
 from tests.support.server import PASSWORD, ServerThread, thread_server
 
-MESSAGE = (b"From: Sender <sender@remote.test>\r\nTo: alice@example.test\r\n"
-           b"Subject: exact bytes\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
-           b"Message-ID: <m1@remote.test>\r\n\r\n"
-           b"line one\r\n.leading dot\r\n..two dots\r\n\r\ntrailing\r\n")
+MESSAGE = (
+    b"From: Sender <sender@remote.test>\r\nTo: alice@example.test\r\n"
+    b"Subject: exact bytes\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <m1@remote.test>\r\n\r\n"
+    b"line one\r\n.leading dot\r\n..two dots\r\n\r\ntrailing\r\n"
+)
 
 
 def _tls() -> ssl.SSLContext:
@@ -32,6 +34,7 @@ def _tls() -> ssl.SSLContext:
 
 
 # --- MX: delivery, exact bytes, trace fields --------------------------------------------
+
 
 def test_mx_delivers_exact_bytes_with_trace_fields(server: ServerThread) -> None:
     with smtplib.SMTP("127.0.0.1", server.port("mx")) as c:
@@ -47,8 +50,9 @@ def test_mx_delivers_exact_bytes_with_trace_fields(server: ServerThread) -> None
     assert m, text
     qid = m.group(1)
     [stored] = inbox(server, "alice@example.test")
-    assert stored.startswith(b"Return-Path: <sender@remote.test>\r\n"
-                             b"Received: from client.remote.test")
+    assert stored.startswith(
+        b"Return-Path: <sender@remote.test>\r\nReceived: from client.remote.test"
+    )
     assert b"with ESMTP id " + qid in stored
     assert b"for <alice@example.test>;" in stored
     assert body_after_trace(stored) == MESSAGE
@@ -58,8 +62,12 @@ def test_mx_smtputf8_and_8bit(server: ServerThread) -> None:
     msg = "From: josé@remote.test\r\nSubject: ünïcode\r\n\r\nnaïve café\r\n".encode()
     with smtplib.SMTP("127.0.0.1", server.port("mx")) as c:
         c.ehlo()
-        c.sendmail("josé@remote.test", ["alice@example.test"], msg,
-                   mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        c.sendmail(
+            "josé@remote.test",
+            ["alice@example.test"],
+            msg,
+            mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+        )
     [stored] = inbox(server, "alice@example.test")
     assert body_after_trace(stored) == msg
     assert b"with UTF8SMTP id" in stored
@@ -86,12 +94,15 @@ def test_pipelined_transaction_answered_in_order(server: ServerThread) -> None:
         r.reply()
         r.send(b"EHLO c.test\r\n")
         r.reply()
-        r.send(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
-               b"RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+        r.send(
+            b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
+            b"RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+        )
         assert r.reply().startswith(b"250 2.1.0")
         assert r.reply().startswith(b"250 2.1.5")
-        assert r.reply() == (b"550 5.1.1 <nobody@example.test>: Recipient address rejected: "
-                             b"User unknown\r\n")
+        assert r.reply() == (
+            b"550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown\r\n"
+        )
         assert r.reply().startswith(b"250 2.1.5")
         assert r.reply().startswith(b"354 ")
         r.send(b"Subject: p\r\n\r\nhi\r\n.\r\nQUIT\r\n")
@@ -103,20 +114,38 @@ def test_pipelined_transaction_answered_in_order(server: ServerThread) -> None:
 
 # --- relay rules on the MX port -----------------------------------------------------------
 
-@pytest.mark.parametrize(("rcpt", "reply"), [
-    ("bob@other.test", b"554 5.7.1 <bob@other.test>: Relay access denied\r\n"),
-    ("user%other.test@example.test",
-     b"550 5.1.1 <user%other.test@example.test>: Recipient address rejected: User unknown\r\n"),
-    ("@a.test:user@other.test", b"554 5.7.1 <user@other.test>: Relay access denied\r\n"),
-    ("@a.test,@b.test:user@other.test", b"554 5.7.1 <user@other.test>: Relay access denied\r\n"),
-    ('"user@other.test"@example.test',
-     b'550 5.1.1 <"user@other.test"@example.test>: Recipient address rejected: User unknown\r\n'),
-    ("other.test!user@example.test",
-     b"550 5.1.1 <other.test!user@example.test>: Recipient address rejected: User unknown\r\n"),
-    ("alice@other.test.", b"554 5.7.1 <alice@other.test>: Relay access denied\r\n"),
-    ("alice@example.test.evil.test",
-     b"554 5.7.1 <alice@example.test.evil.test>: Relay access denied\r\n"),
-])
+
+@pytest.mark.parametrize(
+    ("rcpt", "reply"),
+    [
+        ("bob@other.test", b"554 5.7.1 <bob@other.test>: Relay access denied\r\n"),
+        (
+            "user%other.test@example.test",
+            b"550 5.1.1 <user%other.test@example.test>: Recipient address rejected: "
+            b"User unknown\r\n",
+        ),
+        ("@a.test:user@other.test", b"554 5.7.1 <user@other.test>: Relay access denied\r\n"),
+        (
+            "@a.test,@b.test:user@other.test",
+            b"554 5.7.1 <user@other.test>: Relay access denied\r\n",
+        ),
+        (
+            '"user@other.test"@example.test',
+            b'550 5.1.1 <"user@other.test"@example.test>: Recipient address rejected: '
+            b"User unknown\r\n",
+        ),
+        (
+            "other.test!user@example.test",
+            b"550 5.1.1 <other.test!user@example.test>: Recipient address rejected: "
+            b"User unknown\r\n",
+        ),
+        ("alice@other.test.", b"554 5.7.1 <alice@other.test>: Relay access denied\r\n"),
+        (
+            "alice@example.test.evil.test",
+            b"554 5.7.1 <alice@example.test.evil.test>: Relay access denied\r\n",
+        ),
+    ],
+)
 def test_relay_tricks_refused(server: ServerThread, rcpt: str, reply: bytes) -> None:
     with Raw(server.port("mx")) as r:
         r.reply()
@@ -126,10 +155,12 @@ def test_relay_tricks_refused(server: ServerThread, rcpt: str, reply: bytes) -> 
     assert server.call(server.store.queue_list()) == []
 
 
-@pytest.mark.parametrize("rcpt", ["ALICE@EXAMPLE.TEST", "alice@example.test.",
-                                  "Alice@Example.Test."])
-def test_local_domain_case_and_trailing_dot_map_to_the_user(server: ServerThread,
-                                                           rcpt: str) -> None:
+@pytest.mark.parametrize(
+    "rcpt", ["ALICE@EXAMPLE.TEST", "alice@example.test.", "Alice@Example.Test."]
+)
+def test_local_domain_case_and_trailing_dot_map_to_the_user(
+    server: ServerThread, rcpt: str
+) -> None:
     with smtplib.SMTP("127.0.0.1", server.port("mx")) as c:
         c.sendmail("s@remote.test", [rcpt], b"Subject: x\r\n\r\nx\r\n")
     assert len(inbox(server, "alice@example.test")) == 1
@@ -138,18 +169,24 @@ def test_local_domain_case_and_trailing_dot_map_to_the_user(server: ServerThread
 
 def test_loopback_is_not_trusted_on_mx(server: ServerThread) -> None:
     """Even from 127.0.0.1, a foreign recipient on port 25 is refused."""
-    with smtplib.SMTP("127.0.0.1", server.port("mx")) as c, \
-            pytest.raises(smtplib.SMTPRecipientsRefused):
+    with (
+        smtplib.SMTP("127.0.0.1", server.port("mx")) as c,
+        pytest.raises(smtplib.SMTPRecipientsRefused),
+    ):
         c.sendmail("alice@example.test", ["x@far.test"], b"Subject: x\r\n\r\nx\r\n")
 
 
 def test_alias_and_catch_all(server: ServerThread) -> None:
     server.call(server.store.add_alias("postmaster@example.test", ["alice@example.test"]))
-    server.call(server.store.add_alias("team@example.test",
-                                       ["alice@example.test", "bob@example.test"]))
+    server.call(
+        server.store.add_alias("team@example.test", ["alice@example.test", "bob@example.test"])
+    )
     with smtplib.SMTP("127.0.0.1", server.port("mx")) as c:
-        c.sendmail("s@remote.test", ["postmaster@example.test", "team@example.test"],
-                   b"Subject: a\r\n\r\nx\r\n")
+        c.sendmail(
+            "s@remote.test",
+            ["postmaster@example.test", "team@example.test"],
+            b"Subject: a\r\n\r\nx\r\n",
+        )
     # one copy per user even when two recipients lead to alice
     assert len(inbox(server, "alice@example.test")) == 1
     assert len(inbox(server, "bob@example.test")) == 1
@@ -161,6 +198,7 @@ def test_alias_and_catch_all(server: ServerThread) -> None:
 
 # --- submission -----------------------------------------------------------------------------
 
+
 def test_submission_starttls_auth_plain_local_and_remote(server: ServerThread) -> None:
     with smtplib.SMTP("127.0.0.1", server.port("submission")) as c:
         c.ehlo()
@@ -170,9 +208,12 @@ def test_submission_starttls_auth_plain_local_and_remote(server: ServerThread) -
         assert "starttls" not in c.esmtp_features
         assert "PLAIN" in c.esmtp_features["auth"] and "LOGIN" in c.esmtp_features["auth"]
         c.login("alice@example.test", PASSWORD)
-        refused = c.sendmail("alice@example.test", ["bob@example.test", "carol@far.test"],
-                             b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
-                             b"Subject: hello\r\n\r\nhi\r\n")
+        refused = c.sendmail(
+            "alice@example.test",
+            ["bob@example.test", "carol@far.test"],
+            b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+            b"Subject: hello\r\n\r\nhi\r\n",
+        )
     assert refused == {}
     [stored] = inbox(server, "bob@example.test")
     assert b"(using TLSv1.3 with cipher" in stored
@@ -194,8 +235,11 @@ def test_submissions_implicit_tls_auth_login(server: ServerThread) -> None:
         c.user, c.password = "alice@example.test", PASSWORD
         code, _ = c.auth("LOGIN", c.auth_login)
         assert code == 235
-        c.sendmail("alice@example.test", ["bob@example.test"],
-                   b"From: alice@example.test\r\nSubject: s\r\n\r\nx\r\n")
+        c.sendmail(
+            "alice@example.test",
+            ["bob@example.test"],
+            b"From: alice@example.test\r\nSubject: s\r\n\r\nx\r\n",
+        )
     assert len(inbox(server, "bob@example.test")) == 1
 
 
@@ -215,19 +259,33 @@ def test_bad_password_is_535(server: ServerThread) -> None:
     assert e.value.smtp_error == b"5.7.8 Authentication credentials invalid"
 
 
-@pytest.mark.parametrize(("mail_from", "header_from", "reply"), [
-    ("bob@example.test", "alice@example.test",
-     (553, b"5.7.1 <bob@example.test>: Sender address rejected: not owned by user")),
-    ("alice@example.test", "bob@example.test",
-     (553, b"5.7.1 From: header address not owned by user")),
-    ("alice@example.test", "Alice <alice@example.test>, Bob <bob@example.test>",
-     (553, b"5.7.1 From: header address not owned by user")),
-    ("alice@example.test", None, (550, b"5.6.0 Message has no From: header")),
-])
-def test_no_spoofing_on_submission(server: ServerThread, mail_from: str,
-                                   header_from: str | None, reply: tuple[int, bytes]) -> None:
-    msg = (f"From: {header_from}\r\n".encode() if header_from else b"") + \
-        b"Subject: spoof\r\n\r\nx\r\n"
+@pytest.mark.parametrize(
+    ("mail_from", "header_from", "reply"),
+    [
+        (
+            "bob@example.test",
+            "alice@example.test",
+            (553, b"5.7.1 <bob@example.test>: Sender address rejected: not owned by user"),
+        ),
+        (
+            "alice@example.test",
+            "bob@example.test",
+            (553, b"5.7.1 From: header address not owned by user"),
+        ),
+        (
+            "alice@example.test",
+            "Alice <alice@example.test>, Bob <bob@example.test>",
+            (553, b"5.7.1 From: header address not owned by user"),
+        ),
+        ("alice@example.test", None, (550, b"5.6.0 Message has no From: header")),
+    ],
+)
+def test_no_spoofing_on_submission(
+    server: ServerThread, mail_from: str, header_from: str | None, reply: tuple[int, bytes]
+) -> None:
+    msg = (
+        f"From: {header_from}\r\n".encode() if header_from else b""
+    ) + b"Subject: spoof\r\n\r\nx\r\n"
     with smtplib.SMTP("127.0.0.1", server.port("submission")) as c:
         c.starttls(context=_tls())
         c.login("alice@example.test", PASSWORD)
@@ -245,8 +303,11 @@ def test_alias_owner_may_send_as_alias(server: ServerThread) -> None:
     with smtplib.SMTP("127.0.0.1", server.port("submission")) as c:
         c.starttls(context=_tls())
         c.login("alice@example.test", PASSWORD)
-        c.sendmail("sales@example.test", ["bob@example.test"],
-                   b"From: Sales <sales@example.test>\r\nSubject: s\r\n\r\nx\r\n")
+        c.sendmail(
+            "sales@example.test",
+            ["bob@example.test"],
+            b"From: Sales <sales@example.test>\r\nSubject: s\r\n\r\nx\r\n",
+        )
     assert len(inbox(server, "bob@example.test")) == 1
 
 
@@ -254,9 +315,15 @@ def test_aiosmtplib_submission(server: ServerThread) -> None:
     async def go() -> None:
         await aiosmtplib.send(
             b"From: alice@example.test\r\nSubject: aio\r\n\r\nhello\r\n",
-            sender="alice@example.test", recipients=["bob@example.test"],
-            hostname="127.0.0.1", port=server.port("submission"), start_tls=True,
-            username="alice@example.test", password=PASSWORD, tls_context=_tls())
+            sender="alice@example.test",
+            recipients=["bob@example.test"],
+            hostname="127.0.0.1",
+            port=server.port("submission"),
+            start_tls=True,
+            username="alice@example.test",
+            password=PASSWORD,
+            tls_context=_tls(),
+        )
 
     asyncio.run(go())
     [stored] = inbox(server, "bob@example.test")
@@ -267,20 +334,52 @@ def test_aiosmtplib_submission(server: ServerThread) -> None:
 def test_swaks_submission_and_mx(server: ServerThread) -> None:
     swaks = need_tool("swaks")
     out = subprocess.run(
-        [swaks, "--server", "127.0.0.1", "--port", str(server.port("submission")), "--tls",
-         "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", PASSWORD,
-         "--from", "alice@example.test", "--to", "bob@example.test",
-         "--header", "Subject: via swaks", "--body", "swaks body"],
-        capture_output=True, text=True, timeout=60)
+        [
+            swaks,
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(server.port("submission")),
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@example.test",
+            "--auth-password",
+            PASSWORD,
+            "--from",
+            "alice@example.test",
+            "--to",
+            "bob@example.test",
+            "--header",
+            "Subject: via swaks",
+            "--body",
+            "swaks body",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"<~  250 2\.0\.0 Ok: queued as [0-9A-Z]{16}", out.stdout)
     out = subprocess.run(
-        [swaks, "--server", "127.0.0.1", "--port", str(server.port("mx")),
-         "--from", "x@remote.test", "--to", "nobody@example.test"],
-        capture_output=True, text=True, timeout=60)
+        [
+            swaks,
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(server.port("mx")),
+            "--from",
+            "x@remote.test",
+            "--to",
+            "nobody@example.test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
-    assert "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown" \
-        in out.stdout
+    assert "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown" in out.stdout
     [stored] = inbox(server, "bob@example.test")
     assert b"Subject: via swaks" in stored and b"swaks body" in stored
 
@@ -292,11 +391,13 @@ def test_msmtp_submission(server: ServerThread, tmp_path: Path) -> None:
     conf.write_text(
         f"account default\nhost 127.0.0.1\nport {server.port('submission')}\n"
         "tls on\ntls_starttls on\ntls_certcheck off\nauth plain\n"
-        f"user alice@example.test\npassword {PASSWORD}\nfrom alice@example.test\n")
+        f"user alice@example.test\npassword {PASSWORD}\nfrom alice@example.test\n"
+    )
     conf.chmod(0o600)
     msg = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: msmtp\r\n\r\nvia msmtp\r\n"
-    out = subprocess.run([msmtp, "-C", str(conf), "bob@example.test"], input=msg,
-                         capture_output=True, timeout=60)
+    out = subprocess.run(
+        [msmtp, "-C", str(conf), "bob@example.test"], input=msg, capture_output=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     [stored] = inbox(server, "bob@example.test")
     assert body_after_trace(stored).endswith(msg.split(b"\r\n", 0)[0][-40:])
@@ -304,6 +405,7 @@ def test_msmtp_submission(server: ServerThread, tmp_path: Path) -> None:
 
 
 # --- smuggling and data rules ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fake_end", [b"\n.\n", b"\r.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"])
 def test_smuggling_sequences_never_end_data(server: ServerThread, fake_end: bytes) -> None:
@@ -313,11 +415,15 @@ def test_smuggling_sequences_never_end_data(server: ServerThread, fake_end: byte
         r.cmd(b"MAIL FROM:<s@remote.test>")
         r.cmd(b"RCPT TO:<alice@example.test>")
         assert r.cmd(b"DATA").startswith(b"354")
-        r.send(b"Subject: one\r\n\r\nfirst" + fake_end +
-               b"MAIL FROM:<evil@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
-               b"Subject: smuggled\r\n\r\nx\r\n.\r\n")
-        assert r.reply() == (b"554 5.5.2 Message contains bare LF/CR, rejected "
-                             b"(see RFC 5321 section 2.3.8)\r\n")
+        r.send(
+            b"Subject: one\r\n\r\nfirst"
+            + fake_end
+            + b"MAIL FROM:<evil@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+            b"Subject: smuggled\r\n\r\nx\r\n.\r\n"
+        )
+        assert r.reply() == (
+            b"554 5.5.2 Message contains bare LF/CR, rejected (see RFC 5321 section 2.3.8)\r\n"
+        )
         # the smuggled "second message" was part of the first; nothing more is pending
         assert r.cmd(b"NOOP").startswith(b"250")
     assert inbox(server, "bob@example.test") == []
@@ -326,9 +432,12 @@ def test_smuggling_sequences_never_end_data(server: ServerThread, fake_end: byte
 
 # --- limits ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[ServerThread]:
-    srv = thread_server(tmp_path, """
+    srv = thread_server(
+        tmp_path,
+        """
 [smtp.limits]
 max_message_size = 2000
 max_line_length = 600
@@ -336,7 +445,8 @@ max_recipients = 3
 max_errors = 5
 idle_timeout = "1s"
 data_timeout = "2s"
-""")
+""",
+    )
     try:
         srv.add_user("alice@example.test")
         yield srv
@@ -356,12 +466,18 @@ def test_size_advertised_and_enforced_while_streaming(limited: ServerThread) -> 
         r.send(b"EHLO again\r\n")
         assert b"250-SIZE 2000\r\n" in r.reply()
         assert r.cmd(b"MAIL FROM:<s@remote.test> SIZE=5000") == (
-            b"552 5.3.4 Message size exceeds fixed maximum message size\r\n")
+            b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
+        )
         r.cmd(b"MAIL FROM:<s@remote.test>")
         r.cmd(b"RCPT TO:<alice@example.test>")
         r.cmd(b"DATA")
-        r.send(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 0 + (b"y" * 78 + b"\r\n") * 40
-               + b".\r\n")
+        r.send(
+            b"Subject: big\r\n\r\n"
+            + b"x" * 70
+            + b"\r\n" * 0
+            + (b"y" * 78 + b"\r\n") * 40
+            + b".\r\n"
+        )
         assert r.reply() == b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
         assert r.cmd(b"NOOP").startswith(b"250")
     assert inbox(limited, "alice@example.test") == []
@@ -426,6 +542,7 @@ def test_slow_data_timeout(limited: ServerThread) -> None:
 
 
 # --- flood and abuse: the server stays up and serves the next client ---------------------------
+
 
 def _still_serves(srv: ServerThread) -> None:
     with smtplib.SMTP("127.0.0.1", srv.port("mx"), timeout=10) as c:
@@ -506,6 +623,7 @@ def test_starttls_injection_discarded(server: ServerThread) -> None:
 
 
 # --- spooling, connection limits, AUTH before TLS from a remote client ------------------------
+
 
 def test_large_message_spooled_and_delivered_intact(tmp_path: Path) -> None:
     srv = thread_server(tmp_path, "[smtp.limits]\nspool_threshold = 4096\n")

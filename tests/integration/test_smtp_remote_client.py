@@ -20,18 +20,25 @@ from postier.smtp.server import make_handler
 from postier.store.sqlite import SqliteStore
 
 
-async def _session(tmp_path: Path, script: list[bytes], *, allow_plain: bool = False,
-                   listener: str = "submission") -> list[bytes]:
+async def _session(
+    tmp_path: Path, script: list[bytes], *, allow_plain: bool = False, listener: str = "submission"
+) -> list[bytes]:
     settings = Settings()
     settings = dataclasses.replace(
-        settings, server=dataclasses.replace(settings.server, data_dir=tmp_path),
-        tls=TlsSettings(allow_plaintext_auth=allow_plain))
+        settings,
+        server=dataclasses.replace(settings.server, data_dir=tmp_path),
+        tls=TlsSettings(allow_plaintext_auth=allow_plain),
+    )
     store = SqliteStore(tmp_path)
     await store.open()
     await store.add_domain("example.test")
     await store.add_user("alice@example.test", hash_password("pw"))
-    app = App(settings=settings, store=store, auth=AuthService(store, settings.auth),
-              tls_context=tls.server_context(settings))
+    app = App(
+        settings=settings,
+        store=store,
+        auth=AuthService(store, settings.auth),
+        tls_context=tls.server_context(settings),
+    )
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours)
     conn = Connection(reader, writer, listener, "192.0.2.50", 4242, "192.0.2.1", 587, tls=False)
@@ -64,7 +71,9 @@ async def test_auth_not_offered_before_tls_to_remote_client(tmp_path: Path) -> N
     replies = await _session(tmp_path, [b"EHLO remote.test", PLAIN])
     assert b"AUTH" not in replies[1]
     assert b"STARTTLS" in replies[1]
-    assert replies[2] == b"538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+    assert (
+        replies[2] == b"538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+    )
 
 
 async def test_allow_plaintext_auth_offers_auth(tmp_path: Path) -> None:
@@ -74,9 +83,12 @@ async def test_allow_plaintext_auth_offers_auth(tmp_path: Path) -> None:
 
 
 async def test_mx_never_offers_auth(tmp_path: Path) -> None:
-    replies = await _session(tmp_path, [b"EHLO remote.test", PLAIN, b"MAIL FROM:<x@far.test>",
-                                        b"RCPT TO:<y@far.test>"],
-                             allow_plain=True, listener="mx")
+    replies = await _session(
+        tmp_path,
+        [b"EHLO remote.test", PLAIN, b"MAIL FROM:<x@far.test>", b"RCPT TO:<y@far.test>"],
+        allow_plain=True,
+        listener="mx",
+    )
     assert b"AUTH" not in replies[1]
     assert replies[2].startswith(b"503 ")
     assert replies[4] == b"554 5.7.1 <y@far.test>: Relay access denied\r\n"

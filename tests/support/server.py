@@ -29,14 +29,26 @@ from postier.server.app import App, start, stop
 PASSWORD = "correct horse battery staple"
 
 
-def write_config(directory: Path, extra: str = "", *, ports: dict[str, int] | None = None,
-                 hostname: str = "mail.example.test", address: str = "127.0.0.1") -> Path:
+def write_config(
+    directory: Path,
+    extra: str = "",
+    *,
+    ports: dict[str, int] | None = None,
+    hostname: str = "mail.example.test",
+    address: str = "127.0.0.1",
+) -> Path:
     """A config with every listener on `address`, port 0 unless given, DNS offline."""
     ports = ports or {}
     lines = [
-        "[server]", f'hostname = "{hostname}"', 'data_dir = "./data"', "drain_timeout = \"2s\"",
-        "[dns]", "offline = true",
-        "[auth]", 'failure_delay = "0.05s"', 'max_delay = "0.2s"',
+        "[server]",
+        f'hostname = "{hostname}"',
+        'data_dir = "./data"',
+        'drain_timeout = "2s"',
+        "[dns]",
+        "offline = true",
+        "[auth]",
+        'failure_delay = "0.05s"',
+        'max_delay = "0.2s"',
     ]
     for name in LISTENER_NAMES:
         lines += [f"[listeners.{name}]", f'address = "{address}"', f"port = {ports.get(name, 0)}"]
@@ -66,8 +78,9 @@ def _merge(base: str, extra: str) -> str:
             if current not in order:
                 order.append(current)
             key = line.split("=", 1)[0].strip()
-            sections[current] = [x for x in sections[current]
-                                 if x.split("=", 1)[0].strip() != key] + [line]
+            sections[current] = [
+                x for x in sections[current] if x.split("=", 1)[0].strip() != key
+            ] + [line]
     out = []
     for name in order:
         if name:
@@ -156,7 +169,11 @@ class ServerProcess:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "postier", "-c", str(self.config), "serve"],
-            stdout=subprocess.PIPE, stderr=self._log, text=True, env=self.env)
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=self.env,
+        )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:

@@ -1089,8 +1089,9 @@ class SqliteStore:
         return int(row[0])
 
     @staticmethod
-    def _insert_blob(tx: Tx, blob_id: BlobId, size: int, s: MessageSummary,
-                     inline: bytes | None = None) -> None:
+    def _insert_blob(
+        tx: Tx, blob_id: BlobId, size: int, s: MessageSummary, inline: bytes | None = None
+    ) -> None:
         tx.execute(
             "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
             "to_addr, cc, date, message_id, preview, header_size, crlf_size) "
@@ -1220,8 +1221,10 @@ class SqliteStore:
                 self._insert_queue(tx, qid, queue, blob_id, size)
             at = _now_us()
             for event, detail in trace:
-                tx.execute("INSERT INTO trace (qid, at, event, detail) VALUES (?, ?, ?, ?)",
-                           (qid, at, event, detail))
+                tx.execute(
+                    "INSERT INTO trace (qid, at, event, detail) VALUES (?, ?, ?, ?)",
+                    (qid, at, event, detail),
+                )
             self._record(tx, changes)
             return DeliveryResult(
                 qid=qid,
@@ -1284,7 +1287,11 @@ class SqliteStore:
         return result
 
     async def list_messages(
-        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None, *,
+        self,
+        mailbox_id: MailboxId,
+        uid_min: int = 1,
+        uid_max: int | None = None,
+        *,
         summaries: bool = True,
     ) -> list[Message]:
         hi = uid_max if uid_max is not None else 1 << 62
@@ -1323,8 +1330,10 @@ class SqliteStore:
             raise NotFound(f"no blob {blob_id!r}")
         if is_inline(blob_id):
             row = await self._read(
-                lambda c: c.execute("SELECT data FROM blob_data WHERE id = ?",
-                                    (blob_id,)).fetchone())
+                lambda c: c.execute(
+                    "SELECT data FROM blob_data WHERE id = ?", (blob_id,)
+                ).fetchone()
+            )
             if row is None:
                 raise NotFound(f"no blob {blob_id}")
             return bytes(row[0])
@@ -1429,7 +1438,10 @@ class SqliteStore:
         return blob_ids
 
     async def expunge(
-        self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None, *,
+        self,
+        mailbox_id: MailboxId,
+        uids: Sequence[Uid] | None = None,
+        *,
         flagged_only: bool = True,
     ) -> list[Uid]:
         """Remove messages flagged \\Deleted (only those in `uids` when given,

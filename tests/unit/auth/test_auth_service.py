@@ -31,8 +31,15 @@ async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _service(store: SqliteStore, clock: Clock, slept: list[float], **kw: float) -> AuthService:
-    settings = AuthSettings(**{"failure_delay": 0.5, "max_delay": 4.0, "lockout_after": 5,
-                               "lockout_period": 300.0, **kw})
+    settings = AuthSettings(
+        **{
+            "failure_delay": 0.5,
+            "max_delay": 4.0,
+            "lockout_after": 5,
+            "lockout_period": 300.0,
+            **kw,
+        }
+    )
 
     async def sleep(d: float) -> None:
         slept.append(d)
@@ -51,11 +58,14 @@ def test_passwords() -> None:
     assert needs_rehash("garbage")
 
 
-@pytest.mark.parametrize(("ip", "key"), [
-    ("192.0.2.7", "ip:192.0.2.0/24"),
-    ("2001:db8::1", "ip:2001:db8::/64"),
-    ("not-an-ip", "ip:not-an-ip"),
-])
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("192.0.2.7", "ip:192.0.2.0/24"),
+        ("2001:db8::1", "ip:2001:db8::/64"),
+        ("not-an-ip", "ip:not-an-ip"),
+    ],
+)
 def test_client_key_groups_networks(ip: str, key: str) -> None:
     assert client_key(ip) == key
 
@@ -117,21 +127,24 @@ async def test_success_clears_the_record(store: SqliteStore) -> None:
 
 
 async def test_attacker_network_lock_does_not_lock_other_networks_for_other_accounts(
-        store: SqliteStore) -> None:
+    store: SqliteStore,
+) -> None:
     await store.add_user("bob@example.test", hash_password("bobpw"))
     slept: list[float] = []
     svc = _service(store, Clock(), slept)
     for i in range(5):
         await svc.authenticate(f"guess{i}@example.test", "x", "203.0.113.9")
-    assert (await svc.authenticate("bob@example.test", "bobpw", "203.0.113.10")).outcome \
-        is AuthOutcome.LOCKED  # same /24 as the attacker
+    assert (
+        await svc.authenticate("bob@example.test", "bobpw", "203.0.113.10")
+    ).outcome is AuthOutcome.LOCKED  # same /24 as the attacker
     assert (await svc.authenticate("bob@example.test", "bobpw", "198.51.100.1")).ok
 
 
 def test_limiter_forgets_old_failures() -> None:
     clock = Clock()
-    lim = Limiter(AuthSettings(failure_delay=1, max_delay=8, lockout_after=10,
-                               lockout_period=60), clock)
+    lim = Limiter(
+        AuthSettings(failure_delay=1, max_delay=8, lockout_after=10, lockout_period=60), clock
+    )
     lim.fail("k")
     lim.fail("k")
     assert lim.delay_for("k") == 2

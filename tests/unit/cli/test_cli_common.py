@@ -131,6 +131,20 @@ def test_every_command_has_help() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {c.dest: c.help for c in sub._choices_actions}
-    assert set(helps) == {"init", "serve", "config", "domain", "user", "alias", "queue", "trace",
-                          "mx", "verify", "dns-check", "send", "import", "export"}
+    assert set(helps) == {
+        "init",
+        "serve",
+        "config",
+        "domain",
+        "user",
+        "alias",
+        "queue",
+        "trace",
+        "mx",
+        "verify",
+        "dns-check",
+        "send",
+        "import",
+        "export",
+    }
     assert all(helps.values())

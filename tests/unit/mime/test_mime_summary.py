@@ -165,13 +165,16 @@ def test_summarize_fills_every_field(sample):
     assert data[s.header_size - 4 : s.header_size] == b"\r\n\r\n"
 
 
-@pytest.mark.parametrize(("data", "size"), [
-    (b"", 0),
-    (b"a\r\nb\r\n", 6),
-    (b"a\nb\n", 6),  # bare LFs are sent as CRLF
-    (b"a\r\nb", 6),  # a final CRLF is added
-    (b"a\rb\r\n", 5),  # a lone CR is left alone
-])
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        (b"", 0),
+        (b"a\r\nb\r\n", 6),
+        (b"a\nb\n", 6),  # bare LFs are sent as CRLF
+        (b"a\r\nb", 6),  # a final CRLF is added
+        (b"a\rb\r\n", 5),  # a lone CR is left alone
+    ],
+)
 def test_crlf_size_is_what_pop3_sends(data, size):
     from postier.mime.summary import crlf_size
     from postier.pop3.commands import normalize
