@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from postier import metrics
 from postier.config.schema import FILTER_STAGES, Settings
 from postier.dns.resolver import OfflineResolver, Resolver
 from postier.filters.arc import ArcStage
@@ -195,11 +196,13 @@ class Filters:
             return DataOutcome()
         decision = self.spam.decide(ctx.all_verdicts())
         if decision.reply is not None:
+            metrics.SPAM_VERDICTS.labels("reject").inc()
             await pipeline.trace(ctx, f"data spam: reject score={decision.score:.1f}")
             return DataOutcome(reply=decision.reply, score=decision.score)
         if decision.junk:
             await pipeline.trace(ctx, f"data spam: junk score={decision.score:.1f}")
         junk_forced = any(v.action is Action.JUNK for v in ctx.all_verdicts())
+        metrics.SPAM_VERDICTS.labels("spam" if decision.junk or junk_forced else "ham").inc()
         return DataOutcome(
             headers=self.auth_results(ctx) + decision.headers,
             junk=decision.junk or junk_forced,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from postier import metrics
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.smtp.replies import Reply
 from postier.store.api import Store
@@ -69,9 +70,8 @@ class GreylistStage:
         return any(addr.version == n.version and addr in n for n in self.allow)
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
-        if ctx.authenticated:
-            return [Verdict.accept(self.name)]
-        if self._allowed(ctx.peer_ip):
+        if ctx.authenticated or self._allowed(ctx.peer_ip):
+            metrics.GREYLIST_DECISIONS.labels("allow").inc()
             return [Verdict.accept(self.name)]
         spf_domain = ""
         if ctx.spf is not None and ctx.spf.status == "pass":
@@ -89,6 +89,7 @@ class GreylistStage:
             spf_domain=spf_domain,
         )
         detail = f"{decision.outcome} {network} <{sender}> <{ctx.recipient.lower()}>"
+        metrics.GREYLIST_DECISIONS.labels("pass" if decision.passed else "defer").inc()
         if decision.passed:
             return [Verdict.accept(self.name, detail)]
         if decision.retry_after:

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from postier import metrics
 from postier.config.schema import SmtpOutbound
 from postier.dns import mx
 from postier.dns.resolver import Resolver
@@ -388,7 +389,17 @@ class Runner:
         lock = asyncio.Lock()
 
         async def one(domain: str, rcpts: list[QueueRecipient]) -> None:
+            started = time.monotonic()
             result = await self._deliver_group(entry, data, domain, rcpts)
+            kinds = {o.kind for o in result.values()}
+            label = (
+                "delivered"
+                if kinds == {DELIVERED}
+                else "failed"
+                if kinds == {PERMANENT}
+                else "deferred"
+            )
+            metrics.DELIVERY_ATTEMPT_SECONDS.labels(label).observe(time.monotonic() - started)
             async with lock:
                 outcomes.update(result)
                 if len(groups) > 1:  # rule 3: commit what this host said
@@ -446,6 +457,8 @@ class Runner:
             await self.store.trace_add(entry.id, "failed", f"<{r.address}> {_where(o)}{o.reply}")
         for r, o in succeeded:
             await self.store.trace_add(entry.id, "delivered", f"<{r.address}> {_where(o)}{o.reply}")
+        if succeeded:
+            metrics.MESSAGES_DELIVERED.labels("remote").inc(len(succeeded))
         if not pending:
             await self.store.queue_delete(entry.id)
             await self.store.trace_add(
@@ -563,6 +576,7 @@ class Runner:
             )
         result = await self.store.deliver(message, targets, queue=queue)
         kind = reports[0].action
+        metrics.BOUNCES.labels(str(kind)).inc()
         names = ",".join(f"<{r.address}>" for r in reports)
         await self.store.trace_add(
             entry.id, "dsn", f"{kind} report {result.qid} for {names} to <{sender}>"

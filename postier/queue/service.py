@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from postier.dns.resolver import Resolver, make_resolver
@@ -21,6 +22,9 @@ from postier.queue.schedule import Schedule
 
 if TYPE_CHECKING:
     from postier.server.app import App
+
+
+log = logging.getLogger("postier.queue")
 
 
 def start(app: App) -> Runner:
@@ -37,7 +41,14 @@ def start(app: App) -> Runner:
     )
     app.services["queue_wake"] = runner.wake
     app.services["queue_runner"] = runner
-    app.spawn(runner.run(), "queue-runner")
+
+    async def run() -> None:
+        released = await app.store.queue_release_claims()
+        if released:
+            log.info("queue: released %d claim(s) left by a runner that died", released)
+        await runner.run()
+
+    app.spawn(run(), "queue-runner")
 
     async def stop() -> None:
         await runner.stop(settings.server.drain_timeout)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from postier import metrics
 from postier.auth.passwords import ahash_password
 from postier.auth.service import AuthService
 from postier.config.schema import IMPLICIT_TLS, Settings
@@ -151,7 +152,7 @@ async def start(settings: Settings) -> App:
     """Bind everything; raise StartupError with an operator-facing message."""
     check_data_dir(settings.server.data_dir)
     sweep_spool(settings.server.data_dir)
-    store = open_store(settings)
+    store = metrics.timed_store(open_store(settings))  # latencies on /metrics
     try:
         await store.open()
     except Exception as e:

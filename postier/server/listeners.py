@@ -162,6 +162,7 @@ class Listener:
                 del self._per_ip[ip]
             with contextlib.suppress(Exception):
                 writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 5)
 
     @property
     def active(self) -> int:

@@ -223,6 +223,10 @@ class Store(Protocol):
         """Entries not held whose next attempt is due, oldest first, claimed so
         that no other runner (process or node) takes them until released."""
 
+    async def queue_release_claims(self) -> int:
+        """Forget the claims of runners that died (a SIGKILL between claim and
+        update); called once when this node's runner starts. Returns how many."""
+
     async def queue_next_due(self) -> datetime | None:
         """When the next entry (not held) becomes due."""
 

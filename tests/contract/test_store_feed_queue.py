@@ -127,7 +127,12 @@ async def test_queue_lifecycle(store, users):
     due2 = await store.queue_due(now, 10)
     assert [e.id for e in due2] == [r2.qid]
     assert await store.queue_due(now, 10) == []
-    # an abandoned claim expires (a crashed runner)
+    # a restarted runner releases the claims a dead one left
+    assert await store.queue_release_claims() == 2
+    assert [e.id for e in await store.queue_due(now, 10)] == [r1.qid, r2.qid]
+    assert await store.queue_release_claims() == 2
+    # an abandoned claim also expires by itself (a crashed runner elsewhere)
+    await store.queue_due(now, 10)
     later = now + timedelta(days=1)
     assert [e.id for e in await store.queue_due(later, 10)] == [r1.qid, r2.qid]
 

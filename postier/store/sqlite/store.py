@@ -1684,6 +1684,19 @@ class SqliteStore:
         result: list[QueueEntry] = await self._write(job)
         return result
 
+    async def queue_release_claims(self) -> int:
+        """The embedded store has one runner (the serving process): any claim
+        left at its start belongs to a runner that died."""
+
+        def job(tx: Tx) -> int:
+            cur = tx.execute(
+                "UPDATE queue SET claimed_until = NULL WHERE claimed_until IS NOT NULL"
+            )
+            return int(cur.rowcount)
+
+        released: int = await self._write(job)
+        return released
+
     async def queue_next_due(self) -> datetime | None:
         """When the next entry not held becomes due (a claimed entry: when its claim
         expires, if later)."""
