@@ -1,7 +1,8 @@
 """`make bench`: every benchmark with its default sizes, then one summary.
 
-Runs `smtp_intake` (postier vs aiosmtpd vs Postfix) and `pop3` (postier vs Dovecot)
-one after the other, so they never compete for the CPUs, and prints each bench's
+Runs `smtp_intake` (postier vs aiosmtpd vs Postfix), `pop3` (postier vs Dovecot),
+`imap` (postier vs Dovecot) and `outbound` (postier, and Postfix relaying) one
+after the other, so they never compete for the CPUs, and prints each bench's
 full table followed by the ratios against the targets of issues 3 and 6. Peers that
 are not installed are skipped with a note. Options are passed to neither bench: run
 ``bench/smtp_intake.py --help`` or ``bench/pop3.py --help`` for bigger runs.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,6 +68,12 @@ def main() -> int:
             rows.append([f"pop3 {users} user(s) vs dovecot", ">= 0.5x", f"{a.rate / d.rate:.2f}x"])
     print()
     print(table(["target (issues 3, 6)", "wanted", "measured"], rows))
+    # IMAP (issue 5) and outbound (issue 4) print their own tables and ratios
+    here = Path(__file__).resolve().parent
+    for bench in ("imap.py", "outbound.py"):
+        print(f"\n--- bench/{bench}", flush=True)
+        extra = ["--postfix"] if bench == "outbound.py" and shutil.which("postfix") else []
+        subprocess.run([sys.executable, str(here / bench), *extra], check=False)
     print(f"\nall benches done in {time.perf_counter() - started:.0f}s")
     return 0
 
