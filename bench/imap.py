@@ -266,6 +266,7 @@ default_internal_user = dovecot
 default_login_user = dovenull
 default_client_limit = 5000
 default_process_limit = 5000
+mail_max_userip_connections = 2000
 passdb {{
   driver = passwd-file
   args = {root}/users
@@ -314,7 +315,9 @@ class DovecotTarget:
         now = int(time.time())
         for i, m in enumerate(messages):
             lf = m.replace(b"\r\n", b"\n")
-            (new / f"{now}.M{i}P{os.getpid()}.bench,S={len(lf)},W={len(m)}").write_bytes(lf)
+            # W= is Dovecot's virtual size: a CR added before every LF that lacks one
+            w = len(lf) + lf.count(b"\n") - lf.count(b"\r\n")
+            (new / f"{now}.M{i}P{os.getpid()}.bench,S={len(lf)},W={w}").write_bytes(lf)
         for d in (home, *home.rglob("*")):
             os.chown(d, 65534, 65534)
         (self.root / "users").write_text(

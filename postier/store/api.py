@@ -170,6 +170,10 @@ class Store(Protocol):
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None: ...
     async def read_blob(self, blob_id: BlobId) -> bytes: ...
+    async def read_blobs(self, blob_ids: Sequence[BlobId]) -> dict[BlobId, bytes]:
+        """Many blobs in one round trip (IMAP FETCH of a range); ids that do not
+        exist are missing from the answer."""
+
     async def blob_path(self, blob_id: BlobId) -> Path | None:
         """The file holding the blob, when the backend keeps blobs as files."""
 

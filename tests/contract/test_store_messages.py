@@ -356,3 +356,13 @@ async def test_200_concurrent_deliveries(store, users):
         assert await store.read_blob(m.blob_id) == by_uid[m.uid]
     modseqs = [m.modseq for m in msgs]
     assert len(set(modseqs)) == 200
+
+
+async def test_read_blobs_many_at_once(store, users):
+    alice = users[0]
+    small = await store.deliver(b"Subject: a\r\n\r\nsmall\r\n", [DeliveryTarget(alice.id)])
+    big_bytes = b"Subject: b\r\n\r\n" + b"y" * (200 * 1024)
+    big = await store.deliver(big_bytes, [DeliveryTarget(alice.id)])
+    got = await store.read_blobs([small.blob_id, big.blob_id, small.blob_id])
+    assert got == {small.blob_id: b"Subject: a\r\n\r\nsmall\r\n", big.blob_id: big_bytes}
+    assert await store.read_blobs([]) == {}

@@ -27,10 +27,10 @@ from postier.imap.commands.context import Context, Result, bad, no, ok
 from postier.imap.session import BadSequence, MailboxView
 from postier.mime.sections import SectionText
 from postier.store.errors import NotFound
-from postier.store.models import Message, ModSeq, Uid
+from postier.store.models import BlobId, Message, ModSeq, Uid
 
 #: messages whose rows are loaded from the store at once
-BATCH = 500
+BATCH = 100  # messages per store round trip (their bytes are held at once)
 _VIEW_ONLY = frozenset({"UID", "FLAGS", "MODSEQ"})
 _BLOB_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 
@@ -80,13 +80,15 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
     for start in range(0, len(picked), BATCH):
         chunk = picked[start : start + BATCH]
         rows = await _load(ctx, view, [u for _, u in chunk]) if need_rows else {}
+        # the chunk's message bytes in one store round trip, not one per message
+        blobs = await ctx.store.read_blobs([m.blob_id for m in rows.values()]) if need_blob else {}
         for seq, uid in chunk:
             m: Message | None = rows.get(uid)
             if need_rows and m is None:
                 missing = True
                 continue
             try:
-                out = await _items(ctx, view, items, uid, m, need_blob)
+                out = await _items(ctx, view, items, uid, m, need_blob, blobs)
             except NotFound:
                 missing = True
                 continue
@@ -132,12 +134,14 @@ async def _items(
     uid: int,
     m: Message | None,
     need_blob: bool,
+    blobs: dict[BlobId, bytes],
 ) -> list[tuple[str, r.FetchValue]]:
     s = ctx.session
     data = b""
     if need_blob:
         assert m is not None
-        data = await ctx.store.read_blob(m.blob_id)
+        got = blobs.get(m.blob_id)
+        data = got if got is not None else await ctx.store.read_blob(m.blob_id)
     root: mime.Part | None = None
     summary = m.summary if m is not None else None
     if summary is not None and summary.bodystructure == b"NIL" and data:

@@ -1342,6 +1342,30 @@ class SqliteStore:
         except FileNotFoundError:
             raise NotFound(f"no blob {blob_id}") from None
 
+    async def read_blobs(self, blob_ids: Sequence[BlobId]) -> dict[BlobId, bytes]:
+        inline = [b for b in set(blob_ids) if is_inline(b)]
+        files = [b for b in set(blob_ids) if is_blob_id(b) and not is_inline(b)]
+        out: dict[BlobId, bytes] = {}
+        if inline:
+            rows = await self._read(
+                lambda c: c.execute(
+                    "SELECT id, data FROM blob_data WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(inline),),
+                ).fetchall()
+            )
+            out.update((BlobId(r[0]), bytes(r[1])) for r in rows)
+        if files:
+
+            def read_files() -> dict[BlobId, bytes]:
+                got: dict[BlobId, bytes] = {}
+                for b in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        got[BlobId(b)] = self.blobs.read(b)
+                return got
+
+            out.update(await asyncio.to_thread(read_files))
+        return out
+
     async def blob_path(self, blob_id: BlobId) -> Path | None:
         if not is_blob_id(blob_id) or is_inline(blob_id):
             return None
