@@ -113,8 +113,28 @@ class ImapConnection(Context):
             self._stop_task = asyncio.ensure_future(self.app.stopping.wait())
         return self._stop_task
 
+    def _on_stopping(self) -> None:
+        """The server is stopping: end a plain read at once (IDLE has its own wait)."""
+        if self._read_task is None:
+            self.conn.reader.feed_eof()
+
     async def _read(self, limit: float) -> bytes | None:
-        """Bytes from the client (b"" at EOF); None on timeout or server shutdown."""
+        """Bytes from the client (b"" at EOF); None on timeout or server shutdown.
+
+        The common case reads directly under a timeout, with no task per read;
+        shutdown wakes it through `_on_stopping`. A read left pending by IDLE is
+        awaited as it is."""
+        if self._read_task is None:
+            if self.app.stopping.is_set():
+                return None
+            try:
+                async with asyncio.timeout(limit):
+                    data = await self.conn.reader.read(READ_SIZE)
+            except TimeoutError:
+                return None
+            if not data and self.app.stopping.is_set():
+                return None
+            return data
         read = self._reading()
         done, _ = await asyncio.wait(
             {read, self._stopping()}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
@@ -165,6 +185,7 @@ class ImapConnection(Context):
             self.conn.peer_ip,
             self.conn.listener,
         )
+        self.app.stopping_hooks.add(self._on_stopping)
         try:
             greeting = f"{self.settings.server.hostname} IMAP4rev2 server ready"
             self.send(r.untagged_status("OK", greeting, r.code_capability(self.capabilities())))
@@ -172,6 +193,7 @@ class ImapConnection(Context):
             with contextlib.suppress(ConnectionError, OSError):
                 await self.drain()
         finally:
+            self.app.stopping_hooks.discard(self._on_stopping)
             self.close()
             for task in (self._read_task, self._stop_task):
                 if task is not None:
@@ -291,11 +313,11 @@ class ImapConnection(Context):
             if change.done() and not change.cancelled():
                 noticed = True
                 self._noticed(change)
+        if stop.done():
+            return None
         if read.done():
             self._read_task = None
             return read.result()
-        if stop.done():
-            return None
         return True if noticed else None
 
     def _noticed(self, change: asyncio.Task[Change]) -> None:

@@ -79,6 +79,8 @@ class App:
     services: dict[str, Any] = field(default_factory=dict)
     #: called after listeners stop, before the store closes
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: called at once when the stop begins: sessions waiting on a read wake up
+    stopping_hooks: set[Callable[[], None]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task for the server's lifetime; a crash is logged."""
@@ -217,6 +219,11 @@ async def _close_listeners_now(app: App | None) -> None:
 
 async def stop(app: App) -> None:
     app.stopping.set()
+    for wake in list(app.stopping_hooks):
+        try:
+            wake()
+        except Exception:
+            log.exception("stopping hook failed")
     for listener in app.listeners.values():
         listener.stop_accepting()
     await asyncio.gather(

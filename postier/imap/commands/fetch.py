@@ -30,7 +30,7 @@ from postier.store.errors import NotFound
 from postier.store.models import BlobId, Message, ModSeq, Uid
 
 #: messages whose rows are loaded from the store at once
-BATCH = 100  # messages per store round trip (their bytes are held at once)
+BATCH = 50  # messages per store round trip (their bytes are held at once)
 _VIEW_ONLY = frozenset({"UID", "FLAGS", "MODSEQ"})
 _BLOB_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 
