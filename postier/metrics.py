@@ -17,9 +17,8 @@ Rules:
 - Store latencies: `timed_store(store)` wraps a store so every async method
   call is observed in `STORE_SECONDS` by method name; the composition root
   decides whether to wrap.
-- Per process: with ``server.workers`` > 0 each worker counts its own sessions;
-  only the process serving `/metrics` is exported (todo: multiprocess mode,
-  prometheus_client's PROMETHEUS_MULTIPROC_DIR, when workers become common).
+- Per process: the server is one process, so its registry is the whole picture
+  (CLI commands such as `postier send` count in their own short-lived process).
 
 Who increments what (the package named owns the call site):
 

@@ -59,7 +59,6 @@ class ServerSettings:
         "where the store, blobs, spool, keys and certificates live", default=Path("./data")
     )
     drain_timeout: float = doc("on SIGTERM, time given to in-flight transactions", default=5.0)
-    workers: int = doc("extra worker processes sharing the listeners (0 = one process)", default=0)
 
 
 @dataclass(frozen=True)

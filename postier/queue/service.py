@@ -7,8 +7,8 @@ Rules:
 - The runner stops before the store closes (`app.on_stop`): no new claims,
   in-flight deliveries get ``server.drain_timeout``, then are cancelled; their
   next try time was committed before they began.
-- Only the main process runs a runner; worker processes (``server.workers``)
-  share the listeners but not the queue.
+- One runner per server process; the store's claims (`queue_due`) keep two
+  runners sharing a store from taking the same entry.
 """
 
 from __future__ import annotations

@@ -156,10 +156,10 @@ def test_format_duration_round_trips(seconds: float, text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[server]\nworkers = "2"\n', "server.workers: '2' is not an integer"),
-        ("[server]\nworkers = 2.0\n", "server.workers: 2.0 is not an integer"),
-        ("[server]\nworkers = true\n", "server.workers: True is not an integer"),
-        ("[server]\nworkers = -1\n", "server.workers: -1 is negative"),
+        ('[smtp.limits]\nmax_errors = "2"\n', "smtp.limits.max_errors: '2' is not an integer"),
+        ("[smtp.limits]\nmax_errors = 2.0\n", "smtp.limits.max_errors: 2.0 is not an integer"),
+        ("[smtp.limits]\nmax_errors = true\n", "smtp.limits.max_errors: True is not an integer"),
+        ("[smtp.limits]\nmax_errors = -1\n", "smtp.limits.max_errors: -1 is negative"),
         ("[server]\nhostname = 5\n", "server.hostname: 5 is not a string"),
         ('[listeners.mx]\nenabled = "yes"\n', "listeners.mx.enabled: 'yes' is not true or false"),
         ("[listeners.mx]\nport = -25\n", "listeners.mx.port: -25 is negative"),
