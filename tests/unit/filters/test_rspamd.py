@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -34,6 +35,8 @@ class FakeRspamd:
         )
         await w.drain()
         w.close()
+        with contextlib.suppress(ConnectionError):
+            await w.wait_closed()
 
     @property
     def url(self) -> str:
@@ -138,9 +141,17 @@ async def test_unreachable_and_timeout() -> None:
     assert v.action is Action.TEMPFAIL
     assert v.detail.startswith("cannot reach rspamd")
 
+    release = asyncio.Event()
+    handlers: list[asyncio.Task[None]] = []
+
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(5)
-        w.close()
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await release.wait()  # never answers while the stage waits
+        finally:
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -149,5 +160,7 @@ async def test_unreachable_and_timeout() -> None:
         [v] = await stage.check(Phase.DATA, _ctx())
         assert v.detail == "not checked: timeout (fail open)"
     finally:
+        release.set()
+        await asyncio.gather(*handlers)
         server.close()
         await server.wait_closed()
