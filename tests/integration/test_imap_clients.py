@@ -19,6 +19,7 @@ import imapclient  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import need_tool
+from tests.integration.smtp_helpers import inbox
 from tests.integration.test_imap import ALICE, MULTIPART, SIMPLE, Raw, close_clients, deliver
 from tests.support.server import PASSWORD, ServerThread
 
@@ -438,3 +439,40 @@ def test_mutt_opens_inbox_and_reads_a_message(server: ServerThread, tmp_path: Pa
     c.login()
     c.cmd("s EXAMINE INBOX")
     assert c.cmd("a FETCH 1 FLAGS") == b"* 1 FETCH (FLAGS (\\Seen))\r\na OK FETCH completed\r\n"
+
+
+@pytest.mark.tools
+def test_getmail_imap_one_shot(server: ServerThread, tmp_path: Path) -> None:
+    """getmail6 over IMAPS: every message retrieved byte for byte."""
+    getmail = need_tool("getmail")
+    deliver(server, SIMPLE, MULTIPART)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    rcdir = tmp_path / "getmail"
+    rcdir.mkdir()
+    # getmail refuses Maildir delivery as root (CI runs as root): an external MDA
+    (rcdir / "getmailrc").write_text(
+        "[retriever]\ntype = SimpleIMAPSSLRetriever\nserver = 127.0.0.1\n"
+        f"port = {server.port('imaps')}\nusername = {ALICE}\npassword = {PASSWORD}\n"
+        'mailboxes = ("INBOX",)\nrecord_mailbox = false\n'
+        "[destination]\ntype = MDA_external\npath = /bin/sh\n"
+        f'arguments = ("-c", "cat > {out_dir}/$$.eml")\nallow_root_commands = true\n'
+        "[options]\nread_all = true\ndelete = false\nreceived = false\n"
+        "delivered_to = false\nmessage_log_syslog = false\n"
+    )
+    res = subprocess.run(
+        [getmail, "--getmaildir", str(rcdir), "--rcfile", "getmailrc"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
+    got = sorted(p.read_bytes().replace(b"\r\n", b"\n") for p in out_dir.iterdir())
+    stored = sorted(m.replace(b"\r\n", b"\n") for m in inbox(server, ALICE))
+    assert got == stored  # what was delivered, byte for byte (line ends aside)
+    assert any(g.endswith(SIMPLE.replace(b"\r\n", b"\n")) for g in got)
+    # getmail fetches with BODY.PEEK: a one-shot download leaves the messages unread
+    with imaplib.IMAP4("127.0.0.1", server.port("imap")) as c:
+        c.login(ALICE, PASSWORD)
+        c.select("INBOX", readonly=True)
+        _, data = c.search(None, "UNSEEN")
+        assert data == [b"1 2"]
