@@ -16,7 +16,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from postier.cli import dnsrecords
@@ -32,6 +31,7 @@ from postier.cli.common import (
 from postier.config.load import ConfigError, load
 from postier.config.sample import render_sample
 from postier.config.schema import Settings
+from postier.durable import write_atomically
 
 CONFIG_NAME = "postier.toml"
 
@@ -106,23 +106,3 @@ async def _add_domain(settings: Settings, domain: str) -> bool:
         await store.add_domain(domain)
         await dnsrecords.ensure_dkim(store, settings, domain)  # DKIM keys, active selector
         return True
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Temp name → write → fsync → rename → fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,8 @@ from pathlib import Path
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from postier.durable import write_atomically
 
 log = logging.getLogger("postier.mailauth.dkim")
 
@@ -138,24 +139,9 @@ def key_path(data_dir: Path, domain: str, selector: str) -> Path:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Temp name → write → fsync → rename → fsync dir; readable by the owner only."""
+    """Durably, readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomically(path, data, 0o600)
 
 
 def generate_keys(

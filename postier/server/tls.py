@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
@@ -22,17 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from postier.config.schema import Settings
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+from postier.durable import write_atomically
 
 
 def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
@@ -62,7 +51,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    _write_atomic(
+    write_atomically(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -71,7 +60,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         ),
         0o600,
     )
-    _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert_path, key_path
 
 

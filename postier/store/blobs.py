@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from postier.durable import fsync_dir
 from postier.store.models import BlobId
 
 _BLOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -58,14 +59,6 @@ def is_inline(text: str) -> bool:
     return bool(_INLINE_ID.match(text))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class BlobFiles:
     """The blob directory. All methods block: call them from a worker thread."""
 
@@ -85,7 +78,7 @@ class BlobFiles:
         d = self.root / blob_id[:2]
         if not d.is_dir():
             d.mkdir(exist_ok=True)
-            _fsync_dir(self.root)  # the new fan-out directory's entry must be durable too
+            fsync_dir(self.root)  # the new fan-out directory's entry must be durable too
         return d
 
     def put(self, source: bytes | Path) -> tuple[BlobId, int]:
@@ -109,10 +102,10 @@ class BlobFiles:
                     raise
                 self._write_copy(final, source)
                 source.unlink()
-            _fsync_dir(final_dir)
+            fsync_dir(final_dir)
             return blob_id, size
         self._write_copy(final, source)
-        _fsync_dir(final_dir)
+        fsync_dir(final_dir)
         return blob_id, len(source)
 
     def _write_copy(self, final: Path, source: bytes | Path) -> None:
