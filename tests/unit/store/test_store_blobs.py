@@ -71,7 +71,7 @@ def test_put_failure_leaves_no_temp_file(files, monkeypatch):
         written.append(path)
         return real_write(path, mode, *a, **kw)
 
-    monkeypatch.setattr(blobs, "_fsync_dir", lambda path: None)
+    monkeypatch.setattr(blobs, "fsync_dir", lambda path: None)
     monkeypatch.setattr(blobs.os, "fsync", boom)
     monkeypatch.setattr(blobs, "open", spy_open, raising=False)
     with pytest.raises(OSError, match="disk on fire"):
