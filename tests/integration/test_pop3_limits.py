@@ -3,63 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import socket
 import time
 from pathlib import Path
 
-from postier.auth.passwords import hash_password
-from postier.auth.service import AuthService
-from postier.config.schema import Settings, TlsSettings
 from postier.pop3.server import make_handler
-from postier.server import tls
-from postier.server.app import App
-from postier.server.listeners import Connection
-from postier.store.sqlite import SqliteStore
 from tests.integration.smtp_helpers import Raw
+from tests.support.remote import remote_session
 from tests.support.server import thread_server
 
 
+async def _pop3_reply(reader: asyncio.StreamReader, line: bytes) -> bytes:
+    reply = await reader.readline()
+    if line == b"CAPA":  # multi-line, up to the lone dot
+        while not reply.endswith(b"\r\n.\r\n"):
+            reply += await reader.readline()
+    return reply
+
+
 async def _remote_session(tmp_path: Path, script: list[bytes]) -> list[bytes]:
-    settings = Settings()
-    settings = dataclasses.replace(
-        settings,
-        server=dataclasses.replace(settings.server, data_dir=tmp_path),
-        tls=TlsSettings(),
-    )
-    store = SqliteStore(tmp_path)
-    await store.open()
-    await store.add_domain("example.test")
-    await store.add_user("alice@example.test", hash_password("pw"))
-    app = App(
-        settings=settings,
-        store=store,
-        auth=AuthService(store, settings.auth),
-        tls_context=tls.server_context(settings),
-    )
-    ours, theirs = socket.socketpair()
-    reader, writer = await asyncio.open_connection(sock=ours)
-    conn = Connection(reader, writer, "pop3", "192.0.2.50", 4242, "192.0.2.1", 110, tls=False)
-    task = asyncio.create_task(make_handler(app, "pop3")(conn))
-    c_reader, c_writer = await asyncio.open_connection(sock=theirs)
-    replies = [await c_reader.readline()]
-    for line in script:
-        c_writer.write(line + b"\r\n")
-        await c_writer.drain()
-        reply = await c_reader.readline()
-        if line == b"CAPA":
-            while not reply.endswith(b"\r\n.\r\n"):
-                reply += await c_reader.readline()
-        replies.append(reply)
-    c_writer.close()
-    await asyncio.wait_for(task, 10)
-    writer.close()
-    for w in (writer, c_writer):
-        with contextlib.suppress(ConnectionError):
-            await w.wait_closed()
-    await store.close()
-    return replies
+    return await remote_session(tmp_path, make_handler, "pop3", script, _pop3_reply)
 
 
 async def test_plaintext_login_refused_before_tls_for_remote_clients(tmp_path: Path) -> None:

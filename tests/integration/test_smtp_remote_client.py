@@ -5,63 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import dataclasses
-import socket
 from pathlib import Path
 
-from postier.auth.passwords import hash_password
-from postier.auth.service import AuthService
-from postier.config.schema import Settings, TlsSettings
-from postier.server import tls
-from postier.server.app import App
-from postier.server.listeners import Connection
 from postier.smtp.server import make_handler
-from postier.store.sqlite import SqliteStore
+from tests.support.remote import remote_session
+
+
+async def _smtp_reply(reader: asyncio.StreamReader, _line: bytes) -> bytes:
+    line = await reader.readline()
+    reply = line
+    while line[3:4] == b"-":
+        line = await reader.readline()
+        reply += line
+    return reply
 
 
 async def _session(
     tmp_path: Path, script: list[bytes], *, allow_plain: bool = False, listener: str = "submission"
 ) -> list[bytes]:
-    settings = Settings()
-    settings = dataclasses.replace(
-        settings,
-        server=dataclasses.replace(settings.server, data_dir=tmp_path),
-        tls=TlsSettings(allow_plaintext_auth=allow_plain),
+    return await remote_session(
+        tmp_path, make_handler, listener, script, _smtp_reply, allow_plain=allow_plain
     )
-    store = SqliteStore(tmp_path)
-    await store.open()
-    await store.add_domain("example.test")
-    await store.add_user("alice@example.test", hash_password("pw"))
-    app = App(
-        settings=settings,
-        store=store,
-        auth=AuthService(store, settings.auth),
-        tls_context=tls.server_context(settings),
-    )
-    ours, theirs = socket.socketpair()
-    reader, writer = await asyncio.open_connection(sock=ours)
-    conn = Connection(reader, writer, listener, "192.0.2.50", 4242, "192.0.2.1", 587, tls=False)
-    task = asyncio.create_task(make_handler(app, listener)(conn))
-    c_reader, c_writer = await asyncio.open_connection(sock=theirs)
-    replies = [await c_reader.readline()]
-    for line in script:
-        c_writer.write(line + b"\r\n")
-        await c_writer.drain()
-        line = await c_reader.readline()
-        reply = line
-        while line[3:4] == b"-":
-            line = await c_reader.readline()
-            reply += line
-        replies.append(reply)
-    c_writer.close()
-    await asyncio.wait_for(task, 10)
-    writer.close()  # the listener does this for real connections
-    for w in (writer, c_writer):
-        with contextlib.suppress(ConnectionError):
-            await w.wait_closed()
-    await store.close()
-    return replies
 
 
 PLAIN = b"AUTH PLAIN " + base64.b64encode(b"\0alice@example.test\0pw")
