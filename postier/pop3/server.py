@@ -129,7 +129,8 @@ class Pop3Session:
             if isinstance(ev, NeedData):
                 await writer.drain()
                 try:
-                    data = await asyncio.wait_for(self.conn.reader.read(READ_SIZE), idle)
+                    async with asyncio.timeout(idle):
+                        data = await self.conn.reader.read(READ_SIZE)
                 except TimeoutError:
                     log.info("sid=%s idle timeout", self.conn.sid)
                     return  # RFC 1939 §3: close without a reply, delete nothing

@@ -134,7 +134,8 @@ class SmtpSession:
         if timeout <= 0:
             return None
         try:
-            return await asyncio.wait_for(self.conn.reader.read(READ_SIZE), timeout)
+            async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
+                return await self.conn.reader.read(READ_SIZE)
         except TimeoutError:
             return None
 

@@ -14,7 +14,9 @@ Rules:
   future resolves, so in-process subscribers hear of a change no later than its
   writer's caller.
 - Reads run in a small thread pool, each thread with its own connection, each call
-  in one read transaction (a consistent WAL snapshot). WAL lets them run while the
+  in one read transaction (a consistent WAL snapshot). Point look-ups (a row or
+  two by key) may run on the event loop itself (`read_now`): cheaper than the
+  hop to a thread, and a WAL reader does not wait for the writer. WAL lets them run while the
   writer writes; `busy_timeout` covers other processes holding the write lock.
 - `foreign_keys=ON` and `synchronous=FULL` on every connection; WAL set once.
 
@@ -208,6 +210,27 @@ class Database:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._read_job, fn)
+
+    def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a small read on the calling thread (the event loop), for point
+        look-ups that cost less than a hop to the reader pool. WAL readers never
+        wait for the writer; should the database be busy anyway (recovery), this
+        raises `sqlite3.OperationalError` after a short wait and the caller falls
+        back to `read`."""
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        conn: sqlite3.Connection | None = getattr(self._local, "now", None)
+        if conn is None:
+            conn = connect(self.path, 0.05)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.now = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("ROLLBACK")
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

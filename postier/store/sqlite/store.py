@@ -447,6 +447,14 @@ class SqliteStore:
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._require_db().read(fn)
 
+    async def _lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A point look-up (a few rows by key): on the loop, else in the pool."""
+        db = self._require_db()
+        try:
+            return db.read_now(fn)
+        except sqlite3.OperationalError:
+            return await db.read(fn)
+
     async def _write(self, fn: Callable[[Tx], T]) -> T:
         return await self._require_db().write(fn)
 
@@ -530,7 +538,7 @@ class SqliteStore:
             key = _domain_key(name)
         except Invalid:
             return None
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 "SELECT name, created, dkim_selector FROM domains WHERE name = ?", (key,)
             ).fetchone()
@@ -617,7 +625,7 @@ class SqliteStore:
             key = _address_key(address)
         except Invalid:
             return None
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 f"SELECT {_USER_COLS} FROM users WHERE address = ?", (key,)
             ).fetchone()
@@ -625,7 +633,7 @@ class SqliteStore:
         return None if row is None else _user_of(row)
 
     async def get_user_by_id(self, user_id: UserId) -> User | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 f"SELECT {_USER_COLS} FROM users WHERE id = ?", (user_id,)
             ).fetchone()
@@ -795,7 +803,7 @@ class SqliteStore:
             key = _address_key(address)
         except Invalid:
             return Resolution()
-        result: Resolution = await self._read(lambda c: self._resolve_sync(c, key))
+        result: Resolution = await self._lookup(lambda c: self._resolve_sync(c, key))
         return result
 
     async def addresses_of(self, user_id: UserId) -> list[str]:
@@ -812,7 +820,7 @@ class SqliteStore:
                     out.append(source)
             return out
 
-        result: list[str] = await self._read(read)
+        result: list[str] = await self._lookup(read)
         return result
 
     # --- mailboxes ---------------------------------------------------------
@@ -895,7 +903,7 @@ class SqliteStore:
             key = self._mailbox_name(name)
         except Invalid:
             return None
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
                 "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.user_id = ? AND x.name = ? "
@@ -906,7 +914,7 @@ class SqliteStore:
         return None if row is None else _mailbox_of(row)
 
     async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
                 "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.id = ? GROUP BY x.id",
@@ -1153,6 +1161,15 @@ class SqliteStore:
         blob_id, size = self.blobs.put(data)
         return blob_id, size, summary, None
 
+    async def _prepare_blob(
+        self, data: MessageSource
+    ) -> tuple[BlobId, int, MessageSummary, bytes | None]:
+        """A small message is summarised right here (a fraction of a millisecond,
+        less than the hop to a thread); files and large messages in a thread."""
+        if isinstance(data, bytes) and len(data) <= self.inline_max:
+            return self._put_blob(data)
+        return await asyncio.to_thread(self._put_blob, data)
+
     async def _discard_blob(self, blob_id: BlobId) -> None:
         """The index write failed: the new blob is referenced by nothing."""
         if is_inline(blob_id):
@@ -1194,7 +1211,7 @@ class SqliteStore:
             except Invalid:
                 name = "INBOX"
             prepared.append((t.user_id, name, _flags_text(normalize_flags(t.flags))))
-        blob_id, size, summary, inline = await asyncio.to_thread(self._put_blob, data)
+        blob_id, size, summary, inline = await self._prepare_blob(data)
 
         def job(tx: Tx) -> DeliveryResult:
             self._insert_blob(tx, blob_id, size, summary, inline)
@@ -1253,7 +1270,7 @@ class SqliteStore:
         self._require_db()
         flag_set = normalize_flags(flags)
         date_us = _to_us(internal_date) if internal_date else _now_us()
-        blob_id, size, summary, inline = await asyncio.to_thread(self._put_blob, data)
+        blob_id, size, summary, inline = await self._prepare_blob(data)
 
         def job(tx: Tx) -> Message:
             user_id = self._mailbox_owner(tx, mailbox_id)
@@ -1315,7 +1332,7 @@ class SqliteStore:
         return [_message_of(r) for r in rows]
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? AND m.uid = ?",
                 (mailbox_id, uid),
@@ -1585,7 +1602,7 @@ class SqliteStore:
             ).fetchone()[0]
             return int(used), int(row[0])
 
-        result: tuple[int, int] = await self._read(read)
+        result: tuple[int, int] = await self._lookup(read)
         return result
 
     # --- change feed -------------------------------------------------------
