@@ -112,6 +112,8 @@ class HeadersStage:
             out.append(self._v("HTML_ONLY", "HTML without a text/plain part"))
         ip_url = mismatch = ""
         for ctype, text in parts:
+            if "://" not in text:
+                continue  # no URL at all: skip the regex work (most text parts)
             for url in _URL.findall(text):
                 if _is_ip_host(_host(url)) and not ip_url:
                     ip_url = url

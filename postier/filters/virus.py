@@ -23,8 +23,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import io
 import re
 import zipfile
@@ -32,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from postier.filters.pipeline import Context, Phase, Verdict
+from postier.mime import parse
+from postier.mime.encoding import UnknownEncoding, decode_transfer
 from postier.smtp.replies import Reply
 
 # The EICAR test file (https://www.eicar.org/download-anti-malware-testfile/)
@@ -147,14 +147,17 @@ class Scanner:
         """The first finding in a whole message, or None when it is clean."""
         if EICAR in message:
             return "Eicar-Test-Signature"
-        msg = email.message_from_bytes(message, policy=email.policy.compat32)
         budget = _Budget(0)
-        for part in msg.walk():
-            if part.is_multipart():
-                continue
-            filename = part.get_filename() or ""
-            payload = part.get_payload(decode=True)
-            data = payload if isinstance(payload, bytes) else b""
+        # postier.mime: offsets into the bytes, no copy of the message per part
+        for part in parse(message).walk():
+            if part.is_multipart or part.message is not None:
+                continue  # containers: their leaves come next in the walk
+            filename = part.filename or ""
+            raw = message[part.body_start : part.body_end]
+            try:
+                data = decode_transfer(raw, part.cte)
+            except UnknownEncoding:
+                data = raw
             found = self.scan_file(filename, data, depth=0, budget=budget)
             if found:
                 return found

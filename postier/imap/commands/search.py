@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -256,24 +257,56 @@ def _address_key(text: str, *, display: bool) -> str:
     return (a.mailbox or "").lower()
 
 
-def base_subject(subject: str) -> str:
-    """RFC 5256 §2.1 base subject, simplified: leading Re:/Fw:/Fwd: and [tags] and a
-    trailing "(fwd)" removed, white space collapsed, compared case-insensitively."""
-    s = " ".join(subject.split())
+# RFC 5256 §5 (subject extraction, after step 1 made every WSP run one space):
+#   subj-refwd  = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
+#   subj-blob   = "[" *BLOBCHAR "]" *WSP
+#   subj-leader = (*subj-blob subj-refwd) / WSP
+_BLOB = r"\[[^\[\]]*\] *"
+_SUBJ_BLOB = re.compile(_BLOB)
+_SUBJ_REFWD = re.compile(rf"(?:{_BLOB})*(?:re|fwd?) *(?:{_BLOB})?:", re.IGNORECASE)
+_WSP_RUN = re.compile(r"[ \t\r\n]+")
+
+
+def extract_base_subject(subject: str) -> tuple[str, bool]:
+    """RFC 5256 §2.1: the base subject of a decoded subject (case kept), and whether
+    the subject is a reply or forward: whether extraction removed a subj-refwd, a
+    "(fwd)" trailer or a "[fwd:" ... "]" wrapper (RFC 5256 §2.1, used by §3.2 step 5).
+    A mailing-list "[blob]" alone does not make a reply."""
+    s = _WSP_RUN.sub(" ", subject)  # (1) encoded-words were decoded at delivery
+    reply = False
     while True:
-        before = s
-        low = s.lower()
-        if low.endswith("(fwd)"):
-            s = s[:-5].rstrip()
-            continue
-        for prefix in ("re:", "fw:", "fwd:", "re :", "fwd :", "fw :"):
-            if low.startswith(prefix):
-                s = s[len(prefix) :].lstrip()
+        while True:  # (2) subj-trailer = "(fwd)" / WSP, repeated
+            if s.endswith(" "):
+                s = s[:-1]
+            elif s[-5:].lower() == "(fwd)":
+                s = s[:-5]
+                reply = True
+            else:
                 break
-        if s.startswith("[") and "]" in s and s.index("]") < len(s) - 1:
-            s = s[s.index("]") + 1 :].lstrip()
-        if s == before:
-            return s.lower()
+        while True:  # (5) repeat (3) and (4)
+            if s.startswith(" "):  # (3) subj-leader = WSP
+                s = s[1:]
+                continue
+            m = _SUBJ_REFWD.match(s)  # (3) subj-leader = *subj-blob subj-refwd
+            if m:
+                s = s[m.end() :]
+                reply = True
+                continue
+            m = _SUBJ_BLOB.match(s)  # (4) only if a non-empty subj-base remains
+            if m and s[m.end() :].strip(" "):
+                s = s[m.end() :]
+                continue
+            break
+        if s[:5].lower() == "[fwd:" and s.endswith("]"):  # (6) then again from (2)
+            s = s[5:-1]
+            reply = True
+            continue
+        return s, reply
+
+
+def base_subject(subject: str) -> str:
+    """The RFC 5256 §2.1 base subject as a comparison key (case-insensitive)."""
+    return extract_base_subject(subject)[0].lower()
 
 
 async def sort(ctx: Context, cmd: p.Sort) -> Result:
