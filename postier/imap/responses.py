@@ -323,6 +323,54 @@ def sort(ids: Iterable[int], modseq: int | None = None) -> bytes:
     return out + CRLF
 
 
+@dataclass(frozen=True)
+class ThreadNode:
+    """One message of a THREAD answer by number, or a dummy (`id` None) that only
+    holds its children (RFC 5256 §3.2 step 3 keeps such a parent at the top)."""
+
+    id: int | None
+    children: tuple[ThreadNode, ...] = ()
+
+
+def thread(roots: Sequence[ThreadNode]) -> bytes:
+    """``* THREAD (2)(3 6 (4 23)(44 7 96))`` (RFC 5256 §4):
+
+        thread-data    = "THREAD" [SP 1*thread-list]
+        thread-list    = "(" (thread-members / thread-nested) ")"
+        thread-members = nz-number *(SP nz-number) [SP thread-nested]
+        thread-nested  = 2*thread-list
+
+    A message with one child is followed by it in the same list; two or more children
+    are a thread-nested of one list each. Walked with a stack, not recursion, so a
+    long reply chain cannot exhaust the interpreter's stack."""
+    out = bytearray(b"* THREAD")
+    if roots:
+        out += b" "
+    stack: list[ThreadNode | bytes] = []
+    for root in reversed(roots):
+        stack += [b")", root, b"("]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            out += item
+            continue
+        node = item
+        ids: list[bytes] = []
+        while True:
+            if node.id is not None:
+                ids.append(b"%d" % node.id)
+            if len(node.children) != 1:
+                break
+            node = node.children[0]
+        out += b" ".join(ids)
+        if node.children:
+            if ids:
+                out += b" "
+            for child in reversed(node.children):
+                stack += [b")", child, b"("]
+    return bytes(out) + CRLF
+
+
 def esearch(
     tag: str | None,
     *,

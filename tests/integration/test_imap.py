@@ -22,8 +22,8 @@ PRE_CAPS = b"IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE STARTTLS AUTH=PLAIN"
 CAPS = (
     b"IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
     b"CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE "
-    b"QRESYNC ESEARCH SEARCHRES SORT SORT=DISPLAY WITHIN BINARY MULTIAPPEND UTF8=ACCEPT QUOTA "
-    b"QUOTA=RES-STORAGE APPENDLIMIT=52428800"
+    b"QRESYNC ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES "
+    b"WITHIN BINARY MULTIAPPEND UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE APPENDLIMIT=52428800"
 )
 
 SIMPLE = (
@@ -782,3 +782,81 @@ def test_select_parameters_and_unselect(server: ServerThread, raw: Raw) -> None:
         b"* STATUS INBOX (MESSAGES 1)\r\ng OK STATUS completed\r\n"
     )
     assert raw.cmd("h UNSELECT") == b"h BAD No mailbox selected\r\n"
+
+
+# --- THREAD (RFC 5256) ------------------------------------------------------------------
+def _mail(mid: str, subject: str, date: str | None, *extra: str) -> bytes:
+    head = [
+        "From: Bob <bob@remote.test>",
+        "To: alice@example.test",
+        f"Subject: {subject}",
+        f"Message-ID: <{mid}@remote.test>",
+        *extra,
+    ]
+    if date is not None:
+        head.append(f"Date: {date}")
+    return ("\r\n".join(head) + "\r\n\r\nText\r\n").encode()
+
+
+THREADED = (
+    _mail("p1", "Project", "Thu, 2 Mar 2000 10:00:00 +0000"),
+    _mail(
+        "p2",
+        "Re: Project",
+        "Thu, 2 Mar 2000 12:00:00 +0100",  # 11:00 UTC
+        "In-Reply-To: <p1@remote.test>",
+    ),
+    _mail("l1", "Lunch", "Thu, 2 Mar 2000 09:00:00 +0000"),
+    _mail(
+        "p3",
+        "Re: Project",
+        "Thu, 2 Mar 2000 10:30:00 +0000",
+        "References: <p1@remote.test> <p2@remote.test>",
+    ),
+    _mail(
+        "l2",
+        "Re: Lunch",
+        "Thu, 2 Mar 2000 12:00:00 +0000",
+        "References: <lost@remote.test>",
+    ),
+    _mail(
+        "p4",
+        "RE: [team] Project",
+        "Thu, 2 Mar 2000 10:45:00 +0000",
+        "References: <p1@remote.test>\r\n <p2@remote.test>",
+        "In-Reply-To: <l1@remote.test>",  # References win
+    ),
+    _mail("n1", "Notes", None),  # no Date: INTERNALDATE, the newest
+)
+
+
+def test_thread(server: ServerThread, raw: Raw) -> None:
+    deliver(server, SIMPLE, *THREADED)
+    raw.cmd("s SELECT INBOX")
+    raw.cmd("t STORE 1 +FLAGS.SILENT (\\Deleted)")
+    raw.cmd("u EXPUNGE")  # sequence numbers 1-7 are now UIDs 2-8
+    assert raw.cmd("a THREAD REFERENCES UTF-8 ALL") == (
+        b"* THREAD (3 5)(1 2 (4)(6))(7)\r\na OK THREAD completed\r\n"
+    )
+    assert raw.cmd("b THREAD ORDEREDSUBJECT UTF-8 ALL") == (
+        b"* THREAD (3 5)(1 (4)(6)(2))(7)\r\nb OK THREAD completed\r\n"
+    )
+    assert raw.cmd("c UID THREAD REFERENCES UTF-8 ALL") == (
+        b"* THREAD (4 6)(2 3 (5)(7))(8)\r\nc OK THREAD completed\r\n"
+    )
+    assert raw.cmd("d UID THREAD orderedsubject US-ASCII SUBJECT project") == (
+        b"* THREAD (2 (5)(7)(3))\r\nd OK THREAD completed\r\n"
+    )
+    # only matching messages are threaded: without 1, its reply heads the thread
+    assert raw.cmd("e THREAD REFERENCES UTF-8 NOT 1") == (
+        b"* THREAD (3 5)(2 (4)(6))(7)\r\ne OK THREAD completed\r\n"
+    )
+    assert raw.cmd("f THREAD REFERENCES UTF-8 SUBJECT nothing") == (
+        b"* THREAD\r\nf OK THREAD completed\r\n"
+    )
+    assert raw.cmd("g THREAD FOO UTF-8 ALL") == b"g BAD Unsupported thread algorithm FOO\r\n"
+    assert raw.cmd("h THREAD REFERENCES KLINGON ALL") == (
+        b"h NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
+    )
+    raw.cmd("i UNSELECT")
+    assert raw.cmd("j THREAD REFERENCES UTF-8 ALL") == b"j BAD No mailbox selected\r\n"

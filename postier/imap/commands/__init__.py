@@ -6,7 +6,7 @@ Rules:
   and its handler. A command in the wrong state is BAD and changes nothing.
 - After the handler and before the tagged line, other sessions' changes to the
   selected mailbox are announced (`Context.sync`); EXPUNGE/VANISHED is held back
-  during FETCH, STORE, SEARCH and SORT (RFC 9051 §7.5.1) and their UID forms.
+  during FETCH, STORE, SEARCH, SORT and THREAD (RFC 9051 §7.5.1) and their UID forms.
 - Store refusals become NO with a response code; any other exception becomes
   ``NO [SERVERBUG]`` naming the session id, with the traceback in the log.
 - Consecutive BAD answers are counted; `imap.max_bad_commands` of them in a row end
@@ -33,6 +33,7 @@ from postier.imap.commands import (
     search,
     select,
     status,
+    thread,
 )
 from postier.imap.commands.context import Context, Refuse, Result, bad, no, store_error
 from postier.imap.session import State
@@ -46,10 +47,6 @@ ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
 NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
 AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
 SELECTED = frozenset({State.SELECTED})
-
-
-async def _thread(ctx: Context, cmd: p.Thread) -> Result:
-    return bad("THREAD is not supported")  # not advertised
 
 
 TABLE: dict[type[p.Command], tuple[frozenset[State], Handler]] = {
@@ -83,7 +80,7 @@ TABLE: dict[type[p.Command], tuple[frozenset[State], Handler]] = {
     p.Expunge: (SELECTED, select.expunge),
     p.Search: (SELECTED, search.search),
     p.Sort: (SELECTED, search.sort),
-    p.Thread: (SELECTED, _thread),
+    p.Thread: (SELECTED, thread.thread),
     p.Fetch: (SELECTED, fetch.fetch),
     p.Store: (SELECTED, flags.store),
     p.Copy: (SELECTED, copymove.copy_move),

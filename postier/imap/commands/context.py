@@ -134,7 +134,8 @@ class Context:
             "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE",
             "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY",
-            "WITHIN", "BINARY", "MULTIAPPEND", "UTF8=ACCEPT", "QUOTA", "QUOTA=RES-STORAGE",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "WITHIN", "BINARY", "MULTIAPPEND",
+            "UTF8=ACCEPT", "QUOTA", "QUOTA=RES-STORAGE",
             f"APPENDLIMIT={self.settings.imap.max_literal_size}",
         ]  # fmt: skip
         return caps
