@@ -1346,7 +1346,7 @@ class SqliteStore:
         if not is_blob_id(blob_id):
             raise NotFound(f"no blob {blob_id!r}")
         if is_inline(blob_id):
-            row = await self._read(
+            row = await self._lookup(
                 lambda c: c.execute(
                     "SELECT data FROM blob_data WHERE id = ?", (blob_id,)
                 ).fetchone()
