@@ -157,6 +157,21 @@ async def _match(ctx: Context, view: MailboxView, key: p.SearchKey, msg: _Msg) -
     raise AssertionError(f"unknown search key {key!r}")  # pragma: no cover
 
 
+def _needs_summary(key: p.SearchKey) -> bool:
+    """Whether any part of `key` reads the message's header or text: flag, size,
+    UID and internal-date searches (SEARCH UNSEEN, the common one) need only the
+    messages table."""
+    if isinstance(key, p.SearchAnd):
+        return any(_needs_summary(k) for k in key.keys)
+    if isinstance(key, p.SearchOr):
+        return _needs_summary(key.left) or _needs_summary(key.right)
+    if isinstance(key, p.SearchNot):
+        return _needs_summary(key.key)
+    if isinstance(key, p.SearchDate):
+        return key.field != "internal"
+    return isinstance(key, p.SearchHeader | p.SearchText)
+
+
 def _uses_modseq(key: p.SearchKey) -> bool:
     if isinstance(key, p.SearchModSeq):
         return True
@@ -169,13 +184,16 @@ def _uses_modseq(key: p.SearchKey) -> bool:
     return False
 
 
-async def run_search(ctx: Context, key: p.SearchKey) -> list[_Msg]:
-    """The messages matching `key`, ascending."""
+async def run_search(ctx: Context, key: p.SearchKey, *, summaries: bool = False) -> list[_Msg]:
+    """The messages matching `key`, ascending; with their summaries when the key or
+    the caller (SORT, THREAD: subjects and dates) needs them."""
     view = ctx.session.view
     assert view is not None
     if view.exists == 0:
         return []
-    rows = await ctx.store.list_messages(view.mailbox_id, view.uids[0], view.uids[-1])
+    rows = await ctx.store.list_messages(
+        view.mailbox_id, view.uids[0], view.uids[-1], summaries=summaries or _needs_summary(key)
+    )
     by_uid: dict[int, Message] = {m.uid: m for m in rows}
     out = []
     for seq, uid in enumerate(view.uids, 1):
@@ -311,7 +329,7 @@ def base_subject(subject: str) -> str:
 
 async def sort(ctx: Context, cmd: p.Sort) -> Result:
     try:
-        found = await run_search(ctx, cmd.key)
+        found = await run_search(ctx, cmd.key, summaries=True)
     except BadSequence as e:
         return bad(str(e))
     # RFC 5256 §3: ties are broken by sequence number; stable sorts from the last key

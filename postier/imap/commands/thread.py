@@ -271,7 +271,7 @@ async def thread(ctx: Context, cmd: p.Thread) -> Result:
     if algorithm is None:
         return bad(f"Unsupported thread algorithm {cmd.algorithm}")
     try:
-        found = await run_search(ctx, cmd.key)
+        found = await run_search(ctx, cmd.key, summaries=True)
     except BadSequence as e:
         return bad(str(e))
     parents: dict[int, tuple[str, ...]] = {}
