@@ -9,6 +9,7 @@ for crash and signal tests.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import os
 import re
@@ -153,6 +154,18 @@ def thread_server(tmp_path: Path, extra: str = "", **kw: Any) -> ServerThread:
     return ServerThread(settings).start()
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test that fails between start and stop must not leave a server running."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class ServerProcess:
     """`python -m postier -c CONFIG serve` as a child; ports read from its banner."""
 
@@ -174,6 +187,7 @@ class ServerProcess:
             text=True,
             env=self.env,
         )
+        _STARTED.append(self.proc)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
