@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from postier.durable import fsync_dir
 from postier.imap import utf7
 
 #: info letters (maildir.html "Info semantics"), in the ASCII order they are written
@@ -254,14 +255,6 @@ def read_message(path: Path) -> bytes:
 # --- writing -----------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _host_part(hostname: str) -> str:
     # maildir.html: "/" and ":" in the host name are written \057 and \072
     return hostname.replace("/", "\\057").replace(":", "\\072") or "localhost"
@@ -333,15 +326,15 @@ class MaildirWriter:
         if kw:
             lines = [f"{ord(letter) - ord('a')} {name}" for name, letter in kw.items()]
             _write_file(folder / KEYWORDS_FILE, "\n".join(lines) + "\n")
-        _fsync_dir(folder / "cur")
-        _fsync_dir(folder)
+        fsync_dir(folder / "cur")
+        fsync_dir(folder)
 
     def write_subscriptions(self, names: list[str]) -> None:
         """Dovecot's (version 1) Maildir++ ``subscriptions``: one name a line, the
         folder directory name without its leading dot ("Work.2024"; "INBOX")."""
         lines = [folder_dir_name(n)[1:] or "INBOX" for n in names]
         _write_file(self.root / SUBSCRIPTIONS_FILE, "".join(f"{n}\n" for n in lines))
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
 
 def _write_file(path: Path, text: str) -> None:
