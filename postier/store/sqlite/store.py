@@ -210,6 +210,23 @@ def _summary_of(row: Row) -> MessageSummary:
     )
 
 
+def _insert_message(
+    tx: Tx,
+    mailbox_id: int,
+    uid: int,
+    modseq: int,
+    flags: str,
+    date_us: int,
+    size: int,
+    blob_id: str,
+) -> None:
+    tx.execute(
+        "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (mailbox_id, uid, modseq, flags, date_us, size, blob_id),
+    )
+
+
 _NO_SUMMARY = MessageSummary()
 
 
@@ -1170,6 +1187,15 @@ class SqliteStore:
             return self._put_blob(data)
         return await asyncio.to_thread(self._put_blob, data)
 
+    async def _write_new_blob(self, job: Callable[[Tx], T], blob_id: BlobId) -> T:
+        """Run the job that names a blob just written; if it fails, nothing will
+        ever reference that blob, so it goes at once (not at the next sweep)."""
+        try:
+            return await self._write(job)
+        except BaseException:
+            await self._discard_blob(blob_id)
+            raise
+
     async def _discard_blob(self, blob_id: BlobId) -> None:
         """The index write failed: the new blob is referenced by nothing."""
         if is_inline(blob_id):
@@ -1227,11 +1253,7 @@ class SqliteStore:
                     raise NotFound(f"no user with id {user_id} (or no INBOX)")
                 mid = MailboxId(row[0])
                 uid, modseq = self._take_uids(tx, mid, 1)
-                tx.execute(
-                    "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
-                    "blob_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (mid, uid, modseq, flags, date_us, size, blob_id),
-                )
+                _insert_message(tx, mid, uid, modseq, flags, date_us, size, blob_id)
                 delivered.append(Delivered(user_id, mid, Uid(uid)))
                 changes.append(Change(user_id, mid, ChangeKind.EXISTS, Uid(uid), ModSeq(modseq)))
             if queue is not None:
@@ -1250,12 +1272,7 @@ class SqliteStore:
                 blob_id=blob_id,
             )
 
-        try:
-            result: DeliveryResult = await self._write(job)
-        except BaseException:
-            await self._discard_blob(blob_id)
-            raise
-        return result
+        return await self._write_new_blob(job, blob_id)
 
     async def append(
         self,
@@ -1277,10 +1294,8 @@ class SqliteStore:
             self._check_quota(tx, user_id, size)
             self._insert_blob(tx, blob_id, size, summary, inline)
             uid, modseq = self._take_uids(tx, mailbox_id, 1)
-            tx.execute(
-                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
-                "blob_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (mailbox_id, uid, modseq, _flags_text(flag_set), date_us, size, blob_id),
+            _insert_message(
+                tx, mailbox_id, uid, modseq, _flags_text(flag_set), date_us, size, blob_id
             )
             self._record(
                 tx, [Change(user_id, mailbox_id, ChangeKind.EXISTS, Uid(uid), ModSeq(modseq))]
@@ -1296,12 +1311,7 @@ class SqliteStore:
                 summary=summary,
             )
 
-        try:
-            result: Message = await self._write(job)
-        except BaseException:
-            await self._discard_blob(blob_id)
-            raise
-        return result
+        return await self._write_new_blob(job, blob_id)
 
     async def list_messages(
         self,
@@ -1531,10 +1541,8 @@ class SqliteStore:
             pairs: list[tuple[Uid, Uid]] = []
             changes: list[Change] = []
             for i, (uid, flags, date, size, blob_id) in enumerate(rows):
-                tx.execute(
-                    "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
-                    "blob_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (dst, first_uid + i, first_modseq + i, flags, date, size, blob_id),
+                _insert_message(
+                    tx, dst, first_uid + i, first_modseq + i, flags, date, size, blob_id
                 )
                 pairs.append((Uid(uid), Uid(first_uid + i)))
                 changes.append(
