@@ -428,3 +428,39 @@ def _fmt(v: object) -> str:
 
 def _numeric(s: str) -> bool:
     return bool(re.fullmatch(r"[-+]?[\d,.]+[x%]?", s))
+
+
+def dovecot_conf(root: Path, host: str, port: int, protocol: str, extra: str = "") -> str:
+    """A self-contained Dovecot config for one protocol ("imap" or "pop3") on one
+    loopback port: state, logs and passwd-file users under `root`, no TLS."""
+    return f"""\
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = {protocol}
+listen = {host}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:~/Maildir
+first_valid_uid = 100
+default_internal_user = dovecot
+default_login_user = dovenull
+{extra}passdb {{
+  driver = passwd-file
+  args = {root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = {root}/users
+}}
+service {protocol}-login {{
+  inet_listener {protocol} {{
+    address = {host}
+    port = {port}
+  }}
+  inet_listener {protocol}s {{
+    port = 0
+  }}
+}}
+"""

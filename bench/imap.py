@@ -42,6 +42,7 @@ from common import (
     LoadError,
     Postier,
     descendants,
+    dovecot_conf,
     free_port,
     make_message,
     run_async,
@@ -251,42 +252,6 @@ class PostierTarget:
         self.server.stop()
 
 
-DOVECOT_CONF = """\
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-protocols = imap
-listen = {host}
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-mail_location = maildir:~/Maildir
-first_valid_uid = 100
-default_internal_user = dovecot
-default_login_user = dovenull
-default_client_limit = 5000
-default_process_limit = 5000
-mail_max_userip_connections = 2000
-passdb {{
-  driver = passwd-file
-  args = {root}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = {root}/users
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = {host}
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-"""
-
-
 class DovecotTarget:
     name = "dovecot"
 
@@ -324,7 +289,11 @@ class DovecotTarget:
             f"{USER}:{{ARGON2ID}}{hash_password(PASSWORD)}:65534:65534::{home}::\n"
         )
         conf = self.root / "dovecot.conf"
-        conf.write_text(DOVECOT_CONF.format(root=self.root, host=HOST, port=self._port))
+        extra = (  # a thousand idle clients from one address
+            "default_client_limit = 5000\ndefault_process_limit = 5000\n"
+            "mail_max_userip_connections = 2000\n"
+        )
+        conf.write_text(dovecot_conf(self.root, HOST, self._port, "imap", extra))
         self.proc = subprocess.Popen(
             ["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

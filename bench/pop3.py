@@ -48,6 +48,7 @@ from common import (
     Postier,
     cpu_seconds,
     dot_stuff,
+    dovecot_conf,
     free_port,
     make_message,
     peak_rss_mb,
@@ -162,40 +163,6 @@ class PostierTarget(Target):
         return peak_rss_mb(self.server.pid)
 
 
-DOVECOT_CONF = """\
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-protocols = pop3
-listen = {host}
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-mail_location = maildir:~/Maildir
-pop3_uidl_format = %08Xu%08Xv
-first_valid_uid = 100
-default_internal_user = dovecot
-default_login_user = dovenull
-passdb {{
-  driver = passwd-file
-  args = {root}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = {root}/users
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = {host}
-    port = {port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-"""
-
-
 class DovecotTarget(Target):
     name = "dovecot"
 
@@ -235,7 +202,8 @@ class DovecotTarget(Target):
             lines.append(f"{user}:{{ARGON2ID}}{hashed}:65534:65534::{home}::")
         (self.root / "users").write_text("\n".join(lines) + "\n")
         conf = self.root / "dovecot.conf"
-        conf.write_text(DOVECOT_CONF.format(root=self.root, host=HOST, port=self._port))
+        extra = "pop3_uidl_format = %08Xu%08Xv\n"  # the UIDL form postier uses
+        conf.write_text(dovecot_conf(self.root, HOST, self._port, "pop3", extra))
         self.proc = subprocess.Popen(
             ["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
