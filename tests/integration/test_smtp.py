@@ -400,8 +400,8 @@ def test_msmtp_submission(server: ServerThread, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     [stored] = inbox(server, "bob@example.test")
-    assert body_after_trace(stored).endswith(msg.split(b"\r\n", 0)[0][-40:])
-    assert b"Subject: msmtp" in stored and b"via msmtp\r\n" in stored
+    # msmtp sends the message as given; submission adds Date:/Message-ID: on top
+    assert stored.endswith(msg)
 
 
 # --- smuggling and data rules ---------------------------------------------------------------
