@@ -10,6 +10,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -782,6 +783,28 @@ def test_select_parameters_and_unselect(server: ServerThread, raw: Raw) -> None:
         b"* STATUS INBOX (MESSAGES 1)\r\ng OK STATUS completed\r\n"
     )
     assert raw.cmd("h UNSELECT") == b"h BAD No mailbox selected\r\n"
+
+
+# --- conformance and robustness (issue 11: FETCH, STORE, LIST, names, CATENATE) ------
+def test_list_hostile_pattern_is_linear_and_blocks_no_one(server: ServerThread) -> None:
+    """``LIST "" "*%*%…x"`` once hung the server for good (a backtracking regex on
+    the event loop): now it is answered at once, another client meanwhile too."""
+    user = server.call(server.store.get_user(ALICE))
+    for i in range(100):
+        server.call(server.store.create_mailbox(user.id, f"folder-{i:03d}/sub-{i}"))
+    a, b = Raw(server.port("imap")), Raw(server.port("imap"))
+    a.login()
+    b.login()
+    start = time.perf_counter()
+    a.send(b'a LIST "" "' + b"*%" * 500 + b'x"\r\n')
+    assert b.cmd("n NOOP") == b"n OK NOOP completed\r\n"
+    assert a.until(b"a") == b"a OK LIST completed\r\n"
+    assert a.cmd('b LIST "" "' + "*%" * 500 + 'sub-7"') == (
+        b'* LIST (\\HasNoChildren) "/" folder-007/sub-7\r\nb OK LIST completed\r\n'
+    )
+    assert time.perf_counter() - start < 1.0
+    assert a.cmd('c LIST "" "' + "%" * 1025 + '"') == (b"c NO [LIMIT] Mailbox pattern too long\r\n")
+    assert a.cmd('d LSUB "" "' + "*" * 1025 + '"') == (b"d NO [LIMIT] Mailbox pattern too long\r\n")
 
 
 # --- THREAD (RFC 5256) ------------------------------------------------------------------

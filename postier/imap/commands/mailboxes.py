@@ -14,12 +14,14 @@ Rules:
 - LIST always gives \\HasChildren / \\HasNoChildren and the special-use attribute;
   \\Subscribed with the SUBSCRIBED selection or return option (RFC 5258 §3.4).
 - Patterns: "*" matches anything, "%" anything but the delimiter (RFC 9051
-  §6.3.9); the reference is prefixed to the pattern as written.
+  §6.3.9); the reference is prefixed to the pattern as written. Matching is an
+  NFA simulation (`Pattern`), linear in the name for a bounded pattern, never a
+  backtracking regex; reference + pattern longer than `MAX_PATTERN` characters is
+  ``NO [LIMIT]``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from postier.imap import parse as p
@@ -33,23 +35,58 @@ from postier.store.models import Mailbox
 DELIMITER = "/"
 
 
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """list-mailbox wildcards → a regex over full names (RFC 9051 §6.3.9)."""
-    if pattern[:5].upper() == "INBOX":
-        pattern = "INBOX" + pattern[5:]  # RFC 9051 §5.1: INBOX is case-insensitive
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^/]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+#: longest reference + pattern accepted by LIST/LSUB, in characters; longer ones
+#: are refused (no mailbox name is longer than the store's limit of 1024 octets)
+MAX_PATTERN = 1024
 
 
-def _matches(regex: re.Pattern[str], name: str) -> bool:
-    return regex.fullmatch(name) is not None
+class Pattern:
+    """A list-mailbox pattern (RFC 9051 §6.3.9): "*" matches anything, "%" anything
+    but the delimiter, every other character itself.
+
+    Matching simulates the pattern's NFA with a bit set of pattern positions
+    (shift-and): O(len(name) × len(pattern) / word size), never backtracking, so
+    ``*%*%…x`` costs what ``*x`` costs. Runs of wildcards collapse first ("%*" is
+    "*", "%%" is "%"), which keeps each wildcard's ε-closure one shift wide."""
+
+    __slots__ = ("_accept", "_literal", "_percent", "_star", "_start")
+
+    def __init__(self, pattern: str) -> None:
+        if pattern[:5].upper() == "INBOX":
+            pattern = "INBOX" + pattern[5:]  # RFC 9051 §5.1: INBOX is case-insensitive
+        tokens: list[str] = []
+        for ch in pattern:
+            if ch in "*%" and tokens and tokens[-1] in "*%":
+                if ch == "*":
+                    tokens[-1] = "*"  # "%*" and "**" match what "*" matches
+                continue
+            tokens.append(ch)
+        self._literal: dict[str, int] = {}
+        self._star = self._percent = 0
+        for i, ch in enumerate(tokens):
+            if ch == "*":
+                self._star |= 1 << i
+            elif ch == "%":
+                self._percent |= 1 << i
+            else:
+                self._literal[ch] = self._literal.get(ch, 0) | 1 << i
+        self._accept = 1 << len(tokens)
+        self._start = self._closure(1)
+
+    def _closure(self, states: int) -> int:
+        # a wildcard may match nothing: its position also enables the next one
+        return states | (states & (self._star | self._percent)) << 1
+
+    def matches(self, name: str) -> bool:
+        states = self._start
+        for ch in name:
+            stay = states & self._star
+            if ch != DELIMITER:
+                stay |= states & self._percent
+            states = self._closure(stay | (states & self._literal.get(ch, 0)) << 1)
+            if not states:
+                return False
+        return bool(states & self._accept)
 
 
 def _has_children(name: str, names: set[str]) -> bool:
@@ -73,6 +110,8 @@ async def list_(ctx: Context, cmd: p.List) -> Result:
         # RFC 9051 §6.3.9: the delimiter and root of the reference
         ctx.send(r.list_response("", ("\\Noselect",), utf8=s.utf8))
         return ok("LIST completed")
+    if any(len(cmd.reference) + len(pat) > MAX_PATTERN for pat in cmd.patterns):
+        return no("Mailbox pattern too long", r.LIMIT)
     assert s.user is not None
     mailboxes = await ctx.store.list_mailboxes(s.user.id)
     await _send_list(ctx, cmd, mailboxes)
@@ -82,7 +121,7 @@ async def list_(ctx: Context, cmd: p.List) -> Result:
 async def _send_list(ctx: Context, cmd: p.List, mailboxes: list[Mailbox]) -> None:
     s = ctx.session
     names = {m.name for m in mailboxes}
-    regexes = [pattern_regex(cmd.reference + pat) for pat in cmd.patterns if pat]
+    patterns = [Pattern(cmd.reference + pat) for pat in cmd.patterns if pat]
     subscribed_sel = "SUBSCRIBED" in cmd.selection
     special_sel = "SPECIAL-USE" in cmd.selection
     recursive = "RECURSIVEMATCH" in cmd.selection
@@ -91,7 +130,7 @@ async def _send_list(ctx: Context, cmd: p.List, mailboxes: list[Mailbox]) -> Non
     show_special = True
     subscribed_names = {m.name for m in mailboxes if m.subscribed}
     for m in mailboxes:
-        if not any(_matches(rx, m.name) for rx in regexes):
+        if not any(pat.matches(m.name) for pat in patterns):
             continue
         childinfo: list[str] = []
         if subscribed_sel and m.name not in subscribed_names:
@@ -117,12 +156,14 @@ async def lsub(ctx: Context, cmd: p.Lsub) -> Result:
     if cmd.pattern == "":
         ctx.send(r.list_response("", ("\\Noselect",), utf8=s.utf8, kind="LSUB"))
         return ok("LSUB completed")
+    if len(cmd.reference) + len(cmd.pattern) > MAX_PATTERN:
+        return no("Mailbox pattern too long", r.LIMIT)
     assert s.user is not None
     mailboxes = await ctx.store.list_mailboxes(s.user.id)
-    regex = pattern_regex(cmd.reference + cmd.pattern)
+    pattern = Pattern(cmd.reference + cmd.pattern)
     subscribed = {m.name for m in mailboxes if m.subscribed}
     for name in sorted(_with_parents(subscribed)):
-        if not _matches(regex, name):
+        if not pattern.matches(name):
             continue
         if name in subscribed:
             ctx.send(r.list_response(name, (), utf8=s.utf8, kind="LSUB"))
