@@ -2,7 +2,8 @@
 (RFC 9051 §9 grammar, with RFC 3501 forms IMAP4rev1 clients still send, and the
 extensions postier announces: LITERAL+, UTF8=ACCEPT, ENABLE, ID, UNSELECT, MOVE,
 UIDPLUS, CONDSTORE/QRESYNC, ESEARCH, SEARCHRES, LIST-EXTENDED, LIST-STATUS,
-SPECIAL-USE, CREATE-SPECIAL-USE, MULTIAPPEND, BINARY, QUOTA, WITHIN, SORT, THREAD).
+SPECIAL-USE, CREATE-SPECIAL-USE, MULTIAPPEND, BINARY, QUOTA, WITHIN, SORT, THREAD,
+NOTIFY).
 
 Rules:
 - `parse_command` either returns a command or raises `ParseError`, whose
@@ -1532,6 +1533,153 @@ def _setquota(r: _Reader, tag: str, uid: bool) -> Command:
     return SetQuota(tag, root, tuple(limits))
 
 
+# --- NOTIFY (RFC 5465) ---------------------------------------------------------------
+#: event names, canonical spelling by upper case (RFC 5465 §8 event-name)
+NOTIFY_EVENTS: Final = {
+    e.upper(): e
+    for e in (
+        "MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange", "MailboxName",
+        "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange",
+    )
+}  # fmt: skip
+NOTIFY_MESSAGE_EVENTS: Final = frozenset(
+    {"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"}
+)
+NOTIFY_FILTERS: Final = frozenset({
+    "SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE",
+    "MAILBOXES",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NotifyGroup:
+    """event-group (RFC 5465 §8): a mailbox filter, its mailbox names (SUBTREE,
+    MAILBOXES), its events (empty for NONE; known names spelled canonically, unknown
+    event-ext atoms as sent) and, for MessageNew under SELECTED[-DELAYED], the
+    fetch-atts of the unsolicited FETCH."""
+
+    filter: str  # upper case, one of NOTIFY_FILTERS
+    events: tuple[str, ...] = ()
+    mailboxes: tuple[str, ...] = ()
+    fetch: tuple[FetchAtt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notify(Command):
+    groups: tuple[NotifyGroup, ...] | None  # None: NOTIFY NONE
+    status: bool = False  # the STATUS indicator
+    name: ClassVar[str] = "NOTIFY"
+
+
+# notify = "NOTIFY" SP (notify-set / notify-none)
+# notify-set = "SET" [status-indicator] SP event-groups ; status-indicator = SP "STATUS"
+# event-groups = event-group *(SP event-group)                         RFC 5465 §8
+def _notify(r: _Reader, tag: str, uid: bool) -> Command:
+    r.sp()
+    word = r.keyword("SET or NONE")
+    if word == "NONE":
+        r.end()
+        return Notify(tag, None)
+    if word != "SET":
+        raise r.error("Expected SET or NONE")
+    r.sp()
+    status = False
+    if r.peek() != 0x28:  # "("
+        if r.keyword("STATUS or event group") != "STATUS":
+            raise r.error("Expected STATUS or an event group")
+        status = True
+        r.sp()
+    groups: list[NotifyGroup] = []
+    while True:
+        groups.append(_notify_group(r))
+        if r.at_end():
+            break
+        r.sp()
+    if sum(g.filter.startswith("SELECTED") for g in groups) > 1:
+        raise r.error("Only one SELECTED or SELECTED-DELAYED group")  # RFC 5465 §6.1
+    return Notify(tag, tuple(groups), status)
+
+
+# event-group = "(" filter-mailboxes SP events ")"
+# filter-mailboxes-other = "inboxes" / "personal" / "subscribed" /
+#   ("subtree" SP one-or-more-mailbox) / ("mailboxes" SP one-or-more-mailbox)
+# one-or-more-mailbox = mailbox / many-mailboxes
+# many-mailboxes = "(" mailbox *(SP mailbox) ")"
+def _notify_group(r: _Reader) -> NotifyGroup:
+    r.char(b"(")
+    filt = r.keyword("mailbox filter")
+    if filt not in NOTIFY_FILTERS:
+        raise r.error(f"Unknown mailbox filter {filt}")
+    names: list[str] = []
+    if filt in ("SUBTREE", "MAILBOXES"):
+        r.sp()
+        if r.try_char(b"("):
+            while True:
+                names.append(r.mailbox())
+                if r.try_char(b")"):
+                    break
+                r.sp()
+        else:
+            names.append(r.mailbox())
+    r.sp()
+    selected = filt.startswith("SELECTED")
+    events, fetch = _notify_events(r, selected)
+    r.char(b")")
+    return NotifyGroup(filt, events, tuple(names), fetch)
+
+
+# events = ( "(" event *(SP event) ")" ) / "NONE"
+# message-event = ("MessageNew" [SP "(" fetch-att *(SP fetch-att) ")"]) /
+#   "MessageExpunge" / "FlagChange" / "AnnotationChange"
+# mailbox-event = "MailboxName" / "SubscriptionChange" / "MailboxMetadataChange"
+# user-event = "ServerMetadataChange" ; event-ext = atom
+def _notify_events(r: _Reader, selected: bool) -> tuple[tuple[str, ...], tuple[FetchAtt, ...]]:
+    if not r.try_char(b"("):
+        if r.keyword("events") != "NONE":
+            raise r.error("Expected an event list or NONE")
+        return (), ()
+    events: list[str] = []
+    fetch: list[FetchAtt] = []
+    while True:
+        atom = r.atom("event")
+        event = NOTIFY_EVENTS.get(atom.upper(), atom)
+        if event not in events:
+            events.append(event)
+        if event == "MessageNew" and r.data[r.pos : r.pos + 2] == b" (":
+            if not selected:
+                # RFC 5465 §8: fetch-atts only for SELECTED / SELECTED-DELAYED
+                raise r.error("MessageNew fetch attributes need SELECTED")
+            r.sp()
+            r.char(b"(")
+            while True:
+                fetch.append(_notify_fetch_att(r))
+                if r.try_char(b")"):
+                    break
+                r.sp()
+        if r.try_char(b")"):
+            break
+        r.sp()
+    have = set(events)
+    if selected and have & (set(NOTIFY_EVENTS.values()) - NOTIFY_MESSAGE_EVENTS):
+        raise r.error("Only message events apply to SELECTED")  # RFC 5465 §6.1
+    if ("MessageNew" in have) != ("MessageExpunge" in have):
+        raise r.error("MessageNew and MessageExpunge go together")  # RFC 5465 §5
+    if have & {"FlagChange", "AnnotationChange"} and "MessageNew" not in have:
+        raise r.error("FlagChange needs MessageNew and MessageExpunge")  # RFC 5465 §5
+    return tuple(events), tuple(fetch)
+
+
+def _notify_fetch_att(r: _Reader) -> FetchAtt:
+    """A fetch-att of an unsolicited FETCH: never one that sets \\Seen (RFC 5465
+    §5.2): BODY[...] and BINARY[...] are read as their .PEEK forms."""
+    att = _fetch_att(r)
+    if att.name in ("RFC822", "RFC822.TEXT"):
+        raise r.error(f"{att.name} would set \\Seen; use BODY.PEEK")
+    if att.section is not None and not att.peek:
+        att = FetchAtt(att.name, att.section, att.partial, peek=True)
+    return att
+
+
 _Handler: TypeAlias = Callable[[_Reader, str, bool], Command]
 
 _COMMANDS: Final[dict[str, _Handler]] = {
@@ -1570,6 +1718,7 @@ _COMMANDS: Final[dict[str, _Handler]] = {
     "SETQUOTA": _setquota,
     "SORT": _sort,
     "THREAD": _thread,
+    "NOTIFY": _notify,
 }
 _UID_COMMANDS: Final = frozenset(
     {"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"}

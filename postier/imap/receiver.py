@@ -202,6 +202,17 @@ class Receiver:
         return self._mode
 
     @property
+    def between_commands(self) -> bool:
+        """No command is partly received: nothing buffered, no literal awaited, no
+        mode line (RFC 5465 notifications go out only then)."""
+        return (
+            self._state is _State.LINE
+            and self._mode is Mode.COMMAND
+            and not self._segments
+            and not self._buf
+        )
+
+    @property
     def buffered(self) -> int:
         """Octets held (unparsed input and the literal being read): for backpressure."""
         return len(self._buf) + len(self._lit_data)

@@ -18,6 +18,10 @@ Rules:
   is closed (RFC 9051 §5.4); on server shutdown every session gets ``* BYE``.
 - IDLE waits on the socket and the user's change feed at once; a feed event for the
   selected mailbox is announced at once.
+- After NOTIFY SET (RFC 5465) the session waits on the feed too whenever no command
+  is partly received, and announces what NOTIFY asked for as it happens
+  (`Notifier.between_commands`). The autologout timer keeps counting client
+  silence; output the client does not read for that long ends the session.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from postier.imap.receiver import (
     Receiver,
 )
 from postier.imap.session import RecentClaims, Session, State
+from postier.store.errors import StoreError
 from postier.store.feed import SubscriptionClosed
 from postier.store.models import Change
 
@@ -210,10 +215,16 @@ class ImapConnection(Context):
             ev = self.receiver.next()
             if ev is NEED_DATA:
                 await self.drain()
-                data = await self._read(self.settings.imap.idle_timeout)
+                limit = self.settings.imap.idle_timeout
+                if self.notifier is not None and self.receiver.between_commands:
+                    data = await self._notify_wait(limit)
+                else:
+                    data = await self._read(limit)
                 if data is None:
                     self._goodbye()
                     return
+                if self._ended():
+                    return  # a notification ended the session (BYE sent)
                 self.receiver.receive_data(data)
             elif isinstance(ev, RawCommand):
                 await self._command(ev)
@@ -255,6 +266,36 @@ class ImapConnection(Context):
             return
         await dispatch(self, cmd)
 
+    # --- NOTIFY -------------------------------------------------------------------------
+    def _ended(self) -> bool:
+        """The session went to LOGOUT meanwhile (a method call hides the state
+        change from the type checker's narrowing)."""
+        return self.session.state is State.LOGOUT
+
+    async def _notify_wait(self, limit: float) -> bytes | None:
+        """Client bytes (b"" at EOF) or None (timeout, shutdown), announcing feed
+        events meanwhile (RFC 5465 §3.1: "between commands")."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while True:
+            got = await self._idle_wait(deadline - loop.time())
+            if got is None or isinstance(got, bytes):
+                return got
+            await asyncio.sleep(IDLE_BATCH)  # let a burst of changes arrive together
+            notifier = self.notifier
+            if notifier is not None:
+                try:
+                    await notifier.between_commands(self, idle=False)
+                except StoreError:
+                    log.exception("sid=%s cannot read changes for NOTIFY", self.session.sid)
+            if self.session.state is State.LOGOUT:
+                return b""
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0)):
+                    await self.drain()
+            except TimeoutError:
+                return None
+
     # --- IDLE --------------------------------------------------------------------------
     async def idle(self, tag: str) -> Result:
         self.send(r.continuation("idling"))
@@ -287,7 +328,12 @@ class ImapConnection(Context):
                 self.receiver.receive_data(got)
                 continue
             await asyncio.sleep(IDLE_BATCH)  # let a burst of changes arrive together
-            await self.sync(allow_expunge=True)
+            if self.notifier is not None:
+                await self.notifier.between_commands(self, idle=True)
+                if self.session.state is State.LOGOUT:
+                    return Result("", "")
+            else:
+                await self.sync(allow_expunge=True)
 
     async def _idle_wait(self, limit: float) -> bytes | bool | None:
         """Client bytes, True for a feed event, None for timeout or shutdown."""
@@ -321,13 +367,9 @@ class ImapConnection(Context):
         return True if noticed else None
 
     def _noticed(self, change: asyncio.Task[Change]) -> None:
-        view = self.session.view
         try:
             event = change.result()
         except SubscriptionClosed:  # overflow or store closing: re-check everything
-            self.subscribe()
-            if view is not None:
-                view.dirty = True
+            self.feed_lost()
             return
-        if view is not None and event.mailbox_id == view.mailbox_id:
-            view.dirty = True
+        self.note(event)

@@ -323,11 +323,13 @@ class MailboxView:
                 self.expunged.add(u)
                 self.flag_changes.discard(u)
 
-    def take_updates(self, *, allow_expunge: bool) -> Updates:
+    def take_updates(self, *, allow_expunge: bool, allow_flags: bool = True) -> Updates:
         """What to announce now, applying it to the numbering.
 
         EXPUNGEs come first, highest sequence number first, so each number is valid
-        when the client reads it (RFC 9051 §7.5.1); then EXISTS; then flag changes."""
+        when the client reads it (RFC 9051 §7.5.1); then EXISTS; then flag changes
+        (held back, like expunges, when not `allow_flags`: NOTIFY without
+        FlagChange, RFC 5465 §5.1)."""
         up = Updates()
         if allow_expunge and self.expunged:
             for u in sorted(self.expunged, reverse=True):
@@ -345,6 +347,8 @@ class MailboxView:
             up.exists = len(self.uids)
             up.recent = len(self.recent)
             self.new_exists = False
+        if not allow_flags:
+            return up
         for u in sorted(self.flag_changes):
             seq = self.seq_of(u)
             if seq is not None:

@@ -202,7 +202,7 @@ class ChangeKind(enum.StrEnum):
     EXISTS = "exists"  # a message was added (uid)
     FLAGS = "flags"  # a message's flags changed (uid, modseq)
     EXPUNGE = "expunge"  # a message was removed (uid)
-    MAILBOX = "mailbox"  # a mailbox was created, renamed or deleted
+    MAILBOX = "mailbox"  # a mailbox was created, renamed, deleted or (un)subscribed
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ async def test_feed_in_process(store, users):
     assert (c.kind, c.uid) == (ChangeKind.EXPUNGE, 1)
     m = await store.create_mailbox(u.id, "New")
     assert await next_change(sub) == Change(u.id, m.id, ChangeKind.MAILBOX)
+    # (un)subscribing is a mailbox change too (IMAP NOTIFY SubscriptionChange)
+    await store.set_subscribed(u.id, "New", True)
+    assert sub.get_nowait() == Change(u.id, m.id, ChangeKind.MAILBOX)
     assert sub.get_nowait() is None
     sub.close()
     sub.close()  # idempotent

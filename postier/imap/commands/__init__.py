@@ -7,6 +7,8 @@ Rules:
 - After the handler and before the tagged line, other sessions' changes to the
   selected mailbox are announced (`Context.sync`); EXPUNGE/VANISHED is held back
   during FETCH, STORE, SEARCH, SORT and THREAD (RFC 9051 §7.5.1) and their UID forms.
+  After NOTIFY SET, `Notifier.after_command` does it and adds other mailboxes'
+  events (RFC 5465).
 - Store refusals become NO with a response code; any other exception becomes
   ``NO [SERVERBUG]`` naming the session id, with the traceback in the log.
 - Consecutive BAD answers are counted; `imap.max_bad_commands` of them in a row end
@@ -29,6 +31,7 @@ from postier.imap.commands import (
     flags,
     idle,
     mailboxes,
+    notify,
     quota,
     search,
     select,
@@ -85,6 +88,7 @@ TABLE: dict[type[p.Command], tuple[frozenset[State], Handler]] = {
     p.Store: (SELECTED, flags.store),
     p.Copy: (SELECTED, copymove.copy_move),
     p.Move: (SELECTED, copymove.copy_move),
+    p.Notify: (AUTH, notify.notify),
 }
 
 #: RFC 9051 §7.5.1: no EXPUNGE while answering these
@@ -102,6 +106,7 @@ def _wrong_state(state: State, allowed: frozenset[State]) -> Result:
 async def dispatch(ctx: Context, cmd: p.Command) -> None:
     """Run one command and write its tagged response (after pending updates)."""
     s = ctx.session
+    was_selected = s.view.mailbox_id if s.view is not None else None
     entry = TABLE.get(type(cmd))
     if entry is None:  # pragma: no cover - the parser only makes commands in TABLE
         result = bad("Unknown command")
@@ -122,11 +127,14 @@ async def dispatch(ctx: Context, cmd: p.Command) -> None:
             result = no(f"Internal error, session {s.sid}", r.SERVERBUG)
     if not result.status:
         return  # the handler answered already (STARTTLS) or the client went away
-    if s.state is State.SELECTED:
-        try:
-            await ctx.sync(allow_expunge=not isinstance(cmd, NO_EXPUNGE))
-        except StoreError:
-            log.exception("sid=%s cannot read mailbox changes", s.sid)
+    allow_expunge = not isinstance(cmd, NO_EXPUNGE)
+    try:
+        if ctx.notifier is not None and s.state is not State.LOGOUT:
+            await ctx.notifier.after_command(ctx, cmd, was_selected, allow_expunge=allow_expunge)
+        elif s.state is State.SELECTED:
+            await ctx.sync(allow_expunge=allow_expunge)
+    except StoreError:
+        log.exception("sid=%s cannot read mailbox changes", s.sid)
     ctx.send(r.tagged(cmd.tag, result.status, result.text, result.code))
     if result.status == "BAD":
         ctx.count_bad()

@@ -24,11 +24,12 @@ from postier.imap.session import MailboxView, RecentClaims, Session, State
 from postier.store.api import Store, Subscription
 from postier.store.errors import StoreError
 from postier.store.feed import SubscriptionClosed
-from postier.store.models import Mailbox
+from postier.store.models import Change, Mailbox
 
 if TYPE_CHECKING:
     from postier.auth.service import AuthService
     from postier.config.schema import Settings
+    from postier.imap.commands.notify import Notifier
 
 log = logging.getLogger("postier.imap")
 
@@ -85,6 +86,8 @@ class Context:
         self.peer_ip = peer_ip
         self.plaintext_ok = plaintext_ok
         self.feed: Subscription | None = None
+        #: what NOTIFY asked for (RFC 5465); None before NOTIFY SET and after NONE
+        self.notifier: Notifier | None = None
 
     # --- I/O, provided by the adapter -------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -136,6 +139,7 @@ class Context:
             "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "WITHIN", "BINARY", "MULTIAPPEND",
             "UTF8=ACCEPT", "QUOTA", "QUOTA=RES-STORAGE",
+            "NOTIFY",
             f"APPENDLIMIT={self.settings.imap.max_literal_size}",
         ]  # fmt: skip
         return caps
@@ -156,24 +160,38 @@ class Context:
         self.feed = self.store.subscribe(user.id)
 
     def poll_feed(self) -> None:
-        """Mark the view dirty when the feed has news for the selected mailbox."""
-        view = self.session.view
+        """Take what the feed has: news for the selected mailbox marks the view dirty;
+        NOTIFY (`notifier`) notes the rest."""
         if self.feed is None:
             return
         while True:
             try:
                 change = self.feed.get_nowait()
             except SubscriptionClosed:  # overflow or store closing: re-check everything
-                self.subscribe()
-                if view is not None:
-                    view.dirty = True
+                self.feed_lost()
                 return
             if change is None:
                 return
-            if view is not None and change.mailbox_id == view.mailbox_id:
-                view.dirty = True
+            self.note(change)
 
-    async def sync(self, *, allow_expunge: bool) -> None:
+    def note(self, change: Change) -> None:
+        """One change from the feed."""
+        view = self.session.view
+        if view is not None and change.mailbox_id == view.mailbox_id:
+            view.dirty = True
+        if self.notifier is not None:
+            self.notifier.note(change)
+
+    def feed_lost(self) -> None:
+        """The feed was cut off (overflow) or closed: subscribe again and re-check
+        everything, since changes may have been missed."""
+        self.subscribe()
+        if self.session.view is not None:
+            self.session.view.dirty = True
+        if self.notifier is not None:
+            self.notifier.lost()
+
+    async def sync(self, *, allow_expunge: bool, allow_flags: bool = True) -> None:
         """Learn what changed in the selected mailbox and send the untagged updates the
         client may receive now (RFC 9051 §7.4.1, §7.5.1; RFC 7162 §3.2.10)."""
         view = self.session.view
@@ -191,11 +209,11 @@ class Context:
             changed = await self.store.changed_since(view.mailbox_id, view.baseline)  # type: ignore[arg-type]
             vanished = await self.store.vanished_since(view.mailbox_id, view.baseline)  # type: ignore[arg-type]
             view.apply(changed, vanished, mbox.highestmodseq, self.recent)
-        self.emit(view, allow_expunge=allow_expunge)
+        self.emit(view, allow_expunge=allow_expunge, allow_flags=allow_flags)
 
-    def emit(self, view: MailboxView, *, allow_expunge: bool) -> None:
+    def emit(self, view: MailboxView, *, allow_expunge: bool, allow_flags: bool = True) -> None:
         s = self.session
-        up = view.take_updates(allow_expunge=allow_expunge)
+        up = view.take_updates(allow_expunge=allow_expunge, allow_flags=allow_flags)
         if up.expunged:
             if s.qresync:
                 self.send(r.vanished(u for _, u in up.expunged))  # RFC 7162 §3.2.10

@@ -1077,12 +1077,14 @@ class SqliteStore:
         key = self._mailbox_name(name)
 
         def job(tx: Tx) -> None:
-            cur = tx.execute(
-                "UPDATE mailboxes SET subscribed = ? WHERE user_id = ? AND name = ?",
+            row = tx.execute(
+                "UPDATE mailboxes SET subscribed = ? WHERE user_id = ? AND name = ? RETURNING id",
                 (int(subscribed), user_id, key),
-            )
-            if cur.rowcount == 0:
+            ).fetchone()
+            if row is None:
                 raise NotFound(f"no mailbox {key}")
+            # IMAP NOTIFY SubscriptionChange (RFC 5465 §5.5) learns of it from the feed
+            self._record(tx, [Change(user_id, MailboxId(row[0]), ChangeKind.MAILBOX)])
 
         await self._write(job)
 
