@@ -11,9 +11,14 @@ Rules:
 - An address list that yields no address is NIL; group syntax uses the
   start/end markers produced by `postier.mime.address`.
 - The first occurrence of a duplicated header is used.
+- `read_envelope` reads the stored bytes back (SORT keys, the Date: header's own
+  zone) in one linear pass; it never raises, junk yields None.
 """
 
 from __future__ import annotations
+
+import re
+from typing import NamedTuple
 
 from postier.mime.address import Address, parse_address_list
 from postier.mime.parse import Part
@@ -83,3 +88,85 @@ def envelope(part: Part, *, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
             b")",
         )
     )
+
+
+class Envelope(NamedTuple):
+    """A stored ENVELOPE read back: strings as written in the header (raw octets
+    decoded as UTF-8, undecodable octets kept as surrogates), address lists with
+    their group markers."""
+
+    date: str | None
+    subject: str | None
+    from_: list[Address]
+    sender: list[Address]
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    bcc: list[Address]
+    in_reply_to: str | None
+    message_id: str | None
+
+
+# quoted = DQUOTE *QUOTED-CHAR DQUOTE; literal = "{" number "}" CRLF *CHAR8 (RFC 9051 §9)
+_TOKEN = re.compile(rb'\s*(?:(\()|(\))|(NIL)|"((?:[^"\\]|\\.)*)"|\{([0-9]{1,10})\}\r\n)')
+_UNQUOTE = re.compile(rb"\\(.)")
+_Value = bytes | None | list["_Value"]
+
+
+def _values(data: bytes) -> _Value:
+    """The parenthesised value at the start of `data` as nested lists (an explicit
+    stack: no recursion), or ValueError."""
+    stack: list[list[_Value]] = []
+    pos = 0
+    while True:
+        m = _TOKEN.match(data, pos)
+        if m is None:
+            raise ValueError("not an envelope")
+        pos = m.end()
+        value: _Value
+        if m.group(1):
+            stack.append([])
+            continue
+        if m.group(2):
+            if not stack:
+                raise ValueError("unbalanced")
+            value = stack.pop()
+        elif m.group(3):
+            value = None
+        elif m.group(5) is not None:
+            n = int(m.group(5))
+            value = data[pos : pos + n]
+            pos += n
+        else:
+            value = _UNQUOTE.sub(rb"\1", m.group(4))
+        if not stack:
+            return value
+        stack[-1].append(value)
+
+
+def _text(value: _Value) -> str | None:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else None
+
+
+def _addresses(value: _Value) -> list[Address]:
+    out: list[Address] = []
+    for item in value if isinstance(value, list) else ():
+        if isinstance(item, list) and len(item) == 4:
+            out.append(Address(*(_text(v) for v in item)))
+    return out
+
+
+def read_envelope(data: bytes) -> Envelope | None:
+    """The fields of a stored ENVELOPE (`envelope`'s output), or None for bytes that
+    are not one."""
+    try:
+        fields = _values(data)
+    except ValueError:
+        return None
+    if not isinstance(fields, list) or len(fields) != 10:
+        return None
+    f = fields
+    return Envelope(
+        _text(f[0]), _text(f[1]), _addresses(f[2]), _addresses(f[3]), _addresses(f[4]),
+        _addresses(f[5]), _addresses(f[6]), _addresses(f[7]), _text(f[8]), _text(f[9]),
+    )  # fmt: skip

@@ -4,7 +4,8 @@ Rules:
 - Never raises on any bytes; malformed MIME yields a best-effort summary.
 - `envelope`, `bodystructure` and `body` are IMAP syntax (see `envelope.py`,
   `bodystructure.py`); the text fields are for people: encoded-words decoded
-  (RFC 2047), addresses shown as ``Name <box@host>`` joined by ", ".
+  (RFC 2047), addresses shown as ``Name <box@host>`` joined by ", ", groups as
+  ``name: members;``.
 - `date` is the Date: header as an aware datetime (RFC 5322 §3.3; ``-0000``
   and obsolete zones read as UTC), or None when it does not parse.
 - Cost: header parsing plus `bytes.count` over text bodies for line counts and
@@ -59,18 +60,27 @@ def format_address(a: Address) -> str:
 
 
 def display_addresses(part: Part, name: str) -> str:
-    """A header's addresses for display; a group with no members shows its name."""
+    """A header's addresses as search text: ``Name <box@host>`` joined by ", ", with
+    group syntax kept (``Team: a@x, Bob <b@y>;``, ``undisclosed-recipients:;``), so
+    SEARCH TO matches a group's name as well as its members, as Dovecot's normalised
+    address text does."""
     out: list[str] = []
-    addrs = addresses(part, name)
-    for k, a in enumerate(addrs):
-        if a.is_group_start:
-            nxt = addrs[k + 1] if k + 1 < len(addrs) else None
-            if (nxt is None or nxt.is_group_end) and a.mailbox:
-                out.append(decode_words(a.mailbox))
+    group: tuple[str, list[str]] | None = None  # (name, members) of the open group
+
+    def close_group() -> None:
+        if group is not None:
+            label, members = group
+            out.append(f"{label}: {', '.join(members)};" if members else f"{label}:;")
+
+    for a in addresses(part, name):
+        if a.is_group_start or a.is_group_end:
+            close_group()  # an unterminated group ends where the next one starts
+            group = (decode_words(a.mailbox or ""), []) if a.is_group_start else None
             continue
         text = format_address(a)
         if text:
-            out.append(text)
+            (out if group is None else group[1]).append(text)
+    close_group()
     return ", ".join(out)
 
 

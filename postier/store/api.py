@@ -163,10 +163,13 @@ class Store(Protocol):
         uid_max: int | None = None,
         *,
         summaries: bool = True,
+        structures: bool = True,
     ) -> list[Message]:
         """Metadata of the messages in a UID range, ascending by UID. With
         `summaries=False` each `Message.summary` is empty (a faster, lighter read
-        for callers that need only UIDs, flags, MODSEQs, dates and sizes)."""
+        for callers that need only UIDs, flags, MODSEQs, dates and sizes); with
+        `structures=False` it holds the text fields and sizes but not the ENVELOPE,
+        BODYSTRUCTURE, BODY and preview (what IMAP SEARCH reads)."""
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None: ...
     async def read_blob(self, blob_id: BlobId) -> bytes: ...

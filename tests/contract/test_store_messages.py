@@ -4,7 +4,8 @@ quota, and 200 concurrent deliveries."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -45,6 +46,23 @@ async def test_deliver_to_three_users_shares_one_blob(store, users):
     path = await store.blob_path(r.blob_id)
     if path is not None:
         assert path.read_bytes() == MSG
+
+
+async def test_summary_date_keeps_the_header_zone(store, users):
+    """SEARCH SENTON compares the Date: header's own day (RFC 9051 §6.4.4): the
+    summary date comes back in the zone it was written in, not only as an instant."""
+    data = b"Date: Mon, 2 Mar 2026 23:30:00 -0500\r\nSubject: late\r\n\r\nx\r\n"
+    r = await store.deliver(data, [DeliveryTarget(users[0].id)], internal_date=WHEN)
+    m = await store.get_message(r.delivered[0].mailbox_id, r.delivered[0].uid)
+    assert m.summary.date == datetime(2026, 3, 3, 4, 30, tzinfo=UTC)
+    assert m.summary.date.utcoffset() == timedelta(hours=-5)
+    assert m.summary.date.date() == date(2026, 3, 2)
+    # the text fields alone, for IMAP SEARCH: no ENVELOPE, BODYSTRUCTURE, preview
+    (light,) = await store.list_messages(m.mailbox_id, m.uid, m.uid, structures=False)
+    assert light.summary == replace(
+        m.summary, envelope=b"NIL", bodystructure=b"NIL", body=b"NIL", preview=""
+    )
+    assert light.summary.subject == "late" and light.summary.date == m.summary.date
 
 
 async def test_deliver_target_mailbox_and_fallback(store, users):

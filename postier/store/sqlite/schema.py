@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import sqlite3
 
+from postier.mime.envelope import read_envelope
+from postier.mime.summary import parse_date
+
 _V1 = (
     """CREATE TABLE meta (
         key TEXT PRIMARY KEY,
@@ -197,13 +200,22 @@ _V4 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+_V5 = (
+    # the Date: header's own zone in seconds east of UTC, so SEARCH SENTON/SENTBEFORE/
+    # SENTSINCE see the date as written (RFC 9051 §6.4.4); older rows are filled from
+    # their stored ENVELOPE (`migrate` provides the function)
+    "ALTER TABLE blobs ADD COLUMN date_zone INTEGER",
+    "UPDATE blobs SET date_zone = postier_date_zone(envelope) WHERE date IS NOT NULL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to `VERSION` inside the caller's transaction; returns the
     version found. Refuses a database written by a newer postier."""
+    conn.create_function("postier_date_zone", 1, _date_zone, deterministic=True)
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT version FROM schema_version").fetchone()
     found = int(row[0]) if row else 0
@@ -219,3 +231,13 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute(statement)
         conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
     return found
+
+
+def _date_zone(envelope: bytes | None) -> int | None:
+    """The zone of the Date: header in a stored ENVELOPE, seconds east of UTC."""
+    env = read_envelope(bytes(envelope)) if envelope is not None else None
+    if env is None or env.date is None:
+        return None
+    when = parse_date(env.date.encode("utf-8", "surrogateescape"))
+    offset = when.utcoffset() if when is not None else None
+    return None if offset is None else int(offset.total_seconds())

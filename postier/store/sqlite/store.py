@@ -45,7 +45,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -125,6 +125,11 @@ def _to_us(dt: datetime) -> int:
     return (dt - _EPOCH) // _US
 
 
+def _zone_of(dt: datetime | None) -> int | None:
+    offset = dt.utcoffset() if dt is not None else None
+    return None if offset is None else int(offset.total_seconds())
+
+
 def _from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
@@ -188,9 +193,15 @@ def _json_ids(values: Iterable[int]) -> str:
 _MSG_COLS = (
     "m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, "
     "b.envelope, b.bodystructure, b.body, b.subject, b.from_addr, b.to_addr, b.cc, "
-    "b.date, b.message_id, b.preview, b.header_size, b.crlf_size"
+    "b.date, b.message_id, b.preview, b.header_size, b.crlf_size, b.date_zone"
 )
 _MSG_FROM = "messages m JOIN blobs b ON b.id = m.blob_id"
+#: the summary without the pre-serialised structures (IMAP SEARCH)
+_TEXT_COLS = (
+    "m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, "
+    "b.subject, b.from_addr, b.to_addr, b.cc, b.date, b.message_id, b.header_size, "
+    "b.crlf_size, b.date_zone"
+)
 
 
 def _summary_of(row: Row) -> MessageSummary:
@@ -202,12 +213,17 @@ def _summary_of(row: Row) -> MessageSummary:
         from_=row[4],
         to=row[5],
         cc=row[6],
-        date=None if row[7] is None else _from_us(row[7]),
+        date=None if row[7] is None else _from_us(row[7]).astimezone(_zone(row[12])),
         message_id=row[8],
         preview=row[9],
         header_size=row[10],
         crlf_size=row[11],
     )
+
+
+def _zone(seconds: int | None) -> timezone:
+    """The Date: header's own zone (UTC when unknown)."""
+    return UTC if not seconds else timezone(timedelta(seconds=seconds))
 
 
 def _insert_message(
@@ -253,6 +269,28 @@ def _message_of(row: Row) -> Message:
         size=row[5],
         blob_id=BlobId(row[6]),
         summary=_summary_of(row[7:]),
+    )
+
+
+def _text_message_of(row: Row) -> Message:
+    return Message(
+        mailbox_id=MailboxId(row[0]),
+        uid=Uid(row[1]),
+        modseq=ModSeq(row[2]),
+        flags=_flags_of(row[3]),
+        internal_date=_from_us(row[4]),
+        size=row[5],
+        blob_id=BlobId(row[6]),
+        summary=MessageSummary(
+            subject=row[7],
+            from_=row[8],
+            to=row[9],
+            cc=row[10],
+            date=None if row[11] is None else _from_us(row[11]).astimezone(_zone(row[15])),
+            message_id=row[12],
+            header_size=row[13],
+            crlf_size=row[14],
+        ),
     )
 
 
@@ -1121,8 +1159,8 @@ class SqliteStore:
     ) -> None:
         tx.execute(
             "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
-            "to_addr, cc, date, message_id, preview, header_size, crlf_size) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "to_addr, cc, date, message_id, preview, header_size, crlf_size, date_zone) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 blob_id,
                 size,
@@ -1138,6 +1176,7 @@ class SqliteStore:
                 s.preview,
                 s.header_size,
                 s.crlf_size,
+                _zone_of(s.date),
             ),
         )
         if inline is not None:
@@ -1322,6 +1361,7 @@ class SqliteStore:
         uid_max: int | None = None,
         *,
         summaries: bool = True,
+        structures: bool = True,
     ) -> list[Message]:
         hi = uid_max if uid_max is not None else 1 << 62
         if not summaries:
@@ -1334,14 +1374,15 @@ class SqliteStore:
                 ).fetchall()
             )
             return [_light_message_of(r) for r in light]
+        cols, make = (_MSG_COLS, _message_of) if structures else (_TEXT_COLS, _text_message_of)
         rows = await self._read(
             lambda c: c.execute(
-                f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? "
+                f"SELECT {cols} FROM {_MSG_FROM} WHERE m.mailbox_id = ? "
                 "AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
                 (mailbox_id, uid_min, hi),
             ).fetchall()
         )
-        return [_message_of(r) for r in rows]
+        return [make(r) for r in rows]
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
         row = await self._lookup(

@@ -184,8 +184,8 @@ def test_crlf_size_is_what_pop3_sends(data, size):
 
 def test_summarize_groups_and_missing_parts(sample):
     s = summarize(sample("group.eml"))
-    assert s.to == "undisclosed-recipients"
-    assert s.cc == "alice@example.org, Bob B <bob@example.test>, carol@example.net"
+    assert s.to == "undisclosed-recipients:;"
+    assert s.cc == "Team: alice@example.org, Bob B <bob@example.test>;, carol@example.net"
     s = summarize(b"To: foo, <>, Name <@x>\r\n\r\n")
     assert s.to == "foo, Name"
     assert s.from_ == ""

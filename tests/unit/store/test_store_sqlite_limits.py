@@ -160,6 +160,29 @@ async def test_schema_version_recorded_and_newer_refused(make, tmp_path):
         await newer.list_domains()
 
 
+async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
+    """Schema 5 adds blobs.date_zone; rows stored before it get the zone of the Date:
+    header in their stored ENVELOPE."""
+    s = await make()
+    await s.add_domain("example.test")
+    u = await s.add_user("a@example.test", "h")
+    r = await s.deliver(
+        b"Date: Mon, 2 Mar 2026 23:30:00 +0930\r\n\r\nx\r\n", [DeliveryTarget(u.id)]
+    )
+    await s.close()
+    conn = sqlite3.connect(tmp_path / "data" / "postier.db")
+    conn.execute("UPDATE blobs SET date_zone = NULL")
+    conn.execute("UPDATE schema_version SET version = 4")
+    conn.execute("ALTER TABLE blobs DROP COLUMN date_zone")
+    conn.commit()
+    conn.close()
+    s = await make()
+    m = await s.get_message(r.delivered[0].mailbox_id, r.delivered[0].uid)
+    assert m.summary.date is not None
+    assert m.summary.date.utcoffset() == timedelta(hours=9, minutes=30)
+    assert m.summary.date.isoformat() == "2026-03-02T23:30:00+09:30"
+
+
 async def test_open_store(tmp_path):
     settings = Settings()
     settings = replace(
