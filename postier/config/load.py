@@ -44,6 +44,7 @@ _DURATION_FIELDS = {
     "failure_delay",
     "max_delay",
     "lockout_period",
+    "search_time_limit",
 }
 
 

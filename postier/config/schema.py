@@ -200,6 +200,17 @@ class ImapSettings:
     idle_timeout: float = doc("idle connection timeout (RFC 9051: at least 30 min)", default=1800.0)
     max_bad_commands: int = doc("invalid commands in a row before BYE and close", default=20)
     max_unauth_literal: int = doc("largest literal accepted before login, in bytes", default=8192)
+    search_time_limit: float = doc(
+        "CPU time one SEARCH, SORT or THREAD may spend matching and sorting; past it "
+        "the command fails with NO [LIMIT] (other clients are never held up: it runs "
+        "off the event loop)",
+        default=30.0,
+    )
+    max_search_contexts: int = doc(
+        "searches one session may keep current (RFC 5267 RETURN (UPDATE)); one more "
+        "is refused with NOUPDATE",
+        default=10,
+    )
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ STATUS_ITEMS: Final = frozenset({
 })  # fmt: skip
 LIST_SELECT_OPTS: Final = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTS: Final = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
-SEARCH_RETURN_OPTS: Final = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+#: RFC 4731, RFC 5182 SAVE, RFC 5267 CONTEXT/UPDATE (PARTIAL takes a range)
+SEARCH_RETURN_OPTS: Final = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE"})
 SPECIAL_USE_ATTRS: Final = {
     a.upper(): a
     for a in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
@@ -371,6 +372,8 @@ class Search(Command):
     #: None: plain SEARCH (answer ``* SEARCH``); otherwise ESEARCH with these options
     #: (``RETURN ()`` means ALL, RFC 4731 §3.1)
     returns: tuple[str, ...] | None = None
+    #: RETURN (PARTIAL lo:hi), RFC 5267 §4.4: the range as written
+    partial: tuple[int, int] | None = None
     name: ClassVar[str] = "SEARCH"
 
 
@@ -386,7 +389,16 @@ class Sort(Command):
     charset: str
     key: SearchKey
     uid: bool = False
+    #: RETURN options (ESORT, RFC 5267 §3): as for `Search`
+    returns: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     name: ClassVar[str] = "SORT"
+
+
+@dataclass(frozen=True)
+class CancelUpdate(Command):
+    tags: tuple[str, ...]  # RFC 5267 §4.3.5
+    name: ClassVar[str] = "CANCELUPDATE"
 
 
 @dataclass(frozen=True)
@@ -1091,22 +1103,10 @@ def _append(r: _Reader, tag: str, uid: bool) -> Command:
 
 
 # search = "SEARCH" [search-return-opts] SP search-program
-# search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP search-return-opt)] ")"
 # search-program = ["CHARSET" SP charset SP] search-key *(SP search-key)
 def _search(r: _Reader, tag: str, uid: bool) -> Command:
-    returns: tuple[str, ...] | None = None
     r.sp()
-    save = r.pos
-    if r.match(_ATOM) is not None and r.data[save : r.pos].upper() == b"RETURN":
-        r.sp()
-        opts = r.paren_atoms("search return option")
-        for opt in opts:
-            if opt not in SEARCH_RETURN_OPTS:
-                raise r.error(f"Unknown search return option {opt}")
-        returns = tuple(dict.fromkeys(opts))
-        r.sp()
-    else:
-        r.pos = save
+    returns, partial = _search_return_opts(r)
     charset: str | None = None
     save = r.pos
     if r.match(_ATOM) is not None and r.data[save : r.pos].upper() == b"CHARSET":
@@ -1116,7 +1116,42 @@ def _search(r: _Reader, tag: str, uid: bool) -> Command:
     else:
         r.pos = save
     key = _search_program(r, charset)
-    return Search(tag, key, uid, charset, returns)
+    return Search(tag, key, uid, charset, returns, partial)
+
+
+# search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP search-return-opt)] ")"
+# search-return-opt  = "MIN" / "MAX" / "ALL" / "COUNT" / "SAVE"          RFC 4731, 5182
+# search-return-opt  =/ "CONTEXT" / "UPDATE" / "PARTIAL" SP partial-range  RFC 5267 §5
+# partial-range      = nz-number ":" nz-number
+def _search_return_opts(r: _Reader) -> tuple[tuple[str, ...] | None, tuple[int, int] | None]:
+    """The RETURN options and the PARTIAL range, then the space after them; (None,
+    None) when there is no RETURN."""
+    save = r.pos
+    if r.match(_ATOM) is None or r.data[save : r.pos].upper() != b"RETURN":
+        r.pos = save
+        return None, None
+    r.sp()
+    r.char(b"(")
+    opts: list[str] = []
+    partial: tuple[int, int] | None = None
+    while not r.try_char(b")"):
+        if opts:
+            r.sp()
+        opt = r.keyword("search return option")
+        if opt == "PARTIAL":
+            if partial is not None:
+                raise r.error("PARTIAL can be used only once")  # RFC 5267 §4.4
+            r.sp()
+            lo = r.number(nz=True, what="partial range")
+            r.char(b":")
+            partial = (lo, r.number(nz=True, what="partial range"))
+        elif opt not in SEARCH_RETURN_OPTS:
+            raise r.error(f"Unknown search return option {opt}")
+        opts.append(opt)
+    if partial is not None and "ALL" in opts:
+        raise r.error("PARTIAL conflicts with ALL")  # RFC 5267 §4.4
+    r.sp()
+    return tuple(dict.fromkeys(opts)), partial
 
 
 def _charset(r: _Reader) -> str:
@@ -1241,11 +1276,14 @@ def _search_string(r: _Reader, charset: str | None) -> str:
 
 
 # sort = ["UID" SP] "SORT" SP sort-criteria SP search-criteria        RFC 5256 §5
+# sort =/ ["UID" SP] "SORT" search-return-opts SP sort-criteria SP search-criteria
+#                                                                     RFC 5267 §5 (ESORT)
 # sort-criteria = "(" sort-criterion *(SP sort-criterion) ")"
 # sort-criterion = ["REVERSE" SP] sort-key
 # search-criteria = charset 1*(SP search-key)
 def _sort(r: _Reader, tag: str, uid: bool) -> Command:
     r.sp()
+    returns, partial = _search_return_opts(r)
     r.char(b"(")
     criteria: list[SortCriterion] = []
     while True:
@@ -1263,7 +1301,18 @@ def _sort(r: _Reader, tag: str, uid: bool) -> Command:
     r.sp()
     charset = _charset(r)
     r.sp()
-    return Sort(tag, tuple(criteria), charset, _search_program(r, charset), uid)
+    return Sort(tag, tuple(criteria), charset, _search_program(r, charset), uid, returns, partial)
+
+
+# command-select =/ "CANCELUPDATE" 1*(SP quoted)                      RFC 5267 §5
+def _cancelupdate(r: _Reader, tag: str, uid: bool) -> Command:
+    tags: list[str] = []
+    while not tags or not r.at_end():
+        r.sp()
+        if r.peek() != 0x22:
+            raise r.error("Expected a quoted tag")
+        tags.append(r.text(r.quoted(), "Tag"))
+    return CancelUpdate(tag, tuple(tags))
 
 
 # thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria      RFC 5256 §5
@@ -1719,6 +1768,7 @@ _COMMANDS: Final[dict[str, _Handler]] = {
     "SORT": _sort,
     "THREAD": _thread,
     "NOTIFY": _notify,
+    "CANCELUPDATE": _cancelupdate,
 }
 _UID_COMMANDS: Final = frozenset(
     {"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"}

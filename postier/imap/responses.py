@@ -377,13 +377,21 @@ def esearch(
     uid: bool = False,
     min: int | None = None,  # the RFC 4731 names
     max: int | None = None,
-    all: Iterable[int] | None = None,
+    all: Sequence[int] | None = None,
     count: int | None = None,
     modseq: int | None = None,
+    partial: tuple[tuple[int, int], Sequence[int]] | None = None,
+    sorted_order: bool = False,
+    removefrom: Sequence[tuple[int, Sequence[int]]] = (),
+    addto: Sequence[tuple[int, Sequence[int]]] = (),
 ) -> bytes:
     """esearch-response = "ESEARCH" [search-correlator] [SP "UID"] *(SP
     search-return-data) (RFC 4731 §3.1, RFC 9051 §7.3.4). MIN, MAX and ALL are left
-    out when nothing matched (RFC 4731 §3.1); `all` is compressed (``1:3,5``)."""
+    out when nothing matched (RFC 4731 §3.1); `all` is compressed (``1:3,5``), in
+    the order given when `sorted_order` (ESORT: ascending runs only, RFC 5267 §3.2).
+    `partial` is (the range asked, the results in it): ``PARTIAL (1:100 3:7)``, NIL
+    when there are none (RFC 5267 §4.4). `removefrom` and `addto` are (context
+    position, results) pairs (RFC 5267 §4.3.3, §4.3.4)."""
     out = b"* ESEARCH"
     if tag is not None:
         out += b' (TAG "' + tag.encode("ascii") + b'")'
@@ -394,13 +402,29 @@ def esearch(
     if max is not None:
         out += b" MAX %d" % max
     if all is not None:
-        ids = format_ids(all)
+        ids = format_ids(all, sort=not sorted_order)
         if ids:
             out += b" ALL " + ids.encode("ascii")
+    if partial is not None:
+        (lo, hi), got = partial
+        ids = format_ids(got, sort=not sorted_order) or "NIL"
+        out += b" PARTIAL (%d:%d %s)" % (lo, hi, ids.encode("ascii"))
     if count is not None:
         out += b" COUNT %d" % count
     if modseq is not None:
         out += b" MODSEQ %d" % modseq  # RFC 7162 §3.1.5
+    for name, pairs in ((b"REMOVEFROM", removefrom), (b"ADDTO", addto)):
+        if pairs:
+            out += (
+                b" "
+                + name
+                + b" ("
+                + b" ".join(
+                    b"%d %s" % (pos, format_ids(ids, sort=False).encode("ascii"))
+                    for pos, ids in pairs
+                )
+                + b")"
+            )
     return out + CRLF
 
 
@@ -541,3 +565,7 @@ def code_badcharset(charsets: Iterable[str] = ("UTF-8", "US-ASCII")) -> str:
 
 def code_appendlimit(limit: int) -> str:
     return f"APPENDLIMIT {limit}"  # RFC 7889 §3
+
+
+def code_noupdate(tag: str) -> str:
+    return f'NOUPDATE "{tag}"'  # RFC 5267 §4.3.1: resp-text-code =/ "NOUPDATE" SP quoted

@@ -32,7 +32,9 @@ import weakref
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from postier.imap.parse import SearchKey, SortCriterion
 from postier.imap.sequence import SequenceSet
 from postier.store.models import Mailbox, MailboxId, Message, User
 
@@ -168,6 +170,9 @@ class MailboxView:
         self.new_exists = False  # EXISTS owed
         self.recent: set[int] = set(recent or ())
         self.dirty = False  # the feed reported a change: `sync` before answering
+        #: UIDs that arrived or whose flags changed, kept only while a search is
+        #: kept current (RFC 5267 UPDATE: `commands.updates` tests them again)
+        self.touched: set[int] | None = None
 
     @property
     def uids(self) -> array[int]:
@@ -276,6 +281,8 @@ class MailboxView:
             self._own()
             self._flags[i] = _intern(m.flags)
             self._modseqs[i] = m.modseq
+            if self.touched is not None:
+                self.touched.add(m.uid)
 
     def apply(
         self,
@@ -296,6 +303,8 @@ class MailboxView:
                     self._own()
                     if self._flags[i] != m.flags:
                         self.flag_changes.add(m.uid)
+                        if self.touched is not None:
+                            self.touched.add(m.uid)
                     self._flags[i] = _intern(m.flags)
                     self._modseqs[i] = m.modseq
             elif m.uid >= self.uidnext:
@@ -305,6 +314,8 @@ class MailboxView:
                 self.uidnext = m.uid + 1
         if new:
             self.new_exists = True
+            if self.touched is not None:
+                self.touched.update(new)
             if recent is not None and self.readonly:
                 last = recent.last(self.mailbox_id)  # shown as \\Recent, not claimed
                 self.recent.update(u for u in new if u > last)
@@ -342,6 +353,8 @@ class MailboxView:
                 del self._modseqs[i]
                 del self._flags[i]
                 self.recent.discard(u)
+                if self.touched is not None:
+                    self.touched.discard(u)
             self.expunged.clear()
         if self.new_exists:
             up.exists = len(self.uids)
@@ -357,6 +370,22 @@ class MailboxView:
         return up
 
 
+#: one message's values under a SORT's criteria
+SortValues = tuple[str | int | datetime, ...]
+
+
+@dataclass
+class LiveSearch:
+    """A SEARCH or SORT result the client asked to keep current (RFC 5267 §4.3)."""
+
+    tag: str
+    uid: bool  # updates name UIDs (UID SEARCH, UID SORT), else sequence numbers
+    key: SearchKey  # sequence sets and "$" already turned into UID sets
+    criteria: tuple[SortCriterion, ...] | None  # None: a SEARCH, kept in mailbox order
+    members: list[int] = field(default_factory=list)  # UIDs, in result order
+    values: dict[int, SortValues] = field(default_factory=dict)  # SORT: by member
+
+
 @dataclass
 class Session:
     """Per-connection state other than the view."""
@@ -369,6 +398,8 @@ class Session:
     view: MailboxView | None = None
     #: RFC 5182 SEARCHRES: the UIDs saved by SEARCH RETURN (SAVE)
     saved: list[int] = field(default_factory=list)
+    #: RFC 5267 CONTEXT: the searches kept current, by the tag that asked
+    live: dict[str, LiveSearch] = field(default_factory=dict)
     bad_commands: int = 0
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -23,7 +24,8 @@ PRE_CAPS = b"IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE STARTTLS AUTH=PLAIN"
 CAPS = (
     b"IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
     b"CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE "
-    b"QRESYNC ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES "
+    b"QRESYNC ESEARCH SEARCHRES SORT SORT=DISPLAY ESORT CONTEXT=SEARCH CONTEXT=SORT "
+    b"THREAD=ORDEREDSUBJECT THREAD=REFERENCES "
     b"WITHIN BINARY MULTIAPPEND UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE NOTIFY APPENDLIMIT=52428800"
 )
 
@@ -454,6 +456,272 @@ def test_sort(server: ServerThread, raw: Raw) -> None:
         b"* SORT 2 1 3\r\nb OK SORT completed\r\n"
     )
     assert raw.cmd("c SORT (FROM SIZE) UTF-8 NOT 2") == b"* SORT 1 3\r\nc OK SORT completed\r\n"
+
+
+def append(raw: Raw, *messages: bytes, when: str = "05-Jan-2026 10:00:00 +0000") -> None:
+    """APPEND each message to INBOX with the internal date `when` (LITERAL+)."""
+    for i, m in enumerate(messages):
+        reply = raw.cmd(b'ap%d APPEND INBOX "%s" {%d+}\r\n%s' % (i, when.encode(), len(m), m))
+        assert b" OK [APPENDUID " in reply, reply
+
+
+def header(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode() + b"\r\n\r\nbody\r\n"
+
+
+def test_search_sent_dates_are_the_header_date_in_its_own_zone(raw: Raw) -> None:
+    """RFC 9051 §6.4.4: SENT* compare the date of the Date: header, its own zone, not
+    converted; without a valid Date: the internal date (Dovecot)."""
+    append(
+        raw,
+        header("Subject: late\nDate: Mon, 2 Mar 2026 23:30:00 -0500"),  # 3 Mar in UTC
+        header("Subject: old\nDate: Wed, 1 Jan 2020 12:00:00 +0000"),
+        header("Subject: undated"),
+        header("Subject: junk date\nDate: the day after tomorrow"),
+    )
+    raw.cmd("s SELECT INBOX")
+    cases = {
+        "SENTON 2-Mar-2026": b"1",
+        "SENTON 3-Mar-2026": b"",
+        "SENTBEFORE 3-Mar-2026": b"1 2 3 4",
+        "SENTSINCE 3-Mar-2026": b"",
+        "SENTBEFORE 2-Jan-2020": b"2",
+        "BEFORE 2-Jan-2020": b"",  # the internal dates are 5 Jan 2026
+        "SENTON 5-Jan-2026": b"3 4",
+        "ON 5-Jan-2026": b"1 2 3 4",
+    }
+    for i, (key, expected) in enumerate(cases.items()):
+        ids = b" " + expected if expected else b""
+        assert raw.cmd(f"k{i} SEARCH {key}") == (
+            b"* SEARCH%s\r\nk%d OK SEARCH completed\r\n" % (ids, i)
+        ), key
+
+
+def test_sort_keys_cc_display_and_base_subject(raw: Raw) -> None:
+    """RFC 5256 §3: CC, FROM, TO sort by the first address's mailbox (a quoted name with
+    a comma is no address); SUBJECT by the base subject; RFC 5957 DISPLAYFROM by the
+    name, else the address; ties by sequence number."""
+    append(
+        raw,
+        header('From: zed@x.test\nCc: "Aaron, Zed" <zz@x.test>\nSubject: [fwd: Re: Beta]'),
+        header("From: Bob <yves@x.test>\nCc: BOB@y.test\nSubject: alpha (fwd)"),
+        header("From: alice@x.test\nSubject: [list] Re: beta"),
+        header("From: =?utf-8?q?Zed-?= <aa@x.test>\nCc: alice@z.test\nSubject: Alpha"),
+    )
+    raw.cmd("s SELECT INBOX")
+    for crit, expected in {
+        "CC": b"3 4 2 1",  # "", alice, bob, zz: "Aaron, Zed" is a name
+        "REVERSE CC": b"1 2 4 3",
+        "FROM": b"4 3 2 1",
+        "DISPLAYFROM": b"3 2 4 1",  # alice@x.test, bob, zed-, zed@x.test
+        "SUBJECT": b"2 4 1 3",  # alpha, alpha, beta, beta: ties by number
+        "SUBJECT CC": b"4 2 3 1",
+        "REVERSE SUBJECT FROM": b"3 1 4 2",
+    }.items():
+        assert raw.cmd(f"a UID SORT ({crit}) UTF-8 ALL") == (
+            b"* SORT " + expected + b"\r\na OK SORT completed\r\n"
+        ), crit
+
+
+def test_search_address_keys_see_group_syntax(server: ServerThread, raw: Raw) -> None:
+    """FROM, TO, CC and BCC match a group's name and its members."""
+    deliver(
+        server,
+        header(
+            "From: Bob <bob@remote.test>\nTo: undisclosed: ann@a.test, cy@c.test;\n"
+            'Cc: Team: dee@d.test, "Eve E" <eve@e.test>;, fay@f.test\n'
+            "Bcc: hidden: gus@g.test;\nSubject: groups"
+        ),
+        header("From: bob@remote.test\nTo: zed@z.test\nSubject: plain"),
+    )
+    raw.cmd("s SELECT INBOX")
+    for i, (key, expected) in enumerate(
+        {
+            "TO undisclosed": b" 1",
+            "TO cy@c.test": b" 1",
+            'CC "team:"': b" 1",
+            'CC "eve e <eve@e"': b" 1",
+            "CC fay": b" 1",
+            "BCC hidden": b" 1",
+            "BCC gus@g": b" 1",
+            "TO zed": b" 2",
+            "OR TO ann CC fay": b" 1",
+        }.items()
+    ):
+        assert raw.cmd(f"g{i} SEARCH {key}") == (
+            b"* SEARCH%s\r\ng%d OK SEARCH completed\r\n" % (expected, i)
+        ), key
+
+
+def test_imap4rev2_search_answers_esearch(server: ServerThread, raw: Raw) -> None:
+    """RFC 9051 §6.4.4, §7.3.4: once IMAP4rev2 is enabled every SEARCH answers
+    ESEARCH: a plain one means RETURN (ALL); SORT keeps its * SORT answer."""
+    deliver(server, SIMPLE, MULTIPART, SIMPLE)
+    assert raw.cmd("e ENABLE IMAP4rev2") == b"* ENABLED IMAP4rev2\r\ne OK ENABLE completed\r\n"
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a SEARCH FROM bob") == (
+        b'* ESEARCH (TAG "a") ALL 1,3\r\na OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("b UID SEARCH FROM nobody") == (
+        b'* ESEARCH (TAG "b") UID\r\nb OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("c SEARCH RETURN (MIN MAX COUNT) ALL") == (
+        b'* ESEARCH (TAG "c") MIN 1 MAX 3 COUNT 3\r\nc OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("d SEARCH MODSEQ 1") == (
+        b'* ESEARCH (TAG "d") ALL 1:3 MODSEQ 4\r\nd OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("f SEARCH RETURN (MIN) MODSEQ 1") == (  # RFC 4731 §3.2
+        b'* ESEARCH (TAG "f") MIN 1 MODSEQ 2\r\nf OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("g FETCH 1:3 (MODSEQ)") == (
+        b"* 1 FETCH (MODSEQ (2))\r\n* 2 FETCH (MODSEQ (3))\r\n* 3 FETCH (MODSEQ (4))\r\n"
+        b"g OK FETCH completed\r\n"
+    )
+    assert raw.cmd("h SORT (SUBJECT) UTF-8 ALL") == b"* SORT 1 3 2\r\nh OK SORT completed\r\n"
+
+
+def test_esort_and_partial_results(server: ServerThread, raw: Raw) -> None:
+    """RFC 5267 §3: SORT RETURN answers ESEARCH in sort order, MIN and MAX the first
+    and last sorted, ranges only for ascending runs; §4.4: PARTIAL windows."""
+    sizes = [5, 1, 4, 2, 3]
+    deliver(server, *(SIMPLE + b"x" * n * 100 + b"\r\n" for n in sizes))
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a SORT RETURN (MIN MAX COUNT ALL) (REVERSE SIZE) UTF-8 ALL") == (
+        b'* ESEARCH (TAG "a") MIN 1 MAX 2 ALL 1,3,5,4,2 COUNT 5\r\na OK SORT completed\r\n'
+    )
+    assert raw.cmd("b UID SORT RETURN () (SIZE) UTF-8 NOT 3") == (
+        b'* ESEARCH (TAG "b") UID ALL 2,4:5,1\r\nb OK SORT completed\r\n'
+    )
+    assert raw.cmd("c SORT RETURN (PARTIAL 2:3) (SIZE) UTF-8 ALL") == (
+        b'* ESEARCH (TAG "c") PARTIAL (2:3 4:5)\r\nc OK SORT completed\r\n'
+    )
+    assert raw.cmd("d SEARCH RETURN (PARTIAL 4:9 COUNT) ALL") == (
+        b'* ESEARCH (TAG "d") PARTIAL (4:9 4:5) COUNT 5\r\nd OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("e UID SEARCH RETURN (PARTIAL 7:9) ALL") == (
+        b'* ESEARCH (TAG "e") UID PARTIAL (7:9 NIL)\r\ne OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("f SEARCH RETURN (CONTEXT) 2") == (  # a hint only: ALL
+        b'* ESEARCH (TAG "f") ALL 2\r\nf OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("g SORT RETURN (SAVE MIN) (REVERSE SIZE) UTF-8 ALL") == (
+        b'* ESEARCH (TAG "g") MIN 1\r\ng OK SORT completed\r\n'
+    )
+    assert raw.cmd("h UID SEARCH $") == b"* SEARCH 1\r\nh OK SEARCH completed\r\n"
+    assert raw.cmd("i SEARCH RETURN (PARTIAL 1:2 ALL) ALL") == (
+        b"i BAD PARTIAL conflicts with ALL\r\n"
+    )
+
+
+def test_context_updates_follow_the_mailbox(server: ServerThread, raw: Raw) -> None:
+    """RFC 5267 §4.3: UPDATE keeps a result current: ADDTO after the EXISTS of a new
+    message, REMOVEFROM when flags change and before an EXPUNGE; CANCELUPDATE ends
+    it; a SORT context names positions."""
+    deliver(server, SIMPLE, MULTIPART)
+    raw.cmd("e ENABLE IMAP4rev2")
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("A01 UID SEARCH RETURN (UPDATE COUNT) UNSEEN") == (
+        b'* ESEARCH (TAG "A01") UID COUNT 2\r\nA01 OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("A02 SORT RETURN (UPDATE) (REVERSE SIZE) UTF-8 UNSEEN") == (
+        b'* ESEARCH (TAG "A02")\r\nA02 OK SORT completed\r\n'
+    )  # sizes: 2 (multipart) before 1; positions count from the largest
+    assert raw.cmd("A03 SEARCH RETURN (UPDATE) UNSEEN") == (
+        b'* ESEARCH (TAG "A03")\r\nA03 OK SEARCH completed\r\n'
+    )
+    assert raw.cmd("A01 SEARCH RETURN (UPDATE) ALL") == b"A01 BAD Tag reuse\r\n"
+    deliver(server, SIMPLE + b"more text to be the largest " * 40 + b"\r\n")
+    assert raw.cmd("n1 NOOP") == (
+        b"* 3 EXISTS\r\n"
+        b'* ESEARCH (TAG "A01") UID ADDTO (0 3)\r\n'
+        b'* ESEARCH (TAG "A02") ADDTO (1 3)\r\n'
+        b'* ESEARCH (TAG "A03") ADDTO (0 3)\r\n'
+        b"n1 OK NOOP completed\r\n"
+    )
+    assert raw.cmd("f1 STORE 2 +FLAGS (\\Seen)") == (
+        b"* 2 FETCH (FLAGS (\\Seen))\r\n"
+        b'* ESEARCH (TAG "A01") UID REMOVEFROM (0 2)\r\n'
+        b'* ESEARCH (TAG "A02") REMOVEFROM (2 2)\r\n'
+        b'* ESEARCH (TAG "A03") REMOVEFROM (0 2)\r\n'
+        b"f1 OK STORE completed\r\n"
+    )
+    assert raw.cmd('c1 CANCELUPDATE "A03"') == b"c1 OK CANCELUPDATE completed\r\n"
+    assert raw.cmd('c2 CANCELUPDATE "A03"') == b"c2 NO Unknown search tag A03\r\n"
+    raw.cmd("f2 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert raw.cmd("x1 EXPUNGE") == (
+        b'* ESEARCH (TAG "A01") UID REMOVEFROM (0 1)\r\n'
+        b'* ESEARCH (TAG "A02") REMOVEFROM (2 1)\r\n'
+        b"* 1 EXPUNGE\r\n"
+        b"x1 OK EXPUNGE completed\r\n"
+    )
+    assert raw.cmd("u1 UNSELECT") == b"u1 OK UNSELECT completed\r\n"
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd('c3 CANCELUPDATE "A01"') == b"c3 NO Unknown search tag A01\r\n"
+
+
+def test_context_limit_refuses_updates_but_answers(server: ServerThread, tmp_path: Path) -> None:
+    (tmp_path / "limits").mkdir()
+    srv = thread_server(tmp_path / "limits", "[imap]\nmax_search_contexts = 1\n")
+    try:
+        srv.add_user(ALICE)
+        c = Raw(srv.port("imap"))
+        c.login()
+        c.cmd("s SELECT INBOX")
+        assert c.cmd("a SEARCH RETURN (UPDATE COUNT) ALL") == (
+            b'* ESEARCH (TAG "a") COUNT 0\r\na OK SEARCH completed\r\n'
+        )
+        assert c.cmd("b SEARCH RETURN (UPDATE COUNT) ALL") == (
+            b'* NO [NOUPDATE "b"] Too many contexts\r\n'
+            b'* ESEARCH (TAG "b") COUNT 0\r\nb OK SEARCH completed\r\n'
+        )
+    finally:
+        stop(srv)
+
+
+def test_hostile_search_is_bounded_and_off_the_event_loop(tmp_path: Path) -> None:
+    """500 NOT BODY terms over megabyte bodies: every term is tested against each
+    message's text decoded once, in a worker thread, within the CPU budget; past it
+    the answer is NO [LIMIT], and another client's NOOP is answered at once all along."""
+    srv = thread_server(tmp_path, '[imap]\nsearch_time_limit = "0.5s"\n')
+    try:
+        srv.add_user(ALICE)
+        a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
+        a.login()
+        b.login()
+        words = b" ".join(b"word%d" % (i % 997) for i in range(120_000))
+        append(a, *(header(f"Subject: big {i}") + words + b"\r\n" for i in range(12)))
+        a.cmd("s SELECT INBOX")
+        terms = " ".join(f"NOT BODY q{i}z" for i in range(500))
+        started = time.monotonic()
+        a.send(f"x SEARCH {terms}\r\n".encode())
+        latencies = []
+        while not a.buf and not select.select([a.sock], [], [], 0)[0]:
+            assert time.monotonic() - started < 60, "no answer to the search"
+            sent = time.monotonic()
+            assert b.cmd("n NOOP") == b"n OK NOOP completed\r\n"
+            latencies.append(time.monotonic() - sent)
+        assert a.until(b"x") == b"x NO [LIMIT] Search too complex, narrow it down\r\n"
+        assert time.monotonic() - started < 30
+        assert latencies, "the search answered before one NOOP"
+        assert max(latencies) < 0.5, latencies
+        # narrowed down, the same terms answer at once, exactly
+        assert a.cmd(f'y SEARCH SUBJECT "big 3" {terms}') == (
+            b"* SEARCH 4\r\ny OK SEARCH completed\r\n"
+        )
+    finally:
+        stop(srv)
+
+
+def test_many_body_terms_over_a_mailbox_complete(server: ServerThread, raw: Raw) -> None:
+    append(raw, *(header(f"Subject: n{i}") + b"Shall we meet at noon?\r\n" for i in range(60)))
+    raw.cmd("s SELECT INBOX")
+    terms = " ".join(f"NOT BODY q{i}z" for i in range(500))
+    started = time.monotonic()
+    assert raw.cmd(f"x SEARCH {terms} BODY noon") == (
+        b"* SEARCH " + b" ".join(b"%d" % i for i in range(1, 61)) + b"\r\nx OK SEARCH completed\r\n"
+    )
+    assert time.monotonic() - started < 10
 
 
 # --- COPY / MOVE / EXPUNGE ------------------------------------------------------------

@@ -84,6 +84,7 @@ TABLE: dict[type[p.Command], tuple[frozenset[State], Handler]] = {
     p.Search: (SELECTED, search.search),
     p.Sort: (SELECTED, search.sort),
     p.Thread: (SELECTED, thread.thread),
+    p.CancelUpdate: (SELECTED, search.cancelupdate),
     p.Fetch: (SELECTED, fetch.fetch),
     p.Store: (SELECTED, flags.store),
     p.Copy: (SELECTED, copymove.copy_move),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from postier.imap import responses as r
+from postier.imap.commands import updates
 from postier.imap.receiver import Event
 from postier.imap.session import MailboxView, RecentClaims, Session, State
 from postier.store.api import Store, Subscription
@@ -136,7 +137,8 @@ class Context:
         caps += [
             "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE",
-            "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY",
+            "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT",
+            "CONTEXT=SEARCH", "CONTEXT=SORT",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "WITHIN", "BINARY", "MULTIAPPEND",
             "UTF8=ACCEPT", "QUOTA", "QUOTA=RES-STORAGE",
             "NOTIFY",
@@ -210,11 +212,15 @@ class Context:
             vanished = await self.store.vanished_since(view.mailbox_id, view.baseline)  # type: ignore[arg-type]
             view.apply(changed, vanished, mbox.highestmodseq, self.recent)
         self.emit(view, allow_expunge=allow_expunge, allow_flags=allow_flags)
+        if self.session.live:
+            await updates.refresh(self)  # RFC 5267 §4.3.3: ADDTO after EXISTS
 
     def emit(self, view: MailboxView, *, allow_expunge: bool, allow_flags: bool = True) -> None:
         s = self.session
         up = view.take_updates(allow_expunge=allow_expunge, allow_flags=allow_flags)
         if up.expunged:
+            for line in updates.on_expunge(s, up.expunged):
+                self.send(line)  # RFC 5267 §4.3.4: REMOVEFROM before the EXPUNGE
             if s.qresync:
                 self.send(r.vanished(u for _, u in up.expunged))  # RFC 7162 §3.2.10
             else:

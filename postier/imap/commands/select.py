@@ -30,6 +30,7 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
         s.state = State.AUTHENTICATED
         ctx.send(r.untagged_status("OK", "Previous mailbox is now closed", r.CLOSED))
     s.saved = []
+    s.live.clear()  # RFC 5267 §4.3: updates cease when the mailbox is closed
     if cmd.condstore:
         s.enabled.add("CONDSTORE")  # RFC 7162 §3.1.8: a CONDSTORE parameter enables it
     mbox = await ctx.mailbox(cmd.mailbox)
@@ -118,6 +119,7 @@ async def close(ctx: Context, cmd: p.Close) -> Result:
     s.view = None
     s.state = State.AUTHENTICATED
     s.saved = []
+    s.live.clear()
     return ok("CLOSE completed")
 
 
@@ -126,6 +128,7 @@ async def unselect(ctx: Context, cmd: p.Unselect) -> Result:
     s.view = None
     s.state = State.AUTHENTICATED
     s.saved = []
+    s.live.clear()
     return ok("UNSELECT completed")  # RFC 3691: no expunge
 
 

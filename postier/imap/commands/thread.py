@@ -2,11 +2,13 @@
 algorithms over the messages a search program matches.
 
 Rules:
+- Matching, header parsing and the algorithms run in worker threads, never on the
+  event loop (the search budget applies to matching).
 - Only the matching messages are threaded; the answer names sequence numbers, or
   UIDs for UID THREAD. An unknown algorithm is BAD (RFC 5256 §4: thread-alg).
 - The sent date is the Date: header normalised to UTC, else the INTERNALDATE; equal
   dates are ordered by sequence number (RFC 5256 §2.2). Subjects are compared by
-  their base subject (RFC 5256 §2.1, `search.extract_base_subject`), as SORT does.
+  their base subject (RFC 5256 §2.1, `sortkeys.base_subject`), as SORT does.
 - Subject and Message-ID come from the summary made at delivery; In-Reply-To and
   References are read from the header block of the blobs, only for REFERENCES.
 - A Message-ID is "valid" when it is ``<left@right>`` without white space; IDs
@@ -19,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +30,12 @@ from datetime import UTC, datetime
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, ok
-from postier.imap.commands.search import extract_base_subject, run_search
+from postier.imap.commands.search import limit_refusal, run_search
+from postier.imap.matcher import Facts, TooComplex
 from postier.imap.session import BadSequence
+from postier.imap.sortkeys import base_subject, extract_base_subject
 from postier.smtp.headers import HeaderView
+from postier.store.models import BlobId
 
 #: messages whose headers are read per store round trip (REFERENCES)
 BLOB_BATCH = 128
@@ -76,7 +82,7 @@ def ordered_subject(messages: Sequence[Candidate]) -> list[r.ThreadNode]:
     at the top with every other one as a flat child; threads by their first date."""
     groups: dict[str, list[Candidate]] = {}
     for m in sorted(messages, key=Candidate.key):
-        groups.setdefault(extract_base_subject(m.subject)[0].lower(), []).append(m)
+        groups.setdefault(base_subject(m.subject), []).append(m)
     threads = sorted(groups.values(), key=lambda g: g[0].key())
     return [r.ThreadNode(g[0].id, tuple(r.ThreadNode(m.id) for m in g[1:])) for g in threads]
 
@@ -140,7 +146,7 @@ def _subject(box: _Box) -> tuple[str, bool]:
     msg = box.msg if box.msg is not None else box.children[0].msg
     assert msg is not None  # pruning leaves no dummy under a dummy
     base, reply = extract_base_subject(msg.subject)
-    return base.lower(), reply and box.msg is not None
+    return base.casefold(), reply and box.msg is not None
 
 
 def references(messages: Sequence[Candidate]) -> list[r.ThreadNode]:
@@ -274,16 +280,14 @@ async def thread(ctx: Context, cmd: p.Thread) -> Result:
         found = await run_search(ctx, cmd.key, summaries=True)
     except BadSequence as e:
         return bad(str(e))
+    except TooComplex:
+        return limit_refusal()
     parents: dict[int, tuple[str, ...]] = {}
     if algorithm is references:
         for start in range(0, len(found), BLOB_BATCH):
             batch = found[start : start + BLOB_BATCH]
             blobs = await ctx.store.read_blobs([x.m.blob_id for x in batch])
-            for x in batch:
-                data = blobs.get(x.m.blob_id, b"")
-                head = HeaderView.of(data[: x.m.summary.header_size or None])
-                parents[x.seq] = parent_ids(head.fields("References"), head.fields("In-Reply-To"))
-            await ctx.maybe_drain()
+            parents.update(await asyncio.to_thread(_parents, batch, blobs))
     candidates = [
         Candidate(
             id=x.m.uid if cmd.uid else x.seq,
@@ -295,5 +299,16 @@ async def thread(ctx: Context, cmd: p.Thread) -> Result:
         )
         for x in found
     ]
-    ctx.send(r.thread(algorithm(candidates)))
+    ctx.send(r.thread(await asyncio.to_thread(algorithm, candidates)))
     return ok("THREAD completed")
+
+
+def _parents(batch: Sequence[Facts], blobs: dict[BlobId, bytes]) -> dict[int, tuple[str, ...]]:
+    """Sequence number → the msg-ids its References / In-Reply-To name (a worker
+    thread: header parsing stays off the event loop)."""
+    out: dict[int, tuple[str, ...]] = {}
+    for x in batch:
+        data = blobs.get(x.m.blob_id, b"")
+        head = HeaderView.of(data[: x.m.summary.header_size or None])
+        out[x.seq] = parent_ids(head.fields("References"), head.fields("In-Reply-To"))
+    return out

@@ -13,6 +13,7 @@ from postier.imap.parse import (
     Append,
     AppendMessage,
     Authenticate,
+    CancelUpdate,
     Capability,
     Check,
     Close,
@@ -409,6 +410,31 @@ CASES: list[tuple[bytes, Command]] = [
         ),
     ),
     (b"a SEARCH RETURN (SAVE) 1:5", Search("a", SearchSet(S("1:5")), returns=("SAVE",))),
+    # RFC 5267 §4: CONTEXT, UPDATE, PARTIAL (the range as written)
+    (
+        b"a SEARCH RETURN (CONTEXT UPDATE PARTIAL 500:1 COUNT) ALL",
+        Search(
+            "a", SearchAll(), returns=("CONTEXT", "UPDATE", "PARTIAL", "COUNT"), partial=(500, 1)
+        ),
+    ),
+    # RFC 5267 §3 (ESORT): SORT RETURN (...)
+    (
+        b"a UID SORT RETURN (MIN PARTIAL 1:10) (DATE) UTF-8 ALL",
+        Sort(
+            "a",
+            (SortCriterion("DATE"),),
+            "UTF-8",
+            SearchAll(),
+            uid=True,
+            returns=("MIN", "PARTIAL"),
+            partial=(1, 10),
+        ),
+    ),
+    (
+        b"a SORT RETURN () (SIZE) UTF-8 ALL",
+        Sort("a", (SortCriterion("SIZE"),), "UTF-8", SearchAll(), returns=()),
+    ),
+    (b'a CANCELUPDATE "B01" "x]y"', CancelUpdate("a", ("B01", "x]y"))),  # RFC 5267 §4.3.5
     (
         b"a SORT (REVERSE ARRIVAL subject) UTF-8 ALL",
         Sort("a", (SortCriterion("ARRIVAL", True), SortCriterion("SUBJECT")), "UTF-8", SearchAll()),
@@ -708,6 +734,14 @@ ERRORS: list[tuple[bytes, bytes]] = [
     (b'a SEARCH MODSEQ "/flags/x" none 1', b"a BAD Invalid MODSEQ entry type"),
     (b"a SEARCH OLDER 0", b"a BAD Number must not be zero"),
     (b"a SEARCH RETURN (FOO) ALL", b"a BAD Unknown search return option FOO"),
+    (b"a SEARCH RETURN (PARTIAL 1:5 ALL) ALL", b"a BAD PARTIAL conflicts with ALL"),
+    (b"a SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:9) ALL", b"a BAD PARTIAL can be used only once"),
+    (b"a SEARCH RETURN (PARTIAL 0:5) ALL", b"a BAD Partial range must not be zero"),
+    (b"a SEARCH RETURN (PARTIAL 1:*) ALL", b"a BAD Expected partial range"),
+    (b"a SEARCH RETURN (PARTIAL) ALL", b"a BAD Expected space"),
+    (b"a SORT RETURN (SAVE (DATE) UTF-8 ALL", b"a BAD Expected search return option"),
+    (b"a CANCELUPDATE", b"a BAD Missing argument"),
+    (b"a CANCELUPDATE B01", b"a BAD Expected a quoted tag"),
     (b"a SEARCH CHARSET KLINGON ALL", b"a NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"),
     (b"a SEARCH CHARSET US-ASCII FROM {1}\r\n\xff", b"a BAD Search string is not valid US-ASCII"),
     (b"a SEARCH FROM {1}\r\n\xff", b"a BAD Search string is not valid UTF-8"),

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from postier.imap import responses as r
-from postier.imap.commands.search import base_subject, extract_base_subject
 from postier.imap.commands.thread import (
     Candidate,
     message_ids,
@@ -16,6 +15,7 @@ from postier.imap.commands.thread import (
     parent_ids,
     references,
 )
+from postier.imap.sortkeys import base_subject, extract_base_subject
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 N = r.ThreadNode

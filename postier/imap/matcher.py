@@ -1,0 +1,531 @@
+"""Search-key evaluation (RFC 9051 §6.4.4): a parsed search program is compiled once,
+then every message is tested against all of its keys in one pass.
+
+Rules:
+- `compile_program` resolves what does not depend on the message, once: sequence and
+  UID sets against the mailbox (each test is then a binary search, whatever the
+  number of ranges), needles case-folded, system flags in their stored case, the
+  time for OLDER/YOUNGER, the saved result for ``$``.
+- A message is a `Facts`: its row (flags, size, dates, MODSEQ), its summary (FROM,
+  TO, CC and SUBJECT decoded at delivery: no blob is read for them) and, once the
+  caller has loaded them, its bytes. The header fields and the decoded text are
+  derived at most once per message and shared by every key; a key repeated with the
+  same needle is tested once per message.
+- Evaluation is three-valued: a key that needs the message bytes answers None
+  ("unknown") until they are loaded, so the caller reads the blobs only of the
+  messages the cheap keys could not decide. AND, OR and NOT follow Kleene logic;
+  AND tests its cheaper keys first.
+- Text matching is case-insensitive substring matching (RFC 9051 §6.4.4): casefold
+  then ``in``, linear in the text. No regular expression is built from client text.
+- Dates compare days, disregarding time and zone (RFC 9051 §6.4.4): the internal
+  date's day in UTC; SENT* use the Date: header's day as written, in its own zone,
+  and, like Dovecot, the internal date when the message has no valid Date:.
+- Every text test and every message first checks the `Budget` of CPU seconds; past
+  it, `TooComplex` stops the search (the caller answers NO [LIMIT]).
+- `evaluate` is a pure function of its inputs, run in a worker thread; `matching`
+  drives it: worker threads for the CPU, the store for the bytes, read in bounded
+  batches (memory stays flat on a TEXT search of a large mailbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import enum
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from postier import mime
+from postier.imap import parse as p
+from postier.imap.session import BadSequence, MailboxView
+from postier.mime.encoding import UnknownEncoding, decode_charset, decode_transfer, header_text
+from postier.mime.parse import find_header_end, parse_fields
+from postier.store.api import Store
+from postier.store.models import SYSTEM_FLAGS, Message
+
+_SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS}
+#: header keys answered from the summary made at delivery
+_SUMMARY_FIELDS = frozenset({"from", "to", "cc", "subject"})
+
+
+class TooComplex(Exception):
+    """The search used up its CPU budget."""
+
+
+class Budget:
+    """CPU seconds a search may spend, across the worker threads it runs in.
+
+    `start` and `stop` bracket one batch in the thread that runs it (thread CPU
+    time, so waiting for the GIL or the disk does not count)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+        self._deadline = 0.0
+
+    def start(self) -> None:
+        self._deadline = time.thread_time() + self.left
+
+    def stop(self) -> None:
+        self.left = self._deadline - time.thread_time()
+
+    def check(self) -> None:
+        if time.thread_time() > self._deadline:
+            raise TooComplex
+
+
+class Cost(enum.IntEnum):
+    """What a key reads; AND evaluates cheaper keys first."""
+
+    ROW = 0  # the messages table
+    SUMMARY = 1  # the summary stored at delivery
+    HEADER = 2  # the message's header block
+    TEXT = 3  # the decoded text of the message
+
+
+class Facts:
+    """One message as the keys see it; what is derived from its bytes is derived once."""
+
+    __slots__ = ("_body", "_fields", "_header", "_summary", "budget", "data", "m", "memo", "seq")
+
+    def __init__(self, seq: int, m: Message) -> None:
+        self.seq = seq
+        self.m = m
+        self.data: bytes | None = None  # loaded by the caller when a key needs it
+        self.budget: Budget | None = None
+        #: results of text tests, by (kind, where, needle): a repeated key runs once
+        self.memo: dict[tuple[str, str, str], bool] = {}
+        self._summary: dict[str, str] | None = None
+        self._fields: dict[str, list[str]] | None = None
+        self._header: str | None = None
+        self._body: str | None = None
+
+    def release(self) -> None:
+        """Drop the bytes and what was derived from them (memory stays flat)."""
+        self.data = self._fields = self._header = self._body = None
+        self.memo.clear()
+
+    def check(self) -> None:
+        if self.budget is not None:
+            self.budget.check()
+
+    def summary(self, name: str) -> str:
+        if self._summary is None:
+            self._summary = {}
+        text = self._summary.get(name)
+        if text is None:
+            s = self.m.summary
+            raw = {"from": s.from_, "to": s.to, "cc": s.cc, "subject": s.subject}[name]
+            text = self._summary[name] = raw.casefold()
+        return text
+
+    def fields(self, name: str) -> list[str] | None:
+        """The decoded values of header field `name`, casefolded; None before the
+        bytes are loaded."""
+        if self.data is None:
+            return None
+        if self._fields is None:
+            data = self.data
+            end = self.m.summary.header_size or find_header_end(data, 0, len(data))[1]
+            self._fields = {}
+            for fname, value in parse_fields(data[:end]):
+                self._fields.setdefault(fname.lower(), []).append(header_text(value).casefold())
+        return self._fields.get(name, [])
+
+    def header(self) -> str | None:
+        """The whole header block, decoded and casefolded (TEXT)."""
+        if self.data is None:
+            return None
+        if self._header is None:
+            end = self.m.summary.header_size or find_header_end(self.data, 0, len(self.data))[1]
+            self._header = header_text(self.data[:end].replace(b"\r\n", b" ")).casefold()
+        return self._header
+
+    def body(self) -> str | None:
+        """The decoded text of every text/* leaf part, casefolded (BODY, TEXT)."""
+        if self.data is None:
+            return None
+        if self._body is None:
+            data = self.data
+            chunks = []
+            for part in mime.parse(data).walk():
+                if part.is_multipart or part.message is not None:
+                    continue
+                if part.maintype.lower() != "text" and part.content_type_given:
+                    continue
+                raw = data[part.body_start : part.body_end]
+                with contextlib.suppress(UnknownEncoding):
+                    raw = decode_transfer(raw, part.encoding)
+                chunks.append(decode_charset(raw, part.param("charset")))
+            self._body = "\n".join(chunks).casefold()
+        return self._body
+
+
+# --- the compiled program --------------------------------------------------------------
+class Node:
+    cost = Cost.ROW
+
+    def test(self, f: Facts) -> bool | None:
+        raise NotImplementedError
+
+
+class Const(Node):
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def test(self, f: Facts) -> bool | None:
+        return self.value
+
+
+class Not(Node):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.cost = node.cost
+
+    def test(self, f: Facts) -> bool | None:
+        v = self.node.test(f)
+        return None if v is None else not v
+
+
+class And(Node):
+    def __init__(self, nodes: Iterable[Node]) -> None:
+        self.nodes = sorted(nodes, key=lambda n: n.cost)  # cheap keys decide first
+        self.cost = max((n.cost for n in self.nodes), default=Cost.ROW)
+
+    def test(self, f: Facts) -> bool | None:
+        out: bool | None = True
+        for node in self.nodes:
+            v = node.test(f)
+            if v is False:
+                return False
+            if v is None:
+                out = None
+        return out
+
+
+class Or(Node):
+    def __init__(self, left: Node, right: Node) -> None:
+        self.nodes = sorted((left, right), key=lambda n: n.cost)
+        self.cost = max(left.cost, right.cost)
+
+    def test(self, f: Facts) -> bool | None:
+        out: bool | None = False
+        for node in self.nodes:
+            v = node.test(f)
+            if v is True:
+                return True
+            if v is None:
+                out = None
+        return out
+
+
+class Flag(Node):
+    def __init__(self, flag: str, present: bool) -> None:
+        self.flag = _SYSTEM_FLAG_CASE.get(flag.lower(), flag) if flag.startswith("\\") else flag
+        self.present = present
+
+    def test(self, f: Facts) -> bool | None:
+        return (self.flag in f.m.flags) == self.present
+
+
+class Recent(Node):
+    def __init__(self, recent: frozenset[int], present: bool) -> None:
+        self.recent = recent
+        self.present = present
+
+    def test(self, f: Facts) -> bool | None:
+        return (f.m.uid in self.recent) == self.present
+
+
+class Members(Node):
+    """A sequence or UID set, resolved against the mailbox once."""
+
+    def __init__(self, spans: Sequence[tuple[int, int]], uid: bool) -> None:
+        self.starts = [lo for lo, _ in spans]
+        self.ends = [hi for _, hi in spans]
+        self.uid = uid
+
+    def test(self, f: Facts) -> bool | None:
+        n = f.m.uid if self.uid else f.seq
+        i = bisect.bisect_right(self.starts, n) - 1
+        return i >= 0 and n <= self.ends[i]
+
+
+class Size(Node):
+    def __init__(self, larger: bool, size: int) -> None:
+        self.larger = larger
+        self.size = size
+
+    def test(self, f: Facts) -> bool | None:
+        return f.m.size > self.size if self.larger else f.m.size < self.size
+
+
+class ModSeq(Node):
+    def __init__(self, modseq: int) -> None:
+        self.modseq = modseq
+
+    def test(self, f: Facts) -> bool | None:
+        return f.m.modseq >= self.modseq
+
+
+class Age(Node):
+    def __init__(self, older: bool, seconds: int, now: datetime) -> None:
+        self.older = older
+        self.seconds = seconds
+        self.now = now
+
+    def test(self, f: Facts) -> bool | None:
+        age = (self.now - f.m.internal_date).total_seconds()
+        return age >= self.seconds if self.older else age <= self.seconds
+
+
+def sent_day(m: Message) -> date:
+    """The day of the Date: header in its own zone; the internal date's (UTC) day
+    when there is no valid Date: (as Dovecot)."""
+    return m.summary.date.date() if m.summary.date is not None else internal_day(m)
+
+
+def internal_day(m: Message) -> date:
+    return m.internal_date.astimezone(UTC).date()
+
+
+class Day(Node):
+    def __init__(self, sent: bool, op: str, value: date) -> None:
+        self.day = sent_day if sent else internal_day
+        self.cost = Cost.SUMMARY if sent else Cost.ROW
+        self.op = op
+        self.value = value
+
+    def test(self, f: Facts) -> bool | None:
+        day = self.day(f.m)
+        if self.op == "before":
+            return day < self.value
+        if self.op == "on":
+            return day == self.value
+        return day >= self.value  # since
+
+
+class SummaryText(Node):
+    """FROM, TO, CC, SUBJECT: a substring of the text decoded at delivery."""
+
+    cost = Cost.SUMMARY
+
+    def __init__(self, name: str, needle: str) -> None:
+        self.name = name
+        self.needle = needle
+
+    def test(self, f: Facts) -> bool | None:
+        return self.needle in f.summary(self.name)
+
+
+class HeaderText(Node):
+    """BCC and HEADER: a substring of a decoded field; an empty needle asks whether
+    the field is present (RFC 9051 §6.4.4)."""
+
+    cost = Cost.HEADER
+
+    def __init__(self, name: str, needle: str) -> None:
+        self.name = name
+        self.needle = needle
+
+    def test(self, f: Facts) -> bool | None:
+        values = f.fields(self.name)
+        if values is None:
+            return None
+        if not self.needle:
+            return bool(values)
+        memo = ("h", self.name, self.needle)
+        hit = f.memo.get(memo)
+        if hit is None:
+            f.check()
+            hit = f.memo[memo] = any(self.needle in v for v in values)
+        return hit
+
+
+class Text(Node):
+    """BODY (the decoded text parts) and TEXT (the header block too)."""
+
+    cost = Cost.TEXT
+
+    def __init__(self, where: str, needle: str) -> None:
+        self.where = where
+        self.needle = needle
+
+    def test(self, f: Facts) -> bool | None:
+        memo = ("t", self.where, self.needle)
+        hit = f.memo.get(memo)
+        if hit is not None:
+            return hit
+        body = f.body()
+        if body is None:
+            return None
+        f.check()
+        hit = self.needle in body
+        if not hit and self.where == "text":
+            f.check()
+            hit = self.needle in (f.header() or "")
+        f.memo[memo] = hit
+        return hit
+
+
+@dataclass(frozen=True)
+class Program:
+    root: Node
+    needs_summary: bool  # a key reads the summary (or more): list rows with it
+
+
+def names_modseq(key: p.SearchKey) -> bool:
+    """Whether `key` names MODSEQ anywhere (RFC 7162 §3.1.5: the answer then carries
+    the highest MODSEQ of the messages returned)."""
+    todo = [key]
+    while todo:
+        k = todo.pop()
+        if isinstance(k, p.SearchModSeq):
+            return True
+        if isinstance(k, p.SearchAnd):
+            todo.extend(k.keys)
+        elif isinstance(k, p.SearchOr):
+            todo += (k.left, k.right)
+        elif isinstance(k, p.SearchNot):
+            todo.append(k.key)
+    return False
+
+
+def compile_program(
+    key: p.SearchKey,
+    view: MailboxView,
+    saved: Sequence[int],
+    now: datetime | None = None,
+) -> Program:
+    """`key` ready to test messages of `view`; `saved` is the SEARCHRES result
+    (RFC 5182). Raises `BadSequence` for a sequence number beyond the mailbox."""
+    when = now or datetime.now(UTC)
+    recent = frozenset(view.recent)
+    last_uid = view.uids[-1] if view.uids else 0
+    # an explicit stack, children before parents: nesting is bounded by the parser,
+    # and this keeps the evaluation of a deep key free of recursion here
+    todo: list[tuple[p.SearchKey, bool]] = [(key, False)]
+    built: list[Node] = []
+    while todo:
+        k, ready = todo.pop()
+        if isinstance(k, p.SearchAnd | p.SearchOr | p.SearchNot) and not ready:
+            todo.append((k, True))
+            subs = k.keys if isinstance(k, p.SearchAnd) else (
+                (k.left, k.right) if isinstance(k, p.SearchOr) else (k.key,)
+            )  # fmt: skip
+            todo.extend((s, False) for s in subs)
+            continue
+        node: Node
+        if isinstance(k, p.SearchAnd):
+            node = And(built.pop() for _ in k.keys)
+        elif isinstance(k, p.SearchOr):
+            node = Or(built.pop(), built.pop())
+        elif isinstance(k, p.SearchNot):
+            node = Not(built.pop())
+        elif isinstance(k, p.SearchAll):
+            node = Const(True)
+        elif isinstance(k, p.SearchFlag):
+            node = Recent(recent, k.present) if k.flag == "\\Recent" else Flag(k.flag, k.present)
+        elif isinstance(k, p.SearchSet):
+            node = _members(k, view, saved, last_uid)
+        elif isinstance(k, p.SearchSize):
+            node = Size(k.op == "larger", k.size)
+        elif isinstance(k, p.SearchModSeq):
+            node = ModSeq(k.modseq)
+        elif isinstance(k, p.SearchAge):
+            node = Age(k.op == "older", k.seconds, when)
+        elif isinstance(k, p.SearchDate):
+            node = Day(k.field == "sent", k.op, k.value)
+        elif isinstance(k, p.SearchHeader):
+            name = k.header.lower()
+            needle = k.value.casefold()
+            if name in _SUMMARY_FIELDS and needle:
+                node = SummaryText(name, needle)
+            else:
+                node = HeaderText(name, needle)
+        elif isinstance(k, p.SearchText):
+            node = Text(k.where, k.value.casefold())
+        else:  # pragma: no cover - the parser makes no other key
+            raise AssertionError(f"unknown search key {k!r}")
+        built.append(node)
+    root = built.pop()
+    return Program(root, root.cost >= Cost.SUMMARY)
+
+
+def _members(k: p.SearchSet, view: MailboxView, saved: Sequence[int], last_uid: int) -> Node:
+    if k.set.saved:  # RFC 5182 §2.1: "$" is the saved result, as UIDs
+        uids = sorted(set(saved))
+        return Members([(u, u) for u in uids], uid=True)
+    if k.uid:
+        return Members(k.set.resolve(last_uid), uid=True)
+    spans = k.set.resolve(view.exists)
+    if (spans and spans[-1][1] > view.exists) or (view.exists == 0 and k.set.ranges):
+        raise BadSequence("Invalid message sequence number")  # RFC 9051 §9 seq-number
+    return Members(spans, uid=False)
+
+
+def evaluate(
+    program: Program, batch: Sequence[Facts], budget: Budget
+) -> tuple[list[Facts], list[Facts]]:
+    """(matching, undecided) messages of `batch`; undecided ones need their bytes.
+    Runs in a worker thread; raises `TooComplex` past the budget."""
+    budget.start()
+    try:
+        matched: list[Facts] = []
+        undecided: list[Facts] = []
+        for f in batch:
+            budget.check()
+            f.budget = budget
+            v = program.root.test(f)
+            if v is None:
+                undecided.append(f)
+            elif v:
+                matched.append(f)
+        return matched, undecided
+    finally:
+        budget.stop()
+
+
+#: bytes read per store round trip while matching: at most this many messages, and
+#: past this many octets the batch ends
+BLOB_BATCH = 64
+BLOB_BATCH_OCTETS = 8 * 1024 * 1024
+
+
+def _batches(found: Sequence[Facts]) -> Iterator[list[Facts]]:
+    batch: list[Facts] = []
+    octets = 0
+    for f in found:
+        batch.append(f)
+        octets += f.m.size
+        if len(batch) >= BLOB_BATCH or octets >= BLOB_BATCH_OCTETS:
+            yield batch
+            batch, octets = [], 0
+    if batch:
+        yield batch
+
+
+async def matching(
+    store: Store, program: Program, facts: Sequence[Facts], budget: Budget
+) -> list[Facts]:
+    """The members of `facts` that match, in the order given. The bytes are read
+    only for the messages their row and summary could not decide. Raises
+    `TooComplex` past the budget."""
+    matched, undecided = await asyncio.to_thread(evaluate, program, facts, budget)
+    for batch in _batches(undecided):
+        blobs = await store.read_blobs([f.m.blob_id for f in batch])
+        for f in batch:
+            f.data = blobs.get(f.m.blob_id, b"")  # a lost blob matches no text
+        try:
+            more, unknown = await asyncio.to_thread(evaluate, program, batch, budget)
+        finally:
+            for f in batch:
+                f.release()
+        assert not unknown, "every key is decided once the bytes are loaded"
+        matched += more
+    if undecided:
+        order = {id(f): i for i, f in enumerate(facts)}
+        matched.sort(key=lambda f: order[id(f)])
+    return matched
