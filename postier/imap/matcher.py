@@ -22,9 +22,11 @@ Rules:
   and, like Dovecot, the internal date when the message has no valid Date:.
 - Every text test and every message first checks the `Budget` of CPU seconds; past
   it, `TooComplex` stops the search (the caller answers NO [LIMIT]).
-- `evaluate` is a pure function of its inputs, run in a worker thread; `matching`
-  drives it: worker threads for the CPU, the store for the bytes, read in bounded
-  batches (memory stays flat on a TEXT search of a large mailbox).
+- `evaluate` is a pure function of its inputs; `matching` drives it: the search
+  threads (`in_search_thread`) for the CPU, in batches, and the store for the bytes,
+  read in bounded batches (memory stays flat on a TEXT search of a large mailbox).
+  Searches have threads of their own, so however many clients search at once, the
+  default executor (blob writes, file reads) is never queued behind them.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ import asyncio
 import bisect
 import contextlib
 import enum
+import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import ParamSpec, TypeVar
 
 from postier import mime
 from postier.imap import parse as p
@@ -492,6 +497,26 @@ def evaluate(
 #: past this many octets the batch ends
 BLOB_BATCH = 64
 BLOB_BATCH_OCTETS = 8 * 1024 * 1024
+#: messages tested per hop to a search thread when no bytes are needed (searches of
+#: several clients take turns)
+ROW_BATCH = 2000
+#: threads shared by every search, SORT and THREAD of the process
+SEARCH_THREADS = 2
+
+_pool: ThreadPoolExecutor | None = None
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def in_search_thread(fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
+    """`fn(*args)` in one of the search threads."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="postier-search")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_pool, functools.partial(fn, *args, **kw))
 
 
 def _batches(found: Sequence[Facts]) -> Iterator[list[Facts]]:
@@ -513,13 +538,20 @@ async def matching(
     """The members of `facts` that match, in the order given. The bytes are read
     only for the messages their row and summary could not decide. Raises
     `TooComplex` past the budget."""
-    matched, undecided = await asyncio.to_thread(evaluate, program, facts, budget)
+    matched: list[Facts] = []
+    undecided: list[Facts] = []
+    for start in range(0, len(facts), ROW_BATCH):
+        got, unknown = await in_search_thread(
+            evaluate, program, facts[start : start + ROW_BATCH], budget
+        )
+        matched += got
+        undecided += unknown
     for batch in _batches(undecided):
         blobs = await store.read_blobs([f.m.blob_id for f in batch])
         for f in batch:
             f.data = blobs.get(f.m.blob_id, b"")  # a lost blob matches no text
         try:
-            more, unknown = await asyncio.to_thread(evaluate, program, batch, budget)
+            more, unknown = await in_search_thread(evaluate, program, batch, budget)
         finally:
             for f in batch:
                 f.release()

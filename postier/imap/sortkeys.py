@@ -161,5 +161,11 @@ def sort_messages(
 
 
 def sort_value(criterion: str, m: Message) -> SortValue:
-    """The value one message sorts by under `criterion` (for updating contexts)."""
+    """The value one message sorts by under `criterion`."""
     return _VALUES[criterion](_Keyed(m))
+
+
+def sort_values(criteria: Sequence[SortCriterion], m: Message) -> tuple[SortValue, ...]:
+    """The values one message sorts by under each of `criteria` (kept contexts)."""
+    k = _Keyed(m)
+    return tuple(_VALUES[c.key](k) for c in criteria)

@@ -696,15 +696,20 @@ def test_hostile_search_is_bounded_and_off_the_event_loop(tmp_path: Path) -> Non
         started = time.monotonic()
         a.send(f"x SEARCH {terms}\r\n".encode())
         latencies = []
+        small = header("Subject: meanwhile")
         while not a.buf and not select.select([a.sock], [], [], 0)[0]:
             assert time.monotonic() - started < 60, "no answer to the search"
             sent = time.monotonic()
             assert b.cmd("n NOOP") == b"n OK NOOP completed\r\n"
+            if len(latencies) == 1:  # the store's own threads are not queued behind it
+                assert b.cmd(b"m APPEND Drafts {%d+}\r\n%s" % (len(small), small)).startswith(
+                    b"m OK [APPENDUID "
+                )
             latencies.append(time.monotonic() - sent)
         assert a.until(b"x") == b"x NO [LIMIT] Search too complex, narrow it down\r\n"
         assert time.monotonic() - started < 30
         assert latencies, "the search answered before one NOOP"
-        assert max(latencies) < 0.5, latencies
+        assert max(latencies) < 1.0, latencies
         # narrowed down, the same terms answer at once, exactly
         assert a.cmd(f'y SEARCH SUBJECT "big 3" {terms}') == (
             b"* SEARCH 4\r\ny OK SEARCH completed\r\n"

@@ -5,9 +5,9 @@
 
 Rules:
 - Keys are evaluated by `postier.imap.matcher`, every key in one pass per message,
-  in worker threads, never on the event loop: first every message against what its
-  row and summary answer (FROM, TO, CC, SUBJECT, dates, flags: no blob read), then
-  the messages still undecided with their bytes, read in bounded batches.
+  in the search threads, never on the event loop: first every message against what
+  its row and summary answer (FROM, TO, CC, SUBJECT, dates, flags: no blob read),
+  then the messages still undecided with their bytes, read in bounded batches.
 - One command spends at most `imap.search_time_limit` CPU seconds matching and
   sorting; past it the answer is ``NO [LIMIT]`` (RFC 5530), nothing is saved and
   nothing is kept current.
@@ -33,7 +33,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from postier.imap import parse as p
@@ -45,6 +44,7 @@ from postier.imap.matcher import (
     Facts,
     TooComplex,
     compile_program,
+    in_search_thread,
     matching,
     names_modseq,
 )
@@ -123,7 +123,7 @@ async def _searching(
         )
         messages = [f.m for f in found]
         if criteria is not None:
-            messages = await asyncio.to_thread(_sort, messages, criteria, budget)
+            messages = await in_search_thread(_sort, messages, criteria, budget)
     except BadSequence as e:
         return bad(str(e))
     except TooComplex:
@@ -133,8 +133,6 @@ async def _searching(
     uses_modseq = names_modseq(cmd.key)
     if uses_modseq:
         s.enabled.add("CONDSTORE")  # RFC 7162 §3.1: a MODSEQ key enables CONDSTORE
-    view = s.view
-    assert view is not None
     seq_of = {f.m.uid: f.seq for f in found}
     ids = [m.uid if cmd.uid else seq_of[m.uid] for m in messages]
     if cmd.returns is None and (criteria is not None or not s.rev2):
@@ -156,7 +154,7 @@ async def _searching(
             )
         s.saved = sorted({m.uid for m in saved})
     if "UPDATE" in opts:
-        refused = updates.start(ctx, cmd.tag, cmd.uid, cmd.key, criteria, messages)
+        refused = await updates.start(ctx, cmd.tag, cmd.uid, cmd.key, criteria, messages)
         if refused is not None:
             ctx.send(refused)
     if opts == {"SAVE"}:
@@ -184,7 +182,7 @@ async def _searching(
 def _sort(
     messages: list[Message], criteria: tuple[p.SortCriterion, ...], budget: Budget
 ) -> list[Message]:
-    """SORT's ordering in a worker thread, within what is left of the budget."""
+    """SORT's ordering (in a search thread), within what is left of the budget."""
     budget.start()
     try:
         return sort_messages(messages, criteria, budget.check)

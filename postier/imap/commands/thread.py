@@ -2,8 +2,9 @@
 algorithms over the messages a search program matches.
 
 Rules:
-- Matching, header parsing and the algorithms run in worker threads, never on the
-  event loop (the search budget applies to matching).
+- Matching, header parsing and the algorithms run in the search threads
+  (`matcher.in_search_thread`), never on the event loop; the search budget applies
+  to matching.
 - Only the matching messages are threaded; the answer names sequence numbers, or
   UIDs for UID THREAD. An unknown algorithm is BAD (RFC 5256 §4: thread-alg).
 - The sent date is the Date: header normalised to UTC, else the INTERNALDATE; equal
@@ -21,7 +22,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, ok
 from postier.imap.commands.search import limit_refusal, run_search
-from postier.imap.matcher import Facts, TooComplex
+from postier.imap.matcher import Facts, TooComplex, in_search_thread
 from postier.imap.session import BadSequence
 from postier.imap.sortkeys import base_subject, extract_base_subject
 from postier.smtp.headers import HeaderView
@@ -287,7 +287,7 @@ async def thread(ctx: Context, cmd: p.Thread) -> Result:
         for start in range(0, len(found), BLOB_BATCH):
             batch = found[start : start + BLOB_BATCH]
             blobs = await ctx.store.read_blobs([x.m.blob_id for x in batch])
-            parents.update(await asyncio.to_thread(_parents, batch, blobs))
+            parents.update(await in_search_thread(_parents, batch, blobs))
     candidates = [
         Candidate(
             id=x.m.uid if cmd.uid else x.seq,
@@ -299,7 +299,7 @@ async def thread(ctx: Context, cmd: p.Thread) -> Result:
         )
         for x in found
     ]
-    ctx.send(r.thread(await asyncio.to_thread(algorithm, candidates)))
+    ctx.send(r.thread(await in_search_thread(algorithm, candidates)))
     return ok("THREAD completed")
 
 

@@ -27,17 +27,23 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from postier.imap import parse as p
 from postier.imap import responses as r
-from postier.imap.matcher import Budget, Facts, TooComplex, compile_program, matching
+from postier.imap.matcher import (
+    Budget,
+    Facts,
+    TooComplex,
+    compile_program,
+    in_search_thread,
+    matching,
+)
 from postier.imap.sequence import SequenceSet
 from postier.imap.session import LiveSearch, MailboxView, Session, SortValues
-from postier.imap.sortkeys import sort_value
+from postier.imap.sortkeys import sort_values
 from postier.store.models import Message, Uid
 
 if TYPE_CHECKING:
@@ -84,11 +90,7 @@ class _Order:
         return self.uid < other.uid
 
 
-def _values(criteria: Sequence[p.SortCriterion], m: Message) -> SortValues:
-    return tuple(sort_value(c.key, m) for c in criteria)
-
-
-def start(
+async def start(
     ctx: Context,
     tag: str,
     uid: bool,
@@ -106,13 +108,19 @@ def start(
     live = LiveSearch(tag, uid, freeze(key, view, s.saved), criteria)
     live.members = [m.uid for m in found]
     if criteria is not None:
-        live.values = {m.uid: _values(criteria, m) for m in found}
+        live.values = await in_search_thread(_all_values, criteria, found)
     else:
         live.members.sort()
     s.live[tag] = live
     if view.touched is None:
         view.touched = set()
     return None
+
+
+def _all_values(
+    criteria: Sequence[p.SortCriterion], found: Sequence[Message]
+) -> dict[int, SortValues]:
+    return {m.uid: sort_values(criteria, m) for m in found}
 
 
 def cancel(s: Session, tag: str) -> None:
@@ -183,7 +191,7 @@ async def refresh(ctx: Context) -> None:
         try:
             program = compile_program(live.key, view, ())
             found = await matching(ctx.store, program, facts, budget)
-            values = await asyncio.to_thread(_new_values, live, found)
+            values = await in_search_thread(_new_values, live, found)
         except TooComplex:
             cancel(s, live.tag)
             ctx.send(
@@ -200,7 +208,7 @@ def _new_values(live: LiveSearch, found: Sequence[Facts]) -> dict[int, SortValue
     if live.criteria is None:
         return {}
     have = live.values
-    return {f.m.uid: _values(live.criteria, f.m) for f in found if f.m.uid not in have}
+    return {f.m.uid: sort_values(live.criteria, f.m) for f in found if f.m.uid not in have}
 
 
 def _update(
