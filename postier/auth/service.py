@@ -3,15 +3,26 @@
 Rules:
 - Password verification (argon2id) runs in a thread pool: a login never stalls
   the event loop, and an unknown user costs the same as a wrong password.
-- A failure limiter keyed by client address and by account: each consecutive
-  failure doubles a delay (failure_delay, capped at max_delay) imposed before the
-  answer; after `lockout_after` consecutive failures the key is refused outright
-  for `lockout_period`. A success clears the client's and the account's record.
-- An attacker can lock an *account* for at most `lockout_period`; a user logging
-  in from an address with no failures is only delayed, never refused, unless the
-  account itself is locked. That keeps the real user's outage short.
-- The limiter lives in memory (per process); the store-backed variant for many
-  nodes plugs in behind the same `Limiter` methods.
+- Three failure records, so a shared address (an office, a carrier NAT) is not
+  shut out because one of its users, or an attacker behind it, failed:
+  - per client network (/24, /64): each failure doubles a delay (failure_delay,
+    capped at max_delay) that *every* login from that network waits before it is
+    verified, the right ones too (as Dovecot's auth penalty), so an attacker
+    cannot cut a slow failure short by hanging up. Never a refusal: another
+    account's correct password from there gets in within max_delay.
+  - per (network, account): after `lockout_after` consecutive failures that
+    account is refused from that network for `lockout_period`.
+  - per account: after `lockout_after` consecutive failures from anywhere the
+    account is refused for `lockout_period`; each failure also doubles a delay
+    before the failed answer.
+  A success clears all three records of that login.
+- An attacker can lock an *account* for at most `lockout_period` per round of
+  failures; a user logging in from an address with no failures is only delayed,
+  never refused, unless the account itself is locked. That keeps the real user's
+  outage short.
+- The records are bounded in number (oldest dropped first); they live in memory
+  (per process); the store-backed variant for many nodes plugs in behind the same
+  `Limiter` methods.
 """
 
 from __future__ import annotations
@@ -59,12 +70,18 @@ class _Record:
 
 
 class Limiter:
-    """Consecutive-failure records per key ("ip:1.2.3.0/24", "acct:bob@x")."""
+    """Consecutive-failure records per key ("ip:1.2.3.0/24", "acct:bob@x",
+    "pair:1.2.3.0/24 bob@x")."""
+
+    #: records kept at most; beyond it the oldest go first (an attacker spraying
+    #: accounts from many addresses must not grow memory without bound)
+    MAX_RECORDS = 100_000
 
     def __init__(self, settings: AuthSettings, clock: Callable[[], float] = time.monotonic):
         self._s = settings
         self._clock = clock
         self._records: dict[str, _Record] = {}
+        self._prune_at = 10_000  # prune when this many records exist (amortised)
 
     def locked_for(self, key: str) -> float:
         r = self._records.get(key)
@@ -74,19 +91,23 @@ class Limiter:
 
     def delay_for(self, key: str) -> float:
         r = self._records.get(key)
-        if r is None or r.failures == 0:
+        if r is None or r.failures == 0 or self._clock() - r.last > self._horizon:
             return 0.0
-        return float(min(self._s.max_delay, self._s.failure_delay * 2 ** (r.failures - 1)))
+        doublings = min(r.failures - 1, 32)  # the cap is reached long before
+        return float(min(self._s.max_delay, self._s.failure_delay * 2**doublings))
 
-    def fail(self, key: str) -> None:
+    def fail(self, key: str, *, lock: bool = True) -> None:
+        """Count a failure; with `lock`, the `lockout_after`-th locks the key (and
+        starts the count over), without it the count (and delay) just grows."""
         now = self._clock()
-        r = self._records.setdefault(key, _Record())
+        r = self._records.pop(key, None) or _Record()
+        self._records[key] = r  # most recent last, for `_prune`
         # a record idle for the lockout period starts over
-        if now - r.last > max(self._s.lockout_period, 60.0):
+        if now - r.last > self._horizon:
             r.failures = 0
         r.failures += 1
         r.last = now
-        if r.failures >= self._s.lockout_after:
+        if lock and r.failures >= self._s.lockout_after:
             r.locked_until = now + self._s.lockout_period
             r.failures = 0
         self._prune(now)
@@ -94,14 +115,29 @@ class Limiter:
     def succeed(self, key: str) -> None:
         self._records.pop(key, None)
 
+    @property
+    def _horizon(self) -> float:
+        """How long a failure is remembered."""
+        return max(self._s.lockout_period, 60.0)
+
     def _prune(self, now: float) -> None:
-        if len(self._records) < 10_000:
+        if len(self._records) < self._prune_at:
             return
-        horizon = max(self._s.lockout_period, 60.0)
         for k in [
-            k for k, r in self._records.items() if now - r.last > horizon and r.locked_until < now
+            k
+            for k, r in self._records.items()
+            if now - r.last > self._horizon and r.locked_until < now
         ]:
             del self._records[k]
+        # still too many: keep the most recent half (dicts keep insertion order, and
+        # `fail` moves a key to the end)
+        excess = len(self._records) - self.MAX_RECORDS // 2
+        if excess > 0:
+            for k in list(self._records)[:excess]:
+                del self._records[k]
+        # the next scan waits until the table doubles (at most MAX_RECORDS): pruning
+        # costs O(1) per failure, amortised
+        self._prune_at = min(self.MAX_RECORDS, max(10_000, 2 * len(self._records)))
 
 
 def client_key(ip: str) -> str:
@@ -140,7 +176,13 @@ class AuthService:
         except AddressError:
             acct = username.strip().lower()[:320]
         ak = f"acct:{acct}"
-        locked = max(self.limiter.locked_for(ck), self.limiter.locked_for(ak))
+        pk = f"pair:{ck[3:]} {acct}"
+        # every login from a network with recent failures waits, before anything
+        # else: a right password too, so a slow answer means nothing to an attacker
+        wait = self.limiter.delay_for(ck)
+        if wait:
+            await self._sleep(wait)
+        locked = max(self.limiter.locked_for(pk), self.limiter.locked_for(ak))
         if locked > 0:
             log.info(
                 "auth locked protocol=%s client=%s user=%s retry_after=%.0fs",
@@ -154,21 +196,22 @@ class AuthService:
         user = await self._store.get_user(acct) if "@" in acct else None
         ok = await averify_password(user.password_hash if user else None, password)
         if ok and user is not None and not user.disabled:
-            self.limiter.succeed(ck)
-            self.limiter.succeed(ak)
+            for key in (ck, pk, ak):
+                self.limiter.succeed(key)
             log.info("auth ok protocol=%s client=%s user=%s", protocol, client_ip, acct)
             metrics.LOGINS.labels(protocol or "other", "ok").inc()
             return AuthResult(AuthOutcome.OK, user=user)
-        self.limiter.fail(ck)
+        self.limiter.fail(ck, lock=False)  # a network is slowed down, never shut out
+        self.limiter.fail(pk)
         self.limiter.fail(ak)
         metrics.LOGINS.labels(protocol or "other", "failed").inc()
-        delay = max(self.limiter.delay_for(ck), self.limiter.delay_for(ak))
+        delay = self.limiter.delay_for(ak)
         log.info(
             "auth failed protocol=%s client=%s user=%s delay=%.1fs",
             protocol,
             client_ip,
             acct,
-            delay,
+            wait + delay,
         )
         if delay:
             await self._sleep(delay)

@@ -164,15 +164,18 @@ class GreylistSettings:
 @dataclass(frozen=True)
 class AuthSettings:
     failure_delay: float = doc(
-        "delay after the first failed login; doubles each failure", default=0.5
+        "delay after the first failed login; doubles each failure (per client network: "
+        "before every login from it; per account: before each failed answer)",
+        default=0.5,
     )
-    max_delay: float = doc("longest delay imposed on one failed login", default=8.0)
+    max_delay: float = doc("longest delay imposed on one login", default=8.0)
     lockout_after: int = doc(
-        "consecutive failures (per client address or account) before "
-        "logins are refused for lockout_period",
+        "consecutive failures (for one account, from one client network or from "
+        "anywhere) before that account's logins are refused for lockout_period; a "
+        "network itself is only slowed down, never locked out",
         default=10,
     )
-    lockout_period: float = doc("how long a locked client address or account waits", default=300.0)
+    lockout_period: float = doc("how long a locked account waits", default=300.0)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,9 @@ async def test_failures_delay_doubling_up_to_max(store: SqliteStore) -> None:
     for _ in range(6):
         r = await svc.authenticate("alice@example.test", "wrong", "192.0.2.1")
         assert r.outcome is AuthOutcome.FAILED
-    assert slept == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    # each attempt after the first waits the network's delay before it is verified,
+    # then each failure the account's delay before its answer
+    assert slept == [0.5, 0.5, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
 
 
 async def test_unknown_user_fails_like_a_wrong_password(store: SqliteStore) -> None:
@@ -96,7 +98,7 @@ async def test_unknown_user_fails_like_a_wrong_password(store: SqliteStore) -> N
     assert r.outcome is AuthOutcome.FAILED
     r = await svc.authenticate("not an address", "x", "192.0.2.1")
     assert r.outcome is AuthOutcome.FAILED
-    assert slept == [0.5, 1.0]
+    assert slept == [0.5, 0.5, 0.5]  # two accounts: the network's delay grows, each account's not
 
 
 async def test_lockout_refuses_then_expires(store: SqliteStore) -> None:
@@ -126,7 +128,60 @@ async def test_success_clears_the_record(store: SqliteStore) -> None:
     assert slept == [0.5]
 
 
-async def test_attacker_network_lock_does_not_lock_other_networks_for_other_accounts(
+async def test_other_accounts_on_a_shared_address_get_in_during_an_attack(
+    store: SqliteStore,
+) -> None:
+    """An office or a carrier NAT: 30 wrong passwords for alice from 10.0.0.1 must not
+    shut bob out of his account from the same address for the lockout period."""
+    await store.add_user("bob@example.test", hash_password("bobpw"))
+    clock = Clock()
+    slept: list[float] = []
+
+    async def sleep(d: float) -> None:
+        slept.append(d)
+        clock.now += d
+
+    settings = AuthSettings()  # the defaults: 0.5s doubling to 8s, 10 failures lock 5m
+    svc = AuthService(store, settings, clock=clock, sleep=sleep)
+    outcomes = [
+        (await svc.authenticate("alice@example.test", "guess", "10.0.0.1")).outcome
+        for _ in range(30)
+    ]
+    assert outcomes == [AuthOutcome.FAILED] * 10 + [AuthOutcome.LOCKED] * 20
+    # bob, no failures of his own, same address: in at once, after a bounded delay
+    slept.clear()
+    start = clock.now
+    r = await svc.authenticate("bob@example.test", "bobpw", "10.0.0.1", "imap")
+    assert r.outcome is AuthOutcome.OK
+    assert slept == [8.0]
+    assert clock.now - start < 60
+    # alice from there stays refused during the lock, even with her right password
+    r = await svc.authenticate("alice@example.test", "right", "10.0.0.1")
+    assert r.outcome is AuthOutcome.LOCKED
+    # from elsewhere, the per-account rule: locked too, for the lockout period only
+    r = await svc.authenticate("alice@example.test", "right", "198.51.100.7")
+    assert r.outcome is AuthOutcome.LOCKED
+    clock.now = start + settings.lockout_period
+    r = await svc.authenticate("alice@example.test", "right", "198.51.100.7")
+    assert r.outcome is AuthOutcome.OK
+
+
+async def test_a_locked_pair_does_not_outlive_the_account_lock_it_came_with(
+    store: SqliteStore,
+) -> None:
+    clock = Clock()
+    slept: list[float] = []
+    svc = _service(store, clock, slept)
+    for _ in range(5):
+        await svc.authenticate("alice@example.test", "wrong", "192.0.2.1")
+    assert svc.limiter.locked_for("pair:192.0.2.0/24 alice@example.test") == 300.0
+    assert svc.limiter.locked_for("acct:alice@example.test") == 300.0
+    assert svc.limiter.locked_for("ip:192.0.2.0/24") == 0.0  # a network is never locked
+    clock.now += 300
+    assert (await svc.authenticate("alice@example.test", "right", "192.0.2.1")).ok
+
+
+async def test_spraying_many_accounts_from_one_network_is_slowed_not_locked(
     store: SqliteStore,
 ) -> None:
     await store.add_user("bob@example.test", hash_password("bobpw"))
@@ -134,10 +189,24 @@ async def test_attacker_network_lock_does_not_lock_other_networks_for_other_acco
     svc = _service(store, Clock(), slept)
     for i in range(5):
         await svc.authenticate(f"guess{i}@example.test", "x", "203.0.113.9")
-    assert (
-        await svc.authenticate("bob@example.test", "bobpw", "203.0.113.10")
-    ).outcome is AuthOutcome.LOCKED  # same /24 as the attacker
+    slept.clear()
+    # same /24 as the attacker: delayed before being verified, then in
+    assert (await svc.authenticate("bob@example.test", "bobpw", "203.0.113.10")).ok
+    assert slept == [4.0]
+    slept.clear()
     assert (await svc.authenticate("bob@example.test", "bobpw", "198.51.100.1")).ok
+    assert slept == []
+
+
+def test_limiter_records_are_bounded() -> None:
+    clock = Clock()
+    lim = Limiter(AuthSettings(), clock)
+    lim.MAX_RECORDS = 20_000
+    for i in range(50_000):
+        lim.fail(f"acct:{i}")
+    assert len(lim._records) <= 20_000
+    assert lim.delay_for("acct:49999") == 0.5  # the most recent are kept
+    assert lim.delay_for("acct:0") == 0.0
 
 
 def test_limiter_forgets_old_failures() -> None:
