@@ -34,6 +34,7 @@ _DURATION_FIELDS = {
     "data_timeout",
     "connect_timeout",
     "command_timeout",
+    "login_timeout",
     "first_retry",
     "max_backoff",
     "lifetime",

@@ -105,7 +105,20 @@ class SmtpLimits:
     max_connections: int = doc("connections at once, all clients", default=1000)
     max_connections_per_ip: int = doc("connections at once from one client address", default=50)
     idle_timeout: float = doc("time waiting for a command (RFC 5321: 5 minutes)", default=300.0)
-    data_timeout: float = doc("total time allowed to receive one message's data", default=600.0)
+    command_timeout: float = doc(
+        "total time allowed to receive one command line, however slowly its bytes come",
+        default=300.0,
+    )
+    data_timeout: float = doc(
+        "total time allowed to receive one message's data (DATA or all its BDAT "
+        "chunks), plus the time min_data_rate earns",
+        default=600.0,
+    )
+    min_data_rate: int = doc(
+        "bytes per second that earn a message transfer more time than data_timeout: a "
+        "client sending at least this fast is never cut off; 0 = data_timeout is total",
+        default=1024,
+    )
     spool_threshold: int = doc(
         "messages larger than this are spooled to disk while received", default=256 * 1024
     )
@@ -214,11 +227,33 @@ class ImapSettings:
         "is refused with NOUPDATE",
         default=10,
     )
+    login_timeout: float = doc(
+        "a connection not logged in this long after it opened is closed (as Dovecot's "
+        "3 minutes), so idle sockets cannot hold the per-address connection limit",
+        default=180.0,
+    )
+    command_timeout: float = doc(
+        "total time allowed to receive one command with its literals, plus the time "
+        "min_data_rate earns",
+        default=300.0,
+    )
+    min_data_rate: int = doc(
+        "bytes per second that earn a command's literals more time than "
+        "command_timeout (a large APPEND on a slow link); 0 = command_timeout is total",
+        default=1024,
+    )
 
 
 @dataclass(frozen=True)
 class Pop3Settings:
     idle_timeout: float = doc("idle connection timeout (RFC 1939: at least 10 min)", default=600.0)
+    login_timeout: float = doc(
+        "a connection not logged in this long after it opened is closed", default=180.0
+    )
+    command_timeout: float = doc(
+        "total time allowed to receive one command line, however slowly its bytes come",
+        default=300.0,
+    )
 
 
 #: every filter stage, in the order the pipeline runs them (postier.filters)

@@ -195,6 +195,7 @@ class Receiver:
         self._lit_non_sync = False
         self._pending_error: BadInput | None = None  # sent when a discard ends
         self._discard_literals = True  # the discarded line is a command's (not DONE)
+        self._commands_ended = 0
 
     # --- adapter controls ------------------------------------------------------
     @property
@@ -216,6 +217,19 @@ class Receiver:
     def buffered(self) -> int:
         """Octets held (unparsed input and the literal being read): for backpressure."""
         return len(self._buf) + len(self._lit_data)
+
+    @property
+    def in_command(self) -> bool:
+        """Part of a command has arrived and the rest has not (a partial line, a
+        literal being read, input being thrown away), or a mode waits for its
+        line: the adapter's per-command deadline runs while this holds."""
+        return self._state is not _State.CLOSED and not self.between_commands
+
+    @property
+    def commands_ended(self) -> int:
+        """How many commands were framed, refused or thrown away so far: when it
+        changes, the command in progress (if any) is a new one."""
+        return self._commands_ended
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; ``b""`` means EOF."""
@@ -418,6 +432,7 @@ class Receiver:
         return BadInput(tag, "Expected DONE")
 
     def _reset_command(self) -> None:
+        self._commands_ended += 1
         self._state = _State.LINE
         self._tag = None
         self._segments = []

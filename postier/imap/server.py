@@ -14,8 +14,12 @@ Rules:
 - STARTTLS: the tagged OK is flushed, then the handshake; bytes the client pipelined
   after STARTTLS are thrown away with the old receiver (RFC 9051 §6.2.1, the
   CVE-2011-0411 class of injection).
-- A connection silent for `imap.idle_timeout` (also while idling) gets ``* BYE`` and
-  is closed (RFC 9051 §5.4); on server shutdown every session gets ``* BYE``.
+- Timers, each ending in ``* BYE`` and close: silent for `imap.idle_timeout` (also
+  while idling; RFC 9051 §5.4); not logged in `imap.login_timeout` after connecting
+  (idle sockets must not hold the per-address connection limit); one command with
+  its literals not received within `imap.command_timeout` of its first byte, plus
+  what `imap.min_data_rate` earns (a client trickling a byte a second; see
+  `postier.deadline`). On server shutdown every session gets ``* BYE``.
 - IDLE waits on the socket and the user's change feed at once; a feed event for the
   selected mailbox is announced at once.
 - After NOTIFY SET (RFC 5465) the session waits on the feed too whenever no command
@@ -32,6 +36,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from postier.deadline import Deadline
 from postier.imap import responses as r
 from postier.imap.commands import dispatch
 from postier.imap.commands.context import Context, Result, bad, ok
@@ -64,6 +69,11 @@ HIGH_WATER = 256 * 1024
 #: after a feed event in IDLE, wait this long for more before reading the store
 IDLE_BATCH = 0.02
 
+# the BYE texts of the timers (Dovecot's wording for the login timeout)
+BYE_IDLE = "Autologout: idle for too long"
+BYE_LOGIN = "Disconnected for inactivity."
+BYE_COMMAND = "Autologout; command too slow"
+
 
 def make_handler(app: App, name: str) -> Handler:
     recent = RecentClaims()
@@ -92,6 +102,12 @@ class ImapConnection(Context):
         self.receiver = self._new_receiver()
         self._read_task: asyncio.Task[bytes] | None = None
         self._stop_task: asyncio.Task[bool] | None = None
+        s = self.settings.imap
+        now = asyncio.get_running_loop().time()
+        self._login_by = now + s.login_timeout
+        self._command_clock = Deadline(s.command_timeout, s.min_data_rate)
+        self._command_mark = 0  # receiver.commands_ended when the clock started
+        self._last_read = now
 
     def _new_receiver(self) -> Receiver:
         s = self.settings.imap
@@ -123,12 +139,52 @@ class ImapConnection(Context):
         if self._read_task is None:
             self.conn.reader.feed_eof()
 
+    def _read_limit(self) -> tuple[float, str]:
+        """How long the next read may wait, and the BYE text when that runs out."""
+        now = asyncio.get_running_loop().time()
+        limit, why = self.settings.imap.idle_timeout, BYE_IDLE
+        if self.session.state is State.NOT_AUTHENTICATED and self._login_by - now < limit:
+            limit, why = self._login_by - now, BYE_LOGIN
+        rcv, clock = self.receiver, self._command_clock
+        if not rcv.in_command:
+            clock.stop()
+        elif not clock.running or rcv.commands_ended != self._command_mark:
+            # a new command: its first bytes came with the last read
+            clock.start(self._last_read)
+            self._command_mark = rcv.commands_ended
+        if clock.left(now) < limit:
+            limit, why = clock.left(now), BYE_COMMAND
+        return limit, why
+
+    async def _fill(self, *, notify: bool = False) -> bool:
+        """Flush output, then feed the receiver the client's next bytes (announcing
+        NOTIFY events meanwhile when `notify`); False when the session ends: a
+        timer ran out or the server stops (the BYE is queued), or a notification
+        ended it."""
+        await self.drain()
+        limit, why = self._read_limit()
+        if notify and self.notifier is not None and self.receiver.between_commands:
+            data = await self._notify_wait(limit)
+        else:
+            data = await self._read(limit)
+        if data is None:
+            self._goodbye(why)
+            return False
+        if self._ended():
+            return False  # a notification ended the session (BYE sent)
+        self._last_read = asyncio.get_running_loop().time()
+        self._command_clock.received(len(data))
+        self.receiver.receive_data(data)
+        return True
+
     async def _read(self, limit: float) -> bytes | None:
         """Bytes from the client (b"" at EOF); None on timeout or server shutdown.
 
         The common case reads directly under a timeout, with no task per read;
         shutdown wakes it through `_on_stopping`. A read left pending by IDLE is
         awaited as it is."""
+        if limit <= 0:
+            return None
         if self._read_task is None:
             if self.app.stopping.is_set():
                 return None
@@ -149,11 +205,12 @@ class ImapConnection(Context):
             return read.result()
         return None
 
-    def _goodbye(self) -> None:
+    def _goodbye(self, why: str = BYE_IDLE) -> None:
         if self.app.stopping.is_set():
             self.send(r.bye("Server shutting down", r.UNAVAILABLE))
         else:
-            self.send(r.bye("Autologout: idle for too long"))
+            log.info("sid=%s %s", self.session.sid, why)
+            self.send(r.bye(why))
         self.session.state = State.LOGOUT
 
     async def next_event(self) -> Event:
@@ -161,12 +218,8 @@ class ImapConnection(Context):
             ev = self.receiver.next()
             if ev is not NEED_DATA:
                 return ev
-            await self.drain()
-            data = await self._read(self.settings.imap.idle_timeout)
-            if data is None:
-                self._goodbye()
+            if not await self._fill():
                 return ConnectionClosed()
-            self.receiver.receive_data(data)
 
     def receiver_expect_continuation(self, tag: str) -> None:
         self.receiver.expect_continuation(tag)
@@ -214,18 +267,8 @@ class ImapConnection(Context):
         while self.session.state is not State.LOGOUT:
             ev = self.receiver.next()
             if ev is NEED_DATA:
-                await self.drain()
-                limit = self.settings.imap.idle_timeout
-                if self.notifier is not None and self.receiver.between_commands:
-                    data = await self._notify_wait(limit)
-                else:
-                    data = await self._read(limit)
-                if data is None:
-                    self._goodbye()
+                if not await self._fill(notify=True):
                     return
-                if self._ended():
-                    return  # a notification ended the session (BYE sent)
-                self.receiver.receive_data(data)
             elif isinstance(ev, RawCommand):
                 await self._command(ev)
             elif isinstance(ev, NeedLiteral):

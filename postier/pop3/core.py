@@ -324,6 +324,12 @@ class ServerConnection:
         """The logged-in user (None before a successful login)."""
         return self._username
 
+    @property
+    def mid_line(self) -> bool:
+        """Part of a command line (or of an over-long line being dropped) has arrived
+        and the rest has not: the adapter's per-command deadline is running."""
+        return bool(self._buffer) or self._skip_to_lf
+
     # --- bytes in, events out ------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:

@@ -16,7 +16,11 @@ Rules:
   loopback or `tls.allow_plaintext_auth` is set. Failed logins are slowed by the
   shared `AuthService` limiter.
 - Idle clients are disconnected after `pop3.idle_timeout` without a reply
-  (RFC 1939 §3 "autologout").
+  (RFC 1939 §3 "autologout"). A client not logged in `pop3.login_timeout` after
+  connecting gets ``-ERR Disconnected for inactivity.``, and one whose command
+  line takes longer than `pop3.command_timeout` from its first byte gets ``-ERR
+  Autologout; command too slow``, then the connection closes: neither an idle
+  socket nor a trickle of bytes keeps a place in the per-address limit.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from postier import metrics
 from postier.auth.service import AuthOutcome
-from postier.pop3.commands import Response, pop3_size
+from postier.deadline import Deadline
+from postier.pop3.commands import ERR_COMMAND_TIMEOUT, ERR_LOGIN_TIMEOUT, Response, pop3_size
 from postier.pop3.core import (
     Authenticate,
     Close,
@@ -97,6 +103,10 @@ class Pop3Session:
         self.mailbox_id: int | None = None
         self.messages: list[Message] = []
         self.seen: set[int] = set()  # UIDs retrieved, to mark \\Seen at the end
+        self.login_by = time.monotonic() + app.settings.pop3.login_timeout
+        self.command_clock = Deadline(app.settings.pop3.command_timeout)
+        self.last_read = time.monotonic()
+        self.answered = True  # a command line was answered since the last read
         plain = conn.tls or conn.is_loopback or app.settings.tls.allow_plaintext_auth
         self.core = ServerConnection(
             plaintext_allowed=plain,
@@ -121,21 +131,49 @@ class Pop3Session:
                 self.locks.discard(self.user_id)
             log.info("sid=%s disconnect", self.conn.sid)
 
+    async def _read(self) -> bytes | None:
+        """The client's next bytes (b"" at EOF); None when a timer ran out, after
+        writing its -ERR (the idle timer closes silently: RFC 1939 §3)."""
+        core, clock, s = self.core, self.command_clock, self.app.settings.pop3
+        if not core.mid_line:
+            clock.stop()
+        elif self.answered or not clock.running:
+            clock.start(self.last_read)  # the pending line began in the last read
+        self.answered = False
+        now = time.monotonic()
+        limit, why = s.idle_timeout, None
+        if self.user_id is None and self.login_by - now < limit:
+            limit, why = self.login_by - now, ERR_LOGIN_TIMEOUT
+        if clock.left(now) < limit:
+            limit, why = clock.left(now), ERR_COMMAND_TIMEOUT
+        try:
+            if limit <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(limit):
+                data = await self.conn.reader.read(READ_SIZE)
+        except TimeoutError:
+            log.info("sid=%s timeout: %s", self.conn.sid, why.text if why else "idle")
+            if why is not None:
+                self.conn.writer.write(why.to_bytes())
+            return None
+        self.last_read = time.monotonic()
+        return data
+
     async def _loop(self) -> None:
         core, writer = self.core, self.conn.writer
-        idle = self.app.settings.pop3.idle_timeout
         while True:
             ev = core.next_event()
             if isinstance(ev, NeedData):
                 await writer.drain()
-                try:
-                    async with asyncio.timeout(idle):
-                        data = await self.conn.reader.read(READ_SIZE)
-                except TimeoutError:
-                    log.info("sid=%s idle timeout", self.conn.sid)
-                    return  # RFC 1939 §3: close without a reply, delete nothing
+                data = await self._read()
+                if data is None:
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+                    return  # delete nothing (RFC 1939 §6)
                 core.receive_data(data)
-            elif isinstance(ev, Reply):
+                continue
+            self.answered = True  # every event answers a command line
+            if isinstance(ev, Reply):
                 writer.write(ev.data)
             elif isinstance(ev, Authenticate):
                 writer.write(await self._login(ev))

@@ -403,6 +403,14 @@ class ServerConnection:
         """Received bytes not yet consumed (bounded; see Rules)."""
         return len(self._buf)
 
+    @property
+    def mid_line(self) -> bool:
+        """Part of a command line (or of an over-long line being skipped) has arrived
+        and the rest has not: the adapter's per-command deadline is running."""
+        if self._state in (State.DATA, State.BDAT):
+            return False
+        return bool(self._buf) or self._discarding_line
+
     def greet(self, reply: Reply) -> None:
         """Queue the greeting (220, or 554 "no service", or 421)."""
         if self._state is not State.GREETING:

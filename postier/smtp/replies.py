@@ -99,6 +99,14 @@ def R334_CHALLENGE(challenge: str) -> Reply:
 # --- 4xx -----------------------------------------------------------------------------
 R421_TOO_MANY_ERRORS = _r(421, "4.7.0", "Too many errors, closing connection")
 R421_TIMEOUT = _r(421, "4.4.2", "Timeout exceeded, closing connection")
+
+
+def R421_TIMEOUT_EXCEEDED(hostname: str) -> Reply:
+    """A client too slow (idle, or a command line or message data past its deadline);
+    the domain first as RFC 5321 §4.2.3 shows for 421, Postfix's wording after it."""
+    return _r(421, "4.4.2", f"{hostname} Error: timeout exceeded")
+
+
 R421_SHUTTING_DOWN = _r(421, "4.3.2", "Service shutting down, closing connection")
 R451_LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing")
 R452_TOO_MANY_RECIPIENTS = _r(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10

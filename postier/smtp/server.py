@@ -7,9 +7,12 @@ Rules:
 - Roles: the ``mx`` listener offers no AUTH; ``submission`` and ``submissions``
   offer AUTH PLAIN/LOGIN, only after TLS unless the client is on loopback or
   `tls.allow_plaintext_auth` is set.
-- Timeouts: `smtp.limits.idle_timeout` waiting for a command; during message data
-  the whole transfer must end within `smtp.limits.data_timeout` (slow clients).
-  Either way: ``421 4.4.2`` and close.
+- Timeouts: `smtp.limits.idle_timeout` waiting for a command; a command line must
+  arrive whole within `smtp.limits.command_timeout` of its first byte; a message's
+  data (DATA, or every BDAT chunk) within `smtp.limits.data_timeout` plus what
+  `smtp.limits.min_data_rate` earns (`postier.deadline`), so a client trickling a
+  byte a second cannot hold a connection. Any of them: ``421 4.4.2 <hostname>
+  Error: timeout exceeded`` and close.
 - The end-of-data decision waits for `Intake.finish`, which returns only when
   the message is durable; it is shielded from cancellation, so a shutdown never
   leaves a committed message unanswered half-way.
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from postier import metrics
 from postier.auth.service import AuthOutcome
+from postier.deadline import Deadline
 from postier.smtp.core import ServerConnection
 from postier.smtp.events import (
     NEED_DATA,
@@ -43,7 +47,7 @@ from postier.smtp.events import (
     StartTls,
 )
 from postier.smtp.intake import Envelope, Intake, SessionInfo, Spool
-from postier.smtp.replies import R220_READY, R421_TIMEOUT, Reply
+from postier.smtp.replies import R220_READY, R421_TIMEOUT_EXCEEDED, Reply
 
 if TYPE_CHECKING:
     from postier.server.app import App
@@ -92,7 +96,11 @@ class SmtpSession:
         self.info = SessionInfo(sid=conn.sid, role=role, peer_ip=conn.peer_ip, tls=conn.tls_info())
         self.env: Envelope | None = None
         self.spool: Spool | None = None
-        self.data_deadline: float | None = None
+        #: one command line, from its first byte; one message's data, from DataStart
+        self.command_clock = Deadline(lim.command_timeout)
+        self.data_clock = Deadline(lim.data_timeout, lim.min_data_rate)
+        self.last_read = time.monotonic()
+        self.answered = False  # a command was answered since the last read
 
     async def run(self) -> None:
         conn, core = self.conn, self.core
@@ -123,21 +131,32 @@ class SmtpSession:
     async def _flush(self) -> None:
         out = self.core.data_to_send()
         if out:
+            self.answered = True  # every command line gets a reply
             self.conn.writer.write(out)
             await self.conn.writer.drain()
 
     async def _read(self) -> bytes | None:
-        """Bytes from the client; b"" on EOF; None on timeout."""
-        timeout = self.limits.idle_timeout
-        if self.data_deadline is not None:
-            timeout = min(timeout, self.data_deadline - time.monotonic())
+        """Bytes from the client; b"" on EOF; None on timeout (idle, or a deadline)."""
+        now = time.monotonic()
+        core, clock = self.core, self.command_clock
+        if not core.mid_line:
+            clock.stop()
+        elif self.answered or not clock.running:
+            # the pending part of a line came with the last read: earlier lines
+            # were all answered before this one could start
+            clock.start(self.last_read)
+        self.answered = False
+        timeout = min(self.limits.idle_timeout, clock.left(now), self.data_clock.left(now))
         if timeout <= 0:
             return None
         try:
             async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
-                return await self.conn.reader.read(READ_SIZE)
+                data = await self.conn.reader.read(READ_SIZE)
         except TimeoutError:
             return None
+        self.last_read = time.monotonic()
+        self.data_clock.received(len(data))
+        return data
 
     async def _loop(self) -> None:
         core, info = self.core, self.info
@@ -147,8 +166,8 @@ class SmtpSession:
                 await self._flush()
                 data = await self._read()
                 if data is None:
-                    log.info("sid=%s timeout", self.conn.sid)
-                    core.abort(R421_TIMEOUT)
+                    self._log_timeout()
+                    core.abort(R421_TIMEOUT_EXCEEDED(self.app.settings.server.hostname))
                     await self._flush()
                     return
                 core.receive_data(data)
@@ -180,7 +199,7 @@ class SmtpSession:
             elif isinstance(ev, DataStart):
                 assert self.env is not None
                 self.spool = self.intake.open_spool(info, self.env)
-                self.data_deadline = time.monotonic() + self.limits.data_timeout
+                self.data_clock.start(time.monotonic())
             elif isinstance(ev, DataEnd):
                 await self._data_end()
             elif isinstance(ev, DataRejected):
@@ -210,7 +229,17 @@ class SmtpSession:
             self.spool.discard()
         self.spool = None
         self.env = None
-        self.data_deadline = None
+        self.data_clock.stop()
+
+    def _log_timeout(self) -> None:
+        now = time.monotonic()
+        if self.data_clock.left(now) <= 0:
+            what = "message data"
+        elif self.command_clock.left(now) <= 0:
+            what = "command line"
+        else:
+            what = "idle"
+        log.info("sid=%s timeout (%s) client=%s", self.conn.sid, what, self.conn.peer_ip)
 
     async def _data_end(self) -> None:
         env, spool = self.env, self.spool
@@ -220,7 +249,7 @@ class SmtpSession:
         # shielded: once the store commits, the 250 must go out
         reply = await asyncio.shield(self.intake.finish(self.info, env, spool))
         self.env = None
-        self.data_deadline = None
+        self.data_clock.stop()
         metrics.count_transaction(self.conn.listener, reply.code)
         if reply.is_positive:
             self.core.accept(reply)

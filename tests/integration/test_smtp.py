@@ -444,6 +444,7 @@ max_line_length = 600
 max_recipients = 3
 max_errors = 5
 idle_timeout = "1s"
+command_timeout = "1s"
 data_timeout = "2s"
 """,
     )
@@ -506,11 +507,58 @@ def test_too_many_errors_closes(limited: ServerThread) -> None:
         assert r.closed()
 
 
+TIMEOUT_421 = b"421 4.4.2 mail.example.test Error: timeout exceeded\r\n"
+
+
+def _trickle(r: Raw, data: bytes, interval: float, limit: float = 6.0) -> float:
+    """Send `data` a byte every `interval` seconds (so the idle timer never fires)
+    until the server closes; the seconds it took (`limit` when it never did)."""
+    start = time.monotonic()
+    data = data * int(limit / interval + 1)
+    for i in range(len(data)):
+        if time.monotonic() - start > limit:
+            break
+        try:
+            r.send(data[i : i + 1])
+        except OSError:
+            return time.monotonic() - start
+        r.sock.settimeout(interval)
+        try:
+            chunk = r.sock.recv(4096)
+        except TimeoutError:
+            continue
+        r.buf += chunk
+        if not chunk:
+            return time.monotonic() - start
+        if r.closed(timeout=2):
+            return time.monotonic() - start
+    return limit
+
+
 def test_idle_timeout(limited: ServerThread) -> None:
     with _session(limited) as r:
         time.sleep(1.5)
-        assert r.reply() == b"421 4.4.2 Timeout exceeded, closing connection\r\n"
+        assert r.reply() == TIMEOUT_421
         assert r.closed()
+
+
+def test_command_line_trickled_a_byte_at_a_time_is_cut_off(limited: ServerThread) -> None:
+    """A byte every 0.3 s never trips the 1 s idle timer; the whole line must still
+    arrive within command_timeout (1 s here), else 421 and close."""
+    with _session(limited) as r:
+        took = _trickle(r, b"NOOP ", 0.3)
+        assert r.buf == TIMEOUT_421
+        assert 0.9 < took < 4
+
+
+def test_commands_sent_slowly_but_whole_are_not_cut_off(limited: ServerThread) -> None:
+    with _session(limited) as r:
+        for _ in range(5):  # 2 s in all, each line whole: only the idle timer counts
+            assert r.cmd(b"NOOP") == b"250 2.0.0 Ok\r\n"
+            time.sleep(0.4)
+        r.send(b"NO")  # a line in two parts, well within command_timeout
+        time.sleep(0.4)
+        assert r.cmd(b"OP") == b"250 2.0.0 Ok\r\n"
 
 
 def test_slow_data_timeout(limited: ServerThread) -> None:
@@ -518,26 +566,24 @@ def test_slow_data_timeout(limited: ServerThread) -> None:
         r.cmd(b"MAIL FROM:<s@remote.test>")
         r.cmd(b"RCPT TO:<alice@example.test>")
         r.cmd(b"DATA")
-        deadline = time.monotonic() + 5
-        closed = False
-        while time.monotonic() < deadline:
-            try:
-                r.send(b"x")  # a byte every 0.3 s never trips the idle timer
-            except OSError:
-                closed = True
-                break
-            time.sleep(0.3)
-            r.sock.settimeout(0.01)
-            try:
-                chunk = r.sock.recv(4096)
-                r.buf += chunk
-                if b"421" in r.buf or not chunk:
-                    closed = True
-                    break
-            except TimeoutError:
-                pass
-        assert closed
-        assert r.buf == b"421 4.4.2 Timeout exceeded, closing connection\r\n"
+        took = _trickle(r, b"x", 0.3)
+        assert r.buf == TIMEOUT_421
+        assert 1.9 < took < 5
+
+
+def test_data_at_a_fair_rate_outlives_data_timeout(limited: ServerThread) -> None:
+    """min_data_rate (1024 B/s by default) earns more time: 2400 B/s for 3 s is past
+    data_timeout (2 s) and still gets its answer (here 552: larger than 2000)."""
+    with _session(limited) as r:
+        r.cmd(b"MAIL FROM:<s@remote.test>")
+        r.cmd(b"RCPT TO:<alice@example.test>")
+        assert r.cmd(b"DATA").startswith(b"354 ")
+        start = time.monotonic()
+        while time.monotonic() - start < 3:
+            r.send(b"y" * 598 + b"\r\n")
+            time.sleep(0.25)
+        r.send(b".\r\n")
+        assert r.reply() == b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
     assert inbox(limited, "alice@example.test") == []
 
 

@@ -434,3 +434,24 @@ def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
     assert BadInput("a4", "Literal too large", "TOOBIG") in events
     assert BadInput("a5", "Literal too large", "TOOBIG", "NO") in events
     assert events[-2:] == [cmd("a6", b"a6 NOOP"), CLOSED]
+
+
+def test_in_command_and_commands_ended_drive_the_adapters_command_timer() -> None:
+    rcv = Receiver()
+    assert not rcv.in_command
+    rcv.receive_data(b"a NOOP\r\nb NO")
+    assert isinstance(rcv.next(), RawCommand)
+    assert rcv.next() is NEED_DATA
+    assert rcv.in_command  # "b NO" waits for the rest of its line
+    first = rcv.commands_ended
+    rcv.receive_data(b"OP\r\nc APPEND INBOX {5}\r\n")
+    assert isinstance(rcv.next(), RawCommand)
+    assert isinstance(rcv.next(), NeedLiteral)
+    assert rcv.next() is NEED_DATA
+    assert rcv.in_command  # a literal being read
+    assert rcv.commands_ended == first + 1
+    rcv.receive_data(b"hello\r\n")
+    assert isinstance(rcv.next(), RawCommand)
+    assert rcv.next() is NEED_DATA
+    assert not rcv.in_command
+    assert rcv.commands_ended == first + 2

@@ -1320,3 +1320,22 @@ def test_size_limit_wins_over_bare_lf_whatever_the_packets() -> None:
         + r(GO_AHEAD, "552 5.3.4 Message size exceeds fixed maximum message size"),
         max_message_size=50,
     )
+
+
+def test_mid_line_tells_the_adapter_a_command_line_is_incomplete() -> None:
+    conn = ServerConnection(hostname="mx.example.test", max_line_length=512)
+    conn.greet(R220_READY("mx.example.test"))
+    assert not conn.mid_line
+    conn.receive_data(b"NOOP\r\nNO")
+    assert conn.next_event() is NEED_DATA
+    assert conn.mid_line  # "NO" waits for the rest of its line
+    conn.receive_data(b"OP\r\n")
+    assert conn.next_event() is NEED_DATA
+    assert not conn.mid_line
+    conn.receive_data(b"X" * 600)  # over-long: answered, then skipped as it comes
+    assert conn.next_event() is NEED_DATA
+    assert conn.buffered == 0
+    assert conn.mid_line
+    conn.receive_data(b"XX\r\n")
+    assert conn.next_event() is NEED_DATA
+    assert not conn.mid_line
