@@ -227,6 +227,17 @@ class ImapSettings:
         "is refused with NOUPDATE",
         default=10,
     )
+    spool_threshold: int = doc(
+        "APPEND literals larger than this (or than what the command holds with them) "
+        "are written to data_dir/spool as they arrive instead of kept in memory; "
+        "other commands' literals count towards max_line_length",
+        default=64 * 1024,
+    )
+    user_literal_budget: int = doc(
+        "APPEND bytes one user may have announced and not yet stored, over all "
+        "connections; a literal beyond it is refused with NO [LIMIT] (try again later)",
+        default=100 * 1024 * 1024,
+    )
     login_timeout: float = doc(
         "a connection not logged in this long after it opened is closed (as Dovecot's "
         "3 minutes), so idle sockets cannot hold the per-address connection limit",

@@ -38,6 +38,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import ClassVar, Final, Literal, TypeAlias
 
 from postier.imap import utf7
@@ -246,7 +247,7 @@ class Status(Command):
 
 @dataclass(frozen=True)
 class AppendMessage:
-    data: bytes
+    data: bytes | Path  # a Path: a large literal the adapter spooled to a file
     flags: tuple[str, ...] = ()
     internal_date: datetime | None = None
     binary: bool = False  # sent as literal8 (RFC 3516 §4.4)
@@ -621,6 +622,13 @@ class _Reader:
 
     # strings
     def literal(self, *, allow_binary: bool = False) -> tuple[bytes, bool]:
+        data, binary = self.message_literal(allow_binary=allow_binary)
+        if isinstance(data, Path):  # the adapter spools only APPEND message data
+            raise self.error("Literal too large", "TOOBIG")
+        return data, binary
+
+    def message_literal(self, *, allow_binary: bool = False) -> tuple[bytes | Path, bool]:
+        """A literal that may have been spooled to a file (APPEND message data)."""
         # literal = "{" number64 ["+"] "}" CRLF *CHAR8 ; literal8 = "~{" ...
         m = _LITERAL.match(self.data, self.pos)
         if m is None or m.end() != len(self.data) or self.index >= len(self.literals):
@@ -629,12 +637,15 @@ class _Reader:
         if binary and not allow_binary:
             raise self.error("literal8 is only allowed for APPEND data")
         lit = self.literals[self.index]
-        if not binary and b"\x00" in lit.data:
+        nul = lit.file.has_nul if lit.file is not None else b"\x00" in lit.data
+        if not binary and nul:
             raise self.error("NUL in literal (use literal8)")  # CHAR8 = %x01-ff
+        if lit.streamed and lit.file is None:
+            raise self.error("Literal too large", "TOOBIG")  # pragma: no cover - adapter bug
         self.index += 1
         self.data = self.segments[self.index]
         self.pos = 0
-        return lit.data, binary
+        return (lit.file.path if lit.file is not None else lit.data), binary
 
     def quoted(self) -> bytes:
         m = self.match(_QUOTED)
@@ -1093,7 +1104,7 @@ def _append(r: _Reader, tag: str, uid: bool) -> Command:
             utf8 = True
         if r.peek() not in (0x7B, 0x7E):
             raise r.error("Expected message literal")
-        data, binary = r.literal(allow_binary=True)
+        data, binary = r.message_literal(allow_binary=True)
         if utf8:
             if not binary:
                 raise r.error("UTF8 data must be a literal8")

@@ -11,7 +11,12 @@ per `next()` call:
 - `NeedLiteral`: the current line ended with a literal marker. For a synchronising
   literal the adapter writes ``+ Ready`` (or refuses: `refuse_literal()` and its own
   tagged NO); for a non-synchronising one (LITERAL+, RFC 7888) the bytes follow
-  without a continuation request and the adapter writes nothing.
+  without a continuation request and the adapter writes nothing. It carries the
+  command's name and the octets of the command held so far, for the adapter's
+  limits; the adapter may call `stream_literal()` to have the bytes handed out
+  instead of kept.
+- `LiteralChunk`: bytes of a literal the adapter asked to stream, in order; the
+  literal then appears in the `RawCommand` with ``streamed`` set and no data.
 - `ContinuationLine`: in AUTHENTICATE mode (`expect_continuation`), the client's
   next line (a SASL response, RFC 9051 §6.2.2).
 - `IdleDone`: in IDLE mode (`start_idle`), the client's ``DONE`` (RFC 9051 §6.3.13).
@@ -23,7 +28,8 @@ per `next()` call:
 Rules:
 - Memory is bounded: a command's text outside literals is at most
   `max_line_length` octets, one literal at most `max_literal_size`, a command at
-  most `max_literals` literals and `max_command_size` octets in all. An overlong line
+  most `max_literals` literals and `max_command_size` octets in all. A streamed
+  literal is never held: each read's bytes leave as one `LiteralChunk`. An overlong line
   is discarded as it arrives (never buffered) and answered with BAD at its CRLF,
   then the receiver resynchronises on the next line.
 - A synchronising literal that is too large is refused before the client sends it:
@@ -47,7 +53,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from postier.imap.errors import LocalProtocolError
@@ -81,10 +88,21 @@ class Mode(enum.Enum):
 
 
 @dataclass(frozen=True)
+class SpooledLiteral:
+    """Where the adapter put the bytes of a streamed literal."""
+
+    path: Path
+    size: int
+    has_nul: bool
+
+
+@dataclass(frozen=True)
 class Literal:
     data: bytes
     binary: bool = False  # literal8 "~{n}" (RFC 3516): may contain NUL
     non_sync: bool = False  # "{n+}" (RFC 7888)
+    streamed: bool = False  # handed out as LiteralChunk events; `data` is empty
+    file: SpooledLiteral | None = None  # set by the adapter for a streamed literal
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,15 @@ class NeedLiteral:
     size: int
     non_sync: bool  # True: the bytes follow without "+"; write nothing
     binary: bool = False
+    #: the command's name, upper case ("APPEND"; "" when the line has none)
+    command: str = field(default="", compare=False)
+    #: octets of this command held in memory so far: its text and unstreamed literals
+    held: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class LiteralChunk:
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -137,7 +164,16 @@ class BadInput:
         return status_response(self.tag, self.status, self.text, code=self.code)
 
 
-Event = RawCommand | NeedLiteral | ContinuationLine | IdleDone | BadInput | ConnectionClosed | _Need
+Event = (
+    RawCommand
+    | NeedLiteral
+    | LiteralChunk
+    | ContinuationLine
+    | IdleDone
+    | BadInput
+    | ConnectionClosed
+    | _Need
+)
 
 
 class _State(enum.Enum):
@@ -146,6 +182,14 @@ class _State(enum.Enum):
     DISCARD_LINE = "discard-line"
     DISCARD_LITERAL = "discard-literal"
     CLOSED = "closed"
+
+
+def command_of(line: bytes) -> str:
+    """The command name after the tag of a command's first line, upper case."""
+    parts = line[:128].split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isalpha():
+        return ""
+    return parts[1].decode("ascii").upper()
 
 
 def tag_of(line: bytes | bytearray) -> str | None:
@@ -190,9 +234,12 @@ class Receiver:
         self._cmd_total = 0
         # the literal being read or discarded
         self._lit_remaining = 0
+        self._lit_size = 0  # as announced
         self._lit_data = bytearray()
         self._lit_binary = False
         self._lit_non_sync = False
+        self._lit_streamed = False  # the literal being read leaves as LiteralChunks
+        self._lit_held = 0  # octets of this command's literals kept in memory
         self._pending_error: BadInput | None = None  # sent when a discard ends
         self._discard_literals = True  # the discarded line is a command's (not DONE)
         self._commands_ended = 0
@@ -250,18 +297,32 @@ class Receiver:
         """The adapter wrote an AUTHENTICATE challenge: the next line is the answer."""
         self._set_mode(Mode.CONTINUATION, tag)
 
+    def stream_literal(self) -> None:
+        """Hand out the literal just announced by `NeedLiteral` as `LiteralChunk`
+        events instead of keeping it (the adapter spools it)."""
+        self._check_just_announced("stream_literal()")
+        self._lit_streamed = True
+
     def refuse_literal(self) -> None:
         """Refuse the literal just announced by `NeedLiteral`; the adapter sends its own
         tagged NO/BAD. A synchronising literal is never sent by the client; a
         non-synchronising one is read and discarded with the rest of its command."""
-        if self._state is not _State.LITERAL or self._lit_data:
-            raise LocalProtocolError("refuse_literal() only right after NeedLiteral")
+        self._check_just_announced("refuse_literal()")
         if self._lit_non_sync:
             self._discard_literals = True
             self._state = _State.DISCARD_LITERAL
             self._pending_error = None
         else:
             self._reset_command()
+
+    def _check_just_announced(self, what: str) -> None:
+        if (
+            self._state is not _State.LITERAL
+            or self._lit_data
+            or self._lit_streamed
+            or self._lit_remaining != self._lit_size
+        ):
+            raise LocalProtocolError(f"{what} only right after NeedLiteral")
 
     # --- events ----------------------------------------------------------------
     def next(self) -> Event:
@@ -272,17 +333,28 @@ class Receiver:
             if state is _State.LITERAL or state is _State.DISCARD_LITERAL:
                 if self._lit_remaining and self._buf:
                     take = min(self._lit_remaining, len(self._buf))
-                    if state is _State.LITERAL:
+                    chunk = bytes(self._buf[:take]) if self._lit_streamed else b""
+                    if state is _State.LITERAL and not self._lit_streamed:
                         self._lit_data += self._buf[:take]
                     del self._buf[:take]
                     self._lit_remaining -= take
+                    if chunk and state is _State.LITERAL:
+                        return LiteralChunk(chunk)
                 if self._lit_remaining:
                     return self._starved()
                 if state is _State.LITERAL:
                     self._literals.append(
-                        Literal(bytes(self._lit_data), self._lit_binary, self._lit_non_sync)
+                        Literal(
+                            bytes(self._lit_data),
+                            self._lit_binary,
+                            self._lit_non_sync,
+                            streamed=self._lit_streamed,
+                        )
                     )
+                    if not self._lit_streamed:
+                        self._lit_held += len(self._lit_data)
                     self._lit_data = bytearray()
+                    self._lit_streamed = False
                     self._state = _State.LINE
                 else:
                     self._state = _State.DISCARD_LINE
@@ -369,12 +441,21 @@ class Receiver:
         self._lit_binary = binary
         self._lit_non_sync = non_sync
         self._lit_remaining = size
+        self._lit_size = size
         self._lit_data = bytearray()
+        self._lit_streamed = False
         error = self._literal_error(size, non_sync)
         if error is None:
             self._state = _State.LITERAL
             self._cmd_total += size
-            return NeedLiteral(self._tag, size, non_sync, binary)
+            return NeedLiteral(
+                self._tag,
+                size,
+                non_sync,
+                binary,
+                command=command_of(self._segments[0]),
+                held=self._line_total + self._lit_held,
+            )
         if not non_sync:
             # the client waits for "+": it never sends the literal; the command ends
             self._reset_command()
@@ -441,6 +522,8 @@ class Receiver:
         self._cmd_total = 0
         self._lit_remaining = 0
         self._lit_data = bytearray()
+        self._lit_streamed = False
+        self._lit_held = 0
         self._pending_error = None
 
     def _tag_prefix(self, line: bytes | bytearray) -> str | None:

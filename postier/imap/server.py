@@ -10,7 +10,13 @@ Rules:
 - Synchronising literals get ``+ Ready`` only when acceptable: before login, a
   literal above `imap.max_unauth_literal` is refused (RFC 9051 §11.3: protect the
   server from unauthenticated clients); above `imap.max_literal_size` the receiver
-  refuses it with ``NO [TOOBIG]`` (APPENDLIMIT, RFC 7889).
+  refuses it with ``NO [TOOBIG]`` (APPENDLIMIT, RFC 7889). Memory per connection
+  and literal bytes per user are bounded as `postier.imap.literals` says: outside
+  APPEND a command's literals and text share `imap.max_line_length` (``NO
+  [TOOBIG]``); large APPEND literals are spooled to files; a user's APPEND bytes in
+  flight stay within `imap.user_literal_budget` (``NO [LIMIT]``). A refused
+  non-synchronising literal is answered ``BAD`` at once and thrown away as it
+  arrives (RFC 7888 §4).
 - STARTTLS: the tagged OK is flushed, then the handshake; bytes the client pipelined
   after STARTTLS are thrown away with the old receiver (RFC 9051 §6.2.1, the
   CVE-2011-0411 class of injection).
@@ -34,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from postier.deadline import Deadline
@@ -41,6 +48,7 @@ from postier.imap import responses as r
 from postier.imap.commands import dispatch
 from postier.imap.commands.context import Context, Result, bad, ok
 from postier.imap.errors import ParseError
+from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.parse import parse_command
 from postier.imap.receiver import (
     NEED_DATA,
@@ -48,6 +56,7 @@ from postier.imap.receiver import (
     ConnectionClosed,
     Event,
     IdleDone,
+    LiteralChunk,
     NeedLiteral,
     RawCommand,
     Receiver,
@@ -75,17 +84,29 @@ BYE_LOGIN = "Disconnected for inactivity."
 BYE_COMMAND = "Autologout; command too slow"
 
 
+def literal_budget(app: App) -> LiteralBudget:
+    """The process's one APPEND budget, shared by the imap and imaps listeners."""
+    budget = app.services.get("imap.literal_budget")
+    if not isinstance(budget, LiteralBudget):
+        budget = LiteralBudget(app.settings.imap.user_literal_budget)
+        app.services["imap.literal_budget"] = budget
+    return budget
+
+
 def make_handler(app: App, name: str) -> Handler:
     recent = RecentClaims()
+    budget = literal_budget(app)
 
     async def handle(conn: Connection) -> None:
-        await ImapConnection(app, conn, recent).run()
+        await ImapConnection(app, conn, recent, budget).run()
 
     return handle
 
 
 class ImapConnection(Context):
-    def __init__(self, app: App, conn: Connection, recent: RecentClaims) -> None:
+    def __init__(
+        self, app: App, conn: Connection, recent: RecentClaims, budget: LiteralBudget
+    ) -> None:
         session = Session(sid=conn.sid, tls=conn.tls)
         plaintext_ok = conn.is_loopback or app.settings.tls.allow_plaintext_auth
         super().__init__(
@@ -108,6 +129,10 @@ class ImapConnection(Context):
         self._command_clock = Deadline(s.command_timeout, s.min_data_rate)
         self._command_mark = 0  # receiver.commands_ended when the clock started
         self._last_read = now
+        # the command being received: its spooled literals and its budget charge
+        self._budget = budget
+        self._spooled: list[LiteralFile] = []
+        self._charged = 0
 
     def _new_receiver(self) -> Receiver:
         s = self.settings.imap
@@ -252,6 +277,7 @@ class ImapConnection(Context):
                 await self.drain()
         finally:
             self.app.stopping_hooks.discard(self._on_stopping)
+            self._command_done()
             self.close()
             for task in (self._read_task, self._stop_task):
                 if task is not None:
@@ -269,11 +295,17 @@ class ImapConnection(Context):
             if ev is NEED_DATA:
                 if not await self._fill(notify=True):
                     return
+            elif isinstance(ev, LiteralChunk):
+                self._spooled[-1].write(ev.data)
             elif isinstance(ev, RawCommand):
-                await self._command(ev)
+                try:
+                    await self._command(ev)
+                finally:
+                    self._command_done()
             elif isinstance(ev, NeedLiteral):
                 self._literal(ev)
             elif isinstance(ev, BadInput):
+                self._command_done()
                 self.send(ev.response())
                 if ev.fatal:
                     return
@@ -283,21 +315,73 @@ class ImapConnection(Context):
             # ContinuationLine / IdleDone only arrive in modes a handler is waiting in
 
     def _literal(self, ev: NeedLiteral) -> None:
-        limit = self.settings.imap.max_unauth_literal
-        if self.session.state is State.NOT_AUTHENTICATED and ev.size > limit:
-            self.receiver.refuse_literal()
-            status = "BAD" if ev.non_sync else "NO"
-            text = "Literal too large before authentication"
-            if ev.tag is None:
-                self.send(r.untagged_status("BAD", text, r.TOOBIG))
-            else:
-                self.send(r.tagged(ev.tag, status, text, r.TOOBIG))
-            self.count_bad()
+        """Accept (``+ Ready``, or nothing for LITERAL+), spool, or refuse the literal
+        just announced; see the module's rules."""
+        s, user = self.settings.imap, self.session.user
+        if user is None and ev.size > s.max_unauth_literal:  # RFC 9051 §11.3
+            self._refuse_literal(ev, "Literal too large before authentication", r.TOOBIG)
+            return
+        if user is not None and ev.command == "APPEND":
+            if not self._budget.charge(user.id, ev.size):
+                log.info(
+                    "sid=%s literal of %d refused: %d in flight for user=%s",
+                    self.session.sid,
+                    ev.size,
+                    self._budget.held(user.id),
+                    user.address,
+                )
+                text = "Too much APPEND data in transit, try again later"
+                self._refuse_literal(ev, text, r.LIMIT, count=False)
+                return
+            self._charged += ev.size
+            if ev.size and ev.held + ev.size > s.spool_threshold:
+                self.receiver.stream_literal()
+                self._spooled.append(LiteralFile(self.settings.server.data_dir / "spool"))
+        elif ev.held + ev.size > s.max_line_length:
+            # as Dovecot: outside APPEND, literals count towards the command's length
+            self._refuse_literal(ev, "Literal too large", r.TOOBIG)
             return
         if not ev.non_sync:
             self.send(r.continuation("Ready for literal data"))
 
+    def _refuse_literal(self, ev: NeedLiteral, text: str, code: str, count: bool = True) -> None:
+        """Synchronising: NO, the client never sends it; non-synchronising: BAD now,
+        and the receiver throws the bytes away (RFC 7888 §4). Either way the
+        command is over."""
+        self.receiver.refuse_literal()
+        self._command_done()
+        status = "BAD" if ev.non_sync else "NO"
+        if ev.tag is None:
+            self.send(r.untagged_status("BAD", text, code))
+        else:
+            self.send(r.tagged(ev.tag, status, text, code))
+        if count:  # the client's mistake (a full budget is not)
+            self.count_bad()
+
+    def _command_done(self) -> None:
+        """The command being received ended (answered, refused or abandoned): its
+        spool files go, its budget charge is returned."""
+        for f in self._spooled:
+            f.discard()
+        self._spooled = []
+        if self._charged and self.session.user is not None:
+            self._budget.release(self.session.user.id, self._charged)
+        self._charged = 0
+
     async def _command(self, raw: RawCommand) -> None:
+        if self._spooled:
+            files = iter(self._spooled)
+            if any(f.failed for f in self._spooled):
+                log.error("sid=%s cannot spool a literal (disk full?)", self.session.sid)
+                if raw.tag is not None:
+                    text = "Cannot receive the message now, try again later"
+                    self.send(r.tagged(raw.tag, "NO", text, r.UNAVAILABLE))
+                return
+            literals = tuple(
+                replace(lit, file=next(files).spooled()) if lit.streamed else lit
+                for lit in raw.literals
+            )
+            raw = replace(raw, literals=literals)
         try:
             cmd = parse_command(raw, utf8=self.session.utf8)
         except ParseError as e:

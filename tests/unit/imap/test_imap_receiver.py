@@ -18,6 +18,7 @@ from postier.imap.receiver import (
     Event,
     IdleDone,
     Literal,
+    LiteralChunk,
     Mode,
     NeedLiteral,
     RawCommand,
@@ -455,3 +456,81 @@ def test_in_command_and_commands_ended_drive_the_adapters_command_timer() -> Non
     assert rcv.next() is NEED_DATA
     assert not rcv.in_command
     assert rcv.commands_ended == first + 2
+
+
+def _stream_appends(data: bytes, feed: str) -> list[Event]:
+    """Feed `data`, streaming every literal of 4 octets or more (as the adapter
+    streams large APPEND literals)."""
+    r = Receiver()
+    events: list[Event] = []
+    chunks = [data] if feed == "whole" else [data[i : i + 1] for i in range(len(data))]
+    for chunk in chunks:
+        r.receive_data(chunk)
+        while (event := r.next()) is not NEED_DATA:
+            events.append(event)
+            if isinstance(event, NeedLiteral) and event.size >= 4:
+                r.stream_literal()
+    return events
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_streamed_literal_leaves_as_chunks_and_is_never_held(feed: str) -> None:
+    data = b"a APPEND INBOX {2}\r\nhi {6+}\r\nhello!\r\n"
+    events = _stream_appends(data, feed)
+    assert events[0] == NeedLiteral("a", 2, False)
+    assert events[0].command == "APPEND"
+    assert events[0].held == len(b"a APPEND INBOX {2}")
+    assert events[1] == NeedLiteral("a", 6, True)
+    assert events[1].held == len(b"a APPEND INBOX {2}") + len(b"hi") + len(b" {6+}")
+    chunks = [e for e in events if isinstance(e, LiteralChunk)]
+    assert b"".join(c.data for c in chunks) == b"hello!"
+    assert len(chunks) == (1 if feed == "whole" else 6)
+    assert events[-1] == cmd(
+        "a",
+        b"a APPEND INBOX {2}",
+        b" {6+}",
+        b"",
+        literals=(Literal(b"hi"), Literal(b"", non_sync=True, streamed=True)),
+    )
+
+
+def test_a_streamed_literal_is_not_buffered() -> None:
+    r = Receiver()
+    r.receive_data(b"a APPEND INBOX {1000000}\r\n")
+    assert isinstance(r.next(), NeedLiteral)
+    r.stream_literal()
+    r.receive_data(b"x" * 65536)
+    assert r.next() == LiteralChunk(b"x" * 65536)
+    assert r.next() is NEED_DATA
+    assert r.buffered == 0
+
+
+def test_stream_literal_only_right_after_need_literal() -> None:
+    r = Receiver()
+    with pytest.raises(LocalProtocolError):
+        r.stream_literal()
+    r.receive_data(b"a APPEND INBOX {10}\r\nabc")
+    assert isinstance(r.next(), NeedLiteral)
+    assert r.next() is NEED_DATA  # 3 octets read and kept
+    with pytest.raises(LocalProtocolError):
+        r.stream_literal()
+    with pytest.raises(LocalProtocolError):
+        r.refuse_literal()
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        (b"a APPEND INBOX {1}", "APPEND"),
+        (b"a append INBOX {1}", "APPEND"),
+        (b"a LOGIN {1}", "LOGIN"),
+        (b"a {1}", ""),
+        (b"{1}", ""),
+    ],
+)
+def test_need_literal_names_its_command(line: bytes, command: str) -> None:
+    r = Receiver()
+    r.receive_data(line + b"\r\n")
+    ev = r.next()
+    assert isinstance(ev, NeedLiteral)
+    assert ev.command == command
