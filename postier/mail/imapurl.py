@@ -1,5 +1,7 @@
 """IMAP URLs (RFC 5092), absolute and relative, with their URLAUTH parts (RFC 4467
-§7): what CATENATE (RFC 4469) and URLAUTH/BURL name messages with.
+§7): what CATENATE (RFC 4469) and URLAUTH/BURL name messages with. It lives below
+the protocols because IMAP and SMTP submission (BURL, RFC 4468) both parse them,
+and so does the URLAUTH check they share.
 
 Rules:
 - `parse(text, base)` gives an `ImapUrl` with every component decoded: the mailbox

@@ -1,4 +1,4 @@
-"""`postier.imap.url`: IMAP URLs (RFC 5092) absolute and relative, URLAUTH parts
+"""`postier.mail.imapurl`: IMAP URLs (RFC 5092) absolute and relative, URLAUTH parts
 (RFC 4467), and refusals."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from postier.imap.url import ImapUrl, UrlError, parse, quote_mailbox
+from postier.mail.imapurl import ImapUrl, UrlError, parse, quote_mailbox
 
 
 def test_absolute_message_part_url() -> None:
