@@ -253,6 +253,11 @@ class ImapSettings:
         "command_timeout (a large APPEND on a slow link); 0 = command_timeout is total",
         default=1024,
     )
+    urlauth_anonymous: bool = doc(
+        "URLAUTH (RFC 4467): sign and resolve URLs with the 'anonymous' access identifier, "
+        "readable by anyone who holds them (off: only submit+, user+ and authuser URLs)",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)

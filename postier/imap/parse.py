@@ -3,7 +3,7 @@
 extensions postier announces: LITERAL+, UTF8=ACCEPT, ENABLE, ID, UNSELECT, MOVE,
 UIDPLUS, CONDSTORE/QRESYNC, ESEARCH, SEARCHRES, LIST-EXTENDED, LIST-STATUS,
 SPECIAL-USE, CREATE-SPECIAL-USE, MULTIAPPEND, BINARY, QUOTA, WITHIN, SORT, THREAD,
-NOTIFY).
+NOTIFY, URLAUTH).
 
 Rules:
 - `parse_command` either returns a command or raises `ParseError`, whose
@@ -1740,6 +1740,78 @@ def _notify_fetch_att(r: _Reader) -> FetchAtt:
     return att
 
 
+# --- URLAUTH (RFC 4467) --------------------------------------------------------------
+@dataclass(frozen=True)
+class GenUrlAuth(Command):
+    urls: tuple[tuple[str, str], ...]  # (rump URL, mechanism upper case)
+    name: ClassVar[str] = "GENURLAUTH"
+
+
+@dataclass(frozen=True)
+class ResetKey(Command):
+    mailbox: str | None = None  # None: every mailbox of the user
+    mechanisms: tuple[str, ...] = ()  # upper case
+    name: ClassVar[str] = "RESETKEY"
+
+
+@dataclass(frozen=True)
+class UrlFetch(Command):
+    urls: tuple[str, ...]
+    name: ClassVar[str] = "URLFETCH"
+
+
+# mechanism = "INTERNAL" / 1*(ALPHA / DIGIT / "-" / ".")              RFC 4467 §8
+_MECHANISM: Final = re.compile(rb"[A-Za-z0-9.\-]+")
+
+
+def _mechanism(r: _Reader) -> str:
+    m = r.match(_MECHANISM)
+    if m is None or r.peek() not in (None, 0x20):
+        raise r.error("Expected URLAUTH mechanism")
+    return m.group().decode("ascii").upper()
+
+
+def _url(r: _Reader) -> str:
+    # url-rump = astring ; url-full = astring; an IMAP URL is ASCII (RFC 5092 §8):
+    # other octets are kept as they are for the URL parser to refuse
+    return r.astring("URL").decode("latin-1")
+
+
+# genurlauth = "GENURLAUTH" 1*(SP url-rump SP mechanism)                RFC 4467 §8
+def _genurlauth(r: _Reader, tag: str, uid: bool) -> Command:
+    urls: list[tuple[str, str]] = []
+    while True:
+        r.sp()
+        url = _url(r)
+        r.sp()
+        urls.append((url, _mechanism(r)))
+        if r.at_end():
+            return GenUrlAuth(tag, tuple(urls))
+
+
+# resetkey = "RESETKEY" [SP mailbox *(SP mechanism)]                     RFC 4467 §8
+def _resetkey(r: _Reader, tag: str, uid: bool) -> Command:
+    if r.at_end():
+        return ResetKey(tag)
+    r.sp()
+    mailbox = r.mailbox()
+    mechanisms: list[str] = []
+    while not r.at_end():
+        r.sp()
+        mechanisms.append(_mechanism(r))
+    return ResetKey(tag, mailbox, tuple(mechanisms))
+
+
+# urlfetch = "URLFETCH" 1*(SP url-full)                                 RFC 4467 §8
+def _urlfetch(r: _Reader, tag: str, uid: bool) -> Command:
+    urls: list[str] = []
+    while True:
+        r.sp()
+        urls.append(_url(r))
+        if r.at_end():
+            return UrlFetch(tag, tuple(urls))
+
+
 _Handler: TypeAlias = Callable[[_Reader, str, bool], Command]
 
 _COMMANDS: Final[dict[str, _Handler]] = {
@@ -1780,6 +1852,9 @@ _COMMANDS: Final[dict[str, _Handler]] = {
     "THREAD": _thread,
     "NOTIFY": _notify,
     "CANCELUPDATE": _cancelupdate,
+    "GENURLAUTH": _genurlauth,
+    "RESETKEY": _resetkey,
+    "URLFETCH": _urlfetch,
 }
 _UID_COMMANDS: Final = frozenset(
     {"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"}

@@ -45,6 +45,11 @@ Rules:
   ``\\r\\n.\\n`` never end the data, so no second message can be smuggled.
 - BDAT chunks (RFC 3030) are raw bytes: no dot-unstuffing, no bare-LF rule. A chunk
   is always read in full, even when the command is refused, so framing never breaks.
+- BURL (RFC 4468, submission only, ``burl=True``) is a chunk whose bytes the adapter
+  fetches: the `Burl` decision is answered with `accept_burl(data)` (counted against
+  the size limit like a chunk, then DataChunk, and DataEnd after LAST) or with
+  `reject(reply)`, which fails the transaction (RFC 4468 §3.2). BURL and BDAT mix
+  in one transaction; EHLO offers ``BURL imap`` once AUTH is offered or done.
 - STARTTLS (RFC 3207 §4.2): every byte after the STARTTLS line that arrives before
   `tls_started()` is dropped (CVE-2011-0411 command injection); afterwards the session
   starts again from the EHLO state, unauthenticated.
@@ -54,9 +59,9 @@ Rules:
 - A 554 greeting (RFC 5321 §3.1) leaves a session where every command but QUIT gets
   503; a 421 greeting closes.
 - The adapter keeps one envelope per transaction: it starts at an accepted MailFrom
-  and ends at an answered DataEnd, DataRejected, Reset (RSET, or EHLO/HELO inside a
-  transaction), StartTls or ConnectionClosed. DataChunks come only between DataStart
-  and one of those.
+  and ends at an answered DataEnd, DataRejected, a rejected Burl, Reset (RSET, or
+  EHLO/HELO inside a transaction), StartTls or ConnectionClosed. DataChunks come
+  only between DataStart and one of those.
 
 Hand-written: aiosmtpd is asyncio-bound and does its own I/O; no sans-IO SMTP server
 library exists for Python.
@@ -75,6 +80,7 @@ from postier.smtp.events import (
     DECISIONS,
     NEED_DATA,
     Authenticate,
+    Burl,
     ConnectionClosed,
     DataChunk,
     DataEnd,
@@ -97,6 +103,7 @@ from postier.smtp.replies import (
     R220_TLS_READY,
     R221_BYE,
     R235_AUTH_OK,
+    R250_BURL_OK,
     R250_CHUNK_OK,
     R250_OK,
     R250_RECIPIENT_OK,
@@ -133,6 +140,7 @@ from postier.smtp.replies import (
     R552_MESSAGE_TOO_BIG,
     R553_NON_ASCII_ADDRESS,
     R554_BARE_LF,
+    R554_BURL_TOO_BIG,
     R554_EARLY_TALKER,
     R554_NO_VALID_RECIPIENTS,
     R555_UNSUPPORTED_PARAMETER,
@@ -181,6 +189,7 @@ _ALLOWED: dict[str, frozenset[State]] = {
     "RCPT": frozenset({State.MAIL, State.RCPT}),
     "DATA": frozenset({State.RCPT}),
     "BDAT": frozenset({State.RCPT, State.CHUNKING}),
+    "BURL": frozenset({State.RCPT, State.CHUNKING}),  # RFC 4468 §3.1: after a good RCPT
     "RSET": _SESSION,
     "NOOP": _SESSION,
     "QUIT": _SESSION | {State.NO_SERVICE},
@@ -198,6 +207,7 @@ _NOT_IMPLEMENTED = frozenset({"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"})
 #   HELLO|READY|MAIL|RCPT|CHUNKING --EHLO accepted--> READY   (Reset first if in a transaction)
 #   READY --MAIL accepted--> MAIL --RCPT accepted--> RCPT --DATA--> DATA --end--> READY
 #   MAIL|RCPT|CHUNKING --BDAT n--> BDAT --chunk read--> CHUNKING, or READY after LAST/error
+#   RCPT|CHUNKING --BURL accepted--> CHUNKING, or READY after LAST; rejected --> READY
 #   MAIL|RCPT|CHUNKING --RSET--> READY
 #   READY --AUTH--> AUTH --credentials/cancel--> READY
 #   READY --STARTTLS--> TLS --tls_started()--> HELLO
@@ -314,12 +324,13 @@ class ServerConnection:
         smtputf8: bool = True,
         dsn: bool = True,
         expn: bool = False,
+        burl: bool = False,
     ) -> None:
         """``tls``: the connection is already TLS (port 465). ``tls_available``: a
         certificate is loaded, so STARTTLS is offered. ``auth_mechanisms``: subset
         of ("PLAIN", "LOGIN") to offer, () for none; ``auth_requires_tls`` hides AUTH
         and answers it with 538 until TLS is up. ``expn``: answer EXPN with 252
-        instead of 502."""
+        instead of 502. ``burl``: accept BURL (RFC 4468; submission listeners only)."""
         if max_line_length < 512:  # RFC 5321 §4.5.3.1.4: at least 512 octets
             raise ValueError("max_line_length must be at least 512")
         if max_errors < 1 or max_recipients < 1 or max_message_size < 0:
@@ -345,6 +356,7 @@ class ServerConnection:
         self.smtputf8 = smtputf8
         self.dsn = dsn
         self.expn = expn
+        self.burl = burl
 
         self._state = State.GREETING
         self._tls = tls
@@ -473,6 +485,8 @@ class ServerConnection:
         (for DataEnd pass ``R250_QUEUED(queue_id)``)."""
         if reply is not None and not reply.is_positive:
             raise LocalProtocolError(f"accept() with a negative reply {reply}")
+        if isinstance(self._pending, Burl):
+            raise LocalProtocolError("answer Burl with accept_burl(data)")
         event = self._take_pending()
         if isinstance(event, Hello):
             self._extended = event.extended
@@ -501,9 +515,32 @@ class ServerConnection:
         if reply.is_positive:
             raise LocalProtocolError(f"reject() with a positive reply {reply}")
         event = self._take_pending()
-        if isinstance(event, DataEnd):
-            self._end_transaction()
+        if isinstance(event, DataEnd | Burl):
+            self._end_transaction()  # RFC 4468 §3.2: a failed fetch fails the transaction
         self._send(reply)
+
+    def accept_burl(self, data: bytes) -> None:
+        """Grant the pending `Burl` with the bytes its URL resolved to: they join the
+        message (DataChunk) unless they make it too big (554 5.3.4, RFC 4468 §6);
+        after LAST the message ends (DataEnd), else 250 2.5.0."""
+        event = self._pending
+        if not isinstance(event, Burl):
+            raise LocalProtocolError("no Burl is pending")
+        self._pending = None
+        if self._data_size + len(data) > self.max_message_size:
+            self._end_transaction()
+            self._events.append(DataRejected(R554_BURL_TOO_BIG))
+            self._send(R554_BURL_TOO_BIG)
+            return
+        self._data_size += len(data)
+        if data:
+            self._events.append(DataChunk(data))
+        if event.last:
+            self._state = State.READY
+            self._events.append(DataEnd(self._data_size))
+        else:
+            self._state = State.CHUNKING
+            self._send(R250_BURL_OK)
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS succeeded: the session restarts (RFC 3207
@@ -575,6 +612,8 @@ class ServerConnection:
             lines.append("CHUNKING")  # RFC 3030
         if self.binarymime:
             lines.append("BINARYMIME")  # RFC 3030
+        if self.burl and (self._authenticated or self._auth_offered()):
+            lines.append("BURL imap")  # RFC 4468 §3.1, §3.3
         return Reply(250, None, "\n".join(lines))
 
     def _auth_offered(self) -> bool:
@@ -656,7 +695,11 @@ class ServerConnection:
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         allowed = _ALLOWED.get(verb)
-        if allowed is None or (verb == "BDAT" and not self.chunking):
+        if (
+            allowed is None
+            or (verb == "BDAT" and not self.chunking)
+            or (verb == "BURL" and not self.burl)
+        ):
             if verb in _NOT_IMPLEMENTED or verb == "BDAT":
                 self._send(R502_NOT_IMPLEMENTED)
             else:
@@ -695,6 +738,8 @@ class ServerConnection:
             self._send(R214_HELP)
         elif verb == "STARTTLS":
             self._starttls(arg)
+        elif verb == "BURL":
+            self._burl(arg)
         else:
             self._auth(arg)
 
@@ -1044,6 +1089,20 @@ class ServerConnection:
             self._state = State.CHUNKING
             self._send(R250_CHUNK_OK(self._bdat_size))
         return True
+
+    # --- BURL (RFC 4468) -------------------------------------------------------------------
+
+    def _burl(self, arg: str) -> None:
+        # burl-cmd = "BURL" SP absolute-URI [SP end-marker] ; end-marker = "LAST"
+        parts = arg.split(" ")
+        if not parts[0] or len(parts) > 2 or (len(parts) == 2 and parts[1].upper() != "LAST"):
+            self._send(R501_SYNTAX("BURL imap-url [LAST]"))
+            return
+        if not self._data_started:
+            self._data_started = True
+            self._data_size = 0
+            self._events.append(DataStart(chunking=True))
+        self._events.append(Burl(parts[0], last=len(parts) == 2))
 
     # --- AUTH (RFC 4954) -------------------------------------------------------------------
 

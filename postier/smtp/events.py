@@ -98,6 +98,17 @@ class DataEnd:
 
 
 @dataclass(frozen=True)
+class Burl:
+    """*decision* BURL (RFC 4468 §3.2): the next piece of the message is what ``url``
+    names; after `DataStart` like a BDAT chunk. Answer with
+    `ServerConnection.accept_burl(data)` once resolved, or `reject(reply)`, which
+    fails the whole transaction."""
+
+    url: str
+    last: bool
+
+
+@dataclass(frozen=True)
 class DataRejected:
     """The core refused the message it was receiving (size limit, bare LF/CR, BDAT
     error) and queued ``reply``; the adapter drops its spool. The transaction is over."""
@@ -152,6 +163,7 @@ Event = (
     | DataStart
     | DataChunk
     | DataEnd
+    | Burl
     | DataRejected
     | Authenticate
     | StartTls
@@ -160,4 +172,4 @@ Event = (
     | Disconnect
     | ConnectionClosed
 )
-DECISIONS = (Hello, MailFrom, RcptTo, DataEnd, Authenticate)
+DECISIONS = (Hello, MailFrom, RcptTo, DataEnd, Burl, Authenticate)

@@ -88,6 +88,7 @@ def R250_CHUNK_OK(size: int) -> Reply:
 
 
 # --- 3xx -----------------------------------------------------------------------------
+R250_BURL_OK = _r(250, "2.5.0", "Waiting for additional BURL or BDAT commands")  # RFC 4468 §6
 R354_START_DATA = _r(354, None, "End data with <CR><LF>.<CR><LF>")
 
 
@@ -170,6 +171,13 @@ R553_NON_ASCII_ADDRESS = _r(  # RFC 6531 §3.5
 R554_BARE_LF = _r(
     554, "5.5.2", "Message contains bare LF/CR, rejected (see RFC 5321 section 2.3.8)"
 )
+# BURL (RFC 4468 §6)
+R451_BURL_UNAVAILABLE = _r(451, "4.4.1", "IMAP URL resolution temporarily failed")
+R554_BURL_TOO_BIG = _r(554, "5.3.4", "Message too big for system")
+R554_BURL_CONVERSION = _r(554, "5.6.3", "Conversion required but not supported")
+R554_BURL_NOT_RESOLVED = _r(554, "5.6.6", "IMAP URL resolution failed")
+R554_BURL_AUTH_FAILED = _r(554, "5.7.0", "IMAP URL authorization failed")
+R554_BURL_TRUST_REQUIRED = _r(554, "5.7.8", "URL resolution requires trust relationship")
 R554_NO_VALID_RECIPIENTS = _r(554, "5.5.1", "Error: no valid recipients")
 R554_NO_SERVICE = _r(554, "5.3.2", "No SMTP service here")  # RFC 5321 §3.1 greeting
 R554_EARLY_TALKER = _r(554, "5.5.0", "Error: SMTP protocol synchronization")

@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING
 from postier import metrics
 from postier.auth.service import AuthOutcome
 from postier.deadline import Deadline
+from postier.smtp import burl
 from postier.smtp.core import ServerConnection
 from postier.smtp.events import (
     NEED_DATA,
     Authenticate,
+    Burl,
     ConnectionClosed,
     DataChunk,
     DataEnd,
@@ -92,6 +94,7 @@ class SmtpSession:
             tls_available=not conn.tls,
             auth_mechanisms=("PLAIN", "LOGIN") if role == "submission" else (),
             auth_requires_tls=not plain_ok,
+            burl=role == "submission",  # RFC 4468 §3.1: never on the MX port
         )
         self.info = SessionInfo(sid=conn.sid, role=role, peer_ip=conn.peer_ip, tls=conn.tls_info())
         self.env: Envelope | None = None
@@ -202,6 +205,8 @@ class SmtpSession:
                 self.data_clock.start(time.monotonic())
             elif isinstance(ev, DataEnd):
                 await self._data_end()
+            elif isinstance(ev, Burl):
+                await self._burl(ev)
             elif isinstance(ev, DataRejected):
                 self._reset()
             elif isinstance(ev, Authenticate):
@@ -255,6 +260,17 @@ class SmtpSession:
             self.core.accept(reply)
         else:
             self.core.reject(reply)
+
+    async def _burl(self, ev: Burl) -> None:
+        got = await burl.resolve(
+            self.app.store, self.app.settings, self.info.user, ev.url, sid=self.conn.sid
+        )
+        if isinstance(got, bytes):
+            self.core.accept_burl(got)
+            return
+        metrics.count_transaction(self.conn.listener, got.code)  # the transaction failed
+        self.core.reject(got)
+        self._reset()
 
     async def _authenticate(self, ev: Authenticate) -> None:
         if self.info.role != "submission":

@@ -218,6 +218,17 @@ class Store(Protocol):
     async def quota_usage(self, user_id: UserId) -> tuple[int, int]:
         """(bytes used, limit in bytes; 0 = unlimited)."""
 
+    # --- URLAUTH (RFC 4467) -------------------------------------------------
+    async def access_key(self, mailbox_id: MailboxId, new: bytes | None = None) -> bytes | None:
+        """The mailbox access key that signs the mailbox's URLAUTH URLs (RFC 5092
+        §6.1.1.2). None when it has none, unless `new` is given: then `new` becomes
+        its key and is returned (or the key another caller set first). `NotFound`
+        when the mailbox does not exist. The key is gone with the mailbox."""
+
+    async def reset_access_keys(self, user_id: UserId, mailbox_id: MailboxId | None = None) -> None:
+        """RESETKEY (RFC 4467 §3.1): forget the key of one of the user's mailboxes, or
+        of all of them; URLs signed with a forgotten key stop resolving."""
+
     # --- change feed -------------------------------------------------------
     def subscribe(self, user_id: UserId) -> Subscription:
         """Changes to the user's mailboxes from this process and, within about a

@@ -174,3 +174,32 @@ async def test_counts(store, user):
     listed = {m.name: m for m in await store.list_mailboxes(user.id)}
     assert listed["INBOX"] == inbox
     assert (listed["Sent"].messages, listed["Sent"].size) == (0, 0)
+
+
+async def test_access_keys(store, user):
+    """URLAUTH mailbox access keys (RFC 4467): set once, reset per mailbox or per user,
+    gone with the mailbox, never another user's."""
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    drafts = await store.get_mailbox(user.id, "Drafts")
+    assert await store.access_key(inbox.id) is None
+    assert await store.access_key(inbox.id, b"k" * 32) == b"k" * 32
+    assert await store.access_key(inbox.id, b"x" * 32) == b"k" * 32  # the first one stays
+    assert await store.access_key(inbox.id) == b"k" * 32
+    assert await store.access_key(drafts.id, b"d" * 32) == b"d" * 32
+    other = await store.add_user("b@example.test", "h")
+    await store.reset_access_keys(other.id)  # not theirs: nothing happens
+    await store.reset_access_keys(other.id, inbox.id)
+    assert await store.access_key(inbox.id) == b"k" * 32
+    await store.reset_access_keys(user.id, inbox.id)
+    assert await store.access_key(inbox.id) is None
+    assert await store.access_key(drafts.id) == b"d" * 32
+    await store.access_key(inbox.id, b"n" * 32)
+    await store.reset_access_keys(user.id)
+    assert await store.access_key(inbox.id) is None
+    assert await store.access_key(drafts.id) is None
+    box = await store.create_mailbox(user.id, "Keyed")
+    await store.access_key(box.id, b"z" * 32)
+    await store.delete_mailbox(user.id, "Keyed")
+    assert await store.access_key(box.id) is None
+    with pytest.raises(NotFound):
+        await store.access_key(box.id, b"z" * 32)

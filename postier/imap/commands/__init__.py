@@ -37,6 +37,7 @@ from postier.imap.commands import (
     select,
     status,
     thread,
+    urlauth,
 )
 from postier.imap.commands.context import Context, Refuse, Result, bad, no, store_error
 from postier.imap.session import State
@@ -90,6 +91,9 @@ TABLE: dict[type[p.Command], tuple[frozenset[State], Handler]] = {
     p.Copy: (SELECTED, copymove.copy_move),
     p.Move: (SELECTED, copymove.copy_move),
     p.Notify: (AUTH, notify.notify),
+    p.GenUrlAuth: (AUTH, urlauth.genurlauth),
+    p.UrlFetch: (AUTH, urlauth.urlfetch),
+    p.ResetKey: (AUTH, urlauth.resetkey),
 }
 
 #: RFC 9051 §7.5.1: no EXPUNGE while answering these

@@ -141,7 +141,7 @@ class Context:
             "CONTEXT=SEARCH", "CONTEXT=SORT",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "WITHIN", "BINARY", "MULTIAPPEND",
             "UTF8=ACCEPT", "QUOTA", "QUOTA=RES-STORAGE",
-            "NOTIFY",
+            "NOTIFY", "URLAUTH",
             f"APPENDLIMIT={self.settings.imap.max_literal_size}",
         ]  # fmt: skip
         return caps

@@ -12,6 +12,7 @@ Rules:
 - `changes` is the cross-process change feed: an append-only log with an
   increasing `seq`, trimmed by age.
 - `expunged` remembers (mailbox, uid, modseq) of removed messages for QRESYNC.
+- `access_keys` holds the URLAUTH secret of a mailbox; never shown to anyone.
 """
 
 from __future__ import annotations
@@ -208,7 +209,16 @@ _V5 = (
     "UPDATE blobs SET date_zone = postier_date_zone(envelope) WHERE date IS NOT NULL",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = (
+    # URLAUTH mailbox access keys (RFC 4467 §3, RFC 5092 §6.1.1.2): one random secret
+    # per mailbox, signing its authorized URLs; gone with the mailbox
+    """CREATE TABLE access_keys (
+        mailbox_id INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+        key BLOB NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 VERSION = len(MIGRATIONS)
 
 

@@ -1656,6 +1656,42 @@ class SqliteStore:
         result: tuple[int, int] = await self._lookup(read)
         return result
 
+    # --- URLAUTH (RFC 4467) -------------------------------------------------
+    async def access_key(self, mailbox_id: MailboxId, new: bytes | None = None) -> bytes | None:
+        def get(c: sqlite3.Connection) -> bytes | None:
+            row = c.execute(
+                "SELECT key FROM access_keys WHERE mailbox_id = ?", (mailbox_id,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        if new is None:
+            return await self._lookup(get)
+
+        def job(tx: Tx) -> bytes:
+            try:
+                tx.execute(
+                    "INSERT OR IGNORE INTO access_keys (mailbox_id, key) VALUES (?, ?)",
+                    (mailbox_id, new),
+                )
+            except sqlite3.IntegrityError:  # the mailbox does not exist (foreign key)
+                raise NotFound(f"no mailbox with id {mailbox_id}") from None
+            key = get(tx.conn)
+            assert key is not None
+            return key
+
+        return await self._write(job)
+
+    async def reset_access_keys(self, user_id: UserId, mailbox_id: MailboxId | None = None) -> None:
+        sql = (
+            "DELETE FROM access_keys WHERE mailbox_id IN "
+            "(SELECT id FROM mailboxes WHERE user_id = ? AND (? IS NULL OR id = ?))"
+        )
+
+        def job(tx: Tx) -> None:
+            tx.execute(sql, (user_id, mailbox_id, mailbox_id))
+
+        await self._write(job)
+
     # --- change feed -------------------------------------------------------
     def subscribe(self, user_id: UserId) -> Subscription:
         self._require_db()
