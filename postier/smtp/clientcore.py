@@ -294,7 +294,8 @@ class Transaction:
     (None when never sent because MAIL was refused without PIPELINING); after a 421
     every reply still due is that 421. `data` is the final reply to the message
     (after the dot, or to BDAT LAST); None when no message was sent.
-    `data_command` is the reply to DATA itself (354 or not); None with BDAT."""
+    `data_command` is the reply to DATA itself (354 or not), or the 421 that ended
+    the session before the message could go; otherwise None with BDAT."""
 
     mail: ServerReply
     rcpts: tuple[ServerReply | None, ...]
@@ -462,7 +463,7 @@ class ClientConnection:
         self._return = State.READY  # where COMMAND goes back to
         self._tls = tls
         self._eof = False
-        self._out = bytearray()
+        self._out: list[bytes] = []  # joined once by data_to_send (a message is large)
         self._events: deque[Event] = deque()
         self._due: deque[tuple[_Step, int]] = deque([(_Step.GREETING, 0)])
         self._closed_reason = ""
@@ -541,7 +542,7 @@ class ClientConnection:
 
     def data_to_send(self) -> bytes:
         """Command bytes queued so far, in order; empties the queue."""
-        out = bytes(self._out)
+        out = b"".join(self._out)
         self._out.clear()
         return out
 
@@ -663,7 +664,7 @@ class ClientConnection:
         return self.data_to_send()
 
     def _send(self, line: str, step: _Step, index: int = 0) -> None:
-        self._out += line.encode("utf-8") + b"\r\n"
+        self._out.append(line.encode("utf-8") + b"\r\n")
         self._due.append((step, index))
 
     def _close(self, reason: str) -> None:
@@ -770,10 +771,10 @@ class ClientConnection:
             if reply.code != 354:
                 self._reset_or_finish(tx)
             elif tx.accepted:
-                self._out += dot_stuff(tx.message)  # RFC 5321 §4.5.2
+                self._out.append(dot_stuff(tx.message))  # RFC 5321 §4.5.2
                 self._due.append((_Step.MESSAGE, 0))
             else:
-                self._out += b".\r\n"  # RFC 2920 §3.1: DATA went through anyway; end it empty
+                self._out.append(b".\r\n")  # RFC 2920 §3.1: DATA went through anyway; end it empty
                 self._due.append((_Step.EMPTY, 0))
         elif step is _Step.MESSAGE:
             tx.data = reply
@@ -791,7 +792,7 @@ class ClientConnection:
     def _send_message(self, tx: _Tx) -> None:
         if tx.chunking:
             body = tx.message if tx.message.endswith(b"\r\n") else tx.message + b"\r\n"
-            self._out += f"BDAT {len(body)} LAST\r\n".encode() + body  # RFC 3030 §2
+            self._out += [f"BDAT {len(body)} LAST\r\n".encode(), body]  # RFC 3030 §2
             self._due.append((_Step.MESSAGE, 0))
         else:
             self._send("DATA", _Step.DATA)
@@ -812,9 +813,8 @@ class ClientConnection:
             for i in range(first, len(tx.rcpts)):
                 tx.rcpts[i] = reply
                 self._events.append(RecipientResult(i, tx.addresses[i], reply))
-        pipelined_data = step in (_Step.MAIL, _Step.RCPT) and tx.pipelined and not tx.chunking
-        if step is _Step.DATA or pipelined_data:
-            tx.data_command = reply
+        if step in (_Step.MAIL, _Step.RCPT, _Step.DATA):
+            tx.data_command = reply  # the message can no longer go: say why
         if step is _Step.MESSAGE:
             tx.data = reply
 

@@ -327,7 +327,26 @@ CASES = [
         [
             rr(0, BYE421),
             rr(1, BYE421),
-            TransactionDone(Transaction(rep(OK_MAIL), (rep(BYE421), rep(BYE421)))),
+            TransactionDone(
+                Transaction(rep(OK_MAIL), (rep(BYE421), rep(BYE421)), None, rep(BYE421))
+            ),
+            ConnectionClosed("the server closed the session: 421 4.4.2 closing"),
+        ],
+        state=State.CLOSED,
+    ),
+    Case(
+        # the accepted recipient learns the 421 too (data_command): next MX, RFC 5321 §3.8
+        "421-bdat-envelope",
+        CHUNK,
+        tx2,
+        r(OK_MAIL, OK_RCPT, BYE421),
+        ENVELOPE2,
+        [
+            rr(0, OK_RCPT),
+            rr(1, BYE421),
+            TransactionDone(
+                Transaction(rep(OK_MAIL), (rep(OK_RCPT), rep(BYE421)), None, rep(BYE421))
+            ),
             ConnectionClosed("the server closed the session: 421 4.4.2 closing"),
         ],
         state=State.CLOSED,
