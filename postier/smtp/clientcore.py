@@ -437,7 +437,6 @@ class _Tx:
     rcpts: list[ServerReply | None] = field(default_factory=list)
     data_command: ServerReply | None = None
     data: ServerReply | None = None
-    next_rcpt: int = 0  # lock-step: index of the next RCPT reply expected
 
     @property
     def accepted(self) -> bool:
@@ -549,6 +548,7 @@ class ClientConnection:
     def ehlo(self, name: str) -> bytes:
         """EHLO (RFC 5321 §4.1.1.1); HELO follows by itself when EHLO is refused as
         unknown (RFC 5321 §3.2). Ends with `EhloDone`."""
+        _check_line(name)
         self._begin("ehlo", State.EHLO)
         self._ehlo_name = name
         self.extensions = MappingProxyType({})
@@ -675,6 +675,7 @@ class ClientConnection:
 
     def _violation(self, what: str) -> NoReturn:
         self._close(what)
+        self._events.clear()  # nothing the broken input completed is believed
         raise ProtocolViolation(what)
 
     def _on_reply(self, reply: ServerReply) -> None:

@@ -566,7 +566,10 @@ def test_plaintext_after_starttls_220_is_a_violation() -> None:
     conn.receive_data(r("220 2.0.0 go", "250 injected"))
     with pytest.raises(ProtocolViolation, match="after the STARTTLS 220"):
         conn.next_event()
-    assert conn.closed
+    assert conn.closed and not conn.tls
+    assert conn.next_event() == ConnectionClosed(
+        "data after the STARTTLS 220 reply (injection attempt?)"
+    )  # and not the TlsReady the injected bytes came with
 
 
 @pytest.mark.parametrize(
@@ -623,6 +626,8 @@ def test_calls_out_of_state_and_injection_are_refused() -> None:
         conn.transaction("a@b.test", [Recipient("x@y.test>\r\nRCPT TO:<evil@z.test")], MSG)
     with pytest.raises(ValueError, match="CR or LF"):
         conn.command("NOOP\r\nQUIT")
+    with pytest.raises(ValueError, match="CR or LF"):
+        conn.ehlo("client.test\nMAIL FROM:<x@y.test>")
     assert conn.state is State.READY and conn.data_to_send() == b""
     conn.rset()
     with pytest.raises(LocalProtocolError):
