@@ -26,7 +26,8 @@ Rules:
   `reject(reply)`; calling `next_event()` before answering is a `LocalProtocolError`.
 - The core decides what the RFCs decide and queues those replies itself: syntax 501,
   sequence 503, unknown command 500, not implemented 502, line too long 500 5.5.2,
-  message size 552 5.3.4, too many recipients 452 4.5.3, bare LF/CR 554 5.5.2, AUTH
+  message size 552 5.3.4, too many recipients 452 4.5.3, bare LF/CR 554 5.5.2, an
+  empty message (zero octets, by DATA or BDAT) 554 5.6.0, AUTH
   framing (334 / 501 / 504 / 538). Policy (which sender, recipient, credentials,
   message) comes back through `accept`/`reject`.
 - Every 4xx/5xx reply (the core's or the adapter's) counts as an error; an accepted
@@ -142,6 +143,7 @@ from postier.smtp.replies import (
     R554_BARE_LF,
     R554_BURL_TOO_BIG,
     R554_EARLY_TALKER,
+    R554_EMPTY_MESSAGE,
     R554_NO_VALID_RECIPIENTS,
     R555_UNSUPPORTED_PARAMETER,
     Reply,
@@ -1027,6 +1029,8 @@ class ServerConnection:
 
     def _finish_message(self) -> None:
         error = self._data_error
+        if error is None and self._data_size == 0:
+            error = R554_EMPTY_MESSAGE  # a bare "." is no message (RFC 5322 §3.6: From:, Date:)
         if error is not None:
             self._end_transaction()
             self._events.append(DataRejected(error))
@@ -1082,6 +1086,10 @@ class ServerConnection:
             else:  # out of sequence: nothing changes
                 self._state = self._bdat_return
                 self._send(error)
+        elif self._bdat_last and self._data_size == 0:  # "BDAT 0 LAST" alone: no message
+            self._end_transaction()
+            self._events.append(DataRejected(R554_EMPTY_MESSAGE))
+            self._send(R554_EMPTY_MESSAGE)
         elif self._bdat_last:
             self._state = State.READY
             self._events.append(DataEnd(self._data_size))

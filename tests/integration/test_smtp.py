@@ -702,3 +702,18 @@ def test_connection_limit_per_client(tmp_path: Path) -> None:
             assert d.reply().startswith(b"220 ")
     finally:
         srv.stop()
+
+
+def test_empty_message_refused_in_data_and_bdat(server: ServerThread) -> None:
+    with Raw(server.port("mx")) as r:
+        assert r.reply().startswith(b"220 ")
+        r.cmd(b"EHLO c.test")
+        assert r.cmd(b"MAIL FROM:<s@remote.test>") == b"250 2.1.0 Ok\r\n"
+        assert r.cmd(b"RCPT TO:<alice@example.test>") == b"250 2.1.5 Ok\r\n"
+        assert r.cmd(b"DATA").startswith(b"354 ")
+        assert r.cmd(b".") == b"554 5.6.0 Message is empty\r\n"
+        assert r.cmd(b"MAIL FROM:<s@remote.test>") == b"250 2.1.0 Ok\r\n"
+        assert r.cmd(b"RCPT TO:<alice@example.test>") == b"250 2.1.5 Ok\r\n"
+        assert r.cmd(b"BDAT 0 LAST") == b"554 5.6.0 Message is empty\r\n"
+        assert r.cmd(b"QUIT").startswith(b"221 ")
+    assert inbox(server, "alice@example.test") == []

@@ -667,7 +667,6 @@ def test_greeting_421_closes() -> None:
 
 DATA_CASES = [
     pytest.param(b"Subject: hi\r\n\r\nbody\r\n.\r\n", b"Subject: hi\r\n\r\nbody\r\n", id="simple"),
-    pytest.param(b".\r\n", b"", id="empty"),
     pytest.param(b"a\r\n..b\r\n.\r\n", b"a\r\n.b\r\n", id="dot-stuffed"),
     pytest.param(b"..\r\n.\r\n", b".\r\n", id="dot-stuffed-first-line"),
     pytest.param(b"a\r\n...\r\n.\r\n", b"a\r\n..\r\n", id="two-dots"),
@@ -689,6 +688,46 @@ def test_data_unstuffing(msg: bytes, content: bytes) -> None:
         ConnectionClosed(),
     ]
     assert b"".join(run.chunks) == content
+
+
+EMPTY = "554 5.6.0 Message is empty"
+
+
+def test_empty_data_is_refused_and_ends_transaction() -> None:
+    check(
+        mail(b".\r\n") + b"RCPT TO:<c@d.test>\r\nNOOP\r\n",
+        ENVELOPE_REPLIES + r(GO_AHEAD, EMPTY, "503 5.5.1 Error: need MAIL command", OK),
+        events=[
+            *ENVELOPE_EVENTS,
+            DataStart(chunking=False),
+            DataRejected(Reply(554, "5.6.0", "Message is empty")),
+            ConnectionClosed(),
+        ],
+    )
+
+
+def test_empty_line_is_not_an_empty_message() -> None:
+    run = check(mail(b"\r\n.\r\n"), ENVELOPE_REPLIES + r(GO_AHEAD, QUEUED))
+    assert run.events[-2] == DataEnd(2)
+
+
+def test_bdat_zero_last_alone_is_refused() -> None:
+    check(
+        ENVELOPE + b"BDAT 0 LAST\r\nMAIL FROM:<a@b.test>\r\n",
+        ENVELOPE_REPLIES + r(EMPTY, SENDER_OK),
+        events=[
+            *ENVELOPE_EVENTS,
+            DataStart(chunking=True),
+            DataRejected(Reply(554, "5.6.0", "Message is empty")),
+            MailFrom(Address("a", Domain("b.test")), MailParams()),
+            ConnectionClosed(),
+        ],
+    )
+    # zero-sized chunks before the last one add up to nothing either
+    check(
+        ENVELOPE + b"BDAT 0\r\nBDAT 0 LAST\r\n",
+        ENVELOPE_REPLIES + r("250 2.0.0 Ok: 0 bytes", EMPTY),
+    )
 
 
 def test_data_then_second_transaction() -> None:
