@@ -122,6 +122,11 @@ class SmtpLimits:
     spool_threshold: int = doc(
         "messages larger than this are spooled to disk while received", default=256 * 1024
     )
+    max_hops: int = doc(
+        "a message whose header has more Received: and Delivered-To: fields than this is "
+        "refused as a mail loop (554 5.4.6; Postfix's hopcount_limit)",
+        default=50,
+    )
     bare_lf: str = doc(
         '"reject" a bare LF/CR in DATA (554), or "normalize" it to CRLF', default="reject"
     )

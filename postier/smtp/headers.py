@@ -2,8 +2,14 @@
 trace and completion fields the server adds.
 
 Rules:
-- Only the header block is looked at (bytes up to the first empty line); the
-  body is never parsed or copied here.
+- Only the header block is looked at; the body is never parsed or copied here.
+- The header ends at the first line that is neither a header field nor the
+  continuation of one (RFC 5322 §2.1, §2.2; a field name may be followed by
+  white space before its colon, §4.5.3): an empty line, or the first line of
+  a body whose sender forgot the empty line. In the second case
+  `HeaderScanner` inserts the empty line, as Postfix's cleanup does, so every
+  later reader (DKIM, the MIME parser, IMAP clients) sees a well-formed
+  message and the text is the body it was meant to be.
 - Added fields are prepended (Received:, Return-Path:) or appended at the end
   of the header block (Date:, Message-ID:), never rewritten in place: the
   bytes the client sent stay byte-identical below what we add.
@@ -19,6 +25,115 @@ import time
 from dataclasses import dataclass
 
 _FIELD_START = re.compile(rb"(?m)^([!-9;-~]+)[ \t]*:")
+# RFC 5322 §3.6.8: field-name = 1*ftext (%d33-57 / %d59-126); §4.5.3: WSP before ":".
+# Anchored matches on at most MAX_FIELD_PREFIX octets: linear, the classes are disjoint.
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_MAYBE_FIELD = re.compile(rb"[!-9;-~]*[ \t]*")
+MAX_FIELD_PREFIX = 998  # RFC 5322 §2.1.1: no line (so no name and colon) is longer
+#: fields that count as a hop (Postfix's hopcount_limit counts Received:; Delivered-To:
+#: marks a local loop)
+HOP_FIELDS = frozenset({b"received", b"delivered-to"})
+
+
+class HeaderScanner:
+    """Client bytes in, message bytes out: finds where the header ends while the
+    message streams in, counts hops, and adds the empty line a body needs.
+
+    `feed` returns the bytes to store, holding back only the start of a line not
+    yet known to be a field (at most `MAX_FIELD_PREFIX` octets), so the empty
+    line can be inserted before it. `close` returns what is held back at the end
+    of the data. Cost: one `find` per header line plus an anchored match of the
+    line's start; after the header, `feed` returns its input untouched.
+    """
+
+    def __init__(self) -> None:
+        self.done = False  # the end of the header has been seen
+        self.inserted = False  # we added the empty line between header and body
+        self.header_length = 0  # output octets of the header fields, line ends included
+        self.body_offset = 0  # output octets before the body (after the empty line)
+        self.hops = 0  # Received: and Delivered-To: fields in the header
+        self._emitted = 0  # output octets returned so far
+        self._pending = b""  # the start of a line not classified yet
+        self._in_field = False  # inside a field's line: the rest of it is skipped
+        self._any_field = False  # a continuation line needs a field before it
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return data
+        buf = self._pending + data if self._pending else data
+        self._pending = b""
+        pos, n = 0, len(buf)
+        while pos < n:
+            if self._in_field:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    pos = n
+                    break
+                pos = nl + 1
+                self._in_field = False
+                continue
+            c = buf[pos]
+            if c == 0x0A:  # an empty line (LF alone: BDAT is raw) ends the header
+                return self._end(buf, pos, pos + 1)
+            if c == 0x0D:
+                if pos + 1 == n:
+                    self._pending = buf[pos:]  # CR: an empty line, or not
+                    break
+                if buf[pos + 1] == 0x0A:
+                    return self._end(buf, pos, pos + 2)
+                return self._body_starts(buf, pos)
+            if c in (0x20, 0x09):  # RFC 5322 §2.2.3: folded, continues the field above
+                if not self._any_field:
+                    return self._body_starts(buf, pos)
+                self._in_field = True
+                continue
+            window = buf[pos : pos + MAX_FIELD_PREFIX]
+            m = _FIELD_NAME.match(window)
+            if m is not None:
+                if m.group(1).lower() in HOP_FIELDS:
+                    self.hops += 1
+                self._any_field = self._in_field = True
+                pos += m.end()
+                continue
+            if (
+                pos + len(window) == n
+                and len(window) < MAX_FIELD_PREFIX
+                and _MAYBE_FIELD.fullmatch(window)
+            ):
+                self._pending = window  # may still become a field name: wait for more
+                break
+            return self._body_starts(buf, pos)
+        out = buf[: n - len(self._pending)]
+        self._emitted += len(out)
+        return out
+
+    def close(self) -> bytes:
+        """The end of the data: classify what is held back and return it."""
+        if self.done:
+            return b""
+        rest, self._pending = self._pending, b""
+        if rest and rest != b"\r" and _FIELD_NAME.match(rest) is None:
+            return self._body_starts(rest, 0)  # a last line that is no field is body
+        self.done = True
+        self.header_length = self.body_offset = self._emitted + len(rest)
+        self._emitted += len(rest)
+        return rest
+
+    def _end(self, buf: bytes, blank: int, body: int) -> bytes:
+        self.done = True
+        self.header_length = self._emitted + blank
+        self.body_offset = self._emitted + body
+        self._emitted += len(buf)
+        return buf
+
+    def _body_starts(self, buf: bytes, pos: int) -> bytes:
+        """The line at `pos` is the body's first: the header had no empty line."""
+        self.done = self.inserted = True
+        self.header_length = self._emitted + pos
+        self.body_offset = self.header_length + 2
+        out = buf[:pos] + b"\r\n" + buf[pos:]
+        self._emitted += len(out)
+        return out
 
 
 @dataclass(frozen=True)

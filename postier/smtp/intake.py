@@ -19,6 +19,10 @@ Rules:
   (Return-Path:, Received:) are written first, so nothing is ever copied to
   prepend them. Remote copies keep that Return-Path:; the outbound client drops
   a leading Return-Path: when it transmits (RFC 5321 §4.4).
+- The header's end is found while it streams in (`headers.HeaderScanner`): a
+  header without the empty line before the body gets one, and more than
+  `smtp.limits.max_hops` Received:/Delivered-To: fields is a mail loop,
+  refused at end of data with ``554 5.4.6`` on every listener (RFC 5321 §6.3).
 - `finish()` answers 250 only after `Store.deliver` returned: the blob and every
   mailbox row and queue entry are durable (DESIGN.md rule zero).
 - Filters (`postier.filters`) vote at connect, HELO, MAIL, RCPT (only for a
@@ -51,7 +55,7 @@ from postier.queue.ids import new_qid
 from postier.smtp import headers as hdr
 from postier.smtp.address import Address, AddressError
 from postier.smtp.events import MailParams, RcptParams
-from postier.smtp.replies import Reply
+from postier.smtp.replies import R554_TOO_MANY_HOPS, Reply
 from postier.store.models import (
     DeliveryTarget,
     NewQueueEntry,
@@ -130,9 +134,11 @@ class Envelope:
 class Spool:
     """The message being received: trace fields first, then the client's bytes.
 
-    Held in memory up to `threshold` bytes, then moved to a file in `directory`.
-    `on_header` is called once with the header block (or as much of it as fits
-    the threshold) and returns more fields to put on top, or raises `Refused`.
+    The client's bytes go through a `headers.HeaderScanner` (the empty line a
+    header lacks is added, hops are counted), then are held in memory up to
+    `threshold` bytes and moved to a file in `directory` beyond. `on_header` is
+    called once with the header block (or as much of it as fits the threshold)
+    and returns more fields to put on top, or raises `Refused`.
     """
 
     def __init__(
@@ -150,23 +156,24 @@ class Spool:
         self._dir = directory
         self._file: int | None = None
         self._file_prefix = 0  # bytes of trace fields at the start of the spool file
+        self._scanner = hdr.HeaderScanner()
         self.path: Path | None = None
         self.header_seen = False
         self.header: hdr.HeaderView | None = None
 
     def write(self, data: bytes) -> None:
-        if self._file is not None:
-            os.write(self._file, data)
+        scanner = self._scanner
+        if not scanner.done:
+            data = scanner.feed(data)
+        if data:
             self._size += len(data)
-            return
-        self._parts.append(data)
-        self._size += len(data)
-        if not self.header_seen:
-            joined = b"".join(self._parts)
-            self._parts = [joined]
-            if b"\r\n\r\n" in joined or joined.startswith(b"\r\n"):
-                self._saw_header(joined)
-        if self._size > self._threshold:
+            if self._file is not None:
+                os.write(self._file, data)
+                return
+            self._parts.append(data)
+        if scanner.done and not self.header_seen:
+            self._saw_header(b"".join(self._parts))
+        if self._file is None and self._size > self._threshold:
             self._spill()
 
     def _spill(self) -> None:
@@ -188,22 +195,36 @@ class Spool:
 
     @property
     def size(self) -> int:
+        """Octets of the message as stored, without the trace fields."""
         return self._size
 
+    @property
+    def hops(self) -> int:
+        """Received: and Delivered-To: fields in the client's header."""
+        return self._scanner.hops
+
+    @property
+    def inserted_blank_line(self) -> bool:
+        """The client's header had no empty line before the body; we added it."""
+        return self._scanner.inserted
+
     def ensure_header(self) -> hdr.HeaderView:
-        """The header view, for a message whose data ended before its header did."""
+        """The end of the data: flush what the header scanner held back; the
+        header view, also for a message whose data ended before its header did."""
+        if not self._scanner.done:
+            self.write(self._scanner.close())
         if not self.header_seen:
             self._saw_header(b"".join(self._parts))
         assert self.header is not None
         return self.header
 
     def content(self, limit: int) -> bytes | None:
-        """The client's bytes (no trace fields) when at most `limit` long, else None.
+        """The message (no trace fields) when at most `limit` long, else None.
         Blocking for a spooled message (reads the file)."""
+        self.ensure_header()
         if self._size > limit:
             return None
         if self._file is None:
-            self.ensure_header()
             return b"".join(self._parts)
         assert self.path is not None
         with open(self.path, "rb") as f:
@@ -218,6 +239,7 @@ class Spool:
         `insert` goes right below the trace fields; header fields for which
         `drop(name, value)` is true are removed from the client's header. For a
         spooled message either means one copy to a new file (blocking)."""
+        self.ensure_header()
         if self._file is not None:
             os.close(self._file)
             self._file = None
@@ -225,7 +247,6 @@ class Spool:
             if not insert and drop is None:
                 return self.path
             return self._rewrite(insert, drop)
-        self.ensure_header()
         return self._prefix + insert + _edit_header(b"".join(self._parts), drop)
 
     def _rewrite(self, insert: bytes, drop: Callable[[str, str], bool] | None) -> Path:
@@ -246,8 +267,14 @@ class Spool:
         return new
 
     def _saw_header(self, data: bytes) -> None:
+        """`data`: the stored bytes so far, from the start of the client's header."""
         self.header_seen = True
-        self.header = hdr.HeaderView.of(data)
+        scanner = self._scanner
+        if scanner.done:
+            self.header = hdr.HeaderView(data[: scanner.header_length], scanner.body_offset)
+        else:  # spilled inside a huge header: its complete lines so far
+            end = data.rfind(b"\n") + 1
+            self.header = hdr.HeaderView(data[:end], end)
         if self._on_header is not None:
             self._prefix += self._on_header(self.header)
 
@@ -279,6 +306,7 @@ class Intake:
         self.hostname = app.settings.server.hostname
         self.spool_dir = app.settings.server.data_dir / "spool"
         self.threshold = app.settings.smtp.limits.spool_threshold
+        self.max_hops = app.settings.smtp.limits.max_hops
         # one resolver and one filter set per process, shared by every listener
         resolver: Resolver = app.services.get("resolver") or make_resolver(app.settings.dns)
         app.services.setdefault("resolver", resolver)
@@ -413,7 +441,10 @@ class Intake:
     async def finish(self, s: SessionInfo, env: Envelope, spool: Spool) -> Reply:
         """Make the message durable for every recipient, then (only then) 250."""
         spool.ensure_header()
-        refusal = await self.check_from_owner(s, spool)
+        refusal = None
+        if spool.hops > self.max_hops:  # RFC 5321 §6.3: a loop, not a message to keep
+            refusal = R554_TOO_MANY_HOPS
+        refusal = refusal or await self.check_from_owner(s, spool)
         if refusal is not None:
             spool.discard()
             self._log(s, env, spool.size, str(refusal))

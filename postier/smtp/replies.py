@@ -179,6 +179,7 @@ R554_BURL_NOT_RESOLVED = _r(554, "5.6.6", "IMAP URL resolution failed")
 R554_BURL_AUTH_FAILED = _r(554, "5.7.0", "IMAP URL authorization failed")
 R554_BURL_TRUST_REQUIRED = _r(554, "5.7.8", "URL resolution requires trust relationship")
 R554_NO_VALID_RECIPIENTS = _r(554, "5.5.1", "Error: no valid recipients")
+R554_TOO_MANY_HOPS = _r(554, "5.4.6", "Too many hops")  # RFC 5321 §6.3; RFC 3463 X.4.6 loop
 R554_EMPTY_MESSAGE = _r(554, "5.6.0", "Message is empty")  # zero octets: nothing to deliver
 R554_NO_SERVICE = _r(554, "5.3.2", "No SMTP service here")  # RFC 5321 §3.1 greeting
 R554_EARLY_TALKER = _r(554, "5.5.0", "Error: SMTP protocol synchronization")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import re
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from postier.filters.virus import EICAR
 from tests.integration.smtp_helpers import Raw, body_after_trace, inbox
 from tests.support.dnsserver import DnsTestServer, dns_server  # noqa: F401 (fixture)
-from tests.support.server import ServerThread, thread_server
+from tests.support.server import PASSWORD, ServerThread, thread_server
 from tests.unit.mailauth.dkim_keys import rsa_key, sign
 
 MSG = (
@@ -317,3 +318,33 @@ def test_dnsbl_listing_scores_or_rejects(tmp_path):
             )
         finally:
             srv.stop()
+
+
+# --- a message typed by hand, with no empty line after its header --------------------
+
+
+def test_hand_typed_message_without_empty_line_is_delivered(dmarc_mx):
+    """The session of a person on port 25 (lower-case commands, no empty line between
+    the Subject: and the text). Postfix's cleanup ends the header at the first line
+    that is no field; before this, dkimpy raised inside the DKIM stage: 451 forever."""
+    with Raw(dmarc_mx.port("mx")) as r:
+        assert r.reply().startswith(b"220 ")
+        assert r.cmd(b"helo client.good.test") == b"250 mail.example.test\r\n"
+        assert r.cmd(b"mail from:<alice@good.test>") == b"250 2.1.0 Ok\r\n"
+        assert r.cmd(b"rcpt to:<bob@example.test>") == b"250 2.1.5 Ok\r\n"
+        assert r.cmd(b"data").startswith(b"354 ")
+        r.send(b"subject: A l'attention de Nicolas\r\n")
+        r.send(b"Bonjour Nicolas, voici le dossier.\r\n")
+        reply = r.cmd(b".")
+        qid_of(reply)
+    [stored] = inbox(dmarc_mx, "bob@example.test")
+    assert body_after_trace(stored) == (
+        b"subject: A l'attention de Nicolas\r\n\r\nBonjour Nicolas, voici le dossier.\r\n"
+    )
+    with imaplib.IMAP4("127.0.0.1", dmarc_mx.port("imap")) as imap:
+        imap.login("bob@example.test", PASSWORD)
+        imap.select("INBOX")
+        typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT])")
+    assert typ == "OK"
+    assert data[0][1] == b"subject: A l'attention de Nicolas\r\n\r\n"
+    assert data[1][1] == b"Bonjour Nicolas, voici le dossier.\r\n"

@@ -704,6 +704,51 @@ def test_connection_limit_per_client(tmp_path: Path) -> None:
         srv.stop()
 
 
+# --- hop limit and empty messages (issue 11) ------------------------------------------
+
+
+def _hops(n: int) -> bytes:
+    received = b"".join(
+        b"Received: from h%d.remote.test by h%d.remote.test; Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+        % (i, i + 1)
+        for i in range(n)
+    )
+    return received + MESSAGE
+
+
+def test_mx_refuses_a_mail_loop_above_50_hops(server: ServerThread) -> None:
+    with smtplib.SMTP("127.0.0.1", server.port("mx")) as c:
+        c.ehlo("client.remote.test")
+        c.mail("sender@remote.test")
+        c.rcpt("alice@example.test")
+        assert c.data(_hops(200)) == (554, b"5.4.6 Too many hops")
+        c.mail("sender@remote.test")
+        c.rcpt("alice@example.test")
+        # Delivered-To: counts too (a local loop through an alias)
+        assert c.data(b"Delivered-To: alice@example.test\r\n" + _hops(50)) == (
+            554,
+            b"5.4.6 Too many hops",
+        )
+        c.mail("sender@remote.test")
+        c.rcpt("alice@example.test")
+        code, _ = c.data(_hops(50))  # Postfix's hopcount_limit: 50 is still fine
+        assert code == 250
+    [stored] = inbox(server, "alice@example.test")
+    assert stored.endswith(_hops(50))
+    assert stored.count(b"\r\nReceived: ") == 51  # ours below Return-Path:, then theirs
+
+
+def test_submission_refuses_a_mail_loop_too(server: ServerThread) -> None:
+    with smtplib.SMTP("127.0.0.1", server.port("submission")) as c:
+        c.ehlo("client.test")
+        c.login("alice@example.test", PASSWORD)
+        c.mail("alice@example.test")
+        c.rcpt("bob@example.test")
+        message = _hops(51).replace(b"Sender <sender@remote.test>", b"alice@example.test")
+        assert c.data(message) == (554, b"5.4.6 Too many hops")
+    assert inbox(server, "bob@example.test") == []
+
+
 def test_empty_message_refused_in_data_and_bdat(server: ServerThread) -> None:
     with Raw(server.port("mx")) as r:
         assert r.reply().startswith(b"220 ")
