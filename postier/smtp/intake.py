@@ -11,6 +11,11 @@ the two roles a listener has:
   queued; Date: and Message-ID: are added when missing (RFC 6409 §8).
 
 Rules:
+- ``postmaster@D`` and ``abuse@D`` are accepted for every local domain D even
+  when no user or alias has the name (RFC 5321 §4.5.1, RFC 2142 §4): an alias
+  or user of that name wins, else the domain's first account (`_role_fallback`);
+  ``<Postmaster>`` without a domain (which the core names postmaster@hostname)
+  is postmaster of the primary domain. They are never greylisted.
 - Local parts are never interpreted: ``%``, ``!``, quoted ``@`` and source routes
   (stripped by the core) cannot route mail elsewhere. A domain matches ours
   case-insensitively and with or without a trailing dot, nothing looser.
@@ -58,9 +63,11 @@ from postier.smtp.events import MailParams, RcptParams
 from postier.smtp.replies import R554_TOO_MANY_HOPS, Reply
 from postier.store.models import (
     DeliveryTarget,
+    Domain,
     NewQueueEntry,
     QueueId,
     QueueRecipient,
+    Resolution,
     User,
 )
 
@@ -86,6 +93,8 @@ def R452_MAILBOX_FULL(address: str) -> Reply:
     return Reply(452, "4.2.2", f"<{address}>: Mailbox full, try again later")
 
 
+#: RFC 5321 §4.5.1 (postmaster) and RFC 2142 §4 (abuse): accepted for every local domain
+ROLE_LOCALPARTS = frozenset({"postmaster", "abuse"})
 R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 R553_NULL_SENDER = Reply(553, "5.7.1", "Null sender not allowed on submission")
 R550_NO_FROM = Reply(550, "5.6.0", "Message has no From: header")
@@ -304,6 +313,7 @@ class Intake:
         self.app = app
         self.store = app.store
         self.hostname = app.settings.server.hostname
+        self.hostname_key = self.hostname.lower().rstrip(".")
         self.spool_dir = app.settings.server.data_dir / "spool"
         self.threshold = app.settings.smtp.limits.spool_threshold
         self.max_hops = app.settings.smtp.limits.max_hops
@@ -361,7 +371,14 @@ class Intake:
         ctx = self._ctx(s)
         if ctx.qid:
             env.qid = QueueId(ctx.qid)  # the QID the MAIL verdicts were traced under
+        role = rcpt.localpart.lower() in ROLE_LOCALPARTS
         domain = await self.store.get_domain(rcpt.domain.ascii)
+        key = rcpt.key
+        if domain is None and rcpt.key == f"postmaster@{self.hostname_key}":
+            # RFC 5321 §4.5.1: <Postmaster> (the core names it postmaster@hostname)
+            primary = await self._primary_domain()
+            if primary is not None:
+                domain, key = primary, f"postmaster@{primary.name}"
         if domain is None:
             if s.role == "submission" and s.user is not None:
                 refusal = await self._filter_rcpt(ctx, rcpt)
@@ -370,7 +387,9 @@ class Intake:
                 env.recipients.append(Recipient(rcpt, params, remote=(str(rcpt),)))
                 return R250_RECIPIENT_OK
             return R554_RELAY_DENIED(str(rcpt))
-        res = await self.store.resolve(rcpt.key)
+        res = await self.store.resolve(key)
+        if not res.found and role:
+            res = await self._role_fallback(domain.name)
         if not res.found:
             return R550_NO_SUCH_USER(str(rcpt))
         for user in res.users:
@@ -378,12 +397,45 @@ class Intake:
                 used, limit = await self.store.quota_usage(user.id)
                 if limit and used >= limit:
                     return R452_MAILBOX_FULL(str(rcpt))
-        refusal = await self._filter_rcpt(ctx, rcpt)
-        if refusal is not None:
-            return refusal
+        if role:  # never greylisted: reports about abuse and bounces must get through
+            ctx.recipient = str(rcpt)
+            ctx.recipients.append(str(rcpt))
+        else:
+            refusal = await self._filter_rcpt(ctx, rcpt)
+            if refusal is not None:
+                return refusal
         ctx.local_users.extend(u.id for u in res.users)
         env.recipients.append(Recipient(rcpt, params, users=res.users, remote=res.remote))
         return R250_RECIPIENT_OK
+
+    async def _primary_domain(self) -> Domain | None:
+        """The server's own domain: the local domain that is the host name or its
+        closest parent (mail.example.com → example.com), else the oldest one."""
+        domains = await self.store.list_domains()
+        by_name = {d.name: d for d in domains}
+        name = self.hostname_key
+        while name:
+            if name in by_name:
+                return by_name[name]
+            name = name.partition(".")[2]
+        return min(domains, key=lambda d: d.created) if domains else None
+
+    async def _role_fallback(self, domain: str) -> Resolution:
+        """Where postmaster@/abuse@ `domain` goes when no user or alias has the name
+        (RFC 5321 §4.5.1, RFC 2142 §4): the domain's first account; for a domain
+        without accounts, the primary domain's first, else the server's first."""
+        candidates = [u for u in await self.store.list_users(domain) if not u.disabled]
+        if not candidates:
+            primary = await self._primary_domain()
+            if primary is not None and primary.name != domain:
+                candidates = [
+                    u for u in await self.store.list_users(primary.name) if not u.disabled
+                ]
+        if not candidates:
+            candidates = [u for u in await self.store.list_users() if not u.disabled]
+        if not candidates:
+            return Resolution()
+        return Resolution(users=(min(candidates, key=lambda u: u.id),))
 
     async def _filter_rcpt(self, ctx: Context, rcpt: Address) -> Reply | None:
         ctx.recipient = str(rcpt)

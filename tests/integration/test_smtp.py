@@ -762,3 +762,70 @@ def test_empty_message_refused_in_data_and_bdat(server: ServerThread) -> None:
         assert r.cmd(b"BDAT 0 LAST") == b"554 5.6.0 Message is empty\r\n"
         assert r.cmd(b"QUIT").startswith(b"221 ")
     assert inbox(server, "alice@example.test") == []
+
+
+# --- postmaster and abuse (RFC 5321 §4.5.1, RFC 2142) ---------------------------------
+
+
+def _rcpt_replies(port: int, rcpts: list[str]) -> list[bytes]:
+    out = []
+    with Raw(port) as r:
+        r.reply()
+        r.cmd(b"EHLO c.remote.test")
+        assert r.cmd(b"MAIL FROM:<s@remote.test>") == b"250 2.1.0 Ok\r\n"
+        for rcpt in rcpts:
+            out.append(r.cmd(f"RCPT TO:<{rcpt}>".encode()))
+        if any(x.startswith(b"250") for x in out):
+            assert r.cmd(b"DATA").startswith(b"354 ")
+            assert r.cmd(b"Subject: to the postmaster\r\n\r\nhello\r\n.").startswith(b"250 ")
+    return out
+
+
+@pytest.mark.parametrize("rcpt", ["Postmaster", "postmaster", "POSTMASTER", "PostMaster"])
+def test_postmaster_without_domain_reaches_the_primary_domain(
+    server: ServerThread, rcpt: str
+) -> None:
+    """<Postmaster> must be accepted (RFC 5321 §4.5.1); it was qualified with the
+    host name (mail.example.test, not a local domain) and refused as relay. With no
+    postmaster alias in example.test it goes to the domain's first account."""
+    assert _rcpt_replies(server.port("mx"), [rcpt]) == [b"250 2.1.5 Ok\r\n"]
+    [stored] = inbox(server, "alice@example.test")
+    assert f"for <{rcpt}@mail.example.test>;".encode() in stored
+    assert inbox(server, "bob@example.test") == []
+
+
+def test_postmaster_and_abuse_of_every_local_domain_are_accepted(server: ServerThread) -> None:
+    server.call(server.store.add_alias("abuse@example.test", ["bob@example.test"]))
+    server.add_user("carol@second.test")
+    server.add_user("dave@second.test")
+    server.call(server.store.add_domain("empty.test"))  # no account at all
+    replies = _rcpt_replies(
+        server.port("mx"),
+        [
+            "postmaster@example.test",  # no alias: the domain's first account (alice)
+            "Abuse@Example.Test",  # an alias: bob
+            "abuse@second.test",  # carol, second.test's first account
+            "postmaster@empty.test",  # the primary domain's first account (alice)
+            "webmaster@example.test",  # not a role this server vouches for
+        ],
+    )
+    assert replies == [b"250 2.1.5 Ok\r\n"] * 4 + [
+        b"550 5.1.1 <webmaster@example.test>: Recipient address rejected: User unknown\r\n"
+    ]
+    assert len(inbox(server, "alice@example.test")) == 1
+    assert len(inbox(server, "bob@example.test")) == 1
+    assert len(inbox(server, "carol@second.test")) == 1
+    assert inbox(server, "dave@second.test") == []
+
+
+def test_postmaster_is_never_greylisted(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, '[greylist]\nallow = []\ndelay = "1h"\n')
+    try:
+        srv.add_user("alice@example.test")
+        assert _rcpt_replies(srv.port("mx"), ["alice@example.test", "postmaster"]) == [
+            b"451 4.7.1 Greylisting in action, please come back later\r\n",
+            b"250 2.1.5 Ok\r\n",
+        ]
+        assert len(inbox(srv, "alice@example.test")) == 1
+    finally:
+        srv.stop()
