@@ -9,8 +9,14 @@ Rules:
   can, unknown charsets fall back to UTF-8 with replacement characters. The one
   deliberate exception is `decode_transfer` with an unknown encoding, which
   raises `UnknownEncoding` so IMAP can answer ``[UNKNOWN-CTE]`` (RFC 3516 §4.1).
-- Only text codecs are used: a charset label naming a bytes-to-bytes codec
-  (``base64_codec``, ``zlib_codec`` …) is treated as unknown.
+- Only charsets are used: a label naming a bytes-to-bytes codec
+  (``base64_codec``, ``zlib_codec``, ``rot13`` …) or a Python text codec that
+  is no charset (``unicode_escape``, ``raw_unicode_escape``, ``idna``,
+  ``punycode``, ``undefined`` …) is treated as unknown.
+- Text out is always valid Unicode: no surrogate code point survives (UTF-7
+  can spell a lone one; SQLite and UTF-8 writers refuse them), it becomes
+  U+FFFD. `from_escaped` turns header text decoded with ``surrogateescape``
+  back into display text the same way `header_text` reads raw octets.
 
 Why hand-written: `email.header.decode_header` raises on malformed input,
 returns mixed bytes/str, and does not join adjacent encoded-words of one
@@ -88,6 +94,14 @@ def decode_transfer(data: bytes, encoding: str | None) -> bytes:
     raise UnknownEncoding(cte)
 
 
+#: Python text codecs that are no MIME charset: escapes that build any code point
+#: (``\\ud800``), IDNA and Punycode (quadratic decoders), and oddities
+_NOT_CHARSETS = frozenset(
+    {"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined", "charmap"}
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _lookup(charset: str) -> str | None:
     name = charset.strip().strip('"').lower()
     name = _CHARSET_ALIASES.get(name, name)
@@ -97,7 +111,33 @@ def _lookup(charset: str) -> str | None:
         return None
     if not getattr(info, "_is_text_encoding", True):
         return None  # base64_codec, zlib_codec, rot13 ...
+    if info.name in _NOT_CHARSETS:
+        return None
     return info.name
+
+
+def valid_text(text: str) -> str:
+    """`text` with every surrogate code point (never valid Unicode text) as U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def from_escaped(text: str) -> str:
+    """Header text decoded with ``surrogateescape`` (raw 8-bit octets kept as
+    lone surrogates) → display text: the octets read as UTF-8 (RFC 6532), else
+    Windows-1252, as `header_text` reads them."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return valid_text(text)
+    return decode_charset(raw, "us-ascii")
 
 
 def decode_charset(data: bytes, charset: str | None) -> str:
@@ -115,7 +155,7 @@ def decode_charset(data: bytes, charset: str | None) -> str:
         except UnicodeDecodeError:
             return data.decode(name or "utf-8", "replace")
     try:
-        return data.decode(name, "replace")
+        return valid_text(data.decode(name, "replace"))  # UTF-7 can spell a lone surrogate
     except (LookupError, ValueError, TypeError):  # pragma: no cover - defensive
         return data.decode("utf-8", "replace")
 

@@ -2,6 +2,10 @@
 
 Rules:
 - Never raises on any bytes; malformed MIME yields a best-effort summary.
+- Every text field is valid Unicode (no surrogates: the store's database and
+  every UTF-8 writer refuse them): raw 8-bit header octets are read as UTF-8,
+  else Windows-1252 (`encoding.from_escaped`); anything else undecodable is
+  U+FFFD. The raw octets stay in the message itself.
 - `envelope`, `bodystructure` and `body` are IMAP syntax (see `envelope.py`,
   `bodystructure.py`); the text fields are for people: encoded-words decoded
   (RFC 2047), addresses shown as ``Name <box@host>`` joined by ", ", groups as
@@ -21,7 +25,7 @@ from email.utils import parsedate_to_datetime
 
 from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, Address
 from postier.mime.bodystructure import bodystructure
-from postier.mime.encoding import decode_words, header_text
+from postier.mime.encoding import decode_words, from_escaped, header_text, valid_text
 from postier.mime.envelope import addresses, envelope
 from postier.mime.parse import Part, parse
 from postier.mime.preview import preview
@@ -47,13 +51,13 @@ def format_address(a: Address) -> str:
     """One address for display: ``Name <box@host>`` or ``box@host``."""
     if a.host is None:
         return ""
-    name = " ".join(decode_words(a.name).split()) if a.name else ""
+    name = " ".join(decode_words(from_escaped(a.name)).split()) if a.name else ""
     if a.mailbox == MISSING_MAILBOX:
         spec = ""
     elif a.host == MISSING_DOMAIN:
-        spec = a.mailbox or ""
+        spec = from_escaped(a.mailbox or "")
     else:
-        spec = a.addr_spec
+        spec = from_escaped(a.addr_spec)
     if name and spec:
         return f"{name} <{spec}>"
     return name or spec
@@ -75,7 +79,7 @@ def display_addresses(part: Part, name: str) -> str:
     for a in addresses(part, name):
         if a.is_group_start or a.is_group_end:
             close_group()  # an unterminated group ends where the next one starts
-            group = (decode_words(a.mailbox or ""), []) if a.is_group_start else None
+            group = (decode_words(from_escaped(a.mailbox or "")), []) if a.is_group_start else None
             continue
         text = format_address(a)
         if text:
@@ -113,13 +117,13 @@ def _summarize(data: bytes) -> MessageSummary:
         envelope=envelope(root),
         bodystructure=bodystructure(root, extensible=True),
         body=bodystructure(root, extensible=False),
-        subject=header_text(subject) if subject is not None else "",
-        from_=display_addresses(root, "from"),
-        to=display_addresses(root, "to"),
-        cc=display_addresses(root, "cc"),
+        subject=valid_text(header_text(subject)) if subject is not None else "",
+        from_=valid_text(display_addresses(root, "from")),
+        to=valid_text(display_addresses(root, "to")),
+        cc=valid_text(display_addresses(root, "cc")),
         date=parse_date(h.get("date")),
         message_id=message_id.decode("utf-8", "replace").strip() if message_id else "",
-        preview=preview(data, root),
+        preview=valid_text(preview(data, root)),
         header_size=root.body_start - root.header_start,
         crlf_size=crlf_size(data),
     )

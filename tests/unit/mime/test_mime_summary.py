@@ -52,6 +52,50 @@ def test_decode_charset(data, charset, expected):
     assert decode_charset(data, charset) == expected
 
 
+@pytest.mark.parametrize(
+    ("data", "charset", "expected"),
+    [
+        # Python codecs that are no charset: read as unknown (UTF-8, else cp1252)
+        (b"\\ud800", "unicode_escape", "\\ud800"),
+        (b"\\U0001f600", "raw_unicode_escape", "\\U0001f600"),
+        (b"xn--caf-dma", "punycode", "xn--caf-dma"),
+        (b"xn--caf-dma", "idna", "xn--caf-dma"),
+        (b"abc", "undefined", "abc"),
+        (b"abc", "charmap", "abc"),
+        (b"nop", "rot13", "nop"),
+        (b"YWJj", "base64", "YWJj"),
+        (b"x\x9c", "zlib", "x\ufffd"),
+        (b"abc", "bz2_codec", "abc"),
+        (b"616263", "hex", "616263"),
+        # UTF-7 can spell a lone surrogate: it becomes U+FFFD
+        (b"+2D0-x", "utf-7", "\ufffdx"),
+        (b"+2D3eAQ-", "utf-7", "\U0001f601"),  # a real pair stays
+    ],
+)
+def test_decode_charset_refuses_non_charsets_and_surrogates(data, charset, expected):
+    text = decode_charset(data, charset)
+    assert text == expected
+    text.encode("utf-8")  # valid Unicode: never a surrogate
+
+
+def test_summary_text_is_always_valid_unicode():
+    """Raw 8-bit header octets read as UTF-8, else Windows-1252; surrogates → U+FFFD."""
+    data = (
+        b'From: "\xff\xfe" <a@b.test>, =?utf-7?q?+2D0-?= <c@d.test>\r\n'
+        b"To: \xe9t\xe9@b.test, grp: ;\r\nCc: =?utf-7?q?+2D0-?=: ;\r\n"
+        b"Subject: =?utf-7?q?+2D0-x?= =?unicode_escape?q?=5Cud800?=\r\n"
+        b"Content-Type: text/plain; charset=utf-7\r\n\r\n+2D0-body\r\n"
+    )
+    s = summarize(data)
+    assert s.from_ == "\xff\xfe <a@b.test>, \ufffd <c@d.test>"
+    assert s.to == "\xe9t\xe9@b.test, grp:;"
+    assert s.cc == "\ufffd:;"
+    assert s.subject == "\ufffdx\\ud800"
+    assert s.preview == "\ufffdbody"
+    for text in (s.from_, s.to, s.cc, s.subject, s.preview, s.message_id):
+        text.encode("utf-8")
+
+
 def test_decode_qp_and_base64():
     assert decode_qp(b"a=3Db=\r\nc") == b"a=bc"
     assert decode_base64(b"Zm9v\r\nYmFy") == b"foobar"
