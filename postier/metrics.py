@@ -33,6 +33,7 @@ postier_delivery_attempt_seconds         result (delivered, deferred, ...)  queu
 postier_bounces_total                    kind (failure, delay)              queue
 postier_greylist_decisions_total         decision (pass, defer, allow)      filters
 postier_spam_verdicts_total              verdict (ham, spam, reject)        filters
+postier_filter_errors_total              stage, kind (error, timeout)       filters
 postier_logins_total                     protocol, result (ok, failed, ...) auth.service
 postier_store_operation_seconds          operation (method name)            timed_store
 postier_queue_messages (gauge)           state (new, deferred, held)        QueueCollector
@@ -126,6 +127,14 @@ SPAM_VERDICTS = Counter(
     "postier_spam_verdicts",
     "Spam filter verdicts on accepted messages (ham, spam, reject)",
     ["verdict"],
+    registry=REGISTRY,
+)
+FILTER_ERRORS = Counter(
+    "postier_filter_errors",
+    "Filter stages that could not judge a message, by stage and kind: error (the "
+    "stage raised: our bug, the traceback is logged) or timeout (its CPU-bound work "
+    "ran past filters.scan_timeout); the message went on with a small score",
+    ["stage", "kind"],
     registry=REGISTRY,
 )
 LOGINS = Counter(

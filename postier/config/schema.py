@@ -306,9 +306,17 @@ class FilterSettings:
         "filter stages run for authenticated submission (587, 465)", default=("virus", "clamd")
     )
     max_scan_size: int = doc(
-        "messages larger than this (bytes) skip the content stages "
-        "(DKIM, headers, virus, Bayes); the skip is logged",
+        "messages larger than this (bytes) skip the CPU-bound content stages "
+        "(DKIM, ARC, DMARC, headers, Bayes, rspamd); the skip is logged. The virus "
+        "stages (virus, clamd) scan every message whatever its size",
         default=10 * 1024 * 1024,
+    )
+    scan_timeout: float = doc(
+        "time budget (seconds) of one stage's CPU-bound work on one message (text, "
+        "HTML and URL analysis, Bayes tokens, DKIM/ARC hashing, MIME decoding, the "
+        "built-in virus scan); past it the stage records SCAN_TIMEOUT and the "
+        "message goes on",
+        default=20.0,
     )
 
 

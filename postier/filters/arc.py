@@ -25,7 +25,9 @@ class ArcStage:
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
         if ctx.message is None or ctx.authenticated:
             return []
-        ctx.arc = await arc.verify(ctx.message, self.resolver, max_sets=self.max_sets)
+        ctx.arc = await arc.verify(
+            ctx.message, self.resolver, max_sets=self.max_sets, scan_timeout=ctx.scan_timeout
+        )
         if ctx.arc.status == "none":
             return []
         return [

@@ -18,28 +18,35 @@ Rules:
   nothing is said. Probability bands score BAYES_99/90/70/10/00.
 - The IMAP and webmail code call `on_move` (or `train`) when a user moves or
   copies messages into or out of their Junk mailbox.
+- Tokenizing is CPU-bound: it runs off the event loop (`pipeline.offload`,
+  with the `filters.scan_timeout` budget at intake), and every pattern is
+  linear (``<[^<>]*>`` for tags: ``<[^>]+>`` rescanned a run of "<" from each).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.filters.spam import Weights
 from postier.filters.text import message_texts
 from postier.mime.encoding import decode_words
+from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout, offload
 from postier.smtp.headers import HeaderView
 from postier.store.api import Store
 from postier.store.models import GLOBAL_BAYES_MODEL, BayesCounts, Mailbox, Message, UserId
 
+log = logging.getLogger("postier.filters")
+
 MAX_TOKENS = 3000
 _WORD = re.compile(r"[a-z0-9à-ÿ$€£'-]{3,24}")
-_TAG = re.compile(r"<[^>]+>")
+_TAG = re.compile(r"<[^<>]*>")
 _HOST = re.compile(r"https?://([a-z0-9.-]+)", re.IGNORECASE)
 
 # Robinson's constants (SpamBayes defaults): strength of the prior and its value
@@ -49,9 +56,14 @@ _MIN_DEVIATION = 0.1  # tokens closer than this to 0.5 are ignored
 _MAX_DISCRIMINATORS = 150
 
 
-def tokenize(message: bytes, texts: list[tuple[str, str]] | None = None) -> list[str]:
+def tokenize(
+    message: bytes,
+    texts: list[tuple[str, str]] | None = None,
+    budget: Budget | None = None,
+) -> list[str]:
     """Tokens of the Subject:, the From: domain and the text (`texts` when the
-    caller already decoded it, see filters/text.py)."""
+    caller already decoded it, see filters/text.py). CPU-bound: `budget` is
+    checked between text parts."""
     view = HeaderView.of(message)
     tokens: set[str] = set()
     subject = " ".join(decode_words(v) for v in view.fields("Subject")).lower()
@@ -61,7 +73,10 @@ def tokenize(message: bytes, texts: list[tuple[str, str]] | None = None) -> list
     m = re.search(r"@([a-z0-9.-]+)", frm)
     if m:
         tokens.add("from:" + m.group(1))
-    for _, text in texts if texts is not None else message_texts(message):
+    check = budget.check if budget is not None else None
+    for _, text in texts if texts is not None else message_texts(message, check=check):
+        if check is not None:
+            check()
         for host in _HOST.findall(text):
             tokens.add("url:" + host.lower())
         text = _TAG.sub(" ", text).lower()
@@ -121,6 +136,7 @@ class Classification:
 
 
 _TRAINED_TTL = 10.0
+_TRAIN_TIMEOUT = 60.0  # learning is not in a client's way: a generous budget
 _trained: dict[UserId, tuple[float, bool]] = {}
 
 
@@ -145,8 +161,10 @@ async def classify(
     message: bytes,
     *,
     min_messages: int = 10,
-    texts: list[tuple[str, str]] | None = None,
+    texts: Callable[[Budget], list[tuple[str, str]]] | None = None,
+    scan_timeout: float = DEFAULT_SCAN_TIMEOUT,
 ) -> Classification | None:
+    """`texts`: the decoded text when the caller has it (`Context.texts`)."""
     models: list[tuple[str, UserId]] = []
     if user_id is not None and await _is_trained(store, user_id, min_messages):
         models.append(("user", user_id))
@@ -154,7 +172,9 @@ async def classify(
         models.append(("global", GLOBAL_BAYES_MODEL))
     if not models:
         return None
-    tokens = tokenize(message, texts)
+    tokens = await offload(
+        lambda budget: tokenize(message, texts(budget) if texts else None, budget), scan_timeout
+    )
     for label, model in models:
         counts = await store.bayes_counts(model, tokens)
         if counts.spam_messages < min_messages or counts.ham_messages < min_messages:
@@ -169,7 +189,11 @@ async def classify(
 async def train(store: Store, user_id: UserId, message_bytes: bytes, is_spam: bool) -> bool:
     """Learn one message for `user_id` (and the global model); False if this
     message was already learned as this class for the user."""
-    tokens = tokenize(message_bytes)
+    try:
+        tokens = await offload(lambda budget: tokenize(message_bytes, None, budget), _TRAIN_TIMEOUT)
+    except ScanTimeout:
+        log.warning("bayes: a %d-octet message took too long to learn", len(message_bytes))
+        return False
     key = digest(message_bytes)
     changed = await store.bayes_learn(user_id, key, tokens, is_spam)
     await store.bayes_learn(GLOBAL_BAYES_MODEL, key, tokens, is_spam)
@@ -233,7 +257,12 @@ class BayesStage:
         # one message, one score: the only local user's model, else the global one
         user = ctx.local_users[0] if len(set(ctx.local_users)) == 1 else None
         c = await classify(
-            self.store, user, ctx.message, min_messages=self.min_messages, texts=ctx.texts
+            self.store,
+            user,
+            ctx.message,
+            min_messages=self.min_messages,
+            texts=ctx.texts,
+            scan_timeout=ctx.scan_timeout,
         )
         if c is None:
             return []

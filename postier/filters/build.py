@@ -121,7 +121,11 @@ def _stage(
         if not c.enabled:
             return None
         return ClamdStage(
-            c.socket, timeout=c.timeout, fail_open=c.fail_open, chunk_size=c.chunk_size
+            c.socket,
+            timeout=c.timeout,
+            fail_open=c.fail_open,
+            chunk_size=c.chunk_size,
+            weights=weights,
         )
     if name == "rspamd":
         r = s.rspamd
@@ -179,10 +183,16 @@ class Filters:
                 stage = _stage(name, settings, store, resolver, self.weights, is_local, clock)
                 if stage is not None:
                     stages.append(stage)
-            self.pipelines[role] = Pipeline(stages, store=store)
+            self.pipelines[role] = Pipeline(stages, store=store, weights=self.weights)
 
     def context(self, sid: str, role: str, peer_ip: str) -> Context:
-        return Context(sid=sid, role=role, peer_ip=peer_ip, hostname=self.hostname)
+        return Context(
+            sid=sid,
+            role=role,
+            peer_ip=peer_ip,
+            hostname=self.hostname,
+            scan_timeout=self.settings.filters.scan_timeout,
+        )
 
     async def run(self, phase: Phase, ctx: Context) -> Reply | None:
         return await self.pipelines[ctx.role].run(phase, ctx)

@@ -5,6 +5,8 @@ Rules:
 - One passing signature scores DKIM_VALID; otherwise a failing or broken one
   (fail, permerror) scores DKIM_INVALID. Unsigned mail and temperror score
   nothing. Skipped when the message is too large to scan.
+- A message dkimpy cannot parse is ``permerror`` (DKIM_INVALID), never an
+  error; past `filters.scan_timeout` the pipeline records SCAN_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from postier.dns.resolver import Resolver
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.filters.spam import Weights
 from postier.mailauth import dkimverify
+from postier.offload import ScanTimeout
 
 
 class DkimStage:
@@ -37,12 +40,17 @@ class DkimStage:
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
         if ctx.message is None or ctx.authenticated:
             return []
-        ctx.dkim = await dkimverify.verify(
-            ctx.message,
-            self.resolver,
-            max_signatures=self.max_signatures,
-            min_key_bits=self.min_key_bits,
-        )
+        try:
+            ctx.dkim = await dkimverify.verify(
+                ctx.message,
+                self.resolver,
+                max_signatures=self.max_signatures,
+                min_key_bits=self.min_key_bits,
+                scan_timeout=ctx.scan_timeout,
+            )
+        except ScanTimeout:
+            ctx.dkim = []  # no result: DMARC must not verify it all over again
+            raise
         if not ctx.dkim:
             return []
         summary = ", ".join(f"{r.status} d={r.domain} s={r.selector}" for r in ctx.dkim)

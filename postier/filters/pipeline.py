@@ -16,25 +16,42 @@ Rules:
 - Every verdict other than a bare accept is logged with the session id and QID
   and recorded in the store's trace (``postier trace QID``, event "filter");
   session verdicts are recorded under the QID of each transaction they count in.
-- A stage that raises is our bug, not the client's: the phase answers
-  ``451 4.3.0`` with the session id (the mail stays with the sender) and the
-  traceback is logged.
+- Every stage is total: a message it cannot parse gets the stage's permanent
+  verdict (``dkim=permerror``, ``arc=fail``, a named rule), never a 4xx. A
+  4xx comes only from transient causes: a DNS failure (`TempFail`), a scanner
+  daemon that cannot be reached, greylisting. A stage that raises anything
+  else is our bug, and the same input would raise again on every retry: the
+  traceback is logged at ERROR with sid and QID, ``postier_filter_errors_total``
+  counts it, and the stage's verdict is the rule ``<STAGE>_ERROR`` (a small
+  score), so the message goes on instead of being deferred for ever.
+- CPU-bound work (text and HTML analysis, Bayes tokens, DKIM/ARC hashing, MIME
+  decoding, the virus scan) leaves the event loop through `postier.offload`,
+  with the `filters.scan_timeout` budget (`Context.scan_timeout`). Past the
+  budget (`ScanTimeout`) the stage's verdict is the rule SCAN_TIMEOUT and the
+  message goes on.
 - Content stages see the client's message bytes only when the message is at
   most `max_scan_size`; otherwise they are skipped and the skip is recorded.
+  `Context.source` streams the whole message whatever its size (the virus
+  stages scan everything).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from postier import metrics
+from postier.dns.resolver import TempFail
 from postier.filters.text import message_texts
+from postier.mime.encoding import valid_text
+from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout
 from postier.smtp.replies import Reply
 
 if TYPE_CHECKING:
+    from postier.filters.spam import Weights
     from postier.mailauth.arc import ArcResult
     from postier.mailauth.dkimverify import DkimResult
     from postier.mailauth.dmarc import DmarcResult
@@ -44,6 +61,18 @@ if TYPE_CHECKING:
     from postier.store.models import UserId
 
 log = logging.getLogger("postier.filters")
+
+
+class MessageSource(Protocol):
+    """The whole message as the client sent it (no trace fields), whatever its
+    size: in memory, or streamed from the spool file."""
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self, chunk_size: int) -> Iterator[bytes]:
+        """The bytes in pieces of at most `chunk_size` (blocking: file reads)."""
+        ...
 
 
 class Phase(enum.StrEnum):
@@ -70,6 +99,12 @@ class Verdict:
     score: float = 0.0
     detail: str = ""
     reply: Reply | None = None  # for TEMPFAIL and REJECT
+
+    def __post_init__(self) -> None:
+        # details quote the message and daemons (rspamd's JSON may spell a lone
+        # surrogate): the trace database and X-Spam-Report need valid Unicode
+        if not self.detail.isascii():
+            object.__setattr__(self, "detail", valid_text(self.detail))
 
     @classmethod
     def accept(cls, stage: str, detail: str = "") -> Verdict:
@@ -131,6 +166,8 @@ class Context:
     recipients: list[str] = field(default_factory=list)
     local_users: list[UserId] = field(default_factory=list)
     message: bytes | None = None  # at DATA: the client's bytes (None: too large)
+    source: MessageSource | None = None  # at DATA: the whole message, any size
+    scan_timeout: float = DEFAULT_SCAN_TIMEOUT  # the budget of each `offload`
     header: HeaderView | None = None
     spf: SpfResult | None = None
     dkim: list[DkimResult] | None = None
@@ -141,18 +178,21 @@ class Context:
     #: when a list, `Pipeline.trace` collects lines here instead of writing them
     pending_trace: list[str] | None = None
 
-    @property
-    def texts(self) -> list[tuple[str, str]]:
-        """The message's readable text, decoded once for every stage (text.py)."""
+    def texts(self, budget: Budget | None = None) -> list[tuple[str, str]]:
+        """The message's readable text, decoded once for every stage (text.py).
+        CPU-bound: call it from `offload`d work, with its budget."""
         if self._texts is None:
-            self._texts = message_texts(self.message) if self.message is not None else []
+            check = budget.check if budget is not None else None
+            self._texts = (
+                message_texts(self.message, check=check) if self.message is not None else []
+            )
         return self._texts
 
     def begin(self, qid: str, sender: str) -> None:
         """A new transaction (MAIL FROM): forget the previous one's state."""
         self.qid, self.sender, self.recipient = qid, sender, ""
         self.recipients, self.local_users, self.verdicts = [], [], []
-        self.message = self.header = None
+        self.message = self.header = self.source = None
         self._texts = None
         self.spf = self.arc = self.dmarc = None
         self.dkim = None
@@ -186,8 +226,17 @@ class Stage(Protocol):
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]: ...
 
 
-def R451_FILTER_ERROR(sid: str) -> Reply:
-    return Reply(451, "4.3.0", f"Local error in message filtering, try again later (session {sid})")
+def timeout_verdict(stage: str, error: ScanTimeout, weight: float) -> Verdict:
+    """The permanent verdict of a stage whose CPU-bound work ran past its budget
+    (counted in ``postier_filter_errors_total``)."""
+    metrics.FILTER_ERRORS.labels(stage, "timeout").inc()
+    return Verdict.scored(
+        stage, "SCAN_TIMEOUT", weight, f"{stage} gave up: {error} (filters.scan_timeout)"
+    )
+
+
+def R451_DNS_TEMPFAIL(sid: str) -> Reply:
+    return Reply(451, "4.4.3", f"Temporary DNS failure, try again later (session {sid})")
 
 
 @dataclass(frozen=True)
@@ -208,10 +257,12 @@ class Pipeline:
         *,
         store: Store | None = None,
         content_phases: frozenset[Phase] = frozenset({Phase.DATA}),
+        weights: Weights | None = None,
     ) -> None:
         self.stages = list(stages)
         self.store = store
         self.content_phases = content_phases
+        self.weights = weights
 
     def has(self, name: str) -> bool:
         return any(s.name == name for s in self.stages)
@@ -232,7 +283,18 @@ class Pipeline:
                 continue
             try:
                 verdicts = await stage.check(phase, ctx)
-            except Exception:
+            except TempFail as e:  # transient: the sender tries again later
+                verdicts = [Verdict.tempfail(stage.name, R451_DNS_TEMPFAIL(ctx.sid), str(e))]
+            except ScanTimeout as e:
+                metrics.FILTER_ERRORS.labels(stage.name, "timeout").inc()
+                verdicts = [
+                    self._scored(
+                        stage.name,
+                        "SCAN_TIMEOUT",
+                        f"{stage.name} gave up: {e} (filters.scan_timeout)",
+                    )
+                ]
+            except Exception as e:  # our bug; the same message would raise again
                 log.exception(
                     "sid=%s qid=%s filter %s crashed at %s",
                     ctx.sid,
@@ -240,7 +302,14 @@ class Pipeline:
                     stage.name,
                     phase,
                 )
-                verdicts = [Verdict.tempfail(stage.name, R451_FILTER_ERROR(ctx.sid), "stage error")]
+                metrics.FILTER_ERRORS.labels(stage.name, "error").inc()
+                verdicts = [
+                    self._scored(
+                        stage.name,
+                        f"{stage.name.upper()}_ERROR",
+                        f"stage error: {type(e).__name__}",
+                    )
+                ]
             for v in verdicts:
                 await self._record(phase, ctx, v)
                 if not v.refuses:
@@ -253,6 +322,10 @@ class Pipeline:
                     return None
                 return v.reply
         return None
+
+    def _scored(self, stage: str, rule: str, detail: str) -> Verdict:
+        weight = self.weights[rule] if self.weights is not None else 0.0
+        return Verdict.scored(stage, rule, weight, detail)
 
     async def _record(self, phase: Phase, ctx: Context, v: Verdict) -> None:
         if phase is Phase.CONNECT:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from postier.config.schema import FILTER_STAGES
 from postier.filters.pipeline import Action, Verdict
 from postier.smtp.replies import Reply
 
@@ -63,6 +64,11 @@ DEFAULT_SCORES: dict[str, float] = {
     "BAYES_70": 1.0,
     "BAYES_10": -0.5,
     "BAYES_00": -1.5,
+    # a stage that could not judge the message (pipeline.py): it goes on, a little
+    # suspect; <STAGE>_ERROR is our bug (logged), SCAN_TIMEOUT its CPU budget
+    "SCAN_TIMEOUT": 0.5,
+    "CLAMD_SIZE_LIMIT": 0.0,  # too large for clamd: not scanned by it (clamd.py)
+    **{f"{stage.upper()}_ERROR": 0.1 for stage in FILTER_STAGES},
 }
 
 

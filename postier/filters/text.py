@@ -6,9 +6,12 @@ Rules:
 - Only inline text/plain and text/html parts count; attachments do not.
 - Bounded: at most `max_chars` characters in all, because spam signals sit at
   the start and a 50 MB text part must not cost 50 MB of regex work per message.
+  CPU-bound: callers run it off the event loop (`pipeline.offload`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from postier.mime import parse
 from postier.mime.encoding import UnknownEncoding, decode_charset, decode_transfer
@@ -16,11 +19,16 @@ from postier.mime.encoding import UnknownEncoding, decode_charset, decode_transf
 MAX_CHARS = 64 * 1024
 
 
-def message_texts(data: bytes, *, max_chars: int = MAX_CHARS) -> list[tuple[str, str]]:
-    """(content type, decoded text) of each inline text/plain and text/html part."""
+def message_texts(
+    data: bytes, *, max_chars: int = MAX_CHARS, check: Callable[[], None] | None = None
+) -> list[tuple[str, str]]:
+    """(content type, decoded text) of each inline text/plain and text/html part.
+    `check` is called between parts (a time budget: it raises to stop)."""
     out: list[tuple[str, str]] = []
     budget = max_chars
     for part in parse(data).walk():
+        if check is not None:
+            check()
         if part.is_multipart or budget <= 0:
             continue
         ctype = f"{part.maintype}/{part.subtype}".lower()

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from postier.durable import write_atomically
+from postier.mailauth.dkimpy import dkim
 
 log = logging.getLogger("postier.mailauth.dkim")
 
@@ -223,6 +223,11 @@ def sign(message: bytes, keys: list[DkimKey]) -> bytes:
             )
         except dkim.DKIMException as e:
             raise DkimError(f"signing as {key.selector}._domainkey.{key.domain}: {e}") from None
+        except Exception as e:  # dkimpy on a malformed message (IndexError ...): unsigned
+            raise DkimError(
+                f"signing as {key.selector}._domainkey.{key.domain}: dkimpy raised "
+                f"{type(e).__name__} on this message"
+            ) from None
         out += field
     return out
 

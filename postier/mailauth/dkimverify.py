@@ -3,8 +3,10 @@
 dkimpy does the cryptography and canonicalization; its DNS hook is synchronous
 (``dnsfunc(name) -> bytes``) and its own async support needs aiodns, so the key
 records are fetched first with `postier.dns` (one resolver, one cache, the fake
-resolver in tests) and handed to dkimpy from a dict. The CPU work runs in a
-thread (`asyncio.to_thread`) so a large body never blocks the event loop.
+resolver in tests) and handed to dkimpy from a dict. The CPU work (splitting
+the message, canonicalisation, hashing) runs off the event loop with a time
+budget (`postier.offload`, `filters.scan_timeout`): past it `ScanTimeout`
+goes up to the caller.
 
 Rules:
 - Every DKIM-Signature field is evaluated, up to `max_signatures` (the rest are
@@ -15,6 +17,14 @@ Rules:
   key lookup failed temporarily); ``permerror`` (malformed signature, no or bad
   key, key too small, expired: RFC 6376 §6.1.1 PERMFAIL).
 - Keys shorter than `min_key_bits` (default 1024, RFC 8301 §3.2) are permerror.
+- Total: a message dkimpy cannot parse (a header line that is no field, a
+  broken tag list, anything dkimpy raises on) gives ``permerror`` for each
+  signature, never an exception.
+- Linear: dkimpy comes through `dkimpy.py` (its quadratic body
+  canonicalisation replaced); a signature field longer than
+  `MAX_SIGNATURE_FIELD` octets or with more than `MAX_SIGNATURE_SPACE`
+  white-space octets (dkimpy's b= checks are quadratic in it) is permerror
+  without reaching dkimpy.
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ import logging
 import re
 from dataclasses import dataclass
 
-import dkim
-
 from postier.dns.resolver import NoAnswer, NXDomain, Resolver, TempFail
+from postier.mailauth.dkimpy import dkim, usable_field
 from postier.mailauth.results import comment, value
+from postier.mime.parse import parse_fields
+from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, offload
 
 log = logging.getLogger("postier.mailauth.dkim")
 
@@ -59,17 +70,31 @@ class DkimResult:
 def signature_tags(
     message: bytes, field_name: bytes = b"dkim-signature"
 ) -> list[dict[bytes, bytes] | None]:
-    """The tag lists of every `field_name` field, in order (None when unparsable)."""
-    headers, _ = dkim.rfc822_parse(message)
+    """The tag lists of every `field_name` field, in order (None when unusable:
+    unparsable, or too long for dkimpy to check in linear time)."""
     out: list[dict[bytes, bytes] | None] = []
-    for name, raw in headers:
-        if name.lower() != field_name:
+    for raw in signature_fields(message, field_name):
+        if not usable_field(raw):
+            out.append(None)
             continue
         try:
             out.append(dict(dkim.util.parse_tag_value(raw)))
         except dkim.util.InvalidTagValueList:
             out.append(None)
     return out
+
+
+def signature_fields(message: bytes, field_name: bytes) -> list[bytes]:
+    """The raw values of every `field_name` field (lower case), in order: as
+    dkimpy reads them, or, when dkimpy cannot read the header (it raises on a
+    line that is no field), as our MIME parser does."""
+    try:
+        headers, _ = dkim.rfc822_parse(message)
+    except (dkim.MessageFormatError, IndexError):  # IndexError: a first line folded
+        end = message.find(b"\n\r\n")
+        block = message if end < 0 else message[: end + 1]
+        return [v for name, v in parse_fields(block) if name.encode() == field_name]
+    return [raw for name, raw in headers if name.lower() == field_name]
 
 
 def key_name(tags: dict[bytes, bytes]) -> str | None:
@@ -137,18 +162,19 @@ def _verify_sync(
         return DkimResult("temperror", domain, selector, b, "key lookup failed")
     if key is None:
         return DkimResult("permerror", domain, selector, b, "no key record")
-    d = dkim.DKIM(message, minkey=min_key_bits)
     try:
+        d = dkim.DKIM(message, minkey=min_key_bits)
         ok = d.verify(index, dnsfunc=dnsfunc_of(keys))
     except dkim.ValidationError as e:
         text = str(e)
         if "body hash mismatch" in text:
             return DkimResult("fail", domain, selector, b, "body hash did not verify")
         return DkimResult("permerror", domain, selector, b, text[:80])
-    except dkim.KeyFormatError as e:
+    except dkim.DKIMException as e:  # KeyFormatError, MessageFormatError ...
         return DkimResult("permerror", domain, selector, b, str(e)[:80])
-    except dkim.DKIMException as e:
-        return DkimResult("permerror", domain, selector, b, str(e)[:80])
+    except Exception as e:  # dkimpy on hostile input (IndexError, binascii.Error ...)
+        log.info("dkimpy raised %s on d=%s s=%s: permerror", type(e).__name__, domain, selector)
+        return DkimResult("permerror", domain, selector, b, f"malformed ({type(e).__name__})")
     if ok:
         return DkimResult("pass", domain, selector, b)
     return DkimResult("fail", domain, selector, b, "signature did not verify")
@@ -160,9 +186,11 @@ async def verify(
     *,
     max_signatures: int = MAX_SIGNATURES,
     min_key_bits: int = 1024,
+    scan_timeout: float = DEFAULT_SCAN_TIMEOUT,
 ) -> list[DkimResult]:
-    """One result per DKIM-Signature field of `message` (empty: unsigned)."""
-    all_tags = signature_tags(message)
+    """One result per DKIM-Signature field of `message` (empty: unsigned).
+    `ScanTimeout` when the CPU work runs past `scan_timeout` seconds."""
+    all_tags = await offload(lambda budget: signature_tags(message), scan_timeout)
     names = {
         n
         for t in all_tags[:max_signatures]
@@ -179,7 +207,9 @@ async def verify(
         if tags is None:
             results.append(DkimResult("permerror", "", "", "", "unparsable signature"))
             continue
-        results.append(
-            await asyncio.to_thread(_verify_sync, message, index, tags, keys, min_key_bits)
-        )
+
+        def one(budget: Budget, index: int = index, tags: dict[bytes, bytes] = tags) -> DkimResult:
+            return _verify_sync(message, index, tags, keys, min_key_bits)
+
+        results.append(await offload(one, scan_timeout))
     return results

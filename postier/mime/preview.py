@@ -23,9 +23,10 @@ from postier.mime.parse import Part
 DEFAULT_MAX_CHARS = 200
 DEFAULT_MAX_OCTETS = 16_384
 
-_HIDDEN = re.compile(
-    r"<(script|style|head|title)\b.*?</\1\s*>|<!--.*?(?:-->|$)", re.IGNORECASE | re.DOTALL
-)
+# The start of a section whose text is not shown. The end is found with str.find
+# from there (`_strip_hidden`): the regex ``<(script|...)\b.*?</\1\s*>`` searched
+# to the end of the text from every unclosed "<script", quadratic.
+_HIDDEN_START = re.compile(r"<(script|style|head|title)\b|<!--", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>?")
 
 
@@ -59,9 +60,56 @@ def _trim_partial_utf8(b: bytes) -> bytes:
     return b
 
 
+def _strip_hidden(markup: str) -> str:
+    """`markup` without scripts, styles, head, title and comments; an unclosed
+    comment hides the rest, an unclosed element is left to `_TAG` (the rules of
+    the regex this replaces). Linear: each search starts where the last one of
+    its kind ended, and a closing tag found missing once is not searched again."""
+    lower = markup.lower()
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()
+    while True:
+        m = _HIDDEN_START.search(markup, pos)
+        if m is None:
+            out.append(markup[pos:])
+            return "".join(out)
+        name = m.group(1)
+        if name is None:  # a comment runs to "-->", or to the end
+            end = lower.find("-->", m.end())
+            out.append(markup[pos : m.start()] + " ")
+            if end < 0:
+                return "".join(out)
+            pos = end + 3
+            continue
+        name = name.lower()
+        end = -1 if name in unclosed else _closing_tag(lower, "</" + name, m.end())
+        if end < 0:
+            unclosed.add(name)
+            out.append(markup[pos : m.end()])
+            pos = m.end()
+            continue
+        out.append(markup[pos : m.start()] + " ")
+        pos = end
+
+
+def _closing_tag(lower: str, closing: str, pos: int) -> int:
+    """The index after the first ``closing\\s*>`` at or after `pos`, or -1."""
+    while True:
+        end = lower.find(closing, pos)
+        if end < 0:
+            return -1
+        after = end + len(closing)
+        while after < len(lower) and lower[after].isspace():
+            after += 1
+        if lower.startswith(">", after):
+            return after + 1
+        pos = after
+
+
 def html_to_text(markup: str) -> str:
     """Visible text of an HTML fragment (good enough for a preview line)."""
-    text = _HIDDEN.sub(" ", markup)
+    text = _strip_hidden(markup)
     text = _TAG.sub(" ", text)
     return html.unescape(text)
 

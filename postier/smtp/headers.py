@@ -24,7 +24,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, parse_address_list
+
 _FIELD_START = re.compile(rb"(?m)^([!-9;-~]+)[ \t]*:")
+# RFC 5322 §3.2.3 dot-atom (8-bit allowed, RFC 6532); atext excludes ".": linear
+_DOT_ATOM = re.compile(
+    r"[^\x00-\x20()<>\[\]:;@\\,.\"\x7f]+(?:\.[^\x00-\x20()<>\[\]:;@\\,.\"\x7f]+)*"
+)
 # RFC 5322 §3.6.8: field-name = 1*ftext (%d33-57 / %d59-126); §4.5.3: WSP before ":".
 # Anchored matches on at most MAX_FIELD_PREFIX octets: linear, the classes are disjoint.
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
@@ -182,12 +188,22 @@ class HeaderView:
 
 
 def addresses(values: list[str]) -> list[str]:
-    """The addr-specs of address-list field values, lower-cased domain."""
+    """The addr-specs of address-list field values, lower-cased domain.
+
+    `postier.mime.address` parses them: linear and never raises. (The stdlib's
+    `email.utils.getaddresses` recursed once per nested "(": a From: with a
+    thousand of them raised RecursionError in every stage that read it.)"""
     out = []
-    for _, addr in email.utils.getaddresses(values):
-        if addr and "@" in addr:
-            local, _, domain = addr.rpartition("@")
-            out.append(f"{local}@{domain.lower().rstrip('.')}")
+    for value in values:
+        for a in parse_address_list(value):
+            if a.host is None or a.mailbox is None:
+                continue  # a group's start or end
+            if a.mailbox == MISSING_MAILBOX or a.host == MISSING_DOMAIN:
+                continue
+            local = a.mailbox
+            if not _DOT_ATOM.fullmatch(local):  # RFC 5322 §3.4.1: quoted-string form
+                local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            out.append(f"{local}@{a.host.lower().rstrip('.')}")
     return out
 
 

@@ -1,0 +1,151 @@
+"""The pipeline's promise: a stage that cannot judge a message never tempfails it
+(issue 11). Our bug → <STAGE>_ERROR; past the CPU budget → SCAN_TIMEOUT; only a
+transient cause (DNS) is a 4xx. And `offload` keeps the event loop free."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from postier import metrics
+from postier.dns.resolver import TempFail
+from postier.filters.pipeline import Action, Context, Phase, Pipeline, Verdict
+from postier.filters.spam import Weights
+from postier.offload import Budget, ScanTimeout, offload
+
+
+class Raising:
+    phases = frozenset(Phase)
+
+    def __init__(self, name: str, exc: BaseException) -> None:
+        self.name = name
+        self.exc = exc
+
+    async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
+        raise self.exc
+
+
+class Scoring:
+    name = "after"
+    phases = frozenset(Phase)
+
+    async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
+        return [Verdict.scored(self.name, "AFTER", 1.0, "ran")]
+
+
+def ctx() -> Context:
+    c = Context(sid="s1", role="mx", peer_ip="192.0.2.1", hostname="mx.test")
+    c.begin("QID1", "a@b.test")
+    return c
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+async def test_a_crashing_stage_scores_its_error_rule_and_the_rest_runs(phase, caplog):
+    before = metrics.value("postier_filter_errors_total", {"stage": "headers", "kind": "error"})
+    c = ctx()
+    pipeline = Pipeline([Raising("headers", IndexError("boom")), Scoring()], weights=Weights())
+    with caplog.at_level(logging.ERROR, "postier.filters"):
+        assert await pipeline.run(phase, c) is None
+    verdicts = c.connect_verdicts + c.helo_verdicts + c.verdicts
+    assert [(v.stage, v.action, v.rule, v.score, v.detail) for v in verdicts] == [
+        ("headers", Action.SCORE, "HEADERS_ERROR", 0.1, "stage error: IndexError"),
+        ("after", Action.SCORE, "AFTER", 1.0, "ran"),
+    ]
+    [record] = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == f"sid=s1 qid=QID1 filter headers crashed at {phase}"
+    assert record.exc_info is not None
+    after = metrics.value("postier_filter_errors_total", {"stage": "headers", "kind": "error"})
+    assert after == before + 1
+
+
+async def test_a_scan_timeout_scores_scan_timeout():
+    before = metrics.value("postier_filter_errors_total", {"stage": "bayes", "kind": "timeout"})
+    c = ctx()
+    pipeline = Pipeline([Raising("bayes", ScanTimeout("over 1s"))], weights=Weights())
+    assert await pipeline.run(Phase.DATA, c) is None
+    [v] = c.verdicts
+    assert (v.rule, v.score, v.detail) == (
+        "SCAN_TIMEOUT",
+        0.5,
+        "bayes gave up: over 1s (filters.scan_timeout)",
+    )
+    after = metrics.value("postier_filter_errors_total", {"stage": "bayes", "kind": "timeout"})
+    assert after == before + 1
+
+
+async def test_only_a_dns_failure_tempfails():
+    c = ctx()
+    pipeline = Pipeline([Raising("dmarc", TempFail("_dmarc.b.test", "TXT", "timeout"))])
+    reply = await pipeline.run(Phase.DATA, c)
+    assert reply is not None
+    assert reply.to_bytes() == (
+        b"451 4.4.3 Temporary DNS failure, try again later (session s1)\r\n"
+    )
+
+
+def test_error_rules_exist_for_every_stage():
+    from postier.config.schema import FILTER_STAGES
+
+    w = Weights()
+    assert all(w[f"{s.upper()}_ERROR"] == 0.1 for s in FILTER_STAGES)
+    assert w["SCAN_TIMEOUT"] == 0.5
+
+
+async def test_offload_gives_up_at_the_budget_and_the_work_stops():
+    steps: list[int] = []
+
+    def work(budget: Budget) -> None:
+        for i in range(10_000):
+            budget.check()
+            steps.append(i)
+            time.sleep(0.01)
+
+    t = time.monotonic()
+    with pytest.raises(ScanTimeout):
+        await offload(work, 0.2)
+    assert time.monotonic() - t < 1.0
+    await asyncio.sleep(0.3)
+    done = len(steps)
+    await asyncio.sleep(0.2)
+    assert len(steps) == done < 100  # stopped at its next check, not after 100 s
+
+
+async def test_offloaded_work_leaves_the_loop_free():
+    def busy(budget: Budget) -> int:
+        n = 0
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:  # pure Python: the GIL is released every 5 ms
+            n += 1
+        return n
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await offload(busy, 5.0)
+    task.cancel()
+    assert ticks > 2  # ~100 in 1 s when the loop runs (fewer on a busy machine); 0 blocked
+
+
+def test_verdict_details_are_valid_unicode():
+    """A detail quoting a daemon's JSON ("\\ud800" is valid JSON) went into the trace
+    database and X-Spam-Report, which refuse lone surrogates: 451 at the very end."""
+    from postier.filters.spam import SpamPolicy
+
+    v = Verdict.scored("rspamd", "RSPAMD", 1.0, "symbols=\ud800X")
+    assert v.detail == "symbols=\ufffdX"
+    assert (
+        SpamPolicy()
+        .decide([v])
+        .headers.endswith("X-Spam-Report: * +1.0 RSPAMD symbols=\ufffdX\r\n".encode())
+    )
