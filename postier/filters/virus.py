@@ -18,20 +18,24 @@ Rules:
 - Findings are signature names (ClamAV style); the first one refuses the
   message with ``554 5.7.1`` naming it. Encrypted members cannot be read and
   are not judged by content (their names still are).
+- Every message is scanned, whatever `filters.max_scan_size` says (that limit
+  is for the text stages): a large one is read from the spool in the worker
+  thread. The scan runs off the event loop with the `filters.scan_timeout`
+  budget, checked between parts and archive members.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.mime import parse
 from postier.mime.encoding import UnknownEncoding, decode_transfer
+from postier.offload import Budget, offload
 from postier.smtp.replies import Reply
 
 # The EICAR test file (https://www.eicar.org/download-anti-malware-testfile/)
@@ -88,6 +92,7 @@ class ZipBomb(Exception):
 @dataclass
 class _Budget:
     unpacked: int
+    check: Callable[[], None] = lambda: None  # the time budget: raises when spent
 
 
 def content_signature(data: bytes) -> str | None:
@@ -143,13 +148,15 @@ class Scanner:
         self.max_unpacked = max_unpacked
         self.max_ratio = max_ratio
 
-    def scan_message(self, message: bytes) -> str | None:
-        """The first finding in a whole message, or None when it is clean."""
+    def scan_message(self, message: bytes, check: Callable[[], None] = lambda: None) -> str | None:
+        """The first finding in a whole message, or None when it is clean.
+        `check` is called between parts and members (it raises to stop)."""
         if EICAR in message:
             return "Eicar-Test-Signature"
-        budget = _Budget(0)
+        budget = _Budget(0, check)
         # postier.mime: offsets into the bytes, no copy of the message per part
         for part in parse(message).walk():
+            check()
             if part.is_multipart or part.message is not None:
                 continue  # containers: their leaves come next in the walk
             filename = part.filename or ""
@@ -196,6 +203,7 @@ class Scanner:
             if len(members) > self.max_members:
                 raise ZipBomb("too many members")
             for info in members:
+                budget.check()
                 if info.is_dir():
                     continue
                 if self.block_executables:
@@ -218,6 +226,7 @@ class Scanner:
                 chunk = f.read(64 * 1024)
                 if not chunk:
                     break
+                budget.check()
                 out += chunk
                 budget.unpacked += len(chunk)
                 if budget.unpacked > self.max_unpacked:
@@ -235,9 +244,18 @@ class VirusStage:
         self.scanner = scanner
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
-        if ctx.message is None:
+        message, source = ctx.message, ctx.source
+        if message is None and source is None:
             return []
-        found = await asyncio.to_thread(self.scanner.scan_message, ctx.message)
+
+        def scan(budget: Budget) -> str | None:
+            data = message
+            if data is None:
+                assert source is not None
+                data = b"".join(source.chunks(1024 * 1024))  # larger than max_scan_size
+            return self.scanner.scan_message(data, budget.check)
+
+        found = await offload(scan, ctx.scan_timeout)
         if found is None:
             return []
         return [Verdict.reject(self.name, R554_VIRUS(found), f"found {found}")]

@@ -46,7 +46,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -226,6 +226,21 @@ class Spool:
             self._saw_header(b"".join(self._parts))
         assert self.header is not None
         return self.header
+
+    def chunks(self, chunk_size: int) -> Iterator[bytes]:
+        """The message (no trace fields) in pieces of at most `chunk_size`,
+        whatever its size: from memory, or read from the spool file (blocking).
+        Call after `ensure_header`."""
+        if self._file is None:
+            data = b"".join(self._parts)
+            for i in range(0, len(data), chunk_size):
+                yield data[i : i + chunk_size]
+            return
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            f.seek(self._file_prefix)
+            while chunk := f.read(chunk_size):
+                yield chunk
 
     def content(self, limit: int) -> bytes | None:
         """The message (no trace fields) when at most `limit` long, else None.
@@ -508,16 +523,19 @@ class Intake:
             await asyncio.to_thread(spool.content, limit) if spool.spilled else spool.content(limit)
         )
         ctx.header = hdr.HeaderView.of(ctx.message) if ctx.message is not None else spool.header
+        ctx.source = spool
         ctx.pending_trace = []
         if ctx.message is None:
             await self.filters.pipelines[s.role].trace(
-                ctx, f"data: {spool.size} bytes > filters.max_scan_size, content not scanned"
+                ctx,
+                f"data: {spool.size} bytes > filters.max_scan_size, "
+                "content analysis skipped (virus scans still run)",
             )
         try:
             outcome = await self.filters.end_of_data(ctx)
         finally:
             pending, ctx.pending_trace = ctx.pending_trace, None
-        ctx.message = None
+        ctx.message = ctx.source = None
         if outcome.reply is not None:
             spool.discard()
             self._log(s, env, spool.size, str(outcome.reply))

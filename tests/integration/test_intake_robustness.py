@@ -1,16 +1,25 @@
-"""Everyday malformed mail through the real server: never a 4xx for a message that
-can never succeed (issue 11). Surrogates in the summary; ..."""
+"""Everyday malformed and hostile mail through the real server (issue 11): never a
+4xx for a message that can never succeed, never the event loop held by one message.
+
+Surrogates in the summary; pathological content filtered off the loop within a
+time budget; every message virus-scanned whatever its size."""
 
 from __future__ import annotations
 
 import imaplib
 import smtplib
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.smtp_helpers import inbox
-from tests.support.server import PASSWORD, ServerThread
+from postier.filters import headers
+from postier.filters.virus import EICAR
+from postier.offload import Budget
+from tests.integration.smtp_helpers import Raw, inbox
+from tests.support.server import PASSWORD, ServerThread, thread_server
 
 # Each message once made the summary hold a lone surrogate, which SQLite refuses:
 # SMTP answered 451 4.3.0 and IMAP APPEND NO [SERVERBUG], for ever.
@@ -100,3 +109,101 @@ def test_surrogate_text_is_stored_by_imap_append(
     summary = _summary(server, "Archive")
     assert {k: getattr(summary, k) for k in fields} == fields
     assert summary.envelope == envelope
+
+
+# --- the event loop is never held by one message (items 4 and 5) ----------------------
+
+
+def _send_without_waiting(port: int, message: bytes) -> Raw:
+    """A transaction whose data is all sent; its end-of-data reply not read yet."""
+    r = Raw(port, timeout=60)
+    assert r.reply().startswith(b"220 ")
+    assert r.cmd(b"EHLO client.remote.test").startswith(b"250")
+    assert r.cmd(b"MAIL FROM:<a@remote.test>") == b"250 2.1.0 Ok\r\n"
+    assert r.cmd(b"RCPT TO:<alice@example.test>") == b"250 2.1.5 Ok\r\n"
+    assert r.cmd(b"DATA").startswith(b"354 ")
+    r.send(message.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+    return r
+
+
+def _greeting_delay(port: int) -> float:
+    t = time.monotonic()
+    with Raw(port, timeout=60) as other:
+        assert other.reply() == b"220 mail.example.test ESMTP postier\r\n"
+    return time.monotonic() - t
+
+
+HOSTILE_HTML = (
+    b"From: a@remote.test\r\nTo: alice@example.test\r\nSubject: links\r\n"
+    b"Content-Type: text/html\r\n\r\n" + b"<a href=x " * 3200 + b"\r\n"
+)
+
+
+def test_greeting_is_prompt_while_hostile_html_is_filtered(server: ServerThread) -> None:
+    """32 KB of "<a href=x " held the event loop 43 s in the old link regex (and the
+    message was accepted at the end): no other client was even greeted."""
+    with _send_without_waiting(server.port("mx"), HOSTILE_HTML) as r:
+        time.sleep(0.05)  # the server is filtering now
+        assert _greeting_delay(server.port("mx")) < 2.0
+        assert r.reply().startswith(b"250 2.0.0 Ok: queued as ")
+    assert len(inbox(server, "alice@example.test")) == 1
+
+
+def test_slow_analysis_runs_off_the_loop_and_ends_in_scan_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a stage's CPU-bound work costs, it runs in the scan pool: others are
+    greeted meanwhile; past filters.scan_timeout the message goes on with SCAN_TIMEOUT
+    (not a 4xx) and the work itself stops at its next budget check."""
+    stopped = threading.Event()
+
+    def slow_body(self: Any, parts: Any, budget: Budget) -> list[Any]:
+        try:
+            while True:  # pure Python: the GIL is handed over every 5 ms
+                budget.check()
+        finally:
+            stopped.set()
+
+    monkeypatch.setattr(headers.HeadersStage, "_body", slow_body)
+    srv = thread_server(tmp_path, "[filters]\nscan_timeout = 1.5\n")
+    try:
+        srv.add_user("alice@example.test")
+        message = b"From: a@remote.test\r\nSubject: slow\r\n\r\nbody\r\n"
+        with _send_without_waiting(srv.port("mx"), message) as r:
+            time.sleep(0.3)
+            assert _greeting_delay(srv.port("mx")) < 0.5
+            reply = r.reply()
+        assert reply.startswith(b"250 2.0.0 Ok: queued as "), reply
+        assert stopped.wait(5)
+        [stored] = inbox(srv, "alice@example.test")
+        assert (  # the header rules still count; the body analysis gave up
+            b"X-Spam-Report: * +0.5 MISSING_TO no To: header\r\n"
+            b"\t* +1.4 MISSING_DATE no Date: header\r\n"
+            b"\t* +0.5 MISSING_MESSAGE_ID no Message-ID: header\r\n"
+            b"\t* +0.5 SCAN_TIMEOUT headers gave up: over 1.5s (filters.scan_timeout)\r\n"
+        ) in stored
+    finally:
+        srv.stop()
+
+
+# --- every message is virus-scanned, whatever its size (item 8) ----------------------
+
+
+def test_eicar_padded_past_max_scan_size_is_refused(server: ServerThread) -> None:
+    """filters.max_scan_size (10 MB) is for the text stages: EICAR at the end of an
+    11 MB message was delivered."""
+    line = b"x" * 998 + b"\r\n"
+    message = (
+        b"From: a@remote.test\r\nSubject: big\r\n\r\n"
+        + line * (11 * 1024 * 1024 // len(line))
+        + EICAR
+        + b"\r\n"
+    )
+    with Raw(server.port("mx"), timeout=60) as r:
+        assert r.reply().startswith(b"220 ")
+        r.cmd(b"EHLO client.remote.test")
+        assert r.cmd(b"MAIL FROM:<a@remote.test>") == b"250 2.1.0 Ok\r\n"
+        assert r.cmd(b"RCPT TO:<alice@example.test>") == b"250 2.1.5 Ok\r\n"
+        r.send(b"BDAT %d LAST\r\n" % len(message) + message)
+        assert r.reply() == b"554 5.7.1 Message rejected: infected with Eicar-Test-Signature\r\n"
+    assert inbox(server, "alice@example.test") == []
