@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import re
 import socket as _socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 from postier.filters.pipeline import Context, MessageSource, Phase, Verdict
 from postier.filters.spam import Weights
@@ -69,17 +69,24 @@ async def instream(
             blocks: Iterator[bytes] = iter([data])
         else:
             blocks = data.chunks(_READ_BLOCK)
-        while True:
-            block = (
-                next(blocks, None)
-                if isinstance(data, bytes)
-                else await asyncio.to_thread(next, blocks, None)  # a file read
-            )
-            if block is None:
-                break
-            for i in range(0, len(block), chunk_size):
-                chunk = block[i : i + chunk_size]
-                await loop.sock_sendall(sock, len(chunk).to_bytes(4, "big") + chunk)
+        try:
+            while True:
+                block = (
+                    next(blocks, None)
+                    if isinstance(data, bytes)
+                    else await asyncio.to_thread(next, blocks, None)  # a file read
+                )
+                if block is None:
+                    break
+                for i in range(0, len(block), chunk_size):
+                    chunk = block[i : i + chunk_size]
+                    await loop.sock_sendall(sock, len(chunk).to_bytes(4, "big") + chunk)
+        finally:
+            # the spool file, now (a timeout, clamd's early answer); not while a
+            # worker thread is still reading it ("generator already executing")
+            if isinstance(blocks, Generator):
+                with contextlib.suppress(ValueError):
+                    blocks.close()
         await loop.sock_sendall(sock, b"\0\0\0\0")
 
     async def go() -> str:

@@ -286,14 +286,8 @@ class Pipeline:
             except TempFail as e:  # transient: the sender tries again later
                 verdicts = [Verdict.tempfail(stage.name, R451_DNS_TEMPFAIL(ctx.sid), str(e))]
             except ScanTimeout as e:
-                metrics.FILTER_ERRORS.labels(stage.name, "timeout").inc()
-                verdicts = [
-                    self._scored(
-                        stage.name,
-                        "SCAN_TIMEOUT",
-                        f"{stage.name} gave up: {e} (filters.scan_timeout)",
-                    )
-                ]
+                weight = self.weights["SCAN_TIMEOUT"] if self.weights is not None else 0.0
+                verdicts = [timeout_verdict(stage.name, e, weight)]
             except Exception as e:  # our bug; the same message would raise again
                 log.exception(
                     "sid=%s qid=%s filter %s crashed at %s",

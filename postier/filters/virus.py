@@ -20,8 +20,9 @@ Rules:
   are not judged by content (their names still are).
 - Every message is scanned, whatever `filters.max_scan_size` says (that limit
   is for the text stages): a large one is read from the spool in the worker
-  thread. The scan runs off the event loop with the `filters.scan_timeout`
-  budget, checked between parts and archive members.
+  thread, whole (the MIME walk needs it; at most `smtp.limits.max_message_size`,
+  and the scan pool bounds how many at once). The scan runs off the event loop
+  with the `filters.scan_timeout` budget, checked between parts and members.
 """
 
 from __future__ import annotations
