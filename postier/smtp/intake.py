@@ -271,7 +271,8 @@ class Spool:
             if not insert and drop is None:
                 return self.path
             return self._rewrite(insert, drop)
-        return self._prefix + insert + _edit_header(b"".join(self._parts), drop)
+        header_len = len(self.header.raw) if self.header is not None else 0
+        return self._prefix + insert + _edit_header(b"".join(self._parts), drop, header_len)
 
     def _rewrite(self, insert: bytes, drop: Callable[[str, str], bool] | None) -> Path:
         assert self.path is not None
@@ -282,7 +283,7 @@ class Spool:
             os.chmod(new, 0o600)
             dst.write(src.read(self._file_prefix))
             dst.write(insert)
-            dst.write(_edit_header(src.read(header_len), drop))
+            dst.write(_edit_header(src.read(header_len), drop, header_len))
             while chunk := src.read(1024 * 1024):
                 dst.write(chunk)
         self.path = new
@@ -313,14 +314,14 @@ class Spool:
         self._parts = []
 
 
-def _edit_header(data: bytes, drop: Callable[[str, str], bool] | None) -> bytes:
+def _edit_header(data: bytes, drop: Callable[[str, str], bool] | None, header_len: int) -> bytes:
     """`data` (the client's bytes, or their start) without the header fields
-    `drop` selects; the body and every other byte unchanged."""
-    if drop is None or data.startswith(b"\r\n"):
+    `drop` selects among its first `header_len` octets (the header the scanner
+    found: a body line that looks like a field is never touched); every other
+    byte unchanged."""
+    if drop is None or header_len == 0:
         return data
-    end = data.find(b"\r\n\r\n")
-    head, rest = (data, b"") if end < 0 else (data[: end + 2], data[end + 2 :])
-    return drop_fields(head, drop) + rest
+    return drop_fields(data[:header_len], drop) + data[header_len:]
 
 
 class Intake:

@@ -829,3 +829,24 @@ def test_postmaster_is_never_greylisted(tmp_path: Path) -> None:
         assert len(inbox(srv, "alice@example.test")) == 1
     finally:
         srv.stop()
+
+
+def test_forged_fields_are_removed_from_the_header_only(server: ServerThread) -> None:
+    """The header's end is the one the scanner found: with bare-LF lines (BDAT is raw)
+    the old search for CRLF CRLF took the whole message for header, and a body line
+    that looked like X-Spam-Status: was removed from the text."""
+    message = (
+        b"From: a@remote.test\nX-Spam-Status: No, forged\nSubject: lf\n\n"
+        b"X-Spam-Status: quoted in the body\n"
+    )
+    with Raw(server.port("mx")) as r:
+        r.reply()
+        r.cmd(b"EHLO c.test")
+        assert r.cmd(b"MAIL FROM:<s@remote.test>") == b"250 2.1.0 Ok\r\n"
+        assert r.cmd(b"RCPT TO:<alice@example.test>") == b"250 2.1.5 Ok\r\n"
+        r.send(b"BDAT %d LAST\r\n" % len(message) + message)
+        assert r.reply().startswith(b"250 2.0.0 Ok: queued as ")
+    [stored] = inbox(server, "alice@example.test")
+    assert stored.endswith(
+        b"From: a@remote.test\nSubject: lf\n\nX-Spam-Status: quoted in the body\n"
+    )
