@@ -537,7 +537,11 @@ class ServerConnection:
         self._data_size += len(data)
         if data:
             self._events.append(DataChunk(data))
-        if event.last:
+        if event.last and self._data_size == 0:  # nothing fetched, nothing chunked
+            self._end_transaction()
+            self._events.append(DataRejected(R554_EMPTY_MESSAGE))
+            self._send(R554_EMPTY_MESSAGE)
+        elif event.last:
             self._state = State.READY
             self._events.append(DataEnd(self._data_size))
         else:

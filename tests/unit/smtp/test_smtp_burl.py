@@ -189,3 +189,16 @@ def test_burl_only_on_submission_and_advertised_with_auth() -> None:
     # once AUTH is offered (TLS, or loopback): "BURL imap"
     out = ehlo_then(b"", burl=True, auth_mechanisms=("PLAIN",), tls=True)
     assert out.endswith(b"250-CHUNKING\r\n250 BURL imap\r\n")
+
+
+def test_burl_last_of_nothing_is_an_empty_message() -> None:
+    """As DATA and BDAT: a message of zero octets is refused (554 5.6.0)."""
+    empty = {URL: b""}
+    for bytewise in (False, True):
+        out, events = drive(
+            ENVELOPE + f"BURL {URL} LAST\r\n".encode(),
+            bytewise=bytewise,
+            resolver=lambda ev: empty[ev.url],
+        )
+        assert out.endswith(r(RCPT_OK, "554 5.6.0 Message is empty"))
+        assert events[-2] == DataRejected(Reply(554, "5.6.0", "Message is empty"))
