@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from postier.dns.resolver import Resolver, TempFail
 from postier.mailauth.dkimpy import dkim, usable_field
-from postier.mailauth.dkimverify import dnsfunc_of, fetch_keys, key_name, signature_fields
+from postier.mailauth.dkimverify import dnsfunc_of, fetch_keys, header_fields, key_name
 from postier.mailauth.results import comment
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, offload
 
@@ -58,7 +58,10 @@ class _Chain:
 
 def _read_chain(message: bytes) -> _Chain:
     """The ARC fields of `message`, checked (CPU-bound: the whole header is split)."""
-    fields = {name: signature_fields(message, name) for name in _ARC_FIELDS}
+    fields: dict[bytes, list[bytes]] = {name: [] for name in _ARC_FIELDS}
+    for name, raw in header_fields(message):  # the header split once for the three
+        if name in fields:
+            fields[name].append(raw)
     seals = len(fields[b"arc-seal"])
     for raw in fields[b"arc-authentication-results"]:
         if len(raw) > MAX_RESULTS_FIELD:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from postier.dns.resolver import NoAnswer, NXDomain, Resolver, TempFail
 from postier.mailauth.dkimpy import dkim, usable_field
 from postier.mailauth.results import comment, value
-from postier.mime.parse import parse_fields
+from postier.mime.parse import find_header_end, parse_fields
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, offload
 
 log = logging.getLogger("postier.mailauth.dkim")
@@ -85,16 +85,21 @@ def signature_tags(
 
 
 def signature_fields(message: bytes, field_name: bytes) -> list[bytes]:
-    """The raw values of every `field_name` field (lower case), in order: as
-    dkimpy reads them, or, when dkimpy cannot read the header (it raises on a
-    line that is no field), as our MIME parser does."""
+    """The raw values of every `field_name` field (lower case), in order."""
+    return [raw for name, raw in header_fields(message) if name == field_name]
+
+
+def header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
+    """(lower-case name, raw value) of each header field, in order: as dkimpy
+    reads them, or, when dkimpy cannot read the header (it raises on a line
+    that is no field), as our MIME parser does. Only the header is split."""
+    end = find_header_end(message, 0, len(message))[1]
+    block = message[:end]
     try:
-        headers, _ = dkim.rfc822_parse(message)
+        headers, _ = dkim.rfc822_parse(block)
     except (dkim.MessageFormatError, IndexError):  # IndexError: a first line folded
-        end = message.find(b"\n\r\n")
-        block = message if end < 0 else message[: end + 1]
-        return [v for name, v in parse_fields(block) if name.encode() == field_name]
-    return [raw for name, raw in headers if name.lower() == field_name]
+        return [(name.encode("latin-1"), v) for name, v in parse_fields(block)]
+    return [(name.lower(), raw) for name, raw in headers]
 
 
 def key_name(tags: dict[bytes, bytes]) -> str | None:
