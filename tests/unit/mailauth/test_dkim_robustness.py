@@ -1,0 +1,48 @@
+"""DKIM on malformed messages: verification and signing answer, never raise
+(inputs found by fuzzing, tests/fuzz/corpus/dkim and filters)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from postier.dns.fake import FakeResolver
+from postier.mailauth import arc, dkimverify
+from postier.mailauth.dkim import DkimError, DkimKey, sign
+
+KEY = DkimKey(
+    "example.test",
+    "sel",
+    "rsa",
+    (Path(__file__).resolve().parents[2] / "fuzz" / "dkim_key.pem").read_bytes(),
+)
+# a header line that is neither a field nor a continuation: dkimpy's parser refuses it
+BROKEN = b"From: a@example.test\r\nX5O.test\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+async def test_unparsable_header_without_signature_is_unsigned() -> None:
+    assert dkimverify.signature_tags(BROKEN) == []
+    assert await dkimverify.verify(BROKEN, FakeResolver({})) == []
+    assert await arc.verify(BROKEN, FakeResolver({})) == arc.ArcResult("none")
+
+
+async def test_unparsable_header_makes_each_signature_a_permerror() -> None:
+    message = b"DKIM-Signature: v=1; d=example.test; s=sel\r\ndkim-signature : x\r\n" + BROKEN
+    assert dkimverify.signature_tags(message) == [None, None]
+    results = await dkimverify.verify(message, FakeResolver({}))
+    assert results == [dkimverify.DkimResult("permerror", "", "", "", "unparsable signature")] * 2
+    assert results[0].auth_results() == "dkim=permerror (unparsable signature)"
+
+
+async def test_unparsable_arc_seal_fails_the_chain() -> None:
+    message = b"ARC-Seal: i=1; a=rsa-sha256; d=example.test; s=sel; cv=none; b=x\r\n" + BROKEN
+    result = await arc.verify(message, FakeResolver({}))
+    assert result.status == "fail"
+    assert result.sets == 1
+
+
+def test_signing_an_empty_message_is_a_dkim_error() -> None:
+    with pytest.raises(DkimError, match="empty message"):
+        sign(b"", [KEY])
+    assert sign(b"\r\n", [KEY]).startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
