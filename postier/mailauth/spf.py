@@ -130,13 +130,17 @@ class SpfResult:
         return f"spf={self.status} {prop}={_kv_value(self.domain)}"
 
 
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# (\Z, not $: "$" would accept a trailing newline)
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _kv_value(value: str) -> str:
-    # RFC 7208 §9.1: value = dot-atom / quoted-string
+    # RFC 7208 §9.1: value = dot-atom / quoted-string; RFC 5322 §3.2.4: no controls in a
+    # quoted-string (a TXT record may hold any octet: it must not break the field)
     if _DOT_ATOM.match(value):
         return value
+    value = _CONTROLS.sub("?", value)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -8,7 +8,14 @@ import pytest
 
 from postier.dns.fake import FakeResolver
 from postier.dns.resolver import Answer, TxtRecord
-from postier.mailauth.spf import SpfLimits, Status, check_helo, check_host, check_mailfrom
+from postier.mailauth.spf import (
+    SpfLimits,
+    SpfResult,
+    Status,
+    check_helo,
+    check_host,
+    check_mailfrom,
+)
 
 ZONE = {
     "example.test": {
@@ -211,3 +218,18 @@ async def test_over_real_dns(dns_server):
     assert (r.status, r.mechanism) == (Status.PASS, "ip4:127.0.0.0/8")
     r = await check_mailfrom(resolver, "192.0.2.1", "x@real.test", "h.test")
     assert r.status is Status.FAIL
+
+
+async def test_control_characters_of_a_record_never_reach_the_header_field():
+    # found by fuzzing (tests/fuzz/corpus/spf): a TXT record may hold any octet
+    fake = FakeResolver({"ctl.test": {"TXT": ["v=spf1 ip4:192.0.2.1/3\x1f2 -all"]}})
+    r = await check_host(fake, "192.0.2.1", "ctl.test", "s@ctl.test", "h.test", receiver="r")
+    assert r.problem == "invalid CIDR length /3\x1f2"
+    assert r.received_spf().endswith('identity=mailfrom; problem="invalid CIDR length /3?2";')
+    assert r.comment().endswith("invalid CIDR length /3?2")
+
+
+def test_a_trailing_newline_is_not_a_dot_atom():
+    r = SpfResult(Status.NONE, "d.test\n", "s@d.test", "192.0.2.1", "h.test\n")
+    assert 'helo="h.test?"' in r.received_spf()
+    assert r.auth_results() == 'spf=none smtp.mailfrom="d.test?"'
