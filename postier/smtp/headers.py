@@ -260,7 +260,10 @@ def completion(view: HeaderView, hostname: str) -> bytes:
 
 
 def _clean(text: str | None) -> str:
-    """Text from a peer made safe inside a header: no CR/LF, no control bytes."""
+    """Text from a peer made safe inside a header: no CR/LF, no control bytes, at
+    most 255 octets of UTF-8 (not characters: two such texts share a line, which
+    must stay under 998 octets, RFC 5322 §2.1.1)."""
     if not text:
         return ""
-    return re.sub(r"[\x00-\x1f\x7f]", "?", text)[:255]
+    text = re.sub(r"[\x00-\x1f\x7f]", "?", text[:255])
+    return text.encode("utf-8", "replace")[:255].decode("utf-8", "ignore")
