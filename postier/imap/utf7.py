@@ -9,8 +9,9 @@ Rules:
 - `decode` is strict and raises `ValueError` for names a conforming client cannot
   send: raw 8-bit or control characters, an unterminated "&", characters outside the
   modified BASE64 alphabet, non-zero padding bits, an odd number of UTF-16 octets,
-  unpaired surrogates, and printable ASCII hidden in BASE64 (RFC 3501 §5.1.3: "MUST
-  NOT be used to represent any printing US-ASCII character"). So two distinct
+  unpaired surrogates, printable ASCII hidden in BASE64 (RFC 3501 §5.1.3: "MUST
+  NOT be used to represent any printing US-ASCII character"), and two segments in a
+  row (one run of non-ASCII characters is one segment). So two distinct
   accepted names never decode to the same Unicode name through a trick encoding.
 
 No library: Python's "utf-7" codec is RFC 2152 (different shift character, "+",
@@ -61,6 +62,7 @@ def decode(name: str) -> str:
     out: list[str] = []
     i = 0
     n = len(name)
+    after_segment = False  # the last thing read was a non-empty BASE64 segment
     while i < n:
         ch = name[i]
         if ch == "&":
@@ -68,10 +70,15 @@ def decode(name: str) -> str:
             if end < 0:
                 raise ValueError("unterminated modified BASE64 in mailbox name")
             segment = name[i + 1 : end]
+            if segment and after_segment:
+                # "&AOk-&AOk-" is "&AOkA6Q-" cut in two: one run is one segment
+                raise ValueError("adjacent modified BASE64 segments in mailbox name")
             out.append(_decode_segment(segment) if segment else "&")
+            after_segment = bool(segment)
             i = end + 1
         elif _is_printable(ch):
             out.append(ch)
+            after_segment = False
             i += 1
         else:
             # RFC 3501 §5.1.3: other characters are represented in modified BASE64

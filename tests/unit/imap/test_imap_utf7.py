@@ -40,6 +40,10 @@ def test_encode_decode(text: str, encoded: str) -> None:
         ("&2D0-", "surrogate"),
         ("caf\u00e9", "must be encoded"),
         ("a\x01b", "must be encoded"),
+        # found by the canonical-encoding property (tests/fuzz/test_properties.py):
+        # a null shift between two runs, another spelling of "&AOkA6Q-"
+        ("&AOk-&AOk-", "adjacent"),
+        ("x&AOk-&AOk-y", "adjacent"),
     ],
 )
 def test_decode_rejects(encoded: str, reason: str) -> None:
