@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 
 .PHONY: run test lint bench fuzz clean
 
@@ -27,6 +29,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check postier tests bench
 	$(VENV)/bin/ruff check postier tests bench
 	$(VENV)/bin/mypy
+
+## coverage-guided fuzzing (atheris), one target at a time, FUZZ_SECONDS each;
+## FUZZ_TARGETS="smtp imap" picks targets (see tests/fuzz/__main__.py, docs/development.md)
+fuzz: $(STAMP)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m tests.fuzz $(FUZZ_TARGETS)
 
 ## benchmarks against peers run side by side (see bench/README.md)
 bench: $(STAMP)
