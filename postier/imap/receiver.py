@@ -424,9 +424,15 @@ class Receiver:
         self._line_total += len(line)
         self._cmd_total += len(line)
         if self._line_total > self.max_line_length:
+            # the whole line arrived at once: refuse it as `_take_line` does one that
+            # arrives in pieces, so a non-synchronising literal announced at its end
+            # is skipped too and the answer never depends on packet boundaries
             tag = self._tag if len(self._segments) else self._tag_prefix(line)
             self._reset_command()
-            return BadInput(tag, "Command line too long", code="TOOBIG")
+            self._pending_error = BadInput(tag, "Command line too long", code="TOOBIG")
+            self._discard_literals = True
+            self._state = _State.DISCARD_LINE
+            return self._on_discarded_line(line)
         self._segments.append(line)
         marker = _LITERAL_MARKER.search(line)
         if marker is None:

@@ -199,6 +199,23 @@ def test_line_limit_counts_all_segments_of_a_command(feed: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("feed", FEEDS)
+def test_overlong_line_skips_the_non_sync_literal_it_announces(feed: str) -> None:
+    # found by fuzzing (tests/fuzz/corpus/imap): a whole overlong line was refused
+    # without skipping its {n+} literal, whose octets then ran as commands; the
+    # same line in pieces skipped it
+    data = b"a1 APPEND x " + b"y" * 60 + b" {14+}\r\nb1 DELETE x\r\n\r\na2 NOOP\r\n"
+    events = run(data, feed, max_line_length=50)
+    assert events == [
+        BadInput("a1", "Command line too long", "TOOBIG"),
+        cmd("a2", b"a2 NOOP"),
+        CLOSED,
+    ]
+    too_big = b"a1 APPEND x " + b"y" * 60 + b" {99+}\r\n" + b"z" * 99 + b"\r\n"
+    events = run(too_big, feed, max_line_length=50, max_discard_size=50)
+    assert events == [BadInput(None, "Literal too large", "TOOBIG", fatal=True), CLOSED]
+
+
 def test_overlong_line_is_not_buffered() -> None:
     r = Receiver(max_line_length=1000)
     r.receive_data(b"a1 ")
