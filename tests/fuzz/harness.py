@@ -8,9 +8,11 @@ Rules:
 - Time: a single input may not take longer than libFuzzer's ``-timeout`` (set by
   `fuzz_main`), and `assert_linear` times an input repeated to about 16 KiB and to
   four times that: a ratio far above 4 is super-linear growth, which is a bug (the
-  working rules: nothing costs more than linear time in what a client sent). The
-  fuzzer applies it to one input in `SCALE_EVERY` (chosen by a hash, so the choice
-  is reproducible); the corpus replay applies it to every file named ``slow-*``.
+  working rules: nothing costs more than linear time in what a client sent).
+  `scale_pass` applies it to every input of a corpus after a fuzzing run (not
+  during it: the larger inputs would reach new coverage, so the fuzzer would learn
+  to trigger the check and slow itself down); the corpus replay applies it to every
+  file named ``slow-*``.
 - This module imports nothing from postier: under atheris the target module is
   imported inside `atheris.instrument_imports`, so postier's code is instrumented
   for coverage only if nothing loaded it before.
@@ -18,10 +20,10 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-import os
+import sys
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -32,8 +34,6 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 #: .fuzz/crashes/<target>-*; a crash worth keeping goes to CORPUS/<target>/ by hand
 WORK = Path(__file__).resolve().parents[2] / ".fuzz"
 
-#: one input in SCALE_EVERY also gets the scaling check while fuzzing
-SCALE_EVERY = int(os.environ.get("POSTIER_FUZZ_SCALE_EVERY", "64"))
 #: repeated input sizes of the scaling check, and what counts as super-linear
 SCALE_UNIT = 16 * 1024
 SCALE_RATIO = 10.0  # linear gives about 4, quadratic about 16
@@ -87,8 +87,27 @@ def assert_linear(check: Callable[[bytes], None], data: bytes) -> None:
         )
 
 
-def sampled(data: bytes) -> bool:
-    return SCALE_EVERY > 0 and zlib.crc32(data) % SCALE_EVERY == 0
+def scale_pass(target: str, folders: list[Path]) -> list[Path]:
+    """Run `assert_linear` on every input in `folders`; the inputs that fail are
+    copied to .fuzz/crashes/<target>-slow-<hash> and returned."""
+    check = load(target).check
+    crashes = WORK / "crashes"
+    slow: list[Path] = []
+    for folder in folders:
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            data = path.read_bytes()
+            try:
+                assert_linear(check, data)
+            except SuperLinear as e:
+                crashes.mkdir(parents=True, exist_ok=True)
+                kept = crashes / f"{target}-slow-{hashlib.sha1(data).hexdigest()}"
+                kept.write_bytes(data)
+                print(f"super-linear: {path} ({e}); kept as {kept}", flush=True)
+                slow.append(kept)
+    close = getattr(sys.modules[f"tests.fuzz.fuzz_{target}"], "close", None)
+    if close is not None:
+        close()
+    return slow
 
 
 def fuzz_main(target: str, argv: list[str]) -> None:
@@ -100,11 +119,6 @@ def fuzz_main(target: str, argv: list[str]) -> None:
     with atheris.instrument_imports(include=["postier"]):
         module = load(target)
     check: Callable[[bytes], None] = module.check
-
-    def one(data: bytes) -> None:
-        check(data)
-        if sampled(data):
-            assert_linear(check, data)
 
     work = WORK / target
     crashes = WORK / "crashes"
@@ -120,5 +134,5 @@ def fuzz_main(target: str, argv: list[str]) -> None:
     args += given
     if not any(not a.startswith("-") for a in given):
         args += [str(work), str(CORPUS / target)]
-    atheris.Setup(args, one)
+    atheris.Setup(args, check)
     atheris.Fuzz()

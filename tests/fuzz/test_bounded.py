@@ -30,6 +30,7 @@ def test_fuzz_briefly(target: str, tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "tests.fuzz",
+        "--child",
         target,
         f"-max_total_time={SECONDS}",
         f"-artifact_prefix={tmp_path}/",
