@@ -71,6 +71,8 @@ _TAG: Final = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+\Z
 
 #: octets of a discarded line kept to find its literal marker ("~{" 20 digits "+}" CR)
 _DISCARD_TAIL: Final = 32
+#: what may follow "{" in a literal marker not yet complete
+_MARKER_SO_FAR: Final = re.compile(rb"([0-9]*)(\+?\}?\r?)")
 
 
 class _Need(enum.Enum):
@@ -404,7 +406,7 @@ class Receiver:
                 self._mode_tag = None
             if self._state is _State.DISCARD_LINE and len(self._buf) > _DISCARD_TAIL:
                 # keep only what a literal marker at the line's end could need
-                del self._buf[:-_DISCARD_TAIL]
+                self._buf[:] = self._discard_tail(self._buf)
             self._scan = len(self._buf)
             return None
         line = bytes(self._buf[:idx])
@@ -413,6 +415,19 @@ class Receiver:
         if line.endswith(b"\r"):
             line = line[:-1]
         return line
+
+    @staticmethod
+    def _discard_tail(buf: bytearray) -> bytes:
+        """The end of a discarded line's unfinished text that decides whether it ends
+        with a literal marker: its last octets, or, inside a marker, the marker so
+        far with a number of more than 20 digits shortened to 21 (any such number is
+        too large, `_on_line`); so a long marker split over reads is still found."""
+        brace = buf.rfind(b"{")
+        m = _MARKER_SO_FAR.fullmatch(buf, brace + 1) if brace >= 0 else None
+        if m is None:
+            return bytes(buf[-_DISCARD_TAIL:])
+        tilde = b"~" if buf[brace - 1 : brace] == b"~" else b""
+        return tilde + b"{" + m.group(1)[:21] + m.group(2)
 
     def _on_line(self, line: bytes) -> Event | None:
         if self._state is _State.DISCARD_LINE:

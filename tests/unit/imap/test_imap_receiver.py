@@ -216,6 +216,28 @@ def test_overlong_line_skips_the_non_sync_literal_it_announces(feed: str) -> Non
     assert events == [BadInput(None, "Literal too large", "TOOBIG", fatal=True), CLOSED]
 
 
+@pytest.mark.parametrize("feed", FEEDS)
+@pytest.mark.parametrize(
+    "digits", [b"1" * 30, b"0" * 19 + b"1", b"00000000000000000000000000000014"]
+)
+def test_overlong_line_finds_a_long_literal_marker_split_over_reads(
+    feed: str, digits: bytes
+) -> None:
+    # found by fuzzing (tests/fuzz/corpus/imap): while a discarded line arrived, only
+    # its last 32 octets were kept, so "{" and the start of a long number were lost
+    # and the marker was missed (then its literal ran as commands)
+    data = b"a1 APPEND x " + b"y" * 60 + b" {" + digits + b"+}\r\n" + b"z" * 14 + b"\r\na2 NOOP\r\n"
+    events = run(data, feed, max_line_length=50, max_discard_size=50)
+    if len(digits) > 20 or int(digits) > 50:  # over 20 digits is too large (number64)
+        assert events == [BadInput(None, "Literal too large", "TOOBIG", fatal=True), CLOSED]
+    else:
+        assert events == [
+            BadInput("a1", "Command line too long", "TOOBIG"),
+            cmd("a2", b"a2 NOOP"),
+            CLOSED,
+        ]
+
+
 def test_overlong_line_is_not_buffered() -> None:
     r = Receiver(max_line_length=1000)
     r.receive_data(b"a1 ")
