@@ -61,7 +61,10 @@ class _Tok(NamedTuple):
 _LEX = re.compile(
     r"""(?P<ws>[ \t\r\n]+)"""
     r"""|(?P<atom>[^(<>@,;:."\[\] \t\r\n]+)"""
-    r"""|"(?P<qs>(?:[^"\\]|\\.)*)(?:"|\Z)"""
+    # an unterminated quoted string runs to the end, a lone backslash there included:
+    # the branch always matches, so an opening quote never makes the regex scan the
+    # rest of the value and give up (many quotes made the tokenizer quadratic)
+    r"""|"(?P<qs>(?:[^"\\]|\\.)*)(?:"|\\?\Z)"""
     r"""|(?P<lit>\[[^\]]*(?:\]|\Z))"""
     r"""|(?P<special>[<>@,;:.\]])""",
     re.DOTALL,

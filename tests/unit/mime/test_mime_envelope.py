@@ -105,3 +105,14 @@ def test_envelope_literal_threshold_parameter():
     assert envelope(parse(data), literal_over=4) == (
         b"(NIL {6}\r\nabcdef NIL NIL NIL NIL NIL NIL NIL NIL)"
     )
+
+
+def test_unterminated_quote_ending_in_a_backslash_is_one_token():
+    # found by fuzzing (tests/fuzz/corpus/address/slow-*): the quoted-string branch
+    # failed on a trailing lone backslash after scanning to the end, for every quote,
+    # so a header of many quotes took quadratic time (64 KiB: about a minute)
+    assert parse_address_list('"x \\"y\\" z\\') == [
+        Address(None, None, 'x "y" z', "MISSING_DOMAIN")
+    ]
+    value = '"a \\"a \\" b\\' * 400
+    assert len(parse_address_list(value)) == 1
