@@ -37,7 +37,7 @@ WORK = Path(__file__).resolve().parents[2] / ".fuzz"
 #: repeated input sizes of the scaling check, and what counts as super-linear
 SCALE_UNIT = 16 * 1024
 SCALE_RATIO = 10.0  # linear gives about 4, quadratic about 16
-SCALE_FLOOR = 0.05  # seconds: below this a ratio is noise
+SCALE_FLOOR = 0.1  # seconds: below this a ratio is noise (a loaded machine)
 #: libFuzzer options used unless the command line gives its own
 DEFAULT_OPTIONS = ("-timeout=10", "-max_len=65536", "-rss_limit_mb=2048")
 

@@ -46,3 +46,26 @@ def test_signing_an_empty_message_is_a_dkim_error() -> None:
     with pytest.raises(DkimError, match="empty message"):
         sign(b"", [KEY])
     assert sign(b"\r\n", [KEY]).startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
+
+
+# found by fuzzing (tests/fuzz/corpus/dkim): dkimpy's header parser raises IndexError
+# when the first line is a continuation (white space first)
+LEADING_WSP = b" x\r\nFrom: a@example.test\r\n\r\nbody\r\n"
+
+
+async def test_a_header_starting_with_white_space_is_unsigned_not_a_crash() -> None:
+    assert dkimverify.signature_tags(LEADING_WSP) == []
+    assert await dkimverify.verify(LEADING_WSP, FakeResolver({})) == []
+    signed = b" x\r\nDKIM-Signature: v=1; d=example.test; s=sel\r\n\r\nbody\r\n"
+    assert await dkimverify.verify(signed, FakeResolver({})) == [
+        dkimverify.DkimResult("permerror", "", "", "", "unparsable signature")
+    ]
+    sealed = b" x\r\nARC-Seal: i=1; a=rsa-sha256; d=example.test; s=sel; cv=none; b=x\r\n\r\n"
+    assert await arc.verify(sealed, FakeResolver({})) == arc.ArcResult(
+        "fail", 1, "malformed message header"
+    )
+
+
+def test_signing_a_header_starting_with_white_space_is_a_dkim_error() -> None:
+    with pytest.raises(DkimError, match="header starts with a continuation"):
+        sign(LEADING_WSP, [KEY])
