@@ -8,7 +8,8 @@ selector that times out and one with no record.
 
 Allowed: `verify` returns one result per signature and never raises; `sign` raises
 only `DkimError`. Checked: statuses are RFC 8601's; Authentication-Results texts are
-free of control characters; a message we signed verifies as pass with our key record.
+free of control characters; a message we signed verifies as pass with our key record
+(unless it has more From fields than we sign: dkimpy then fails it by design).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import contextlib
 import re
 from pathlib import Path
 
+import dkim
+
 from postier.dns.fake import TIMEOUT, FakeResolver
 from postier.mailauth import dkimverify
-from postier.mailauth.dkim import DkimError, DkimKey, sign
+from postier.mailauth.dkim import SIGNED_HEADERS, DkimError, DkimKey, sign
 
 KEY = DkimKey("example.test", "sel", "rsa", (Path(__file__).parent / "dkim_key.pem").read_bytes())
 KEY_RECORD = KEY.txt_record().encode()
@@ -59,4 +62,8 @@ def check(data: bytes) -> None:
     with contextlib.suppress(DkimError):
         signed = sign(message, [KEY]) + message
         first = _verify(signed, KEY_RECORD)[0]
-        assert first.status == "pass", (first, signed[:400])
+        # dkimpy verifies one From more than h= names (its Debian bug #644046), so a
+        # message with more From fields than we sign (twice) fails by design
+        froms = sum(1 for name, _ in dkim.rfc822_parse(message)[0] if name.lower() == b"from")
+        if froms <= SIGNED_HEADERS.count(b"from"):
+            assert first.status == "pass", (first, signed[:400])
