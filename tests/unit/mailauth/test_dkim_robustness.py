@@ -69,3 +69,18 @@ async def test_a_header_starting_with_white_space_is_unsigned_not_a_crash() -> N
 def test_signing_a_header_starting_with_white_space_is_a_dkim_error() -> None:
     with pytest.raises(DkimError, match="header starts with a continuation"):
         sign(LEADING_WSP, [KEY])
+
+
+async def test_bad_base64_in_bh_is_a_permerror() -> None:
+    # found by fuzzing (tests/fuzz/corpus/dkim): binascii.Error from dkimpy's
+    # b64decode of bh= escaped verification and crashed the DKIM stage
+    message = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=sel;"
+        b" h=from; bh=ab=c; b=abcd\r\nFrom: a@example.test\r\n\r\nbody\r\n"
+    )
+    zone = {"sel._domainkey.example.test": {"TXT": [KEY.txt_record()]}}
+    assert await dkimverify.verify(message, FakeResolver(zone)) == [
+        dkimverify.DkimResult(
+            "permerror", "example.test", "sel", "abcd", "malformed signature: Incorrect padding"
+        )
+    ]
