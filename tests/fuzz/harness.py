@@ -37,7 +37,7 @@ WORK = Path(__file__).resolve().parents[2] / ".fuzz"
 #: repeated input sizes of the scaling check, and what counts as super-linear
 SCALE_UNIT = 16 * 1024
 SCALE_RATIO = 10.0  # linear gives about 4, quadratic about 16
-SCALE_FLOOR = 0.1  # seconds: below this a ratio is noise (a loaded machine)
+SCALE_FLOOR = 0.1  # CPU seconds: below this a ratio is noise
 #: libFuzzer options used unless the command line gives its own
 DEFAULT_OPTIONS = ("-timeout=10", "-max_len=65536", "-rss_limit_mb=2048")
 
@@ -58,9 +58,11 @@ def corpus_files(target: str) -> list[Path]:
 
 
 def _seconds(check: Callable[[bytes], None], data: bytes) -> float:
-    start = time.perf_counter()
+    # CPU time of this process: on a loaded machine wall-clock time counts the
+    # time other processes ran, which made linear inputs look super-linear
+    start = time.process_time()
     check(data)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def assert_linear(check: Callable[[bytes], None], data: bytes) -> None:
