@@ -84,3 +84,24 @@ async def test_bad_base64_in_bh_is_a_permerror() -> None:
             "permerror", "example.test", "sel", "abcd", "malformed signature: Incorrect padding"
         )
     ]
+
+
+async def test_a_key_record_dkimpy_cannot_parse_is_a_permerror() -> None:
+    # found by fuzzing (make test's bounded run; tests/fuzz/corpus/dkim): a truncated
+    # p= made dkimpy's ASN.1 parser raise AssertionError out of verify(), so anyone
+    # publishing such a key got the DKIM stage to crash (451 on every retry)
+    message = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=sel;"
+        b" h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=abcd\r\n"
+        b"From: a@example.test\r\n\r\n"
+    )
+    zone = {
+        "sel._domainkey.example.test": {
+            "TXT": ["v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQU/9wOjbQIDAQAB"]
+        }
+    }
+    assert await dkimverify.verify(message, FakeResolver(zone)) == [
+        dkimverify.DkimResult(
+            "permerror", "example.test", "sel", "abcd", "unverifiable (AssertionError)"
+        )
+    ]
