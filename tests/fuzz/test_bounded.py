@@ -19,7 +19,7 @@ import pytest
 from tests.fuzz.harness import CORPUS, TARGETS, WORK
 
 ROOT = Path(__file__).resolve().parents[2]
-SECONDS = int(os.environ.get("POSTIER_FUZZ_TEST_SECONDS", "6"))
+SECONDS = int(os.environ.get("POSTIER_FUZZ_TEST_SECONDS", "3"))
 
 
 @pytest.mark.fuzz
