@@ -75,11 +75,34 @@ def decode_base64(data: bytes) -> bytes:
 
 
 def decode_qp(data: bytes) -> bytes:
-    """RFC 2045 §6.7 quoted-printable (soft line breaks, =XX); tolerant."""
-    try:
-        return binascii.a2b_qp(data)
-    except (binascii.Error, ValueError):  # pragma: no cover - a2b_qp is lenient
-        return data
+    """RFC 2045 §6.7 quoted-printable, tolerant: =XX in either case, a soft line
+    break is "=" at the end of a line even with white space after it, trailing
+    white space on a line is deleted (rule 3: transport added it), and a "="
+    not followed by two hex digits is kept as it is (as Dovecot does). Each line
+    keeps its own line end (CRLF or LF). binascii.a2b_qp keeps trailing white
+    space and misses "= " soft breaks, so BINARY and BINARY.SIZE were wrong."""
+    out: list[bytes] = []
+    lines = data.split(b"\n")
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        crlf = line.endswith(b"\r")
+        line = line.rstrip(b" \t\r")  # RFC 2045 §6.7 (3)
+        soft = line.endswith(b"=")
+        if soft:
+            line = line[:-1]  # RFC 2045 §6.7 (5): soft line break
+        if b"=" in line:
+            line = _QP_ESCAPE.sub(_qp_octet, line)
+        out.append(line)
+        if i < last and not soft:
+            out.append(b"\r\n" if crlf else b"\n")
+    return b"".join(out)
+
+
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _qp_octet(m: re.Match[bytes]) -> bytes:
+    return bytes((int(m.group(1), 16),))
 
 
 def decode_transfer(data: bytes, encoding: str | None) -> bytes:

@@ -98,6 +98,11 @@ def test_summary_text_is_always_valid_unicode():
 
 def test_decode_qp_and_base64():
     assert decode_qp(b"a=3Db=\r\nc") == b"a=bc"
+    # RFC 2045 §6.7: trailing white space is transport padding; "=" then white
+    # space at a line end is still a soft break; =xx in lower case; a bad escape
+    # stays as written; each line keeps its own line end
+    assert decode_qp(b"caf=c3=a9  \r\nlong= \t\r\nline\r\n") == b"caf\xc3\xa9\r\nlongline\r\n"
+    assert decode_qp(b"x=ZZ ==41\nend=") == b"x=ZZ =A\nend"
     assert decode_base64(b"Zm9v\r\nYmFy") == b"foobar"
     assert decode_base64(b"Zm9vYg") == b"foob"
     assert decode_base64(b"") == b""
