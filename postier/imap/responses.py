@@ -10,7 +10,8 @@ Rules:
   string when it is printable 7-bit text (or UTF-8 once the client enabled
   UTF8=ACCEPT / IMAP4rev2, RFC 9051 §9 QUOTED-CHAR), and as a literal otherwise
   (CR, LF, NUL or 8-bit octets). Message contents are always literals, and a
-  BINARY section containing NUL is a literal8 ``~{n}`` (RFC 3516 §4.2).
+  BINARY section containing NUL is a literal8 ``~{n}`` (RFC 3516 §4.2); a plain
+  literal never carries NUL (it is sent as 0x80, as Dovecot does).
 - Mailbox names are modified UTF-7 (RFC 3501 §5.1.3) unless `utf8` is set;
   "INBOX" is always written so.
 - Response text (resp-text) never contains CR or LF: they are replaced by spaces,
@@ -120,7 +121,13 @@ def quoted(value: str | bytes, *, utf8: bool = False) -> bytes:
 
 
 def literal(data: bytes, *, binary: bool = False) -> bytes:
-    """literal = "{" number64 "}" CRLF *CHAR8; literal8 = "~{" number64 "}" CRLF *OCTET."""
+    """literal = "{" number64 "}" CRLF *CHAR8; literal8 = "~{" number64 "}" CRLF *OCTET.
+
+    CHAR8 excludes NUL (RFC 9051 §9, RFC 3501 §4.3): a NUL in a plain literal
+    (BODY[] of a message stored from a literal8) is sent as 0x80, as Dovecot
+    does; only BINARY answers carry NUL, as literal8 (RFC 3516 §4.2)."""
+    if not binary and b"\x00" in data:
+        data = data.replace(b"\x00", b"\x80")
     return b"%s{%d}\r\n%s" % (b"~" if binary else b"", len(data), data)
 
 
