@@ -15,8 +15,11 @@ Rules:
   ``\\Seen``); keywords (``$Junk``) keep the client's spelling.
 - Mailbox names come out as Unicode with "/" as the hierarchy delimiter: decoded from
   modified UTF-7 (RFC 3501 §5.1.3), or taken as UTF-8 when the session enabled
-  UTF8=ACCEPT or IMAP4rev2 (``utf8=True``, RFC 6855 §3). "INBOX" in any case (also
-  as the first level, "inbox/x") is spelled "INBOX" (RFC 9051 §5.1).
+  UTF8=ACCEPT or IMAP4rev2 (``utf8=True``, RFC 6855 §3). A name that is a valid
+  astring but not valid modified UTF-7 (or holds control characters) is
+  ``NO [CANNOT]``: the command is well-formed, the name is not one we store.
+  "INBOX" in any case (also as the first level, "inbox/x") is spelled "INBOX"
+  (RFC 9051 §5.1).
 - Literals may appear wherever a string may; literal8 (``~{n}``) only as APPEND data
   (RFC 3516 §4.4); a literal that is not literal8 never contains NUL (CHAR8).
 - Parentheses nest at most `max_depth` deep (search keys, NOT/OR chains), so a
@@ -700,9 +703,12 @@ class _Reader:
             try:
                 name = utf7.decode(data.decode("ascii"))
             except (UnicodeDecodeError, ValueError):
-                raise self.error("Mailbox name is not valid modified UTF-7") from None
+                # a well-formed astring naming no valid mailbox: NO, not BAD
+                raise self.error(
+                    "Mailbox name is not valid modified UTF-7", code="CANNOT", status="NO"
+                ) from None
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-            raise self.error("Mailbox name contains control characters")
+            raise self.error("Mailbox name contains control characters", code="CANNOT", status="NO")
         if name.upper() == "INBOX":
             return "INBOX"
         if name[:6].upper() == "INBOX/":

@@ -288,7 +288,7 @@ def test_modified_utf7_tricks_are_refused(raw_alice: Raw, name: str) -> None:
     # printable ASCII hidden in modified BASE64 (RFC 3501 §5.1.3) never decodes
     for tag, command in (("a", "SELECT"), ("b", "CREATE"), ("c", "DELETE")):
         assert raw_alice.cmd(f"{tag} {command} {name}") == (
-            tag.encode() + b" BAD Mailbox name is not valid modified UTF-7\r\n"
+            tag.encode() + b" NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n"
         )
 
 

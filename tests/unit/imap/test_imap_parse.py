@@ -634,10 +634,13 @@ def test_utf8_mailbox_names_when_enabled() -> None:
     assert parse(b'a SELECT "\xc3\xa9t\xc3\xa9"\r\n', utf8=True) == Select("a", "été")
     # no modified UTF-7 decoding once UTF-8 is on (RFC 6855 §3)
     assert parse(b"a SELECT &AOk-\r\n", utf8=True) == Select("a", "&AOk-")
-    assert bad(b'a SELECT "\xc3\xa9"\r\n') == b"a BAD Mailbox name is not valid modified UTF-7\r\n"
+    assert (
+        bad(b'a SELECT "\xc3\xa9"\r\n')
+        == b"a NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n"
+    )
     assert bad(b'a SELECT "\xff"\r\n', utf8=True) == b"a BAD Mailbox name is not valid UTF-8\r\n"
     assert bad(b"a SELECT {3}\r\na\x01b\r\n", utf8=True) == (
-        b"a BAD Mailbox name contains control characters\r\n"
+        b"a NO [CANNOT] Mailbox name contains control characters\r\n"
     )
 
 
@@ -683,9 +686,9 @@ ERRORS: list[tuple[bytes, bytes]] = [
     (b"a ENABLE", b"a BAD Missing argument"),
     (b"a SELECT", b"a BAD Missing argument"),
     (b"a SELECT (x)", b"a BAD Expected mailbox name"),
-    (b"a SELECT &Jjo", b"a BAD Mailbox name is not valid modified UTF-7"),
-    (b"a SELECT &AGE-", b"a BAD Mailbox name is not valid modified UTF-7"),
-    (b"a SELECT {3}\r\na\x01b", b"a BAD Mailbox name is not valid modified UTF-7"),
+    (b"a SELECT &Jjo", b"a NO [CANNOT] Mailbox name is not valid modified UTF-7"),
+    (b"a SELECT &AGE-", b"a NO [CANNOT] Mailbox name is not valid modified UTF-7"),
+    (b"a SELECT {3}\r\na\x01b", b"a NO [CANNOT] Mailbox name is not valid modified UTF-7"),
     (b"a SELECT INBOX (FOO)", b"a BAD Unknown or repeated select parameter FOO"),
     (
         b"a SELECT INBOX (CONDSTORE CONDSTORE)",
