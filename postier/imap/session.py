@@ -151,6 +151,9 @@ class MailboxView:
         self.name = mailbox.name
         self.uidvalidity = mailbox.uidvalidity
         self.readonly = readonly
+        #: keywords the client was told of by FLAGS; and ones it was not, yet
+        self.announced: set[str] = set()
+        self.new_keywords: set[str] = set()
         if columns is not None:
             self._cols, self._shared = columns, True
         else:
@@ -191,10 +194,30 @@ class MailboxView:
         if self._shared:
             self._cols, self._shared = self._cols.copy(), False
 
+    def _note(self, flags: Iterable[str]) -> None:
+        """Remember keywords the client has not been told of (RFC 9051 §7.3.5)."""
+        for f in flags:
+            if not f.startswith("\\") and f not in self.announced:
+                self.new_keywords.add(f)
+
+    def take_new_keywords(self) -> set[str] | None:
+        """Every keyword of the mailbox when some are new to the client (the
+        caller sends FLAGS), else None."""
+        if not self.new_keywords:
+            return None
+        self.announced |= self.new_keywords
+        self.new_keywords.clear()
+        return set(self.announced)
+
+    def highest_modseq(self) -> int:
+        """HIGHESTMODSEQ as this view knows it (RFC 7162 §3.1.2.1)."""
+        return max(self.baseline, max(self._modseqs, default=0))
+
     def _add(self, m: Message) -> None:
         """Append a message with a UID above all known ones (UIDs only ascend)."""
         if self.uids and m.uid <= self.uids[-1]:
             return
+        self._note(m.flags)
         self._own()
         self.uids.append(m.uid)
         self._modseqs.append(m.modseq)
@@ -278,6 +301,7 @@ class MailboxView:
         """Our own STORE (or implicit \\Seen) changed a message: already announced."""
         i = self._index(m.uid)
         if i is not None:
+            self._note(m.flags)
             self._own()
             self._flags[i] = _intern(m.flags)
             self._modseqs[i] = m.modseq
@@ -305,6 +329,7 @@ class MailboxView:
                         self.flag_changes.add(m.uid)
                         if self.touched is not None:
                             self.touched.add(m.uid)
+                        self._note(m.flags)
                     self._flags[i] = _intern(m.flags)
                     self._modseqs[i] = m.modseq
             elif m.uid >= self.uidnext:

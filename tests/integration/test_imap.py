@@ -309,7 +309,7 @@ def test_fetch_metadata_items(server: ServerThread, raw: Raw) -> None:
     out = raw.cmd("b FETCH 1 (INTERNALDATE MODSEQ)")
     assert re.fullmatch(
         rb'\* 1 FETCH \(INTERNALDATE "[ 0-9]\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d \+0000" '
-        rb"MODSEQ \(2\)\)\r\nb OK FETCH completed\r\n",
+        rb"MODSEQ \(2\)\)\r\nb OK \[HIGHESTMODSEQ 2\] FETCH completed\r\n",  # RFC 7162 §3.1
         out,
     ), out
 
@@ -373,7 +373,10 @@ def test_store_forms_and_unchangedsince(server: ServerThread, raw: Raw) -> None:
     deliver(server, SIMPLE, SIMPLE)
     raw.cmd("x ENABLE IMAP4rev2")
     raw.cmd("s SELECT INBOX")
-    assert raw.cmd("a STORE 1:2 +FLAGS (\\Flagged $Work)") == (
+    assert raw.cmd("a STORE 1:2 +FLAGS (\\Flagged $Work)") == (  # RFC 9051 §7.3.5: new keyword
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] "
+        b"Flags permitted\r\n"
         b"* 1 FETCH (FLAGS (\\Flagged $Work))\r\n* 2 FETCH (FLAGS (\\Flagged $Work))\r\n"
         b"a OK STORE completed\r\n"
     )
@@ -382,10 +385,11 @@ def test_store_forms_and_unchangedsince(server: ServerThread, raw: Raw) -> None:
         b"* 1 FETCH (UID 1 FLAGS (\\Seen))\r\nc OK STORE completed\r\n"
     )
     assert raw.cmd("d FETCH 1:2 MODSEQ") == (
-        b"* 1 FETCH (MODSEQ (7))\r\n* 2 FETCH (MODSEQ (6))\r\nd OK FETCH completed\r\n"
+        b"* 1 FETCH (MODSEQ (7))\r\n* 2 FETCH (MODSEQ (6))\r\n"
+        b"d OK [HIGHESTMODSEQ 7] FETCH completed\r\n"  # RFC 7162 §3.1: CONDSTORE now on
     )
     assert raw.cmd("e STORE 1:2 (UNCHANGEDSINCE 6) +FLAGS (\\Answered)") == (
-        b"* 2 FETCH (FLAGS (\\Answered \\Flagged) MODSEQ (8))\r\n"
+        b"* 2 FETCH (UID 2 FLAGS (\\Answered \\Flagged) MODSEQ (8))\r\n"
         b"e OK [MODIFIED 1] Conditional STORE failed for some messages\r\n"
     )
     assert raw.cmd("f STORE 1 +FLAGS (bad\\flag)") == b"f BAD Expected space\r\n"
@@ -427,7 +431,9 @@ def test_search_keys(server: ServerThread, raw: Raw) -> None:
     assert raw.cmd("b SEARCH CHARSET KLINGON foo") == (
         b"b NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
     )
-    assert raw.cmd("c SEARCH MODSEQ 4") == b"* SEARCH 2 3 (MODSEQ 5)\r\nc OK SEARCH completed\r\n"
+    assert raw.cmd("c SEARCH MODSEQ 4") == (
+        b"* SEARCH 2 3 (MODSEQ 5)\r\nc OK [HIGHESTMODSEQ 5] SEARCH completed\r\n"
+    )
 
 
 def test_esearch_and_searchres(server: ServerThread, raw: Raw) -> None:
@@ -570,7 +576,8 @@ def test_imap4rev2_search_answers_esearch(server: ServerThread, raw: Raw) -> Non
         b'* ESEARCH (TAG "c") MIN 1 MAX 3 COUNT 3\r\nc OK SEARCH completed\r\n'
     )
     assert raw.cmd("d SEARCH MODSEQ 1") == (
-        b'* ESEARCH (TAG "d") ALL 1:3 MODSEQ 4\r\nd OK SEARCH completed\r\n'
+        b'* ESEARCH (TAG "d") ALL 1:3 MODSEQ 4\r\n'
+        b"d OK [HIGHESTMODSEQ 4] SEARCH completed\r\n"  # RFC 7162 §3.1: CONDSTORE now on
     )
     assert raw.cmd("f SEARCH RETURN (MIN) MODSEQ 1") == (  # RFC 4731 §3.2
         b'* ESEARCH (TAG "f") MIN 1 MODSEQ 2\r\nf OK SEARCH completed\r\n'
@@ -911,7 +918,7 @@ def test_status_items(server: ServerThread, raw: Raw) -> None:
     size = 2 * int(re.search(rb"SIZE (\d+)", out).group(1)) // 2  # type: ignore[union-attr]
     assert out == (
         b"* STATUS INBOX (MESSAGES 2 UIDNEXT 3 UNSEEN 1 DELETED 1 SIZE %d RECENT 0 "
-        b"HIGHESTMODSEQ 4)\r\na OK STATUS completed\r\n" % size
+        b"HIGHESTMODSEQ 4)\r\na OK [HIGHESTMODSEQ 4] STATUS completed\r\n" % size
     )
     assert raw.cmd("b STATUS Nope (MESSAGES)") == b"b NO [NONEXISTENT] No such mailbox\r\n"
     assert raw.cmd("c STATUS INBOX (BOGUS)") == b"c BAD Unknown status item BOGUS\r\n"
@@ -1048,7 +1055,7 @@ def test_select_parameters_and_unselect(server: ServerThread, raw: Raw) -> None:
     assert out.endswith(b"b OK [READ-WRITE] SELECT completed\r\n")
     # CONDSTORE is now on: FETCH FLAGS changes carry MODSEQ
     assert raw.cmd("c STORE 1 +FLAGS.SILENT (\\Seen)") == (
-        b"* 1 FETCH (MODSEQ (3))\r\nc OK STORE completed\r\n"
+        b"* 1 FETCH (UID 1 MODSEQ (3))\r\nc OK STORE completed\r\n"  # RFC 7162 §3.1
     )
     assert raw.cmd("d CHECK") == b"d OK CHECK completed\r\n"
     raw.cmd("e STORE 1 +FLAGS.SILENT (\\Deleted)")
@@ -1079,6 +1086,202 @@ def test_list_hostile_pattern_is_linear_and_blocks_no_one(server: ServerThread) 
     assert time.perf_counter() - start < 1.0
     assert a.cmd('c LIST "" "' + "%" * 1025 + '"') == (b"c NO [LIMIT] Mailbox pattern too long\r\n")
     assert a.cmd('d LSUB "" "' + "*" * 1025 + '"') == (b"d NO [LIMIT] Mailbox pattern too long\r\n")
+
+
+QP_PARTS = (
+    b"From: Carol <carol@remote.test>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: parts\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"caf=C3=A9  \r\n"  # trailing white space is transport padding (RFC 2045 §6.7)
+    b"soft= \r\n"  # "=" then white space: still a soft line break
+    b"break\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"AAECAw==\r\n"
+    b"--b1--\r\n"
+)
+
+
+def test_binary_size_is_the_decoded_size(server: ServerThread, raw: Raw) -> None:
+    """RFC 3516 §4.2: BINARY.SIZE is the size of the decoded content, the length
+    of what BINARY returns."""
+    deliver(server, QP_PARTS)
+    raw.cmd("s EXAMINE INBOX")
+    assert raw.cmd("a FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BINARY.SIZE[3] BINARY.PEEK[3])") == (
+        b"* 1 FETCH (BINARY.SIZE[1] 16 BINARY[1] {16}\r\ncaf\xc3\xa9\r\nsoftbreak "
+        b"BINARY.SIZE[3] 4 BINARY[3] ~{4}\r\n\x00\x01\x02\x03)\r\na OK FETCH completed\r\n"
+    )
+
+
+def test_empty_part_is_an_empty_string_everywhere(server: ServerThread, raw: Raw) -> None:
+    """An empty body part: BODY[n], BINARY[n] and BINARY.SIZE[n] agree (an empty
+    literal, 0), through delivery and through APPEND, and real clients read it."""
+    deliver(server, QP_PARTS)
+    raw.send(b"p APPEND INBOX {%d+}\r\n%s\r\n" % (len(QP_PARTS), QP_PARTS))
+    assert raw.until(b"p").startswith(b"p OK [APPENDUID ")
+    raw.cmd("s EXAMINE INBOX")
+    assert raw.cmd(
+        "a FETCH 1:2 (BODY.PEEK[2] BINARY.PEEK[2] BINARY.SIZE[2] BODY.PEEK[2]<0.5>)"
+    ) == (
+        b"* 1 FETCH (BODY[2] {0}\r\n BINARY[2] {0}\r\n BINARY.SIZE[2] 0 BODY[2]<0> {0}\r\n)\r\n"
+        b"* 2 FETCH (BODY[2] {0}\r\n BINARY[2] {0}\r\n BINARY.SIZE[2] 0 BODY[2]<0> {0}\r\n)\r\n"
+        b"a OK FETCH completed\r\n"
+    )
+    assert raw.cmd("b FETCH 2 BODY.PEEK[]") == (
+        b"* 2 FETCH (BODY[] {%d}\r\n%s)\r\nb OK FETCH completed\r\n" % (len(QP_PARTS), QP_PARTS)
+    )
+    import imapclient  # type: ignore[import-untyped]
+
+    with imapclient.IMAPClient("127.0.0.1", port=server.port("imap"), ssl=False) as c:
+        c.login(ALICE, PASSWORD)
+        c.select_folder("INBOX", readonly=True)
+        got = c.fetch([1, 2], ["BODY.PEEK[2]", "BINARY.PEEK[2]", "BINARY.SIZE[2]"])
+        assert [(m[b"BODY[2]"], m[b"BINARY[2]"], m[b"BINARY.SIZE[2]"]) for m in got.values()] == [
+            (b"", b"", 0),
+            (b"", b"", 0),
+        ]
+
+
+def test_condstore_enabled_by_a_command_reports_highestmodseq(
+    server: ServerThread, raw: Raw
+) -> None:
+    """RFC 7162 §3.1: the first CONDSTORE-enabling command (here FETCH MODSEQ, or
+    STORE UNCHANGEDSINCE) while a mailbox is selected gets HIGHESTMODSEQ in its OK;
+    from then on every untagged FETCH carries UID and MODSEQ."""
+    deliver(server, SIMPLE, SIMPLE)
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a STORE 1 +FLAGS (\\Flagged)") == (
+        b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\na OK STORE completed\r\n"
+    )
+    assert raw.cmd("b FETCH 1 (FLAGS MODSEQ)") == (
+        b"* 1 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (4))\r\n"
+        b"b OK [HIGHESTMODSEQ 4] FETCH completed\r\n"
+    )
+    assert raw.cmd("c FETCH 1 MODSEQ") == b"* 1 FETCH (MODSEQ (4))\r\nc OK FETCH completed\r\n"
+    assert raw.cmd("d STORE 1 -FLAGS (\\Flagged)") == (
+        b"* 1 FETCH (UID 1 FLAGS (\\Recent) MODSEQ (5))\r\nd OK STORE completed\r\n"
+    )
+    assert raw.cmd("e FETCH 2 BODY[TEXT]") == (  # implicit \Seen: UID and MODSEQ too
+        b"* 2 FETCH (BODY[TEXT] {24}\r\nShall we meet at noon?\r\n FLAGS (\\Seen \\Recent) "
+        b"UID 2 MODSEQ (6))\r\ne OK FETCH completed\r\n"
+    )
+    other = Raw(server.port("imap"))
+    other.login()
+    other.cmd("s SELECT INBOX")
+    other.cmd("a STORE 1 +FLAGS.SILENT (\\Answered)")
+    assert raw.cmd("f NOOP") == (
+        b"* 1 FETCH (UID 1 FLAGS (\\Answered \\Recent) MODSEQ (7))\r\nf OK NOOP completed\r\n"
+    )
+    # STORE UNCHANGEDSINCE as the enabling command
+    assert other.cmd("b STORE 2 (UNCHANGEDSINCE 100) +FLAGS.SILENT (\\Draft)") == (
+        b"* 2 FETCH (UID 2 MODSEQ (8))\r\nb OK [HIGHESTMODSEQ 8] STORE completed\r\n"
+    )
+
+
+def test_new_keywords_are_announced_before_they_are_shown(server: ServerThread, raw: Raw) -> None:
+    """RFC 9051 §7.3.5 (RFC 3501 §7.2.6): a keyword new to the mailbox comes with
+    FLAGS (and PERMANENTFLAGS) before any FETCH that shows it: to the session that
+    stored it, to other sessions, and for APPEND into the selected mailbox."""
+    deliver(server, SIMPLE)
+    other = Raw(server.port("imap"))
+    other.login()
+    for c in (raw, other):
+        c.cmd("x ENABLE IMAP4rev2")
+        c.cmd("s SELECT INBOX")
+    flags = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"
+    assert raw.cmd("a STORE 1 +FLAGS ($Todo)") == (
+        b"* FLAGS (" + flags + b" $Todo)\r\n"
+        b"* OK [PERMANENTFLAGS (" + flags + b" $Todo \\*)] Flags permitted\r\n"
+        b"* 1 FETCH (FLAGS ($Todo))\r\na OK STORE completed\r\n"
+    )
+    assert raw.cmd("b STORE 1 +FLAGS ($Todo)") == (  # known now: no FLAGS again
+        b"* 1 FETCH (FLAGS ($Todo))\r\nb OK STORE completed\r\n"
+    )
+    assert other.cmd("c NOOP") == (
+        b"* FLAGS (" + flags + b" $Todo)\r\n"
+        b"* OK [PERMANENTFLAGS (" + flags + b" $Todo \\*)] Flags permitted\r\n"
+        b"* 1 FETCH (UID 1 FLAGS ($Todo))\r\nc OK NOOP completed\r\n"
+    )
+    third = Raw(server.port("imap"))  # selecting a mailbox with keywords: FLAGS has them
+    third.login()
+    third.cmd("x ENABLE IMAP4rev2")
+    assert third.cmd("s EXAMINE INBOX").startswith(b"* FLAGS (" + flags + b" $Todo)\r\n")
+    assert third.cmd("t FETCH 1 FLAGS") == b"* 1 FETCH (FLAGS ($Todo))\r\nt OK FETCH completed\r\n"
+    raw.send(b"d APPEND INBOX ($Later) {%d+}\r\n%s\r\n" % (len(SIMPLE), SIMPLE))
+    assert raw.until(b"d").startswith(
+        b"* FLAGS (" + flags + b" $Later $Todo)\r\n"
+        b"* OK [PERMANENTFLAGS (" + flags + b" $Later $Todo \\*)] Flags permitted\r\n"
+        b"* 2 EXISTS\r\nd OK [APPENDUID "
+    )
+
+
+def test_unknown_system_flags_are_refused(server: ServerThread, raw: Raw) -> None:
+    """\\Bogus and \\Recent cannot be stored: BAD, as Dovecot answers, nothing
+    changes (RFC 9051 §2.3.2)."""
+    deliver(server, SIMPLE)
+    raw.cmd("s SELECT INBOX")
+    assert raw.cmd("a STORE 1 +FLAGS (\\Bogus)") == b"a BAD Invalid system flag \\Bogus\r\n"
+    assert raw.cmd("b STORE 1 FLAGS (\\Seen \\recent)") == (
+        b"b BAD Invalid system flag \\Recent\r\n"
+    )
+    assert raw.cmd("c APPEND INBOX (\\Bogus) {3+}\r\nabc") == (
+        b"c BAD Invalid system flag \\Bogus\r\n"
+    )
+    assert raw.cmd("d FETCH 1:* FLAGS") == (
+        b"* 1 FETCH (FLAGS (\\Recent))\r\nd OK FETCH completed\r\n"
+    )
+
+
+def test_nul_octets_never_in_a_plain_literal(server: ServerThread, raw: Raw) -> None:
+    """RFC 9051 §4.3: a literal has no NUL (CHAR8). A message stored from a
+    literal8 keeps its NUL for BINARY (literal8, RFC 3516 §4.2); BODY[] sends it
+    as 0x80, as Dovecot does. A plain APPEND literal with NUL is BAD."""
+    msg = b"Subject: nul\r\n\r\nab\x00cd\r\n"
+    raw.send(b"a APPEND INBOX ~{%d+}\r\n%s\r\n" % (len(msg), msg))
+    assert raw.until(b"a").startswith(b"a OK [APPENDUID ")
+    raw.cmd("s EXAMINE INBOX")
+    assert raw.cmd("b FETCH 1 (BODY.PEEK[] BINARY.PEEK[] BINARY.PEEK[1] RFC822.TEXT)") == (
+        b"* 1 FETCH (BODY[] {23}\r\nSubject: nul\r\n\r\nab\x80cd\r\n "
+        b"BINARY[] ~{23}\r\nSubject: nul\r\n\r\nab\x00cd\r\n BINARY[1] ~{7}\r\nab\x00cd\r\n "
+        b"RFC822.TEXT {7}\r\nab\x80cd\r\n)\r\nb OK FETCH completed\r\n"
+    )
+    assert raw.cmd(b"c APPEND INBOX {3+}\r\na\x00b") == b"c BAD NUL in literal (use literal8)\r\n"
+
+
+def test_mailbox_names_not_modified_utf7_are_no(raw: Raw) -> None:
+    """A well-formed astring that is not valid modified UTF-7 names no mailbox:
+    NO [CANNOT], not BAD. With UTF8=ACCEPT names are UTF-8 and "&" is itself."""
+    assert raw.cmd("a SELECT &Jjo") == (
+        b"a NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n"
+    )
+    assert raw.cmd('b CREATE "&AGE-"') == (
+        b"b NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n"
+    )
+    assert raw.cmd('c LIST "" "&Jjo*"') == (
+        b"c NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n"
+    )
+    assert raw.cmd("d NOOP") == b"d OK NOOP completed\r\n"
+    raw.cmd("e ENABLE UTF8=ACCEPT")
+    assert raw.cmd("f CREATE &Jjo") == b"f OK CREATE completed\r\n"
+    assert raw.cmd('g LIST "" "&*"') == (
+        b'* LIST (\\HasNoChildren) "/" &Jjo\r\ng OK LIST completed\r\n'
+    )
+    other = Raw(raw.sock.getpeername()[1])
+    other.login()
+    assert other.cmd('h LIST "" "&-*"') == (
+        b'* LIST (\\HasNoChildren) "/" &-Jjo\r\nh OK LIST completed\r\n'
+    )
 
 
 # --- THREAD (RFC 5256) ------------------------------------------------------------------

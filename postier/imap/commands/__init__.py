@@ -140,7 +140,17 @@ async def dispatch(ctx: Context, cmd: p.Command) -> None:
             await ctx.sync(allow_expunge=allow_expunge)
     except StoreError:
         log.exception("sid=%s cannot read mailbox changes", s.sid)
-    ctx.send(r.tagged(cmd.tag, result.status, result.text, result.code))
+    code = result.code
+    if ctx.highestmodseq_owed:
+        ctx.highestmodseq_owed = False
+        if s.view is not None:
+            # RFC 7162 §3.1: HIGHESTMODSEQ in the OK of the enabling command
+            owed = r.code_highestmodseq(s.view.highest_modseq())
+            if result.status == "OK" and code is None:
+                code = owed
+            else:
+                ctx.send(r.untagged_status("OK", "Highest", owed))
+    ctx.send(r.tagged(cmd.tag, result.status, result.text, code))
     if result.status == "BAD":
         ctx.count_bad()
     else:

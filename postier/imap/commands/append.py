@@ -9,7 +9,8 @@ Rules:
 - Literals above APPENDLIMIT never reach here: the receiver refuses them with
   ``NO [TOOBIG]`` before the client sends them.
 - A zero-length message is refused: it is no RFC 5322 message.
-- \\Recent in the flag list is ignored (it cannot be set, RFC 9051 §2.3.2).
+- A system flag other than the five storable ones (\\Recent included: it cannot be
+  set, RFC 9051 §2.3.2) is ``BAD Invalid system flag``, as for STORE (Dovecot).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, no, ok
+from postier.imap.commands.flags import invalid_flag
 from postier.store.errors import QuotaExceeded, StoreError
 from postier.store.models import Message, Uid
 
@@ -26,6 +28,10 @@ log = logging.getLogger("postier.imap")
 
 
 async def append(ctx: Context, cmd: p.Append) -> Result:
+    for m in cmd.messages:
+        refused = invalid_flag(m.flags)
+        if refused is not None:
+            return refused
     mbox = await ctx.mailbox(cmd.mailbox)
     if mbox is None:
         return no("No such mailbox", r.TRYCREATE)
@@ -35,8 +41,9 @@ async def append(ctx: Context, cmd: p.Append) -> Result:
     stored: list[Message] = []
     try:
         for m in cmd.messages:
-            flags = frozenset(f for f in m.flags if f != "\\Recent")
-            stored.append(await ctx.store.append(mbox.id, m.data, flags, m.internal_date))
+            stored.append(
+                await ctx.store.append(mbox.id, m.data, frozenset(m.flags), m.internal_date)
+            )
     except QuotaExceeded:
         await _undo(ctx, mbox.id, stored)
         return no("Quota exceeded", r.OVERQUOTA)  # RFC 9208 §4.4

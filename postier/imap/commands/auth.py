@@ -127,9 +127,9 @@ async def enable(ctx: Context, cmd: p.Enable) -> Result:
     for cap in cmd.capabilities:
         if cap not in ENABLEABLE or cap in s.enabled:
             continue  # RFC 5161 §3.1: unknown or already enabled ones are not listed
+        if cap in ("CONDSTORE", "QRESYNC"):
+            ctx.enable_condstore()  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
         s.enabled.add(cap)
-        if cap == "QRESYNC":
-            s.enabled.add("CONDSTORE")  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
         newly.append("IMAP4rev2" if cap == "IMAP4REV2" else cap)
     ctx.send(r.enabled(newly))
     return ok("ENABLE completed")

@@ -25,7 +25,7 @@ from postier.imap.session import MailboxView, RecentClaims, Session, State
 from postier.store.api import Store, Subscription
 from postier.store.errors import StoreError
 from postier.store.feed import SubscriptionClosed
-from postier.store.models import Change, Mailbox
+from postier.store.models import SYSTEM_FLAGS, Change, Mailbox
 
 if TYPE_CHECKING:
     from postier.auth.service import AuthService
@@ -89,6 +89,8 @@ class Context:
         self.feed: Subscription | None = None
         #: what NOTIFY asked for (RFC 5465); None before NOTIFY SET and after NONE
         self.notifier: Notifier | None = None
+        #: CONDSTORE was enabled while a mailbox was selected: HIGHESTMODSEQ owed
+        self.highestmodseq_owed = False
 
     # --- I/O, provided by the adapter -------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -145,6 +147,26 @@ class Context:
             f"APPENDLIMIT={self.settings.imap.max_literal_size}",
         ]  # fmt: skip
         return caps
+
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 §3.1): FETCH/SEARCH with MODSEQ,
+        CHANGEDSINCE, UNCHANGEDSINCE, STATUS HIGHESTMODSEQ, SELECT (CONDSTORE),
+        ENABLE. With a mailbox selected, its HIGHESTMODSEQ is owed in the OK."""
+        s = self.session
+        if not s.condstore:
+            s.enabled.add("CONDSTORE")
+            self.highestmodseq_owed = s.view is not None
+
+    def announce_keywords(self, view: MailboxView) -> None:
+        """FLAGS (and PERMANENTFLAGS) when the client has not seen a keyword the
+        next FETCH may show (RFC 9051 §7.3.5, RFC 3501 §7.2.6)."""
+        keywords = view.take_new_keywords()
+        if keywords is None:
+            return
+        flags = SYSTEM_FLAGS | keywords
+        self.send(r.flags(flags))
+        if not view.readonly:
+            self.send(r.untagged_status("OK", "Flags permitted", r.code_permanentflags(flags)))
 
     # --- mailboxes ---------------------------------------------------------------------
     async def mailbox(self, name: str) -> Mailbox | None:
@@ -226,6 +248,7 @@ class Context:
             else:
                 for seq, _ in up.expunged:
                     self.send(r.expunge(seq))
+        self.announce_keywords(view)
         if up.exists is not None:
             self.send(r.exists(up.exists))
             if not s.rev2 and up.recent is not None:

@@ -50,7 +50,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
     except BadSequence as e:
         return bad(str(e))
     if cmd.changed_since is not None or any(i.name == "MODSEQ" for i in cmd.items):
-        s.enabled.add("CONDSTORE")  # RFC 7162 §3.1: a CONDSTORE command enables it
+        ctx.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE command enables it
     if cmd.changed_since is not None:
         since = cmd.changed_since
         picked = [(q, u) for q, u in picked if view.modseq(u) > since]
@@ -96,7 +96,11 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                 return no("Unknown Content-Transfer-Encoding", r.UNKNOWN_CTE)
             if uid in seen_set and not any(i.name == "FLAGS" for i in items):
                 out.append(("FLAGS", view.flags_of(uid, with_recent=not s.rev2)))
-                if s.condstore and not any(i.name == "MODSEQ" for i in items):
+            if uid in seen_set and s.condstore:
+                # RFC 7162 §3.1: an implicit \Seen change carries UID and MODSEQ
+                if not any(i.name == "UID" for i in items):
+                    out.append(("UID", uid))
+                if not any(i.name == "MODSEQ" for i in items):
                     out.append(("MODSEQ", r.Raw(b"(%d)" % view.modseq(uid))))
             ctx.send(r.fetch(seq, out))
             await ctx.maybe_drain()

@@ -112,6 +112,8 @@ async def list_(ctx: Context, cmd: p.List) -> Result:
         return ok("LIST completed")
     if any(len(cmd.reference) + len(pat) > MAX_PATTERN for pat in cmd.patterns):
         return no("Mailbox pattern too long", r.LIMIT)
+    if "HIGHESTMODSEQ" in cmd.status_items:
+        ctx.enable_condstore()  # RFC 7162 §3.1 (via RFC 5819 LIST-STATUS)
     assert s.user is not None
     mailboxes = await ctx.store.list_mailboxes(s.user.id)
     await _send_list(ctx, cmd, mailboxes)

@@ -132,7 +132,7 @@ async def _searching(
         return limit_refusal()
     uses_modseq = names_modseq(cmd.key)
     if uses_modseq:
-        s.enabled.add("CONDSTORE")  # RFC 7162 §3.1: a MODSEQ key enables CONDSTORE
+        ctx.enable_condstore()  # RFC 7162 §3.1: a MODSEQ key enables CONDSTORE
     seq_of = {f.m.uid: f.seq for f in found}
     ids = [m.uid if cmd.uid else seq_of[m.uid] for m in messages]
     if cmd.returns is None and (criteria is not None or not s.rev2):

@@ -32,7 +32,7 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
     s.saved = []
     s.live.clear()  # RFC 5267 §4.3: updates cease when the mailbox is closed
     if cmd.condstore:
-        s.enabled.add("CONDSTORE")  # RFC 7162 §3.1.8: a CONDSTORE parameter enables it
+        ctx.enable_condstore()  # RFC 7162 §3.1.8: a CONDSTORE parameter enables it
     mbox = await ctx.mailbox(cmd.mailbox)
     if mbox is None:
         return no("No such mailbox", r.NONEXISTENT)
@@ -46,6 +46,7 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
         recent = ctx.recent.claim(mbox.id, uids)
     view = MailboxView(mbox, messages, readonly=cmd.readonly, recent=recent, columns=shared)
     keywords = view.keywords()
+    view.announced, view.new_keywords = set(keywords), set()
     ctx.send(r.flags(SYSTEM_FLAGS | keywords))
     ctx.send(r.exists(view.exists))
     if not s.rev2:

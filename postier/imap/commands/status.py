@@ -51,6 +51,8 @@ async def status_items(
 
 
 async def status(ctx: Context, cmd: p.Status) -> Result:
+    if "HIGHESTMODSEQ" in cmd.items:
+        ctx.enable_condstore()  # RFC 7162 §3.1: STATUS (HIGHESTMODSEQ) enables it
     mbox = await ctx.mailbox(cmd.mailbox)
     if mbox is None:
         return no("No such mailbox", r.NONEXISTENT)
