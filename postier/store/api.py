@@ -123,7 +123,13 @@ class Store(Protocol):
         """Renames the mailbox and its children. Renaming INBOX moves its messages
         to the new mailbox and leaves INBOX empty (RFC 9051 §6.3.6)."""
 
-    async def set_subscribed(self, user_id: UserId, name: str, subscribed: bool) -> None: ...
+    async def set_subscribed(self, user_id: UserId, name: str, subscribed: bool) -> None:
+        """Subscribing needs the mailbox; a subscription outlives its mailbox
+        (RFC 9051 §6.3.7) and follows it through RENAME. `NotFound` when there is
+        neither a mailbox nor a subscription of that name."""
+
+    async def list_subscriptions(self, user_id: UserId) -> list[str]:
+        """Every subscribed name, sorted, whether its mailbox exists or not."""
 
     # --- messages ----------------------------------------------------------
     async def deliver(

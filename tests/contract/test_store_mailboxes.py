@@ -166,6 +166,31 @@ async def test_subscribe(store, user):
     assert (await store.get_mailbox(user.id, "News")).subscribed is False
 
 
+async def test_subscriptions_are_names_that_outlive_their_mailbox(store, user):
+    """RFC 9051 §6.3.7: DELETE does not unsubscribe; RENAME moves subscriptions."""
+    await store.create_mailbox(user.id, "News/Tech")
+    await store.set_subscribed(user.id, "News/Tech", True)
+    await store.set_subscribed(user.id, "News", True)
+    await store.delete_mailbox(user.id, "News/Tech")
+    subs = await store.list_subscriptions(user.id)
+    assert "News/Tech" in subs and "News" in subs
+    assert subs == sorted(subs) and "INBOX" in subs
+    # the same name again is subscribed again
+    assert (await store.create_mailbox(user.id, "News/Tech")).subscribed is True
+    await store.rename_mailbox(user.id, "News", "Old")
+    subs = await store.list_subscriptions(user.id)
+    assert "News/Tech" not in subs and "Old/Tech" in subs
+    await store.delete_mailbox(user.id, "Old/Tech")
+    await store.set_subscribed(user.id, "Old/Tech", False)  # gone, still unsubscribable
+    assert "Old/Tech" not in await store.list_subscriptions(user.id)
+    with pytest.raises(NotFound):
+        await store.set_subscribed(user.id, "Old/Tech", False)
+    with pytest.raises(NotFound):
+        await store.set_subscribed(user.id, "Old/Tech", True)
+    await store.rename_mailbox(user.id, "INBOX", "Saved")
+    assert {"INBOX", "Saved"} <= set(await store.list_subscriptions(user.id))
+
+
 async def test_counts(store, user):
     await store.deliver(b"12345", [DeliveryTarget(user.id)])
     await store.deliver(b"123", [DeliveryTarget(user.id, flags=frozenset({"\\Seen"}))])

@@ -1284,6 +1284,63 @@ def test_mailbox_names_not_modified_utf7_are_no(raw: Raw) -> None:
     )
 
 
+def test_subscriptions_outlive_their_mailbox(raw: Raw) -> None:
+    """RFC 9051 §6.3.7: DELETE does not unsubscribe. LIST (SUBSCRIBED) shows the
+    name \\NonExistent (RFC 5258 §3.1), LSUB \\Noselect (as Dovecot), RECURSIVEMATCH
+    gives the parent with CHILDINFO (§3.5); UNSUBSCRIBE of the name works."""
+    for line in ("a CREATE Foo/Bar", "b SUBSCRIBE Foo/Bar", "c DELETE Foo/Bar", "d DELETE Trash"):
+        assert raw.cmd(line).endswith(b" OK " + line.split()[1].encode() + b" completed\r\n")
+    assert raw.cmd('e LIST (SUBSCRIBED) "" *') == (
+        b'* LIST (\\HasNoChildren \\Subscribed \\Archive) "/" Archive\r\n'
+        b'* LIST (\\HasNoChildren \\Subscribed \\Drafts) "/" Drafts\r\n'
+        b'* LIST (\\Subscribed \\NonExistent) "/" Foo/Bar\r\n'
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" INBOX\r\n'
+        b'* LIST (\\HasNoChildren \\Subscribed \\Junk) "/" Junk\r\n'
+        b'* LIST (\\HasNoChildren \\Subscribed \\Sent) "/" Sent\r\n'
+        b'* LIST (\\Subscribed \\NonExistent) "/" Trash\r\n'
+        b"e OK LIST completed\r\n"
+    )
+    assert raw.cmd('f LSUB "" T*') == b'* LSUB (\\Noselect) "/" Trash\r\nf OK LSUB completed\r\n'
+    assert raw.cmd('g LIST (SUBSCRIBED RECURSIVEMATCH) "" F%') == (
+        b'* LIST (\\HasNoChildren) "/" Foo ("CHILDINFO" ("SUBSCRIBED"))\r\ng OK LIST completed\r\n'
+    )
+    raw.cmd("h DELETE Foo")
+    assert raw.cmd('i LIST (SUBSCRIBED RECURSIVEMATCH) "" F%') == (
+        b'* LIST (\\NonExistent) "/" Foo ("CHILDINFO" ("SUBSCRIBED"))\r\ni OK LIST completed\r\n'
+    )
+    assert raw.cmd('j LIST "" T* RETURN (SUBSCRIBED)') == b"j OK LIST completed\r\n"
+    assert raw.cmd("k CREATE Trash") == b"k OK CREATE completed\r\n"
+    assert raw.cmd('l LIST "" T* RETURN (SUBSCRIBED STATUS (MESSAGES))') == (
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" Trash\r\n* STATUS Trash (MESSAGES 0)\r\n'
+        b"l OK LIST completed\r\n"
+    )
+    assert raw.cmd("m UNSUBSCRIBE Foo/Bar") == b"m OK UNSUBSCRIBE completed\r\n"
+    assert raw.cmd('n LSUB "" F*') == b"n OK LSUB completed\r\n"
+    assert raw.cmd("o UNSUBSCRIBE Foo/Bar") == b"o NO [NONEXISTENT] No such mailbox\r\n"
+
+
+def test_rev2_session_has_no_recent_and_lists_nonexistent(server: ServerThread, raw: Raw) -> None:
+    """After ENABLE IMAP4rev2 (RFC 9051 Appendix E): no \\Recent flag, no RECENT
+    response, \\Recent cannot be stored, LIST-STATUS and \\NonExistent work."""
+    deliver(server, SIMPLE)
+    assert raw.cmd("e ENABLE IMAP4rev2") == b"* ENABLED IMAP4rev2\r\ne OK ENABLE completed\r\n"
+    assert b"RECENT" not in raw.cmd("s SELECT INBOX")
+    deliver(server, SIMPLE)
+    assert raw.cmd("n NOOP") == b"* 2 EXISTS\r\nn OK NOOP completed\r\n"
+    assert raw.cmd("f FETCH 1:2 FLAGS") == (
+        b"* 1 FETCH (FLAGS ())\r\n* 2 FETCH (FLAGS ())\r\nf OK FETCH completed\r\n"
+    )
+    assert raw.cmd("g STORE 1 +FLAGS (\\Recent)") == b"g BAD Invalid system flag \\Recent\r\n"
+    assert raw.cmd('h LIST "" INBOX RETURN (STATUS (MESSAGES UNSEEN))') == (
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\n* STATUS INBOX (MESSAGES 2 UNSEEN 2)\r\n'
+        b"h OK LIST completed\r\n"
+    )
+    raw.cmd("i DELETE Junk")
+    assert raw.cmd('j LIST (SUBSCRIBED) "" J*') == (
+        b'* LIST (\\Subscribed \\NonExistent) "/" Junk\r\nj OK LIST completed\r\n'
+    )
+
+
 # --- THREAD (RFC 5256) ------------------------------------------------------------------
 def _mail(mid: str, subject: str, date: str | None, *extra: str) -> bytes:
     head = [

@@ -13,6 +13,11 @@ Rules:
   (at most) folders of the user's own.
 - LIST always gives \\HasChildren / \\HasNoChildren and the special-use attribute;
   \\Subscribed with the SUBSCRIBED selection or return option (RFC 5258 §3.4).
+- Subscriptions are names that outlive their mailbox (RFC 9051 §6.3.7): LIST
+  (SUBSCRIBED) shows such a name ``(\\Subscribed \\NonExistent)`` (RFC 5258 §3.1),
+  LSUB ``(\\Noselect)`` as Dovecot does; with RECURSIVEMATCH an unsubscribed
+  parent of subscribed names comes with CHILDINFO, \\NonExistent if it is gone
+  (RFC 5258 §3.5). UNSUBSCRIBE of such a name works.
 - Patterns: "*" matches anything, "%" anything but the delimiter (RFC 9051
   §6.3.9); the reference is prefixed to the pattern as written. Matching is an
   NFA simulation (`Pattern`), linear in the name for a bounded pattern, never a
@@ -89,11 +94,6 @@ class Pattern:
         return bool(states & self._accept)
 
 
-def _has_children(name: str, names: set[str]) -> bool:
-    prefix = name + DELIMITER
-    return any(n.startswith(prefix) for n in names)
-
-
 def _refuse_name(name: str) -> Result | None:
     if name.startswith(("#", "~")):
         return no("Mailbox names may not start with # or ~", r.CANNOT)
@@ -122,7 +122,9 @@ async def list_(ctx: Context, cmd: p.List) -> Result:
 
 async def _send_list(ctx: Context, cmd: p.List, mailboxes: list[Mailbox]) -> None:
     s = ctx.session
-    names = {m.name for m in mailboxes}
+    assert s.user is not None
+    by_name = {m.name: m for m in mailboxes}
+    parents = _ancestors(by_name)
     patterns = [Pattern(cmd.reference + pat) for pat in cmd.patterns if pat]
     subscribed_sel = "SUBSCRIBED" in cmd.selection
     special_sel = "SPECIAL-USE" in cmd.selection
@@ -130,27 +132,45 @@ async def _send_list(ctx: Context, cmd: p.List, mailboxes: list[Mailbox]) -> Non
     show_subscribed = subscribed_sel or "SUBSCRIBED" in cmd.returns
     # RFC 6154 §2: attributes are returned unless only selection asked for them
     show_special = True
-    subscribed_names = {m.name for m in mailboxes if m.subscribed}
-    for m in mailboxes:
-        if not any(pat.matches(m.name) for pat in patterns):
+    subscribed: set[str] = set()
+    if show_subscribed:
+        subscribed = set(await ctx.store.list_subscriptions(s.user.id))
+    subscribed_parents = _ancestors(subscribed) if recursive else set()
+    candidates: Iterable[str] = by_name
+    if subscribed_sel:
+        # RFC 5258 §3.1: subscribed names whose mailbox is gone are listed too
+        # (\NonExistent); with RECURSIVEMATCH, so are parents of subscribed names
+        candidates = sorted(set(by_name) | subscribed | subscribed_parents)
+    for name in candidates:
+        if not any(pat.matches(name) for pat in patterns):
             continue
+        m = by_name.get(name)
         childinfo: list[str] = []
-        if subscribed_sel and m.name not in subscribed_names:
-            if recursive and _has_children(m.name, subscribed_names):
-                childinfo = ["SUBSCRIBED"]  # RFC 5258 §4
+        if subscribed_sel and name not in subscribed:
+            if name in subscribed_parents:
+                childinfo = ["SUBSCRIBED"]  # RFC 5258 §3.5, §4
             else:
                 continue
-        if special_sel and m.special_use is None:
+        if special_sel and (m is None or m.special_use is None):
             continue
-        attrs = ["\\HasChildren" if _has_children(m.name, names) else "\\HasNoChildren"]
-        if show_subscribed and m.name in subscribed_names:
+        attrs: list[str] = []
+        if m is None:
+            if name in subscribed:
+                attrs.append("\\Subscribed")
+            attrs.append("\\NonExistent")  # RFC 5258 §3.1, RFC 9051 §7.3.1
+            if name in parents:
+                attrs.append("\\HasChildren")
+            ctx.send(r.list_response(name, attrs, utf8=s.utf8, childinfo=childinfo))
+            continue  # RFC 5819 §2: no STATUS for a mailbox that does not exist
+        attrs.append("\\HasChildren" if name in parents else "\\HasNoChildren")
+        if show_subscribed and name in subscribed:
             attrs.append("\\Subscribed")
         if show_special and m.special_use:
             attrs.append(m.special_use)
-        ctx.send(r.list_response(m.name, attrs, utf8=s.utf8, childinfo=childinfo))
+        ctx.send(r.list_response(name, attrs, utf8=s.utf8, childinfo=childinfo))
         if "STATUS" in cmd.returns and not childinfo:
             items = await status_items(ctx, m, cmd.status_items)  # RFC 5819 §2
-            ctx.send(r.status(m.name, items, utf8=s.utf8))
+            ctx.send(r.status(name, items, utf8=s.utf8))
 
 
 async def lsub(ctx: Context, cmd: p.Lsub) -> Result:
@@ -161,18 +181,31 @@ async def lsub(ctx: Context, cmd: p.Lsub) -> Result:
     if len(cmd.reference) + len(cmd.pattern) > MAX_PATTERN:
         return no("Mailbox pattern too long", r.LIMIT)
     assert s.user is not None
-    mailboxes = await ctx.store.list_mailboxes(s.user.id)
+    existing = {m.name for m in await ctx.store.list_mailboxes(s.user.id)}
+    subscribed = set(await ctx.store.list_subscriptions(s.user.id))
     pattern = Pattern(cmd.reference + cmd.pattern)
-    subscribed = {m.name for m in mailboxes if m.subscribed}
     for name in sorted(_with_parents(subscribed)):
         if not pattern.matches(name):
             continue
         if name in subscribed:
-            ctx.send(r.list_response(name, (), utf8=s.utf8, kind="LSUB"))
+            # a subscribed name whose mailbox is gone stays listed (RFC 3501
+            # §6.3.6), \Noselect as Dovecot marks it for LSUB
+            attrs = () if name in existing else ("\\Noselect",)
+            ctx.send(r.list_response(name, attrs, utf8=s.utf8, kind="LSUB"))
         elif "%" in cmd.pattern:
             # RFC 3501 §6.3.9: an unsubscribed parent matched by "%" is \Noselect
             ctx.send(r.list_response(name, ("\\Noselect",), utf8=s.utf8, kind="LSUB"))
     return ok("LSUB completed")
+
+
+def _ancestors(names: Iterable[str]) -> set[str]:
+    """Every proper parent level of the names: the names that have children."""
+    out: set[str] = set()
+    for n in names:
+        levels = n.split(DELIMITER)
+        for i in range(1, len(levels)):
+            out.add(DELIMITER.join(levels[:i]))
+    return out
 
 
 def _with_parents(names: Iterable[str]) -> set[str]:

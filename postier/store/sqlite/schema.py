@@ -218,7 +218,20 @@ _V6 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = (
+    # subscriptions are names, not mailboxes: one survives DELETE of its mailbox
+    # (RFC 9051 §6.3.7) and LIST (SUBSCRIBED) shows it \NonExistent (RFC 5258 §3.1).
+    # mailboxes.subscribed is no longer read or written.
+    """CREATE TABLE IF NOT EXISTS subscriptions (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (user_id, name)
+    ) WITHOUT ROWID""",
+    "INSERT OR IGNORE INTO subscriptions (user_id, name) SELECT user_id, name FROM mailboxes "
+    "WHERE subscribed = 1",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 VERSION = len(MIGRATIONS)
 
 

@@ -23,6 +23,9 @@ Rules:
   is INBOX. Deleting a mailbox that has children is refused (`Conflict`, as
   Dovecot does) rather than leaving a \\Noselect placeholder (RFC 9051 §6.3.5
   allows either). New mailboxes are not subscribed unless created by `add_user`.
+- Subscriptions are names (``subscriptions``): one outlives DELETE of its mailbox
+  (RFC 9051 §6.3.7) and comes back with a mailbox of that name; RENAME moves
+  the subscriptions of the mailbox and its children with it.
 - Change feed: each write records its `Change`s in the ``changes`` table (same
   transaction) and, after commit, hands them to the in-process hub. A poller,
   running only while this process has subscribers, reads other processes'
@@ -295,8 +298,9 @@ def _text_message_of(row: Row) -> Message:
 
 
 _MBX_COLS = (
-    "x.id, x.user_id, x.name, x.special_use, x.subscribed, x.uidvalidity, "
-    "x.uidnext, x.highestmodseq"
+    "x.id, x.user_id, x.name, x.special_use, "
+    "EXISTS (SELECT 1 FROM subscriptions s WHERE s.user_id = x.user_id AND s.name = x.name), "
+    "x.uidvalidity, x.uidnext, x.highestmodseq"
 )
 _MBX_COUNTS = (
     "COUNT(m.id), COALESCE(SUM(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), "
@@ -919,9 +923,14 @@ class SqliteStore:
     ) -> MailboxId:
         cur = tx.execute(
             "INSERT INTO mailboxes (user_id, name, special_use, subscribed, uidvalidity, "
-            "uidnext, highestmodseq) VALUES (?, ?, ?, ?, ?, ?, 1)",
-            (user_id, name, special_use, int(subscribed), self._new_uidvalidity(tx), uidnext),
+            "uidnext, highestmodseq) VALUES (?, ?, ?, 0, ?, ?, 1)",
+            (user_id, name, special_use, self._new_uidvalidity(tx), uidnext),
         )
+        if subscribed:
+            tx.execute(
+                "INSERT OR IGNORE INTO subscriptions (user_id, name) VALUES (?, ?)",
+                (user_id, name),
+            )
         return MailboxId(cur.lastrowid or 0)
 
     def _create_parents(self, tx: Tx, user_id: UserId, name: str, changes: list[Change]) -> None:
@@ -1048,7 +1057,7 @@ class SqliteStore:
 
         def job(tx: Tx) -> None:
             row = tx.execute(
-                "SELECT id, subscribed FROM mailboxes WHERE user_id = ? AND name = ?",
+                "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?",
                 (user_id, src),
             ).fetchone()
             if row is None:
@@ -1077,6 +1086,7 @@ class SqliteStore:
                     except sqlite3.IntegrityError:
                         raise Conflict(f"mailbox {dst + cname[len(src) :]} exists") from None
                     changes.append(Change(user_id, MailboxId(cid), ChangeKind.MAILBOX))
+                self._move_subscriptions(tx, user_id, src, dst)
             self._record(tx, changes)
 
         await self._write(job)
@@ -1111,20 +1121,60 @@ class SqliteStore:
                 Change(user_id, inbox, ChangeKind.EXPUNGE, Uid(uid), ModSeq(base_old + i))
             )
 
+    @staticmethod
+    def _move_subscriptions(tx: Tx, user_id: UserId, src: str, dst: str) -> None:
+        """A renamed mailbox (and its children) keeps its subscriptions."""
+        names = [
+            r[0]
+            for r in tx.execute(
+                "SELECT name FROM subscriptions WHERE user_id = ? "
+                "AND (name = ? OR substr(name, 1, ?) = ?)",
+                (user_id, src, len(src) + 1, src + "/"),
+            )
+        ]
+        for name in names:
+            tx.execute("DELETE FROM subscriptions WHERE user_id = ? AND name = ?", (user_id, name))
+            tx.execute(
+                "INSERT OR IGNORE INTO subscriptions (user_id, name) VALUES (?, ?)",
+                (user_id, dst + name[len(src) :]),
+            )
+
     async def set_subscribed(self, user_id: UserId, name: str, subscribed: bool) -> None:
+        """Subscribing needs the mailbox (RFC 9051 §6.3.7 lets a server check);
+        unsubscribing a name whose mailbox is gone works. `NotFound` when there
+        is neither a mailbox nor a subscription of that name."""
         key = self._mailbox_name(name)
 
         def job(tx: Tx) -> None:
             row = tx.execute(
-                "UPDATE mailboxes SET subscribed = ? WHERE user_id = ? AND name = ? RETURNING id",
-                (int(subscribed), user_id, key),
+                "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, key)
             ).fetchone()
-            if row is None:
-                raise NotFound(f"no mailbox {key}")
-            # IMAP NOTIFY SubscriptionChange (RFC 5465 §5.5) learns of it from the feed
-            self._record(tx, [Change(user_id, MailboxId(row[0]), ChangeKind.MAILBOX)])
+            if subscribed:
+                if row is None:
+                    raise NotFound(f"no mailbox {key}")
+                tx.execute(
+                    "INSERT OR IGNORE INTO subscriptions (user_id, name) VALUES (?, ?)",
+                    (user_id, key),
+                )
+            else:
+                cur = tx.execute(
+                    "DELETE FROM subscriptions WHERE user_id = ? AND name = ?", (user_id, key)
+                )
+                if cur.rowcount == 0 and row is None:
+                    raise NotFound(f"no mailbox {key}")
+            if row is not None:
+                # IMAP NOTIFY SubscriptionChange (RFC 5465 §5.5) learns of it from the feed
+                self._record(tx, [Change(user_id, MailboxId(row[0]), ChangeKind.MAILBOX)])
 
         await self._write(job)
+
+    async def list_subscriptions(self, user_id: UserId) -> list[str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT name FROM subscriptions WHERE user_id = ? ORDER BY name", (user_id,)
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
 
     # --- message helpers (writer thread) -----------------------------------
     @staticmethod
