@@ -2,8 +2,8 @@
 (RFC 9051 §9 grammar, with RFC 3501 forms IMAP4rev1 clients still send, and the
 extensions postier announces: LITERAL+, UTF8=ACCEPT, ENABLE, ID, UNSELECT, MOVE,
 UIDPLUS, CONDSTORE/QRESYNC, ESEARCH, SEARCHRES, LIST-EXTENDED, LIST-STATUS,
-SPECIAL-USE, CREATE-SPECIAL-USE, MULTIAPPEND, BINARY, QUOTA, WITHIN, SORT, THREAD,
-NOTIFY, URLAUTH).
+SPECIAL-USE, CREATE-SPECIAL-USE, MULTIAPPEND, CATENATE, BINARY, QUOTA, WITHIN,
+SORT, THREAD, NOTIFY, URLAUTH).
 
 Rules:
 - `parse_command` either returns a command or raises `ParseError`, whose
@@ -249,12 +249,23 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
+class CatPart:
+    """One CATENATE part (RFC 4469 §5): TEXT octets, or a URL naming a message
+    or a part of one."""
+
+    text: bytes | None = None
+    url: str | None = None
+    binary: bool = False  # TEXT sent as literal8
+
+
+@dataclass(frozen=True)
 class AppendMessage:
     data: bytes | Path  # a Path: a large literal the adapter spooled to a file
     flags: tuple[str, ...] = ()
     internal_date: datetime | None = None
     binary: bool = False  # sent as literal8 (RFC 3516 §4.4)
     utf8: bool = False  # sent as UTF8 (~{n}) (RFC 6855 §4)
+    catenate: tuple[CatPart, ...] | None = None  # CATENATE (...) instead of data
 
 
 @dataclass(frozen=True)
@@ -1101,6 +1112,9 @@ def _append(r: _Reader, tag: str, uid: bool) -> Command:
         if r.peek() == 0x22:
             when = r.date_time()
             r.sp()
+        if r.peek() in (0x43, 0x63):  # "CATENATE"
+            messages.append(AppendMessage(b"", flags, when, catenate=_catenate(r)))
+            continue
         utf8 = False
         if r.peek() in (0x55, 0x75):  # "UTF8"
             if r.keyword("append data") != "UTF8":
@@ -1117,6 +1131,32 @@ def _append(r: _Reader, tag: str, uid: bool) -> Command:
             r.char(b")")
         messages.append(AppendMessage(data, flags, when, binary, utf8))
     return Append(tag, name, tuple(messages))
+
+
+# append-data =/ "CATENATE" SP "(" cat-part *(SP cat-part) ")"     RFC 4469 §5
+# cat-part = text-literal / url ; text-literal = "TEXT" SP literal ; url = "URL" SP astring
+# (TEXT may be a literal8 with BINARY, RFC 4469 §5 / RFC 3516 §4.4)
+def _catenate(r: _Reader) -> tuple[CatPart, ...]:
+    if r.keyword("append data") != "CATENATE":
+        raise r.error("Expected message literal")
+    r.sp()
+    r.char(b"(")
+    parts: list[CatPart] = []
+    while True:
+        kind = r.keyword("CATENATE part")
+        r.sp()
+        if kind == "TEXT":
+            if r.peek() not in (0x7B, 0x7E):
+                raise r.error("Expected TEXT literal")
+            data, binary = r.literal(allow_binary=True)
+            parts.append(CatPart(text=data, binary=binary))
+        elif kind == "URL":
+            parts.append(CatPart(url=r.text(r.astring("URL"), "URL")))
+        else:
+            raise r.error(f"Unknown CATENATE part {kind}")
+        if r.try_char(b")"):
+            return tuple(parts)
+        r.sp()
 
 
 # search = "SEARCH" [search-return-opts] SP search-program

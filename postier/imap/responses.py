@@ -82,6 +82,7 @@ READ_ONLY: Final = "READ-ONLY"
 READ_WRITE: Final = "READ-WRITE"
 SERVERBUG: Final = "SERVERBUG"
 TOOBIG: Final = "TOOBIG"  # RFC 4469 §6, RFC 7889
+BADURL: Final = "BADURL"  # RFC 4469 §5
 TRYCREATE: Final = "TRYCREATE"
 UIDNOTSTICKY: Final = "UIDNOTSTICKY"  # RFC 4315 §3
 UNAVAILABLE: Final = "UNAVAILABLE"
@@ -568,6 +569,13 @@ def code_capability(caps: Iterable[str]) -> str:
 
 def code_badcharset(charsets: Iterable[str] = ("UTF-8", "US-ASCII")) -> str:
     return "BADCHARSET (" + " ".join(astring(c).decode("ascii") for c in charsets) + ")"
+
+
+def code_badurl(url: str) -> str:
+    """BADURL url-resp-text (RFC 4469 §5, erratum 4046: the bare URL); "]" (and
+    anything that is no TEXT-CHAR) cannot be in it and is %-escaped."""
+    text = "".join(c if 0x20 < ord(c) < 0x7F and c != "]" else f"%{ord(c):02X}" for c in url)
+    return f"BADURL {text}"
 
 
 def code_appendlimit(limit: int) -> str:

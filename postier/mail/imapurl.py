@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["MAX_URL", "ImapUrl", "UrlError", "parse", "quote_mailbox"]
+__all__ = ["MAX_URL", "ImapUrl", "UrlError", "parse", "quote_mailbox", "quote_user"]
 
 #: longer URLs are refused (a client URL is an astring of at most a command line)
 MAX_URL: Final = 8192
@@ -150,6 +150,11 @@ def quote_mailbox(name: str) -> str:
     """enc-mailbox for a Unicode mailbox name (RFC 5092 §3.2); ";" and "?" are
     escaped so the name cannot run into the parameters."""
     return _quote(name, _SAFE_BCHAR)
+
+
+def quote_user(name: str) -> str:
+    """enc-user for a user name (RFC 5092 §11): "@", ":", ";" and "/" escaped."""
+    return _quote(name, _SAFE_ACHAR)
 
 
 def _decode(text: str, what: str) -> str:

@@ -26,7 +26,7 @@ CAPS = (
     b"CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE "
     b"QRESYNC ESEARCH SEARCHRES SORT SORT=DISPLAY ESORT CONTEXT=SEARCH CONTEXT=SORT "
     b"THREAD=ORDEREDSUBJECT THREAD=REFERENCES "
-    b"WITHIN BINARY MULTIAPPEND UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE NOTIFY URLAUTH "
+    b"WITHIN BINARY MULTIAPPEND CATENATE UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE NOTIFY URLAUTH "
     b"APPENDLIMIT=52428800"
 )
 
@@ -1339,6 +1339,88 @@ def test_rev2_session_has_no_recent_and_lists_nonexistent(server: ServerThread, 
     assert raw.cmd('j LIST (SUBSCRIBED) "" J*') == (
         b'* LIST (\\Subscribed \\NonExistent) "/" Junk\r\nj OK LIST completed\r\n'
     )
+
+
+def test_catenate_composes_from_text_and_urls(server: ServerThread, raw: Raw) -> None:
+    """RFC 4469: APPEND ... CATENATE (TEXT literal / URL), URLs relative to the
+    selected mailbox (as Dovecot) or absolute on this server, sections and
+    PARTIAL as in FETCH; a URL naming nothing is NO [BADURL url] and stores
+    nothing."""
+    deliver(server, MULTIPART)
+    deliver(server, SIMPLE, to="bob@example.test")
+    uv = _uidvalidity(raw)
+    drafts = _uidvalidity(raw, "Drafts")
+    raw.cmd("s SELECT INBOX")
+    head = (
+        b"From: alice@example.test\r\nSubject: Fwd\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n--x\r\n'
+    )
+    tail = b"\r\n--x--\r\n"
+    raw.send(b"a APPEND Drafts (\\Draft) CATENATE (TEXT {%d}\r\n" % len(head))
+    assert raw.line() == b"+ Ready for literal data\r\n"
+    raw.send(
+        head + b' URL ";UID=1/;SECTION=2.MIME" URL "/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=2"'
+        b' TEXT {%d+}\r\n%s URL "'
+        b"imap://alice%%40example.test@MAIL.example.test/INBOX/;UID=1/;SECTION=1/;PARTIAL=0.4"
+        b'" TEXT {0+}\r\n)\r\n' % (uv, len(tail), tail)
+    )
+    assert raw.until(b"a") == b"a OK [APPENDUID %d 1] APPEND completed\r\n" % drafts
+    mime_header = (
+        b"Content-Type: application/octet-stream; name=data.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    composed = head + mime_header + b"AAECAw==" + tail + b"Voil"
+    raw.cmd("t EXAMINE Drafts")
+    assert raw.cmd("b FETCH 1 (FLAGS BODY.PEEK[])") == (
+        b"* 1 FETCH (FLAGS (\\Draft \\Recent) BODY[] {%d}\r\n%s)\r\nb OK FETCH completed\r\n"
+        % (len(composed), composed)
+    )
+    raw.cmd("u SELECT INBOX")
+    refusals = [
+        ("/INBOX/;UID=9", "No such message"),
+        ("/INBOX;UIDVALIDITY=1/;UID=1", "UIDVALIDITY does not match"),
+        ("/Nope/;UID=1", "No such mailbox"),
+        ("/INBOX", "URL names no message"),
+        ("/INBOX/;UID=1/;SECTION=7", "No such section"),
+        ("/INBOX/;UID=1/;SECTION=FOO", "Invalid section: unknown section text 'FOO'"),
+        ("imap://elsewhere.test/INBOX/;UID=1", "URL names another server"),
+        ("imap://bob%40example.test@mail.example.test/INBOX/;UID=1", "URL names another user"),
+        ("/INBOX/;UID=1;URLAUTH=anonymous", "URLAUTH URLs are not accepted here"),
+        ("/INBOX/;UID=1/;SECTION", "Invalid IMAP URL: Invalid URL"),
+    ]
+    for url, text in refusals:
+        assert raw.cmd(f'c APPEND Drafts CATENATE (URL "{url}" TEXT {{1+}}\r\nx)') == (
+            f"c NO [BADURL {url}] {text}\r\n".encode()
+        ), url
+    raw.cmd("v UNSELECT")
+    assert raw.cmd('d APPEND Drafts CATENATE (URL ";UID=1")') == (
+        b"d NO [BADURL ;UID=1] Invalid IMAP URL: Invalid mailbox\r\n"
+    )
+    assert raw.cmd("e APPEND Drafts CATENATE (TEXT {0+}\r\n)") == (
+        b"e NO Empty message refused\r\n"
+    )
+    assert raw.cmd("f APPEND Drafts CATENATE (FILE x)") == (b"f BAD Unknown CATENATE part FILE\r\n")
+    assert raw.cmd("g STATUS Drafts (MESSAGES)") == (
+        b"* STATUS Drafts (MESSAGES 1)\r\ng OK STATUS completed\r\n"
+    )
+
+
+def test_catenate_result_is_held_to_appendlimit(tmp_path: Path) -> None:
+    srv = thread_server(tmp_path, "[imap]\nmax_literal_size = 1000\n")
+    try:
+        srv.add_user(ALICE)
+        deliver(srv, SIMPLE)
+        c = Raw(srv.port("imap"))
+        c.login()
+        four = " ".join(['URL "/INBOX/;UID=1"'] * 4)
+        assert c.cmd(f"a APPEND INBOX CATENATE ({four})") == (
+            b"a NO [TOOBIG] Composed message grows too big\r\n"
+        )
+        assert c.cmd('b APPEND INBOX CATENATE (URL "/INBOX/;UID=1")').startswith(
+            b"b OK [APPENDUID "
+        )
+    finally:
+        stop(srv)
 
 
 # --- THREAD (RFC 5256) ------------------------------------------------------------------

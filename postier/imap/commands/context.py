@@ -142,6 +142,7 @@ class Context:
             "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT",
             "CONTEXT=SEARCH", "CONTEXT=SORT",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "WITHIN", "BINARY", "MULTIAPPEND",
+            "CATENATE",
             "UTF8=ACCEPT", "QUOTA", "QUOTA=RES-STORAGE",
             "NOTIFY", "URLAUTH",
             f"APPENDLIMIT={self.settings.imap.max_literal_size}",

@@ -4,9 +4,10 @@
 Rules:
 - Read-only mailboxes refuse STORE (``NO [READ-ONLY]``).
 - Without .SILENT every named message gets ``* n FETCH (FLAGS ...)`` with its flags
-  after the change (RFC 9051 §6.4.6), plus UID for UID STORE and MODSEQ once
-  CONDSTORE is on (RFC 7162 §3.1.3). With .SILENT and CONDSTORE, changed messages
-  still get ``FETCH (MODSEQ)`` so the client learns the new MODSEQ.
+  after the change (RFC 9051 §6.4.6), plus UID for UID STORE; once CONDSTORE is on,
+  UID and MODSEQ always (RFC 7162 §3.1, §3.1.3). With .SILENT and CONDSTORE,
+  changed messages still get ``FETCH (UID MODSEQ)`` so the client learns the new
+  MODSEQ.
 - Messages refused by UNCHANGEDSINCE are listed in ``OK [MODIFIED set]`` (sequence
   numbers for STORE, UIDs for UID STORE) and are not changed.
 - Only the five storable system flags may be named: "\\" with any other atom

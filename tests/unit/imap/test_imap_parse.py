@@ -15,6 +15,7 @@ from postier.imap.parse import (
     Authenticate,
     CancelUpdate,
     Capability,
+    CatPart,
     Check,
     Close,
     Command,
@@ -214,6 +215,27 @@ CASES: list[tuple[bytes, Command]] = [
         Status("a", "INBOX", ("UIDVALIDITY", "UNSEEN", "RECENT")),
     ),
     (b"a APPEND INBOX {5}\r\nhello", Append("a", "INBOX", (AppendMessage(b"hello"),))),
+    (  # RFC 4469 §5
+        b'a APPEND Drafts (\\Draft) CATENATE (TEXT {2}\r\nhi URL "/INBOX/;UID=1" '
+        b"TEXT ~{1+}\r\n\x00 url /a/;UID=2) {1}\r\nx",
+        Append(
+            "a",
+            "Drafts",
+            (
+                AppendMessage(
+                    b"",
+                    ("\\Draft",),
+                    catenate=(
+                        CatPart(text=b"hi"),
+                        CatPart(url="/INBOX/;UID=1"),
+                        CatPart(text=b"\x00", binary=True),
+                        CatPart(url="/a/;UID=2"),
+                    ),
+                ),
+                AppendMessage(b"x"),
+            ),
+        ),
+    ),
     (b"a APPEND INBOX {5+}\r\nhello", Append("a", "INBOX", (AppendMessage(b"hello"),))),
     (b"a APPEND INBOX {0}\r\n", Append("a", "INBOX", (AppendMessage(b""),))),
     (
@@ -718,6 +740,12 @@ ERRORS: list[tuple[bytes, bytes]] = [
     (b'a APPEND INBOX "1-Foo-2024 00:00:00 +0000" {1}\r\nx', b"a BAD Invalid date-time"),
     (b"a APPEND INBOX UTF8 ({1}\r\nx)", b"a BAD UTF8 data must be a literal8"),
     (b"a APPEND INBOX {1}\r\nx junk", b"a BAD Expected message literal"),
+    (b"a APPEND INBOX CATENATE", b"a BAD Missing argument"),
+    (b"a APPEND INBOX CATENATE ()", b"a BAD Expected CATENATE part"),
+    (b"a APPEND INBOX CATENATE (TEXT x)", b"a BAD Expected TEXT literal"),
+    (b"a APPEND INBOX CATENATE (URL)", b"a BAD Expected space"),
+    (b"a APPEND INBOX CATENATE (TEXT {1}\r\n\x00)", b"a BAD NUL in literal (use literal8)"),
+    (b"a APPEND INBOX CAT (URL x)", b"a BAD Expected message literal"),
     (b"a SEARCH", b"a BAD Missing argument"),
     (b"a SEARCH FOO", b"a BAD Unknown search key FOO"),
     (b"a SEARCH FROM", b"a BAD Missing argument"),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from postier.mail.imapurl import ImapUrl, UrlError, parse, quote_mailbox
+from postier.mail.imapurl import ImapUrl, UrlError, parse, quote_mailbox, quote_user
 
 
 def test_absolute_message_part_url() -> None:
@@ -31,6 +31,8 @@ def test_mailbox_is_percent_encoded_utf8_and_hierarchical() -> None:
     assert u.mailbox == "Archiv/Résumé Dossier"
     assert u.uid == 7 and u.section == "HEADER.FIELDS (To)"
     assert quote_mailbox("a;b?c/d é") == "a%3Bb%3Fc/d%20%C3%A9"
+    assert quote_user("fred@example.com") == "fred%40example.com"
+    assert parse("imap://fred%40example.com@h/").user == "fred@example.com"
     with pytest.raises(UrlError, match="Mailbox name is not UTF-8"):
         parse("imap://h/%E9t%E9/;UID=1")  # Latin-1, not UTF-8 (RFC 5092 §3.2)
 

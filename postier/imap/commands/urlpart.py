@@ -1,0 +1,90 @@
+"""The octets an IMAP URL (RFC 5092) names in the session user's own mailboxes:
+what CATENATE (RFC 4469) copies into a new message (and URLFETCH may serve).
+
+Rules:
+- A URL is resolved against the session's base URL: ``imap://user@host/`` and,
+  when a mailbox is selected, that mailbox with its UIDVALIDITY (as Dovecot does),
+  so ``;UID=5`` names a message of the selected mailbox and ``/Sent/;UID=3`` one
+  of Sent. An absolute URL must name this server (`server.hostname`) and, if it
+  names a user, the session's user: no URL reaches another user's mail, since
+  every mailbox is looked up with the session's user id.
+- Only message URLs (mailbox, UID, optional SECTION and PARTIAL) are accepted; a
+  mailbox or search URL, a URLAUTH URL, a UIDVALIDITY that is not the mailbox's,
+  a message that is gone, or a section naming nothing is `BadUrl`, which the
+  caller answers ``NO [BADURL url]`` (RFC 4469 §5).
+- SECTION is a section-spec as in FETCH BODY[...] (RFC 5092 §5); PARTIAL cuts
+  the section's octets like BODY[...]<start.length>.
+"""
+
+from __future__ import annotations
+
+from postier import mime
+from postier.imap.commands.context import Context
+from postier.mail.imapurl import ImapUrl, UrlError, parse, quote_mailbox, quote_user
+from postier.store.models import Uid
+
+
+class BadUrl(Exception):
+    """The URL names nothing this session may read; `text` says why."""
+
+    def __init__(self, url: str, text: str) -> None:
+        super().__init__(text)
+        self.url = url
+        self.text = text
+
+
+def base_url(ctx: Context) -> str:
+    """The session's base for relative URLs."""
+    s = ctx.session
+    assert s.user is not None
+    out = f"imap://{quote_user(s.user.address)}@{ctx.settings.server.hostname.lower()}/"
+    if s.view is not None:
+        out += f"{quote_mailbox(s.view.name)};UIDVALIDITY={s.view.uidvalidity}/"
+    return out
+
+
+def resolve(ctx: Context, text: str) -> ImapUrl:
+    """`text` as a message URL of this session's user; `BadUrl` otherwise."""
+    s = ctx.session
+    assert s.user is not None
+    try:
+        url = parse(text, base_url(ctx))
+    except UrlError as e:
+        raise BadUrl(text, f"Invalid IMAP URL: {e}") from None
+    if url.host != ctx.settings.server.hostname.lower() or url.port is not None:
+        raise BadUrl(text, "URL names another server")
+    if url.user is not None and url.user.lower() != s.user.address.lower():
+        raise BadUrl(text, "URL names another user")
+    if url.access is not None:
+        raise BadUrl(text, "URLAUTH URLs are not accepted here")
+    if not url.is_message:
+        raise BadUrl(text, "URL names no message")
+    return url
+
+
+async def read_part(ctx: Context, text: str) -> bytes:
+    """The octets the message URL `text` names (`BadUrl` when none)."""
+    url = resolve(ctx, text)
+    assert url.mailbox is not None
+    assert url.uid is not None
+    mbox = await ctx.mailbox(url.mailbox)
+    if mbox is None:
+        raise BadUrl(text, "No such mailbox")
+    if url.uidvalidity is not None and url.uidvalidity != mbox.uidvalidity:
+        raise BadUrl(text, "UIDVALIDITY does not match")  # RFC 5092 §6
+    message = await ctx.store.get_message(mbox.id, Uid(url.uid))
+    if message is None:
+        raise BadUrl(text, "No such message")
+    data = await ctx.store.read_blob(message.blob_id)
+    if url.section is not None:
+        try:
+            section = mime.Section.parse(url.section)
+        except mime.SectionError as e:
+            raise BadUrl(text, f"Invalid section: {e}") from None
+        part = mime.extract(data, mime.parse(data), section)
+        if part is None:
+            raise BadUrl(text, "No such section")
+        data = part
+    if url.partial is not None:
+        data = mime.partial(data, url.partial[0], url.partial[1])
+    return data
