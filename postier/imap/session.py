@@ -22,6 +22,9 @@ Rules:
   most servers' in-memory notion of "new since the last session".
 - Every mailbox a session touches was looked up with the session's user id; the
   view only ever holds ids from those lookups (cross-user isolation).
+- The view remembers which keywords the client was told of (FLAGS at SELECT and
+  since); a keyword seen first in a change is owed a FLAGS response before the
+  FETCH or EXISTS that shows it (RFC 9051 §7.3.5).
 """
 
 from __future__ import annotations

@@ -1419,6 +1419,17 @@ def test_catenate_result_is_held_to_appendlimit(tmp_path: Path) -> None:
         assert c.cmd('b APPEND INBOX CATENATE (URL "/INBOX/;UID=1")').startswith(
             b"b OK [APPENDUID "
         )
+        # one message named fifty times is read once; reading more than twice
+        # APPENDLIMIT of messages for one command is refused
+        fifty = " ".join(['URL "/INBOX/;UID=1/;PARTIAL=0.1"'] * 50)
+        assert c.cmd(f"c APPEND INBOX CATENATE ({fifty})").startswith(b"c OK [APPENDUID ")
+        deliver(srv, SIMPLE, SIMPLE, SIMPLE, SIMPLE, SIMPLE)
+        many = " ".join(f'URL "/INBOX/;UID={u}/;PARTIAL=0.1"' for u in range(4, 9))
+        assert re.fullmatch(
+            rb"d NO \[BADURL /INBOX/;UID=\d/;PARTIAL=0\.1\] "
+            rb"Too much message data named in one command\r\n",
+            c.cmd(f"d APPEND INBOX CATENATE ({many})"),
+        )
     finally:
         stop(srv)
 

@@ -25,7 +25,7 @@ from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, no, ok
 from postier.imap.commands.flags import invalid_flag
-from postier.imap.commands.urlpart import BadUrl, read_part
+from postier.imap.commands.urlpart import BadUrl, PartReader
 from postier.store.errors import QuotaExceeded, StoreError
 from postier.store.models import Message, Uid
 
@@ -81,10 +81,11 @@ async def _catenate(ctx: Context, parts: tuple[p.CatPart, ...]) -> bytes:
     """The message CATENATE composes (RFC 4469 §3): TEXT octets and the octets
     each URL names, in order; all URLs are checked before anything is stored."""
     limit = ctx.settings.imap.max_literal_size  # APPENDLIMIT holds for the result
+    reader = PartReader(ctx, budget=2 * limit)  # messages read, each at most once
     out = bytearray()
     for part in parts:
         if part.url is not None:
-            out += await read_part(ctx, part.url)
+            out += await reader.read(part.url)
         else:
             assert part.text is not None
             out += part.text  # an empty TEXT adds nothing (as Dovecot)

@@ -14,6 +14,8 @@ Rules:
   caller answers ``NO [BADURL url]`` (RFC 4469 §5).
 - SECTION is a section-spec as in FETCH BODY[...] (RFC 5092 §5); PARTIAL cuts
   the section's octets like BODY[...]<start.length>.
+- One `PartReader` per command reads each message once and at most a budget of
+  octets in all: the cost stays linear in what the command names.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from postier import mime
 from postier.imap.commands.context import Context
 from postier.mail.imapurl import ImapUrl, UrlError, parse, quote_mailbox, quote_user
-from postier.store.models import Uid
+from postier.store.models import BlobId, Uid
 
 
 class BadUrl(Exception):
@@ -62,29 +64,50 @@ def resolve(ctx: Context, text: str) -> ImapUrl:
     return url
 
 
-async def read_part(ctx: Context, text: str) -> bytes:
-    """The octets the message URL `text` names (`BadUrl` when none)."""
-    url = resolve(ctx, text)
-    assert url.mailbox is not None
-    assert url.uid is not None
-    mbox = await ctx.mailbox(url.mailbox)
-    if mbox is None:
-        raise BadUrl(text, "No such mailbox")
-    if url.uidvalidity is not None and url.uidvalidity != mbox.uidvalidity:
-        raise BadUrl(text, "UIDVALIDITY does not match")  # RFC 5092 §6
-    message = await ctx.store.get_message(mbox.id, Uid(url.uid))
-    if message is None:
-        raise BadUrl(text, "No such message")
-    data = await ctx.store.read_blob(message.blob_id)
-    if url.section is not None:
-        try:
-            section = mime.Section.parse(url.section)
-        except mime.SectionError as e:
-            raise BadUrl(text, f"Invalid section: {e}") from None
-        part = mime.extract(data, mime.parse(data), section)
-        if part is None:
-            raise BadUrl(text, "No such section")
-        data = part
-    if url.partial is not None:
-        data = mime.partial(data, url.partial[0], url.partial[1])
-    return data
+class PartReader:
+    """Reads the parts URLs name for one command: each message's bytes are read
+    (and parsed) once however often URLs name it, and at most `budget` octets of
+    messages are read in all (`BadUrl` past it), so a command of a thousand URLs
+    into one large message costs one read, not a thousand."""
+
+    def __init__(self, ctx: Context, budget: int) -> None:
+        self.ctx = ctx
+        self.budget = budget
+        self._data: dict[BlobId, bytes] = {}
+        self._roots: dict[BlobId, mime.Part] = {}
+
+    async def read(self, text: str) -> bytes:
+        """The octets the message URL `text` names (`BadUrl` when none)."""
+        ctx = self.ctx
+        url = resolve(ctx, text)
+        assert url.mailbox is not None
+        assert url.uid is not None
+        mbox = await ctx.mailbox(url.mailbox)
+        if mbox is None:
+            raise BadUrl(text, "No such mailbox")
+        if url.uidvalidity is not None and url.uidvalidity != mbox.uidvalidity:
+            raise BadUrl(text, "UIDVALIDITY does not match")  # RFC 5092 §6
+        message = await ctx.store.get_message(mbox.id, Uid(url.uid))
+        if message is None:
+            raise BadUrl(text, "No such message")
+        data = self._data.get(message.blob_id)
+        if data is None:
+            if message.size > self.budget:
+                raise BadUrl(text, "Too much message data named in one command")
+            self.budget -= message.size
+            data = self._data[message.blob_id] = await ctx.store.read_blob(message.blob_id)
+        if url.section is not None:
+            try:
+                section = mime.Section.parse(url.section)
+            except mime.SectionError as e:
+                raise BadUrl(text, f"Invalid section: {e}") from None
+            root = self._roots.get(message.blob_id)
+            if root is None:
+                root = self._roots[message.blob_id] = mime.parse(data)
+            part = mime.extract(data, root, section)
+            if part is None:
+                raise BadUrl(text, "No such section")
+            data = part
+        if url.partial is not None:
+            data = mime.partial(data, url.partial[0], url.partial[1])
+        return data
