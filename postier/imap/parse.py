@@ -253,7 +253,7 @@ class CatPart:
     """One CATENATE part (RFC 4469 §5): TEXT octets, or a URL naming a message
     or a part of one."""
 
-    text: bytes | None = None
+    text: bytes | Path | None = None  # a Path: a large TEXT the adapter spooled
     url: str | None = None
     binary: bool = False  # TEXT sent as literal8
 
@@ -1148,7 +1148,7 @@ def _catenate(r: _Reader) -> tuple[CatPart, ...]:
         if kind == "TEXT":
             if r.peek() not in (0x7B, 0x7E):
                 raise r.error("Expected TEXT literal")
-            data, binary = r.literal(allow_binary=True)
+            data, binary = r.message_literal(allow_binary=True)
             parts.append(CatPart(text=data, binary=binary))
         elif kind == "URL":
             parts.append(CatPart(url=r.text(r.astring("URL"), "URL")))

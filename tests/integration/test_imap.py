@@ -1406,7 +1406,7 @@ def test_catenate_composes_from_text_and_urls(server: ServerThread, raw: Raw) ->
 
 
 def test_catenate_result_is_held_to_appendlimit(tmp_path: Path) -> None:
-    srv = thread_server(tmp_path, "[imap]\nmax_literal_size = 1000\n")
+    srv = thread_server(tmp_path, "[imap]\nmax_literal_size = 1000\nspool_threshold = 100\n")
     try:
         srv.add_user(ALICE)
         deliver(srv, SIMPLE)
@@ -1419,12 +1419,25 @@ def test_catenate_result_is_held_to_appendlimit(tmp_path: Path) -> None:
         assert c.cmd('b APPEND INBOX CATENATE (URL "/INBOX/;UID=1")').startswith(
             b"b OK [APPENDUID "
         )
+        # a TEXT beyond spool_threshold is spooled to a file by the adapter and read back
+        text = b"X-Note: " + b"n" * 300 + b"\r\n"
+        c.send(
+            b's APPEND INBOX CATENATE (TEXT {%d+}\r\n%s URL "/INBOX/;UID=1")\r\n'
+            % (len(text), text)
+        )
+        assert c.until(b"s").startswith(b"s OK [APPENDUID ")
+        c.cmd("t EXAMINE INBOX")
+        assert c.cmd("u FETCH 3 BODY.PEEK[HEADER.FIELDS (X-Note)]") == (
+            b"* 3 FETCH (BODY[HEADER.FIELDS (X-Note)] {%d}\r\n%s\r\n)\r\nu OK FETCH completed\r\n"
+            % (len(text) + 2, text)
+        )
+        c.cmd("v UNSELECT")
         # one message named fifty times is read once; reading more than twice
         # APPENDLIMIT of messages for one command is refused
         fifty = " ".join(['URL "/INBOX/;UID=1/;PARTIAL=0.1"'] * 50)
         assert c.cmd(f"c APPEND INBOX CATENATE ({fifty})").startswith(b"c OK [APPENDUID ")
         deliver(srv, SIMPLE, SIMPLE, SIMPLE, SIMPLE, SIMPLE)
-        many = " ".join(f'URL "/INBOX/;UID={u}/;PARTIAL=0.1"' for u in range(4, 9))
+        many = " ".join(f'URL "/INBOX/;UID={u}/;PARTIAL=0.1"' for u in range(5, 10))
         assert re.fullmatch(
             rb"d NO \[BADURL /INBOX/;UID=\d/;PARTIAL=0\.1\] "
             rb"Too much message data named in one command\r\n",

@@ -19,7 +19,9 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 
 from postier.imap import parse as p
 from postier.imap import responses as r
@@ -40,7 +42,7 @@ async def append(ctx: Context, cmd: p.Append) -> Result:
     mbox = await ctx.mailbox(cmd.mailbox)
     if mbox is None:
         return no("No such mailbox", r.TRYCREATE)
-    contents: list[bytes] = []
+    contents: list[bytes | Path] = []
     for m in cmd.messages:
         if m.catenate is None:
             data = m.data
@@ -86,6 +88,8 @@ async def _catenate(ctx: Context, parts: tuple[p.CatPart, ...]) -> bytes:
     for part in parts:
         if part.url is not None:
             out += await reader.read(part.url)
+        elif isinstance(part.text, Path):  # a large TEXT, spooled by the adapter
+            out += await asyncio.to_thread(part.text.read_bytes)
         else:
             assert part.text is not None
             out += part.text  # an empty TEXT adds nothing (as Dovecot)
