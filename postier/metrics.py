@@ -30,7 +30,7 @@ postier_smtp_transactions_total          listener, result                   smtp
 postier_smtp_rejections_total            listener, stage, status            smtp.server
 postier_messages_delivered_total         destination (local, remote)        intake, queue
 postier_delivery_attempt_seconds         result (delivered, deferred, ...)  queue.runner
-postier_bounces_total                    kind (failure, delay)              queue
+postier_bounces_total                    kind (failed, delayed, relayed...) queue
 postier_greylist_decisions_total         decision (pass, defer, allow)      filters
 postier_spam_verdicts_total              verdict (ham, spam, reject)        filters
 postier_filter_errors_total              stage, kind (error, timeout)       filters
@@ -113,7 +113,8 @@ DELIVERY_ATTEMPT_SECONDS = Histogram(
 )
 BOUNCES = Counter(
     "postier_bounces",
-    "DSNs generated, by kind (failure, delay, relayed, delivered)",
+    "DSNs generated, by kind: the RFC 3464 action reported (failed, delayed, relayed, "
+    "delivered)",
     ["kind"],
     registry=REGISTRY,
 )

@@ -43,6 +43,7 @@ import ssl
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from postier import metrics
 from postier.deadline import Deadline
 from postier.imap import responses as r
 from postier.imap.commands import dispatch
@@ -268,6 +269,7 @@ class ImapConnection(Context):
             self.conn.peer_ip,
             self.conn.listener,
         )
+        metrics.CONNECTIONS.labels(self.conn.listener).inc()
         self.app.stopping_hooks.add(self._on_stopping)
         try:
             greeting = f"{self.settings.server.hostname} IMAP4rev2 server ready"

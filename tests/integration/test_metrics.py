@@ -3,6 +3,7 @@ parser; counters move when SMTP and POP3 traffic is sent; queue gauges read the 
 
 from __future__ import annotations
 
+import imaplib
 import poplib
 import smtplib
 import urllib.request
@@ -79,6 +80,9 @@ def test_metrics_move_with_traffic(deferring: ServerThread) -> None:
     with pytest.raises(poplib.error_proto):
         bad.pass_("wrong")
     bad.quit()
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=10)
+    imap.login("bob@example.test", PASSWORD)
+    imap.logout()
 
     after, _ = scrape(server)
 
@@ -88,6 +92,8 @@ def test_metrics_move_with_traffic(deferring: ServerThread) -> None:
     assert delta("postier_connections_total", protocol="mx") == 1
     assert delta("postier_connections_total", protocol="submission") == 1
     assert delta("postier_connections_total", protocol="pop3") == 2
+    assert delta("postier_connections_total", protocol="imap") == 1
+    assert delta("postier_logins_total", protocol="imap", result="ok") == 1
     assert delta("postier_smtp_transactions_total", listener="mx", result="accepted") == 1
     assert delta("postier_smtp_transactions_total", listener="submission", result="accepted") == 1
     assert delta("postier_smtp_rejections_total", listener="mx", stage="rcpt", status="5.1.1") == 1

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from postier import metrics
 from postier.cli.migrate import ProgressBar
+from postier.queue import dsn
 from postier.store.models import BlobId, QueueEntry, QueueId, QueueRecipient, RcptState
 from postier.web.metrics import DEFAULT_ALLOW, _allowed
 
@@ -51,6 +52,17 @@ def test_count_helpers_move_counters() -> None:
             metrics.value("postier_smtp_transactions_total", {"listener": "x", "result": result})
             == b + 1
         )
+
+
+def test_bounce_help_names_the_label_values() -> None:
+    """The `kind` label is the DSN action the runner reports; the help says those words."""
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert (
+        "# HELP postier_bounces_total DSNs generated, by kind: the RFC 3464 action "
+        "reported (failed, delayed, relayed, delivered)\n"
+    ) in text
+    for kind in (dsn.FAILED, dsn.DELAYED, dsn.RELAYED, dsn.DELIVERED):
+        assert f"{kind}," in text or f"{kind})" in text
 
 
 def entry(
