@@ -6,7 +6,8 @@ Rules:
   held here is simply not claimed again (a delivery already in flight finishes
   its attempt; its result for a deleted entry is dropped).
 - `flush` makes entries due now; a running server notices within a second
-  (the runner looks at the store at least once a second).
+  (the runner looks at the store at least once a second). Held entries are
+  never flushed: `flush QID` on one says so and changes nothing (exit 2).
 - Times are shown in UTC, ages and delays rounded to the largest unit.
 """
 
@@ -181,23 +182,34 @@ def _flush(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     qid = parse_qid(args.qid) if args.qid else None
 
-    async def go() -> int:
+    async def go() -> tuple[int, int]:
+        """(made due, held and left alone)"""
         async with opened_store(settings) as store:
             now = datetime.now(UTC)
             if qid is not None:
-                if await store.queue_get(qid) is None:
+                entry = await store.queue_get(qid)
+                if entry is None:
                     raise CliError(f"no queued message {qid}")
+                if entry.held:
+                    # a held message is never attempted: saying "due now" would be a lie
+                    raise CliError(
+                        f"{qid} is held: nothing sent (release it first: "
+                        f"postier queue release {qid})"
+                    )
                 await store.queue_set_next_attempt(qid, now)
-                return 1
-            n = 0
+                return 1, 0
+            n = held = 0
             for e in await store.queue_list():
-                if not e.held:
+                if e.held:
+                    held += 1
+                else:
                     await store.queue_set_next_attempt(e.id, now)
                     n += 1
-            return n
+            return n, held
 
-    n = run(go())
-    out(f"{n} message(s) due now")
+    n, held = run(go())
+    tail = f"; {held} held, not flushed (postier queue release QID)" if held else ""
+    out(f"{n} message(s) due now{tail}")
     return 0
 
 

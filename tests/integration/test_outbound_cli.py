@@ -80,7 +80,15 @@ def test_queue_list_show_hold_flush_delete(
     assert [r["state"] for r in doc["recipients"]] == ["delivered", "pending"]
     assert cli(tmp_path, capsys, "queue", "hold", qid)[1] == f"held {qid}\n"
     assert "next held" in cli(tmp_path, capsys, "queue", "list")[1]
-    assert cli(tmp_path, capsys, "queue", "flush")[1] == "0 message(s) due now\n"
+    assert cli(tmp_path, capsys, "queue", "flush")[1] == (
+        "0 message(s) due now; 1 held, not flushed (postier queue release QID)\n"
+    )
+    assert cli(tmp_path, capsys, "queue", "flush", qid) == (
+        2,
+        "",
+        f"postier: {qid} is held: nothing sent (release it first: postier queue release {qid})\n",
+    )
+    assert "next held" in cli(tmp_path, capsys, "queue", "list")[1]
     assert cli(tmp_path, capsys, "queue", "release", qid)[1] == f"released {qid}\n"
     assert cli(tmp_path, capsys, "queue", "flush", qid)[1] == "1 message(s) due now\n"
     assert "next now" in cli(tmp_path, capsys, "queue", "list")[1]
