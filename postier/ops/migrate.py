@@ -8,7 +8,9 @@ Maildir++ tree), with their counts and progress callbacks. File formats live in
 Rules:
 - Folders map to mailboxes of the same name (INBOX to INBOX, ``Work/2024`` to
   ``Work/2024``), under ``--folder F`` when given (INBOX then goes to ``F``
-  itself). Missing mailboxes are created with their parents.
+  itself). Missing mailboxes are created with their parents; each mailbox that
+  receives messages and did not exist before is subscribed (RFC 9051 §6.3.7),
+  as a client that shows subscribed folders only would otherwise hide it.
 - No duplicates: a message whose exact bytes (after the CRLF conversion) are
   already in the target mailbox is skipped, so importing the same source twice,
   or a source that overlaps what the user has, adds each message once. The
@@ -210,6 +212,9 @@ class Importer:
         if mb is None:
             try:
                 mb = await self.store.create_mailbox(self.user.id, name)
+                # a folder the user cannot see in a client that lists subscribed
+                # folders only (most do by default) looks like lost mail
+                await self.store.set_subscribed(self.user.id, name, True)
             except Conflict:  # created meanwhile (a client, another import)
                 mb = await self.store.get_mailbox(self.user.id, name)
                 if mb is None:

@@ -99,6 +99,19 @@ def contents(config: Path, address: str) -> dict[str, list[tuple[bytes, frozense
     return asyncio.run(go())
 
 
+def subscribed(config: Path, address: str) -> set[str]:
+    async def go() -> set[str]:
+        store = open_store(load(config))
+        await store.open()
+        try:
+            user = await store.get_user(address)
+            return {mb.name for mb in await store.list_mailboxes(user.id) if mb.subscribed}
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
 def crlf(n: int) -> bytes:
     return msg(n).replace(b"\n", b"\r\n")
 
@@ -123,6 +136,8 @@ def test_import_maildir_then_again(config: Path, maildir: Path) -> None:
         "Sent": [(crlf(3), frozenset({"\\Seen"}), at(T3))],
         "Work/2024": [(crlf(4), frozenset({"\\Flagged", "\\Seen", "project-x"}), at(T4))],
     }
+    # the new folder is subscribed, so clients showing subscribed folders show it
+    assert "Work/2024" in subscribed(config, "alice@example.test")
     again = postier(config, "import", "alice@example.test", str(maildir), "--json")
     assert again.returncode == 0
     assert json.loads(again.stdout) == {
@@ -145,6 +160,9 @@ def test_import_under_folder(config: Path, maildir: Path) -> None:
         "Old/mail/Sent",
         "Old/mail/Work/2024",
     ]
+    assert {"Old/mail", "Old/mail/Sent", "Old/mail/Work/2024"} <= subscribed(
+        config, "bob@example.test"
+    )
 
 
 def test_export_then_import_is_identical(config: Path, maildir: Path, tmp_path: Path) -> None:
