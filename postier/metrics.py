@@ -113,8 +113,7 @@ DELIVERY_ATTEMPT_SECONDS = Histogram(
 )
 BOUNCES = Counter(
     "postier_bounces",
-    "DSNs generated, by kind: the RFC 3464 action reported (failed, delayed, relayed, "
-    "delivered)",
+    "DSNs generated, by kind: the RFC 3464 action reported (failed, delayed, relayed, delivered)",
     ["kind"],
     registry=REGISTRY,
 )

@@ -3,8 +3,10 @@
 Rules:
 - Shows every recorded event in order (received — from whom, TLS, auth; each
   delivery attempt with the remote host, its IP and reply; deferrals with the
-  next try; delivered/failed per recipient; the DSN and its queue id; removal),
-  then the entry's current state when it is still queued.
+  next try; delivered/failed per recipient — a local copy with its mailbox, and
+  the spam score when it went to Junk; the DSN and its queue id; removal), then
+  the entry's current state: still queued, gone from the queue, delivered
+  locally only, or never accepted.
 - A bounce's own QID is named in the "dsn" line, so `postier trace` on it follows
   the report onwards.
 """
@@ -61,10 +63,20 @@ def handle(args: argparse.Namespace) -> int:
     for e in events:
         out(f"{e.at.isoformat(timespec='milliseconds')}  {e.event:<13} {e.detail}")
     if entry is None:
-        out("state: no longer queued")
+        out(f"state: {_gone(events)}")
     else:
         pending = [r for r in entry.recipients if r.state == "pending"]
         when = entry.next_attempt.isoformat(timespec="seconds")
         nxt = "held" if entry.held else f"next try {when}"
         out(f"state: queued, {len(pending)} recipient(s) pending, {nxt}")
     return 0
+
+
+def _gone(events: list[TraceEvent]) -> str:
+    """What became of a message that is not in the queue, from its events."""
+    seen = {e.event for e in events}
+    if seen & {"done", "deleted"}:
+        return "no longer queued"
+    if "received" in seen:
+        return "delivered locally; nothing was queued"
+    return "not accepted"  # refused at intake: only filter events were recorded

@@ -34,6 +34,11 @@ Rules (the order is the durability contract; STYLE.md "Queue"):
    `max_per_destination` per remote address. Idle connections are kept
    `reuse_idle` seconds (at most `max_reuse` transactions each) and reused for
    the next message to the same address after an RSET (RFC 5321 §4.1.1.5).
+9. Every outcome is named where it is recorded: one log line (and one trace
+   event) per recipient and attempt — ``delivered`` with the host that said
+   so, ``deferred`` with the reason and the next try, ``bounced`` with the
+   reason — one per DSN sent, and one when the entry leaves the queue, with
+   its tally ("1 delivered, 1 bounced"). Each line starts with ``qid=``.
 
 Choices (as Postfix does):
 - TLS is opportunistic (RFC 7435): STARTTLS when offered, certificates not
@@ -455,8 +460,10 @@ class Runner:
             await self._maybe_delay_warning(entry, original, pending, now)
         for r, o in failed:
             await self.store.trace_add(entry.id, "failed", f"<{r.address}> {_where(o)}{o.reply}")
+            log.info("qid=%s to=<%s> bounced: %s%s", entry.id, r.address, _where(o), o.reply)
         for r, o in succeeded:
             await self.store.trace_add(entry.id, "delivered", f"<{r.address}> {_where(o)}{o.reply}")
+            log.info("qid=%s to=<%s> delivered: %s%s", entry.id, r.address, _where(o), o.reply)
         if succeeded:
             metrics.MESSAGES_DELIVERED.labels("remote").inc(len(succeeded))
         if not pending:
@@ -464,7 +471,12 @@ class Runner:
             await self.store.trace_add(
                 entry.id, "done", "every recipient delivered or failed; removed from the queue"
             )
-            log.info("qid=%s done after %d attempt(s)", entry.id, attempts)
+            log.info(
+                "qid=%s done after %d attempt(s): %s; removed from the queue",
+                entry.id,
+                attempts,
+                _tally(recipients),
+            )
             return
         when = next_at or self.schedule.next_attempt(entry.created, attempts, now)
         await self.store.queue_update(
@@ -476,11 +488,9 @@ class Runner:
         )
         deferred = [r for r in pending if r.address in outcomes]
         for r in deferred:
-            await self.store.trace_add(
-                entry.id,
-                "deferred",
-                f"<{r.address}> {r.last_reply}; next try {when.isoformat(timespec='seconds')}",
-            )
+            text = f"{r.last_reply}; next try {when.isoformat(timespec='seconds')}"
+            await self.store.trace_add(entry.id, "deferred", f"<{r.address}> {text}")
+            log.info("qid=%s to=<%s> deferred: %s", entry.id, r.address, text)
 
     def _report(
         self, r: QueueRecipient, o: Outcome, action: str, now: datetime
@@ -550,10 +560,12 @@ class Runner:
         sender = entry.sender
         domain = sender.rpartition("@")[2].lower()
         targets: list[DeliveryTarget] = []
+        local: list[str] = []
         remote: list[str] = []
         if await self.store.get_domain(domain) is not None:
             res = await self.store.resolve(sender)
             targets = [DeliveryTarget(u.id) for u in res.users]
+            local = [u.address for u in res.users]
             remote = list(res.remote)
             if not res.found:
                 log.warning(
@@ -581,9 +593,14 @@ class Runner:
         await self.store.trace_add(
             entry.id, "dsn", f"{kind} report {result.qid} for {names} to <{sender}>"
         )
+        log.info(
+            "qid=%s dsn=%s %s report for %s to <%s>", entry.id, result.qid, kind, names, sender
+        )
         await self.store.trace_add(
             result.qid, "received", f"from=<> DSN ({kind}) for {entry.id} to <{sender}>"
         )
+        for address in local:
+            await self.store.trace_add(result.qid, "delivered", f"to <{address}> in INBOX")
         if queue is not None:
             self.wake()
 
@@ -932,6 +949,13 @@ def _apply(r: QueueRecipient, o: Outcome) -> QueueRecipient:
     }[o.kind]
     text = f"{o.reply} (host {o.remote_mta})" if o.remote_mta else o.reply
     return replace(r, state=state, last_reply=text)
+
+
+def _tally(recipients: Iterable[QueueRecipient]) -> str:
+    """ "2 delivered, 1 bounced": the final states of an entry's recipients."""
+    delivered = sum(1 for r in recipients if r.state == RcptState.DELIVERED)
+    bounced = sum(1 for r in recipients if r.state == RcptState.FAILED)
+    return f"{delivered} delivered, {bounced} bounced"
 
 
 def _last_error(recipients: Iterable[QueueRecipient]) -> str:

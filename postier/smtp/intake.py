@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING
 from postier import metrics
 from postier.dns.resolver import Resolver, make_resolver
 from postier.filters.build import Filters
-from postier.filters.pipeline import Context, Phase
+from postier.filters.pipeline import Context, DataOutcome, Phase
 from postier.mailauth.results import drop_fields, forged_fields
 from postier.queue.ids import new_qid
 from postier.smtp import headers as hdr
@@ -551,6 +551,7 @@ class Intake:
         mailbox = "Junk" if outcome.junk else "INBOX"
         targets: list[DeliveryTarget] = []
         seen_users: set[int] = set()
+        delivered: list[tuple[str, str]] = []  # trace: where each local copy goes
         remote: list[QueueRecipient] = []
         seen_remote: set[str] = set()
         for r in env.recipients:
@@ -558,6 +559,9 @@ class Intake:
                 if u.id not in seen_users:
                     seen_users.add(u.id)
                     targets.append(DeliveryTarget(u.id, mailbox))
+                    delivered.append(
+                        ("delivered", delivered_line(u.address, str(r.address), mailbox, outcome))
+                    )
             for addr in r.remote:
                 if addr.lower() not in seen_remote:
                     seen_remote.add(addr.lower())
@@ -584,6 +588,7 @@ class Intake:
                 trace=[
                     *(("filter", line) for line in pending),
                     ("received", self._describe(s, env, spool.size)),
+                    *delivered,
                 ],
             )
         except Exception:
@@ -613,3 +618,11 @@ class Intake:
 
     def _log(self, s: SessionInfo, env: Envelope, size: int, result: str) -> None:
         log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid, self._describe(s, env, size), result)
+
+
+def delivered_line(user: str, rcpt: str, mailbox: str, outcome: DataOutcome) -> str:
+    """The trace of one local copy: "to <alice@x> in INBOX", naming the alias the
+    copy came through and, for Junk, the spam score that sent it there."""
+    via = "" if rcpt.lower() == user.lower() else f" (for <{rcpt}>)"
+    why = f", spam score {outcome.score:.1f}" if outcome.junk else ""
+    return f"to <{user}> in {mailbox}{via}{why}"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import ssl
 from pathlib import Path
+
+import pytest
 
 from postier.config.schema import SmtpOutbound
 from postier.dns.fake import SERVFAIL
@@ -454,3 +457,43 @@ async def test_delay_warning_sent_once_after_delay(net: Net) -> None:
     entry = await net.store.queue_get(qid)
     assert entry is not None
     assert entry.attempts == 4
+
+
+async def test_log_lines_name_each_outcome(net: Net, caplog: pytest.LogCaptureFixture) -> None:
+    """An operator reading the log learns what happened to each recipient, and why."""
+    caplog.set_level(logging.INFO, logger="postier.queue")
+    setzone(net, ZONE_BC)
+    await net.peer(
+        "127.0.0.2",
+        greylist={"grey@b.test"},
+        rcpt_reply=lambda a: "550 5.1.1 User unknown" if a == "nobody@b.test" else None,
+    )
+    qid = await net.enqueue(["bob@b.test", "nobody@b.test", "grey@b.test"])
+    runner = net.runner()
+    await net.round(runner)
+    entry = await net.store.queue_get(qid)
+    assert entry is not None
+    when = entry.next_attempt.isoformat(timespec="seconds")
+    [dsn_event] = [e for e in await net.store.trace_get(qid) if e.event == "dsn"]
+    dsn_qid = dsn_event.detail.split()[2]
+    lines = [r.getMessage() for r in caplog.records if r.name == "postier.queue"]
+    assert lines == [
+        f"qid={qid} dsn={dsn_qid} failed report for <nobody@b.test> to <alice@a.test>",
+        f"qid={qid} to=<nobody@b.test> bounced: host mx.b.test said: 550 5.1.1 User unknown",
+        f"qid={qid} to=<bob@b.test> delivered: host mx.b.test said: "
+        "250 2.0.0 Ok: queued as PEERQID",
+        f"qid={qid} to=<grey@b.test> deferred: 451 4.7.1 Greylisting in action, please "
+        f"come back later (host mx.b.test); next try {when}",
+    ]
+    # the bounce's own trace says where it went
+    assert [(e.event, e.detail) for e in await net.store.trace_get(dsn_qid)] == [
+        ("received", f"from=<> DSN (failed) for {qid} to <alice@a.test>"),
+        ("delivered", "to <alice@a.test> in INBOX"),
+    ]
+    caplog.clear()
+    await net.round(runner, advance=61)
+    assert [r.getMessage() for r in caplog.records if r.name == "postier.queue"] == [
+        f"qid={qid} to=<grey@b.test> delivered: host mx.b.test said: "
+        "250 2.0.0 Ok: queued as PEERQID",
+        f"qid={qid} done after 2 attempt(s): 2 delivered, 1 bounced; removed from the queue",
+    ]
