@@ -21,8 +21,8 @@ Rules:
 - The signing domain is the From: header's domain when we hold its key, else
   the envelope sender's domain when we do (then DMARC alignment fails, but the
   signature still builds the sending domain's reputation); else no signature.
-- dkimpy is the library (as DESIGN.md chose); RSA keys are handed over in PKCS#1
-  PEM and Ed25519 keys as the base64 seed it expects.
+- dkimpy is the library (a chosen dependency, see docs/architecture.md); RSA keys
+  are handed over in PKCS#1 PEM and Ed25519 keys as the base64 seed it expects.
 """
 
 from __future__ import annotations

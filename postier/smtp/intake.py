@@ -29,7 +29,7 @@ Rules:
   `smtp.limits.max_hops` Received:/Delivered-To: fields is a mail loop,
   refused at end of data with ``554 5.4.6`` on every listener (RFC 5321 §6.3).
 - `finish()` answers 250 only after `Store.deliver` returned: the blob and every
-  mailbox row and queue entry are durable (DESIGN.md rule zero).
+  mailbox row and queue entry are durable (rule zero: a 250 means on disk).
 - Filters (`postier.filters`) vote at connect, HELO, MAIL, RCPT (only for a
   recipient that exists: nobody is greylisted for an unknown user) and end of
   data. At end of data the MX role adds Authentication-Results and X-Spam-*

@@ -78,7 +78,7 @@ R252_CANNOT_VRFY = _r(
 
 
 def R250_QUEUED(queue_id: str) -> Reply:
-    """The end-of-data reply once the message is durable (DESIGN.md rule zero)."""
+    """The end-of-data reply once the message is durable (rule zero: a 250 means on disk)."""
     return _r(250, "2.0.0", f"Ok: queued as {queue_id}")
 
 
