@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## serve with the embedded store in ./data, development ports, a demo user
+## serve on development ports with ./postier.toml, written on the first run
+## (domain example.test, data in ./data, a demo account whose login it prints)
 run: $(STAMP)
-	$(VENV)/bin/postier serve
+	@test -f postier.toml || $(VENV)/bin/postier init --dev --demo --domain example.test
+	$(VENV)/bin/postier -c postier.toml serve
 
 ## the whole test suite
 test: $(STAMP)

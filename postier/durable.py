@@ -25,6 +25,7 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # exactly `mode`, whatever the umask took away
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -7,7 +7,10 @@ Rules:
   fails). A command reports one line on stderr, ``postier: <what is wrong>``.
 - Commands raise `CliError`; only `main.main` prints it and turns it into the exit code.
 - Passwords are never taken from the command line (shell history, `ps`): only from
-  one line of stdin with ``--password-stdin``, or typed twice at a TTY prompt.
+  one line of stdin with ``--password-stdin``, or typed twice at a TTY prompt; and
+  never shorter than ``auth.min_password_length``.
+- Commands that destroy data (`user del`, `queue delete`, `restore`) ask first at
+  a terminal, or need ``--yes``; without a terminal and without it they refuse.
 - Admin commands open the store, make the change, close it; nothing is cached, so a
   running server sees the change at once (it reads the store) and needs no restart.
 """
@@ -23,8 +26,9 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from postier.config.load import ConfigError, config_path_from_env, load
+from postier.config.load import ConfigError, find_config, load
 from postier.config.schema import Settings
+from postier.ops.accounts import PasswordRefused, check_password
 from postier.smtp.address import Address, AddressError, Domain
 
 if TYPE_CHECKING:
@@ -58,9 +62,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    """`-c FILE`, else $POSTIER_CONFIG, else the development defaults (data in ./data)."""
+    """`-c FILE`, else $POSTIER_CONFIG, else ./postier.toml, else a clear error."""
     try:
-        return load(config_path_from_env(getattr(args, "config", None)))
+        return load(find_config(getattr(args, "config", None)))
     except ConfigError as e:
         raise CliError(str(e)) from None
 
@@ -147,9 +151,13 @@ def add_password_options(parser: argparse.ArgumentParser) -> None:
 
 
 def read_new_password(
-    args: argparse.Namespace, *, prompt: Callable[[str], str] = getpass.getpass
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    prompt: Callable[[str], str] = getpass.getpass,
 ) -> str:
-    """The new password: one line of stdin (``--password-stdin``) or typed twice."""
+    """The new password: one line of stdin (``--password-stdin``) or typed twice;
+    at least ``auth.min_password_length`` characters."""
     if args.password is not None:
         raise CliError(
             "a password is never accepted on the command line "
@@ -164,9 +172,31 @@ def read_new_password(
         password = prompt("Password: ")
         if prompt("Retype password: ") != password:
             raise CliError("passwords do not match")
-    if not password:
-        raise CliError("empty password")
+    try:
+        check_password(password, settings.auth.min_password_length)
+    except PasswordRefused as e:
+        raise CliError(str(e)) from None
     return password
+
+
+def add_yes_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "-y", "--yes", action="store_true", help=f"do not ask before {what} (for scripts)"
+    )
+
+
+def confirm(args: argparse.Namespace, question: str) -> None:
+    """Go on only with ``--yes``, or when "yes" is typed at a terminal. Without a
+    terminal and without ``--yes`` the answer is no: a script never destroys data
+    because nobody was there to say no."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"{question}: not confirmed (no terminal to ask on; add --yes)")
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("not confirmed: nothing changed")
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)

@@ -45,8 +45,7 @@ def register(sub: Subparsers) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    where = settings.source or "built-in development defaults"
-    out(f"{where}: ok")
+    out(f"{settings.source}: ok")
     return 0
 
 

@@ -3,8 +3,11 @@
 Rules:
 - Names are stored in their ASCII (A-label) form, lower case, no trailing dot;
   ``bücher.example`` and ``xn--bcher-kva.example`` are the same domain.
+- `add` makes postier.ops.accounts' role aliases (postmaster@, abuse@) to the
+  server's first account when one exists.
 - `del` refuses while users or aliases of the domain exist and says how to list
-  them: deleting a domain never deletes anyone's mail as a side effect.
+  them: deleting a domain never deletes anyone's mail as a side effect. The role
+  aliases `add` made do not count: they go with the domain.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from postier.cli.common import (
     run,
     unknown_domain,
 )
+from postier.ops import accounts
 
 
 def register(sub: Subparsers) -> None:
@@ -52,15 +56,20 @@ def _add(args: argparse.Namespace) -> int:
     name = parse_domain(args.domain).ascii
     settings = load_settings(args)
 
-    async def go() -> None:
+    async def go() -> list[str]:
         async with opened_store(settings) as store:
             if await store.get_domain(name) is not None:
                 raise CliError(f"domain {name} exists already")
             await store.add_domain(name)
             await dnsrecords.ensure_dkim(store, settings, name)  # DKIM keys, active selector
+            made = await accounts.role_aliases_for_new_domain(store, name)
+            targets = {a.source: a.targets for a in await store.list_aliases(name)}
+            return [f"{source} -> {', '.join(targets[source])}" for source in made]
 
-    run(go())
+    aliases = run(go())
     out(f"added domain {name}")
+    for alias in aliases:
+        out(f"added alias {alias}")
     return 0
 
 
@@ -90,12 +99,16 @@ def _del(args: argparse.Namespace) -> int:
                     f"domain {name} still has {_count(users, 'user')} "
                     f"(see: postier user list {name})"
                 )
-            aliases = len(await store.list_aliases(name))
-            if aliases:
+            every = await store.list_aliases(name)
+            roles = {f"{local}@{name}" for local in accounts.ROLE_LOCALPARTS}
+            others = [a for a in every if a.source not in roles]
+            if others:
                 raise CliError(
-                    f"domain {name} still has {_count(aliases, 'alias')} "
+                    f"domain {name} still has {_count(len(others), 'alias')} "
                     f"(see: postier alias list {name})"
                 )
+            for a in every:  # postmaster@, abuse@: part of the domain, not someone's mail
+                await store.delete_alias(a.source)
             await store.delete_domain(name)
 
     run(go())

@@ -5,11 +5,14 @@ Rules:
   parser(s) and sets ``handler`` (a `common.Handler`) as a parser default. A new
   group (queue, trace, mx, verify, dns-check, send, import/export) is one module
   plus one entry in `GROUPS`; nothing else here changes.
-- Global options: ``-c/--config FILE`` (else $POSTIER_CONFIG, else development
-  defaults with data in ./data) and ``--log-format text|json``. Each handler loads
-  the settings itself, so `init` works without any config file.
+- Global options: ``-c/--config FILE`` (else $POSTIER_CONFIG, else ./postier.toml,
+  else an error saying how to get one) and ``--log-format text|json``. ``-c`` is
+  accepted before or after the command (``postier user list -c FILE``): every
+  command's parser gets it too, without a default, so it overrides only when given.
+  Each handler loads the settings itself, so `init` works without any config file.
 - Abbreviated long options are off: ``--password`` must never be read as a prefix
   of ``--password-stdin``, and scripts must not break when an option is added.
+- The process umask is 077: nothing postier creates is readable by other users.
 - Exit codes are those of `common`: 0 done, 1 runtime failure, 2 bad input.
 """
 
@@ -38,7 +41,7 @@ from postier.cli import (
     verify,
 )
 from postier.cli.common import EXIT_FAILURE, CliError
-from postier.config.load import ENV_VAR
+from postier.config.load import ENV_VAR, LOCAL_CONFIG
 from postier.store.errors import Conflict, Invalid, NotFound, StoreError
 
 #: command groups in `--help` order; each has `register(subparsers)`
@@ -57,13 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 done, 1 runtime failure, 2 bad input. "
         "Run 'postier COMMAND --help' for a command's options.",
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
-        help=f"configuration file (default: ${ENV_VAR}, else development "
-        "defaults with data in ./data)",
-    )
+    parser.add_argument("-c", "--config", metavar="FILE", help=_CONFIG_HELP)
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -74,11 +71,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for group in GROUPS:
         group.register(sub)
+    for leaf in _leaves(parser):
+        if leaf.prog in _WITHOUT_CONFIG:
+            continue
+        leaf.add_argument(
+            "-c", "--config", metavar="FILE", default=argparse.SUPPRESS, help=_CONFIG_HELP
+        )
     return parser
+
+
+#: commands that read no configuration file
+_WITHOUT_CONFIG = {"postier init", "postier config sample", "postier config reference"}
+_CONFIG_HELP = f"configuration file (default: ${ENV_VAR}, else ./{LOCAL_CONFIG})"
+
+
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that end a command line (`user add`, `serve`...), below `parser`."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                found.extend(_leaves(child) or [child])
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console-script entry point; returns the exit code."""
+    # everything postier creates (data dir, store, spool, exports) is its owner's
+    # alone, as Postfix and Dovecot do; files that others need (the certificate)
+    # get their mode explicitly. Restored on return, for callers in a process of
+    # their own (tests).
+    umask = os.umask(0o077)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(umask)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

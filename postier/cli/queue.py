@@ -8,6 +8,7 @@ Rules:
 - `flush` makes entries due now; a running server notices within a second
   (the runner looks at the store at least once a second). Held entries are
   never flushed: `flush QID` on one says so and changes nothing (exit 2).
+- `delete` asks first (or needs ``--yes``): the message is dropped without a bounce.
 - Times are shown in UTC, ages and delays rounded to the largest unit.
 """
 
@@ -17,7 +18,16 @@ import argparse
 import json
 from datetime import UTC, datetime
 
-from postier.cli.common import CliError, Subparsers, load_settings, opened_store, out, run
+from postier.cli.common import (
+    CliError,
+    Subparsers,
+    add_yes_option,
+    confirm,
+    load_settings,
+    opened_store,
+    out,
+    run,
+)
 from postier.config.schema import Settings
 from postier.queue.ids import is_qid
 from postier.store.models import QueueEntry, QueueId
@@ -51,6 +61,8 @@ def register(sub: Subparsers) -> None:
     ):
         c = cmds.add_parser(name, help=text, allow_abbrev=False)
         c.add_argument("qid", metavar="QID")
+        if name == "delete":
+            add_yes_option(c, "dropping the message (its recipients never get it)")
         c.set_defaults(handler=fn)
 
 
@@ -216,6 +228,21 @@ def _flush(args: argparse.Namespace) -> int:
 def _simple(args: argparse.Namespace, action: str) -> int:
     qid = parse_qid(args.qid)
     settings = load_settings(args)
+
+    if action == "delete":
+
+        async def check() -> str:
+            async with opened_store(settings) as store:
+                entry = await store.queue_get(qid)
+            if entry is None:
+                raise CliError(f"no queued message {qid}")
+            pending = sum(1 for r in entry.recipients if r.state == "pending")
+            return (
+                f"delete {qid} from <{entry.sender}> with {pending} recipient(s) "
+                "pending, without a bounce?"
+            )
+
+        confirm(args, run(check()))
 
     async def go() -> None:
         async with opened_store(settings) as store:

@@ -37,7 +37,7 @@ from postier.cli.common import (
     out,
     run,
 )
-from postier.config.load import ConfigError, config_path_from_env, load
+from postier.config.load import ConfigError, find_config, load
 from postier.config.schema import Settings
 from postier.ops.submit import SubmitError, Submitted, submit
 
@@ -203,6 +203,14 @@ def parse_sendmail_args(argv: Sequence[str]) -> SendmailOptions:
 
 def sendmail_main(argv: Sequence[str] | None = None) -> int:
     """The `postier-sendmail` console script."""
+    umask = os.umask(0o077)  # as `postier` (cli.main): what it creates is the owner's alone
+    try:
+        return _sendmail(argv)
+    finally:
+        os.umask(umask)
+
+
+def _sendmail(argv: Sequence[str] | None) -> int:
     prog = os.path.basename(sys.argv[0]) if sys.argv else "sendmail"
     try:
         opts = parse_sendmail_args(sys.argv[1:] if argv is None else argv)
@@ -210,7 +218,7 @@ def sendmail_main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: {e}", file=sys.stderr)
         return EX_USAGE
     try:
-        settings = load(config_path_from_env(opts.config))
+        settings = load(find_config(opts.config))
     except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EX_CONFIG

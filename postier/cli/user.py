@@ -8,6 +8,9 @@ Rules:
   twice at a prompt; never from the command line. It is hashed (argon2id) off the
   event loop before the store is touched.
 - A new user's quota is ``--quota`` if given, else ``store.default_quota``.
+- The first account of a domain receives its postmaster@ and abuse@ mail
+  (aliases made unless those addresses receive mail already; `postier.ops.accounts`).
+- `del` asks first (or needs ``--yes``): it deletes every message of the account.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from postier.cli.common import (
     CliError,
     Subparsers,
     add_password_options,
+    add_yes_option,
+    confirm,
     format_size,
     load_settings,
     opened_store,
@@ -32,6 +37,7 @@ from postier.cli.common import (
     run,
     unknown_domain,
 )
+from postier.ops import accounts
 from postier.store.models import User
 
 if TYPE_CHECKING:
@@ -78,6 +84,7 @@ def register(sub: Subparsers) -> None:
 
     rm = cmds.add_parser("del", help="delete an account with all its mail", allow_abbrev=False)
     rm.add_argument("address", metavar="ADDRESS")
+    add_yes_option(rm, "deleting the account and all its mail")
     rm.set_defaults(handler=_del)
 
 
@@ -90,9 +97,9 @@ def _add(args: argparse.Namespace) -> int:
     key, canonical = address.key, str(address)
     quota = parse_size(args.quota) if args.quota is not None else None
     settings = load_settings(args)
-    password = read_new_password(args)
+    password = read_new_password(args, settings)
 
-    async def go() -> None:
+    async def go() -> list[str]:
         async with opened_store(settings) as store:
             await require_domain(store, address.domain)
             if await store.get_user(canonical) is not None:
@@ -102,9 +109,12 @@ def _add(args: argparse.Namespace) -> int:
             user = await store.add_user(canonical, pw_hash, limit)
             if user.quota_bytes != limit:  # add_user reads 0 as "the default quota"
                 await store.set_quota(canonical, limit)
+            return await accounts.role_aliases_for_new_user(store, user)
 
-    run(go())
+    aliases = run(go())
     out(f"added user {key}")
+    for alias in aliases:
+        out(f"added alias {alias} -> {key}")
     return 0
 
 
@@ -137,7 +147,7 @@ def _passwd(args: argparse.Namespace) -> int:
     address = parse_address(args.address)
     key, canonical = address.key, str(address)
     settings = load_settings(args)
-    password = read_new_password(args)
+    password = read_new_password(args, settings)
 
     async def go() -> None:
         async with opened_store(settings) as store:
@@ -171,6 +181,16 @@ def _del(args: argparse.Namespace) -> int:
     address = parse_address(args.address)
     key, canonical = address.key, str(address)
     settings = load_settings(args)
+
+    async def check() -> str:
+        async with opened_store(settings) as store:
+            user = await store.get_user(canonical)
+            if user is None:
+                raise _no_such_user(key)
+            used, _ = await store.quota_usage(user.id)
+            return f"delete user {key} and all their mail ({used} bytes)?"
+
+    confirm(args, run(check()))
 
     async def go() -> None:
         async with opened_store(settings) as store:

@@ -4,6 +4,8 @@ Rules:
 - Unknown keys are errors (a typo must not silently fall back to a default).
 - Durations accept "90s", "5m", "2h", "36d" (or a bare number of seconds).
 - Relative paths resolve against the folder of the config file, never the cwd.
+- Which file (`find_config`): ``-c FILE``, else $POSTIER_CONFIG, else
+  ./postier.toml; with none of them, an error that says how to get one.
 - The first problem found raises `ConfigError("listeners.imap.port: 70000 is not a port")`.
 """
 
@@ -22,6 +24,13 @@ from typing import Any
 from postier.config.schema import LISTENER_NAMES, ListenerSettings, Settings
 
 ENV_VAR = "POSTIER_CONFIG"
+#: the file found in the current folder when neither -c nor $POSTIER_CONFIG names one
+LOCAL_CONFIG = "postier.toml"
+NO_CONFIG = (
+    f"no configuration: give -c FILE, set {ENV_VAR}=FILE, or run this in the folder "
+    f"of {LOCAL_CONFIG} (create one with: postier init --domain DOMAIN; "
+    "for development: make run)"
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
@@ -237,15 +246,8 @@ def split_hostport(value: str, default_port: int | None) -> tuple[str, int | Non
         return host, None
 
 
-def load(path: Path | None) -> Settings:
-    """Read and validate a config file; `None` means the development defaults in ./data."""
-    if path is None:
-        dev = Settings(
-            server=dataclasses.replace(Settings().server, data_dir=Path("./data").resolve()),
-            dns=dataclasses.replace(Settings().dns, offline=True),
-        )
-        validate(dev)
-        return dev
+def load(path: Path) -> Settings:
+    """Read and validate a config file."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -265,9 +267,19 @@ def load(path: Path | None) -> Settings:
     return s
 
 
-def config_path_from_env(explicit: str | None) -> Path | None:
-    """`-c FILE` wins, then $POSTIER_CONFIG, else None (development defaults)."""
+def find_config(explicit: str | Path | None, cwd: Path | None = None) -> Path:
+    """The config file a command uses: `-c FILE`, else $POSTIER_CONFIG, else
+    ./postier.toml when it exists; else `ConfigError` saying how to get one.
+
+    Never a silent default: a command run in the wrong folder must not create an
+    empty data directory there and answer as if nothing were configured.
+    """
     if explicit:
         return Path(explicit)
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else None
+    if env:
+        return Path(env)
+    local = (cwd or Path.cwd()) / LOCAL_CONFIG
+    if local.is_file():
+        return local
+    raise ConfigError(NO_CONFIG)

@@ -194,6 +194,11 @@ class AuthSettings:
         default=10,
     )
     lockout_period: float = doc("how long a locked account waits", default=300.0)
+    min_password_length: int = doc(
+        "shortest password `postier user add|passwd` accepts, in characters "
+        "(NIST SP 800-63B: at least 8)",
+        default=8,
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import contextlib
 import importlib
 import logging
 import os
-import secrets
 import signal
 import ssl
 import sys
@@ -29,14 +28,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from postier import metrics
-from postier.auth.passwords import ahash_password
+from postier.auth.demo import DemoLogin, demo_login
 from postier.auth.service import AuthService
 from postier.config.schema import IMPLICIT_TLS, Settings
 from postier.server import logs, tls
 from postier.server.listeners import Handler, Listener, ListenError
 from postier.store import open_store
 from postier.store.api import Store
-from postier.store.errors import Conflict
 
 log = logging.getLogger("postier.server")
 
@@ -51,9 +49,6 @@ PROTOCOLS = {
     "pop3s": "postier.pop3.server",
     "web": "postier.web.server",
 }
-
-DEMO_DOMAIN = "example.test"
-DEMO_USER = "demo@example.test"
 
 
 class ProtocolModule(Protocol):
@@ -106,38 +101,24 @@ def sweep_spool(data_dir: Path) -> None:
 
 
 def check_data_dir(path: Path) -> None:
+    """Create the data dir owner-only (it holds password hashes, keys and mail);
+    warn, without changing it, about an existing one that others may read."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_bytes(b"ok")
         probe.unlink()
+        mode = path.stat().st_mode & 0o777
     except OSError as e:
         raise StartupError(f"server.data_dir: {path} is not usable: {e.strerror}") from None
-
-
-async def ensure_demo(store: Store, data_dir: Path) -> str:
-    """The development server's demo domain and user; returns the password.
-
-    The generated password is kept in data_dir/demo-password (0600) so every
-    `make run` can print it again.
-    """
-    pw_file = data_dir / "demo-password"
-    if await store.get_domain(DEMO_DOMAIN) is None:
-        with contextlib.suppress(Conflict):
-            await store.add_domain(DEMO_DOMAIN)
-    user = await store.get_user(DEMO_USER)
-    if user is not None and pw_file.exists():
-        return pw_file.read_text().strip()
-    password = secrets.token_urlsafe(12)
-    fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    pw_hash = await ahash_password(password)
-    if user is None:
-        await store.add_user(DEMO_USER, pw_hash)
-    else:
-        await store.set_password(DEMO_USER, pw_hash)
-    return password
+    if mode & 0o077:
+        log.warning(
+            "server.data_dir %s has mode %04o: other users may read its mail and "
+            "password hashes (chmod 700 %s)",
+            path,
+            mode,
+            path,
+        )
 
 
 def _protocol(name: str) -> ProtocolModule | None:
@@ -241,15 +222,24 @@ async def stop(app: App) -> None:
     await app.store.close()
 
 
-def banner(app: App, demo_password: str | None) -> str:
-    lines = [f"postier {app.settings.server.hostname}: data in {app.settings.server.data_dir}"]
+def banner(app: App, demo: DemoLogin | None) -> str:
+    s = app.settings
+    where = (
+        f"config {s.source}, data in {s.server.data_dir}"
+        if s.source
+        else f"data in {s.server.data_dir}"
+    )
+    lines = [f"postier {s.server.hostname}: {where}"]
     for name, li in app.listeners.items():
         lines.append(f"  {name:<12} {li.address}:{li.bound_port}")
     web = app.services.get("web")
     if web:
         lines.append(f"  {'web':<12} {web[0]}:{web[1]}  http://{web[0]}:{web[1]}/")
-    if demo_password:
-        lines.append(f"  login: {DEMO_USER}  password: {demo_password}")
+    if demo is not None:
+        if demo.password is not None:
+            lines.append(f"  login: {demo.address}  password: {demo.password}")
+        else:  # never print a password that no longer works
+            lines.append(f"  login: {demo.address}  (password changed since it was generated)")
     lines.append(f"ready (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
     return "\n".join(lines)
 
@@ -260,15 +250,13 @@ async def serve(settings: Settings, *, ready: Callable[[App], None] | None = Non
     except (StartupError, ListenError) as e:
         print(f"postier: {e}", file=sys.stderr)
         return 1
-    demo_password = None
-    if settings.source is None:
-        demo_password = await ensure_demo(app.store, settings.server.data_dir)
+    demo = await demo_login(app.store, settings.server.data_dir)
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop_event.set)
-    print(banner(app, demo_password), flush=True)
+    print(banner(app, demo), flush=True)
     log.info("ready")
     if ready is not None:
         ready(app)

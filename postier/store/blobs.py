@@ -14,6 +14,7 @@ Rules:
 - A spool file given as a `Path` is fsynced and renamed into place when it lives on
   the same filesystem (no copy), else copied the same way as bytes; the source is
   consumed either way.
+- Files are 0600 and directories 0700 whatever the umask: they are people's mail.
 - Blobs are never modified. Who may delete one is the index's business (the
   reference count lives there); `sweep()` only removes files that the caller says
   are unreferenced and that are older than a grace period, so a blob another process
@@ -42,6 +43,11 @@ _TMP = "tmp"
 _COPY_CHUNK = 1024 * 1024
 
 
+def _private(path: str, flags: int) -> int:
+    """`open()`'s opener for files only the owner may read."""
+    return os.open(path, flags, 0o600)
+
+
 def new_blob_id() -> BlobId:
     return BlobId(secrets.token_hex(16))
 
@@ -67,7 +73,8 @@ class BlobFiles:
         self._tmp = root / _TMP
 
     def create_dirs(self) -> None:
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._tmp.mkdir(mode=0o700, exist_ok=True)
 
     def path(self, blob_id: str) -> Path:
         if not _BLOB_ID.match(blob_id):
@@ -77,7 +84,7 @@ class BlobFiles:
     def _final_dir(self, blob_id: BlobId) -> Path:
         d = self.root / blob_id[:2]
         if not d.is_dir():
-            d.mkdir(exist_ok=True)
+            d.mkdir(mode=0o700, exist_ok=True)
             fsync_dir(self.root)  # the new fan-out directory's entry must be durable too
         return d
 
@@ -111,7 +118,7 @@ class BlobFiles:
     def _write_copy(self, final: Path, source: bytes | Path) -> None:
         tmp = self._tmp / f"{secrets.token_hex(8)}.tmp"
         try:
-            with open(tmp, "xb") as out:
+            with open(tmp, "xb", opener=_private) as out:
                 if isinstance(source, Path):
                     with open(source, "rb") as src:
                         shutil.copyfileobj(src, out, _COPY_CHUNK)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from postier.config.load import ENV_VAR, load
 from postier.config.schema import DEV_PORTS, STANDARD_PORTS
 from postier.store import open_store
 from postier.store.models import User
+from tests.support.tty import on_tty
 
 DOMAIN = "example.test"
 
@@ -91,6 +90,11 @@ def fails(r: Result, err: str, code: int = 2) -> None:
     assert (r.code, r.out, r.err) == (code, "", f"postier: {err}\n")
 
 
+def roles(user: str, domain: str = DOMAIN) -> str:
+    """What `user add` or `domain add` prints when it makes the role aliases."""
+    return f"added alias postmaster@{domain} -> {user}\nadded alias abuse@{domain} -> {user}\n"
+
+
 # --- help ----------------------------------------------------------------------------
 
 
@@ -127,7 +131,7 @@ def test_init_dev(tmp_path: Path) -> None:
         f"wrote {config}\n"
         f"domain example.test: added in {tmp_path.resolve() / 'site' / 'data'}\n"
         "next:\n"
-        f"  postier -c {config} user add postmaster@example.test\n"
+        f"  postier -c {config} user add you@example.test   (postmaster@ and abuse@ go to it)\n"
         f"  postier -c {config} serve\n",
     )
     assert config.stat().st_mode & 0o777 == 0o640
@@ -162,8 +166,10 @@ def test_init_refuses_to_overwrite(cli: Cli) -> None:
 
 def test_init_force_keeps_the_data(cli: Cli) -> None:
     ok(
-        cli("user", "add", "alice@example.test", "--password-stdin", stdin="pw1\n"),
-        "added user alice@example.test\n",
+        cli("user", "add", "alice@example.test", "--password-stdin", stdin="password1\n"),
+        "added user alice@example.test\n"
+        "added alias postmaster@example.test -> alice@example.test\n"
+        "added alias abuse@example.test -> alice@example.test\n",
     )
     r = postier("init", "--domain", DOMAIN, "--force", cwd=cli.dir)
     assert (r.code, r.err) == (0, "")
@@ -253,19 +259,25 @@ def test_domains(cli: Cli) -> None:
 
 def test_domain_del_refuses_while_users_or_aliases_exist(cli: Cli) -> None:
     ok(
-        cli("user", "add", "a@example.test", "--password-stdin", stdin="x\n"),
-        "added user a@example.test\n",
+        cli("user", "add", "a@example.test", "--password-stdin", stdin="password\n"),
+        "added user a@example.test\n" + roles("a@example.test"),
     )
     ok(
-        cli("user", "add", "b@example.test", "--password-stdin", stdin="x\n"),
+        cli("user", "add", "b@example.test", "--password-stdin", stdin="password\n"),
         "added user b@example.test\n",
     )
     fails(
         cli("domain", "del", DOMAIN),
         "domain example.test still has 2 users (see: postier user list example.test)",
     )
-    ok(cli("user", "del", "a@example.test"), "deleted user a@example.test and all their mail\n")
-    ok(cli("user", "del", "b@example.test"), "deleted user b@example.test and all their mail\n")
+    ok(
+        cli("user", "del", "a@example.test", "--yes"),
+        "deleted user a@example.test and all their mail\n",
+    )
+    ok(
+        cli("user", "del", "b@example.test", "--yes"),
+        "deleted user b@example.test and all their mail\n",
+    )
     ok(
         cli("alias", "add", "@example.test", "x@remote.example"),
         "added alias @example.test -> x@remote.example\n",
@@ -275,8 +287,10 @@ def test_domain_del_refuses_while_users_or_aliases_exist(cli: Cli) -> None:
         "domain example.test still has 1 alias (see: postier alias list example.test)",
     )
     ok(cli("alias", "del", "@example.test"), "deleted alias @example.test\n")
+    # postmaster@ and abuse@ are part of the domain: they go with it
     ok(cli("domain", "del", DOMAIN), "deleted domain example.test\n")
     ok(cli("domain", "list"))
+    ok(cli("alias", "list"))
 
 
 # --- users -----------------------------------------------------------------------------
@@ -285,7 +299,7 @@ def test_domain_del_refuses_while_users_or_aliases_exist(cli: Cli) -> None:
 def test_user_add_list_passwd_del(cli: Cli) -> None:
     ok(
         cli("user", "add", "Alice@Example.TEST", "--password-stdin", stdin="s3cret pass\r\n"),
-        "added user alice@example.test\n",
+        "added user alice@example.test\n" + roles("alice@example.test"),
     )
     user = cli.user("alice@example.test")
     assert user is not None
@@ -294,7 +308,15 @@ def test_user_add_list_passwd_del(cli: Cli) -> None:
     assert user.quota_bytes == 0
 
     ok(
-        cli("user", "add", "bob@example.test", "--quota", "2G", "--password-stdin", stdin="b\n"),
+        cli(
+            "user",
+            "add",
+            "bob@example.test",
+            "--quota",
+            "2G",
+            "--password-stdin",
+            stdin="bob password\n",
+        ),
         "added user bob@example.test\n",
     )
     ok(cli("user", "list"), "alice@example.test\nbob@example.test\n")
@@ -308,12 +330,12 @@ def test_user_add_list_passwd_del(cli: Cli) -> None:
     ]
 
     ok(
-        cli("user", "passwd", "alice@example.test", "--password-stdin", stdin="new one\n"),
+        cli("user", "passwd", "alice@example.test", "--password-stdin", stdin="new password\n"),
         "password changed for alice@example.test\n",
     )
     user = cli.user("alice@example.test")
     assert user is not None
-    assert verify_password(user.password_hash, "new one")
+    assert verify_password(user.password_hash, "new password")
     assert not verify_password(user.password_hash, "s3cret pass")
 
     ok(cli("user", "quota", "bob@example.test", "500M"), "quota of bob@example.test: 500M\n")
@@ -321,7 +343,16 @@ def test_user_add_list_passwd_del(cli: Cli) -> None:
     assert bob is not None
     assert bob.quota_bytes == 500 * 1024 * 1024
 
-    ok(cli("user", "del", "bob@example.test"), "deleted user bob@example.test and all their mail\n")
+    fails(
+        cli("user", "del", "bob@example.test"),
+        "delete user bob@example.test and all their mail (0 bytes)?: not confirmed "
+        "(no terminal to ask on; add --yes)",
+    )
+    assert cli.user("bob@example.test") is not None
+    ok(
+        cli("user", "del", "bob@example.test", "--yes"),
+        "deleted user bob@example.test and all their mail\n",
+    )
     assert cli.user("bob@example.test") is None
     ok(cli("user", "list"), "alice@example.test\n")
 
@@ -331,15 +362,17 @@ def test_default_quota_from_config(cli: Cli) -> None:
         cli.config.read_text().replace("#default_quota = 0", "default_quota = 1048576")
     )
     ok(
-        cli("user", "add", "q@example.test", "--password-stdin", stdin="x\n"),
-        "added user q@example.test\n",
+        cli("user", "add", "q@example.test", "--password-stdin", stdin="password\n"),
+        "added user q@example.test\n" + roles("q@example.test"),
     )
     user = cli.user("q@example.test")
     assert user is not None
     assert user.quota_bytes == 1048576
     # an explicit 0 means unlimited, not "the default"
     ok(
-        cli("user", "add", "u@example.test", "--quota", "0", "--password-stdin", stdin="x\n"),
+        cli(
+            "user", "add", "u@example.test", "--quota", "0", "--password-stdin", stdin="password\n"
+        ),
         "added user u@example.test\n",
     )
     user = cli.user("u@example.test")
@@ -352,23 +385,33 @@ def test_default_quota_from_config(cli: Cli) -> None:
     [
         (
             ["add", "carol@example.org"],
-            "pw\n",
+            "password\n",
             "unknown domain example.org (add it with: postier domain add example.org)",
         ),
-        (["add", "carol"], "pw\n", "malformed address 'carol': no domain in 'carol'"),
+        (["add", "carol"], "password\n", "malformed address 'carol': no domain in 'carol'"),
         (
             ["add", "ca rol@example.test"],
-            "pw\n",
+            "password\n",
             "malformed address 'ca rol@example.test': bad local part in 'ca rol@example.test'",
         ),
         (["add", "carol@example.test"], "\n", "empty password"),
         (["add", "carol@example.test"], "", "empty password"),
         (
+            ["add", "carol@example.test"],
+            "1234567\n",
+            "password too short: 7 characters, at least 8 (auth.min_password_length)",
+        ),
+        (
+            ["add", "carol@example.test"],
+            "\u00e9t\u00e9 123\n",  # 7 characters, 9 octets: characters count
+            "password too short: 7 characters, at least 8 (auth.min_password_length)",
+        ),
+        (
             ["add", "carol@example.test", "--quota", "lots"],
-            "pw\n",
+            "password\n",
             "'lots' is not a size (like 500M, 2G or a number of bytes)",
         ),
-        (["passwd", "nobody@example.test"], "pw\n", "no such user nobody@example.test"),
+        (["passwd", "nobody@example.test"], "password\n", "no such user nobody@example.test"),
         (["del", "nobody@example.test"], None, "no such user nobody@example.test"),
         (["quota", "nobody@example.test", "1G"], None, "no such user nobody@example.test"),
         (
@@ -386,16 +429,16 @@ def test_user_bad_input(cli: Cli, args: list[str], stdin: str | None, err: str) 
 
 def test_user_add_duplicate(cli: Cli) -> None:
     ok(
-        cli("user", "add", "dup@example.test", "--password-stdin", stdin="one\n"),
-        "added user dup@example.test\n",
+        cli("user", "add", "dup@example.test", "--password-stdin", stdin="password one\n"),
+        "added user dup@example.test\n" + roles("dup@example.test"),
     )
     fails(
-        cli("user", "add", "DUP@example.test", "--password-stdin", stdin="two\n"),
+        cli("user", "add", "DUP@example.test", "--password-stdin", stdin="password two\n"),
         "user dup@example.test exists already",
     )
     user = cli.user("dup@example.test")
     assert user is not None
-    assert verify_password(user.password_hash, "one")
+    assert verify_password(user.password_hash, "password one")
 
 
 def test_user_add_without_tty_or_stdin_option(cli: Cli) -> None:
@@ -443,57 +486,53 @@ def test_password_option_is_not_an_abbreviation(cli: Cli) -> None:
 def run_on_tty(cli: Cli, args: list[str], typed: list[str]) -> tuple[int, str]:
     """Run postier with a pseudo-terminal as its controlling TTY; type `typed` lines
     each after a prompt; return (exit code, everything the terminal showed)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: stdin/stdout/stderr and /dev/tty are the pty
-        os.chdir(cli.dir)
-        os.execve(
-            sys.executable,
-            [sys.executable, "-m", "postier", "-c", str(cli.config), *args],
-            clean_env(),
-        )
-    shown = b""
-    pending = list(typed)
-    status = None
-    try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], 30)
-            assert ready, f"no output from postier; so far: {shown!r}"
-            try:
-                chunk = os.read(fd, 1024)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-            if pending and shown.rstrip().lower().endswith(b"password:"):
-                os.write(fd, pending.pop(0).encode() + b"\n")
-                shown += b"<typed>"
-        _, status = os.waitpid(pid, 0)
-    finally:
-        if status is None:  # the test failed while the child still runs
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), shown.decode().replace("\r\n", "\n")
+    argv = [sys.executable, "-m", "postier", "-c", str(cli.config), *args]
+    return on_tty(argv, cli.dir, clean_env(), typed)
 
 
 def test_prompted_password_typed_twice(cli: Cli) -> None:
-    code, shown = run_on_tty(cli, ["user", "add", "tty@example.test"], ["pw one", "pw one"])
+    code, shown = run_on_tty(
+        cli, ["user", "add", "tty@example.test"], ["password one", "password one"]
+    )
     assert code == 0
     assert "Password: <typed>" in shown
     assert "Retype password: <typed>" in shown
-    assert "pw one" not in shown  # getpass turns echo off
-    assert shown.endswith("added user tty@example.test\n")
+    assert "password one" not in shown  # getpass turns echo off
+    assert shown.endswith("added user tty@example.test\n" + roles("tty@example.test"))
     user = cli.user("tty@example.test")
     assert user is not None
-    assert verify_password(user.password_hash, "pw one")
+    assert verify_password(user.password_hash, "password one")
 
 
 def test_prompted_passwords_must_match(cli: Cli) -> None:
-    code, shown = run_on_tty(cli, ["user", "add", "tty@example.test"], ["pw one", "pw two"])
+    code, shown = run_on_tty(
+        cli, ["user", "add", "tty@example.test"], ["password one", "password two"]
+    )
     assert code == 2
     assert shown.endswith("postier: passwords do not match\n")
     assert cli.user("tty@example.test") is None
+
+
+def test_user_del_asks_at_a_terminal(cli: Cli) -> None:
+    ok(
+        cli("user", "add", "bob@example.test", "--password-stdin", stdin="password\n"),
+        "added user bob@example.test\n" + roles("bob@example.test"),
+    )
+    argv = [sys.executable, "-m", "postier", "-c", str(cli.config), "user", "del"]
+    code, shown = on_tty(
+        [*argv, "bob@example.test"], cli.dir, clean_env(), ["n"], prompts=(b"[y/n]",)
+    )
+    assert (code, shown) == (
+        2,
+        "delete user bob@example.test and all their mail (0 bytes)? [y/N] <typed>n\n"
+        "postier: not confirmed: nothing changed\n",
+    )
+    assert cli.user("bob@example.test") is not None
+    code, shown = on_tty(
+        [*argv, "bob@example.test"], cli.dir, clean_env(), ["yes"], prompts=(b"[y/n]",)
+    )
+    assert (code, shown.splitlines()[-1]) == (0, "deleted user bob@example.test and all their mail")
+    assert cli.user("bob@example.test") is None
 
 
 # --- aliases ---------------------------------------------------------------------------
@@ -501,13 +540,17 @@ def test_prompted_passwords_must_match(cli: Cli) -> None:
 
 def test_aliases(cli: Cli) -> None:
     ok(
-        cli("user", "add", "alice@example.test", "--password-stdin", stdin="pw\n"),
-        "added user alice@example.test\n",
+        cli("user", "add", "alice@example.test", "--password-stdin", stdin="password\n"),
+        "added user alice@example.test\n" + roles("alice@example.test"),
     )
-    ok(cli("domain", "add", "example.org"), "added domain example.org\n")
+    # a new domain's role addresses go to the server's first account
     ok(
-        cli("alias", "add", "Postmaster@example.test", "ALICE@example.test"),
-        "added alias postmaster@example.test -> alice@example.test\n",
+        cli("domain", "add", "example.org"),
+        "added domain example.org\n" + roles("alice@example.test", "example.org"),
+    )
+    ok(
+        cli("alias", "add", "Sales@example.test", "ALICE@example.test"),
+        "added alias sales@example.test -> alice@example.test\n",
     )
     # the store keys addresses lower-cased; duplicates drop
     ok(
@@ -528,12 +571,40 @@ def test_aliases(cli: Cli) -> None:
     ok(
         cli("alias", "list"),
         "@example.org -> alice@example.test\n"
+        "abuse@example.org -> alice@example.test\n"
+        "abuse@example.test -> alice@example.test\n"
+        "postmaster@example.org -> alice@example.test\n"
         "postmaster@example.test -> alice@example.test\n"
+        "sales@example.test -> alice@example.test\n"
         "team@example.test -> alice@example.test, bob@remote.example\n",
     )
-    ok(cli("alias", "list", "example.org"), "@example.org -> alice@example.test\n")
+    ok(
+        cli("alias", "list", "example.org"),
+        "@example.org -> alice@example.test\n"
+        "abuse@example.org -> alice@example.test\n"
+        "postmaster@example.org -> alice@example.test\n",
+    )
     ok(cli("alias", "del", "TEAM@example.test"), "deleted alias team@example.test\n")
-    ok(cli("alias", "list", "example.test"), "postmaster@example.test -> alice@example.test\n")
+    ok(
+        cli("alias", "list", "example.test"),
+        "abuse@example.test -> alice@example.test\n"
+        "postmaster@example.test -> alice@example.test\n"
+        "sales@example.test -> alice@example.test\n",
+    )
+
+
+def test_role_addresses_already_taken_are_left_alone(cli: Cli) -> None:
+    """An operator's own postmaster@ (a user here) is never replaced by an alias."""
+    ok(
+        cli("user", "add", "postmaster@example.test", "--password-stdin", stdin="password\n"),
+        "added user postmaster@example.test\n"
+        "added alias abuse@example.test -> postmaster@example.test\n",
+    )
+    ok(
+        cli("user", "add", "bob@example.test", "--password-stdin", stdin="password\n"),
+        "added user bob@example.test\n",
+    )
+    ok(cli("alias", "list"), "abuse@example.test -> postmaster@example.test\n")
 
 
 def test_alias_to_missing_local_address_warns(cli: Cli) -> None:
@@ -591,15 +662,20 @@ def test_alias_to_missing_local_address_warns(cli: Cli) -> None:
 )
 def test_alias_bad_input(cli: Cli, args: list[str], err: str) -> None:
     ok(
-        cli("user", "add", "alice@example.test", "--password-stdin", stdin="pw\n"),
-        "added user alice@example.test\n",
+        cli("user", "add", "alice@example.test", "--password-stdin", stdin="password\n"),
+        "added user alice@example.test\n" + roles("alice@example.test"),
     )
     ok(
         cli("alias", "add", "dup@example.test", "a@remote.example"),
         "added alias dup@example.test -> a@remote.example\n",
     )
     fails(cli("alias", *args), err)
-    ok(cli("alias", "list"), "dup@example.test -> a@remote.example\n")
+    ok(
+        cli("alias", "list"),
+        "abuse@example.test -> alice@example.test\n"
+        "dup@example.test -> a@remote.example\n"
+        "postmaster@example.test -> alice@example.test\n",
+    )
 
 
 def test_alias_needs_a_target(cli: Cli) -> None:
@@ -635,7 +711,8 @@ def test_serve_starts_and_stops_on_sigterm(cli: Cli) -> None:
                     break
             assert banner, log.read_text()
             data = cli.dir.resolve() / "data"
-            assert banner[0] == f"postier mail.example.test: data in {data}\n"
+            where = f"config {cli.config.resolve()}, data in {data}"
+            assert banner[0] == f"postier mail.example.test: {where}\n"
             assert any(line.startswith("  mx           127.0.0.1:") for line in banner)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0, log.read_text()

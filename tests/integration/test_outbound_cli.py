@@ -97,7 +97,13 @@ def test_queue_list_show_hold_flush_delete(
     assert "received      from=<alice@a.test> to=bob@b.test" in out
     assert "release       release by the administrator" in out
     assert out.splitlines()[-1].startswith("state: queued, 1 recipient(s) pending, next try ")
-    assert cli(tmp_path, capsys, "queue", "delete", qid)[1] == f"deleted {qid}\n"
+    assert cli(tmp_path, capsys, "queue", "delete", qid) == (
+        2,
+        "",
+        f"postier: delete {qid} from <alice@a.test> with 1 recipient(s) pending, without "
+        "a bounce?: not confirmed (no terminal to ask on; add --yes)\n",
+    )
+    assert cli(tmp_path, capsys, "queue", "delete", qid, "--yes")[1] == f"deleted {qid}\n"
     assert cli(tmp_path, capsys, "queue", "list")[1] == "-- 0 message(s), 0 recipient(s) pending\n"
     assert cli(tmp_path, capsys, "trace", qid)[1].splitlines()[-1] == "state: no longer queued"
 

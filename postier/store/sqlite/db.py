@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -94,6 +95,9 @@ class Database:
         self.commits = 0
 
     def start(self) -> None:
+        # the database holds password hashes and mail: owner only. SQLite gives its
+        # -wal and -shm files the database file's permissions.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         wconn = connect(self.path, self.busy_timeout)
         mode = wconn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":

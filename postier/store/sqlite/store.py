@@ -473,7 +473,7 @@ class SqliteStore:
             raise
 
     def _make_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.blobs.create_dirs()
 
     async def _sweep(self) -> None:

@@ -19,6 +19,7 @@ from postier.cli.common import (
     read_new_password,
 )
 from postier.cli.main import build_parser
+from postier.config.schema import AuthSettings, Settings
 
 
 @pytest.mark.parametrize(
@@ -77,6 +78,38 @@ def test_parse_alias_source() -> None:
     )
 
 
+SETTINGS = Settings()
+
+
+@pytest.mark.parametrize(
+    ("minimum", "password", "refusal"),
+    [
+        (8, "12345678", None),
+        (8, "1234567", "password too short: 7 characters, at least 8 (auth.min_password_length)"),
+        # characters (code points), not octets: 7 characters in 11 UTF-8 octets
+        (
+            8,
+            "\u00e9t\u00e9 \u00e9t\u00e9",
+            "password too short: 7 characters, at least 8 (auth.min_password_length)",
+        ),
+        (8, "\u00e9t\u00e9-\u00e9t\u00e9!", None),
+        (12, "correct horse", None),
+        (1, "", "empty password"),
+    ],
+)
+def test_password_length_policy(minimum: int, password: str, refusal: str | None) -> None:
+    settings = Settings(auth=AuthSettings(min_password_length=minimum))
+    args = password_args("--password-stdin")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.stdin", io.StringIO(password + "\n"))
+        if refusal is None:
+            assert read_new_password(args, settings) == password
+        else:
+            with pytest.raises(CliError) as info:
+                read_new_password(args, settings)
+            assert (info.value.code, info.value.message) == (2, refusal)
+
+
 def password_args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(allow_abbrev=False)
     add_password_options(p)
@@ -90,19 +123,19 @@ class FakeTty(io.StringIO):
 
 def test_password_from_stdin_strips_only_the_line_end(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("  spaced pw \r\nsecond line\n"))
-    assert read_new_password(password_args("--password-stdin")) == "  spaced pw "
+    assert read_new_password(password_args("--password-stdin"), SETTINGS) == "  spaced pw "
 
 
 def test_prompt_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", FakeTty())
     prompts: list[str] = []
-    answers = iter(["pw", "pw"])
+    answers = iter(["password", "password"])
 
     def prompt(text: str) -> str:
         prompts.append(text)
         return next(answers)
 
-    assert read_new_password(password_args(), prompt=prompt) == "pw"
+    assert read_new_password(password_args(), SETTINGS, prompt=prompt) == "password"
     assert prompts == ["Password: ", "Retype password: "]
 
 
@@ -110,20 +143,20 @@ def test_prompt_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", FakeTty())
     answers = iter(["pw", "pW"])
     with pytest.raises(CliError) as info:
-        read_new_password(password_args(), prompt=lambda _: next(answers))
+        read_new_password(password_args(), SETTINGS, prompt=lambda _: next(answers))
     assert (info.value.code, info.value.message) == (2, "passwords do not match")
 
 
 def test_no_tty_no_stdin_option(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
     with pytest.raises(CliError) as info:
-        read_new_password(password_args())
+        read_new_password(password_args(), SETTINGS)
     assert info.value.message == "no terminal to ask for the password on (use --password-stdin)"
 
 
 def test_password_option_is_refused() -> None:
     with pytest.raises(CliError) as info:
-        read_new_password(password_args("--password", "hunter2"))
+        read_new_password(password_args("--password", "hunter2"), SETTINGS)
     assert "hunter2" not in info.value.message
 
 

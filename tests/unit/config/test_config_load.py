@@ -9,13 +9,13 @@ import pytest
 from postier.config.load import (
     ENV_VAR,
     ConfigError,
-    config_path_from_env,
+    find_config,
     format_duration,
     load,
     parse_duration,
     split_hostport,
 )
-from postier.config.schema import DEV_PORTS, ListenerSettings, Settings
+from postier.config.schema import DEV_PORTS, ListenerSettings
 
 
 def write(tmp_path: Path, text: str, name: str = "postier.toml") -> Path:
@@ -353,32 +353,40 @@ def test_empty_optional_path_is_none(tmp_path: Path) -> None:
     assert (s.tls.cert, s.tls.key) == (None, None)
 
 
-def test_no_file_means_development_defaults_in_cwd_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    s = load(None)
-    assert s.source is None
-    assert s.server.data_dir == tmp_path.resolve() / "data"
-    assert s.dns.offline is True  # development never asks the system resolver
-    assert s.listeners == Settings().listeners
-
-
 # --- which file ------------------------------------------------------------------------
 
 
-def test_explicit_config_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_config_wins_over_env_and_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV_VAR, "/etc/from-env.toml")
-    assert config_path_from_env("/etc/explicit.toml") == Path("/etc/explicit.toml")
+    (tmp_path / "postier.toml").write_text("")
+    assert find_config("/etc/explicit.toml", tmp_path) == Path("/etc/explicit.toml")
 
 
-def test_env_used_without_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_wins_over_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_VAR, "/etc/from-env.toml")
-    assert config_path_from_env(None) == Path("/etc/from-env.toml")
+    (tmp_path / "postier.toml").write_text("")
+    assert find_config(None, tmp_path) == Path("/etc/from-env.toml")
 
 
-def test_neither_means_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    assert config_path_from_env(None) is None
+def test_cwd_postier_toml_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_VAR, "")
-    assert config_path_from_env(None) is None
+    (tmp_path / "postier.toml").write_text("")
+    assert find_config(None, tmp_path) == tmp_path / "postier.toml"
+    monkeypatch.chdir(tmp_path)
+    assert find_config(None) == tmp_path / "postier.toml"
+
+
+def test_no_config_anywhere_is_an_error_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    (tmp_path / "postier.toml").mkdir()  # a folder of that name is not a config
+    with pytest.raises(ConfigError) as info:
+        find_config(None, tmp_path)
+    assert str(info.value) == (
+        "no configuration: give -c FILE, set POSTIER_CONFIG=FILE, or run this in the "
+        "folder of postier.toml (create one with: postier init --domain DOMAIN; for "
+        "development: make run)"
+    )
