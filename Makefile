@@ -22,8 +22,10 @@ run: $(STAMP)
 	@test -f postier.toml || $(VENV)/bin/postier init --dev --demo --domain example.test
 	$(VENV)/bin/postier -c postier.toml serve
 
-## the whole test suite
+## the whole test suite; first the Debian tools it drives (scripts/install-deps:
+## installed as root, else the tests needing them are skipped with the reason)
 test: $(STAMP)
+	@scripts/install-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## ruff (format check + lint) and mypy --strict

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import need_tool
+from tests.conftest import need_root, need_tool
 from tests.integration.test_outbound import World, submit, wait_for
 from tests.integration.test_outbound import world as world
 from tests.support.postfix import PostfixInstance
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.tools
 @pytest.fixture
 def postfix(world: World) -> Iterator[PostfixInstance]:
     need_tool("postfix")
+    need_root("Postfix's daemons start as root and drop to the postfix user")
     pf = PostfixInstance(
         "127.0.0.9", world.port, "pf.test", f"[127.0.0.2]:{world.port}", users=("paul@pf.test",)
     ).start()
