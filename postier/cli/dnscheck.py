@@ -7,6 +7,8 @@ Rules:
   with the exact record to publish under each ✗, or ``--json``.
 - Server addresses: ``--ip`` (repeatable), else the MX listener's public address,
   else the A/AAAA of server.hostname.
+- With ``dns.offline`` nothing is looked up: the command says the records were
+  not checked (exit 1) and where to find them, rather than a ✗ for each.
 - Exit status: 0 when every required record is right, 1 when one is missing or
   wrong, 2 for an unknown or malformed domain.
 """
@@ -28,9 +30,9 @@ from postier.cli.common import (
     parse_domain,
     run,
     unknown_domain,
-    warn,
 )
 from postier.cli.dnsrecords import public_address
+from postier.config.schema import Settings
 from postier.dns.resolver import make_resolver
 from postier.mailauth import dkim
 from postier.ops.dnscheck import Check, check_domain
@@ -80,7 +82,7 @@ def _check(args: argparse.Namespace) -> int:
             raise CliError(f"--ip {text!r} is not an IP address") from None
     settings = load_settings(args)
     if settings.dns.offline:
-        warn("dns.offline = true: every lookup answers 'no such domain', no query is sent")
+        return _offline(args, settings, domain)
     if not ips and (ip := public_address(settings)):
         ips.append(ip)
 
@@ -119,3 +121,24 @@ def _check(args: argparse.Namespace) -> int:
         else:
             out("all required records are in place")
     return EXIT_FAILURE if failed else 0
+
+
+def _offline(args: argparse.Namespace, settings: Settings, domain: str) -> int:
+    """With dns.offline nothing can be checked: say so, instead of a ✗ per record
+    for answers that were never asked for."""
+
+    async def known() -> bool:
+        async with opened_store(settings) as store:
+            return await store.get_domain(domain) is not None
+
+    if not run(known()):
+        raise unknown_domain(domain)
+    why = f"dns.offline = true in {settings.source}: no DNS query is sent"
+    if args.json:
+        doc = {"domain": domain, "ok": False, "checked": False, "reason": why, "checks": []}
+        out(json.dumps(doc, indent=2))
+    else:
+        out(f"{domain}: hosted here; mail to it on this server is delivered without DNS")
+        out(f"not checked: {why}")
+        out(f"the records other servers need: postier domain dns {domain}")
+    return EXIT_FAILURE

@@ -9,8 +9,11 @@ Rules:
 - Hosts of equal preference are listed by name; delivery tries them in random
   order (RFC 5321 §5.1), which the output says.
 - Lookups use the configured resolver (``dns.nameservers``, ``dns.offline``).
-- Exit status 0 when mail can be delivered now, 1 when not (bounce or retry), 2
-  for a malformed domain. ``--json`` prints one object for scripts.
+- A domain hosted here is said to be local first: postier delivers its mail to
+  its own mailboxes, never through DNS. What DNS says follows (other servers use
+  it), without a verdict; with ``dns.offline`` nothing is looked up for it.
+- Exit status 0 when mail can be delivered now (a local domain always), 1 when
+  not (bounce or retry), 2 for a malformed domain. ``--json`` prints one object for scripts.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ import json
 import random
 from typing import Any
 
-from postier.cli.common import EXIT_FAILURE, Subparsers, load_settings, out, parse_domain, run, warn
+from postier.cli.common import (
+    EXIT_FAILURE,
+    Subparsers,
+    load_settings,
+    opened_store,
+    out,
+    parse_domain,
+    run,
+    warn,
+)
+from postier.config.schema import Settings
 from postier.dns.mx import Route, RouteKind, route
 from postier.dns.resolver import make_resolver
 
@@ -119,15 +132,40 @@ def as_text(r: Route, *, port: int, smarthost: str) -> list[str]:
 def _mx(args: argparse.Namespace) -> int:
     domain = parse_domain(args.domain).ascii
     settings = load_settings(args)
+    local = run(_is_local(settings, domain))
+    outbound = settings.smtp.outbound
+    if local and settings.dns.offline:
+        if args.json:
+            out(json.dumps({"domain": domain, "local": True, "action": "local"}, indent=2))
+        else:
+            out(LOCAL_LINE.format(domain=domain))
+            out("(dns.offline = true: what other servers find in DNS is not looked up)")
+        return 0
     if settings.dns.offline:
         warn("dns.offline = true: every lookup answers 'no such domain', no query is sent")
     resolver = make_resolver(settings.dns)
     # a fixed order for equal preferences: the listing is sorted anyway
     r = run(route(resolver, domain, rng=random.Random(0)))
-    outbound = settings.smtp.outbound
     if args.json:
-        out(json.dumps(as_json(r, port=outbound.port, smarthost=outbound.smarthost), indent=2))
+        doc = as_json(r, port=outbound.port, smarthost=outbound.smarthost)
+        doc["local"] = local
+        if local:
+            doc["action"] = "local"
+        out(json.dumps(doc, indent=2))
+    elif local:
+        out(LOCAL_LINE.format(domain=domain))
+        out("other servers find it in DNS:")
+        for line in as_text(r, port=outbound.port, smarthost="")[:-1]:  # not our verdict
+            out(f"  {line}")
     else:
         for line in as_text(r, port=outbound.port, smarthost=outbound.smarthost):
             out(line)
-    return 0 if r.ok else EXIT_FAILURE
+    return 0 if r.ok or local else EXIT_FAILURE
+
+
+LOCAL_LINE = "{domain}: a local domain: postier delivers its mail to its own mailboxes, without DNS"
+
+
+async def _is_local(settings: Settings, domain: str) -> bool:
+    async with opened_store(settings) as store:
+        return await store.get_domain(domain) is not None

@@ -3,6 +3,8 @@
 Rules:
 - The probe and the verdicts are `postier.ops.verify` (its docstring says what
   each verdict means and does not mean). This module parses, rate-limits, prints.
+- An address of a domain hosted here is answered from the store
+  (`postier.ops.verify.verify_local`): no DNS, no probe, no rate limit.
 - The port dialled is ``smtp.outbound.port`` (25 in production), the EHLO name
   ``server.hostname``, the sender ``<>`` unless ``--from`` names one.
 - Rate limit: `--max-per-domain` probes of one domain and at most 20 in all per
@@ -22,13 +24,23 @@ from postier.cli.common import (
     CliError,
     Subparsers,
     load_settings,
+    opened_store,
     out,
     parse_address,
     run,
     warn,
 )
+from postier.config.schema import Settings
 from postier.dns.resolver import make_resolver
-from postier.ops.verify import RateLimited, RateLimiter, Verdict, verify
+from postier.ops.verify import (
+    RateLimited,
+    RateLimiter,
+    Verdict,
+    VerifyResult,
+    verify,
+    verify_local,
+)
+from postier.smtp.address import Address
 
 HISTORY_FILE = "verify-history.json"
 
@@ -76,6 +88,26 @@ def _verify(args: argparse.Namespace) -> int:
     if args.timeout <= 0 or args.max_per_domain < 1:
         raise CliError("--timeout and --max-per-domain must be positive")
     settings = load_settings(args)
+    result = run(_local(settings, address)) or _probe(args, settings, address, sender)
+    if args.json:
+        out(json.dumps(result.as_dict(), indent=2))
+    else:
+        if args.verbose:
+            for who, text in result.transcript:
+                out(f"{who}: {text}")
+        out(f"{result.address}: {result.verdict}")
+        out(f"  {result.reason}")
+    return 0 if result.verdict is Verdict.EXISTS else EXIT_FAILURE
+
+
+async def _local(settings: Settings, address: Address) -> VerifyResult | None:
+    async with opened_store(settings) as store:
+        return await verify_local(store, address)
+
+
+def _probe(
+    args: argparse.Namespace, settings: Settings, address: Address, sender: str
+) -> VerifyResult:
     if settings.dns.offline:
         warn("dns.offline = true: every lookup answers 'no such domain', no query is sent")
     limiter = RateLimiter(
@@ -87,7 +119,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise CliError(str(e), EXIT_FAILURE) from None
     except OSError as e:
         raise CliError(f"{limiter.path}: {e.strerror or e}", EXIT_FAILURE) from None
-    result = run(
+    return run(
         verify(
             address,
             resolver=make_resolver(settings.dns),
@@ -98,12 +130,3 @@ def _verify(args: argparse.Namespace) -> int:
             command_timeout=args.timeout,
         )
     )
-    if args.json:
-        out(json.dumps(result.as_dict(), indent=2))
-    else:
-        if args.verbose:
-            for who, text in result.transcript:
-                out(f"{who}: {text}")
-        out(f"{result.address}: {result.verdict}")
-        out(f"  {result.reason}")
-    return 0 if result.verdict is Verdict.EXISTS else EXIT_FAILURE

@@ -22,6 +22,10 @@ Verdicts, and what they honestly mean:
   the mailbox, only that this server would not tell us.
 - ``no-mail``: the domain accepts no mail at all (NXDOMAIN, null MX, no address).
 
+A domain hosted here is answered from the store, without DNS or a probe
+(`verify_local`): an account or an alias exists, a catch-all takes any address,
+anything else is unknown (intake refuses it with 550 5.1.1).
+
 Rules:
 - The next MX address is tried on a connection failure, a non-220 greeting or a
   421, as a delivering client does (RFC 5321 §5.1); at most `max_addresses`.
@@ -53,6 +57,7 @@ from postier.dns.resolver import Resolver
 from postier.queue.runner import client_tls_context
 from postier.smtp.address import Address
 from postier.smtp.client import ServerReply, SmtpClient, SmtpClientError
+from postier.store.api import Store
 
 
 class Verdict(enum.StrEnum):
@@ -202,6 +207,42 @@ def reply_lines(reply: ServerReply) -> list[str]:
     return [
         f"{reply.code}{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines)
     ]
+
+
+# --- a local address --------------------------------------------------------------
+
+
+async def verify_local(store: Store, address: Address) -> VerifyResult | None:
+    """The verdict on an address of a domain hosted here, from the store; None
+    when the domain is not ours (then the address is probed)."""
+    domain = address.domain.ascii
+    if await store.get_domain(domain) is None:
+        return None
+    key = address.key
+    result = VerifyResult(str(address), Verdict.UNKNOWN, "", host="(local)")
+    if await store.get_user(key) is not None:
+        result.verdict = Verdict.EXISTS
+        result.reason = f"{key} is an account on this server (no probe sent)"
+        return result
+    aliases = {a.source: a.targets for a in await store.list_aliases(domain)}
+    if key in aliases:
+        result.verdict = Verdict.EXISTS
+        targets = ", ".join(aliases[key])
+        result.reason = f"{key} is an alias on this server, for {targets} (no probe sent)"
+        return result
+    if f"@{domain}" in aliases:
+        result.verdict = Verdict.CATCH_ALL
+        targets = ", ".join(aliases[f"@{domain}"])
+        result.reason = (
+            f"{domain} is hosted here with a catch-all alias (for {targets}): "
+            "every address is accepted (no probe sent)"
+        )
+        return result
+    result.reason = (
+        f"{domain} is hosted here and has no account or alias {key}: mail to it is "
+        "refused with 550 5.1.1 (no probe sent)"
+    )
+    return result
 
 
 # --- the probe -----------------------------------------------------------------------

@@ -85,3 +85,21 @@ def test_dns_check(tmp_path: Path) -> None:
             2,
             "postier: --ip 'nope' is not an IP address\n",
         )
+
+
+def test_dns_check_offline_says_nothing_was_checked(tmp_path: Path) -> None:
+    """`make run`'s setup: no ✗ per record for lookups that were never made."""
+    config = write_config(tmp_path)  # dns.offline = true
+    assert postier(config, "domain", "add", "example.test").returncode == 0
+    r = postier(config, "dns-check", "example.test")
+    assert (r.returncode, r.stderr) == (1, "")
+    assert r.stdout == (
+        "example.test: hosted here; mail to it on this server is delivered without DNS\n"
+        f"not checked: dns.offline = true in {config.resolve()}: no DNS query is sent\n"
+        "the records other servers need: postier domain dns example.test\n"
+    )
+    r = postier(config, "dns-check", "other.test")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (
+        "postier: unknown domain other.test (add it with: postier domain add other.test)\n"
+    )

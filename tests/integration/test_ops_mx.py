@@ -144,3 +144,47 @@ def test_mx_offline_says_so(tmp_path: Path) -> None:
         "postier: warning: dns.offline = true: every lookup answers 'no such "
         "domain', no query is sent\n"
     )
+
+
+def add_domain(config: Path, domain: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "postier", "-c", str(config), "domain", "add", domain],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.stdout == f"added domain {domain}\n", r.stderr
+
+
+def test_mx_of_a_local_domain_offline(tmp_path: Path) -> None:
+    """`make run`'s own domain, DNS offline: local delivery, not 'does not exist'."""
+    config = write_config(tmp_path)
+    add_domain(config, "example.test")
+    r = mx(config, "example.test")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == (
+        "example.test: a local domain: postier delivers its mail to its own mailboxes, "
+        "without DNS\n"
+        "(dns.offline = true: what other servers find in DNS is not looked up)\n"
+    )
+    r = mx(config, "example.test", "--json")
+    assert json.loads(r.stdout) == {"domain": "example.test", "local": True, "action": "local"}
+
+
+def test_mx_of_a_local_domain_shows_what_others_see(config: Path) -> None:
+    add_domain(config, "multi.test")
+    r = mx(config, "multi.test")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.splitlines() == [
+        "multi.test: a local domain: postier delivers its mail to its own mailboxes, "
+        "without DNS",
+        "other servers find it in DNS:",
+        "  multi.test: 3 MX records (TTL 600)",
+        "       10 mx1.multi.test  127.0.0.2 ::1  (TTL 120)",
+        "       20 mx2.multi.test  127.0.0.3  (TTL 300)",
+        "       20 mx3.multi.test  no address: mx3.multi.test: no such host",
+        "    (hosts of equal preference are tried in random order)",
+    ]
+    doc = json.loads(mx(config, "multi.test", "--json").stdout)
+    assert (doc["local"], doc["action"], doc["kind"]) == (True, "local", "mx")

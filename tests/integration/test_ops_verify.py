@@ -286,3 +286,46 @@ def test_cli_bad_address(tmp_path: Path, dns: DnsTestServer) -> None:
     r = cli(tmp_path, dns, 25, "not-an-address")
     assert r.returncode == 2
     assert r.stderr.startswith("postier: malformed address 'not-an-address'")
+
+
+def test_cli_local_address_without_dns(tmp_path: Path) -> None:
+    """The server's own domain (DNS offline, as `make run`): answered from the store."""
+    config = write_config(tmp_path)
+
+    def postier(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "postier", "-c", str(config), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert postier("domain", "add", "example.test").returncode == 0
+    added = postier("user", "add", "demo@example.test", "--password-stdin", stdin="password\n")
+    assert added.returncode == 0, added.stderr
+    r = postier("verify", "demo@example.test")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == (
+        "demo@example.test: exists\n"
+        "  demo@example.test is an account on this server (no probe sent)\n"
+    )
+    r = postier("verify", "Postmaster@example.test")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == (
+        "Postmaster@example.test: exists\n"
+        "  postmaster@example.test is an alias on this server, for demo@example.test "
+        "(no probe sent)\n"
+    )
+    r = postier("verify", "nobody@example.test", "--json")
+    assert (r.returncode, r.stderr) == (1, "")
+    doc = json.loads(r.stdout)
+    assert (doc["verdict"], doc["reason"]) == (
+        "unknown",
+        "example.test is hosted here and has no account or alias nobody@example.test: "
+        "mail to it is refused with 550 5.1.1 (no probe sent)",
+    )
+    assert postier("alias", "add", "@example.test", "demo@example.test").returncode == 0
+    r = postier("verify", "anyone@example.test")
+    assert (r.returncode, r.stdout.splitlines()[0]) == (1, "anyone@example.test: catch-all")
