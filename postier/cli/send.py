@@ -18,6 +18,10 @@ Rules:
   refused. Exit codes are sysexits(3): 0, 64 usage, 65 data, 67 unknown sender,
   69 unavailable (refused recipient), 75 temporary failure, 78 configuration.
   It is silent on success, as sendmail is.
+- `postier-sendmail` accepts a message when some recipients are refused for good
+  (an unknown Bcc): the others get it and the sender gets a bounce, as Postfix's
+  and exim's sendmail do; `postier send` refuses the whole message instead and
+  says why at once (`postier.ops.submit`).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ def _inject(settings: Settings, data: bytes, o: SendmailOptions) -> Submitted:
                 extract_recipients=o.extract,
                 ignore_dots=o.ignore_dots,
                 full_name=o.full_name,
+                partial=o.partial,
             )
 
     return run(go())
@@ -135,6 +140,8 @@ class SendmailOptions:
     full_name: str = ""
     config: str | None = None
     recipients: list[str] = field(default_factory=list)
+    #: sendmail's convention: deliver to the accepted, bounce the refused
+    partial: bool = False
 
 
 #: sendmail options that take a value and are accepted but ignored
@@ -217,6 +224,7 @@ def _sendmail(argv: Sequence[str] | None) -> int:
     except _Usage as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EX_USAGE
+    opts.partial = True
     try:
         settings = load(find_config(opts.config))
     except ConfigError as e:

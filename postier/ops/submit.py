@@ -16,8 +16,15 @@ Rules:
   runs. A running server's queue runner looks at the queue at least every second
   (`Runner.max_idle`) and picks the new entry up; otherwise it is sent at the next
   `postier serve`.
-- All or nothing: if any recipient is refused, nothing is stored and every
-  refusal is reported (a script learns at once, not through a bounce later).
+- All or nothing by default (`postier send`): if any recipient is refused,
+  nothing is stored and every refusal is reported (a script learns at once).
+- With `partial` (`postier-sendmail`, as Postfix's and exim's sendmail do): when
+  every refusal is permanent and at least one recipient is accepted, the message
+  goes to the accepted ones and the sender gets one DSN (RFC 3464, failed) for
+  the refused ones, delivered to their mailbox. A temporary refusal keeps all or
+  nothing (the caller retries the whole message: no one gets it twice), and so
+  does a message that nobody accepts (the caller is told at once). The message is
+  stored before the DSN: a crash in between loses the DSN, never the message.
 - Input: line ends become CRLF (RFC 5321 §2.3.8); a leading mbox "From " line
   is dropped; unless `ignore_dots`, a line
   holding a single "." ends the message (sendmail without -i/-oi). The message
@@ -33,17 +40,20 @@ import re
 import secrets
 import ssl
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
 from postier.ops.maildir import to_crlf
+from postier.queue import dsn
 from postier.server.app import App
 from postier.smtp import headers as hdr
 from postier.smtp.address import Address, AddressError
 from postier.smtp.events import MailParams, RcptParams
 from postier.smtp.intake import Envelope, Intake, SessionInfo
+from postier.smtp.replies import Reply
 from postier.store.api import Store
-from postier.store.models import User
+from postier.store.models import DeliveryTarget, QueueId, User
 
 _CHUNK = 64 * 1024
 _BCC = re.compile(rb"(?im)^bcc[ \t]*:.*\r\n(?:[ \t].*\r\n)*")
@@ -62,7 +72,8 @@ class SubmitError(Exception):
 class Submitted:
     qid: str
     reply: str
-    recipients: list[str] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)  # accepted
+    bounced: list[str] = field(default_factory=list)  # refused; the sender got a DSN
 
 
 def prepare(data: bytes, *, ignore_dots: bool) -> bytes:
@@ -127,6 +138,7 @@ async def submit(
     extract_recipients: bool = False,
     ignore_dots: bool = True,
     full_name: str = "",
+    partial: bool = False,
 ) -> Submitted:
     """Inject one message; returns when it is durable (see the module rules)."""
     data = prepare(data, ignore_dots=ignore_dots)
@@ -181,15 +193,18 @@ async def submit(
     if not reply.is_positive:
         raise SubmitError(f"sender refused: {reply}", temporary=reply.code < 500)
     env = Envelope(from_addr, params)
-    refused: list[str] = []
-    temporary = True
+    refused: list[tuple[Address, Reply]] = []
     for a in rcpts:
         reply = await intake.check_recipient(session, env, a, RcptParams())
         if not reply.is_positive:
-            refused.append(f"<{a}>: {reply}")
-            temporary = temporary and reply.code < 500
-    if refused:
-        raise SubmitError("recipient refused: " + "; ".join(refused), temporary=temporary)
+            refused.append((a, reply))
+    temporary = all(reply.code < 500 for _, reply in refused)
+    some_temporary = any(reply.code < 500 for _, reply in refused)
+    if refused and (not partial or some_temporary or len(refused) == len(rcpts)):
+        raise SubmitError(
+            "recipient refused: " + "; ".join(f"<{a}>: {reply}" for a, reply in refused),
+            temporary=temporary,
+        )
     spool = intake.open_spool(session, env)
     try:
         for i in range(0, len(data), _CHUNK):
@@ -200,4 +215,53 @@ async def submit(
     reply = await intake.finish(session, env, spool)
     if not reply.is_positive:
         raise SubmitError(f"not accepted: {reply}", temporary=reply.code < 500)
-    return Submitted(env.qid, str(reply), [str(a) for a in rcpts])
+    refused_keys = {a.key for a, _ in refused}
+    accepted = [str(a) for a in rcpts if a.key not in refused_keys]
+    if refused:
+        await _bounce(store, settings, user, env.qid, data, refused)
+    return Submitted(env.qid, str(reply), accepted, [str(a) for a, _ in refused])
+
+
+async def _bounce(
+    store: Store,
+    settings: Settings,
+    user: User,
+    qid: str,
+    original: bytes,
+    refused: list[tuple[Address, Reply]],
+) -> None:
+    """The sender's DSN for the recipients refused at injection (a local account:
+    `sender_account` made sure), delivered to its INBOX and traced."""
+    now = datetime.now(UTC)
+    reports = [
+        dsn.RecipientReport(
+            address=str(a),
+            action=dsn.FAILED,
+            status=reply.enhanced or "5.0.0",
+            diagnostic=str(reply),
+            last_attempt=now,
+        )
+        for a, reply in refused
+    ]
+    message = dsn.build_report(
+        hostname=settings.server.hostname,
+        sender=user.address,
+        original=original,
+        reports=reports,
+        arrival=now,
+        now=now,
+        qid=qid,
+        smtputf8=not user.address.isascii(),
+    )
+    names = ",".join(f"<{r.address}>" for r in reports)
+    result = await store.deliver(
+        message,
+        [DeliveryTarget(user.id)],
+        trace=[
+            ("received", f"from=<> DSN (failed) for {qid} to <{user.address}>"),
+            ("delivered", f"to <{user.address}> in INBOX"),
+        ],
+    )
+    await store.trace_add(
+        QueueId(qid), "dsn", f"failed report {result.qid} for {names} to <{user.address}>"
+    )

@@ -4,6 +4,8 @@ with and without a running server; outgoing mail leaves DKIM-signed."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import subprocess
 import sys
 import time
@@ -170,6 +172,62 @@ def test_sendmail_t_bcc_and_sender_from_header(config: Path) -> None:
     assert bob == carol
     assert b"Bcc:" not in bob
     assert bob.endswith(b"\r\n\r\n.\r\nstill body\r\n")  # -oi: the dot line is data
+
+
+def test_sendmail_t_unknown_bcc_bounces_that_recipient_only(config: Path) -> None:
+    """sendmail's convention (Postfix, exim): the valid recipients get the message and
+    the sender gets a bounce for the unknown one, instead of nobody getting it."""
+    data = (
+        b"From: alice@example.test\nTo: bob@example.test\n"
+        b"Bcc: nobody@example.test, carol@example.test\nSubject: t\n\nhi\n"
+    )
+    r = sendmail(config, "-t", "-oi", data=data)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    (bob,) = stored(config, "bob@example.test")
+    (carol,) = stored(config, "carol@example.test")
+    assert bob == carol
+    assert b"Bcc:" not in bob
+    (report,) = stored(config, "alice@example.test")
+    msg = email.message_from_bytes(report, policy=email.policy.default)
+    assert msg["From"] == "Mail Delivery System <MAILER-DAEMON@mail.example.test>"
+    assert msg.get_content_type() == "multipart/report"
+    text, status, returned = msg.iter_parts()
+    assert [dict(part.items()) for part in status.get_payload()][1] == {
+        "Final-Recipient": "rfc822;nobody@example.test",
+        "Action": "failed",
+        "Status": "5.1.1",
+        "Diagnostic-Code": "smtp; 550 5.1.1 <nobody@example.test>: Recipient address "
+        "rejected: User unknown",
+        "Last-Attempt-Date": status.get_payload()[1]["Last-Attempt-Date"],
+    }
+    assert "carol" not in text.get_content()  # the report names the refused only
+    assert b"Bcc:" not in returned.as_bytes()  # the returned message is what was sent
+
+
+def test_sendmail_temporary_refusal_keeps_all_or_nothing(config: Path) -> None:
+    """A 4xx for one recipient: nothing stored, exit 75, the caller retries it all."""
+    assert sendmail(config, "-f", "alice@example.test", "carol@example.test").returncode == 0
+    quota = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "postier",
+            "-c",
+            str(config),
+            "user",
+            "quota",
+            "carol@example.test",
+            "1",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert quota.returncode == 0, quota.stderr
+    r = sendmail(config, "-f", "alice@example.test", "bob@example.test", "carol@example.test")
+    assert r.returncode == 75
+    assert b"452 4.2.2" in r.stderr
+    assert stored(config, "bob@example.test") == []
+    assert stored(config, "alice@example.test") == []
 
 
 def test_sendmail_dot_ends_input_without_i(config: Path) -> None:
