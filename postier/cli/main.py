@@ -36,6 +36,7 @@ from postier.cli import (
     queue,
     send,
     serve,
+    status,
     trace,
     user,
     verify,
@@ -46,7 +47,7 @@ from postier.store.errors import Conflict, Invalid, NotFound, StoreError
 
 #: command groups in `--help` order; each has `register(subparsers)`
 GROUPS: tuple[ModuleType, ...] = (
-    init, serve, config, domain, user, alias, queue, trace,
+    init, serve, status, config, domain, user, alias, queue, trace,
     mx, verify, dnscheck, send, migrate,
 )  # fmt: skip
 

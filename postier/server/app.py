@@ -6,10 +6,12 @@ Rules:
   `make_handler(app, listener_name) -> Handler`; a protocol whose module is not
   present is reported and skipped, so new protocols start here by existing.
 - Start order: data dir → store → TLS → listeners (all bound, or none: a taken
-  port is a clear error and exit 1) → background tasks → "ready" line.
+  port is a clear error and exit 1) → background tasks → status file and pid
+  lock (`status.py`, what `postier status` reads) → "ready" line.
 - Stop order (SIGTERM/SIGINT): stop accepting → `stopping` is set so idle
   sessions say goodbye → in-flight sessions get `server.drain_timeout` → tasks
-  cancelled → store closed (its pending commits finished) → exit 0.
+  cancelled → the last status written, the pid lock released → store closed
+  (its pending commits finished) → exit 0.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from postier.auth.service import AuthService
 from postier.config.schema import IMPLICIT_TLS, Settings
 from postier.server import logs, tls
 from postier.server.listeners import Handler, Listener, ListenError
+from postier.server.status import StatusWriter
 from postier.store import open_store
 from postier.store.api import Store
 
@@ -173,8 +176,13 @@ async def start(settings: Settings) -> App:
         from postier.queue import service as queue_service
 
         queue_service.start(app)  # background tasks start after every listener is bound
+        writer = StatusWriter(app)  # `postier status` sees a running server from now on
+        writer.start()
+        app.services["status"] = writer
     except BaseException:
         await _close_listeners_now(locals().get("app"))
+        if "writer" in locals():
+            writer.stop()
         await store.close()
         raise
     return app
@@ -219,6 +227,9 @@ async def stop(app: App) -> None:
         task.cancel()
     if app.tasks:
         await asyncio.wait(app.tasks, timeout=5)
+    writer: StatusWriter | None = app.services.get("status")
+    if writer is not None:
+        await asyncio.to_thread(writer.stop)
     await app.store.close()
 
 
