@@ -27,6 +27,7 @@ from types import ModuleType
 from postier import __version__
 from postier.cli import (
     alias,
+    backup,
     config,
     dnscheck,
     domain,
@@ -48,7 +49,7 @@ from postier.store.errors import Conflict, Invalid, NotFound, StoreError
 #: command groups in `--help` order; each has `register(subparsers)`
 GROUPS: tuple[ModuleType, ...] = (
     init, serve, status, config, domain, user, alias, queue, trace,
-    mx, verify, dnscheck, send, migrate,
+    mx, verify, dnscheck, send, migrate, backup,
 )  # fmt: skip
 
 
