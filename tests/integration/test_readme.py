@@ -112,6 +112,14 @@ def test_readme_first_hour(tmp_path: Path) -> None:
         init, shell=True, cwd=tmp_path, capture_output=True, text=True, env=env(), check=False
     )
     assert (first.returncode, first.stderr) == (0, ""), first.stderr
+    data = tmp_path.resolve() / "data"
+    assert first.stdout == (
+        f"wrote {tmp_path.resolve() / 'postier.toml'}\n"
+        f"domain example.test: added in {data}\n"
+        "added user demo@example.test (password printed by 'postier serve')\n"
+        "added alias postmaster@example.test -> demo@example.test\n"
+        "added alias abuse@example.test -> demo@example.test\n"
+    )
     config = tmp_path / "postier.toml"
     assert config.is_file()  # a real file every later command finds
     # tests never use development ports
