@@ -53,7 +53,7 @@ class RecentErrors(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self._lock_ = threading.Lock()
+        self._records_lock = threading.Lock()
         self.records: collections.deque[dict[str, str]] = collections.deque(maxlen=MAX_ERRORS)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -67,11 +67,11 @@ class RecentErrors(logging.Handler):
             }
         except Exception:  # a broken record must not break logging
             return
-        with self._lock_:
+        with self._records_lock:
             self.records.append(entry)
 
     def snapshot(self) -> list[dict[str, str]]:
-        with self._lock_:
+        with self._records_lock:
             return list(self.records)
 
 

@@ -190,6 +190,10 @@ def test_init_force_keeps_the_data(cli: Cli) -> None:
             ["--domain", "example.test", "--hostname=-x.test"],
             "malformed domain '-x.test': bad domain '-x.test'",
         ),
+        (
+            ["--domain", "example.test", "--demo"],
+            "--demo needs --dev: a demo account belongs on a development server",
+        ),
     ],
 )
 def test_init_bad_input(tmp_path: Path, args: list[str], err: str) -> None:
