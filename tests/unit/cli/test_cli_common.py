@@ -179,5 +179,8 @@ def test_every_command_has_help() -> None:
         "send",
         "import",
         "export",
+        "status",
+        "backup",
+        "restore",
     }
     assert all(helps.values())
