@@ -173,7 +173,7 @@ def render(doc: dict[str, Any], settings: Settings) -> list[str]:
         f"store:   {doc['data_dir']}: {st['domains']} domain(s), {st['users']} user(s){disk}"
     )
     errors = last.get("errors", [])
-    which = "last errors" if live else "last errors (of the last run)"
+    which = "last errors" if live or not last else "last errors (of the last run)"
     lines.append(f"{which}:" + ("" if errors else " none"))
     for e in errors[-10:]:
         lines.append(f"  {e['at']} {e['level']} {e['logger']}: {e['message']}")
