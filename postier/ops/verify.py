@@ -24,6 +24,7 @@ Verdicts, and what they honestly mean:
 
 A domain hosted here is answered from the store, without DNS or a probe
 (`verify_local`): an account or an alias exists, a catch-all takes any address,
+postmaster@ and abuse@ exist for every hosted domain (intake accepts them), and
 anything else is unknown (intake refuses it with 550 5.1.1).
 
 Rules:
@@ -54,6 +55,7 @@ from typing import Any
 
 from postier.dns.mx import RouteKind, route
 from postier.dns.resolver import Resolver
+from postier.ops.accounts import ROLE_LOCALPARTS
 from postier.queue.runner import client_tls_context
 from postier.smtp.address import Address
 from postier.smtp.client import ServerReply, SmtpClient, SmtpClientError
@@ -236,6 +238,14 @@ async def verify_local(store: Store, address: Address) -> VerifyResult | None:
         result.reason = (
             f"{domain} is hosted here with a catch-all alias (for {targets}): "
             "every address is accepted (no probe sent)"
+        )
+        return result
+    if address.localpart.lower() in ROLE_LOCALPARTS and await store.list_users():
+        # what intake does for a role address nobody has (RFC 5321 §4.5.1, RFC 2142)
+        result.verdict = Verdict.EXISTS
+        result.reason = (
+            f"{key} is a role address, accepted for every domain hosted here and "
+            "delivered to the domain's first account (no probe sent)"
         )
         return result
     result.reason = (

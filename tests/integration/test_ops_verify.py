@@ -326,6 +326,15 @@ def test_cli_local_address_without_dns(tmp_path: Path) -> None:
         "example.test is hosted here and has no account or alias nobody@example.test: "
         "mail to it is refused with 550 5.1.1 (no probe sent)",
     )
+    # without its alias, abuse@ is still accepted by intake (RFC 2142): so says verify
+    assert postier("alias", "del", "abuse@example.test").returncode == 0
+    r = postier("verify", "abuse@example.test")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == (
+        "abuse@example.test: exists\n"
+        "  abuse@example.test is a role address, accepted for every domain hosted here "
+        "and delivered to the domain's first account (no probe sent)\n"
+    )
     assert postier("alias", "add", "@example.test", "demo@example.test").returncode == 0
     r = postier("verify", "anyone@example.test")
     assert (r.returncode, r.stdout.splitlines()[0]) == (1, "anyone@example.test: catch-all")
