@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from postier import metrics
 from postier.auth.passwords import averify_password
 from postier.config.schema import AuthSettings
-from postier.smtp.address import Address, AddressError
+from postier.mail.address import Address, AddressError
 from postier.store.api import Store
 from postier.store.models import User
 

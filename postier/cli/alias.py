@@ -27,7 +27,7 @@ from postier.cli.common import (
     unknown_domain,
     warn,
 )
-from postier.smtp.address import Domain
+from postier.mail.address import Domain
 
 
 def register(sub: Subparsers) -> None:

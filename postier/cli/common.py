@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from postier.config.load import ConfigError, find_config, load
 from postier.config.schema import Settings
+from postier.mail.address import Address, AddressError, Domain
 from postier.ops.accounts import PasswordRefused, check_password
-from postier.smtp.address import Address, AddressError, Domain
 
 if TYPE_CHECKING:
     from postier.store.api import Store

@@ -35,6 +35,7 @@ from postier.cli.common import (
 )
 from postier.config.schema import Settings
 from postier.dns.resolver import reverse_name
+from postier.dns.zone import quote_txt
 from postier.mailauth import dkim
 from postier.store.api import Store
 
@@ -47,13 +48,6 @@ class Record:
     type: str
     value: str  # presentation format (TXT already quoted)
     comment: str = ""
-
-
-def quote_txt(text: str) -> str:
-    """A TXT value as one or more 255-octet character-strings (RFC 1035 §3.3.14)."""
-    data = text.encode()
-    chunks = [data[i : i + 255].decode() for i in range(0, len(data), 255)] or [""]
-    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
 
 
 def public_address(settings: Settings) -> str | None:

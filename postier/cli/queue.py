@@ -29,8 +29,8 @@ from postier.cli.common import (
     run,
 )
 from postier.config.schema import Settings
-from postier.queue.ids import is_qid
-from postier.store.models import QueueEntry, QueueId
+from postier.mail.queueid import QueueId, is_qid
+from postier.store.models import QueueEntry
 
 
 def register(sub: Subparsers) -> None:

@@ -32,6 +32,7 @@ from postier.cli.common import (
 )
 from postier.config.schema import Settings
 from postier.dns.resolver import make_resolver
+from postier.mail.address import Address
 from postier.ops.verify import (
     RateLimited,
     RateLimiter,
@@ -40,7 +41,6 @@ from postier.ops.verify import (
     verify,
     verify_local,
 )
-from postier.smtp.address import Address
 
 HISTORY_FILE = "verify-history.json"
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.filters.spam import Weights
 from postier.filters.text import message_texts
+from postier.mail.headers import HeaderView
 from postier.mime.encoding import decode_words
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout, offload
-from postier.smtp.headers import HeaderView
 from postier.store.api import Store
 from postier.store.models import GLOBAL_BAYES_MODEL, BayesCounts, Mailbox, Message, UserId
 

@@ -38,8 +38,8 @@ from postier.filters.rspamd import RspamdStage
 from postier.filters.spam import SpamPolicy, Weights
 from postier.filters.spf import SpfStage
 from postier.filters.virus import Scanner, VirusStage
+from postier.mail.replies import Reply
 from postier.mailauth import results
-from postier.smtp.replies import Reply
 
 if TYPE_CHECKING:
     from postier.store.api import Store

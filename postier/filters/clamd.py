@@ -31,7 +31,7 @@ from collections.abc import Generator, Iterator, Sequence
 from postier.filters.pipeline import Context, MessageSource, Phase, Verdict
 from postier.filters.spam import Weights
 from postier.filters.virus import R554_VIRUS
-from postier.smtp.replies import Reply
+from postier.mail.replies import Reply
 
 R451_SCANNER_DOWN = Reply(451, "4.7.0", "Virus scanner unavailable, try again later")
 _READ_BLOCK = 1024 * 1024  # spool file reads, each in a worker thread

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from postier.dns.resolver import Resolver
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.filters.spam import Weights
+from postier.mail.replies import Reply
 from postier.mailauth import dkimverify, dmarc
 from postier.mailauth.dmarc import Policy
+from postier.mime.address import addresses
 from postier.offload import offload
-from postier.smtp import headers as hdr
-from postier.smtp.replies import Reply
 
 
 def R550_DMARC_REJECT(domain: str) -> Reply:
@@ -55,7 +55,7 @@ class DmarcStage:
             )
         view = ctx.header
         domains = await offload(  # a From: of 100 000 words is a second of parsing
-            lambda budget: [a.rpartition("@")[2] for a in hdr.addresses(view.fields("From"))],
+            lambda budget: [a.rpartition("@")[2] for a in addresses(view.fields("From"))],
             ctx.scan_timeout,
         )
         spf_status = str(ctx.spf.status) if ctx.spf is not None else "none"

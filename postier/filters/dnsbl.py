@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from postier.dns.resolver import DnsError, Resolver
 from postier.filters.pipeline import Context, Phase, Verdict
-from postier.smtp.replies import Reply
+from postier.mail.replies import Reply
 
 
 def R554_DNSBL(ip: str, zone: str, reason: str) -> Reply:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from postier import metrics
 from postier.filters.pipeline import Context, Phase, Verdict
-from postier.smtp.replies import Reply
+from postier.mail.replies import Reply
 from postier.store.api import Store
 
 R451_GREYLISTED = Reply(451, "4.7.1", "Greylisting in action, please come back later")

@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 
 from postier.filters.pipeline import Context, Phase, Verdict, timeout_verdict
 from postier.filters.spam import Weights
+from postier.mail.headers import HeaderView
 from postier.mailauth.dmarc import aligned
+from postier.mime.address import addresses
 from postier.offload import Budget, ScanTimeout, offload
-from postier.smtp import headers as hdr
 
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 # From each "<" the class stops at the next "<" or ">": every character is looked
@@ -162,7 +163,7 @@ class HeadersStage:
                 out.append(timeout_verdict(self.name, e, self.weights["SCAN_TIMEOUT"]))
         return out
 
-    def _header(self, view: hdr.HeaderView) -> tuple[list[Verdict], list[str]]:
+    def _header(self, view: HeaderView) -> tuple[list[Verdict], list[str]]:
         """The header rules, and the domains of the From: addresses."""
         out: list[Verdict] = []
         froms = view.fields("From")
@@ -176,10 +177,10 @@ class HeadersStage:
             out.append(self._v("MISSING_DATE", "no Date: header"))
         if not view.has("Message-ID"):
             out.append(self._v("MISSING_MESSAGE_ID", "no Message-ID: header"))
-        n_to = len(hdr.addresses(view.fields("To") + view.fields("Cc")))
+        n_to = len(addresses(view.fields("To") + view.fields("Cc")))
         if n_to > self.max_to:
             out.append(self._v("TO_TOO_MANY", f"{n_to} addresses in To:/Cc:"))
-        return out, [a.rpartition("@")[2] for a in hdr.addresses(froms)]
+        return out, [a.rpartition("@")[2] for a in addresses(froms)]
 
     @staticmethod
     def _authenticated_for(ctx: Context, domain: str) -> bool:

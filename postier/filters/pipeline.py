@@ -46,17 +46,17 @@ from typing import TYPE_CHECKING, Protocol
 from postier import metrics
 from postier.dns.resolver import TempFail
 from postier.filters.text import message_texts
+from postier.mail.replies import Reply
 from postier.mime.encoding import valid_text
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout
-from postier.smtp.replies import Reply
 
 if TYPE_CHECKING:
     from postier.filters.spam import Weights
+    from postier.mail.headers import HeaderView
     from postier.mailauth.arc import ArcResult
     from postier.mailauth.dkimverify import DkimResult
     from postier.mailauth.dmarc import DmarcResult
     from postier.mailauth.spf import SpfResult
-    from postier.smtp.headers import HeaderView
     from postier.store.api import Store
     from postier.store.models import UserId
 
@@ -342,7 +342,7 @@ class Pipeline:
             # the caller when the message is refused)
             ctx.pending_trace.append(text)
             return
-        from postier.store.models import QueueId
+        from postier.mail.queueid import QueueId
 
         try:
             await self.store.trace_add(QueueId(ctx.qid), "filter", text)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from postier.filters.pipeline import Context, Phase, Verdict
-from postier.smtp.replies import Reply
+from postier.mail.replies import Reply
 
 R550_RSPAMD_REJECT = Reply(550, "5.7.1", "Message rejected as spam")
 R451_RSPAMD_SOFT = Reply(451, "4.7.1", "Try again later")

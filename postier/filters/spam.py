@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from postier.config.schema import FILTER_STAGES
 from postier.filters.pipeline import Action, Verdict
-from postier.smtp.replies import Reply
+from postier.mail.replies import Reply
 
 #: rule → default weight; one place to read every rule the stages can raise
 DEFAULT_SCORES: dict[str, float] = {

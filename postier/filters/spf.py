@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from postier.dns.resolver import Resolver
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.filters.spam import Weights
+from postier.mail.replies import Reply
 from postier.mailauth.spf import SpfLimits, Status, check_mailfrom
-from postier.smtp.replies import Reply
 
 _LIMITS = SpfLimits()
 

@@ -34,10 +34,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postier.filters.pipeline import Context, Phase, Verdict
+from postier.mail.replies import Reply
 from postier.mime import parse
 from postier.mime.encoding import UnknownEncoding, decode_transfer
 from postier.offload import Budget, offload
-from postier.smtp.replies import Reply
 
 # The EICAR test file (https://www.eicar.org/download-anti-malware-testfile/)
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"

@@ -240,3 +240,29 @@ def _angle(toks: list[_Tok], i: int, name: str | None) -> tuple[Address, int]:
     if not local and not dom:
         return Address(name or None, adl, MISSING_MAILBOX, MISSING_DOMAIN), i
     return _make(name, adl, _joined(local), _joined(dom)), i
+
+
+# RFC 5322 §3.2.3 dot-atom (8-bit allowed, RFC 6532); atext excludes ".": linear
+_DOT_ATOM = re.compile(
+    r"[^\x00-\x20()<>\[\]:;@\\,.\"\x7f]+(?:\.[^\x00-\x20()<>\[\]:;@\\,.\"\x7f]+)*"
+)
+
+
+def addresses(values: list[str]) -> list[str]:
+    """The addr-specs of address-list field values, lower-cased domain.
+
+    `parse_address_list` parses them: linear and never raises. (The stdlib's
+    `email.utils.getaddresses` recursed once per nested "(": a From: with a
+    thousand of them raised RecursionError in every stage that read it.)"""
+    out = []
+    for value in values:
+        for a in parse_address_list(value):
+            if a.host is None or a.mailbox is None:
+                continue  # a group's start or end
+            if a.mailbox == MISSING_MAILBOX or a.host == MISSING_DOMAIN:
+                continue
+            local = a.mailbox
+            if not _DOT_ATOM.fullmatch(local):  # RFC 5322 §3.4.1: quoted-string form
+                local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            out.append(f"{local}@{a.host.lower().rstrip('.')}")
+    return out

@@ -23,13 +23,13 @@ import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from postier.mail.summary import MessageSummary
 from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, Address
 from postier.mime.bodystructure import bodystructure
 from postier.mime.encoding import decode_words, from_escaped, header_text, valid_text
 from postier.mime.envelope import addresses, envelope
 from postier.mime.parse import Part, parse
 from postier.mime.preview import preview
-from postier.store.models import MessageSummary
 
 log = logging.getLogger(__name__)
 

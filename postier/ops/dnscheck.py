@@ -36,9 +36,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from postier.cli.dnsrecords import quote_txt
 from postier.dns.mx import RouteKind, resolve_host, route
 from postier.dns.resolver import DnsError, NoAnswer, NXDomain, Resolver, reverse_name
+from postier.dns.zone import quote_txt
 from postier.mailauth import dkim, spf
 
 TTL = 3600

@@ -44,16 +44,18 @@ from datetime import UTC, datetime
 
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
+from postier.mail.address import Address, AddressError
+from postier.mail.headers import HeaderView
+from postier.mail.queueid import QueueId
+from postier.mail.replies import Reply
+from postier.mime.address import addresses
 from postier.ops.maildir import to_crlf
 from postier.queue import dsn
 from postier.server.app import App
-from postier.smtp import headers as hdr
-from postier.smtp.address import Address, AddressError
 from postier.smtp.events import MailParams, RcptParams
 from postier.smtp.intake import Envelope, Intake, SessionInfo
-from postier.smtp.replies import Reply
 from postier.store.api import Store
-from postier.store.models import DeliveryTarget, QueueId, User
+from postier.store.models import DeliveryTarget, User
 
 _CHUNK = 64 * 1024
 _BCC = re.compile(rb"(?im)^bcc[ \t]*:.*\r\n(?:[ \t].*\r\n)*")
@@ -95,15 +97,15 @@ def prepare(data: bytes, *, ignore_dots: bool) -> bytes:
 
 
 def header_addresses(data: bytes, names: tuple[str, ...]) -> list[str]:
-    view = hdr.HeaderView.of(data)
+    view = HeaderView.of(data)
     out: list[str] = []
     for name in names:
-        out.extend(hdr.addresses(view.fields(name)))
+        out.extend(addresses(view.fields(name)))
     return out
 
 
 def strip_bcc(data: bytes) -> bytes:
-    view = hdr.HeaderView.of(data)
+    view = HeaderView.of(data)
     return _BCC.sub(b"", view.raw) + data[len(view.raw) :]
 
 
@@ -164,7 +166,7 @@ async def submit(
         if a.key not in seen:
             seen.add(a.key)
             rcpts.append(a)
-    if not hdr.HeaderView.of(data).has("From"):
+    if not HeaderView.of(data).has("From"):
         shown = email.utils.formataddr((full_name, str(from_addr))) if full_name else str(from_addr)
         data = f"From: {shown}\r\n".encode() + data
 

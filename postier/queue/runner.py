@@ -71,10 +71,12 @@ from postier import metrics
 from postier.config.schema import SmtpOutbound
 from postier.dns import mx
 from postier.dns.resolver import Resolver
+from postier.mail.headers import HeaderView
+from postier.mail.queueid import QueueId
 from postier.mailauth import dkim
+from postier.mime.address import addresses
 from postier.queue import dsn
 from postier.queue.schedule import Schedule
-from postier.smtp import headers as hdr
 from postier.smtp.client import (
     ConnectionLost,
     ProtocolViolation,
@@ -91,7 +93,6 @@ from postier.store.models import (
     DeliveryTarget,
     NewQueueEntry,
     QueueEntry,
-    QueueId,
     QueueRecipient,
     RcptState,
 )
@@ -219,8 +220,8 @@ class DkimSigner:
     async def sign(self, data: bytes, sender: str) -> bytes:
         """`data` with DKIM-Signature fields on top, or unchanged when no local
         domain with keys sent it (or signing fails: logged, mail still goes)."""
-        view = hdr.HeaderView.of(data)
-        candidates = [a.rpartition("@")[2] for a in hdr.addresses(view.fields("From"))]
+        view = HeaderView.of(data)
+        candidates = [a.rpartition("@")[2] for a in addresses(view.fields("From"))]
         if sender:
             candidates.append(sender.rpartition("@")[2].lower())
         for domain in candidates:

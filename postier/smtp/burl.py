@@ -23,7 +23,7 @@ import logging
 
 from postier.auth.urlauth import Failure, Requester, UrlAuth, UrlAuthError
 from postier.config.schema import Settings
-from postier.smtp.replies import (
+from postier.mail.replies import (
     R451_BURL_UNAVAILABLE,
     R530_AUTH_REQUIRED,
     R554_BURL_AUTH_FAILED,

@@ -75,31 +75,8 @@ from collections import deque
 from enum import Enum, auto
 from typing import Literal
 
-from postier.smtp import sasl
-from postier.smtp.address import Address, AddressError, Domain
-from postier.smtp.events import (
-    DECISIONS,
-    NEED_DATA,
-    Authenticate,
-    Burl,
-    ConnectionClosed,
-    DataChunk,
-    DataEnd,
-    DataRejected,
-    DataStart,
-    Disconnect,
-    Event,
-    Hello,
-    MailFrom,
-    MailParams,
-    NeedData,
-    Quit,
-    RcptParams,
-    RcptTo,
-    Reset,
-    StartTls,
-)
-from postier.smtp.replies import (
+from postier.mail.address import Address, AddressError, Domain
+from postier.mail.replies import (
     R214_HELP,
     R220_TLS_READY,
     R221_BYE,
@@ -147,6 +124,29 @@ from postier.smtp.replies import (
     R554_NO_VALID_RECIPIENTS,
     R555_UNSUPPORTED_PARAMETER,
     Reply,
+)
+from postier.smtp import sasl
+from postier.smtp.events import (
+    DECISIONS,
+    NEED_DATA,
+    Authenticate,
+    Burl,
+    ConnectionClosed,
+    DataChunk,
+    DataEnd,
+    DataRejected,
+    DataStart,
+    Disconnect,
+    Event,
+    Hello,
+    MailFrom,
+    MailParams,
+    NeedData,
+    Quit,
+    RcptParams,
+    RcptTo,
+    Reset,
+    StartTls,
 )
 
 __all__ = ["LocalProtocolError", "ProtocolError", "ServerConnection", "State"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from postier.smtp.address import Address
-from postier.smtp.replies import Reply
+from postier.mail.address import Address
+from postier.mail.replies import Reply
 
 
 class NeedData(Enum):

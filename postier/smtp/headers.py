@@ -22,15 +22,9 @@ import email.utils
 import re
 import secrets
 import time
-from dataclasses import dataclass
 
-from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, parse_address_list
+from postier.mail.headers import HeaderView
 
-_FIELD_START = re.compile(rb"(?m)^([!-9;-~]+)[ \t]*:")
-# RFC 5322 §3.2.3 dot-atom (8-bit allowed, RFC 6532); atext excludes ".": linear
-_DOT_ATOM = re.compile(
-    r"[^\x00-\x20()<>\[\]:;@\\,.\"\x7f]+(?:\.[^\x00-\x20()<>\[\]:;@\\,.\"\x7f]+)*"
-)
 # RFC 5322 §3.6.8: field-name = 1*ftext (%d33-57 / %d59-126); §4.5.3: WSP before ":".
 # Anchored matches on at most MAX_FIELD_PREFIX octets: linear, the classes are disjoint.
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
@@ -140,71 +134,6 @@ class HeaderScanner:
         out = buf[:pos] + b"\r\n" + buf[pos:]
         self._emitted += len(out)
         return out
-
-
-@dataclass(frozen=True)
-class HeaderView:
-    """The header block of a message, as raw bytes, with a few look-ups."""
-
-    raw: bytes  # header lines including the final CRLF of the last field
-    body_offset: int  # offset of the body in the message (after the empty line)
-
-    @classmethod
-    def of(cls, data: bytes) -> HeaderView:
-        if data.startswith(b"\r\n"):
-            return cls(b"", 2)
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            # no body: the whole message is header
-            return cls(data if data.endswith(b"\r\n") or not data else data + b"\r\n", len(data))
-        return cls(data[: end + 2], end + 4)
-
-    def fields(self, name: str) -> list[str]:
-        """Unfolded values of every field named `name` (case-insensitive)."""
-        out = []
-        want = name.lower().encode()
-        for m in _FIELD_START.finditer(self.raw):
-            if m.group(1).lower() != want:
-                continue
-            start = m.end()
-            # the value runs until a line that does not start with WSP
-            pos = start
-            while True:
-                nl = self.raw.find(b"\r\n", pos)
-                if nl < 0:
-                    nl = len(self.raw)
-                    break
-                if nl + 2 < len(self.raw) and self.raw[nl + 2 : nl + 3] in (b" ", b"\t"):
-                    pos = nl + 2
-                    continue
-                break
-            value = self.raw[start:nl].replace(b"\r\n", b"")
-            out.append(value.decode("utf-8", "replace").strip())
-        return out
-
-    def has(self, name: str) -> bool:
-        want = name.lower().encode()
-        return any(m.group(1).lower() == want for m in _FIELD_START.finditer(self.raw))
-
-
-def addresses(values: list[str]) -> list[str]:
-    """The addr-specs of address-list field values, lower-cased domain.
-
-    `postier.mime.address` parses them: linear and never raises. (The stdlib's
-    `email.utils.getaddresses` recursed once per nested "(": a From: with a
-    thousand of them raised RecursionError in every stage that read it.)"""
-    out = []
-    for value in values:
-        for a in parse_address_list(value):
-            if a.host is None or a.mailbox is None:
-                continue  # a group's start or end
-            if a.mailbox == MISSING_MAILBOX or a.host == MISSING_DOMAIN:
-                continue
-            local = a.mailbox
-            if not _DOT_ATOM.fullmatch(local):  # RFC 5322 §3.4.1: quoted-string form
-                local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            out.append(f"{local}@{a.host.lower().rstrip('.')}")
-    return out
 
 
 def received(

@@ -55,17 +55,18 @@ from postier import metrics
 from postier.dns.resolver import Resolver, make_resolver
 from postier.filters.build import Filters
 from postier.filters.pipeline import Context, DataOutcome, Phase
+from postier.mail.address import Address, AddressError
+from postier.mail.headers import HeaderView
+from postier.mail.queueid import QueueId, new_queue_id
+from postier.mail.replies import R554_TOO_MANY_HOPS, Reply
 from postier.mailauth.results import drop_fields, forged_fields
-from postier.queue.ids import new_qid
+from postier.mime.address import addresses
 from postier.smtp import headers as hdr
-from postier.smtp.address import Address, AddressError
 from postier.smtp.events import MailParams, RcptParams
-from postier.smtp.replies import R554_TOO_MANY_HOPS, Reply
 from postier.store.models import (
     DeliveryTarget,
     Domain,
     NewQueueEntry,
-    QueueId,
     QueueRecipient,
     Resolution,
     User,
@@ -136,7 +137,7 @@ class Envelope:
     sender: Address | None
     params: MailParams
     recipients: list[Recipient] = field(default_factory=list)
-    qid: QueueId = field(default_factory=new_qid)
+    qid: QueueId = field(default_factory=new_queue_id)
     started: float = field(default_factory=time.time)
 
 
@@ -155,7 +156,7 @@ class Spool:
         prefix: bytes,
         threshold: int,
         directory: Path,
-        on_header: Callable[[hdr.HeaderView], bytes] | None = None,
+        on_header: Callable[[HeaderView], bytes] | None = None,
     ) -> None:
         self._on_header = on_header
         self._parts: list[bytes] = []
@@ -168,7 +169,7 @@ class Spool:
         self._scanner = hdr.HeaderScanner()
         self.path: Path | None = None
         self.header_seen = False
-        self.header: hdr.HeaderView | None = None
+        self.header: HeaderView | None = None
 
     def write(self, data: bytes) -> None:
         scanner = self._scanner
@@ -217,7 +218,7 @@ class Spool:
         """The client's header had no empty line before the body; we added it."""
         return self._scanner.inserted
 
-    def ensure_header(self) -> hdr.HeaderView:
+    def ensure_header(self) -> HeaderView:
         """The end of the data: flush what the header scanner held back; the
         header view, also for a message whose data ended before its header did."""
         if not self._scanner.done:
@@ -296,10 +297,10 @@ class Spool:
         self.header_seen = True
         scanner = self._scanner
         if scanner.done:
-            self.header = hdr.HeaderView(data[: scanner.header_length], scanner.body_offset)
+            self.header = HeaderView(data[: scanner.header_length], scanner.body_offset)
         else:  # spilled inside a huge header: its complete lines so far
             end = data.rfind(b"\n") + 1
-            self.header = hdr.HeaderView(data[:end], end)
+            self.header = HeaderView(data[:end], end)
         if self._on_header is not None:
             self._prefix += self._on_header(self.header)
 
@@ -372,7 +373,7 @@ class Intake:
             if not await self._owns(s.user, sender.key):
                 return R553_NOT_OWNER(str(sender))
         ctx = self._ctx(s)
-        ctx.begin(new_qid(), str(sender) if sender else "")
+        ctx.begin(new_queue_id(), str(sender) if sender else "")
         refusal = await self.filters.run(Phase.MAIL, ctx)
         return refusal or R250_SENDER_OK
 
@@ -481,7 +482,7 @@ class Intake:
         )
         sender = str(env.sender) if env.sender else ""
 
-        def complete(view: hdr.HeaderView) -> bytes:
+        def complete(view: HeaderView) -> bytes:
             # RFC 6409 §8: the submission server may add Date: and Message-ID:
             return hdr.completion(view, self.hostname) if s.role == "submission" else b""
 
@@ -492,8 +493,8 @@ class Intake:
     async def check_from_owner(self, s: SessionInfo, spool: Spool) -> Reply | None:
         if s.role != "submission" or s.user is None:
             return None
-        view = spool.header or hdr.HeaderView(b"", 0)
-        addrs = hdr.addresses(view.fields("From"))
+        view = spool.header or HeaderView(b"", 0)
+        addrs = addresses(view.fields("From"))
         if not addrs:
             return R550_NO_FROM
         owned = {a.lower() for a in await self.store.addresses_of(s.user.id)}
@@ -523,7 +524,7 @@ class Intake:
         ctx.message = (
             await asyncio.to_thread(spool.content, limit) if spool.spilled else spool.content(limit)
         )
-        ctx.header = hdr.HeaderView.of(ctx.message) if ctx.message is not None else spool.header
+        ctx.header = HeaderView.of(ctx.message) if ctx.message is not None else spool.header
         ctx.source = spool
         ctx.pending_trace = []
         if ctx.message is None:

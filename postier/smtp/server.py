@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from postier import metrics
 from postier.auth.service import AuthOutcome
 from postier.deadline import Deadline
+from postier.mail.replies import R220_READY, R421_TIMEOUT_EXCEEDED, Reply
 from postier.smtp import burl
 from postier.smtp.core import ServerConnection
 from postier.smtp.events import (
@@ -49,7 +50,6 @@ from postier.smtp.events import (
     StartTls,
 )
 from postier.smtp.intake import Envelope, Intake, SessionInfo, Spool
-from postier.smtp.replies import R220_READY, R421_TIMEOUT_EXCEEDED, Reply
 
 if TYPE_CHECKING:
     from postier.server.app import App

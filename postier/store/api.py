@@ -4,7 +4,7 @@ Rules:
 - Every method is async and safe to call from many tasks at once.
 - A method that returns has made its change durable (committed, fsynced): callers
   reply "OK"/"250" only after it returns.
-- Names and addresses are validated by callers (`postier.smtp.address`); the store
+- Names and addresses are validated by callers (`postier.mail.address`); the store
   normalises case and raises `errors.NotFound` / `errors.Conflict` / `errors.Invalid`.
 - Message bytes are immutable blobs; metadata (flags, mailbox, UID) is the index.
 - UIDs in a mailbox strictly increase and are never reused; every change to a
@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
+from postier.mail.queueid import QueueId
 from postier.store.models import (
     Alias,
     BayesCounts,
@@ -33,7 +34,6 @@ from postier.store.models import (
     ModSeq,
     NewQueueEntry,
     QueueEntry,
-    QueueId,
     QueueRecipient,
     Resolution,
     TraceEvent,

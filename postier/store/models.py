@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NewType
 
+from postier.mail.queueid import QueueId
+from postier.mail.summary import MessageSummary
+
 UserId = NewType("UserId", int)
 MailboxId = NewType("MailboxId", int)
 Uid = NewType("Uid", int)
 ModSeq = NewType("ModSeq", int)
 BlobId = NewType("BlobId", str)
-QueueId = NewType("QueueId", str)
 
 SPECIAL_USE = {
     "INBOX": None,
@@ -85,30 +87,6 @@ class Mailbox:
     messages: int = 0
     unseen: int = 0
     size: int = 0  # sum of message sizes in octets
-
-
-@dataclass(frozen=True)
-class MessageSummary:
-    """What intake parses once so IMAP, POP3, search and webmail never re-parse.
-
-    `envelope` and `bodystructure` are pre-serialised IMAP syntax (RFC 9051 §7.5.2),
-    computed by `postier.mime`. The text fields are decoded (encoded-words undone).
-    """
-
-    envelope: bytes = b"NIL"
-    bodystructure: bytes = b"NIL"
-    body: bytes = b"NIL"  # the BODY (non-extensible BODYSTRUCTURE) form
-    subject: str = ""
-    from_: str = ""
-    to: str = ""
-    cc: str = ""
-    date: datetime | None = None  # the Date: header, if it parses
-    message_id: str = ""
-    preview: str = ""  # first characters of the text, for webmail lists
-    header_size: int = 0  # octets up to and including the blank line
-    #: octets with every bare LF sent as CRLF and a final CRLF (POP3 sizes, RFC 1939
-    #: §11); -1 when unknown (blobs stored before it was recorded)
-    crlf_size: int = -1
 
 
 @dataclass(frozen=True)

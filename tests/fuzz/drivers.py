@@ -32,11 +32,7 @@ from postier.imap.receiver import (
 from postier.imap.receiver import (
     ConnectionClosed as ImapClosed,
 )
-from postier.pop3 import core as pop3
-from postier.pop3.commands import pop3_size
-from postier.smtp import events as ev
-from postier.smtp.core import ServerConnection
-from postier.smtp.replies import (
+from postier.mail.replies import (
     R220_READY,
     R250_QUEUED,
     R421_SHUTTING_DOWN,
@@ -44,6 +40,10 @@ from postier.smtp.replies import (
     R550_NO_SUCH_USER,
     Reply,
 )
+from postier.pop3 import core as pop3
+from postier.pop3.commands import pop3_size
+from postier.smtp import events as ev
+from postier.smtp.core import ServerConnection
 
 HOST = "mx.example.test"
 R450_BUSY = Reply(450, "4.2.1", "Mailbox busy, try again later")

@@ -1,5 +1,5 @@
 """Fuzz target ``address``: the address and header-field parsers
-(postier/smtp/address.py, postier/smtp/headers.py, postier/mime/address.py).
+(postier/mail/address.py, postier/mime/address.py).
 
 Input: any bytes; as text they are what a client put in MAIL FROM / RCPT TO / EHLO
 (UTF-8, as the SMTP core decodes it), as bytes a header block.
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 
-from postier.mime.address import parse_address_list
+from postier.mail.address import Address, AddressError, Domain
+from postier.mail.headers import HeaderView
+from postier.mime.address import addresses, parse_address_list
 from postier.smtp import headers
-from postier.smtp.address import Address, AddressError, Domain
 
 
 def _check_field(raw: bytes) -> None:
@@ -44,13 +45,13 @@ def check(data: bytes) -> None:
         assert isinstance(d.unicode, str)
     for addr in parse_address_list(text):
         assert addr.host is None or isinstance(addr.addr_spec, str)
-    view = headers.HeaderView.of(data)
+    view = HeaderView.of(data)
     assert view.body_offset <= len(data) + 2
     values: list[str] = []
     for name in ("from", "to", "cc", "subject", "received", "message-id"):
         values += view.fields(name)
         view.has(name)
-    headers.addresses(values)
+    addresses(values)
     _check_field(
         headers.received(
             helo=text,

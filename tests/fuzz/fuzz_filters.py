@@ -30,8 +30,8 @@ from postier.config.schema import DnsblSettings, Settings
 from postier.dns.fake import FakeResolver
 from postier.filters.build import Filters
 from postier.filters.pipeline import Phase
-from postier.smtp import headers as hdr
-from postier.smtp.address import Address, AddressError
+from postier.mail.address import Address, AddressError
+from postier.mail.headers import HeaderView
 from postier.store.sqlite import SqliteStore
 from tests.fuzz.fuzz_dkim import KEY_RECORD
 
@@ -124,7 +124,7 @@ async def _run(world: _World, data: bytes) -> bytes:
     await f.run(Phase.RCPT, ctx)
     ctx.recipients.append(ctx.recipient)
     ctx.message = data
-    ctx.header = hdr.HeaderView.of(data)
+    ctx.header = HeaderView.of(data)
     outcome = await f.end_of_data(ctx)
     if outcome.reply is not None:
         assert 400 <= outcome.reply.code < 600

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from postier.imap import utf7
 from postier.imap.receiver import RawCommand
+from postier.mail.replies import R554_BARE_LF
 from postier.smtp import events as ev
 from postier.smtp.client import dot_stuff
-from postier.smtp.replies import R554_BARE_LF
 from tests.fuzz.drivers import (
     check_pop3_output,
     check_smtp_output,

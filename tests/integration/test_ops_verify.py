@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from postier.dns.fake import SERVFAIL, FakeResolver
+from postier.mail.address import Address
 from postier.ops.verify import Verdict, verify
-from postier.smtp.address import Address
 from tests.integration.ops_peers import Peer, Script, free_port, start_peers, stop_peers
 from tests.support.dnsserver import DnsTestServer
 from tests.support.server import write_config

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from postier.cli.main import main
-from postier.store.models import NewQueueEntry, QueueId, QueueRecipient, RcptState
+from postier.mail.queueid import QueueId
+from postier.store.models import NewQueueEntry, QueueRecipient, RcptState
 from postier.store.sqlite import SqliteStore
 from tests.support.server import write_config
 

@@ -34,7 +34,7 @@ from postier.imap.commands.search import limit_refusal, run_search
 from postier.imap.matcher import Facts, TooComplex, in_search_thread
 from postier.imap.session import BadSequence
 from postier.imap.sortkeys import base_subject, extract_base_subject
-from postier.smtp.headers import HeaderView
+from postier.mail.headers import HeaderView
 from postier.store.models import BlobId
 
 #: messages whose headers are read per store round trip (REFERENCES)

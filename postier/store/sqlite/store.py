@@ -52,10 +52,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from postier.mail.address import Address, AddressError
+from postier.mail.address import Domain as DomainName
+from postier.mail.queueid import QueueId, new_queue_id
+from postier.mail.summary import MessageSummary
 from postier.mime.summary import summarize
-from postier.smtp.address import Address, AddressError
-from postier.smtp.address import Domain as DomainName
-from postier.store import new_queue_id
 from postier.store.api import FlagMode, MessageSource, Subscription
 from postier.store.blobs import BlobFiles, is_blob_id, is_inline, new_inline_id
 from postier.store.errors import Conflict, Invalid, NotFound, QuotaExceeded, StoreError
@@ -77,11 +78,9 @@ from postier.store.models import (
     Mailbox,
     MailboxId,
     Message,
-    MessageSummary,
     ModSeq,
     NewQueueEntry,
     QueueEntry,
-    QueueId,
     QueueRecipient,
     RcptState,
     Resolution,

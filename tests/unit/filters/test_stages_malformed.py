@@ -30,10 +30,11 @@ from postier.filters.rspamd import RspamdStage
 from postier.filters.spam import Weights
 from postier.filters.spf import SpfStage
 from postier.filters.virus import Scanner, VirusStage
+from postier.mail.headers import HeaderView
 from postier.mailauth import arc, dkimverify, dmarc, results, spf
 from postier.mailauth.dkim import DkimError, generate_keys, sign
 from postier.mime import summarize
-from postier.smtp.headers import HeaderView, addresses
+from postier.mime.address import addresses
 from postier.store.models import UserId
 from tests.unit.mailauth import dkim_keys
 from tests.unit.mailauth.dkim_keys import rsa_key

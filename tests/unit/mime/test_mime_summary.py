@@ -4,11 +4,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from postier.mail.summary import MessageSummary
 from postier.mime import decode_charset, decode_words, parse, preview, summarize
 from postier.mime.encoding import decode_base64, decode_qp, header_text
 from postier.mime.preview import html_to_text
 from postier.mime.summary import parse_date
-from postier.store.models import MessageSummary
 
 
 @pytest.mark.parametrize(

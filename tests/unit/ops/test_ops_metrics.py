@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from postier import metrics
 from postier.cli.migrate import ProgressBar
+from postier.mail.queueid import QueueId
 from postier.queue import dsn
-from postier.store.models import BlobId, QueueEntry, QueueId, QueueRecipient, RcptState
+from postier.store.models import BlobId, QueueEntry, QueueRecipient, RcptState
 from postier.web.metrics import DEFAULT_ALLOW, _allowed
 
 

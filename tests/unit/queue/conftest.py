@@ -14,9 +14,10 @@ import pytest
 from postier.auth.passwords import hash_password
 from postier.config.schema import SmtpOutbound
 from postier.dns.fake import FakeResolver
+from postier.mail.queueid import QueueId
 from postier.queue.runner import Runner
 from postier.queue.schedule import Schedule
-from postier.store.models import NewQueueEntry, QueueId, QueueRecipient
+from postier.store.models import NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
 from tests.support.smtppeer import Peer
 

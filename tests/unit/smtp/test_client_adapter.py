@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from postier.mail.replies import R220_READY
 from postier.smtp import events as sev
 from postier.smtp.client import (
     ConnectionLost,
@@ -21,7 +22,6 @@ from postier.smtp.client import (
 )
 from postier.smtp.clientcore import ServerReply
 from postier.smtp.core import ServerConnection
-from postier.smtp.replies import R220_READY
 from tests.unit.smtp.test_smtp_core import HOST, policy_default
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

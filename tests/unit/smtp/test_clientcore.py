@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postier.mail.replies import R220_READY, Reply
 from postier.smtp import events as sev
 from postier.smtp.clientcore import (
     NEED_DATA,
@@ -38,7 +39,6 @@ from postier.smtp.clientcore import (
     TransactionDone,
 )
 from postier.smtp.core import ServerConnection
-from postier.smtp.replies import R220_READY, Reply
 from tests.unit.smtp.test_smtp_core import HOST, policy_default
 
 GREET = b"220 mx.test ESMTP\r\n"

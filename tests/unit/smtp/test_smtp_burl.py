@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from postier.mail.replies import R220_READY, R250_QUEUED, R554_BURL_AUTH_FAILED, Reply
 from postier.smtp.core import LocalProtocolError, ServerConnection, State
 from postier.smtp.events import (
     DECISIONS,
@@ -19,7 +20,6 @@ from postier.smtp.events import (
     DataStart,
     Event,
 )
-from postier.smtp.replies import R220_READY, R250_QUEUED, R554_BURL_AUTH_FAILED, Reply
 from tests.unit.smtp.test_smtp_core import (
     EHLO,
     ENVELOPE,

@@ -16,7 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postier.smtp.address import Address, Domain
+from postier.mail.address import Address, Domain
+from postier.mail.replies import (
+    R220_READY,
+    R250_QUEUED,
+    R421_TIMEOUT,
+    R535_AUTH_FAILED,
+    R550_NO_SUCH_USER,
+    Reply,
+)
 from postier.smtp.core import LocalProtocolError, ServerConnection, State
 from postier.smtp.events import (
     DECISIONS,
@@ -37,14 +45,6 @@ from postier.smtp.events import (
     RcptTo,
     Reset,
     StartTls,
-)
-from postier.smtp.replies import (
-    R220_READY,
-    R250_QUEUED,
-    R421_TIMEOUT,
-    R535_AUTH_FAILED,
-    R550_NO_SUCH_USER,
-    Reply,
 )
 
 HOST = "mx.example.test"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from postier.smtp.headers import MAX_FIELD_PREFIX, HeaderScanner, HeaderView
+from postier.mail.headers import HeaderView
+from postier.smtp.headers import MAX_FIELD_PREFIX, HeaderScanner
 from postier.smtp.intake import Spool
 
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postier.smtp import sasl
-from postier.smtp.replies import (
+from postier.mail.replies import (
     R220_READY,
     R250_CHUNK_OK,
     R250_QUEUED,
@@ -22,6 +21,7 @@ from postier.smtp.replies import (
     R554_RELAY_DENIED,
     Reply,
 )
+from postier.smtp import sasl
 
 REPLIES = [
     pytest.param(

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from postier.config.schema import Settings, StoreSettings
-from postier.store import new_queue_id, open_store
+from postier.mail.queueid import new_queue_id
+from postier.store import open_store
 from postier.store.errors import Invalid, NotFound, StoreError
 from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient

@@ -1,5 +1,8 @@
 """Mail addresses as types: `Domain`, `Address`; parsing per RFC 5321 §4.1.2.
 
+In `mail` because SMTP, the store, logins, the CLI and the operator tools all
+name addresses and domains with these types.
+
 Rules:
 - `Address.parse` accepts the RFC 5321 ``Mailbox`` form (dot-string or quoted
   local part, domain or address literal) and, with `smtputf8=True`, UTF-8 local

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postier.smtp.address import Address, AddressError, Domain
+from postier.mail.address import Address, AddressError, Domain
 
 VALID = [
     ("user@example.test", "user", "example.test"),

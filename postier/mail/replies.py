@@ -1,5 +1,8 @@
 """SMTP replies: `Reply` (code, enhanced status code, text) and the named replies postier sends.
 
+In `mail` because the SMTP core, intake, every filter stage and the submission
+path answer with them, and none of those may own the others' type.
+
 Rules:
 - Constants carry their number (``R250_OK``), as mox's smtp/codes.go does, so a reply
   is found with grep. Replies that name an address or a value are functions with the
