@@ -1,5 +1,7 @@
-"""`postier.imap.core`: whole IMAP sessions driven on bytes, with no socket, against
-a real SQLite store in a temp folder (the same store the server uses)."""
+"""`postier.imap.core`: whole IMAP sessions driven on bytes, with no socket. Each test
+runs twice: against the in-memory store of `memstore.py` (what the core needs of a
+store, and nothing else) and against a real SQLite store in a temp folder (the
+store the server uses)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,7 @@ from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, Event, ImapSe
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
 from postier.store.sqlite import SqliteStore
+from tests.unit.imap.memstore import MemoryStore
 
 MESSAGE = (
     b"From: Bob <bob@example.test>\r\n"
@@ -39,11 +43,15 @@ def settings(tmp_path: Path, **imap: object) -> Settings:
     )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path)
-    await s.open()
-    await s.add_domain("example.test")
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    s: Any
+    if request.param == "memory":
+        s = MemoryStore()
+    else:
+        s = SqliteStore(tmp_path / "db")
+        await s.open()
+        await s.add_domain("example.test")
     await s.add_user("alice@example.test", hash_password("secret"))
     yield s
     await s.close()
@@ -74,7 +82,7 @@ class Client:
         return await self.run()
 
 
-def session(store: SqliteStore, cfg: Settings, *, tls: bool = True, **kw: object) -> Client:
+def session(store: Any, cfg: Settings, *, tls: bool = True, **kw: object) -> Client:
     async def no_delay(seconds: float) -> None:
         pass  # the limiter's delays are tested in tests/unit/auth
 
@@ -92,7 +100,7 @@ def session(store: SqliteStore, cfg: Settings, *, tls: bool = True, **kw: object
     return Client(core)
 
 
-async def logged_in(store: SqliteStore, cfg: Settings, **kw: object) -> Client:
+async def logged_in(store: Any, cfg: Settings, **kw: object) -> Client:
     c = session(store, cfg, **kw)
     assert (await c.run()).startswith(b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 ")
     assert (await c.say(b"a LOGIN alice@example.test secret\r\n")).startswith(
@@ -101,7 +109,7 @@ async def logged_in(store: SqliteStore, cfg: Settings, **kw: object) -> Client:
     return c
 
 
-async def test_login_select_fetch_search_logout(store: SqliteStore, tmp_path: Path) -> None:
+async def test_login_select_fetch_search_logout(store: Any, tmp_path: Path) -> None:
     cfg = settings(tmp_path)
     c = session(store, cfg)
     greeting = await c.run()
@@ -148,7 +156,7 @@ async def test_login_select_fetch_search_logout(store: SqliteStore, tmp_path: Pa
     assert await c.core.next_event() is CLOSE
 
 
-async def test_append_with_literals(store: SqliteStore, tmp_path: Path) -> None:
+async def test_append_with_literals(store: Any, tmp_path: Path) -> None:
     # the second literal is above the spool threshold: it streams into a spool file
     spools: list[LiteralFile] = []
 
@@ -189,7 +197,7 @@ async def test_append_with_literals(store: SqliteStore, tmp_path: Path) -> None:
     )
 
 
-async def test_literal_refused_before_login(store: SqliteStore, tmp_path: Path) -> None:
+async def test_literal_refused_before_login(store: Any, tmp_path: Path) -> None:
     c = session(store, settings(tmp_path, max_unauth_literal=10))
     await c.run()
     out = await c.say(b"a LOGIN {11}\r\n")
@@ -197,7 +205,7 @@ async def test_literal_refused_before_login(store: SqliteStore, tmp_path: Path) 
     assert await c.say(b"b NOOP\r\n") == b"b OK NOOP completed\r\n"
 
 
-async def test_idle_announces_changes_until_done(store: SqliteStore, tmp_path: Path) -> None:
+async def test_idle_announces_changes_until_done(store: Any, tmp_path: Path) -> None:
     cfg = settings(tmp_path)
     c = await logged_in(store, cfg)
     await c.say(b"a SELECT INBOX\r\n")
@@ -222,7 +230,7 @@ async def test_idle_announces_changes_until_done(store: SqliteStore, tmp_path: P
     assert await c.say(b"e NOOP\r\n") == b"d BAD Expected DONE\r\n"
 
 
-async def test_authenticate_challenge_and_starttls(store: SqliteStore, tmp_path: Path) -> None:
+async def test_authenticate_challenge_and_starttls(store: Any, tmp_path: Path) -> None:
     cfg = settings(tmp_path)
     c = session(store, cfg, tls=False)
     assert b"STARTTLS LOGINDISABLED" in await c.run()
@@ -246,7 +254,7 @@ async def test_authenticate_challenge_and_starttls(store: SqliteStore, tmp_path:
     assert c.core.state is State.AUTHENTICATED
 
 
-async def test_starttls_failure_ends_the_session(store: SqliteStore, tmp_path: Path) -> None:
+async def test_starttls_failure_ends_the_session(store: Any, tmp_path: Path) -> None:
     c = session(store, settings(tmp_path), tls=False)
     await c.run()
     await c.say(b"a STARTTLS\r\n")
@@ -255,7 +263,7 @@ async def test_starttls_failure_ends_the_session(store: SqliteStore, tmp_path: P
     assert c.events[-1] is CLOSE
 
 
-async def test_error_paths(store: SqliteStore, tmp_path: Path) -> None:
+async def test_error_paths(store: Any, tmp_path: Path) -> None:
     c = session(store, settings(tmp_path, max_bad_commands=3))
     await c.run()
     assert await c.say(b"a FETCH 1 FLAGS\r\n") == b"a BAD Log in first\r\n"
@@ -272,7 +280,7 @@ async def test_error_paths(store: SqliteStore, tmp_path: Path) -> None:
     assert c.events[-1] is CLOSE
 
 
-async def test_timeout_goodbye_and_eof(store: SqliteStore, tmp_path: Path) -> None:
+async def test_timeout_goodbye_and_eof(store: Any, tmp_path: Path) -> None:
     c = await logged_in(store, settings(tmp_path))
     await c.say(b"a IDLE\r\n")
     c.core.goodbye("Autologout: idle for too long")
@@ -284,3 +292,25 @@ async def test_timeout_goodbye_and_eof(store: SqliteStore, tmp_path: Path) -> No
     c = await logged_in(store, settings(tmp_path))
     assert await c.say(b"") == b""  # EOF: no BYE, the client left
     assert c.events[-1] is CLOSE
+
+
+async def test_notify_between_commands(store: Any, tmp_path: Path) -> None:
+    c = await logged_in(store, settings(tmp_path))
+    assert not c.core.wants_changes
+    out = await c.say(b"a NOTIFY SET (PERSONAL (MessageNew MessageExpunge))\r\n")
+    assert out == b"a OK NOTIFY completed\r\n"
+    assert c.core.wants_changes
+    assert await c.say(b"b NO") == b""
+    assert not c.core.wants_changes  # RFC 5465: never in the middle of a command
+    assert await c.say(b"OP\r\n") == b"b OK NOOP completed\r\n"
+    assert c.core.wants_changes
+
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    assert mbox is not None and c.core.feed is not None
+    await store.append(mbox.id, MESSAGE)
+    c.core.note(await asyncio.wait_for(c.core.feed.get(), 5))
+    await c.core.announce()
+    assert await c.run() == b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n"
+    c.core.feed_lost()  # an overflow: everything is compared again, nothing new
+    await c.core.announce()
+    assert await c.run() == b""
