@@ -29,11 +29,12 @@ event          the adapter's part
 `CLOSE`        the session is over: flush, then close the connection.
 =============  ====================================================================
 
-What the adapter passes in: the store, the auth service and settings; the
-process-wide `RecentClaims` and `LiteralBudget`; `spool`, which makes the file a large
-APPEND literal streams into (the adapter's default: the data directory's spool
-folder); and `flush`, awaited during a large response so the adapter writes what
-is queued and waits for the client to read it (backpressure).
+What the adapter passes in: the store, the auth service and settings; `spool`,
+which opens the file a large APPEND literal streams into as it arrives (the
+adapter's: a `LiteralFile` in the data directory's spool folder; the core only
+writes, hands over and discards it); the process-wide `RecentClaims` and
+`LiteralBudget`; and `flush`, awaited during a large response so the adapter
+writes what is queued and waits for the client to read it (backpressure).
 
 Rules:
 - Commands run one at a time in arrival order; pipelined commands are taken from the
@@ -134,9 +135,9 @@ class ImapSession:
         tls: bool,
         peer_ip: str,
         plaintext_ok: bool,
+        spool: Callable[[], LiteralFile],
         recent: RecentClaims | None = None,
         budget: LiteralBudget | None = None,
-        spool: Callable[[], LiteralFile] | None = None,
         flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
@@ -155,8 +156,7 @@ class ImapSession:
         self._budget = (
             budget if budget is not None else LiteralBudget(settings.imap.user_literal_budget)
         )
-        spool_dir = settings.server.data_dir / "spool"
-        self._spool = spool if spool is not None else (lambda: LiteralFile(spool_dir))
+        self._spool = spool
         # the command being received: its spooled literals and its budget charge
         self._spooled: list[LiteralFile] = []
         self._charged = 0

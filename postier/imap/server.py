@@ -36,7 +36,7 @@ from postier import metrics
 from postier.deadline import Deadline
 from postier.imap import responses as r
 from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, ImapSession
-from postier.imap.literals import LiteralBudget
+from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import RecentClaims, State
 from postier.store.feed import SubscriptionClosed
 from postier.store.models import Change
@@ -83,6 +83,7 @@ class ImapConnection:
         self.app = app
         self.conn = conn
         self.settings = app.settings
+        spool_dir = app.settings.server.data_dir / "spool"
         self.core = ImapSession(
             app.store,
             app.settings,
@@ -91,6 +92,7 @@ class ImapConnection:
             tls=conn.tls,
             peer_ip=conn.peer_ip,
             plaintext_ok=conn.is_loopback or app.settings.tls.allow_plaintext_auth,
+            spool=lambda: LiteralFile(spool_dir),
             recent=recent,
             budget=budget,
             flush=self._flush,

@@ -82,7 +82,7 @@ class Client:
         return await self.run()
 
 
-def session(store: Any, cfg: Settings, *, tls: bool = True, **kw: object) -> Client:
+def session(store: Any, cfg: Settings, *, tls: bool = True, **kw: Any) -> Client:
     async def no_delay(seconds: float) -> None:
         pass  # the limiter's delays are tested in tests/unit/auth
 
@@ -95,7 +95,7 @@ def session(store: Any, cfg: Settings, *, tls: bool = True, **kw: object) -> Cli
         tls=tls,
         peer_ip="192.0.2.1",
         plaintext_ok=False,
-        **kw,  # type: ignore[arg-type]
+        **{"spool": lambda: LiteralFile(cfg.server.data_dir / "spool"), **kw},
     )
     return Client(core)
 
