@@ -39,6 +39,7 @@ from postier.filters.spam import SpamPolicy, Weights
 from postier.filters.spf import SpfStage
 from postier.filters.virus import Scanner, VirusStage
 from postier.mail.replies import Reply
+from postier.mail.role import IntakeRole
 from postier.mailauth import results
 
 if TYPE_CHECKING:
@@ -165,10 +166,10 @@ class Filters:
         async def is_local(domain: str) -> bool:
             return await store.get_domain(domain) is not None if domain else False
 
-        self.pipelines: dict[str, Pipeline] = {}
+        self.pipelines: dict[IntakeRole, Pipeline] = {}
         for role, names in (
-            ("mx", settings.filters.mx),
-            ("submission", settings.filters.submission),
+            (IntakeRole.MX, settings.filters.mx),
+            (IntakeRole.SUBMISSION, settings.filters.submission),
         ):
             unknown = [n for n in names if n not in FILTER_STAGES]
             if unknown:
@@ -185,7 +186,7 @@ class Filters:
                     stages.append(stage)
             self.pipelines[role] = Pipeline(stages, store=store, weights=self.weights)
 
-    def context(self, sid: str, role: str, peer_ip: str) -> Context:
+    def context(self, sid: str, role: IntakeRole, peer_ip: str) -> Context:
         return Context(
             sid=sid,
             role=role,
@@ -202,7 +203,7 @@ class Filters:
         refusal = await pipeline.run(Phase.DATA, ctx)
         if refusal is not None:
             return DataOutcome(reply=refusal)
-        if ctx.role != "mx":
+        if ctx.role is not IntakeRole.MX:
             return DataOutcome()
         decision = self.spam.decide(ctx.all_verdicts())
         if decision.reply is not None:

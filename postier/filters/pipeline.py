@@ -47,6 +47,7 @@ from postier import metrics
 from postier.dns.resolver import TempFail
 from postier.filters.text import message_texts
 from postier.mail.replies import Reply
+from postier.mail.role import IntakeRole
 from postier.mime.encoding import valid_text
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout
 
@@ -148,7 +149,7 @@ class Context:
     """What the stages know of one connection and its current transaction."""
 
     sid: str
-    role: str  # "mx" or "submission"
+    role: IntakeRole
     peer_ip: str
     hostname: str  # ours: the authserv-id, the forged-HELO check
     helo: str = ""

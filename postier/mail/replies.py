@@ -4,6 +4,9 @@ In `mail` because the SMTP core, intake, every filter stage and the submission
 path answer with them, and none of those may own the others' type.
 
 Rules:
+- One definition per reply: the SMTP core, intake and the adapter all take theirs
+  from here (a filter stage's own refusal lives with its stage), so the text a test
+  checks is the text production sends.
 - Constants carry their number (``R250_OK``), as mox's smtp/codes.go does, so a reply
   is found with grep. Replies that name an address or a value are functions with the
   same naming (``R550_NO_SUCH_USER(address)``).
@@ -102,7 +105,6 @@ def R334_CHALLENGE(challenge: str) -> Reply:
 
 # --- 4xx -----------------------------------------------------------------------------
 R421_TOO_MANY_ERRORS = _r(421, "4.7.0", "Too many errors, closing connection")
-R421_TIMEOUT = _r(421, "4.4.2", "Timeout exceeded, closing connection")
 
 
 def R421_TIMEOUT_EXCEEDED(hostname: str) -> Reply:
@@ -111,10 +113,16 @@ def R421_TIMEOUT_EXCEEDED(hostname: str) -> Reply:
     return _r(421, "4.4.2", f"{hostname} Error: timeout exceeded")
 
 
-R421_SHUTTING_DOWN = _r(421, "4.3.2", "Service shutting down, closing connection")
-R451_LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing")
+R421_SHUTTING_DOWN = _r(421, "4.3.2", "Service shutting down, try again later")
+R451_LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing, try again later")
 R452_TOO_MANY_RECIPIENTS = _r(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
 R454_TLS_NOT_AVAILABLE = _r(454, "4.7.0", "TLS not available due to temporary reason")
+R454_AUTH_LOCKED = _r(454, "4.7.0", "Too many failed logins, try again later")
+
+
+def R452_MAILBOX_FULL(address: str) -> Reply:
+    """A recipient over quota: temporary, so the sender retries after mail is deleted."""
+    return _r(452, "4.2.2", f"<{address}>: Mailbox full, try again later")
 
 
 # --- 5xx: syntax and sequence (the core's own) ------------------------------------------
@@ -166,7 +174,9 @@ R538_ENCRYPTION_REQUIRED = _r(  # RFC 4954 §6
 R552_MESSAGE_TOO_BIG = _r(  # RFC 1870 §6.1, RFC 3463 X.3.4
     552, "5.3.4", "Message size exceeds fixed maximum message size"
 )
-R553_NOT_OWNER = _r(553, "5.7.1", "Sender address not owned by user")
+R553_NULL_SENDER = _r(553, "5.7.1", "Null sender not allowed on submission")
+R553_FROM_NOT_OWNER = _r(553, "5.7.1", "From: header address not owned by user")
+R550_NO_FROM = _r(550, "5.6.0", "Message has no From: header")  # RFC 5322 §3.6: From: is required
 R553_NON_ASCII_ADDRESS = _r(  # RFC 6531 §3.5
     553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter"
 )
@@ -194,3 +204,8 @@ def R550_NO_SUCH_USER(address: str) -> Reply:
 
 def R554_RELAY_DENIED(address: str) -> Reply:
     return _r(554, "5.7.1", f"<{address}>: Relay access denied")
+
+
+def R553_NOT_OWNER(address: str) -> Reply:
+    """MAIL FROM on submission names an address the user does not own."""
+    return _r(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by user")

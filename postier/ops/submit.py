@@ -48,6 +48,7 @@ from postier.mail.address import Address, AddressError
 from postier.mail.headers import HeaderView
 from postier.mail.queueid import QueueId
 from postier.mail.replies import Reply
+from postier.mail.role import IntakeRole
 from postier.mime.address import addresses
 from postier.ops.maildir import to_crlf
 from postier.queue import dsn
@@ -180,7 +181,7 @@ async def submit(
     intake = Intake(app)
     session = SessionInfo(
         sid=f"local-{secrets.token_hex(4)}",
-        role="submission",
+        role=IntakeRole.SUBMISSION,
         peer_ip="127.0.0.1",
         peer_name="localhost",
         helo="localhost",

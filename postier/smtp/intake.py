@@ -58,7 +58,23 @@ from postier.filters.pipeline import Context, DataOutcome, Phase
 from postier.mail.address import Address, AddressError
 from postier.mail.headers import HeaderView
 from postier.mail.queueid import QueueId, new_queue_id
-from postier.mail.replies import R554_TOO_MANY_HOPS, Reply
+from postier.mail.replies import (
+    R250_QUEUED,
+    R250_RECIPIENT_OK,
+    R250_SENDER_OK,
+    R451_LOCAL_ERROR,
+    R452_MAILBOX_FULL,
+    R530_AUTH_REQUIRED,
+    R550_NO_FROM,
+    R550_NO_SUCH_USER,
+    R553_FROM_NOT_OWNER,
+    R553_NOT_OWNER,
+    R553_NULL_SENDER,
+    R554_RELAY_DENIED,
+    R554_TOO_MANY_HOPS,
+    Reply,
+)
+from postier.mail.role import IntakeRole
 from postier.mailauth.results import drop_fields, forged_fields
 from postier.mime.address import addresses
 from postier.smtp import headers as hdr
@@ -78,35 +94,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("postier.smtp")
 
 
-def R550_NO_SUCH_USER(address: str) -> Reply:
-    return Reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
-
-
-def R554_RELAY_DENIED(address: str) -> Reply:
-    return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
-
-
-def R553_NOT_OWNER(address: str) -> Reply:
-    return Reply(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by user")
-
-
-def R452_MAILBOX_FULL(address: str) -> Reply:
-    return Reply(452, "4.2.2", f"<{address}>: Mailbox full, try again later")
-
-
 #: RFC 5321 §4.5.1 (postmaster) and RFC 2142 §4 (abuse): accepted for every local domain
 ROLE_LOCALPARTS = frozenset({"postmaster", "abuse"})
-R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
-R553_NULL_SENDER = Reply(553, "5.7.1", "Null sender not allowed on submission")
-R550_NO_FROM = Reply(550, "5.6.0", "Message has no From: header")
-R553_FROM_NOT_OWNER = Reply(553, "5.7.1", "From: header address not owned by user")
-R451_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
-R250_SENDER_OK = Reply(250, "2.1.0", "Ok")
-R250_RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
-
-
-def R250_QUEUED(qid: str) -> Reply:
-    return Reply(250, "2.0.0", f"Ok: queued as {qid}")
 
 
 @dataclass
@@ -114,7 +103,7 @@ class SessionInfo:
     """What intake knows of one connection."""
 
     sid: str
-    role: str  # "mx" or "submission"
+    role: IntakeRole
     peer_ip: str
     peer_name: str | None = None  # forward-confirmed reverse DNS, when known
     helo: str = ""
@@ -365,7 +354,7 @@ class Intake:
 
     # --- MAIL ----------------------------------------------------------------
     async def check_sender(self, s: SessionInfo, sender: Address | None) -> Reply:
-        if s.role == "submission":
+        if s.role is IntakeRole.SUBMISSION:
             if s.user is None:
                 return R530_AUTH_REQUIRED
             if sender is None:
@@ -397,7 +386,7 @@ class Intake:
             if primary is not None:
                 domain, key = primary, f"postmaster@{primary.name}"
         if domain is None:
-            if s.role == "submission" and s.user is not None:
+            if s.role is IntakeRole.SUBMISSION and s.user is not None:
                 refusal = await self._filter_rcpt(ctx, rcpt)
                 if refusal is not None:
                     return refusal
@@ -484,14 +473,14 @@ class Intake:
 
         def complete(view: HeaderView) -> bytes:
             # RFC 6409 §8: the submission server may add Date: and Message-ID:
-            return hdr.completion(view, self.hostname) if s.role == "submission" else b""
+            return hdr.completion(view, self.hostname) if s.role is IntakeRole.SUBMISSION else b""
 
         return Spool(
             hdr.return_path(sender) + received, self.threshold, self.spool_dir, on_header=complete
         )
 
     async def check_from_owner(self, s: SessionInfo, spool: Spool) -> Reply | None:
-        if s.role != "submission" or s.user is None:
+        if s.role is not IntakeRole.SUBMISSION or s.user is None:
             return None
         view = spool.header or HeaderView(b"", 0)
         addrs = addresses(view.fields("From"))
@@ -544,7 +533,7 @@ class Intake:
             for line in pending:
                 await self.filters.pipelines[s.role].trace(ctx, line)
             return outcome.reply
-        drop = forged_fields(self.hostname) if s.role == "mx" else None
+        drop = forged_fields(self.hostname) if s.role is IntakeRole.MX else None
         if spool.spilled:
             data = await asyncio.to_thread(spool.finish, outcome.headers, drop)
         else:

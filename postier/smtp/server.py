@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING
 from postier import metrics
 from postier.auth.service import AuthOutcome
 from postier.deadline import Deadline
-from postier.mail.replies import R220_READY, R421_TIMEOUT_EXCEEDED, Reply
+from postier.mail.replies import (
+    R220_READY,
+    R421_SHUTTING_DOWN,
+    R421_TIMEOUT_EXCEEDED,
+    R454_AUTH_LOCKED,
+    R503_AUTH_NOT_ENABLED,
+    R535_AUTH_FAILED,
+)
+from postier.mail.role import IntakeRole
 from postier.smtp import burl
 from postier.smtp.core import ServerConnection
 from postier.smtp.events import (
@@ -57,16 +65,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postier.smtp")
 
-R421_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
-R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
-R454_AUTH_LOCKED = Reply(454, "4.7.0", "Too many failed logins, try again later")
-R503_NO_AUTH_HERE = Reply(503, "5.5.1", "Error: authentication not enabled")
 READ_SIZE = 256 * 1024
 
 
 def make_handler(app: App, name: str) -> Handler:
     intake = Intake(app)
-    role = "mx" if name == "mx" else "submission"
+    role = IntakeRole.MX if name == "mx" else IntakeRole.SUBMISSION
 
     async def handle(conn: Connection) -> None:
         await SmtpSession(app, intake, conn, role).run()
@@ -75,7 +79,7 @@ def make_handler(app: App, name: str) -> Handler:
 
 
 class SmtpSession:
-    def __init__(self, app: App, intake: Intake, conn: Connection, role: str) -> None:
+    def __init__(self, app: App, intake: Intake, conn: Connection, role: IntakeRole) -> None:
         self.app = app
         self.intake = intake
         self.conn = conn
@@ -92,9 +96,9 @@ class SmtpSession:
             bare_lf="normalize" if lim.bare_lf == "normalize" else "reject",
             tls=conn.tls,
             tls_available=not conn.tls,
-            auth_mechanisms=("PLAIN", "LOGIN") if role == "submission" else (),
+            auth_mechanisms=("PLAIN", "LOGIN") if role is IntakeRole.SUBMISSION else (),
             auth_requires_tls=not plain_ok,
-            burl=role == "submission",  # RFC 4468 §3.1: never on the MX port
+            burl=role is IntakeRole.SUBMISSION,  # RFC 4468 §3.1: never on the MX port
         )
         self.info = SessionInfo(sid=conn.sid, role=role, peer_ip=conn.peer_ip, tls=conn.tls_info())
         self.env: Envelope | None = None
@@ -116,7 +120,7 @@ class SmtpSession:
         )
         metrics.CONNECTIONS.labels(conn.listener).inc()
         if self.app.stopping.is_set():
-            core.greet(R421_SHUTDOWN)
+            core.greet(R421_SHUTTING_DOWN)
         else:
             await self.intake.on_connect(self.info)  # a refusal is answered at MAIL
             core.greet(R220_READY(self.app.settings.server.hostname))
@@ -124,7 +128,7 @@ class SmtpSession:
             await self._loop()
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                conn.writer.write(R421_SHUTDOWN.to_bytes())
+                conn.writer.write(R421_SHUTTING_DOWN.to_bytes())
             raise
         finally:
             if self.spool is not None:
@@ -273,8 +277,8 @@ class SmtpSession:
         self._reset()
 
     async def _authenticate(self, ev: Authenticate) -> None:
-        if self.info.role != "submission":
-            self.core.reject(R503_NO_AUTH_HERE)
+        if self.info.role is not IntakeRole.SUBMISSION:
+            self.core.reject(R503_AUTH_NOT_ENABLED)
             return
         if ev.authzid and ev.authzid.lower() != ev.username.lower():
             # no proxy authorisation: acting as someone else is not offered

@@ -32,6 +32,7 @@ from postier.filters.build import Filters
 from postier.filters.pipeline import Phase
 from postier.mail.address import Address, AddressError
 from postier.mail.headers import HeaderView
+from postier.mail.role import IntakeRole
 from postier.store.sqlite import SqliteStore
 from tests.fuzz.fuzz_dkim import KEY_RECORD
 
@@ -113,7 +114,7 @@ def _sender(data: bytes) -> str:
 
 async def _run(world: _World, data: bytes) -> bytes:
     f = world.filters
-    ctx = f.context("S1", "mx", _IP)
+    ctx = f.context("S1", IntakeRole.MX, _IP)
     await f.run(Phase.CONNECT, ctx)
     ctx.helo = "mail.example.test"
     await f.run(Phase.HELO, ctx)

@@ -15,6 +15,7 @@ from postier import metrics
 from postier.dns.resolver import TempFail
 from postier.filters.pipeline import Action, Context, Phase, Pipeline, Verdict
 from postier.filters.spam import Weights
+from postier.mail.role import IntakeRole
 from postier.offload import Budget, ScanTimeout, offload
 
 
@@ -38,7 +39,7 @@ class Scoring:
 
 
 def ctx() -> Context:
-    c = Context(sid="s1", role="mx", peer_ip="192.0.2.1", hostname="mx.test")
+    c = Context(sid="s1", role=IntakeRole.MX, peer_ip="192.0.2.1", hostname="mx.test")
     c.begin("QID1", "a@b.test")
     return c
 

@@ -11,6 +11,7 @@ import pytest
 
 from postier.filters.pipeline import Action, Context, Phase
 from postier.filters.rspamd import RspamdStage
+from postier.mail.role import IntakeRole
 
 
 class FakeRspamd:
@@ -56,7 +57,7 @@ async def rspamd() -> AsyncIterator[FakeRspamd]:
 def _ctx() -> Context:
     ctx = Context(
         sid="s1",
-        role="mx",
+        role=IntakeRole.MX,
         peer_ip="192.0.2.9",
         hostname="mx.example.test",
         helo="client.example.org",

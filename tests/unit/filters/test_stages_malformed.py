@@ -31,6 +31,7 @@ from postier.filters.spam import Weights
 from postier.filters.spf import SpfStage
 from postier.filters.virus import Scanner, VirusStage
 from postier.mail.headers import HeaderView
+from postier.mail.role import IntakeRole
 from postier.mailauth import arc, dkimverify, dmarc, results, spf
 from postier.mailauth.dkim import DkimError, generate_keys, sign
 from postier.mime import summarize
@@ -268,7 +269,7 @@ async def pipeline(store, daemons) -> Pipeline:
 
 
 def context(message: bytes, user: UserId) -> Context:
-    ctx = Context(sid="s1", role="mx", peer_ip="192.0.2.7", hostname="mx.example.test")
+    ctx = Context(sid="s1", role=IntakeRole.MX, peer_ip="192.0.2.7", hostname="mx.example.test")
     ctx.helo = "client.bank.test"
     ctx.begin("QID1", "alice@bank.test")
     ctx.recipients = ["bob@example.test"]

@@ -10,6 +10,7 @@ import pytest
 
 from postier.filters.pipeline import Action, Context, Phase
 from postier.filters.virus import EICAR, Scanner, VirusStage, name_signature
+from postier.mail.role import IntakeRole
 
 
 def mime(filename: str, data: bytes, ctype: str = "application/octet-stream") -> bytes:
@@ -106,7 +107,7 @@ def test_name_signature(name, found):
 
 
 async def test_stage_rejects_with_signature_name():
-    ctx = Context("s1", "mx", "192.0.2.1", "mx.test", message=mime("e.txt", EICAR))
+    ctx = Context("s1", IntakeRole.MX, "192.0.2.1", "mx.test", message=mime("e.txt", EICAR))
     [v] = await VirusStage(Scanner()).check(Phase.DATA, ctx)
     assert v.action is Action.REJECT
     assert v.reply is not None

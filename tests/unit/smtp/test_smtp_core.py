@@ -20,7 +20,8 @@ from postier.mail.address import Address, Domain
 from postier.mail.replies import (
     R220_READY,
     R250_QUEUED,
-    R421_TIMEOUT,
+    R421_SHUTTING_DOWN,
+    R421_TIMEOUT_EXCEEDED,
     R535_AUTH_FAILED,
     R550_NO_SUCH_USER,
     Reply,
@@ -612,8 +613,8 @@ def test_abort_sends_reply_and_closes() -> None:
     conn.greet(R220_READY(HOST))
     conn.data_to_send()
     conn.receive_data(b"MAIL FROM:<a@b.test>\r\n")
-    conn.abort(R421_TIMEOUT)
-    assert conn.data_to_send() == r("421 4.4.2 Timeout exceeded, closing connection")
+    conn.abort(R421_TIMEOUT_EXCEEDED(HOST))
+    assert conn.data_to_send() == r(f"421 4.4.2 {HOST} Error: timeout exceeded")
     assert conn.next_event() == ConnectionClosed()
 
 
@@ -657,7 +658,7 @@ def test_no_service_greeting_allows_only_quit() -> None:
 
 def test_greeting_421_closes() -> None:
     conn = ServerConnection(hostname=HOST)
-    conn.greet(R421_TIMEOUT)
+    conn.greet(R421_SHUTTING_DOWN)
     assert conn.is_closed
     with pytest.raises(LocalProtocolError):
         conn.greet(R220_READY(HOST))

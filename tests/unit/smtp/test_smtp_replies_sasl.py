@@ -35,7 +35,11 @@ REPLIES = [
         R421_TOO_MANY_ERRORS, b"421 4.7.0 Too many errors, closing connection\r\n", id="421"
     ),
     pytest.param(R535_AUTH_FAILED, b"535 5.7.8 Authentication credentials invalid\r\n", id="535"),
-    pytest.param(R553_NOT_OWNER, b"553 5.7.1 Sender address not owned by user\r\n", id="553"),
+    pytest.param(
+        R553_NOT_OWNER("bob@example.test"),
+        b"553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user\r\n",
+        id="553",
+    ),
     pytest.param(
         R550_NO_SUCH_USER("bob@example.test"),
         b"550 5.1.1 <bob@example.test>: Recipient address rejected: User unknown\r\n",
