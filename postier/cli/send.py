@@ -89,9 +89,11 @@ def register(sub: Subparsers) -> None:
 
 def _inject(settings: Settings, data: bytes, o: SendmailOptions) -> Submitted:
     async def go() -> Submitted:
+        from postier.server.root import build_local_intake
+
         async with opened_store(settings) as store:
             return await submit(
-                store,
+                build_local_intake(settings, store),
                 settings,
                 data,
                 sender=o.sender,

@@ -57,18 +57,9 @@ BYE_LOGIN = "Disconnected for inactivity."
 BYE_COMMAND = "Autologout; command too slow"
 
 
-def literal_budget(app: App) -> LiteralBudget:
-    """The process's one APPEND budget, shared by the imap and imaps listeners."""
-    budget = app.services.get("imap.literal_budget")
-    if not isinstance(budget, LiteralBudget):
-        budget = LiteralBudget(app.settings.imap.user_literal_budget)
-        app.services["imap.literal_budget"] = budget
-    return budget
-
-
 def make_handler(app: App, name: str) -> Handler:
     recent = RecentClaims()
-    budget = literal_budget(app)
+    budget = app.literal_budget  # one per process, shared by imap and imaps
 
     async def handle(conn: Connection) -> None:
         await ImapConnection(app, conn, recent, budget).run()

@@ -38,11 +38,9 @@ from __future__ import annotations
 import email.utils
 import re
 import secrets
-import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from postier.auth.service import AuthService
 from postier.config.schema import Settings
 from postier.mail.address import Address, AddressError
 from postier.mail.headers import HeaderView
@@ -52,7 +50,6 @@ from postier.mail.role import IntakeRole
 from postier.mime.address import addresses
 from postier.ops.maildir import to_crlf
 from postier.queue import dsn
-from postier.server.app import App
 from postier.smtp.events import MailParams, RcptParams
 from postier.smtp.intake import Envelope, Intake, SessionInfo
 from postier.store.api import Store
@@ -132,7 +129,7 @@ async def sender_account(store: Store, sender: Address) -> User:
 
 
 async def submit(
-    store: Store,
+    intake: Intake,
     settings: Settings,
     data: bytes,
     *,
@@ -171,14 +168,8 @@ async def submit(
         shown = email.utils.formataddr((full_name, str(from_addr))) if full_name else str(from_addr)
         data = f"From: {shown}\r\n".encode() + data
 
+    store = intake.store
     user = await sender_account(store, from_addr)
-    app = App(
-        settings=settings,
-        store=store,
-        auth=AuthService(store, settings.auth),
-        tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER),
-    )
-    intake = Intake(app)
     session = SessionInfo(
         sid=f"local-{secrets.token_hex(4)}",
         role=IntakeRole.SUBMISSION,

@@ -1,10 +1,10 @@
-"""Wiring: start the queue runner inside a running server (`start(app)`).
+"""Wiring: the queue runner of a server process, built by the composition root
+(`build`) and run by the server once every listener is bound (`start`).
 
 Rules:
-- Registers ``app.services["queue_wake"]`` (intake calls it after queuing a
-  message), ``app.services["queue_runner"]`` and, unless another package did,
-  ``app.services["resolver"]`` (the configured DNS resolver).
-- The runner stops before the store closes (`app.on_stop`): no new claims,
+- Intake is handed the runner's `wake` (called after it queued a message) by
+  the composition root; the runner's resolver is the process's one resolver.
+- The runner stops before the store closes (`on_stop`): no new claims,
   in-flight deliveries get ``server.drain_timeout``, then are cancelled; their
   next try time was committed before they began.
 - One runner per server process; the store's claims (`queue_due`) keep two
@@ -13,45 +13,48 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
-from postier.dns.resolver import Resolver, make_resolver
+from postier.config.schema import Settings
+from postier.dns.resolver import Resolver
 from postier.queue.runner import DkimSigner, Runner
 from postier.queue.schedule import Schedule
-
-if TYPE_CHECKING:
-    from postier.server.app import App
-
+from postier.store.api import Store
 
 log = logging.getLogger("postier.queue")
 
 
-def start(app: App) -> Runner:
-    settings = app.settings
-    resolver: Resolver = app.services.get("resolver") or make_resolver(settings.dns)
-    app.services.setdefault("resolver", resolver)
-    runner = Runner(
-        store=app.store,
+def build(settings: Settings, store: Store, resolver: Resolver) -> Runner:
+    return Runner(
+        store=store,
         resolver=resolver,
         hostname=settings.server.hostname,
         outbound=settings.smtp.outbound,
         schedule=Schedule.of(settings.queue),
-        signer=DkimSigner(app.store, settings.server.data_dir),
+        signer=DkimSigner(store, settings.server.data_dir),
     )
-    app.services["queue_wake"] = runner.wake
-    app.services["queue_runner"] = runner
 
+
+def start(
+    runner: Runner,
+    store: Store,
+    *,
+    spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
+    on_stop: Callable[[Callable[[], Awaitable[None]]], None],
+    drain_timeout: float,
+) -> None:
     async def run() -> None:
-        released = await app.store.queue_release_claims()
+        released = await store.queue_release_claims()
         if released:
             log.info("queue: released %d claim(s) left by a runner that died", released)
         await runner.run()
 
-    app.spawn(run(), "queue-runner")
+    spawn(run(), "queue-runner")
 
     async def stop() -> None:
-        await runner.stop(settings.server.drain_timeout)
+        await runner.stop(drain_timeout)
 
-    app.on_stop.append(stop)
-    return runner
+    on_stop(stop)

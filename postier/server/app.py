@@ -1,6 +1,9 @@
-"""Composition root: turns `Settings` into a running server, and stops it cleanly.
+"""Server lifecycle: turns `Settings` into a running server, and stops it cleanly.
 
 Rules:
+- Every service is built once, by the composition root (`root.build`), and
+  handed to the components that use it; this module only orders the start
+  and the stop.
 - One asyncio loop (uvloop when installed) runs every listener and background
   task. Each listener's protocol comes from `PROTOCOLS`: a module exposing
   `make_handler(app, listener_name) -> Handler`; a protocol whose module is not
@@ -22,22 +25,22 @@ import importlib
 import logging
 import os
 import signal
-import ssl
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from postier import metrics
 from postier.auth.demo import DemoLogin, demo_login
-from postier.auth.service import AuthService
 from postier.config.schema import IMPLICIT_TLS, Settings
+from postier.queue import service as queue_service
 from postier.server import logs, tls
 from postier.server.listeners import Handler, Listener, ListenError
+from postier.server.root import App, build
 from postier.server.status import StatusWriter
 from postier.store import open_store
-from postier.store.api import Store
+
+__all__ = ["App", "StartupError", "serve", "start", "stop"]
 
 log = logging.getLogger("postier.server")
 
@@ -60,37 +63,6 @@ class ProtocolModule(Protocol):
 
 class StartupError(Exception):
     """The server cannot start; the message is for the operator."""
-
-
-@dataclass
-class App:
-    """Everything a protocol session may need, built once per process."""
-
-    settings: Settings
-    store: Store
-    auth: AuthService
-    tls_context: ssl.SSLContext
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    listeners: dict[str, Listener] = field(default_factory=dict)
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    #: shared services registered by packages (queue runner, resolver, ...)
-    services: dict[str, Any] = field(default_factory=dict)
-    #: called after listeners stop, before the store closes
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    #: called at once when the stop begins: sessions waiting on a read wake up
-    stopping_hooks: set[Callable[[], None]] = field(default_factory=set)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run a background task for the server's lifetime; a crash is logged."""
-        task = asyncio.create_task(coro, name=name)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            if not t.cancelled() and t.exception() is not None:
-                log.error("background task %s crashed", name, exc_info=t.exception())
-
-        task.add_done_callback(done)
-        self.tasks.append(task)
-        return task
 
 
 def sweep_spool(data_dir: Path) -> None:
@@ -144,12 +116,7 @@ async def start(settings: Settings) -> App:
     except Exception as e:
         raise StartupError(f"store: cannot open: {e}") from e
     try:
-        app = App(
-            settings=settings,
-            store=store,
-            auth=AuthService(store, settings.auth),
-            tls_context=await asyncio.to_thread(tls.server_context, settings),
-        )
+        app = build(settings, store, await asyncio.to_thread(tls.server_context, settings))
         limits = settings.smtp.limits
         for name, ls in settings.listeners.items():
             if not ls.enabled:
@@ -173,12 +140,17 @@ async def start(settings: Settings) -> App:
             )
             await listener.start()
             app.listeners[name] = listener
-        from postier.queue import service as queue_service
-
-        queue_service.start(app)  # background tasks start after every listener is bound
+        # background tasks start after every listener is bound
+        queue_service.start(
+            app.queue,
+            store,
+            spawn=app.spawn,
+            on_stop=app.on_stop.append,
+            drain_timeout=settings.server.drain_timeout,
+        )
         writer = StatusWriter(app)  # `postier status` sees a running server from now on
         writer.start()
-        app.services["status"] = writer
+        app.status = writer
     except BaseException:
         await _close_listeners_now(locals().get("app"))
         if "writer" in locals():
@@ -227,9 +199,8 @@ async def stop(app: App) -> None:
         task.cancel()
     if app.tasks:
         await asyncio.wait(app.tasks, timeout=5)
-    writer: StatusWriter | None = app.services.get("status")
-    if writer is not None:
-        await asyncio.to_thread(writer.stop)
+    if app.status is not None:
+        await asyncio.to_thread(app.status.stop)
     await app.store.close()
 
 
@@ -243,7 +214,7 @@ def banner(app: App, demo: DemoLogin | None) -> str:
     lines = [f"postier {s.server.hostname}: {where}"]
     for name, li in app.listeners.items():
         lines.append(f"  {name:<12} {li.address}:{li.bound_port}")
-    web = app.services.get("web")
+    web = app.web_address
     if web:
         lines.append(f"  {'web':<12} {web[0]}:{web[1]}  http://{web[0]}:{web[1]}/")
     if demo is not None:

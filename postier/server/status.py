@@ -137,7 +137,7 @@ class StatusWriter:
             name: {"address": self._addresses.get(name, "?"), "sessions": li.active}
             for name, li in app.listeners.items()
         }
-        web = app.services.get("web")
+        web = app.web_address
         if web:
             listeners["web"] = {"address": f"{web[0]}:{web[1]}", "sessions": None}
         tasks = {

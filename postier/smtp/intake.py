@@ -49,10 +49,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from postier import metrics
-from postier.dns.resolver import Resolver, make_resolver
+from postier.config.schema import Settings
 from postier.filters.build import Filters
 from postier.filters.pipeline import Context, DataOutcome, Phase
 from postier.mail.address import Address, AddressError
@@ -79,6 +78,7 @@ from postier.mailauth.results import drop_fields, forged_fields
 from postier.mime.address import addresses
 from postier.smtp import headers as hdr
 from postier.smtp.events import MailParams, RcptParams
+from postier.store.api import Store
 from postier.store.models import (
     DeliveryTarget,
     Domain,
@@ -87,9 +87,6 @@ from postier.store.models import (
     Resolution,
     User,
 )
-
-if TYPE_CHECKING:
-    from postier.server.app import App
 
 log = logging.getLogger("postier.smtp")
 
@@ -315,22 +312,25 @@ def _edit_header(data: bytes, drop: Callable[[str, str], bool] | None, header_le
 
 
 class Intake:
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.store = app.store
-        self.hostname = app.settings.server.hostname
+    """One per process (the composition root builds it), shared by every listener.
+    `queue_wake`, when given, is called after a message was queued."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        filters: Filters,
+        *,
+        queue_wake: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.hostname = settings.server.hostname
         self.hostname_key = self.hostname.lower().rstrip(".")
-        self.spool_dir = app.settings.server.data_dir / "spool"
-        self.threshold = app.settings.smtp.limits.spool_threshold
-        self.max_hops = app.settings.smtp.limits.max_hops
-        # one resolver and one filter set per process, shared by every listener
-        resolver: Resolver = app.services.get("resolver") or make_resolver(app.settings.dns)
-        app.services.setdefault("resolver", resolver)
-        filters = app.services.get("filters")
-        if not isinstance(filters, Filters):
-            filters = Filters(app.settings, app.store, resolver)
-            app.services["filters"] = filters
+        self.spool_dir = settings.server.data_dir / "spool"
+        self.threshold = settings.smtp.limits.spool_threshold
+        self.max_hops = settings.smtp.limits.max_hops
         self.filters = filters
+        self.queue_wake = queue_wake
 
     # --- filters -------------------------------------------------------------
     def _ctx(self, s: SessionInfo) -> Context:
@@ -590,10 +590,8 @@ class Intake:
             return R451_LOCAL_ERROR
         self._log(s, env, spool.size, "queued" if queue else "delivered")
         metrics.MESSAGES_DELIVERED.labels("local").inc(len(targets))
-        if queue is not None:
-            wake = self.app.services.get("queue_wake")
-            if wake is not None:
-                wake()
+        if queue is not None and self.queue_wake is not None:
+            self.queue_wake()
         return R250_QUEUED(env.qid)
 
     def _describe(self, s: SessionInfo, env: Envelope, size: int) -> str:

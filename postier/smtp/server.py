@@ -69,7 +69,7 @@ READ_SIZE = 256 * 1024
 
 
 def make_handler(app: App, name: str) -> Handler:
-    intake = Intake(app)
+    intake = app.intake
     role = IntakeRole.MX if name == "mx" else IntakeRole.SUBMISSION
 
     async def handle(conn: Connection) -> None:

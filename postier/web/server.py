@@ -57,7 +57,7 @@ def make_handler(app: App, name: str) -> Handler | None:
     )
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
-    app.services["web"] = (host if ":" not in host else f"[{host}]", port)
+    app.web_address = (host if ":" not in host else f"[{host}]", port)
     task = app.spawn(server.serve(sockets=[sock]), name="web")
 
     async def stop() -> None:

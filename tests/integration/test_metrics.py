@@ -20,7 +20,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def scrape(srv: ServerThread) -> tuple[Samples, str]:
     assert srv.app is not None
-    host, port = srv.app.services["web"]
+    assert srv.app.web_address is not None
+    host, port = srv.app.web_address
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as resp:
         content_type = resp.headers["Content-Type"]
         text = resp.read().decode()
@@ -110,7 +111,8 @@ def test_metrics_move_with_traffic(deferring: ServerThread) -> None:
 
 def test_metrics_openmetrics_on_request(server: ServerThread) -> None:
     assert server.app is not None
-    host, port = server.app.services["web"]
+    assert server.app.web_address is not None
+    host, port = server.app.web_address
     req = urllib.request.Request(
         f"http://{host}:{port}/metrics", headers={"Accept": "application/openmetrics-text"}
     )

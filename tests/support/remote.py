@@ -11,11 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from postier.auth.passwords import hash_password
-from postier.auth.service import AuthService
 from postier.config.schema import Settings, TlsSettings
 from postier.server import tls
-from postier.server.app import App
 from postier.server.listeners import Connection, Handler
+from postier.server.root import App, build
 from postier.store.sqlite import SqliteStore
 
 ReadReply = Callable[[asyncio.StreamReader, bytes], Awaitable[bytes]]
@@ -42,12 +41,7 @@ async def remote_session(
     await store.open()
     await store.add_domain("example.test")
     await store.add_user("alice@example.test", hash_password("pw"))
-    app = App(
-        settings=settings,
-        store=store,
-        auth=AuthService(store, settings.auth),
-        tls_context=tls.server_context(settings),
-    )
+    app = build(settings, store, tls.server_context(settings))
     handler = make_handler(app, listener)
     assert handler is not None
     ours, theirs = socket.socketpair()

@@ -1,0 +1,110 @@
+"""The composition root: `build` turns `Settings`, an open store and a TLS
+context into the `App` of one server process, every service built once.
+
+Rules:
+- This module is the only place that constructs the shared services: the DNS
+  resolver, the filter pipelines, intake, the queue runner (and its wake-up),
+  the login service and the IMAP literal budget. Each component receives what
+  it uses as typed constructor arguments; none looks another up at run time,
+  so there is no registry to read a wrong or missing entry from.
+- One resolver per process: the filters (SPF, DKIM, DNSBL...) and the queue
+  runner share it, and with it its cache.
+- Nothing here starts anything: the queue runner is built here and started by
+  `app.start` (`queue.service.start`) after every listener is bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from postier.auth.service import AuthService
+from postier.config.schema import Settings
+from postier.dns.resolver import Resolver, make_resolver
+from postier.filters.build import Filters
+from postier.imap.literals import LiteralBudget
+from postier.queue import service as queue_service
+from postier.queue.runner import Runner
+from postier.server.listeners import Listener
+from postier.smtp.intake import Intake
+from postier.store.api import Store
+
+if TYPE_CHECKING:
+    from postier.server.status import StatusWriter
+
+log = logging.getLogger("postier.server")
+
+
+@dataclass
+class App:
+    """One server process: its services (built once by `build`) and its
+    runtime state (listeners, background tasks, the stop signal)."""
+
+    settings: Settings
+    store: Store
+    auth: AuthService
+    tls_context: ssl.SSLContext
+    intake: Intake
+    queue: Runner
+    #: the one APPEND budget of the process, shared by the imap and imaps listeners
+    literal_budget: LiteralBudget
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    listeners: dict[str, Listener] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: the web listener's bound (host, port), once it listens
+    web_address: tuple[str, int] | None = None
+    #: what `postier status` reads, once every listener is bound
+    status: StatusWriter | None = None
+    #: called after listeners stop, before the store closes
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: called at once when the stop begins: sessions waiting on a read wake up
+    stopping_hooks: set[Callable[[], None]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a background task for the server's lifetime; a crash is logged."""
+        task = asyncio.create_task(coro, name=name)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s crashed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        self.tasks.append(task)
+        return task
+
+
+def build_intake(
+    settings: Settings,
+    store: Store,
+    resolver: Resolver,
+    *,
+    queue_wake: Callable[[], None] | None = None,
+) -> Intake:
+    """Intake and its filters. Without `queue_wake` (a process that is not the
+    server) a queued message waits for the server's next look at the queue."""
+    return Intake(settings, store, Filters(settings, store, resolver), queue_wake=queue_wake)
+
+
+def build_local_intake(settings: Settings, store: Store) -> Intake:
+    """Intake for a process that is not the server (`postier send`): its own
+    resolver, no queue runner (the server's runner finds the entry)."""
+    return build_intake(settings, store, make_resolver(settings.dns))
+
+
+def build(settings: Settings, store: Store, tls_context: ssl.SSLContext) -> App:
+    """Every service of a server process, each built once (see the module rules)."""
+    resolver = make_resolver(settings.dns)
+    queue = queue_service.build(settings, store, resolver)
+    return App(
+        settings=settings,
+        store=store,
+        auth=AuthService(store, settings.auth),
+        tls_context=tls_context,
+        intake=build_intake(settings, store, resolver, queue_wake=queue.wake),
+        queue=queue,
+        literal_budget=LiteralBudget(settings.imap.user_literal_budget),
+    )
