@@ -2,8 +2,9 @@
 
 Rules:
 - Both read the message from stdin and inject it with `postier.ops.submit` —
-  the submission path (sender ownership, header completion, trace fields, local
-  delivery or the outbound queue, DKIM signing when the queue sends it). The
+  the submission pipeline the submission listeners use (sender ownership, header
+  completion, trace fields, local delivery or the outbound queue, DKIM signing
+  when the queue sends it), built by the composition root. The
   store is written directly: this works with or without a running server, and a
   running server's queue runner sends queued mail within about a second.
 - `postier send [-f FROM] [-t] [-i] TO...` uses postier's exit codes (0, 1
@@ -89,11 +90,12 @@ def register(sub: Subparsers) -> None:
 
 def _inject(settings: Settings, data: bytes, o: SendmailOptions) -> Submitted:
     async def go() -> Submitted:
-        from postier.server.root import build_local_intake
+        from postier.server.root import build_submission
 
         async with opened_store(settings) as store:
             return await submit(
-                build_local_intake(settings, store),
+                build_submission(settings, store),
+                store,
                 settings,
                 data,
                 sender=o.sender,

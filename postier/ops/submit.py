@@ -1,7 +1,8 @@
 """Local mail injection (`postier send`, `postier-sendmail`) through the submission path.
 
 What it owns: turning (sender, recipients, message bytes from a script) into one
-transaction of `postier.smtp.intake.Intake`, exactly as an authenticated client
+call of the submission pipeline (`postier.smtp.submission.Submission`, the
+object the submission listeners use too), exactly as an authenticated client
 on the submission port would: the sender must be a local account or an alias it
 owns (the account is the "authenticated" user), recipients are checked and
 resolved by the same code (local users, aliases, remote addresses queued), the
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import email.utils
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -46,16 +46,13 @@ from postier.mail.address import Address, AddressError
 from postier.mail.headers import HeaderView
 from postier.mail.queueid import QueueId
 from postier.mail.replies import Reply
-from postier.mail.role import IntakeRole
 from postier.mime.address import addresses
 from postier.ops.maildir import to_crlf
 from postier.queue import dsn
-from postier.smtp.events import MailParams, RcptParams
-from postier.smtp.intake import Envelope, Intake, SessionInfo
+from postier.smtp.submission import Refused, Step, Submission
 from postier.store.api import Store
 from postier.store.models import DeliveryTarget, User
 
-_CHUNK = 64 * 1024
 _BCC = re.compile(rb"(?im)^bcc[ \t]*:.*\r\n(?:[ \t].*\r\n)*")
 
 
@@ -129,7 +126,8 @@ async def sender_account(store: Store, sender: Address) -> User:
 
 
 async def submit(
-    intake: Intake,
+    submission: Submission,
+    store: Store,
     settings: Settings,
     data: bytes,
     *,
@@ -168,52 +166,22 @@ async def submit(
         shown = email.utils.formataddr((full_name, str(from_addr))) if full_name else str(from_addr)
         data = f"From: {shown}\r\n".encode() + data
 
-    store = intake.store
     user = await sender_account(store, from_addr)
-    session = SessionInfo(
-        sid=f"local-{secrets.token_hex(4)}",
-        role=IntakeRole.SUBMISSION,
-        peer_ip="127.0.0.1",
-        peer_name="localhost",
-        helo="localhost",
-        esmtp=True,
-        user=user,
-    )
-    utf8 = not all(a.localpart.isascii() for a in [from_addr, *rcpts])
-    params = MailParams(
-        size=len(data), body="8BITMIME" if not data.isascii() else None, smtputf8=utf8
-    )
-    reply = await intake.check_sender(session, from_addr)
-    if not reply.is_positive:
-        raise SubmitError(f"sender refused: {reply}", temporary=reply.code < 500)
-    env = Envelope(from_addr, params)
-    refused: list[tuple[Address, Reply]] = []
-    for a in rcpts:
-        reply = await intake.check_recipient(session, env, a, RcptParams())
-        if not reply.is_positive:
-            refused.append((a, reply))
-    temporary = all(reply.code < 500 for _, reply in refused)
-    some_temporary = any(reply.code < 500 for _, reply in refused)
-    if refused and (not partial or some_temporary or len(refused) == len(rcpts)):
-        raise SubmitError(
-            "recipient refused: " + "; ".join(f"<{a}>: {reply}" for a, reply in refused),
-            temporary=temporary,
-        )
-    spool = intake.open_spool(session, env)
     try:
-        for i in range(0, len(data), _CHUNK):
-            spool.write(data[i : i + _CHUNK])
-    except BaseException:
-        spool.discard()
-        raise
-    reply = await intake.finish(session, env, spool)
-    if not reply.is_positive:
-        raise SubmitError(f"not accepted: {reply}", temporary=reply.code < 500)
-    refused_keys = {a.key for a, _ in refused}
-    accepted = [str(a) for a in rcpts if a.key not in refused_keys]
-    if refused:
-        await _bounce(store, settings, user, env.qid, data, refused)
-    return Submitted(env.qid, str(reply), accepted, [str(a) for a, _ in refused])
+        done = await submission.accept(user, from_addr, rcpts, data, partial=partial)
+    except Refused as e:
+        what = {Step.SENDER: "sender refused", Step.RECIPIENT: "recipient refused"}
+        raise SubmitError(
+            f"{what.get(e.step, 'not accepted')}: {e}", temporary=e.temporary
+        ) from None
+    if done.refused:
+        await _bounce(store, settings, user, done.qid, data, done.refused)
+    return Submitted(
+        done.qid,
+        str(done.reply),
+        [str(a) for a in done.accepted],
+        [str(a) for a, _ in done.refused],
+    )
 
 
 async def _bounce(

@@ -31,6 +31,7 @@ from postier.queue import service as queue_service
 from postier.queue.runner import Runner
 from postier.server.listeners import Listener
 from postier.smtp.intake import Intake
+from postier.smtp.submission import Submission
 from postier.store.api import Store
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class App:
     auth: AuthService
     tls_context: ssl.SSLContext
     intake: Intake
+    #: accepts a message from an authenticated user: the submission listeners,
+    #: and the webmail's Send
+    submission: Submission
     queue: Runner
     #: the one APPEND budget of the process, shared by the imap and imaps listeners
     literal_budget: LiteralBudget
@@ -89,22 +93,25 @@ def build_intake(
     return Intake(settings, store, Filters(settings, store, resolver), queue_wake=queue_wake)
 
 
-def build_local_intake(settings: Settings, store: Store) -> Intake:
-    """Intake for a process that is not the server (`postier send`): its own
-    resolver, no queue runner (the server's runner finds the entry)."""
-    return build_intake(settings, store, make_resolver(settings.dns))
+def build_submission(settings: Settings, store: Store) -> Submission:
+    """The submission pipeline for a process that is not the server (`postier
+    send`, `postier-sendmail`): its own resolver and filters, no queue runner
+    (a running server's runner finds the entry within `Runner.max_idle`)."""
+    return Submission(build_intake(settings, store, make_resolver(settings.dns)))
 
 
 def build(settings: Settings, store: Store, tls_context: ssl.SSLContext) -> App:
     """Every service of a server process, each built once (see the module rules)."""
     resolver = make_resolver(settings.dns)
     queue = queue_service.build(settings, store, resolver)
+    intake = build_intake(settings, store, resolver, queue_wake=queue.wake)
     return App(
         settings=settings,
         store=store,
         auth=AuthService(store, settings.auth),
         tls_context=tls_context,
-        intake=build_intake(settings, store, resolver, queue_wake=queue.wake),
+        intake=intake,
+        submission=Submission(intake),
         queue=queue,
         literal_budget=LiteralBudget(settings.imap.user_literal_budget),
     )

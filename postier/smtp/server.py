@@ -1,5 +1,7 @@
 """The asyncio adapter: moves bytes between a socket and `core.ServerConnection`,
-runs timers and STARTTLS, and asks `intake.Intake` for every policy decision.
+runs timers and STARTTLS, and asks `intake.Intake` for every policy decision
+(the submission listeners through `submission.Submission`, the pipeline that
+`postier send` and the webmail use too).
 
 Rules:
 - Thin: no SMTP syntax here. Replies are written in the order the core queued
@@ -58,6 +60,7 @@ from postier.smtp.events import (
     StartTls,
 )
 from postier.smtp.intake import Envelope, Intake, SessionInfo, Spool
+from postier.smtp.submission import Submission
 
 if TYPE_CHECKING:
     from postier.server.app import App
@@ -69,8 +72,9 @@ READ_SIZE = 256 * 1024
 
 
 def make_handler(app: App, name: str) -> Handler:
-    intake = app.intake
     role = IntakeRole.MX if name == "mx" else IntakeRole.SUBMISSION
+    # an authenticated user's mail goes through the one submission pipeline
+    intake = app.submission if role is IntakeRole.SUBMISSION else app.intake
 
     async def handle(conn: Connection) -> None:
         await SmtpSession(app, intake, conn, role).run()
@@ -79,7 +83,9 @@ def make_handler(app: App, name: str) -> Handler:
 
 
 class SmtpSession:
-    def __init__(self, app: App, intake: Intake, conn: Connection, role: IntakeRole) -> None:
+    def __init__(
+        self, app: App, intake: Intake | Submission, conn: Connection, role: IntakeRole
+    ) -> None:
         self.app = app
         self.intake = intake
         self.conn = conn
