@@ -18,6 +18,7 @@ from postier.queue.runner import Runner
 from postier.server import root, tls
 from postier.smtp import server as smtp_server
 from postier.smtp.intake import Intake
+from postier.smtp.submission import Submission
 from postier.store.sqlite import SqliteStore
 
 
@@ -46,6 +47,7 @@ async def test_one_of_each_service_shared_by_every_listener(
     intakes = _count(monkeypatch, Intake)
     budgets = _count(monkeypatch, LiteralBudget)
     runners = _count(monkeypatch, Runner)
+    pipelines = _count(monkeypatch, Submission)
     store = SqliteStore(tmp_path)
     await store.open()
     try:
@@ -54,7 +56,8 @@ async def test_one_of_each_service_shared_by_every_listener(
             smtp_server.make_handler(app, name)
         for name in ("imap", "imaps"):
             imap_server.make_handler(app, name)
-        assert [len(x) for x in (resolvers, filters, intakes, budgets, runners)] == [1] * 5
+        made = (resolvers, filters, intakes, budgets, runners, pipelines)
+        assert [len(x) for x in made] == [1] * len(made)
         (resolver,) = resolvers
         assert app.queue is runners[0]
         assert app.queue.resolver is resolver  # outbound MX lookups and...
@@ -66,5 +69,6 @@ async def test_one_of_each_service_shared_by_every_listener(
         assert app.intake.filters is filters[0]
         assert app.intake.queue_wake == app.queue.wake  # intake wakes this runner
         assert app.literal_budget is budgets[0]
+        assert app.submission is pipelines[0]
     finally:
         await store.close()
