@@ -2,11 +2,15 @@
 context into the `App` of one server process, every service built once.
 
 Rules:
-- This module is the only place that constructs the shared services: the DNS
-  resolver, the filter pipelines, intake, the queue runner (and its wake-up),
-  the login service and the IMAP literal budget. Each component receives what
-  it uses as typed constructor arguments; none looks another up at run time,
-  so there is no registry to read a wrong or missing entry from.
+- This module is the only place that decides which shared services exist and
+  who gets which: the DNS resolver, the filter pipelines, intake, the
+  submission pipeline (`smtp.submission`), the queue runner (made by
+  `queue.service.build`) and its wake-up, the login service and the IMAP
+  literal budget. Each component receives what it uses as typed constructor
+  arguments; none looks another up at run time, so there is no registry to
+  read a wrong or missing entry from.
+- A process that is not the server (`postier send`) gets the same submission
+  pipeline from `build_submission`, never a stand-in `App`.
 - One resolver per process: the filters (SPF, DKIM, DNSBL...) and the queue
   runner share it, and with it its cache.
 - Nothing here starts anything: the queue runner is built here and started by
