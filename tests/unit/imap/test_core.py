@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import itertools
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from postier.auth.passwords import hash_password
 from postier.auth.service import AuthService
@@ -314,3 +318,65 @@ async def test_notify_between_commands(store: Any, tmp_path: Path) -> None:
     c.core.feed_lost()  # an overflow: everything is compared again, nothing new
     await c.core.announce()
     assert await c.run() == b""
+
+
+async def test_large_response_is_flushed_while_it_is_built(store: Any, tmp_path: Path) -> None:
+    flushed: list[bytes] = []
+
+    async def flush() -> None:
+        flushed.append(c.core.data_to_send())  # the adapter writes and drains here
+
+    c = await logged_in(store, settings(tmp_path), flush=flush)
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    body = MESSAGE + b"y" * (200 * 1024) + b"\r\n"
+    for _ in range(3):
+        await store.append(mbox.id, body)
+    await c.say(b"a SELECT INBOX\r\n")
+    rest = await c.say(b"b FETCH 1:3 BODY.PEEK[]\r\n")
+    fetched = [b"* %d FETCH (BODY[] {%d}\r\n%s)\r\n" % (i, len(body), body) for i in (1, 2, 3)]
+    # more than HIGH_WATER (256 KiB) was queued after the second message, not before
+    assert flushed == [fetched[0] + fetched[1]]
+    assert rest == fetched[2] + b"b OK FETCH completed\r\n"
+
+
+#: one whole session as a client might pipeline it (a literal sent before its "+")
+SCRIPT = (
+    b"a LOGIN alice@example.test secret\r\n"
+    b"b APPEND INBOX (\\Seen) {%d}\r\n%s\r\n"
+    b"c SELECT INBOX\r\n"
+    b"d FETCH 1 (FLAGS ENVELOPE BODY[TEXT])\r\n"
+    b"e SEARCH SUBJECT lunch\r\n"
+    b"f IDLE\r\nDONE\r\n"
+    b"g STORE 1 +FLAGS (\\Flagged)\r\n"
+    b"h LOGOUT\r\n"
+) % (len(MESSAGE), MESSAGE)
+PASSWORD_HASH = hash_password("secret")
+
+
+def replay(chunks: list[bytes], tmp_path: Path) -> bytes:
+    """The whole output of a session fed `chunks` one at a time."""
+
+    async def go() -> bytes:
+        store = MemoryStore()
+        await store.add_user("alice@example.test", PASSWORD_HASH)
+        c = session(store, settings(tmp_path))
+        out = await c.run()
+        for chunk in chunks:
+            out += await c.say(chunk)
+        await store.close()
+        return out
+
+    return asyncio.run(go())
+
+
+@hypothesis_settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cuts=st.lists(st.integers(1, len(SCRIPT) - 1), max_size=30))
+def test_output_does_not_depend_on_how_input_is_split(cuts: list[int], tmp_path: Path) -> None:
+    whole = replay([SCRIPT], tmp_path)
+    assert whole.endswith(b"* BYE Logging out\r\nh OK LOGOUT completed\r\n")
+    assert whole.count(b"+ Ready for literal data\r\n") == 1
+    bounds = [0, *sorted(set(cuts)), len(SCRIPT)]
+    chunks = [SCRIPT[i:j] for i, j in itertools.pairwise(bounds)]
+    assert replay(chunks, tmp_path) == whole
