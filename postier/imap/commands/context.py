@@ -135,24 +135,27 @@ class Context:
         self.notifier: Notifier | None = None
         #: CONDSTORE was enabled while a mailbox was selected: HIGHESTMODSEQ owed
         self.highestmodseq_owed = False
-        self._out = bytearray()
+        self._out: list[bytes] = []  # joined once when taken: one copy of big FETCHes
+        self._out_size = 0
         self._flush = flush
 
     # --- output ------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
         """Queue response bytes for the client."""
-        self._out += data
+        self._out.append(data)
+        self._out_size += len(data)
 
     def take_output(self) -> bytes:
         """What was queued since the last call."""
-        data = bytes(self._out)
-        self._out.clear()
+        data = b"".join(self._out)
+        self._out = []
+        self._out_size = 0
         return data
 
     async def maybe_drain(self) -> None:
         """Let the adapter write (and wait for the client to read) when much output is
         queued: a large FETCH never sits whole in memory."""
-        if self._flush is not None and len(self._out) > HIGH_WATER:
+        if self._flush is not None and self._out_size > HIGH_WATER:
             await self._flush()
 
     def count_bad(self) -> None:
