@@ -159,10 +159,14 @@ def parse(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_parts: int = DEFAULT_MAX_PARTS,
+    root_fields: list[tuple[str, bytes]] | None = None,
 ) -> Part:
-    """Parse a whole message. Never raises; see the module rules."""
+    """Parse a whole message. Never raises; see the module rules.
+
+    `root_fields`: the message header's fields as `parse_fields` gives them,
+    when the caller split the header already (`message.ParsedMessage`)."""
     ctx = _Ctx(data, min(max_depth, MAX_DEPTH_CEILING), max_parts)
-    return ctx.part(0, len(data), 0, digest=False)
+    return ctx.part(0, len(data), 0, digest=False, fields=root_fields)
 
 
 class _Ctx:
@@ -174,12 +178,21 @@ class _Ctx:
         self.max_parts = max_parts
         self.parts = 0
 
-    def part(self, start: int, end: int, depth: int, *, digest: bool) -> Part:
+    def part(
+        self,
+        start: int,
+        end: int,
+        depth: int,
+        *,
+        digest: bool,
+        fields: list[tuple[str, bytes]] | None = None,
+    ) -> Part:
         data = self.data
         self.parts += 1
         header_end, body_start = find_header_end(data, start, end)
         p = Part(start, header_end, body_start, end)
-        fields = parse_fields(data[start:header_end])
+        if fields is None:
+            fields = parse_fields(data[start:header_end])
         p.fields = fields
         headers = p.headers
         for name, value in fields:

@@ -19,16 +19,19 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 from postier.mail.summary import MessageSummary
 from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, Address
 from postier.mime.bodystructure import bodystructure
 from postier.mime.encoding import decode_words, from_escaped, header_text, valid_text
 from postier.mime.envelope import addresses, envelope
-from postier.mime.parse import Part, parse
+from postier.mime.message import ParsedMessage, with_fields
+from postier.mime.parse import Part, parse, parse_fields
 from postier.mime.preview import preview
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,11 @@ def crlf_size(data: bytes) -> int:
     return size
 
 
+def summarize_source(data: bytes | Path) -> MessageSummary:
+    """`summarize` of bytes, or of a file's content (blocking: reads it)."""
+    return summarize(data.read_bytes() if isinstance(data, Path) else data)
+
+
 def summarize(data: bytes) -> MessageSummary:
     try:
         return _summarize(data)
@@ -110,6 +118,50 @@ def summarize(data: bytes) -> MessageSummary:
 
 def _summarize(data: bytes) -> MessageSummary:
     root = parse(data)
+    return _summary(root, data, root.body_start - root.header_start, crlf_size(data))
+
+
+def summary_of(
+    message: ParsedMessage, above: bytes = b"", client_header: bytes | None = None
+) -> MessageSummary:
+    """`summarize(above + client_header + body)` from the message's one parse
+    (see `ParsedMessage.summary`): our fields on top are split here (they are
+    ours and short), the client's header and MIME tree are not split again."""
+    data = message.data
+    try:
+        root = message.root
+        body_start = root.body_start
+        head = data[:body_start] if client_header is None else client_header
+        if above:
+            root = with_fields(root, parse_fields(above))
+        size = _crlf_size_of(above, head, data, body_start)
+        return _summary(root, data, len(above) + len(head), size)
+    except Exception:  # the boundary of intake: a parser bug must not lose mail
+        log.exception("mime: cannot summarise a %d-octet message", len(data))
+        end = data.find(b"\r\n\r\n")
+        head_len = end + 4 if end >= 0 else len(data)
+        if client_header is not None:
+            head_len = len(client_header)
+        return MessageSummary(header_size=len(above) + head_len)
+
+
+def _crlf_size_of(above: bytes, head: bytes, data: bytes, body_start: int) -> int:
+    """`crlf_size(above + head + data[body_start:])` without joining them."""
+    body_len = len(data) - body_start
+    size = len(above) + len(head) + body_len
+    size += above.count(b"\n") + head.count(b"\n") + data.count(b"\n", body_start)
+    size -= above.count(b"\r\n") + head.count(b"\r\n") + data.count(b"\r\n", body_start)
+    pieces = [p for p in (above, head, data[body_start : body_start + 1]) if p]
+    for a, b in itertools.pairwise(pieces):
+        if a.endswith(b"\r") and b.startswith(b"\n"):
+            size -= 1  # a CRLF across the join
+    last = data[-1:] if body_len else (pieces[-1][-1:] if pieces else b"")
+    if last and last != b"\n":
+        size += 2
+    return size
+
+
+def _summary(root: Part, data: bytes, header_size: int, crlf: int) -> MessageSummary:
     h = root.headers
     subject = h.get("subject")
     message_id = h.get("message-id")
@@ -124,6 +176,6 @@ def _summarize(data: bytes) -> MessageSummary:
         date=parse_date(h.get("date")),
         message_id=message_id.decode("utf-8", "replace").strip() if message_id else "",
         preview=valid_text(preview(data, root)),
-        header_size=root.body_start - root.header_start,
-        crlf_size=crlf_size(data),
+        header_size=header_size,
+        crlf_size=crlf,
     )
