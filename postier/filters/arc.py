@@ -23,10 +23,10 @@ class ArcStage:
         self.max_sets = max_sets
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
-        if ctx.message is None or ctx.authenticated:
+        if ctx.message is None or ctx.parsed is None or ctx.authenticated:
             return []
         ctx.arc = await arc.verify(
-            ctx.message, self.resolver, max_sets=self.max_sets, scan_timeout=ctx.scan_timeout
+            ctx.parsed, self.resolver, max_sets=self.max_sets, scan_timeout=ctx.scan_timeout
         )
         if ctx.arc.status == "none":
             return []

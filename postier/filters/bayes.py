@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.filters.spam import Weights
-from postier.filters.text import message_texts
 from postier.mail.headers import HeaderView
 from postier.mime.encoding import decode_words
+from postier.mime.message import ParsedMessage
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout, offload
 from postier.store.api import Store
 from postier.store.models import GLOBAL_BAYES_MODEL, BayesCounts, Mailbox, Message, UserId
@@ -60,11 +60,17 @@ def tokenize(
     message: bytes,
     texts: list[tuple[str, str]] | None = None,
     budget: Budget | None = None,
+    header: HeaderView | None = None,
 ) -> list[str]:
-    """Tokens of the Subject:, the From: domain and the text (`texts` when the
-    caller already decoded it, see filters/text.py). CPU-bound: `budget` is
-    checked between text parts."""
-    view = HeaderView.of(message)
+    """Tokens of the Subject:, the From: domain and the text (`texts` and
+    `header` when the caller has the message's parse, see filters/text.py).
+    CPU-bound: `budget` is checked between text parts."""
+    check = budget.check if budget is not None else None
+    if header is None or texts is None:  # bytes read back: parse them once here
+        parsed = ParsedMessage.of(message)
+        header = header or parsed.header
+        texts = texts if texts is not None else parsed.texts(check)
+    view = header
     tokens: set[str] = set()
     subject = " ".join(decode_words(v) for v in view.fields("Subject")).lower()
     for w in _WORD.findall(subject):
@@ -73,8 +79,7 @@ def tokenize(
     m = re.search(r"@([a-z0-9.-]+)", frm)
     if m:
         tokens.add("from:" + m.group(1))
-    check = budget.check if budget is not None else None
-    for _, text in texts if texts is not None else message_texts(message, check=check):
+    for _, text in texts:
         if check is not None:
             check()
         for host in _HOST.findall(text):
@@ -162,9 +167,11 @@ async def classify(
     *,
     min_messages: int = 10,
     texts: Callable[[Budget], list[tuple[str, str]]] | None = None,
+    header: HeaderView | None = None,
     scan_timeout: float = DEFAULT_SCAN_TIMEOUT,
 ) -> Classification | None:
-    """`texts`: the decoded text when the caller has it (`Context.texts`)."""
+    """`texts` and `header`: the decoded text and the header view when the
+    caller has the message's parse (`Context.texts`, `Context.header`)."""
     models: list[tuple[str, UserId]] = []
     if user_id is not None and await _is_trained(store, user_id, min_messages):
         models.append(("user", user_id))
@@ -173,7 +180,8 @@ async def classify(
     if not models:
         return None
     tokens = await offload(
-        lambda budget: tokenize(message, texts(budget) if texts else None, budget), scan_timeout
+        lambda budget: tokenize(message, texts(budget) if texts else None, budget, header),
+        scan_timeout,
     )
     for label, model in models:
         counts = await store.bayes_counts(model, tokens)
@@ -262,6 +270,7 @@ class BayesStage:
             ctx.message,
             min_messages=self.min_messages,
             texts=ctx.texts,
+            header=ctx.header,
             scan_timeout=ctx.scan_timeout,
         )
         if c is None:

@@ -38,11 +38,11 @@ class DkimStage:
         self.min_key_bits = min_key_bits
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
-        if ctx.message is None or ctx.authenticated:
+        if ctx.message is None or ctx.parsed is None or ctx.authenticated:
             return []
         try:
             ctx.dkim = await dkimverify.verify(
-                ctx.message,
+                ctx.parsed,
                 self.resolver,
                 max_signatures=self.max_signatures,
                 min_key_bits=self.min_key_bits,

@@ -47,11 +47,11 @@ class DmarcStage:
         self.rand = rand
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
-        if ctx.message is None or ctx.header is None or ctx.authenticated:
+        if ctx.message is None or ctx.parsed is None or ctx.header is None or ctx.authenticated:
             return []
         if ctx.dkim is None:
             ctx.dkim = await dkimverify.verify(
-                ctx.message, self.resolver, scan_timeout=ctx.scan_timeout
+                ctx.parsed, self.resolver, scan_timeout=ctx.scan_timeout
             )
         view = ctx.header
         domains = await offload(  # a From: of 100 000 words is a second of parsing

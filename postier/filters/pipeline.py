@@ -29,9 +29,12 @@ Rules:
   with the `filters.scan_timeout` budget (`Context.scan_timeout`). Past the
   budget (`ScanTimeout`) the stage's verdict is the rule SCAN_TIMEOUT and the
   message goes on.
+- The message is parsed once, at intake (`Context.parsed`, a
+  `postier.mime.message.ParsedMessage`): the header view, the MIME tree, the
+  decoded texts and DKIM's split all come from it; no stage parses the bytes.
 - Content stages see the client's message bytes only when the message is at
   most `max_scan_size`; otherwise they are skipped and the skip is recorded.
-  `Context.source` streams the whole message whatever its size (the virus
+  `Context.parsed` holds the whole message whatever its size (the virus
   stages scan everything).
 """
 
@@ -45,7 +48,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from postier import metrics
 from postier.dns.resolver import TempFail
-from postier.filters.text import message_texts
 from postier.mail.replies import Reply
 from postier.mail.role import IntakeRole
 from postier.mime.encoding import valid_text
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from postier.mailauth.dkimverify import DkimResult
     from postier.mailauth.dmarc import DmarcResult
     from postier.mailauth.spf import SpfResult
+    from postier.mime.message import ParsedMessage
     from postier.store.api import Store
     from postier.store.models import UserId
 
@@ -167,7 +170,7 @@ class Context:
     recipients: list[str] = field(default_factory=list)
     local_users: list[UserId] = field(default_factory=list)
     message: bytes | None = None  # at DATA: the client's bytes (None: too large)
-    source: MessageSource | None = None  # at DATA: the whole message, any size
+    parsed: ParsedMessage | None = None  # at DATA: the whole message and its parse, any size
     scan_timeout: float = DEFAULT_SCAN_TIMEOUT  # the budget of each `offload`
     header: HeaderView | None = None
     spf: SpfResult | None = None
@@ -175,26 +178,34 @@ class Context:
     arc: ArcResult | None = None
     dmarc: DmarcResult | None = None
     verdicts: list[Verdict] = field(default_factory=list)
-    _texts: list[tuple[str, str]] | None = None
     #: when a list, `Pipeline.trace` collects lines here instead of writing them
     pending_trace: list[str] | None = None
 
     def texts(self, budget: Budget | None = None) -> list[tuple[str, str]]:
-        """The message's readable text, decoded once for every stage (text.py).
+        """The message's readable text, decoded once for every stage
+        (`ParsedMessage.texts`); none for a message too large to scan.
         CPU-bound: call it from `offload`d work, with its budget."""
-        if self._texts is None:
-            check = budget.check if budget is not None else None
-            self._texts = (
-                message_texts(self.message, check=check) if self.message is not None else []
-            )
-        return self._texts
+        if self.message is None or self.parsed is None:
+            return []
+        return self.parsed.texts(budget.check if budget is not None else None)
+
+    @property
+    def source(self) -> MessageSource | None:
+        """The whole message, whatever its size (the virus stages)."""
+        return self.parsed
+
+    def load(self, parsed: ParsedMessage, max_scan_size: int) -> None:
+        """End of data: the message and its one parse; the content stages see
+        the bytes only when they are at most `max_scan_size` octets."""
+        self.parsed = parsed
+        self.header = parsed.header
+        self.message = parsed.data if parsed.size <= max_scan_size else None
 
     def begin(self, qid: str, sender: str) -> None:
         """A new transaction (MAIL FROM): forget the previous one's state."""
         self.qid, self.sender, self.recipient = qid, sender, ""
         self.recipients, self.local_users, self.verdicts = [], [], []
-        self.message = self.header = self.source = None
-        self._texts = None
+        self.message = self.header = self.parsed = None
         self.spf = self.arc = self.dmarc = None
         self.dkim = None
 

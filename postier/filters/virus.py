@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 from postier.filters.pipeline import Context, Phase, Verdict
 from postier.mail.replies import Reply
-from postier.mime import parse
 from postier.mime.encoding import UnknownEncoding, decode_transfer
+from postier.mime.message import ParsedMessage
 from postier.offload import Budget, offload
 
 # The EICAR test file (https://www.eicar.org/download-anti-malware-testfile/)
@@ -149,14 +149,20 @@ class Scanner:
         self.max_unpacked = max_unpacked
         self.max_ratio = max_ratio
 
-    def scan_message(self, message: bytes, check: Callable[[], None] = lambda: None) -> str | None:
+    def scan_message(
+        self,
+        message: bytes | ParsedMessage,
+        check: Callable[[], None] = lambda: None,
+    ) -> str | None:
         """The first finding in a whole message, or None when it is clean.
         `check` is called between parts and members (it raises to stop)."""
+        parsed = message if isinstance(message, ParsedMessage) else ParsedMessage.of(message)
+        message = parsed.data
         if EICAR in message:
             return "Eicar-Test-Signature"
         budget = _Budget(0, check)
         # postier.mime: offsets into the bytes, no copy of the message per part
-        for part in parse(message).walk():
+        for part in parsed.root.walk():
             check()
             if part.is_multipart or part.message is not None:
                 continue  # containers: their leaves come next in the walk
@@ -245,16 +251,12 @@ class VirusStage:
         self.scanner = scanner
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
-        message, source = ctx.message, ctx.source
-        if message is None and source is None:
+        parsed = ctx.parsed  # the whole message, larger than max_scan_size too
+        if parsed is None:
             return []
 
         def scan(budget: Budget) -> str | None:
-            data = message
-            if data is None:
-                assert source is not None
-                data = b"".join(source.chunks(1024 * 1024))  # larger than max_scan_size
-            return self.scanner.scan_message(data, budget.check)
+            return self.scanner.scan_message(parsed, budget.check)
 
         found = await offload(scan, ctx.scan_timeout)
         if found is None:

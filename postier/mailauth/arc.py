@@ -24,8 +24,16 @@ from dataclasses import dataclass
 
 from postier.dns.resolver import Resolver, TempFail
 from postier.mailauth.dkimpy import dkim, usable_field
-from postier.mailauth.dkimverify import dnsfunc_of, fetch_keys, header_fields, key_name
+from postier.mailauth.dkimverify import (
+    dnsfunc_of,
+    fetch_keys,
+    header_fields,
+    key_name,
+    load,
+    parsed_message,
+)
 from postier.mailauth.results import comment
+from postier.mime.message import ParsedMessage
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, offload
 
 log = logging.getLogger("postier.mailauth.arc")
@@ -56,7 +64,7 @@ class _Chain:
     problem: str = ""  # why the chain fails before dkimpy sees it
 
 
-def _read_chain(message: bytes) -> _Chain:
+def _read_chain(message: ParsedMessage) -> _Chain:
     """The ARC fields of `message`, checked (CPU-bound: the whole header is split)."""
     fields: dict[bytes, list[bytes]] = {name: [] for name in _ARC_FIELDS}
     for name, raw in header_fields(message):  # the header split once for the three
@@ -82,14 +90,15 @@ def _read_chain(message: bytes) -> _Chain:
 
 
 async def verify(
-    message: bytes,
+    message: bytes | ParsedMessage,
     resolver: Resolver,
     *,
     max_sets: int = MAX_SETS,
     min_key_bits: int = 1024,
     scan_timeout: float = DEFAULT_SCAN_TIMEOUT,
 ) -> ArcResult:
-    chain = await offload(lambda budget: _read_chain(message), scan_timeout)
+    parsed = parsed_message(message)
+    chain = await offload(lambda budget: _read_chain(parsed), scan_timeout)
     if not chain.seals:
         return ArcResult("none")
     if chain.seals > max_sets:
@@ -102,7 +111,7 @@ async def verify(
 
     def run(budget: Budget) -> ArcResult:
         try:
-            cv, _, reason = dkim.arc_verify(message, dnsfunc=dnsfunc_of(keys), minkey=min_key_bits)
+            cv, _, reason = _arc_verify(parsed, dnsfunc_of(keys), min_key_bits)
         except dkim.DKIMException as e:  # arc_verify catches most; belt and braces
             return ArcResult("fail", chain.seals, str(e)[:80])
         except Exception as e:  # dkimpy on hostile input: the chain cannot validate
@@ -114,3 +123,14 @@ async def verify(
         return ArcResult(status, chain.seals, str(reason)[:80])
 
     return await offload(run, scan_timeout)
+
+
+def _arc_verify(message: ParsedMessage, dnsfunc: object, minkey: int) -> tuple[object, object, str]:
+    """`dkim.arc_verify` on our split of the message (`dkimverify.load`)."""
+    a = dkim.ARC(None, minkey=minkey)
+    load(a, message)
+    try:
+        result: tuple[object, object, str] = a.verify(dnsfunc=dnsfunc)
+    except dkim.DKIMException as x:
+        return dkim.CV_Fail, [], f"{x}"
+    return result

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from postier.dns.resolver import NoAnswer, NXDomain, Resolver, TempFail
 from postier.mailauth.dkimpy import dkim, usable_field
 from postier.mailauth.results import comment, value
-from postier.mime.parse import find_header_end, parse_fields
+from postier.mime.message import HeaderFormatError, ParsedMessage
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, offload
 
 log = logging.getLogger("postier.mailauth.dkim")
@@ -68,7 +68,7 @@ class DkimResult:
 
 
 def signature_tags(
-    message: bytes, field_name: bytes = b"dkim-signature"
+    message: bytes | ParsedMessage, field_name: bytes = b"dkim-signature"
 ) -> list[dict[bytes, bytes] | None]:
     """The tag lists of every `field_name` field, in order (None when unusable:
     unparsable, or too long for dkimpy to check in linear time)."""
@@ -84,22 +84,39 @@ def signature_tags(
     return out
 
 
-def signature_fields(message: bytes, field_name: bytes) -> list[bytes]:
+def signature_fields(message: bytes | ParsedMessage, field_name: bytes) -> list[bytes]:
     """The raw values of every `field_name` field (lower case), in order."""
     return [raw for name, raw in header_fields(message) if name == field_name]
 
 
-def header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
+def header_fields(message: bytes | ParsedMessage) -> list[tuple[bytes, bytes]]:
     """(lower-case name, raw value) of each header field, in order: as dkimpy
     reads them, or, when dkimpy cannot read the header (it raises on a line
-    that is no field), as our MIME parser does. Only the header is split."""
-    end = find_header_end(message, 0, len(message))[1]
-    block = message[:end]
+    that is no field), as our MIME parser does. From the message's one split
+    of its header (`ParsedMessage`)."""
+    parsed = parsed_message(message)
     try:
-        headers, _ = dkim.rfc822_parse(block)
-    except (dkim.MessageFormatError, IndexError):  # IndexError: a first line folded
-        return [(name.encode("latin-1"), v) for name, v in parse_fields(block)]
-    return [(name.lower(), raw) for name, raw in headers]
+        fields = parsed.dkim_fields()
+    except (HeaderFormatError, IndexError):  # IndexError: a first line folded
+        return [(name.encode("latin-1"), v) for name, v in parsed.header.mime_fields()]
+    return [(name.lower(), raw) for name, raw in fields]
+
+
+def parsed_message(message: bytes | ParsedMessage) -> ParsedMessage:
+    return message if isinstance(message, ParsedMessage) else ParsedMessage.of(message)
+
+
+def load(signer: dkim.DomainSigner, message: ParsedMessage) -> None:
+    """Give dkimpy the message from our split of it (its own `rfc822_parse`
+    splits and copies the whole message again for every signature): the same
+    lists, and the same `MessageFormatError` where it would raise one."""
+    try:
+        signer.headers = message.dkim_fields()
+    except HeaderFormatError as e:
+        # dkimpy's own text, which formats the bytes with %s: b'...'
+        text = f"Unexpected characters in RFC822 header: {e.line!r}"
+        raise dkim.MessageFormatError(text) from None
+    signer.body = message.dkim_body()
 
 
 def key_name(tags: dict[bytes, bytes]) -> str | None:
@@ -150,7 +167,7 @@ def dnsfunc_of(keys: dict[str, bytes | TempFail | None]) -> object:
 
 
 def _verify_sync(
-    message: bytes,
+    message: ParsedMessage,
     index: int,
     tags: dict[bytes, bytes],
     keys: dict[str, bytes | TempFail | None],
@@ -168,7 +185,8 @@ def _verify_sync(
     if key is None:
         return DkimResult("permerror", domain, selector, b, "no key record")
     try:
-        d = dkim.DKIM(message, minkey=min_key_bits)
+        d = dkim.DKIM(None, minkey=min_key_bits)
+        load(d, message)
         ok = d.verify(index, dnsfunc=dnsfunc_of(keys))
     except dkim.ValidationError as e:
         text = str(e)
@@ -186,7 +204,7 @@ def _verify_sync(
 
 
 async def verify(
-    message: bytes,
+    message: bytes | ParsedMessage,
     resolver: Resolver,
     *,
     max_signatures: int = MAX_SIGNATURES,
@@ -195,7 +213,8 @@ async def verify(
 ) -> list[DkimResult]:
     """One result per DKIM-Signature field of `message` (empty: unsigned).
     `ScanTimeout` when the CPU work runs past `scan_timeout` seconds."""
-    all_tags = await offload(lambda budget: signature_tags(message), scan_timeout)
+    parsed = parsed_message(message)
+    all_tags = await offload(lambda budget: signature_tags(parsed), scan_timeout)
     names = {
         n
         for t in all_tags[:max_signatures]
@@ -214,7 +233,7 @@ async def verify(
             continue
 
         def one(budget: Budget, index: int = index, tags: dict[bytes, bytes] = tags) -> DkimResult:
-            return _verify_sync(message, index, tags, keys, min_key_bits)
+            return _verify_sync(parsed, index, tags, keys, min_key_bits)
 
         results.append(await offload(one, scan_timeout))
     return results

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from postier.mime.summary import summarize
 from postier.ops import maildir, mbox
 from postier.store.api import Store
 from postier.store.errors import Conflict, StoreError
-from postier.store.models import BlobId, Mailbox, MailboxId, User
+from postier.store.models import BlobId, Mailbox, MailboxId, NewMessage, User
 
 #: progress(done, total) after each message
 Progress = Callable[[int, int], None]
@@ -260,7 +261,8 @@ class Importer:
             s.duplicates += 1
             return
         try:
-            await self.store.append(mb.id, data, msg.flags, msg.internal_date)
+            summary = await asyncio.to_thread(summarize, data)
+            await self.store.append(mb.id, NewMessage(data, summary), msg.flags, msg.internal_date)
         except StoreError as e:  # quota, a flag the store refuses
             s.failed += 1
             s.errors.append(f"{msg.origin}: {e}")

@@ -47,11 +47,12 @@ from postier.mail.headers import HeaderView
 from postier.mail.queueid import QueueId
 from postier.mail.replies import Reply
 from postier.mime.address import addresses
+from postier.mime.summary import summarize
 from postier.ops.maildir import to_crlf
 from postier.queue import dsn
 from postier.smtp.submission import Refused, Step, Submission
 from postier.store.api import Store
-from postier.store.models import DeliveryTarget, User
+from postier.store.models import DeliveryTarget, NewMessage, User
 
 _BCC = re.compile(rb"(?im)^bcc[ \t]*:.*\r\n(?:[ \t].*\r\n)*")
 
@@ -217,7 +218,7 @@ async def _bounce(
     )
     names = ",".join(f"<{r.address}>" for r in reports)
     result = await store.deliver(
-        message,
+        NewMessage(message, summarize(message)),
         [DeliveryTarget(user.id)],
         trace=[
             ("received", f"from=<> DSN (failed) for {qid} to <{user.address}>"),

@@ -75,6 +75,7 @@ from postier.mail.headers import HeaderView
 from postier.mail.queueid import QueueId
 from postier.mailauth import dkim
 from postier.mime.address import addresses
+from postier.mime.summary import summarize
 from postier.queue import dsn
 from postier.queue.schedule import Schedule
 from postier.smtp.client import (
@@ -91,6 +92,7 @@ from postier.store.api import Store
 from postier.store.errors import NotFound
 from postier.store.models import (
     DeliveryTarget,
+    NewMessage,
     NewQueueEntry,
     QueueEntry,
     QueueRecipient,
@@ -587,7 +589,8 @@ class Runner:
                 body_8bit=not message.isascii(),
                 is_bounce=True,
             )
-        result = await self.store.deliver(message, targets, queue=queue)
+        summary = await asyncio.to_thread(summarize, message)
+        result = await self.store.deliver(NewMessage(message, summary), targets, queue=queue)
         kind = reports[0].action
         metrics.BOUNCES.labels(str(kind)).inc()
         names = ",".join(f"<{r.address}>" for r in reports)

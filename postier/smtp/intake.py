@@ -20,10 +20,17 @@ Rules:
   (stripped by the core) cannot route mail elsewhere. A domain matches ours
   case-insensitively and with or without a trailing dot, nothing looser.
 - `Spool` receives the message while it arrives: in memory up to
-  `spool_threshold`, then in a file under data_dir/spool; the trace fields
-  (Return-Path:, Received:) are written first, so nothing is ever copied to
-  prepend them. Remote copies keep that Return-Path:; the outbound client drops
-  a leading Return-Path: when it transmits (RFC 5321 §4.4).
+  `spool_threshold`, then in a file under data_dir/spool holding the client's
+  bytes only. The trace fields (Return-Path:, Received:) and the fields the
+  filters add are kept apart and put on top at the end: joined with the bytes
+  in memory, or, for a spooled message, stored as the blob's head while the
+  spool file itself becomes the blob (no copy, no rewrite). Remote copies keep
+  that Return-Path:; the outbound client drops a leading Return-Path: when it
+  transmits (RFC 5321 §4.4).
+- One parse per message (`mime.message.ParsedMessage`): the header block is
+  split once when the scanner finds its end; at end of data the message is
+  read once (from memory, or its spool file) and every filter, the header
+  edits and the stored summary use that parse. The store never parses.
 - The header's end is found while it streams in (`headers.HeaderScanner`): a
   header without the empty line before the body gets one, and more than
   `smtp.limits.max_hops` Received:/Delivered-To: fields is a mail loop,
@@ -34,8 +41,7 @@ Rules:
   recipient that exists: nobody is greylisted for an unknown user) and end of
   data. At end of data the MX role adds Authentication-Results and X-Spam-*
   fields right below our Received: (incoming ones claiming our authserv-id
-  are removed first) and a Junk decision delivers to each user's Junk. A
-  spooled (large) message with added fields is copied once to a new spool file.
+  are removed first) and a Junk decision delivers to each user's Junk.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,14 +80,16 @@ from postier.mail.replies import (
     Reply,
 )
 from postier.mail.role import IntakeRole
-from postier.mailauth.results import drop_fields, forged_fields
+from postier.mailauth.results import forged_fields
 from postier.mime.address import addresses
+from postier.mime.message import Header, ParsedMessage
 from postier.smtp import headers as hdr
 from postier.smtp.events import MailParams, RcptParams
 from postier.store.api import Store
 from postier.store.models import (
     DeliveryTarget,
     Domain,
+    NewMessage,
     NewQueueEntry,
     QueueRecipient,
     Resolution,
@@ -128,13 +136,16 @@ class Envelope:
 
 
 class Spool:
-    """The message being received: trace fields first, then the client's bytes.
+    """The message being received: the client's bytes, the trace fields apart.
 
     The client's bytes go through a `headers.HeaderScanner` (the empty line a
     header lacks is added, hops are counted), then are held in memory up to
-    `threshold` bytes and moved to a file in `directory` beyond. `on_header` is
-    called once with the header block (or as much of it as fits the threshold)
-    and returns more fields to put on top, or raises `Refused`.
+    `threshold` bytes and moved to a file in `directory` beyond; the file holds
+    the client's bytes only, so it can become the message's blob as it is.
+    The header block is split once, when the scanner finds its end
+    (`mime.message.Header`); `on_header` is called then with it (or with as
+    much of it as fits the threshold) and returns more fields to put on top,
+    or raises `Refused`.
     """
 
     def __init__(
@@ -151,11 +162,11 @@ class Spool:
         self._threshold = threshold
         self._dir = directory
         self._file: int | None = None
-        self._file_prefix = 0  # bytes of trace fields at the start of the spool file
         self._scanner = hdr.HeaderScanner()
+        self._partial_header = False  # spilled inside a huge header: `header` is its start
         self.path: Path | None = None
         self.header_seen = False
-        self.header: HeaderView | None = None
+        self.header: Header | None = None
 
     def write(self, data: bytes) -> None:
         scanner = self._scanner
@@ -178,16 +189,13 @@ class Spool:
         self._file = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         if not self.header_seen:
             self._saw_header(b"".join(self._parts))
-        os.write(self._file, self._prefix)
-        self._file_prefix = len(self._prefix)
-        self._prefix = b""
         for part in self._parts:
             os.write(self._file, part)
         self._parts = []
 
     @property
     def spilled(self) -> bool:
-        return self._file is not None
+        return self.path is not None
 
     @property
     def size(self) -> int:
@@ -204,7 +212,7 @@ class Spool:
         """The client's header had no empty line before the body; we added it."""
         return self._scanner.inserted
 
-    def ensure_header(self) -> HeaderView:
+    def ensure_header(self) -> Header:
         """The end of the data: flush what the header scanner held back; the
         header view, also for a message whose data ended before its header did."""
         if not self._scanner.done:
@@ -214,79 +222,61 @@ class Spool:
         assert self.header is not None
         return self.header
 
-    def chunks(self, chunk_size: int) -> Iterator[bytes]:
-        """The message (no trace fields) in pieces of at most `chunk_size`,
-        whatever its size: from memory, or read from the spool file (blocking).
-        Call after `ensure_header`."""
-        if self._file is None:
+    def parse(self) -> ParsedMessage:
+        """The end of the data: the client's message and its one parse. Blocking
+        for a spooled message: its file is read once, here."""
+        header = self.ensure_header()
+        if self.path is None:
             data = b"".join(self._parts)
-            for i in range(0, len(data), chunk_size):
-                yield data[i : i + chunk_size]
-            return
-        assert self.path is not None
-        with open(self.path, "rb") as f:
-            f.seek(self._file_prefix)
-            while chunk := f.read(chunk_size):
-                yield chunk
-
-    def content(self, limit: int) -> bytes | None:
-        """The message (no trace fields) when at most `limit` long, else None.
-        Blocking for a spooled message (reads the file)."""
-        self.ensure_header()
-        if self._size > limit:
-            return None
-        if self._file is None:
-            return b"".join(self._parts)
-        assert self.path is not None
-        with open(self.path, "rb") as f:
-            f.seek(self._file_prefix)
-            return f.read()
+            self._parts = [data]
+        else:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        if self._partial_header:  # the header outgrew the threshold: split it whole now
+            scanner = self._scanner
+            header = Header.parse(data, scanner.header_length, scanner.body_offset)
+        return ParsedMessage(data, header)
 
     def finish(
-        self, insert: bytes = b"", drop: Callable[[str, str], bool] | None = None
-    ) -> bytes | Path:
-        """The whole message: bytes, or the spool file (fsynced by the store).
+        self,
+        message: ParsedMessage,
+        insert: bytes = b"",
+        drop: Callable[[str, str], bool] | None = None,
+    ) -> NewMessage:
+        """The message to store, with its summary: the trace fields, then
+        `insert`, then the client's bytes without the header fields for which
+        `drop(name, value)` is true.
 
-        `insert` goes right below the trace fields; header fields for which
-        `drop(name, value)` is true are removed from the client's header. For a
-        spooled message either means one copy to a new file (blocking)."""
-        self.ensure_header()
+        In memory, the bytes are joined. A spooled message's file becomes the
+        blob as it is: what goes above its content (and the client's header,
+        when fields of it are dropped) is the `NewMessage.head`. Blocking for a
+        spooled message (the summary counts its lines)."""
         if self._file is not None:
             os.close(self._file)
             self._file = None
-            assert self.path is not None
-            if not insert and drop is None:
-                return self.path
-            return self._rewrite(insert, drop)
-        header_len = len(self.header.raw) if self.header is not None else 0
-        return self._prefix + insert + _edit_header(b"".join(self._parts), drop, header_len)
-
-    def _rewrite(self, insert: bytes, drop: Callable[[str, str], bool] | None) -> Path:
-        assert self.path is not None
-        old = self.path
-        new = self._dir / f"{secrets.token_hex(12)}.tmp"
-        header_len = len(self.header.raw) if self.header is not None else 0
-        with open(old, "rb") as src, open(new, "xb") as dst:
-            os.chmod(new, 0o600)
-            dst.write(src.read(self._file_prefix))
-            dst.write(insert)
-            dst.write(_edit_header(src.read(header_len), drop, header_len))
-            while chunk := src.read(1024 * 1024):
-                dst.write(chunk)
-        self.path = new
-        with contextlib.suppress(OSError):
-            old.unlink()
-        return new
+        above = self._prefix + insert
+        data, header = message.data, message.header
+        kept = header.without(drop) if drop is not None else None
+        edited = None if kept is None else kept + data[len(header.raw) : header.body_offset]
+        summary = message.summary(above, edited)
+        if self.path is None:
+            if edited is None:
+                return NewMessage(above + data, summary)
+            return NewMessage(b"".join((above, edited, data[header.body_offset :])), summary)
+        if edited is None:
+            return NewMessage(self.path, summary, head=above)
+        return NewMessage(self.path, summary, head=above + edited, skip=header.body_offset)
 
     def _saw_header(self, data: bytes) -> None:
         """`data`: the stored bytes so far, from the start of the client's header."""
         self.header_seen = True
         scanner = self._scanner
         if scanner.done:
-            self.header = HeaderView(data[: scanner.header_length], scanner.body_offset)
+            self.header = Header.parse(data, scanner.header_length, scanner.body_offset)
         else:  # spilled inside a huge header: its complete lines so far
             end = data.rfind(b"\n") + 1
-            self.header = HeaderView(data[:end], end)
+            self.header = Header.parse(data, end, end)
+            self._partial_header = True
         if self._on_header is not None:
             self._prefix += self._on_header(self.header)
 
@@ -299,16 +289,6 @@ class Spool:
             with contextlib.suppress(OSError):
                 self.path.unlink()
         self._parts = []
-
-
-def _edit_header(data: bytes, drop: Callable[[str, str], bool] | None, header_len: int) -> bytes:
-    """`data` (the client's bytes, or their start) without the header fields
-    `drop` selects among its first `header_len` octets (the header the scanner
-    found: a body line that looks like a field is never touched); every other
-    byte unchanged."""
-    if drop is None or header_len == 0:
-        return data
-    return drop_fields(data[:header_len], drop) + data[header_len:]
 
 
 class Intake:
@@ -509,12 +489,8 @@ class Intake:
             return refusal
         ctx = self._ctx(s)
         ctx.qid = env.qid
-        limit = self.filters.max_scan_size
-        ctx.message = (
-            await asyncio.to_thread(spool.content, limit) if spool.spilled else spool.content(limit)
-        )
-        ctx.header = HeaderView.of(ctx.message) if ctx.message is not None else spool.header
-        ctx.source = spool
+        parsed = await asyncio.to_thread(spool.parse) if spool.spilled else spool.parse()
+        ctx.load(parsed, self.filters.max_scan_size)
         ctx.pending_trace = []
         if ctx.message is None:
             await self.filters.pipelines[s.role].trace(
@@ -526,7 +502,7 @@ class Intake:
             outcome = await self.filters.end_of_data(ctx)
         finally:
             pending, ctx.pending_trace = ctx.pending_trace, None
-        ctx.message = ctx.source = None
+        ctx.message = ctx.parsed = None
         if outcome.reply is not None:
             spool.discard()
             self._log(s, env, spool.size, str(outcome.reply))
@@ -535,9 +511,9 @@ class Intake:
             return outcome.reply
         drop = forged_fields(self.hostname) if s.role is IntakeRole.MX else None
         if spool.spilled:
-            data = await asyncio.to_thread(spool.finish, outcome.headers, drop)
+            message = await asyncio.to_thread(spool.finish, parsed, outcome.headers, drop)
         else:
-            data = spool.finish(outcome.headers, drop)
+            message = spool.finish(parsed, outcome.headers, drop)
         mailbox = "Junk" if outcome.junk else "INBOX"
         targets: list[DeliveryTarget] = []
         seen_users: set[int] = set()
@@ -571,7 +547,7 @@ class Intake:
             )
         try:
             await self.store.deliver(
-                data,
+                message,
                 targets,
                 queue=queue,
                 qid=env.qid,
@@ -583,9 +559,9 @@ class Intake:
             )
         except Exception:
             log.exception("delivery failed sid=%s qid=%s", s.sid, env.qid)
-            if isinstance(data, Path):
+            if isinstance(message.data, Path):
                 with contextlib.suppress(OSError):
-                    data.unlink()
+                    message.data.unlink()
             self._log(s, env, spool.size, "451 local error")
             return R451_LOCAL_ERROR
         self._log(s, env, spool.size, "queued" if queue else "delivered")

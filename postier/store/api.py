@@ -32,6 +32,7 @@ from postier.store.models import (
     MailboxId,
     Message,
     ModSeq,
+    NewMessage,
     NewQueueEntry,
     QueueEntry,
     QueueRecipient,
@@ -41,9 +42,6 @@ from postier.store.models import (
     User,
     UserId,
 )
-
-#: bytes already in memory, or a spool file the store may consume (move into place)
-MessageSource = bytes | Path
 
 FlagMode = Literal["add", "remove", "replace"]
 
@@ -134,7 +132,7 @@ class Store(Protocol):
     # --- messages ----------------------------------------------------------
     async def deliver(
         self,
-        data: MessageSource,
+        message: NewMessage,
         targets: Sequence[DeliveryTarget],
         *,
         queue: NewQueueEntry | None = None,
@@ -143,6 +141,8 @@ class Store(Protocol):
         trace: Sequence[tuple[str, str]] = (),
     ) -> DeliveryResult:
         """Store one incoming message for local users and/or the outbound queue.
+
+        The message comes with its summary (`NewMessage`): the store never parses.
 
         `trace` (event, detail) lines are recorded for the QID in the same
         transaction, so the timeline costs no commit of its own.
@@ -156,7 +156,7 @@ class Store(Protocol):
     async def append(
         self,
         mailbox_id: MailboxId,
-        data: MessageSource,
+        message: NewMessage,
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
     ) -> Message:
@@ -184,7 +184,8 @@ class Store(Protocol):
         exist are missing from the answer."""
 
     async def blob_path(self, blob_id: BlobId) -> Path | None:
-        """The file holding the blob, when the backend keeps blobs as files."""
+        """The file holding the blob, when the backend keeps blobs as files and
+        the file alone is the message (None when a head is kept with it)."""
 
     async def store_flags(
         self,

@@ -131,9 +131,14 @@ class BlobFiles:
             tmp.unlink(missing_ok=True)
             raise
 
-    def read(self, blob_id: str) -> bytes:
-        """The blob's bytes; `FileNotFoundError` when it does not exist."""
-        return self.path(blob_id).read_bytes()
+    def read(self, blob_id: str, skip: int = 0) -> bytes:
+        """The blob's bytes from offset `skip`; `FileNotFoundError` when it does
+        not exist."""
+        if not skip:
+            return self.path(blob_id).read_bytes()
+        with open(self.path(blob_id), "rb") as f:
+            f.seek(skip)
+            return f.read()
 
     def exists(self, blob_id: str) -> bool:
         return self.path(blob_id).is_file()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import NewType
 
 from postier.mail.queueid import QueueId
@@ -238,3 +239,24 @@ class BayesCounts:
     spam_messages: int
     ham_messages: int
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)  # token → (spam, ham)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to store, with the summary its one parse gave (at intake, or
+    by whoever hands it over): the store keeps both and never parses.
+
+    `data` is the bytes, or a spool file the store takes over (renamed into
+    place, never copied on the same filesystem). With a file, the message is
+    ``head + file[skip:]``: fields added above the client's bytes (and the
+    client's header when fields of it were removed) are kept in the index
+    instead of rewriting a large file to put them on top."""
+
+    data: bytes | Path
+    summary: MessageSummary
+    head: bytes = b""
+    skip: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, bytes) and (self.head or self.skip):
+            raise ValueError("head and skip go with a spool file; join bytes instead")

@@ -6,6 +6,7 @@ import pytest
 
 from postier.store.errors import Conflict, Invalid, NotFound
 from postier.store.models import SPECIAL_USE, DeliveryTarget
+from tests.support.messages import new_message
 
 
 async def test_domain_crud(store):
@@ -245,8 +246,10 @@ async def test_delete_user_frees_blobs(store):
     await store.add_domain("example.test")
     a = await store.add_user("a@example.test", "h")
     b = await store.add_user("b@example.test", "h")
-    only_a = await store.deliver(b"only a\r\n", [DeliveryTarget(a.id)])
-    both = await store.deliver(b"both\r\n", [DeliveryTarget(a.id), DeliveryTarget(b.id)])
+    only_a = await store.deliver(new_message(b"only a\r\n"), [DeliveryTarget(a.id)])
+    both = await store.deliver(
+        new_message(b"both\r\n"), [DeliveryTarget(a.id), DeliveryTarget(b.id)]
+    )
     await store.delete_user("a@example.test")
     with pytest.raises(NotFound):
         await store.read_blob(only_a.blob_id)

@@ -16,6 +16,7 @@ from postier.store.models import (
     QueueRecipient,
     RcptState,
 )
+from tests.support.messages import new_message
 
 MSG = b"Subject: x\r\n\r\nbody\r\n"
 
@@ -35,8 +36,8 @@ async def test_feed_in_process(store, users):
     box = await store.get_mailbox(u.id, "INBOX")
     sub = store.subscribe(u.id)
     assert sub.get_nowait() is None
-    await store.deliver(MSG, [DeliveryTarget(other.id)])  # not ours
-    r = await store.deliver(MSG, [DeliveryTarget(u.id)])
+    await store.deliver(new_message(MSG), [DeliveryTarget(other.id)])  # not ours
+    r = await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
     # published before deliver() returned
     c = sub.get_nowait()
     assert c == Change(
@@ -65,7 +66,7 @@ async def test_feed_in_process(store, users):
 async def test_feed_failed_write_publishes_nothing(store, users):
     sub = store.subscribe(users[0].id)
     with pytest.raises(NotFound):
-        await store.deliver(MSG, [DeliveryTarget(users[0].id), DeliveryTarget(9999)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(users[0].id), DeliveryTarget(9999)])
     await asyncio.sleep(0.2)
     assert sub.get_nowait() is None
     sub.close()
@@ -76,7 +77,7 @@ async def test_feed_from_another_process(store_factory, users, store):
     u = users[0]
     box = await store.get_mailbox(u.id, "INBOX")
     sub = store.subscribe(u.id)
-    r = await other.deliver(MSG, [DeliveryTarget(u.id)])
+    r = await other.deliver(new_message(MSG), [DeliveryTarget(u.id)])
     c = await next_change(sub, timeout=1.5)
     assert (c.user_id, c.mailbox_id, c.kind, c.uid) == (
         u.id,
@@ -112,8 +113,8 @@ def entry(*rcpts, sender="s@example.test"):
 
 
 async def test_queue_lifecycle(store, users):
-    r1 = await store.deliver(MSG, [], queue=entry("a@remote.test", "b@remote.test"))
-    r2 = await store.deliver(b"two\r\n", [], queue=entry("c@remote.test", sender=""))
+    r1 = await store.deliver(new_message(MSG), [], queue=entry("a@remote.test", "b@remote.test"))
+    r2 = await store.deliver(new_message(b"two\r\n"), [], queue=entry("c@remote.test", sender=""))
     listed = await store.queue_list()
     assert [e.id for e in listed] == [r1.qid, r2.qid]
     e1 = listed[0]
@@ -199,7 +200,9 @@ async def test_queue_errors(store):
 
 
 async def test_queue_blob_shared_with_local_copy(store, users):
-    r = await store.deliver(MSG, [DeliveryTarget(users[0].id)], queue=entry("x@remote.test"))
+    r = await store.deliver(
+        new_message(MSG), [DeliveryTarget(users[0].id)], queue=entry("x@remote.test")
+    )
     await store.queue_delete(r.qid)
     assert await store.read_blob(r.blob_id) == MSG  # the mailbox copy keeps it
 

@@ -6,6 +6,7 @@ import pytest
 
 from postier.store.errors import Conflict, Invalid, NotFound
 from postier.store.models import DeliveryTarget
+from tests.support.messages import new_message
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ async def test_unknown_user_or_mailbox(store, user):
 async def test_rename_with_children(store, user):
     top = await store.create_mailbox(user.id, "a/b/c")
     a = await store.get_mailbox(user.id, "a")
-    r = await store.deliver(b"m\r\n", [DeliveryTarget(user.id, "a/b")])
+    r = await store.deliver(new_message(b"m\r\n"), [DeliveryTarget(user.id, "a/b")])
     await store.rename_mailbox(user.id, "a", "x/y")
     got = set(await names(store, user))
     assert {"x", "x/y", "x/y/b", "x/y/b/c"} <= got
@@ -109,7 +110,7 @@ async def test_rename_inbox_moves_messages(store, user):
     inbox = await store.get_mailbox(user.id, "INBOX")
     for i in range(3):
         await store.deliver(
-            b"msg %d\r\n" % i, [DeliveryTarget(user.id, flags=frozenset({"\\Seen"}))]
+            new_message(b"msg %d\r\n" % i), [DeliveryTarget(user.id, flags=frozenset({"\\Seen"}))]
         )
     before = await store.get_mailbox(user.id, "INBOX")
     await store.rename_mailbox(user.id, "inbox", "Old Mail")
@@ -130,13 +131,13 @@ async def test_rename_inbox_moves_messages(store, user):
         b"msg 2\r\n",
     ]
     assert await store.get_mailbox(user.id, "INBOX/keep") is not None  # children stay
-    r = await store.deliver(b"new\r\n", [DeliveryTarget(user.id)])
+    r = await store.deliver(new_message(b"new\r\n"), [DeliveryTarget(user.id)])
     assert r.delivered[0].uid == 4
 
 
 async def test_delete_mailbox(store, user):
     m = await store.create_mailbox(user.id, "Old")
-    r = await store.deliver(b"bye\r\n", [DeliveryTarget(user.id, "Old")])
+    r = await store.deliver(new_message(b"bye\r\n"), [DeliveryTarget(user.id, "Old")])
     assert r.delivered[0].mailbox_id == m.id
     await store.delete_mailbox(user.id, "Old")
     assert await store.get_mailbox(user.id, "Old") is None
@@ -192,8 +193,8 @@ async def test_subscriptions_are_names_that_outlive_their_mailbox(store, user):
 
 
 async def test_counts(store, user):
-    await store.deliver(b"12345", [DeliveryTarget(user.id)])
-    await store.deliver(b"123", [DeliveryTarget(user.id, flags=frozenset({"\\Seen"}))])
+    await store.deliver(new_message(b"12345"), [DeliveryTarget(user.id)])
+    await store.deliver(new_message(b"123"), [DeliveryTarget(user.id, flags=frozenset({"\\Seen"}))])
     inbox = await store.get_mailbox(user.id, "INBOX")
     assert (inbox.messages, inbox.unseen, inbox.size) == (2, 1, 8)
     listed = {m.name: m for m in await store.list_mailboxes(user.id)}

@@ -11,6 +11,7 @@ import pytest
 
 from postier.store.errors import Invalid, NotFound, QuotaExceeded
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
+from tests.support.messages import new_message
 
 MSG = b"From: a@remote.test\r\nSubject: Hello\r\n\r\nHi there\r\n"
 WHEN = datetime(2024, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
@@ -29,7 +30,9 @@ async def inbox(store, user):
 
 
 async def test_deliver_to_three_users_shares_one_blob(store, users):
-    r = await store.deliver(MSG, [DeliveryTarget(u.id) for u in users], internal_date=WHEN)
+    r = await store.deliver(
+        new_message(MSG), [DeliveryTarget(u.id) for u in users], internal_date=WHEN
+    )
     assert r.blob_id is not None
     assert r.queued is None
     assert len(r.qid) == 16
@@ -52,7 +55,7 @@ async def test_summary_date_keeps_the_header_zone(store, users):
     """SEARCH SENTON compares the Date: header's own day (RFC 9051 §6.4.4): the
     summary date comes back in the zone it was written in, not only as an instant."""
     data = b"Date: Mon, 2 Mar 2026 23:30:00 -0500\r\nSubject: late\r\n\r\nx\r\n"
-    r = await store.deliver(data, [DeliveryTarget(users[0].id)], internal_date=WHEN)
+    r = await store.deliver(new_message(data), [DeliveryTarget(users[0].id)], internal_date=WHEN)
     m = await store.get_message(r.delivered[0].mailbox_id, r.delivered[0].uid)
     assert m.summary.date == datetime(2026, 3, 3, 4, 30, tzinfo=UTC)
     assert m.summary.date.utcoffset() == timedelta(hours=-5)
@@ -68,7 +71,7 @@ async def test_summary_date_keeps_the_header_zone(store, users):
 async def test_deliver_target_mailbox_and_fallback(store, users):
     u = users[0]
     r = await store.deliver(
-        MSG,
+        new_message(MSG),
         [
             DeliveryTarget(u.id, "Junk", frozenset({"$Junk", "\\seen"})),
             DeliveryTarget(u.id, "No/Such/Box"),
@@ -88,7 +91,7 @@ async def test_deliver_target_mailbox_and_fallback(store, users):
 async def test_deliver_from_spool_file(store, users, tmp_path):
     spool = tmp_path / "spool.eml"
     spool.write_bytes(MSG)
-    r = await store.deliver(spool, [DeliveryTarget(users[0].id)])
+    r = await store.deliver(new_message(spool), [DeliveryTarget(users[0].id)])
     assert not spool.exists()  # consumed
     assert await store.read_blob(r.blob_id) == MSG
     m = await store.get_message(r.delivered[0].mailbox_id, r.delivered[0].uid)
@@ -97,11 +100,11 @@ async def test_deliver_from_spool_file(store, users, tmp_path):
 
 async def test_deliver_is_all_or_nothing(store, users):
     with pytest.raises(NotFound):
-        await store.deliver(MSG, [DeliveryTarget(users[0].id), DeliveryTarget(9999)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(users[0].id), DeliveryTarget(9999)])
     assert (await inbox(store, users[0])).messages == 0
     assert (await inbox(store, users[0])).uidnext == 1
     with pytest.raises(Invalid):
-        await store.deliver(MSG, [])
+        await store.deliver(new_message(MSG), [])
 
 
 async def test_deliver_with_queue_entry(store, users):
@@ -114,7 +117,7 @@ async def test_deliver_with_queue_entry(store, users):
         body_8bit=True,
         auth_user="u0@example.test",
     )
-    r = await store.deliver(MSG, [DeliveryTarget(users[1].id)], queue=q)
+    r = await store.deliver(new_message(MSG), [DeliveryTarget(users[1].id)], queue=q)
     assert r.queued == r.qid
     entry = await store.queue_get(r.qid)
     assert entry.blob_id == r.blob_id
@@ -126,7 +129,7 @@ async def test_deliver_with_queue_entry(store, users):
         True,
         "u0@example.test",
     )
-    only_queue = await store.deliver(b"out\r\n", [], queue=q)
+    only_queue = await store.deliver(new_message(b"out\r\n"), [], queue=q)
     assert only_queue.delivered == ()
     assert await store.read_blob(only_queue.blob_id) == b"out\r\n"
 
@@ -136,17 +139,17 @@ async def test_uids_increase_and_are_never_reused(store_factory):
     await store.add_domain("example.test")
     u = await store.add_user("a@example.test", "h")
     for _ in range(3):
-        await store.deliver(MSG, [DeliveryTarget(u.id)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
     box = await inbox(store, u)
     await store.store_flags(box.id, [2, 3], frozenset({"\\Deleted"}), "add")
     assert await store.expunge(box.id) == [2, 3]
-    r = await store.deliver(MSG, [DeliveryTarget(u.id)])
+    r = await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
     assert r.delivered[0].uid == 4
     await store.store_flags(box.id, [4], frozenset({"\\Deleted"}), "add")
     assert await store.expunge(box.id) == [4]
     await store.close()
     store2 = await store_factory()
-    r = await store2.deliver(MSG, [DeliveryTarget(u.id)])
+    r = await store2.deliver(new_message(MSG), [DeliveryTarget(u.id)])
     assert r.delivered[0].uid == 5
     assert [m.uid for m in await store2.list_messages(box.id)] == [1, 5]
     assert (await store2.get_mailbox_by_id(box.id)).uidvalidity == box.uidvalidity
@@ -163,9 +166,9 @@ async def test_modseq_increases_on_every_change(store, users):
         seen.append(m.highestmodseq)
         return m.highestmodseq
 
-    r = await store.deliver(MSG, [DeliveryTarget(u.id)])
+    r = await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
     assert (await store.get_message(box.id, 1)).modseq == await hms()
-    await store.append(box.id, MSG)
+    await store.append(box.id, new_message(MSG))
     assert (await store.get_message(box.id, 2)).modseq == await hms()
     changed, refused = await store.store_flags(box.id, [1], frozenset({"\\Flagged"}), "add")
     assert refused == []
@@ -184,7 +187,7 @@ async def test_modseq_increases_on_every_change(store, users):
 async def test_store_flags_modes(store, users):
     box = await inbox(store, users[0])
     for _ in range(3):
-        await store.deliver(MSG, [DeliveryTarget(users[0].id)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(users[0].id)])
     changed, refused = await store.store_flags(
         box.id, [1, 2, 99], frozenset({"\\seen", "foo"}), "add"
     )
@@ -213,7 +216,7 @@ async def test_store_flags_modes(store, users):
 async def test_store_flags_unchanged_since(store, users):
     box = await inbox(store, users[0])
     for _ in range(2):
-        await store.deliver(MSG, [DeliveryTarget(users[0].id)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(users[0].id)])
     m1 = await store.get_message(box.id, 1)
     changed, _ = await store.store_flags(box.id, [2], frozenset({"a"}), "add")
     m2 = changed[0]
@@ -234,7 +237,7 @@ async def test_store_flags_unchanged_since(store, users):
 async def test_expunge(store, users):
     box = await inbox(store, users[0])
     for _ in range(4):
-        await store.deliver(MSG, [DeliveryTarget(users[0].id)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(users[0].id)])
     assert await store.expunge(box.id) == []
     await store.store_flags(box.id, [1, 3, 4], frozenset({"\\Deleted"}), "add")
     assert await store.expunge(box.id, [3, 4, 2]) == [3, 4]
@@ -246,7 +249,7 @@ async def test_expunge(store, users):
 async def test_changed_and_vanished_since(store, users):
     box = await inbox(store, users[0])
     for _ in range(4):
-        await store.deliver(MSG, [DeliveryTarget(users[0].id)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(users[0].id)])
     mark = (await store.get_mailbox_by_id(box.id)).highestmodseq
     assert await store.changed_since(box.id, mark) == []
     assert await store.vanished_since(box.id, mark) == []
@@ -264,8 +267,10 @@ async def test_copy_and_move_keep_flags_and_date(store, users):
     src = await inbox(store, u)
     dst = await store.get_mailbox(u.id, "Archive")
     for flags in ({"\\Seen"}, {"\\Flagged", "kw"}, set()):
-        await store.deliver(MSG, [DeliveryTarget(u.id, flags=frozenset(flags))], internal_date=WHEN)
-    await store.deliver(MSG, [DeliveryTarget(u.id, "Archive")])
+        await store.deliver(
+            new_message(MSG), [DeliveryTarget(u.id, flags=frozenset(flags))], internal_date=WHEN
+        )
+    await store.deliver(new_message(MSG), [DeliveryTarget(u.id, "Archive")])
     originals = await store.list_messages(src.id)
     pairs = await store.copy(src.id, [1, 2, 77], dst.id)
     assert pairs == [(1, 2), (2, 3)]
@@ -292,7 +297,7 @@ async def test_copy_and_move_keep_flags_and_date(store, users):
 async def test_blob_freed_with_last_reference(store, users):
     u = users[0]
     box = await inbox(store, u)
-    r = await store.deliver(MSG, [DeliveryTarget(u.id)])
+    r = await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
     await store.copy(box.id, [1], box.id)
     await store.store_flags(box.id, [1], frozenset({"\\Deleted"}), "add")
     await store.expunge(box.id)
@@ -306,7 +311,7 @@ async def test_blob_freed_with_last_reference(store, users):
 
 async def test_append(store, users):
     box = await inbox(store, users[0])
-    m = await store.append(box.id, MSG, frozenset({"\\Draft", "\\SEEN"}), WHEN)
+    m = await store.append(box.id, new_message(MSG), frozenset({"\\Draft", "\\SEEN"}), WHEN)
     assert (m.uid, m.flags, m.internal_date, m.size) == (
         1,
         frozenset({"\\Draft", "\\Seen"}),
@@ -316,7 +321,7 @@ async def test_append(store, users):
     assert await store.get_message(box.id, 1) == m
     assert await store.read_blob(m.blob_id) == MSG
     with pytest.raises(NotFound):
-        await store.append(9999, MSG)
+        await store.append(9999, new_message(MSG))
     assert await store.get_message(box.id, 2) is None
 
 
@@ -325,13 +330,13 @@ async def test_quota(store, users):
     u = users[0]
     box = await inbox(store, u)
     assert await store.quota_usage(u.id) == (0, 100)
-    await store.append(box.id, b"x" * 60)
+    await store.append(box.id, new_message(b"x" * 60))
     with pytest.raises(QuotaExceeded):
-        await store.append(box.id, b"y" * 41)
-    await store.append(box.id, b"y" * 40)
+        await store.append(box.id, new_message(b"y" * 41))
+    await store.append(box.id, new_message(b"y" * 40))
     assert await store.quota_usage(u.id) == (100, 100)
     # delivery never refuses (intake decides); copy does
-    await store.deliver(b"z" * 10, [DeliveryTarget(u.id)])
+    await store.deliver(new_message(b"z" * 10), [DeliveryTarget(u.id)])
     assert await store.quota_usage(u.id) == (110, 100)
     with pytest.raises(QuotaExceeded):
         await store.copy(box.id, [1], box.id)
@@ -345,7 +350,7 @@ async def test_quota(store, users):
 async def test_list_messages_ranges(store, users):
     box = await inbox(store, users[0])
     for _ in range(5):
-        await store.deliver(MSG, [DeliveryTarget(users[0].id)])
+        await store.deliver(new_message(MSG), [DeliveryTarget(users[0].id)])
     assert [m.uid for m in await store.list_messages(box.id, 2, 4)] == [2, 3, 4]
     assert [m.uid for m in await store.list_messages(box.id, 4)] == [4, 5]
     assert await store.list_messages(box.id, 6) == []
@@ -362,7 +367,9 @@ async def test_read_blob_unknown(store, users):
 async def test_200_concurrent_deliveries(store, users):
     u = users[0]
     bodies = [b"Subject: %d\r\n\r\nmessage %d\r\n" % (i, i) for i in range(200)]
-    results = await asyncio.gather(*(store.deliver(b, [DeliveryTarget(u.id)]) for b in bodies))
+    results = await asyncio.gather(
+        *(store.deliver(new_message(b), [DeliveryTarget(u.id)]) for b in bodies)
+    )
     uids = [r.delivered[0].uid for r in results]
     assert sorted(uids) == list(range(1, 201))
     assert len({r.qid for r in results}) == 200
@@ -378,9 +385,11 @@ async def test_200_concurrent_deliveries(store, users):
 
 async def test_read_blobs_many_at_once(store, users):
     alice = users[0]
-    small = await store.deliver(b"Subject: a\r\n\r\nsmall\r\n", [DeliveryTarget(alice.id)])
+    small = await store.deliver(
+        new_message(b"Subject: a\r\n\r\nsmall\r\n"), [DeliveryTarget(alice.id)]
+    )
     big_bytes = b"Subject: b\r\n\r\n" + b"y" * (200 * 1024)
-    big = await store.deliver(big_bytes, [DeliveryTarget(alice.id)])
+    big = await store.deliver(new_message(big_bytes), [DeliveryTarget(alice.id)])
     got = await store.read_blobs([small.blob_id, big.blob_id, small.blob_id])
     assert got == {small.blob_id: b"Subject: a\r\n\r\nsmall\r\n", big.blob_id: big_bytes}
     assert await store.read_blobs([]) == {}

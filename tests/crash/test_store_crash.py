@@ -21,7 +21,8 @@ pytestmark = pytest.mark.crash
 CHILD = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
+    from postier.mime.summary import summarize
+    from postier.store.models import DeliveryTarget, NewMessage, NewQueueEntry, QueueRecipient
     from postier.store.sqlite import SqliteStore
 
     data, spool, round_ = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -39,7 +40,8 @@ CHILD = textwrap.dedent("""
             queue = None
             if i % 4 == 0:
                 queue = NewQueueEntry("a@example.test", (QueueRecipient("x@remote.test"),))
-            r = await store.deliver(source, [DeliveryTarget(u) for u in users], queue=queue)
+            message = NewMessage(source, summarize(body))
+            r = await store.deliver(message, [DeliveryTarget(u) for u in users], queue=queue)
             uids = ",".join(f"{d.mailbox_id}:{d.uid}" for d in r.delivered)
             print(f"done {tag} {r.blob_id} {r.qid} {int(queue is not None)} {uids}",
                   flush=True)

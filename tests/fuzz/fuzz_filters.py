@@ -31,8 +31,8 @@ from postier.dns.fake import FakeResolver
 from postier.filters.build import Filters
 from postier.filters.pipeline import Phase
 from postier.mail.address import Address, AddressError
-from postier.mail.headers import HeaderView
 from postier.mail.role import IntakeRole
+from postier.mime.message import ParsedMessage
 from postier.store.sqlite import SqliteStore
 from tests.fuzz.fuzz_dkim import KEY_RECORD
 
@@ -124,8 +124,7 @@ async def _run(world: _World, data: bytes) -> bytes:
     ctx.recipient = "alice@example.test"
     await f.run(Phase.RCPT, ctx)
     ctx.recipients.append(ctx.recipient)
-    ctx.message = data
-    ctx.header = HeaderView.of(data)
+    ctx.load(ParsedMessage.of(data), max_scan_size=len(data))
     outcome = await f.end_of_data(ctx)
     if outcome.reply is not None:
         assert 400 <= outcome.reply.code < 600

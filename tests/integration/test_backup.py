@@ -20,6 +20,7 @@ from postier.store import open_store
 from postier.store.models import DeliveryTarget
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite import backup as bk
+from tests.support.messages import new_message
 from tests.support.server import ServerThread, thread_server
 
 BIG = b"Subject: big\r\n\r\n" + b"x" * 200_000 + b"\r\n"  # over store.inline_max: a file
@@ -130,8 +131,10 @@ async def test_a_message_expunged_during_the_backup(
     try:
         await store.add_domain("example.test")
         user = await store.add_user("a@example.test", hash_password("password"))
-        gone = await store.deliver(b"Subject: 1\r\n\r\ngone\r\n", [DeliveryTarget(user.id)])
-        await store.deliver(b"Subject: 2\r\n\r\nkept\r\n", [DeliveryTarget(user.id)])
+        gone = await store.deliver(
+            new_message(b"Subject: 1\r\n\r\ngone\r\n"), [DeliveryTarget(user.id)]
+        )
+        await store.deliver(new_message(b"Subject: 2\r\n\r\nkept\r\n"), [DeliveryTarget(user.id)])
         mb = await store.get_mailbox(user.id, "INBOX")
         assert mb is not None
     finally:

@@ -12,6 +12,7 @@ from postier.cli.main import main
 from postier.mail.queueid import QueueId
 from postier.store.models import NewQueueEntry, QueueRecipient, RcptState
 from postier.store.sqlite import SqliteStore
+from tests.support.messages import new_message
 from tests.support.server import write_config
 
 
@@ -20,7 +21,7 @@ async def _setup(data_dir: Path) -> QueueId:
     await store.open()
     try:
         res = await store.deliver(
-            b"Subject: x\r\n\r\nhi\r\n",
+            new_message(b"Subject: x\r\n\r\nhi\r\n"),
             [],
             queue=NewQueueEntry(
                 "alice@a.test",

@@ -28,8 +28,9 @@ from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, no, ok
 from postier.imap.commands.flags import invalid_flag
 from postier.imap.commands.urlpart import BadUrl, PartReader
+from postier.mime.summary import summarize_source
 from postier.store.errors import QuotaExceeded, StoreError
-from postier.store.models import Message, Uid
+from postier.store.models import Message, NewMessage, Uid
 
 log = logging.getLogger("postier.imap")
 
@@ -59,8 +60,11 @@ async def append(ctx: Context, cmd: p.Append) -> Result:
     stored: list[Message] = []
     try:
         for m, data in zip(cmd.messages, contents, strict=True):
+            summary = await asyncio.to_thread(summarize_source, data)
             stored.append(
-                await ctx.store.append(mbox.id, data, frozenset(m.flags), m.internal_date)
+                await ctx.store.append(
+                    mbox.id, NewMessage(data, summary), frozenset(m.flags), m.internal_date
+                )
             )
     except QuotaExceeded:
         await _undo(ctx, mbox.id, stored)

@@ -231,7 +231,18 @@ _V7 = (
     "WHERE subscribed = 1",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8 = (
+    # what comes before a blob file's content: a spool file becomes the blob as it
+    # is, and the fields intake adds on top (trace, results, X-Spam-*) live here;
+    # the message is head + file[skip:] (`models.NewMessage`)
+    """CREATE TABLE IF NOT EXISTS blob_heads (
+        id TEXT PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+        head BLOB NOT NULL,
+        skip INTEGER NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 VERSION = len(MIGRATIONS)
 
 

@@ -48,6 +48,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,8 +57,7 @@ from postier.mail.address import Address, AddressError
 from postier.mail.address import Domain as DomainName
 from postier.mail.queueid import QueueId, new_queue_id
 from postier.mail.summary import MessageSummary
-from postier.mime.summary import summarize
-from postier.store.api import FlagMode, MessageSource, Subscription
+from postier.store.api import FlagMode, Subscription
 from postier.store.blobs import BlobFiles, is_blob_id, is_inline, new_inline_id
 from postier.store.errors import Conflict, Invalid, NotFound, QuotaExceeded, StoreError
 from postier.store.feed import ChangeHub
@@ -79,6 +79,7 @@ from postier.store.models import (
     MailboxId,
     Message,
     ModSeq,
+    NewMessage,
     NewQueueEntry,
     QueueEntry,
     QueueRecipient,
@@ -112,6 +113,19 @@ SPECIAL_USE_ATTRIBUTES = frozenset(
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Blob:
+    """A blob written (or to be inlined) before its index transaction."""
+
+    id: BlobId
+    size: int  # octets of the message: the head included, the skipped octets not
+    summary: MessageSummary
+    inline: bytes | None  # the bytes, kept in the index (small messages)
+    head: tuple[bytes, int] | None  # (head, skip) of a spool file taken as it is
+
+
 _US = timedelta(microseconds=1)
 _SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS}
 _MAX_UIDVALIDITY = 0xFFFFFFFF  # RFC 9051 §9: nz-number is 32 bits
@@ -1204,7 +1218,12 @@ class SqliteStore:
 
     @staticmethod
     def _insert_blob(
-        tx: Tx, blob_id: BlobId, size: int, s: MessageSummary, inline: bytes | None = None
+        tx: Tx,
+        blob_id: BlobId,
+        size: int,
+        s: MessageSummary,
+        inline: bytes | None = None,
+        head: tuple[bytes, int] | None = None,
     ) -> None:
         tx.execute(
             "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
@@ -1230,6 +1249,11 @@ class SqliteStore:
         )
         if inline is not None:
             tx.execute("INSERT INTO blob_data (id, data) VALUES (?, ?)", (blob_id, inline))
+        if head is not None:
+            tx.execute(
+                "INSERT INTO blob_heads (id, head, skip) VALUES (?, ?, ?)",
+                (blob_id, head[0], head[1]),
+            )
 
     @staticmethod
     def _mailbox_owner(tx: Tx, mailbox_id: MailboxId) -> UserId:
@@ -1251,31 +1275,30 @@ class SqliteStore:
         if used + adding > limit[0]:
             raise QuotaExceeded(f"quota exceeded: {used} + {adding} > {limit[0]} octets")
 
-    def _put_blob(self, data: MessageSource) -> tuple[BlobId, int, MessageSummary, bytes | None]:
-        """Blocking: summarise, then write the blob durably (worker thread).
+    def _put_blob(self, message: NewMessage) -> _Blob:
+        """Blocking: write the blob durably (worker thread). The summary is the
+        caller's: the store never parses.
 
         Messages up to `inline_max` octets given as bytes are not written here:
-        the id is an inline one and the bytes (returned last) go into the index
-        transaction (`_insert_blob`), durable with its commit."""
-        raw = data.read_bytes() if isinstance(data, Path) else data
-        try:
-            summary = summarize(raw)
-        except Exception:
-            log.exception("summarize failed; storing an empty summary")
-            summary = MessageSummary()
+        the id is an inline one and the bytes go into the index transaction
+        (`_insert_blob`), durable with its commit. A spool file is renamed into
+        place as it is (`BlobFiles.put`); its head is kept in the index."""
+        data = message.data
         if isinstance(data, bytes) and len(data) <= self.inline_max:
-            return new_inline_id(), len(data), summary, data
+            return _Blob(new_inline_id(), len(data), message.summary, data, None)
         blob_id, size = self.blobs.put(data)
-        return blob_id, size, summary, None
+        if isinstance(data, bytes) or not (message.head or message.skip):
+            return _Blob(blob_id, size, message.summary, None, None)
+        skip = min(message.skip, size)
+        size = len(message.head) + size - skip
+        return _Blob(blob_id, size, message.summary, None, (message.head, skip))
 
-    async def _prepare_blob(
-        self, data: MessageSource
-    ) -> tuple[BlobId, int, MessageSummary, bytes | None]:
-        """A small message is summarised right here (a fraction of a millisecond,
-        less than the hop to a thread); files and large messages in a thread."""
-        if isinstance(data, bytes) and len(data) <= self.inline_max:
-            return self._put_blob(data)
-        return await asyncio.to_thread(self._put_blob, data)
+    async def _prepare_blob(self, message: NewMessage) -> _Blob:
+        """A small message goes into the index transaction as it is; files and
+        large messages are written in a thread."""
+        if isinstance(message.data, bytes) and len(message.data) <= self.inline_max:
+            return self._put_blob(message)
+        return await asyncio.to_thread(self._put_blob, message)
 
     async def _write_new_blob(self, job: Callable[[Tx], T], blob_id: BlobId) -> T:
         """Run the job that names a blob just written; if it fails, nothing will
@@ -1298,7 +1321,7 @@ class SqliteStore:
     # --- messages ----------------------------------------------------------
     async def deliver(
         self,
-        data: MessageSource,
+        message: NewMessage,
         targets: Sequence[DeliveryTarget],
         *,
         queue: NewQueueEntry | None = None,
@@ -1327,10 +1350,11 @@ class SqliteStore:
             except Invalid:
                 name = "INBOX"
             prepared.append((t.user_id, name, _flags_text(normalize_flags(t.flags))))
-        blob_id, size, summary, inline = await self._prepare_blob(data)
+        blob = await self._prepare_blob(message)
+        blob_id, size = blob.id, blob.size
 
         def job(tx: Tx) -> DeliveryResult:
-            self._insert_blob(tx, blob_id, size, summary, inline)
+            self._insert_blob(tx, blob_id, size, blob.summary, blob.inline, blob.head)
             delivered: list[Delivered] = []
             changes: list[Change] = []
             for user_id, name, flags in prepared:
@@ -1367,7 +1391,7 @@ class SqliteStore:
     async def append(
         self,
         mailbox_id: MailboxId,
-        data: MessageSource,
+        message: NewMessage,
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
     ) -> Message:
@@ -1377,12 +1401,13 @@ class SqliteStore:
         self._require_db()
         flag_set = normalize_flags(flags)
         date_us = _to_us(internal_date) if internal_date else _now_us()
-        blob_id, size, summary, inline = await self._prepare_blob(data)
+        blob = await self._prepare_blob(message)
+        blob_id, size, summary = blob.id, blob.size, blob.summary
 
         def job(tx: Tx) -> Message:
             user_id = self._mailbox_owner(tx, mailbox_id)
             self._check_quota(tx, user_id, size)
-            self._insert_blob(tx, blob_id, size, summary, inline)
+            self._insert_blob(tx, blob_id, size, summary, blob.inline, blob.head)
             uid, modseq = self._take_uids(tx, mailbox_id, 1)
             _insert_message(
                 tx, mailbox_id, uid, modseq, _flags_text(flag_set), date_us, size, blob_id
@@ -1456,10 +1481,31 @@ class SqliteStore:
             if row is None:
                 raise NotFound(f"no blob {blob_id}")
             return bytes(row[0])
+        heads = await self._heads([blob_id])
+        head, skip = heads.get(blob_id, (b"", 0))
         try:
-            return await asyncio.to_thread(self.blobs.read, blob_id)
+            return head + await asyncio.to_thread(self.blobs.read, blob_id, skip)
         except FileNotFoundError:
             raise NotFound(f"no blob {blob_id}") from None
+
+    async def _heads(self, blob_ids: Sequence[BlobId]) -> dict[BlobId, tuple[bytes, int]]:
+        """The heads of file blobs that have one (`NewMessage.head`)."""
+        if len(blob_ids) == 1:
+            one = blob_ids[0]
+            row = await self._lookup(
+                lambda c: c.execute(
+                    "SELECT head, skip FROM blob_heads WHERE id = ?", (one,)
+                ).fetchone()
+            )
+            return {} if row is None else {one: (bytes(row[0]), int(row[1]))}
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, head, skip FROM blob_heads "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(blob_ids)),),
+            ).fetchall()
+        )
+        return {BlobId(r[0]): (bytes(r[1]), int(r[2])) for r in rows}
 
     async def read_blobs(self, blob_ids: Sequence[BlobId]) -> dict[BlobId, bytes]:
         inline = [b for b in set(blob_ids) if is_inline(b)]
@@ -1474,20 +1520,22 @@ class SqliteStore:
             )
             out.update((BlobId(r[0]), bytes(r[1])) for r in rows)
         if files:
+            heads = await self._heads([BlobId(b) for b in files])
 
             def read_files() -> dict[BlobId, bytes]:
                 got: dict[BlobId, bytes] = {}
                 for b in files:
+                    head, skip = heads.get(BlobId(b), (b"", 0))
                     with contextlib.suppress(FileNotFoundError):
-                        got[BlobId(b)] = self.blobs.read(b)
+                        got[BlobId(b)] = head + self.blobs.read(b, skip)
                 return got
 
             out.update(await asyncio.to_thread(read_files))
         return out
 
     async def blob_path(self, blob_id: BlobId) -> Path | None:
-        if not is_blob_id(blob_id) or is_inline(blob_id):
-            return None
+        if not is_blob_id(blob_id) or is_inline(blob_id) or await self._heads([blob_id]):
+            return None  # in the index, or the file is not the whole message
         path = self.blobs.path(blob_id)
         exists = await asyncio.to_thread(path.is_file)
         return path if exists else None

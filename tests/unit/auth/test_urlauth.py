@@ -12,6 +12,7 @@ import pytest
 from postier.auth.urlauth import Failure, Requester, UrlAuth, UrlAuthError, token
 from postier.store.models import User
 from postier.store.sqlite import SqliteStore
+from tests.support.messages import new_message
 
 HOST = "mail.example.test"
 MSG = (
@@ -45,7 +46,7 @@ async def users(store: SqliteStore) -> tuple[User, User]:
 async def draft(store: SqliteStore, users: tuple[User, User]) -> tuple[int, int]:
     box = await store.get_mailbox(users[0].id, "Drafts")
     assert box is not None
-    m = await store.append(box.id, MSG)
+    m = await store.append(box.id, new_message(MSG))
     return box.uidvalidity, m.uid
 
 

@@ -6,6 +6,7 @@ import random
 
 from postier.filters import bayes
 from postier.store.models import MailboxId, UserId
+from tests.support.messages import new_message
 
 SPAM_WORDS = [
     "viagra",
@@ -119,7 +120,9 @@ async def test_on_move_learns_into_and_out_of_junk(store):
     junk = await store.get_mailbox(user.id, "Junk")
     trash = await store.get_mailbox(user.id, "Trash")
     assert isinstance(junk, Mailbox) and junk.special_use == "\\Junk"
-    msg = await store.append(MailboxId(inbox.id), b"Subject: win\r\n\r\nwinner prize\r\n")
+    msg = await store.append(
+        MailboxId(inbox.id), new_message(b"Subject: win\r\n\r\nwinner prize\r\n")
+    )
     assert await bayes.on_move(store, user.id, inbox, junk, [msg]) == 1
     assert await bayes.on_move(store, user.id, inbox, junk, [msg]) == 0  # already learned
     assert await bayes.on_move(store, user.id, junk, trash, [msg]) == 0  # not a lesson

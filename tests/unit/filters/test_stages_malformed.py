@@ -36,6 +36,7 @@ from postier.mailauth import arc, dkimverify, dmarc, results, spf
 from postier.mailauth.dkim import DkimError, generate_keys, sign
 from postier.mime import summarize
 from postier.mime.address import addresses
+from postier.mime.message import ParsedMessage
 from postier.store.models import UserId
 from tests.unit.mailauth import dkim_keys
 from tests.unit.mailauth.dkim_keys import rsa_key
@@ -163,19 +164,6 @@ def _corpus() -> Iterator[tuple[str, bytes]]:
 CORPUS = list(_corpus())
 
 
-class Source:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def chunks(self, chunk_size: int) -> Iterator[bytes]:
-        for i in range(0, len(self.data), chunk_size):
-            yield self.data[i : i + chunk_size]
-
-
 class FakeDaemons:
     """clamd (INSTREAM, always OK) and rspamd (/checkv2, no action) on loopback."""
 
@@ -274,9 +262,7 @@ def context(message: bytes, user: UserId) -> Context:
     ctx.begin("QID1", "alice@bank.test")
     ctx.recipients = ["bob@example.test"]
     ctx.local_users = [user]
-    ctx.message = message
-    ctx.header = HeaderView.of(message)
-    ctx.source = Source(message)
+    ctx.load(ParsedMessage.of(message), max_scan_size=len(message))
     return ctx
 
 

@@ -11,6 +11,7 @@ import pytest
 from postier.filters.pipeline import Action, Context, Phase
 from postier.filters.virus import EICAR, Scanner, VirusStage, name_signature
 from postier.mail.role import IntakeRole
+from postier.mime.message import ParsedMessage
 
 
 def mime(filename: str, data: bytes, ctype: str = "application/octet-stream") -> bytes:
@@ -107,7 +108,8 @@ def test_name_signature(name, found):
 
 
 async def test_stage_rejects_with_signature_name():
-    ctx = Context("s1", IntakeRole.MX, "192.0.2.1", "mx.test", message=mime("e.txt", EICAR))
+    ctx = Context("s1", IntakeRole.MX, "192.0.2.1", "mx.test")
+    ctx.load(ParsedMessage.of(mime("e.txt", EICAR)), max_scan_size=1 << 20)
     [v] = await VirusStage(Scanner()).check(Phase.DATA, ctx)
     assert v.action is Action.REJECT
     assert v.reply is not None

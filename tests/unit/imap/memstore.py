@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from postier.mime.summary import summarize
 from postier.store.errors import NotFound
 from postier.store.feed import ChangeHub, ChangeSubscription
 from postier.store.models import (
@@ -26,6 +25,7 @@ from postier.store.models import (
     MailboxId,
     Message,
     ModSeq,
+    NewMessage,
     Uid,
     User,
     UserId,
@@ -163,11 +163,12 @@ class MemoryStore:
     async def append(
         self,
         mailbox_id: MailboxId,
-        data: bytes | Path,
+        message: NewMessage,
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
     ) -> Message:
-        raw = data.read_bytes() if isinstance(data, Path) else data
+        data = message.data  # the store never parses: the summary comes with it
+        raw = message.head + (data.read_bytes()[message.skip :] if isinstance(data, Path) else data)
         box = self._box(mailbox_id)
         uid = Uid(box.mailbox.uidnext)
         box.mailbox = replace(box.mailbox, uidnext=uid + 1)
@@ -181,7 +182,7 @@ class MemoryStore:
             internal_date or datetime.now(UTC),
             len(raw),
             blob,
-            summarize(raw),
+            message.summary,
         )
         box.messages[uid] = msg
         self._publish(box, ChangeKind.EXISTS, uid, msg.modseq)

@@ -26,6 +26,7 @@ from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, Event, ImapSe
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
 from postier.store.sqlite import SqliteStore
+from tests.support.messages import new_message
 from tests.unit.imap.memstore import MemoryStore
 
 MESSAGE = (
@@ -130,8 +131,8 @@ async def test_login_select_fetch_search_logout(store: Any, tmp_path: Path) -> N
 
     mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")  # type: ignore[union-attr]
     assert mbox is not None
-    await store.append(mbox.id, MESSAGE, frozenset({"\\Seen"}))
-    await store.append(mbox.id, MESSAGE.replace(b"lunch", b"dinner"))
+    await store.append(mbox.id, new_message(MESSAGE), frozenset({"\\Seen"}))
+    await store.append(mbox.id, new_message(MESSAGE.replace(b"lunch", b"dinner")))
 
     out = await c.say(b"b SELECT INBOX\r\n")
     assert b"* 2 EXISTS\r\n" in out
@@ -220,7 +221,7 @@ async def test_idle_announces_changes_until_done(store: Any, tmp_path: Path) -> 
     # another session (here: the store directly) adds a message; the feed says so
     mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")  # type: ignore[union-attr]
     assert mbox is not None and c.core.feed is not None
-    await store.append(mbox.id, MESSAGE)
+    await store.append(mbox.id, new_message(MESSAGE))
     c.core.note(await asyncio.wait_for(c.core.feed.get(), 5))
     await c.core.announce()
     assert await c.run() == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
@@ -311,7 +312,7 @@ async def test_notify_between_commands(store: Any, tmp_path: Path) -> None:
 
     mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
     assert mbox is not None and c.core.feed is not None
-    await store.append(mbox.id, MESSAGE)
+    await store.append(mbox.id, new_message(MESSAGE))
     c.core.note(await asyncio.wait_for(c.core.feed.get(), 5))
     await c.core.announce()
     assert await c.run() == b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n"
@@ -330,7 +331,7 @@ async def test_large_response_is_flushed_while_it_is_built(store: Any, tmp_path:
     mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
     body = MESSAGE + b"y" * (200 * 1024) + b"\r\n"
     for _ in range(3):
-        await store.append(mbox.id, body)
+        await store.append(mbox.id, new_message(body))
     await c.say(b"a SELECT INBOX\r\n")
     rest = await c.say(b"b FETCH 1:3 BODY.PEEK[]\r\n")
     fetched = [b"* %d FETCH (BODY[] {%d}\r\n%s)\r\n" % (i, len(body), body) for i in (1, 2, 3)]

@@ -19,6 +19,7 @@ from postier.queue.runner import Runner
 from postier.queue.schedule import Schedule
 from postier.store.models import NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
+from tests.support.messages import new_message
 from tests.support.smtppeer import Peer
 
 MSG = (
@@ -95,7 +96,9 @@ class Net:
         **kw: Any,
     ) -> QueueId:
         recipients = tuple(r if isinstance(r, QueueRecipient) else QueueRecipient(r) for r in rcpts)
-        res = await self.store.deliver(data, [], queue=NewQueueEntry(sender, recipients, **kw))
+        res = await self.store.deliver(
+            new_message(data), [], queue=NewQueueEntry(sender, recipients, **kw)
+        )
         assert res.queued is not None
         return res.queued
 

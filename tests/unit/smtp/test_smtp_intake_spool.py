@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from postier.mail.headers import HeaderView
+from postier.mime.summary import summarize
 from postier.smtp.headers import MAX_FIELD_PREFIX, HeaderScanner
 from postier.smtp.intake import Spool
+from postier.store.models import NewMessage
 
 
 def scan(data: bytes, step: int = 0) -> tuple[bytes, HeaderScanner]:
@@ -123,10 +125,41 @@ def test_spool_adds_the_empty_line_in_memory_and_on_disk(
     assert view.fields("Subject") == ["hi"]
     assert sp.inserted_blank_line
     assert sp.size == len(data) + 2
-    out = sp.finish()
-    whole = out if isinstance(out, bytes) else out.read_bytes()
+    out = sp.finish(sp.parse())
+    whole = stored(out)
     assert whole == b"Received: x\r\nAdded: 1\r\nSubject: hi\r\nTo: n@x\r\n\r\n" + body
+    assert out.summary == summarize(whole)
     assert len(seen) == 1
+    sp.discard()
+
+
+def stored(message: NewMessage) -> bytes:
+    """The message as the store keeps it: bytes, or head + file[skip:]."""
+    if isinstance(message.data, bytes):
+        return message.data
+    return message.head + message.data.read_bytes()[message.skip :]
+
+
+@pytest.mark.parametrize("threshold", [1 << 20, 16])
+def test_spool_drops_forged_fields_without_rewriting_the_spool_file(
+    tmp_path: Path, threshold: int
+) -> None:
+    """Fields the filters add and forged results removed: in memory one join; a
+    spooled file is the blob as written, what changes on top is its head."""
+    sp = spool(tmp_path, threshold, [])
+    header = b"Subject: hi\r\nX-Spam-Status: Yes\r\n folded\r\nTo: n@x\r\n\r\n"
+    body = b"body line\r\n" * 20
+    sp.write(header + body)
+    parsed = sp.parse()
+    file_before = sp.path.read_bytes() if sp.path is not None else None
+    out = sp.finish(parsed, b"X-Ours: 1\r\n", lambda name, value: name == "x-spam-status")
+    want = b"Received: x\r\nAdded: 1\r\nX-Ours: 1\r\nSubject: hi\r\nTo: n@x\r\n\r\n" + body
+    assert stored(out) == want
+    assert out.summary == summarize(want)
+    if threshold == 16:
+        assert out.data == sp.path
+        assert sp.path.read_bytes() == file_before == header + body  # never rewritten
+        assert out.skip == len(header)
     sp.discard()
 
 
@@ -134,8 +167,8 @@ def test_spool_header_view_of_a_well_formed_message(tmp_path: Path) -> None:
     seen: list[HeaderView] = []
     sp = spool(tmp_path, 1 << 20, seen)
     sp.write(b"Subject: hi\r\n\r\nbody\r\n")
-    assert seen == [HeaderView(b"Subject: hi\r\n", 15)]
-    assert sp.content(100) == b"Subject: hi\r\n\r\nbody\r\n"
+    assert [(v.raw, v.body_offset) for v in seen] == [(b"Subject: hi\r\n", 15)]
+    assert sp.parse().data == b"Subject: hi\r\n\r\nbody\r\n"
     assert not sp.inserted_blank_line
 
 

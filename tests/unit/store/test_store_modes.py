@@ -13,6 +13,7 @@ from postier.auth.passwords import hash_password
 from postier.server.app import check_data_dir
 from postier.store.models import DeliveryTarget
 from postier.store.sqlite import SqliteStore
+from tests.support.messages import new_message
 
 
 async def test_files_are_private_under_a_permissive_umask(tmp_path: Path) -> None:
@@ -23,7 +24,9 @@ async def test_files_are_private_under_a_permissive_umask(tmp_path: Path) -> Non
         try:
             await store.add_domain("example.test")
             user = await store.add_user("a@example.test", hash_password("password"))
-            res = await store.deliver(b"Subject: x\r\n\r\nhi\r\n", [DeliveryTarget(user.id)])
+            res = await store.deliver(
+                new_message(b"Subject: x\r\n\r\nhi\r\n"), [DeliveryTarget(user.id)]
+            )
             assert res.blob_id is not None
             blob = await store.blob_path(res.blob_id)
         finally:

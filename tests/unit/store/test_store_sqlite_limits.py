@@ -21,6 +21,7 @@ from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import VERSION
+from tests.support.messages import new_message
 
 
 @pytest.fixture
@@ -65,7 +66,9 @@ async def test_max_alias_depth(make):
 
 async def test_claim_timeout(make):
     store = await make(claim_timeout=60)
-    await store.deliver(b"m", [], queue=NewQueueEntry("", (QueueRecipient("x@r.test"),)))
+    await store.deliver(
+        new_message(b"m"), [], queue=NewQueueEntry("", (QueueRecipient("x@r.test"),))
+    )
     now = datetime.now(UTC) + timedelta(seconds=1)
     assert len(await store.queue_due(now, 5)) == 1
     assert await store.queue_due(now + timedelta(seconds=59), 5) == []
@@ -76,7 +79,9 @@ async def test_claim_timeout(make):
 async def test_queue_due_limit(make):
     store = await make()
     for _ in range(3):
-        await store.deliver(b"m", [], queue=NewQueueEntry("", (QueueRecipient("x@r.test"),)))
+        await store.deliver(
+            new_message(b"m"), [], queue=NewQueueEntry("", (QueueRecipient("x@r.test"),))
+        )
     now = datetime.now(UTC) + timedelta(seconds=1)
     assert len(await store.queue_due(now, 2)) == 2
     assert len(await store.queue_due(now, 2)) == 1
@@ -88,7 +93,7 @@ async def test_max_pending_changes(make):
     u = await user_of(store)
     sub = store.subscribe(u.id)
     for _ in range(4):
-        await store.deliver(b"m", [DeliveryTarget(u.id)])
+        await store.deliver(new_message(b"m"), [DeliveryTarget(u.id)])
     with pytest.raises(FeedOverflow):
         await sub.get()
 
@@ -99,7 +104,7 @@ async def test_poll_interval_and_change_retention(make):
     u = await user_of(a)
     sub = a.subscribe(u.id)
     start = time.monotonic()
-    await b.deliver(b"m", [DeliveryTarget(u.id)])
+    await b.deliver(new_message(b"m"), [DeliveryTarget(u.id)])
     await asyncio.wait_for(sub.get(), 1)
     assert time.monotonic() - start < 0.5
     sub.close()
@@ -114,7 +119,7 @@ async def test_open_sweeps_orphans_but_never_named_blobs(make, tmp_path):
     store = await make()
     u = await user_of(store)
     big = b"kept\r\n" * 20_000  # over inline_max: a file blob
-    kept = await store.deliver(big, [DeliveryTarget(u.id)])
+    kept = await store.deliver(new_message(big), [DeliveryTarget(u.id)])
     await store.close()
     orphan_id, _ = store.blobs.put(b"crashed before commit")
     young_id, _ = store.blobs.put(b"another process, committing now")
@@ -168,7 +173,7 @@ async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
     await s.add_domain("example.test")
     u = await s.add_user("a@example.test", "h")
     r = await s.deliver(
-        b"Date: Mon, 2 Mar 2026 23:30:00 +0930\r\n\r\nx\r\n", [DeliveryTarget(u.id)]
+        new_message(b"Date: Mon, 2 Mar 2026 23:30:00 +0930\r\n\r\nx\r\n"), [DeliveryTarget(u.id)]
     )
     await s.close()
     conn = sqlite3.connect(tmp_path / "data" / "postier.db")
@@ -218,8 +223,8 @@ def test_queue_ids_sort_and_are_unique():
 async def test_small_messages_live_in_the_database(make):
     store = await make()
     u = await user_of(store)
-    small = await store.deliver(b"Subject: s\r\n\r\nsmall\r\n", [DeliveryTarget(u.id)])
-    large = await store.deliver(b"x" * (store.inline_max + 1), [DeliveryTarget(u.id)])
+    small = await store.deliver(new_message(b"Subject: s\r\n\r\nsmall\r\n"), [DeliveryTarget(u.id)])
+    large = await store.deliver(new_message(b"x" * (store.inline_max + 1)), [DeliveryTarget(u.id)])
     assert small.blob_id.startswith("i")
     assert await store.blob_path(small.blob_id) is None
     assert await store.read_blob(small.blob_id) == b"Subject: s\r\n\r\nsmall\r\n"
