@@ -218,7 +218,9 @@ class PostierTarget:
 
         async def fill() -> None:
             from postier.config.load import load
+            from postier.mime.summary import summarize
             from postier.store import open_store
+            from postier.store.models import NewMessage
 
             store = open_store(load(self.server.config))
             await store.open()
@@ -231,7 +233,7 @@ class PostierTarget:
 
                 async def put(m: bytes) -> None:
                     async with sem:
-                        await store.append(inbox.id, m)
+                        await store.append(inbox.id, NewMessage(m, summarize(m)))
 
                 await asyncio.gather(*(put(m) for m in messages))
             finally:

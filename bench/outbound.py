@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from postier.config.schema import SmtpOutbound
 from postier.dns.fake import FakeResolver
+from postier.mime.summary import summarize
 from postier.queue.runner import Runner
 from postier.queue.schedule import Schedule
-from postier.store.models import NewQueueEntry, QueueRecipient
+from postier.store.models import NewMessage, NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
 from tests.support.smtppeer import Peer, ThreadPeer
 from tests.unit.queue.conftest import free_port
@@ -92,8 +93,9 @@ async def run_postier(n: int, domains: int, port: int, workdir: Path) -> dict[st
     async def enqueue(i: int) -> None:
         domain = f"d{i % domains}.test"
         queued_at[i] = time.monotonic()
+        data = message(i, domain)
         await store.deliver(
-            message(i, domain),
+            NewMessage(data, summarize(data)),
             [],
             queue=NewQueueEntry("sender@bench.test", (QueueRecipient(f"user{i}@{domain}"),)),
         )
