@@ -138,7 +138,23 @@ def preview(
         text = text.rstrip("\ufffd")  # a character cut in half at the read limit
     if part.content_type == "text/html":
         text = html_to_text(text)
-    text = " ".join(text.split())
+    text = _squeeze(text, max_chars)
     if len(text) > max_chars:
         text = text[:max_chars].rstrip()
     return text
+
+
+def _squeeze(text: str, max_chars: int) -> str:
+    """``" ".join(text.split())``, or a start of it at least `max_chars` long.
+
+    The words of a start of the text, joined, are a start of all its words
+    joined (a word cut at the end is a start of that word), so a growing start
+    is tried first: a preview needs a few hundred characters, not a split of
+    the 16 KiB read."""
+    n = 4 * max_chars + 64
+    while n < len(text):
+        words = " ".join(text[:n].split())
+        if len(words) >= max_chars:
+            return words
+        n *= 4
+    return " ".join(text.split())

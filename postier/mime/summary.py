@@ -134,7 +134,9 @@ def summary_of(
         head = data[:body_start] if client_header is None else client_header
         if above:
             root = with_fields(root, parse_fields(above))
-        size = _crlf_size_of(above, head, data, body_start)
+        # the parser counted the LFs of a text or message body already
+        counted = root.maintype.lower() in ("text", "message")
+        size = _crlf_size_of(above, head, data, body_start, root.lines if counted else None)
         return _summary(root, data, len(above) + len(head), size)
     except Exception:  # the boundary of intake: a parser bug must not lose mail
         log.exception("mime: cannot summarise a %d-octet message", len(data))
@@ -145,11 +147,16 @@ def summary_of(
         return MessageSummary(header_size=len(above) + head_len)
 
 
-def _crlf_size_of(above: bytes, head: bytes, data: bytes, body_start: int) -> int:
-    """`crlf_size(above + head + data[body_start:])` without joining them."""
+def _crlf_size_of(
+    above: bytes, head: bytes, data: bytes, body_start: int, body_lfs: int | None = None
+) -> int:
+    """`crlf_size(above + head + data[body_start:])` without joining them;
+    `body_lfs`: the LFs of the body, when known."""
     body_len = len(data) - body_start
     size = len(above) + len(head) + body_len
-    size += above.count(b"\n") + head.count(b"\n") + data.count(b"\n", body_start)
+    if body_lfs is None:
+        body_lfs = data.count(b"\n", body_start)
+    size += above.count(b"\n") + head.count(b"\n") + body_lfs
     size -= above.count(b"\r\n") + head.count(b"\r\n") + data.count(b"\r\n", body_start)
     pieces = [p for p in (above, head, data[body_start : body_start + 1]) if p]
     for a, b in itertools.pairwise(pieces):

@@ -109,3 +109,17 @@ def test_the_mime_tree_is_parsed_once_and_reused() -> None:
     assert m.root is m.root
     assert m.texts() == [("text/html", "<p>hi</p>")]
     assert m.texts() is m.texts()
+
+
+def test_preview_words_from_a_start_of_the_text_are_those_of_all_of_it() -> None:
+    from postier.mime.preview import _squeeze
+
+    rnd = random.Random(3)
+    pieces = ["a", "bb", " ", "\t", "\n", "é", "  ", "xyz"]
+    for _ in range(5000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 400)))
+        max_chars = rnd.randint(0, 60)
+        everything = " ".join(text.split())
+        got = _squeeze(text, max_chars)
+        assert everything.startswith(got)
+        assert got == everything or len(got) >= max_chars
