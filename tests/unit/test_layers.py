@@ -294,3 +294,11 @@ def test_a_relative_import_resolves_from_the_module_not_the_file(
     root = _tree(tmp_path, {"a/sub/m.py": f"from {dots} import other\n", "a/sub/other.py": ""})
     # ".": postier.a.sub (same package a); "..": postier.a — neither leaves package a
     assert import_graph(root) == {}
+
+
+def test_the_store_never_parses_a_message() -> None:
+    """Intake parses each message once and hands the store its summary
+    (`store.models.NewMessage`): no storage backend imports the parser."""
+    where = import_graph(ROOT).get(("store", "mime"), [])
+    # the one exception: a schema migration reads the zone of stored ENVELOPEs
+    assert [w for w in where if not w.startswith("postier/store/sqlite/schema.py:")] == []
