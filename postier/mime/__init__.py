@@ -2,7 +2,9 @@
 webmail and filters.
 
 Entry points: `parse` (bytes → `Part` tree with octet offsets), `envelope`,
-`bodystructure`, `Section` / `extract` / `binary`, `preview` and `summarize`.
+`bodystructure`, `Section` / `extract` / `binary`, `preview` and `summarize`;
+at intake, `message.ParsedMessage`: the one parse of an incoming message that
+the filters, DKIM, the header edits and its summary share.
 """
 
 from postier.mime.address import Address, parse_address_list
