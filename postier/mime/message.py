@@ -162,11 +162,15 @@ class ParsedMessage:
     """The client's message (no trace fields) and its one parse.
 
     `data` is the whole message in memory; `header` comes from the intake's
-    header scanner (or `of`). Also a `filters.pipeline.MessageSource`."""
+    header scanner (or `of`). `crlf_only`: the caller knows every line ends in
+    CRLF, no bare CR or LF anywhere (SMTP DATA: the core refuses or rewrites
+    them), so no one counts line ends to find out. Also a
+    `filters.pipeline.MessageSource`."""
 
-    def __init__(self, data: bytes, header: Header) -> None:
+    def __init__(self, data: bytes, header: Header, *, crlf_only: bool = False) -> None:
         self.data = data
         self.header = header
+        self.crlf_only = crlf_only
         self._lock = threading.Lock()
         self._root: Part | None = None
         self._texts: list[tuple[str, str]] | None = None
@@ -220,7 +224,7 @@ class ParsedMessage:
         got = self._dkim
         if got is None:
             try:
-                got = _dkim_split(self.data, self.header)
+                got = _dkim_split(self.data, self.header, self.crlf_only)
             except (HeaderFormatError, IndexError) as e:
                 got = e
             self._dkim = got
@@ -264,7 +268,9 @@ def _texts(data: bytes, root: Part, check: Callable[[], None] | None) -> list[tu
     return out
 
 
-def _dkim_split(data: bytes, header: Header) -> tuple[list[list[bytes]], bytes]:
+def _dkim_split(
+    data: bytes, header: Header, crlf_only: bool = False
+) -> tuple[list[list[bytes]], bytes]:
     """`dkim.rfc822_parse(data)` from the field positions: the same lists, and
     `HeaderFormatError` or `IndexError` where it raises."""
     headers: list[list[bytes]] = []
@@ -288,7 +294,7 @@ def _dkim_split(data: bytes, header: Header) -> tuple[list[list[bytes]], bytes]:
         raise HeaderFormatError(line)
     # dkimpy's body starts after the first empty line, as the MIME parser's does
     body = data[find_header_end(data, 0, len(data))[1] :]
-    if body.count(b"\n") != body.count(b"\r\n"):
+    if not crlf_only and body.count(b"\n") != body.count(b"\r\n"):
         body = _BARE_LF.sub(b"\r\n", body)
     return headers, body
 

@@ -134,9 +134,7 @@ def summary_of(
         head = data[:body_start] if client_header is None else client_header
         if above:
             root = with_fields(root, parse_fields(above))
-        # the parser counted the LFs of a text or message body already
-        counted = root.maintype.lower() in ("text", "message")
-        size = _crlf_size_of(above, head, data, body_start, root.lines if counted else None)
+        size = _crlf_size_of(above, head, data, body_start, _bare_lfs(message, root))
         return _summary(root, data, len(above) + len(head), size)
     except Exception:  # the boundary of intake: a parser bug must not lose mail
         log.exception("mime: cannot summarise a %d-octet message", len(data))
@@ -147,17 +145,24 @@ def summary_of(
         return MessageSummary(header_size=len(above) + head_len)
 
 
-def _crlf_size_of(
-    above: bytes, head: bytes, data: bytes, body_start: int, body_lfs: int | None = None
-) -> int:
+def _bare_lfs(message: ParsedMessage, root: Part) -> int:
+    """LFs without a CR before them in the body (two counts over it at most)."""
+    if message.crlf_only:
+        return 0
+    data, start = message.data, root.body_start
+    # the parser counted the LFs of a text or message body already
+    counted = root.maintype.lower() in ("text", "message")
+    lfs = root.lines if counted else data.count(b"\n", start)
+    return lfs - data.count(b"\r\n", start)
+
+
+def _crlf_size_of(above: bytes, head: bytes, data: bytes, body_start: int, body_bare: int) -> int:
     """`crlf_size(above + head + data[body_start:])` without joining them;
-    `body_lfs`: the LFs of the body, when known."""
+    `body_bare`: the body's LFs without a CR before them."""
     body_len = len(data) - body_start
-    size = len(above) + len(head) + body_len
-    if body_lfs is None:
-        body_lfs = data.count(b"\n", body_start)
-    size += above.count(b"\n") + head.count(b"\n") + body_lfs
-    size -= above.count(b"\r\n") + head.count(b"\r\n") + data.count(b"\r\n", body_start)
+    size = len(above) + len(head) + body_len + body_bare
+    size += above.count(b"\n") + head.count(b"\n")
+    size -= above.count(b"\r\n") + head.count(b"\r\n")
     pieces = [p for p in (above, head, data[body_start : body_start + 1]) if p]
     for a, b in itertools.pairwise(pieces):
         if a.endswith(b"\r") and b.startswith(b"\n"):

@@ -154,8 +154,11 @@ class Spool:
         threshold: int,
         directory: Path,
         on_header: Callable[[HeaderView], bytes] | None = None,
+        *,
+        crlf_only: bool = False,
     ) -> None:
         self._on_header = on_header
+        self._crlf_only = crlf_only  # no bare CR or LF will come (see ParsedMessage)
         self._parts: list[bytes] = []
         self._prefix = prefix
         self._size = 0
@@ -235,7 +238,7 @@ class Spool:
         if self._partial_header:  # the header outgrew the threshold: split it whole now
             scanner = self._scanner
             header = Header.parse(data, scanner.header_length, scanner.body_offset)
-        return ParsedMessage(data, header)
+        return ParsedMessage(data, header, crlf_only=self._crlf_only)
 
     def finish(
         self,
@@ -431,7 +434,9 @@ class Intake:
         return refusal
 
     # --- DATA ----------------------------------------------------------------
-    def open_spool(self, s: SessionInfo, env: Envelope) -> Spool:
+    def open_spool(self, s: SessionInfo, env: Envelope, *, crlf_only: bool = False) -> Spool:
+        """`crlf_only`: the data comes by DATA, whose bare CR and LF the core
+        refuses or rewrites (not BDAT, whose chunks are raw)."""
         single = str(env.recipients[0].address) if len(env.recipients) == 1 else None
         received = hdr.received(
             helo=s.helo,
@@ -456,7 +461,11 @@ class Intake:
             return hdr.completion(view, self.hostname) if s.role is IntakeRole.SUBMISSION else b""
 
         return Spool(
-            hdr.return_path(sender) + received, self.threshold, self.spool_dir, on_header=complete
+            hdr.return_path(sender) + received,
+            self.threshold,
+            self.spool_dir,
+            on_header=complete,
+            crlf_only=crlf_only,
         )
 
     async def check_from_owner(self, s: SessionInfo, spool: Spool) -> Reply | None:

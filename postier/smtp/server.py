@@ -211,7 +211,7 @@ class SmtpSession:
                     core.reject(reply)
             elif isinstance(ev, DataStart):
                 assert self.env is not None
-                self.spool = self.intake.open_spool(info, self.env)
+                self.spool = self.intake.open_spool(info, self.env, crlf_only=not ev.chunking)
                 self.data_clock.start(time.monotonic())
             elif isinstance(ev, DataEnd):
                 await self._data_end()

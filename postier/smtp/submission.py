@@ -101,8 +101,8 @@ class Submission:
     ) -> Reply:
         return await self._intake.check_recipient(s, env, rcpt, params)
 
-    def open_spool(self, s: SessionInfo, env: Envelope) -> Spool:
-        return self._intake.open_spool(s, env)
+    def open_spool(self, s: SessionInfo, env: Envelope, *, crlf_only: bool = False) -> Spool:
+        return self._intake.open_spool(s, env, crlf_only=crlf_only)
 
     async def finish(self, s: SessionInfo, env: Envelope, spool: Spool) -> Reply:
         return await self._intake.finish(s, env, spool)

@@ -142,3 +142,4 @@ def test_a_spooled_message_file_becomes_the_blob(server: ServerThread) -> None:
     m = server.call(summary())
     assert m.size == len(stored)
     assert m.summary.header_size == stored.index(b"\r\n\r\n") + 4
+    assert m.summary.crlf_size == len(stored)  # DATA: CRLF line ends only
