@@ -6,6 +6,8 @@ message's file becomes its blob without being copied or rewritten."""
 
 from __future__ import annotations
 
+import imaplib
+import poplib
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from postier.store.models import GLOBAL_BAYES_MODEL
 from tests.integration.smtp_helpers import body_after_trace, inbox
 from tests.integration.test_filters import MSG, qid_of, send, start, zones
 from tests.support.dnsserver import DnsTestServer
-from tests.support.server import ServerThread
+from tests.support.server import PASSWORD, ServerThread
 from tests.unit.mailauth.dkim_keys import sign
 
 LARGE = 600 * 1024  # over smtp.limits.spool_threshold (256 KiB): spooled to a file
@@ -143,3 +145,19 @@ def test_a_spooled_message_file_becomes_the_blob(server: ServerThread) -> None:
     assert m.size == len(stored)
     assert m.summary.header_size == stored.index(b"\r\n\r\n") + 4
     assert m.summary.crlf_size == len(stored)  # DATA: CRLF line ends only
+    # what IMAP and POP3 clients see: the head and the file as one message
+    with imaplib.IMAP4("127.0.0.1", server.port("imap")) as imap:
+        imap.login("bob@example.test", PASSWORD)
+        imap.select("INBOX", readonly=True)
+        typ, data = imap.fetch("1", "(RFC822.SIZE BODY.PEEK[]<100.50> BODY.PEEK[TEXT])")
+        assert typ == "OK"
+        assert data[0][0].endswith(b"RFC822.SIZE %d BODY[]<100> {50}" % len(stored))
+        assert data[0][1] == stored[100:150]
+        assert data[1][1] == message[message.index(b"\r\n\r\n") + 4 :]
+    pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=10)
+    try:
+        pop.user("bob@example.test")
+        pop.pass_(PASSWORD)
+        assert pop.list()[1] == [b"1 %d" % len(stored)]
+    finally:
+        pop.quit()
