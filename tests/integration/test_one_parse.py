@@ -22,7 +22,6 @@ from postier.mail.headers import HeaderView
 from postier.mailauth.dkimpy import dkim
 from postier.mime.message import parse_header
 from postier.mime.parse import parse, parse_fields
-from postier.store.models import GLOBAL_BAYES_MODEL
 from tests.integration.smtp_helpers import body_after_trace, inbox
 from tests.integration.test_filters import MSG, qid_of, send, start, zones
 from tests.support.dnsserver import DnsTestServer
@@ -46,9 +45,14 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
 
 
 async def _train_global_model(srv: ServerThread) -> None:
+    """Through `bayes.train`, which also forgets the process-wide "is it trained
+    yet" answers an earlier test may have left."""
+    user = await srv.store.get_user("bob@example.test")
     for i in range(10):
-        await srv.store.bayes_learn(GLOBAL_BAYES_MODEL, f"s{i}", ["winner", "prize"], True)
-        await srv.store.bayes_learn(GLOBAL_BAYES_MODEL, f"h{i}", ["statement", "ready"], False)
+        spam = b"Subject: winner %d\r\n\r\nprize winner\r\n" % i
+        ham = b"Subject: statement %d\r\n\r\nstatement ready\r\n" % i
+        assert await bayes.train(srv.store, user.id, spam, True)
+        assert await bayes.train(srv.store, user.id, ham, False)
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, counts: Counter[str], name: str, fn: Any) -> None:
