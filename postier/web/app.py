@@ -1,42 +1,69 @@
-"""The Starlette application: health check now; webmail, admin and /metrics later.
+"""The Starlette application: the webmail at `/`, `/healthz` and `/metrics`.
 
 Rules:
-- Routes read the store through `App`; no state of their own between requests.
+- Routes read the store through `App`; the only state between requests is the
+  webmail's session table (`webmail.sessions`).
+- Every response carries `nosniff`, `Referrer-Policy: same-origin` (no referrer
+  leaves for another site; "no-referrer" would make the browser send `Origin: null`
+  on our own forms, which the CSRF check refuses) and a CSP; a route that serves
+  other content (the message frame, downloads) sets its own stricter one.
 """
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postier.web.metrics import metrics_endpoint
+from postier.web.webmail.routes import PAGE_CSP, Webmail
 
 if TYPE_CHECKING:
     from postier.server.app import App
 
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy", PAGE_CSP.encode()),
+)
 
-def create_app(app: App) -> Starlette:
+
+class SecurityHeaders:
+    """Adds `SECURITY_HEADERS` a response does not already set."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(app: App) -> ASGIApp:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "hostname": app.settings.server.hostname})
 
-    async def index(request: Request) -> Response:
-        host = html.escape(app.settings.server.hostname)
-        return HTMLResponse(
-            "<!doctype html><html lang=en><meta charset=utf-8>"
-            f"<title>postier — {host}</title>"
-            f"<h1>postier on {host}</h1>"
-            "<p>Use any mail client: IMAP, POP3 and SMTP submission are served here.</p>"
-        )
-
-    return Starlette(
+    webmail = Webmail(app)
+    starlette = Starlette(
         routes=[
-            Route("/", index),
             Route("/healthz", health),
             Route("/metrics", metrics_endpoint(app.store)),
+            *webmail.routes(),
         ]
     )
+    return SecurityHeaders(starlette)

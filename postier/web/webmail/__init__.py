@@ -1,0 +1,1 @@
+"""The webmail: login, folders, message list and reader, server-rendered (Jinja2)."""

@@ -1,0 +1,214 @@
+"""A stored message as the reader shows it: headers, text, sanitised HTML, attachments.
+
+Rules:
+- Pure and synchronous, bytes in: the routes run it in the web pool, off the event
+  loop. Every step is linear in the message (one `mime.parse`, one decode per part
+  shown, one nh3 pass).
+- Header values are decoded to text (encoded-words undone) and never trusted as
+  markup: the templates escape them like any other text.
+- The HTML part goes through nh3 (ammonia: an HTML5 parser and an allow-list)
+  with no scripts, no event handlers, no forms, no `<base>`, `<meta>` or
+  `<style>`, links limited to absolute http, https and mailto URLs, and inline
+  `style` limited to properties that take no URL (a value that could fetch or
+  run anything drops the attribute). Image sources are removed and counted (remote
+  images are blocked: loading one tells the sender the mail was read). The result
+  is shown in a sandboxed frame whose CSP is `default-src 'none'`, so a hole in
+  the sanitiser still runs no script and loads nothing.
+- An attachment is any leaf that is not the text or HTML shown: one with a
+  filename or `Content-Disposition: attachment`, a non-text part, or an
+  encapsulated message (listed whole, not entered). It is addressed by its index
+  in the message's depth-first walk, which is the same on every parse of the
+  same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nh3
+
+from postier.mime import Part, parse
+from postier.mime.encoding import UnknownEncoding, decode_charset, decode_transfer, header_text
+
+#: elements kept (nh3's defaults without image maps; `img` stays so alt text shows)
+TAGS = frozenset(nh3.ALLOWED_TAGS - {"area", "map"})
+ATTRIBUTES: dict[str, set[str]] = {
+    **{k: set(v) for k, v in nh3.ALLOWED_ATTRIBUTES.items() if k not in {"area", "map"}},
+    "*": {"style", "title", "lang", "dir"},
+}
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+#: CSS properties that take no URL (so `url()` and the like cannot appear)
+STYLE_PROPERTIES = frozenset(
+    {
+        "color",
+        "background-color",
+        "font-family",
+        "font-size",
+        "font-style",
+        "font-weight",
+        "text-align",
+        "text-decoration",
+        "line-height",
+        "margin",
+        "margin-top",
+        "margin-bottom",
+        "margin-left",
+        "margin-right",
+        "padding",
+        "padding-top",
+        "padding-bottom",
+        "padding-left",
+        "padding-right",
+        "border",
+        "border-collapse",
+        "border-color",
+        "border-style",
+        "border-width",
+        "width",
+        "max-width",
+        "height",
+        "vertical-align",
+        "white-space",
+    }
+)
+
+
+#: a `style` attribute whose value holds one of these is dropped whole: whatever
+#: the property, these fetch (url, image-set), run (IE's expression) or hide a
+#: word from this check (backslash escapes)
+STYLE_REFUSED = ("url(", "image", "expression", "javascript", "\\", "@")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    index: int
+    filename: str
+    content_type: str
+    size: int  # octets as transmitted (encoded)
+
+
+@dataclass
+class Rendered:
+    subject: str = ""
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    date: str = ""
+    text: str | None = None
+    html: str | None = None  # sanitised
+    blocked_images: int = 0
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def _header(root: Part, name: str) -> str:
+    raw = root.header(name)
+    return header_text(raw) if raw is not None else ""
+
+
+def _is_attachment(p: Part) -> bool:
+    return (p.disposition or "").lower() == "attachment" or bool(p.filename)
+
+
+def _leaves(root: Part) -> list[tuple[int, Part]]:
+    """(index in `root.walk()`, part) of every leaf, encapsulated messages whole."""
+    out: list[tuple[int, Part]] = []
+    skip: set[int] = set()
+    for i, p in enumerate(root.walk()):
+        if id(p) in skip:
+            if p.message is not None:
+                skip.add(id(p.message))
+            skip.update(id(c) for c in p.children)
+            continue
+        if p.is_multipart:
+            continue
+        if p.message is not None and p is not root:
+            out.append((i, p))
+            skip.add(id(p.message))
+            continue
+        out.append((i, p))
+    return out
+
+
+def decoded(data: bytes, p: Part) -> bytes:
+    """The body of `p` with its transfer encoding undone (as is when unknown)."""
+    body = data[p.body_start : p.body_end]
+    try:
+        return decode_transfer(body, p.encoding)
+    except UnknownEncoding:
+        return body
+
+
+def sanitise(markup: str) -> tuple[str, int]:
+    """(safe HTML, image sources removed)."""
+    blocked = 0
+
+    def attribute_filter(tag: str, attr: str, value: str) -> str | None:
+        nonlocal blocked
+        if tag == "img" and attr == "src":
+            blocked += 1
+            return None
+        if attr == "style" and any(w in value.lower() for w in STYLE_REFUSED):
+            return None
+        return value
+
+    clean = nh3.clean(
+        markup,
+        tags=set(TAGS),
+        attributes=ATTRIBUTES,
+        url_schemes=set(URL_SCHEMES),
+        attribute_filter=attribute_filter,
+        link_rel="noopener noreferrer",
+        set_tag_attribute_values={"a": {"target": "_blank"}},
+        filter_style_properties=set(STYLE_PROPERTIES),
+        strip_comments=True,
+        url_relative="deny",
+    )
+    return clean, blocked
+
+
+def render(data: bytes) -> Rendered:
+    root = parse(data)
+    out = Rendered(
+        subject=_header(root, "subject"),
+        from_=_header(root, "from"),
+        to=_header(root, "to"),
+        cc=_header(root, "cc"),
+        date=_header(root, "date"),
+    )
+    text_part: Part | None = None
+    html_part: Part | None = None
+    for index, p in _leaves(root):
+        inline_text = p.message is None and p.maintype.lower() == "text" and not _is_attachment(p)
+        if inline_text and p.content_type == "text/plain" and text_part is None:
+            text_part = p
+        elif inline_text and p.content_type == "text/html" and html_part is None:
+            html_part = p
+        else:
+            name = p.filename or ("message.eml" if p.message is not None else f"part-{index}")
+            out.attachments.append(Attachment(index, name, p.content_type, p.size))
+    if text_part is not None:
+        out.text = decode_charset(decoded(data, text_part), text_part.param("charset"))
+    if html_part is not None:
+        markup = decode_charset(decoded(data, html_part), html_part.param("charset"))
+        out.html, out.blocked_images = sanitise(markup)
+    return out
+
+
+def attachment(data: bytes, index: int) -> tuple[str, bytes] | None:
+    """(filename, decoded octets) of the attachment at `index`, None if none is."""
+    parts = dict(_leaves(parse(data)))
+    p = parts.get(index)
+    if p is None:
+        return None
+    name = p.filename or ("message.eml" if p.message is not None else f"part-{index}")
+    return name, decoded(data, p)
+
+
+def frame_document(clean_html: str) -> str:
+    """The sandboxed frame's page around sanitised HTML."""
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        "<style>body{font-family:system-ui,sans-serif;margin:0.5rem;color:#111;"
+        "overflow-wrap:anywhere}img{max-width:100%}</style>"
+        f"</head><body>{clean_html}</body></html>"
+    )

@@ -1,0 +1,81 @@
+"""The reader's rendering of stored bytes: decoded headers, the text part, the
+HTML part through nh3, attachments by walk index."""
+
+from __future__ import annotations
+
+import pytest
+
+from postier.web.webmail.render import attachment, render, sanitise
+
+MIXED = (
+    b"From: =?utf-8?q?Ren=C3=A9?= <rene@example.test>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: =?utf-8?q?caf=C3=A9?=\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n"
+    b"--c\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\nna=EFve\r\n"
+    b"--c\r\nContent-Type: text/html\r\n\r\n<p onclick=x>rich</p>\r\n"
+    b"--c--\r\n"
+    b"--b\r\nContent-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename=a.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n"
+    b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: inner\r\nContent-Type: text/plain\r\n\r\ninner text\r\n"
+    b"--b--\r\n"
+)
+
+
+def test_headers_text_html_and_attachments() -> None:
+    r = render(MIXED)
+    assert (r.subject, r.from_, r.to) == ("café", "René <rene@example.test>", "alice@example.test")
+    assert r.text is not None and r.text.strip() == "naïve"
+    assert r.html is not None and r.html.strip() == "<p>rich</p>"
+    # the encapsulated message is one attachment, not entered for text
+    assert [(a.filename, a.content_type) for a in r.attachments] == [
+        ("a.pdf", "application/pdf"),
+        ("message.eml", "message/rfc822"),
+    ]
+    assert attachment(MIXED, r.attachments[0].index) == ("a.pdf", b"hello")
+    name, body = attachment(MIXED, r.attachments[1].index) or ("", b"")
+    assert name == "message.eml" and body.startswith(b"Subject: inner")
+    assert attachment(MIXED, 0) is None  # the multipart root is no attachment
+    assert attachment(MIXED, 999) is None
+
+
+def test_a_message_of_one_non_text_part_is_an_attachment() -> None:
+    r = render(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBO\r\n")
+    assert r.text is None and r.html is None
+    assert [a.content_type for a in r.attachments] == ["image/png"]
+
+
+@pytest.mark.parametrize(
+    ("markup", "kept", "gone"),
+    [
+        ("<script>x()</script><p>a</p>", "<p>a</p>", "script"),
+        ("<img src=x onerror=x()>", "<img>", "onerror"),
+        ('<a href="javascript:x()">a</a>', "<a", "javascript"),
+        ('<a href="data:text/html,x">a</a>', "<a", "data:"),
+        ('<a href="/relative">a</a>', "<a", "relative"),
+        ('<a href="https://example.org/">a</a>', 'href="https://example.org/"', "onclick"),
+        ("<svg onload=x()><circle/></svg>", "", "svg"),
+        ('<base href="https://evil.example/">', "", "base"),
+        ('<form action="https://evil.example/"><input></form>', "", "form"),
+        ('<meta http-equiv=refresh content="0;url=https://evil.example/">', "", "meta"),
+        ("<style>body{background:url(https://evil.example/)}</style>", "", "evil"),
+        ('<p style="color:red">a</p>', 'style="color:red"', "url"),
+        ('<p style="color:red;background:url(https://evil.example/)">a</p>', "<p>a</p>", "evil"),
+        ('<p style="width:expression(x())">a</p>', "<p>a</p>", "expression"),
+        ('<p style="color:\\72 ed">a</p>', "<p>a</p>", "style"),
+    ],
+)
+def test_sanitise(markup: str, kept: str, gone: str) -> None:
+    clean, _ = sanitise(markup)
+    assert kept in clean
+    assert gone not in clean
+
+
+def test_remote_images_are_counted_and_removed() -> None:
+    clean, blocked = sanitise('<img src="https://t.example/p.gif" alt=x><img src="http://a/b">')
+    assert blocked == 2
+    assert "src" not in clean and 'alt="x"' in clean
