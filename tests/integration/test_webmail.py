@@ -10,6 +10,7 @@ a directory under the system temp dir); docs/img/ holds copies made that way.
 from __future__ import annotations
 
 import base64
+import imaplib
 import os
 import smtplib
 import tempfile
@@ -408,3 +409,66 @@ def test_guard_and_sentinel_catch_what_they_look_for(web: Web) -> None:
     page.wait_for_function("window.__pwned === 'control'")
     page.wait_for_timeout(200)
     assert "http://evil.example/control.png" in web.offsite
+
+
+def imap_messages(srv: ServerThread, user: str, folder: str) -> list[bytes]:
+    imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=10)
+    try:
+        imap.login(user, PASSWORD)
+        imap.select(folder, readonly=True)
+        _, data = imap.uid("SEARCH", "ALL")
+        out = []
+        for uid in data[0].split():
+            _, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+            out.append(parts[0][1])
+        return out
+    finally:
+        imap.logout()
+
+
+def test_compose_and_send_arrives_over_imap(web: Web, server: ServerThread) -> None:
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Compose").click()
+    page.get_by_label("To").fill("Bob <bob@example.test>")
+    page.get_by_label("Cc").fill("")
+    page.get_by_label("Subject").fill("Lunch on Thursday? ☕")
+    page.get_by_label("Message").fill("Hi Bob,\n\nlunch at noon?\n\nAlice")
+    web.shot("compose")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Message sent.")
+    expect(page.get_by_role("heading", name="Sent")).to_be_visible()
+    expect(page.get_by_role("link", name="Lunch on Thursday? ☕")).to_be_visible()
+
+    (received,) = imap_messages(server, "bob@example.test", "INBOX")
+    assert b"From: alice@example.test" in received
+    assert b"To: Bob <bob@example.test>" in received
+    assert b"lunch at noon?" in received
+    assert b"Received: " in received  # through the submission pipeline, as on 587
+    (sent,) = imap_messages(server, "alice@example.test", "Sent")
+    assert b"lunch at noon?" in sent and b"Message-ID: " in sent
+    assert web.offsite == []
+
+
+def test_send_refusals_keep_the_form(web: Web, server: ServerThread) -> None:
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Compose").click()
+    page.get_by_label("To").fill("nobody-here@example.test")
+    page.get_by_label("Subject").fill("to no one")
+    page.get_by_label("Message").fill("text kept")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("alert")).to_contain_text("nobody-here@example.test")
+    expect(page.get_by_label("Message")).to_have_value("text kept")
+    page.get_by_label("To").fill("not an address")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("alert")).to_contain_text("To:")
+    # without the token nothing is sent
+    r = page.request.post(
+        web.base + "/compose",
+        form={"to": "bob@example.test", "subject": "forged", "body": "x"},
+        max_redirects=0,
+    )
+    assert r.status == 403
+    assert imap_messages(server, "bob@example.test", "INBOX") == []
+    assert imap_messages(server, "alice@example.test", "Sent") == []

@@ -14,6 +14,8 @@ Rules:
 - The store is read through its async API; parsing, sanitising and sorting run
   in this module's thread pool, never on the event loop.
 - Opening a message marks it \\Seen (as IMAP's FETCH BODY[] does).
+- Send goes through the server's one submission pipeline (`App.submission`,
+  the rules of port 587); the copy in Sent is stored only once it accepted.
 - Message bytes never come back as a page of ours: the HTML part is served
   sanitised to a sandboxed frame with `default-src 'none'`; raw source is
   text/plain and attachments are downloads (application/octet-stream), both
@@ -40,8 +42,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from postier.auth.service import AuthOutcome
+from postier.mail.address import Address
+from postier.smtp.submission import Refused
 from postier.store.models import Mailbox, MailboxId, Message, Uid
 from postier.web.webmail import render
+from postier.web.webmail.compose import ComposeError, Draft, build
 from postier.web.webmail.sessions import COOKIE, Session, Sessions
 
 if TYPE_CHECKING:
@@ -54,6 +59,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent
 PAGE_SIZE = 50
 #: octets a form may have (login, logout: a few hundred)
 MAX_FORM = 64 * 1024
+#: octets the compose form may have (a text of `compose.MAX_BODY` characters,
+#: percent-encoded, fits)
+MAX_COMPOSE_FORM = 8 * 1024 * 1024
 MAX_FIELDS = 32
 
 #: the pages' own policy: no script at all, styles and frames from here only
@@ -160,6 +168,7 @@ class Webmail:
     def __init__(self, app: App) -> None:
         self.store = app.store
         self.auth = app.auth
+        self.submission = app.submission
         self.hostname = app.settings.server.hostname
         self.sessions = Sessions()
         self.env = jinja2.Environment(
@@ -174,6 +183,7 @@ class Webmail:
             Route("/", self.index),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
+            Route("/compose", self.compose, methods=["GET", "POST"]),
             Route("/folder/{mid:int}", self.folder),
             Route("/folder/{mid:int}/{uid:int}", self.message),
             Route("/folder/{mid:int}/{uid:int}/html", self.message_html),
@@ -225,7 +235,7 @@ class Webmail:
         return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
     @staticmethod
-    async def _form(request: Request) -> dict[str, str] | None:
+    async def _form(request: Request, limit: int = MAX_FORM) -> dict[str, str] | None:
         """The urlencoded form of a POST, None if it is another type or too big."""
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
@@ -233,21 +243,23 @@ class Webmail:
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > MAX_FORM:
+            if len(body) > limit:
                 return None
         try:
             pairs = urllib.parse.parse_qsl(
-                body.decode("ascii", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS
+                body.decode("ascii", "replace"),
+                keep_blank_values=True,
+                max_num_fields=MAX_FIELDS,
             )
         except ValueError:
             return None
         return dict(pairs)
 
     async def _checked_form(
-        self, request: Request, session: Session | None
+        self, request: Request, session: Session | None, limit: int = MAX_FORM
     ) -> dict[str, str] | None:
         """The form when it carries `session`'s CSRF token from our origin, else None."""
-        form = await self._form(request)
+        form = await self._form(request, limit)
         if form is None or session is None or not self._same_origin(request):
             return None
         return form if session.csrf_ok(form.get("csrf")) else None
@@ -343,6 +355,7 @@ class Webmail:
             pages=pages,
             newest_first=newest_first,
             order="newest" if newest_first else "oldest",
+            notice="Message sent." if request.query_params.get("sent") == "1" else "",
             **frame,
         )
 
@@ -414,3 +427,48 @@ class Webmail:
                 "Cache-Control": "no-store",
             },
         )
+
+    # --- compose and send -----------------------------------------------------
+    async def compose(self, request: Request) -> Response:
+        """GET: the form. POST: send through the submission pipeline (the rules
+        of port 587: own addresses only, DKIM, the queue), then keep a copy in
+        Sent; a refusal brings the form back, filled in, with the reason."""
+        s = self._user(request)
+        if s is None:
+            return self._to_login()
+        assert s.user_id is not None
+        if request.method == "GET":
+            return self._page("compose.html", draft=Draft(), error="", **await self._frame(s, None))
+        form = await self._checked_form(request, s, MAX_COMPOSE_FORM)
+        if form is None:
+            return self._refused("The form was not sent from this page. Reload and try again.")
+        draft = Draft(
+            to=form.get("to", ""),
+            cc=form.get("cc", ""),
+            subject=form.get("subject", ""),
+            body=form.get("body", ""),
+        )
+        user = await self.store.get_user_by_id(s.user_id)
+        if user is None or user.disabled:
+            self.sessions.drop(s)
+            return self._to_login()
+        try:
+            rcpts, data = await _in_pool(build, user.address, draft, self.hostname)
+            client = request.client.host if request.client else "127.0.0.1"
+            await self.submission.accept(
+                user, Address.parse(user.address), rcpts, data, peer_ip=client, peer_name="webmail"
+            )
+        except (ComposeError, Refused) as e:
+            frame = await self._frame(s, None)
+            return self._page("compose.html", 400, draft=draft, error=str(e), **frame)
+        sent = await self._sent_folder(s)
+        if sent is None:
+            return RedirectResponse("/?sent=1", 303)
+        await self.store.append(sent.id, data, frozenset({"\\Seen"}))
+        return RedirectResponse(f"/folder/{sent.id}?sent=1", 303)
+
+    async def _sent_folder(self, s: Session) -> Mailbox | None:
+        assert s.user_id is not None
+        boxes = await self.store.list_mailboxes(s.user_id)
+        by_use = [b for b in boxes if (b.special_use or "").lower() == "\\sent"]
+        return by_use[0] if by_use else await self.store.get_mailbox(s.user_id, "Sent")
