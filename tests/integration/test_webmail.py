@@ -472,3 +472,56 @@ def test_send_refusals_keep_the_form(web: Web, server: ServerThread) -> None:
     assert r.status == 403
     assert imap_messages(server, "bob@example.test", "INBOX") == []
     assert imap_messages(server, "alice@example.test", "Sent") == []
+
+
+def test_reply_all_threads_and_delete(web: Web, server: ServerThread) -> None:
+    from postier.store.models import DeliveryTarget
+
+    server.add_user("carol@example.test")
+
+    async def deliver() -> None:
+        user = await server.store.get_user("alice@example.test")
+        data = (
+            b"From: Bob <bob@example.test>\r\nTo: alice@example.test\r\n"
+            b"Cc: carol@example.test\r\nSubject: Plans\r\n"
+            b"Date: Sat, 05 Dec 2026 10:00:00 +0000\r\n"
+            b"Message-ID: <m1@example.test>\r\nReferences: <m0@example.test>\r\n\r\n"
+            b"Let's meet at noon.\r\n"
+        )
+        await server.store.deliver(data, [DeliveryTarget(user.id)])
+
+    server.call(deliver())
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Plans").click()
+    page.get_by_role("link", name="Reply all", exact=True).click()
+    expect(page.get_by_label("To")).to_have_value("Bob <bob@example.test>")
+    expect(page.get_by_label("Cc")).to_have_value("carol@example.test")
+    expect(page.get_by_label("Subject")).to_have_value("Re: Plans")
+    expect(page.get_by_label("Message")).to_have_value(
+        "\n\nOn Sat, 05 Dec 2026 10:00:00 +0000, Bob <bob@example.test> wrote:\n"
+        "> Let's meet at noon.\n"
+    )
+    page.get_by_label("Message").press("Control+Home")
+    page.get_by_label("Message").type("Noon is fine.")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Message sent.")
+    for who in ("bob@example.test", "carol@example.test"):
+        (got,) = imap_messages(server, who, "INBOX")
+        assert b"Subject: Re: Plans" in got
+        assert b"In-Reply-To: <m1@example.test>" in got
+        assert b"References: <m0@example.test> <m1@example.test>" in got
+        assert b"Noon is fine." in got and b"> Let's meet at noon." in got
+
+    # Delete: to Trash, then for good
+    page.get_by_role("navigation", name="Folders").get_by_role("link", name="Inbox").click()
+    page.get_by_role("link", name="Plans").click()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("Message moved to Trash.")
+    expect(page.get_by_role("link", name="Plans")).to_have_count(0)
+    assert imap_messages(server, "alice@example.test", "INBOX") == []
+    page.get_by_role("navigation", name="Folders").get_by_role("link", name="Trash").click()
+    page.get_by_role("link", name="Plans").click()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("Message deleted.")
+    assert imap_messages(server, "alice@example.test", "Trash") == []

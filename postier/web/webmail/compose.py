@@ -11,7 +11,12 @@ Rules:
   MIME-Version: of our own; `email`'s SMTP policy writes CRLF line ends,
   encodes non-ASCII headers as RFC 2047 encoded-words and a non-ASCII body
   as quoted-printable or base64.
-- Bcc, attachments, drafts and replies are not here yet.
+- A reply (`reply_draft`) goes to Reply-To, else From (and, replying to all,
+  to the other To and Cc addresses but the user's own), with "Re: " once, the
+  text quoted, and In-Reply-To/References (RFC 5322 §3.6.4). Those two come
+  back from the form, so `build` keeps only what reads as message ids: no other
+  text reaches a header.
+- Bcc, attachments, drafts and forwarding are not here yet.
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ from email.utils import format_datetime, make_msgid
 
 from postier.mail.address import Address, AddressError
 from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, parse_address_list
+from postier.web.webmail.render import Rendered
 
 MAX_RECIPIENTS = 100
 #: characters of a subject; a header line is at most 998 octets (RFC 5322 §2.1.1)
 MAX_SUBJECT = 500
 #: characters of the text
 MAX_BODY = 1_000_000
+#: characters of a replied-to text that are quoted
+MAX_QUOTED = 100_000
+#: message ids kept in References (the oldest and the newest, RFC 5322 §3.6.4)
+MAX_REFERENCES = 20
 
 
 class ComposeError(ValueError):
@@ -43,6 +53,67 @@ class Draft:
     cc: str = ""
     subject: str = ""
     body: str = ""
+    in_reply_to: str = ""
+    references: str = ""
+
+
+def message_ids(text: str) -> list[str]:
+    """The `<...>` message ids in `text`, anything else dropped."""
+    return [
+        t
+        for t in text.split()
+        if 3 <= len(t) <= 250
+        and t[0] == "<"
+        and t[-1] == ">"
+        and "<" not in t[1:-1]
+        and ">" not in t[1:-1]
+        and t.isprintable()
+    ]
+
+
+def reply_draft(msg: Rendered, me: str, *, to_all: bool) -> Draft:
+    """The compose form's contents replying to `msg`, as user `me`."""
+    mine = me.lower()
+    to = [(n, a) for n, a in msg.reply_to if a.lower() != mine] or msg.reply_to
+    cc: list[tuple[str, str]] = []
+    if to_all:
+        seen = {a.lower() for _, a in to} | {mine}
+        for n, a in msg.to_cc:
+            if a.lower() not in seen:
+                seen.add(a.lower())
+                cc.append((n, a))
+    subject = msg.subject
+    if not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    text = (msg.text or "")[:MAX_QUOTED]
+    quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    who = msg.from_ or "you"
+    body = (
+        f"\n\nOn {msg.date}, {who} wrote:\n{quoted}\n"
+        if msg.date
+        else f"\n\n{who} wrote:\n{quoted}\n"
+    )
+    ids = message_ids(msg.message_id)
+    refs = message_ids(msg.references) + ids
+    if len(refs) > MAX_REFERENCES:
+        refs = refs[:1] + refs[-(MAX_REFERENCES - 1) :]
+    return Draft(
+        to=", ".join(_typed(n, a) for n, a in to),
+        cc=", ".join(_typed(n, a) for n, a in cc),
+        subject=subject,
+        body=body,
+        in_reply_to=ids[0] if ids else "",
+        references=" ".join(refs),
+    )
+
+
+def _typed(name: str, addr: str) -> str:
+    """An address as a user would type it (quoted name when it needs quoting)."""
+    if not name:
+        return addr
+    if any(c in name for c in '",;<>@()\\[]:.'):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{addr}>"
 
 
 def recipients(text: str, field: str) -> list[tuple[str | None, Address]]:
@@ -91,6 +162,12 @@ def build(sender: str, draft: Draft, hostname: str) -> tuple[list[Address], byte
     msg["Subject"] = " ".join(draft.subject.split())
     msg["Date"] = format_datetime(datetime.now().astimezone())
     msg["Message-ID"] = make_msgid(domain=hostname)
+    in_reply_to = message_ids(draft.in_reply_to)[:1]
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to[0]
+    references = message_ids(draft.references)[-MAX_REFERENCES:]
+    if references:
+        msg["References"] = " ".join(references)
     body = draft.body.replace("\r\n", "\n").replace("\r", "\n")
     msg.set_content(body if body.endswith("\n") else body + "\n")
     unique: dict[str, Address] = {}

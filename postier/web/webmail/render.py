@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 
 import nh3
 
-from postier.mime import Part, parse
-from postier.mime.encoding import UnknownEncoding, decode_charset, decode_transfer, header_text
+from postier.mime import Part, parse, parse_address_list
+from postier.mime.encoding import (
+    UnknownEncoding,
+    decode_charset,
+    decode_transfer,
+    decode_words,
+    header_text,
+)
 
 #: elements kept (nh3's defaults without image maps; `img` stays so alt text shows)
 TAGS = frozenset(nh3.ALLOWED_TAGS - {"area", "map"})
@@ -98,6 +104,23 @@ class Rendered:
     html: str | None = None  # sanitised
     blocked_images: int = 0
     attachments: list[Attachment] = field(default_factory=list)
+    message_id: str = ""
+    references: str = ""
+    #: (display name, addr-spec) of Reply-To (else From), To and Cc, for replies
+    reply_to: list[tuple[str, str]] = field(default_factory=list)
+    to_cc: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _addresses(root: Part, *names: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name in names:
+        raw = root.text_header(name)
+        if raw is None:
+            continue
+        for a in parse_address_list(raw):
+            if a.host is not None and a.mailbox is not None:
+                out.append((" ".join(decode_words(a.name or "").split()), a.addr_spec))
+    return out
 
 
 def _header(root: Part, name: str) -> str:
@@ -174,6 +197,10 @@ def render(data: bytes) -> Rendered:
         to=_header(root, "to"),
         cc=_header(root, "cc"),
         date=_header(root, "date"),
+        message_id=_header(root, "message-id"),
+        references=_header(root, "references"),
+        reply_to=_addresses(root, "reply-to") or _addresses(root, "from"),
+        to_cc=_addresses(root, "to", "cc"),
     )
     text_part: Part | None = None
     html_part: Part | None = None

@@ -14,6 +14,7 @@ Rules:
 - The store is read through its async API; parsing, sanitising and sorting run
   in this module's thread pool, never on the event loop.
 - Opening a message marks it \\Seen (as IMAP's FETCH BODY[] does).
+- Delete moves a message to Trash, and deletes it for good in Trash.
 - Send goes through the server's one submission pipeline (`App.submission`,
   the rules of port 587); the copy in Sent is stored only once it accepted.
 - Message bytes never come back as a page of ours: the HTML part is served
@@ -46,7 +47,7 @@ from postier.mail.address import Address
 from postier.smtp.submission import Refused
 from postier.store.models import Mailbox, MailboxId, Message, Uid
 from postier.web.webmail import render
-from postier.web.webmail.compose import ComposeError, Draft, build
+from postier.web.webmail.compose import ComposeError, Draft, build, reply_draft
 from postier.web.webmail.sessions import COOKIE, Session, Sessions
 
 if TYPE_CHECKING:
@@ -76,6 +77,13 @@ FRAME_CSP = (
 )
 #: raw source and attachments: a sandbox in case a browser shows one inline
 DOWNLOAD_CSP = "default-src 'none'; sandbox"
+
+#: what a folder page says after an action sent the browser there (`?done=`)
+NOTICES = {
+    "sent": "Message sent.",
+    "trashed": "Message moved to Trash.",
+    "deleted": "Message deleted.",
+}
 
 #: display order of the special folders; the rest follow by name
 FOLDER_ORDER = {"INBOX": 0, "Drafts": 1, "Sent": 2, "Archive": 3, "Junk": 4, "Trash": 5}
@@ -189,6 +197,9 @@ class Webmail:
             Route("/folder/{mid:int}/{uid:int}/html", self.message_html),
             Route("/folder/{mid:int}/{uid:int}/raw", self.message_raw),
             Route("/folder/{mid:int}/{uid:int}/part/{index:int}", self.message_part),
+            Route("/folder/{mid:int}/{uid:int}/reply", self.reply),
+            Route("/folder/{mid:int}/{uid:int}/reply-all", self.reply),
+            Route("/folder/{mid:int}/{uid:int}/delete", self.delete, methods=["POST"]),
             Mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static"),
         ]
 
@@ -355,7 +366,7 @@ class Webmail:
             pages=pages,
             newest_first=newest_first,
             order="newest" if newest_first else "oldest",
-            notice="Message sent." if request.query_params.get("sent") == "1" else "",
+            notice=NOTICES.get(request.query_params.get("done", ""), ""),
             **frame,
         )
 
@@ -447,6 +458,8 @@ class Webmail:
             cc=form.get("cc", ""),
             subject=form.get("subject", ""),
             body=form.get("body", ""),
+            in_reply_to=form.get("in_reply_to", ""),
+            references=form.get("references", ""),
         )
         user = await self.store.get_user_by_id(s.user_id)
         if user is None or user.disabled:
@@ -463,12 +476,46 @@ class Webmail:
             return self._page("compose.html", 400, draft=draft, error=str(e), **frame)
         sent = await self._sent_folder(s)
         if sent is None:
-            return RedirectResponse("/?sent=1", 303)
+            return RedirectResponse("/", 303)
         await self.store.append(sent.id, data, frozenset({"\\Seen"}))
-        return RedirectResponse(f"/folder/{sent.id}?sent=1", 303)
+        return RedirectResponse(f"/folder/{sent.id}?done=sent", 303)
 
-    async def _sent_folder(self, s: Session) -> Mailbox | None:
+    async def _special(self, s: Session, use: str) -> Mailbox | None:
+        """The user's folder of special use `use` ("Sent", "Trash"), else of that name."""
         assert s.user_id is not None
         boxes = await self.store.list_mailboxes(s.user_id)
-        by_use = [b for b in boxes if (b.special_use or "").lower() == "\\sent"]
-        return by_use[0] if by_use else await self.store.get_mailbox(s.user_id, "Sent")
+        by_use = [b for b in boxes if (b.special_use or "").lower() == f"\\{use.lower()}"]
+        return by_use[0] if by_use else await self.store.get_mailbox(s.user_id, use)
+
+    async def _sent_folder(self, s: Session) -> Mailbox | None:
+        return await self._special(s, "Sent")
+
+    async def reply(self, request: Request) -> Response:
+        loaded = await self._load(request)
+        if isinstance(loaded, Response):
+            return loaded
+        s, _, _, data = loaded
+        msg = await _in_pool(render.render, data)
+        to_all = request.url.path.endswith("/reply-all")
+        draft = reply_draft(msg, s.address, to_all=to_all)
+        return self._page("compose.html", draft=draft, error="", **await self._frame(s, None))
+
+    async def delete(self, request: Request) -> Response:
+        """Move to Trash; in Trash, delete for good."""
+        s = self._user(request)
+        if s is None:
+            return self._to_login()
+        if await self._checked_form(request, s) is None:
+            return self._refused("The form was not sent from this page. Reload and try again.")
+        mb = await self._mailbox(s, request.path_params["mid"])
+        if mb is None:
+            return self._not_found()
+        uid = Uid(request.path_params["uid"])
+        if await self.store.get_message(mb.id, uid) is None:
+            return self._not_found()
+        trash = await self._special(s, "Trash")
+        if trash is None or trash.id == mb.id:
+            await self.store.expunge(mb.id, [uid], flagged_only=False)
+            return RedirectResponse(f"/folder/{mb.id}?done=deleted", 303)
+        await self.store.move(mb.id, [uid], trash.id)
+        return RedirectResponse(f"/folder/{mb.id}?done=trashed", 303)

@@ -7,7 +7,15 @@ import email.policy
 
 import pytest
 
-from postier.web.webmail.compose import MAX_RECIPIENTS, ComposeError, Draft, build
+from postier.web.webmail.compose import (
+    MAX_RECIPIENTS,
+    ComposeError,
+    Draft,
+    build,
+    message_ids,
+    reply_draft,
+)
+from postier.web.webmail.render import render
 
 
 def test_message_and_envelope() -> None:
@@ -46,3 +54,33 @@ def test_message_and_envelope() -> None:
 def test_refused(draft: Draft, says: str) -> None:
     with pytest.raises(ComposeError, match=says):
         build("alice@example.test", draft, "mail.example.test")
+
+
+def test_message_ids_keep_only_ids() -> None:
+    assert message_ids("<a@b> junk <c@d>\r\nX-Evil: 1 <e<f> <>") == ["<a@b>", "<c@d>"]
+
+
+def test_reply_draft() -> None:
+    msg = render(
+        b'From: "Bob, B." <bob@example.test>\r\nReply-To: list@example.org\r\n'
+        b"To: alice@example.test, dave@example.net\r\nCc: Alice <ALICE@example.test>\r\n"
+        b"Subject: Re: plans\r\nMessage-ID: <m2@x>\r\nReferences: <m0@x> <m1@x>\r\n\r\n"
+        b"one\r\n\r\ntwo\r\n"
+    )
+    one = reply_draft(msg, "alice@example.test", to_all=False)
+    assert (one.to, one.cc, one.subject) == ("list@example.org", "", "Re: plans")
+    assert one.in_reply_to == "<m2@x>" and one.references == "<m0@x> <m1@x> <m2@x>"
+    assert one.body.endswith("wrote:\n> one\n>\n> two\n")
+    every = reply_draft(msg, "alice@example.test", to_all=True)
+    assert every.cc == "dave@example.net"  # not the user, in any case
+    _, data = build("alice@example.test", every, "mail.example.test")
+    assert b"In-Reply-To: <m2@x>\r\n" in data
+    assert b"References: <m0@x> <m1@x> <m2@x>\r\n" in data
+
+
+def test_reply_names_are_quoted_when_typed_back() -> None:
+    msg = render(b'From: "Bob, B." <bob@example.test>\r\nSubject: x\r\n\r\nx\r\n')
+    draft = reply_draft(msg, "alice@example.test", to_all=False)
+    assert draft.to == '"Bob, B." <bob@example.test>' and draft.subject == "Re: x"
+    rcpts, _ = build("alice@example.test", draft, "h")
+    assert [str(a) for a in rcpts] == ["bob@example.test"]
