@@ -525,3 +525,62 @@ def test_reply_all_threads_and_delete(web: Web, server: ServerThread) -> None:
     page.get_by_role("button", name="Delete").click()
     expect(page.get_by_role("status")).to_have_text("Message deleted.")
     assert imap_messages(server, "alice@example.test", "Trash") == []
+
+
+def test_flag_mark_unread_and_move(web: Web, server: ServerThread) -> None:
+    smtp_deliver(
+        server, "alice@example.test", b"From: carol@elsewhere.test\r\nSubject: Keep me\r\n\r\nx\r\n"
+    )
+    web.login()
+    page = web.page
+    folders = page.get_by_role("navigation", name="Folders")
+    page.get_by_role("link", name="Keep me").click()
+    page.get_by_role("button", name="Flag", exact=True).click()
+    expect(page.get_by_role("button", name="Unflag")).to_be_visible()
+    (fetched,) = imap_flags(server, "alice@example.test", "INBOX")
+    assert "\\Flagged" in fetched and "\\Seen" in fetched
+    page.get_by_role("button", name="Mark unread").click()
+    expect(page.get_by_role("status")).to_have_text("Marked as unread.")
+    expect(folders.get_by_text("1 unread")).to_be_attached()
+    expect(page.get_by_text("(flagged)")).to_be_attached()
+    (fetched,) = imap_flags(server, "alice@example.test", "INBOX")
+    assert "\\Seen" not in fetched and "\\Flagged" in fetched
+    page.get_by_role("link", name="Keep me").click()
+    page.get_by_label("Move to").select_option(label="Archive")
+    page.get_by_role("button", name="Move", exact=True).click()
+    expect(page.get_by_role("status")).to_have_text("Message moved.")
+    assert imap_flags(server, "alice@example.test", "INBOX") == []
+    (fetched,) = imap_flags(server, "alice@example.test", "Archive")
+    assert "\\Flagged" in fetched
+
+    # another user's folder is refused like a missing one, and nothing moves
+    async def bobs_inbox() -> int:
+        bob = await server.store.get_user("bob@example.test")
+        return int((await server.store.get_mailbox(bob.id, "INBOX")).id)
+
+    folders.get_by_role("link", name="Archive").click()
+    page.get_by_role("link", name="Keep me").click()
+    csrf = page.locator("form.logout input[name=csrf]").get_attribute("value")
+    r = page.request.post(
+        page.url + "/move",
+        form={"csrf": str(csrf), "to": str(server.call(bobs_inbox()))},
+        max_redirects=0,
+    )
+    assert r.status == 404
+    assert len(imap_flags(server, "alice@example.test", "Archive")) == 1
+    assert imap_flags(server, "bob@example.test", "INBOX") == []
+
+
+def imap_flags(srv: ServerThread, user: str, folder: str) -> list[str]:
+    imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=10)
+    try:
+        imap.login(user, PASSWORD)
+        imap.select(folder, readonly=True)
+        _, data = imap.uid("SEARCH", "ALL")
+        out = []
+        for uid in data[0].split():
+            _, parts = imap.uid("FETCH", uid, "(FLAGS)")
+            out.append(parts[0].decode())
+        return out
+    finally:
+        imap.logout()

@@ -14,7 +14,8 @@ Rules:
 - The store is read through its async API; parsing, sanitising and sorting run
   in this module's thread pool, never on the event loop.
 - Opening a message marks it \\Seen (as IMAP's FETCH BODY[] does).
-- Delete moves a message to Trash, and deletes it for good in Trash.
+- Delete moves a message to Trash, and deletes it for good in Trash; Move,
+  Flag/Unflag and Mark unread change one message, as IMAP's MOVE and STORE do.
 - Send goes through the server's one submission pipeline (`App.submission`,
   the rules of port 587); the copy in Sent is stored only once it accepted.
 - Message bytes never come back as a page of ours: the HTML part is served
@@ -45,6 +46,7 @@ from starlette.staticfiles import StaticFiles
 from postier.auth.service import AuthOutcome
 from postier.mail.address import Address
 from postier.smtp.submission import Refused
+from postier.store.api import FlagMode
 from postier.store.models import Mailbox, MailboxId, Message, Uid
 from postier.web.webmail import render
 from postier.web.webmail.compose import ComposeError, Draft, build, reply_draft
@@ -83,6 +85,8 @@ NOTICES = {
     "sent": "Message sent.",
     "trashed": "Message moved to Trash.",
     "deleted": "Message deleted.",
+    "moved": "Message moved.",
+    "unread": "Marked as unread.",
 }
 
 #: display order of the special folders; the rest follow by name
@@ -121,6 +125,7 @@ class Row:
     when: str
     iso: str
     unread: bool
+    flagged: bool
 
 
 def _label(name: str) -> str:
@@ -152,6 +157,7 @@ def _page(msgs: list[Message], page: int, newest_first: bool) -> list[Row]:
                 when=d.strftime("%Y-%m-%d %H:%M"),
                 iso=d.isoformat(),
                 unread="\\Seen" not in m.flags,
+                flagged="\\Flagged" in m.flags,
             )
         )
     return rows
@@ -200,6 +206,8 @@ class Webmail:
             Route("/folder/{mid:int}/{uid:int}/reply", self.reply),
             Route("/folder/{mid:int}/{uid:int}/reply-all", self.reply),
             Route("/folder/{mid:int}/{uid:int}/delete", self.delete, methods=["POST"]),
+            Route("/folder/{mid:int}/{uid:int}/move", self.move, methods=["POST"]),
+            Route("/folder/{mid:int}/{uid:int}/mark", self.mark, methods=["POST"]),
             Mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static"),
         ]
 
@@ -397,6 +405,7 @@ class Webmail:
             "message.html",
             folder=folder,
             msg=msg,
+            flagged="\\Flagged" in m.flags,
             base=f"/folder/{mb.id}/{m.uid}",
             **frame,
         )
@@ -500,12 +509,16 @@ class Webmail:
         draft = reply_draft(msg, s.address, to_all=to_all)
         return self._page("compose.html", draft=draft, error="", **await self._frame(s, None))
 
-    async def delete(self, request: Request) -> Response:
-        """Move to Trash; in Trash, delete for good."""
+    async def _action(
+        self, request: Request
+    ) -> tuple[Session, Mailbox, Uid, dict[str, str]] | Response:
+        """The checks every POST on one message makes: logged in, the CSRF
+        token, the user's folder, the message exists."""
         s = self._user(request)
         if s is None:
             return self._to_login()
-        if await self._checked_form(request, s) is None:
+        form = await self._checked_form(request, s)
+        if form is None:
             return self._refused("The form was not sent from this page. Reload and try again.")
         mb = await self._mailbox(s, request.path_params["mid"])
         if mb is None:
@@ -513,9 +526,46 @@ class Webmail:
         uid = Uid(request.path_params["uid"])
         if await self.store.get_message(mb.id, uid) is None:
             return self._not_found()
+        return s, mb, uid, form
+
+    async def delete(self, request: Request) -> Response:
+        """Move to Trash; in Trash, delete for good."""
+        checked = await self._action(request)
+        if isinstance(checked, Response):
+            return checked
+        s, mb, uid, _ = checked
         trash = await self._special(s, "Trash")
         if trash is None or trash.id == mb.id:
             await self.store.expunge(mb.id, [uid], flagged_only=False)
             return RedirectResponse(f"/folder/{mb.id}?done=deleted", 303)
         await self.store.move(mb.id, [uid], trash.id)
         return RedirectResponse(f"/folder/{mb.id}?done=trashed", 303)
+
+    async def move(self, request: Request) -> Response:
+        """Move to another of the user's folders (form field `to`: its id)."""
+        checked = await self._action(request)
+        if isinstance(checked, Response):
+            return checked
+        s, mb, uid, form = checked
+        dst = await self._mailbox(s, _int(form.get("to"), 0))
+        if dst is None:
+            return self._not_found()
+        if dst.id != mb.id:
+            await self.store.move(mb.id, [uid], dst.id)
+        return RedirectResponse(f"/folder/{mb.id}?done=moved", 303)
+
+    async def mark(self, request: Request) -> Response:
+        """Flag, unflag (back to the message) or mark unread (back to the folder)."""
+        checked = await self._action(request)
+        if isinstance(checked, Response):
+            return checked
+        _, mb, uid, form = checked
+        what = form.get("what", "")
+        if what == "unread":
+            await self.store.store_flags(mb.id, [uid], frozenset({"\\Seen"}), "remove")
+            return RedirectResponse(f"/folder/{mb.id}?done=unread", 303)
+        if what not in ("flag", "unflag"):
+            return self._refused("Unknown action.")
+        mode: FlagMode = "add" if what == "flag" else "remove"
+        await self.store.store_flags(mb.id, [uid], frozenset({"\\Flagged"}), mode)
+        return RedirectResponse(f"/folder/{mb.id}/{uid}", 303)
