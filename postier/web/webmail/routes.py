@@ -45,9 +45,10 @@ from starlette.staticfiles import StaticFiles
 
 from postier.auth.service import AuthOutcome
 from postier.mail.address import Address
+from postier.mime import summarize
 from postier.smtp.submission import Refused
 from postier.store.api import FlagMode
-from postier.store.models import Mailbox, MailboxId, Message, Uid
+from postier.store.models import Mailbox, MailboxId, Message, NewMessage, Uid
 from postier.web.webmail import render
 from postier.web.webmail.compose import ComposeError, Draft, build, reply_draft
 from postier.web.webmail.sessions import COOKIE, Session, Sessions
@@ -486,7 +487,8 @@ class Webmail:
         sent = await self._sent_folder(s)
         if sent is None:
             return RedirectResponse("/", 303)
-        await self.store.append(sent.id, data, frozenset({"\\Seen"}))
+        summary = await _in_pool(summarize, data)
+        await self.store.append(sent.id, NewMessage(data, summary), frozenset({"\\Seen"}))
         return RedirectResponse(f"/folder/{sent.id}?done=sent", 303)
 
     async def _special(self, s: Session, use: str) -> Mailbox | None:
