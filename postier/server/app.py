@@ -37,7 +37,6 @@ from postier.queue import service as queue_service
 from postier.server import logs, tls
 from postier.server.listeners import Handler, Listener, ListenError
 from postier.server.root import App, build
-from postier.server.status import StatusWriter
 from postier.store import open_store
 
 __all__ = ["App", "StartupError", "serve", "start", "stop"]
@@ -148,13 +147,12 @@ async def start(settings: Settings) -> App:
             on_stop=app.on_stop.append,
             drain_timeout=settings.server.drain_timeout,
         )
-        writer = StatusWriter(app)  # `postier status` sees a running server from now on
-        writer.start()
-        app.status = writer
+        app.status.start()  # `postier status` sees a running server from now on
     except BaseException:
-        await _close_listeners_now(locals().get("app"))
-        if "writer" in locals():
-            writer.stop()
+        built: App | None = locals().get("app")
+        await _close_listeners_now(built)
+        if built is not None:
+            built.status.stop()  # only if it started
         await store.close()
         raise
     return app
@@ -199,8 +197,7 @@ async def stop(app: App) -> None:
         task.cancel()
     if app.tasks:
         await asyncio.wait(app.tasks, timeout=5)
-    if app.status is not None:
-        await asyncio.to_thread(app.status.stop)
+    await asyncio.to_thread(app.status.stop)
     await app.store.close()
 
 

@@ -5,16 +5,16 @@ Rules:
 - This module is the only place that decides which shared services exist and
   who gets which: the DNS resolver, the filter pipelines, intake, the
   submission pipeline (`smtp.submission`), the queue runner (made by
-  `queue.service.build`) and its wake-up, the login service and the IMAP
-  literal budget. Each component receives what it uses as typed constructor
+  `queue.service.build`) and its wake-up, the login service, the IMAP
+  literal budget and the status writer. Each component receives what it uses as typed constructor
   arguments; none looks another up at run time, so there is no registry to
   read a wrong or missing entry from.
 - A process that is not the server (`postier send`) gets the same submission
   pipeline from `build_submission`, never a stand-in `App`.
 - One resolver per process: the filters (SPF, DKIM, DNSBL...) and the queue
   runner share it, and with it its cache.
-- Nothing here starts anything: the queue runner is built here and started by
-  `app.start` (`queue.service.start`) after every listener is bound.
+- Nothing here starts anything: the queue runner and the status writer are
+  built here and started by `app.start` after every listener is bound.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
@@ -34,12 +34,10 @@ from postier.imap.literals import LiteralBudget
 from postier.queue import service as queue_service
 from postier.queue.runner import Runner
 from postier.server.listeners import Listener
+from postier.server.status import StatusWriter
 from postier.smtp.intake import Intake
 from postier.smtp.submission import Submission
 from postier.store.api import Store
-
-if TYPE_CHECKING:
-    from postier.server.status import StatusWriter
 
 log = logging.getLogger("postier.server")
 
@@ -65,8 +63,8 @@ class App:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     #: the web listener's bound (host, port), once it listens
     web_address: tuple[str, int] | None = None
-    #: what `postier status` reads, once every listener is bound
-    status: StatusWriter | None = None
+    #: what `postier status` reads; started once every listener is bound
+    status: StatusWriter = field(init=False)
     #: called after listeners stop, before the store closes
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: called at once when the stop begins: sessions waiting on a read wake up
@@ -109,7 +107,7 @@ def build(settings: Settings, store: Store, tls_context: ssl.SSLContext) -> App:
     resolver = make_resolver(settings.dns)
     queue = queue_service.build(settings, store, resolver)
     intake = build_intake(settings, store, resolver, queue_wake=queue.wake)
-    return App(
+    app = App(
         settings=settings,
         store=store,
         auth=AuthService(store, settings.auth),
@@ -119,3 +117,5 @@ def build(settings: Settings, store: Store, tls_context: ssl.SSLContext) -> App:
         queue=queue,
         literal_budget=LiteralBudget(settings.imap.user_literal_budget),
     )
+    app.status = StatusWriter(app)
+    return app

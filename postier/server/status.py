@@ -105,17 +105,19 @@ def read_status(data_dir: Path) -> dict[str, Any] | None:
 
 @dataclass
 class StatusWriter:
-    """Started by the composition root once every listener is bound."""
+    """Built by the composition root; started once every listener is bound."""
 
     app: App
     interval: float = 5.0
     errors: RecentErrors = field(default_factory=RecentErrors)
     started: str = field(default_factory=_now)
     _pid_fd: int | None = None
+    _started: bool = False
     _failed: bool = False
     _addresses: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
+        self._started = True
         data_dir = self.app.settings.server.data_dir
         fd = os.open(data_dir / PID_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_SH)
@@ -170,7 +172,10 @@ class StatusWriter:
             await asyncio.to_thread(self._write, self.document("running"))
 
     def stop(self) -> None:
-        """The last status (errors kept for `postier status`); the lock released."""
+        """The last status (errors kept for `postier status`); the lock released.
+        Nothing when `start` was never called: no server ran."""
+        if not self._started:
+            return
         logging.getLogger().removeHandler(self.errors)
         doc = self.document("stopped")
         doc["stopped"] = _now()

@@ -16,6 +16,7 @@ from postier.imap import server as imap_server
 from postier.imap.literals import LiteralBudget
 from postier.queue.runner import Runner
 from postier.server import root, tls
+from postier.server.status import STATUS_FILE, StatusWriter
 from postier.smtp import server as smtp_server
 from postier.smtp.intake import Intake
 from postier.smtp.submission import Submission
@@ -48,6 +49,7 @@ async def test_one_of_each_service_shared_by_every_listener(
     budgets = _count(monkeypatch, LiteralBudget)
     runners = _count(monkeypatch, Runner)
     pipelines = _count(monkeypatch, Submission)
+    writers = _count(monkeypatch, StatusWriter)
     store = SqliteStore(tmp_path)
     await store.open()
     try:
@@ -56,7 +58,7 @@ async def test_one_of_each_service_shared_by_every_listener(
             smtp_server.make_handler(app, name)
         for name in ("imap", "imaps"):
             imap_server.make_handler(app, name)
-        made = (resolvers, filters, intakes, budgets, runners, pipelines)
+        made = (resolvers, filters, intakes, budgets, runners, pipelines, writers)
         assert [len(x) for x in made] == [1] * len(made)
         (resolver,) = resolvers
         assert app.queue is runners[0]
@@ -70,5 +72,8 @@ async def test_one_of_each_service_shared_by_every_listener(
         assert app.intake.queue_wake == app.queue.wake  # intake wakes this runner
         assert app.literal_budget is budgets[0]
         assert app.submission is pipelines[0]
+        assert app.status is writers[0]
+        app.status.stop()  # built, never started: no server ran, nothing written
+        assert not (tmp_path / STATUS_FILE).exists()
     finally:
         await store.close()
