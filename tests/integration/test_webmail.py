@@ -592,3 +592,52 @@ def imap_flags(srv: ServerThread, user: str, folder: str) -> list[str]:
         return out
     finally:
         imap.logout()
+
+
+def test_junk_reasons_not_junk_and_junk_train_the_filter(web: Web, server: ServerThread) -> None:
+    from postier.store.models import DeliveryTarget
+
+    async def deliver() -> None:
+        user = await server.store.get_user("alice@example.test")
+        data = (
+            b"From: promo@elsewhere.test\r\nSubject: Cheap watches\r\n"
+            b"X-Spam-Status: Yes, score=7.5 required=5.0 tests=BAYES_99,RDNS_NONE\r\n"
+            b"X-Spam-Report: * +5.5 BAYES_99 learned spam probability 0.999\r\n"
+            b"\t* +2.0 RDNS_NONE the client has no reverse DNS\r\n"
+            b"Authentication-Results: mail.example.test; spf=fail smtp.mailfrom=elsewhere.test\r\n"
+            b"\r\nbuy now\r\n"
+        )
+        await server.store.deliver(stored(data), [DeliveryTarget(user.id, "Junk")])
+
+    async def counts() -> tuple[int, int]:
+        user = await server.store.get_user("alice@example.test")
+        c = await server.store.bayes_counts(user.id, ["cheap"])
+        return c.spam_messages, c.ham_messages
+
+    server.call(deliver())
+    web.login()
+    page = web.page
+    folders = page.get_by_role("navigation", name="Folders")
+    folders.get_by_role("link", name="Junk").click()
+    page.get_by_role("link", name="Cheap watches").click()
+    why = page.get_by_role("region", name="Why is this in Junk?")
+    expect(why.get_by_role("listitem")).to_have_text(
+        [
+            "+5.5 BAYES_99 learned spam probability 0.999",
+            "+2.0 RDNS_NONE the client has no reverse DNS",
+        ]
+    )
+    expect(why).to_contain_text("spf=fail")
+    web.shot("junk")
+    page.get_by_role("button", name="Not junk").click()
+    expect(page.get_by_role("status")).to_contain_text("Moved to Inbox")
+    assert len(imap_flags(server, "alice@example.test", "INBOX")) == 1
+    assert server.call(counts()) == (0, 1)
+
+    folders.get_by_role("link", name="Inbox").click()
+    page.get_by_role("link", name="Cheap watches").click()
+    expect(page.get_by_role("region", name="Why is this in Junk?")).to_have_count(0)
+    page.get_by_role("button", name="Junk", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Moved to Junk")
+    assert len(imap_flags(server, "alice@example.test", "Junk")) == 1
+    assert server.call(counts()) == (1, 0)  # learned again, as the other class

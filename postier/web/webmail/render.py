@@ -109,6 +109,11 @@ class Rendered:
     #: (display name, addr-spec) of Reply-To (else From), To and Cc, for replies
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     to_cc: list[tuple[str, str]] = field(default_factory=list)
+    #: the spam filter's reasons (X-Spam-Report, one per rule that scored) and
+    #: verdict (X-Spam-Status), and the Authentication-Results intake added
+    spam_reasons: list[str] = field(default_factory=list)
+    spam_status: str = ""
+    auth_results: str = ""
 
 
 def _addresses(root: Part, *names: str) -> list[tuple[str, str]]:
@@ -201,6 +206,9 @@ def render(data: bytes) -> Rendered:
         references=_header(root, "references"),
         reply_to=_addresses(root, "reply-to") or _addresses(root, "from"),
         to_cc=_addresses(root, "to", "cc"),
+        spam_reasons=[r.strip() for r in _header(root, "x-spam-report").split("* ") if r.strip()],
+        spam_status=_header(root, "x-spam-status"),
+        auth_results=_header(root, "authentication-results"),
     )
     text_part: Part | None = None
     html_part: Part | None = None

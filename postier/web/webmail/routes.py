@@ -16,6 +16,8 @@ Rules:
 - Opening a message marks it \\Seen (as IMAP's FETCH BODY[] does).
 - Delete moves a message to Trash, and deletes it for good in Trash; Move,
   Flag/Unflag and Mark unread change one message, as IMAP's MOVE and STORE do.
+  Junk and Not junk move between Junk and Inbox; every move into or out of
+  Junk teaches the user's classifier (`filters.bayes.on_move`).
 - Send goes through the server's one submission pipeline (`App.submission`,
   the rules of port 587); the copy in Sent is stored only once it accepted.
 - Message bytes never come back as a page of ours: the HTML part is served
@@ -44,6 +46,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from postier.auth.service import AuthOutcome
+from postier.filters import bayes
 from postier.mail.address import Address
 from postier.mime import summarize
 from postier.smtp.submission import Refused
@@ -63,8 +66,8 @@ WEB_DIR = Path(__file__).resolve().parent.parent
 PAGE_SIZE = 50
 #: octets a form may have (login, logout: a few hundred)
 MAX_FORM = 64 * 1024
-#: octets the compose form may have (a text of `compose.MAX_BODY` characters,
-#: percent-encoded, fits)
+#: octets the compose form may have (percent-encoded: a text of `compose.MAX_BODY`
+#: characters fits while most of them are ASCII; beyond, the form is refused)
 MAX_COMPOSE_FORM = 8 * 1024 * 1024
 MAX_FIELDS = 32
 
@@ -88,6 +91,8 @@ NOTICES = {
     "deleted": "Message deleted.",
     "moved": "Message moved.",
     "unread": "Marked as unread.",
+    "junk": "Moved to Junk. Your filter learns from it.",
+    "notjunk": "Moved to Inbox. Your filter learns from it.",
 }
 
 #: display order of the special folders; the rest follow by name
@@ -136,6 +141,10 @@ def _label(name: str) -> str:
 def _folders(boxes: list[Mailbox], current: MailboxId | None) -> list[Folder]:
     ordered = sorted(boxes, key=lambda b: (FOLDER_ORDER.get(b.name, 99), b.name.casefold()))
     return [Folder(b.id, b.name, _label(b.name), b.unseen, b.id == current) for b in ordered]
+
+
+def _is_junk(mb: Mailbox) -> bool:
+    return (mb.special_use or "").lower() == "\\junk" or mb.name.lower() in ("junk", "spam")
 
 
 def _when(m: Message) -> datetime:
@@ -209,6 +218,7 @@ class Webmail:
             Route("/folder/{mid:int}/{uid:int}/delete", self.delete, methods=["POST"]),
             Route("/folder/{mid:int}/{uid:int}/move", self.move, methods=["POST"]),
             Route("/folder/{mid:int}/{uid:int}/mark", self.mark, methods=["POST"]),
+            Route("/folder/{mid:int}/{uid:int}/junk", self.junk, methods=["POST"]),
             Mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static"),
         ]
 
@@ -407,6 +417,7 @@ class Webmail:
             folder=folder,
             msg=msg,
             flagged="\\Flagged" in m.flags,
+            in_junk=_is_junk(mb),
             base=f"/folder/{mb.id}/{m.uid}",
             **frame,
         )
@@ -513,7 +524,7 @@ class Webmail:
 
     async def _action(
         self, request: Request
-    ) -> tuple[Session, Mailbox, Uid, dict[str, str]] | Response:
+    ) -> tuple[Session, Mailbox, Message, dict[str, str]] | Response:
         """The checks every POST on one message makes: logged in, the CSRF
         token, the user's folder, the message exists."""
         s = self._user(request)
@@ -525,22 +536,29 @@ class Webmail:
         mb = await self._mailbox(s, request.path_params["mid"])
         if mb is None:
             return self._not_found()
-        uid = Uid(request.path_params["uid"])
-        if await self.store.get_message(mb.id, uid) is None:
+        m = await self.store.get_message(mb.id, Uid(request.path_params["uid"]))
+        if m is None:
             return self._not_found()
-        return s, mb, uid, form
+        return s, mb, m, form
+
+    async def _move(self, s: Session, src: Mailbox, m: Message, dst: Mailbox) -> None:
+        """Move one message; into or out of Junk it also teaches the user's
+        classifier (`bayes.on_move`)."""
+        assert s.user_id is not None
+        await self.store.move(src.id, [m.uid], dst.id)
+        await bayes.on_move(self.store, s.user_id, src, dst, [m])
 
     async def delete(self, request: Request) -> Response:
         """Move to Trash; in Trash, delete for good."""
         checked = await self._action(request)
         if isinstance(checked, Response):
             return checked
-        s, mb, uid, _ = checked
+        s, mb, m, _ = checked
         trash = await self._special(s, "Trash")
         if trash is None or trash.id == mb.id:
-            await self.store.expunge(mb.id, [uid], flagged_only=False)
+            await self.store.expunge(mb.id, [m.uid], flagged_only=False)
             return RedirectResponse(f"/folder/{mb.id}?done=deleted", 303)
-        await self.store.move(mb.id, [uid], trash.id)
+        await self._move(s, mb, m, trash)
         return RedirectResponse(f"/folder/{mb.id}?done=trashed", 303)
 
     async def move(self, request: Request) -> Response:
@@ -548,20 +566,42 @@ class Webmail:
         checked = await self._action(request)
         if isinstance(checked, Response):
             return checked
-        s, mb, uid, form = checked
+        s, mb, m, form = checked
         dst = await self._mailbox(s, _int(form.get("to"), 0))
         if dst is None:
             return self._not_found()
         if dst.id != mb.id:
-            await self.store.move(mb.id, [uid], dst.id)
+            await self._move(s, mb, m, dst)
         return RedirectResponse(f"/folder/{mb.id}?done=moved", 303)
+
+    async def junk(self, request: Request) -> Response:
+        """Junk: move to Junk; Not junk: move from Junk to Inbox. Either teaches
+        the user's classifier."""
+        checked = await self._action(request)
+        if isinstance(checked, Response):
+            return checked
+        s, mb, m, form = checked
+        assert s.user_id is not None
+        what = form.get("what", "")
+        if what == "junk":
+            dst = await self._special(s, "Junk")
+        elif what == "notjunk":
+            dst = await self.store.get_mailbox(s.user_id, "INBOX")
+        else:
+            return self._refused("Unknown action.")
+        if dst is None:
+            return self._not_found()
+        if dst.id != mb.id:
+            await self._move(s, mb, m, dst)
+        return RedirectResponse(f"/folder/{mb.id}?done={what}", 303)
 
     async def mark(self, request: Request) -> Response:
         """Flag, unflag (back to the message) or mark unread (back to the folder)."""
         checked = await self._action(request)
         if isinstance(checked, Response):
             return checked
-        _, mb, uid, form = checked
+        _, mb, m, form = checked
+        uid = m.uid
         what = form.get("what", "")
         if what == "unread":
             await self.store.store_flags(mb.id, [uid], frozenset({"\\Seen"}), "remove")
