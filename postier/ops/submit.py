@@ -199,7 +199,7 @@ async def _bounce(
     reports = [
         dsn.RecipientReport(
             address=str(a),
-            action=dsn.FAILED,
+            action=dsn.Action.FAILED,
             status=reply.enhanced or "5.0.0",
             diagnostic=str(reply),
             last_attempt=now,

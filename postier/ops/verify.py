@@ -57,7 +57,7 @@ from postier.dns.mx import RouteKind, route
 from postier.dns.resolver import Resolver
 from postier.mail.address import Address
 from postier.ops.accounts import ROLE_LOCALPARTS
-from postier.queue.runner import client_tls_context
+from postier.queue.transport import client_tls_context
 from postier.smtp.client import ServerReply, SmtpClient, SmtpClientError
 from postier.store.api import Store
 

@@ -28,18 +28,35 @@ Rules:
 from __future__ import annotations
 
 import email.utils
+import enum
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-#: RFC 3464 §2.3.3 Action values used here
-FAILED = "failed"
-DELAYED = "delayed"
-DELIVERED = "delivered"
-RELAYED = "relayed"
 
-_NOTIFY_KIND = {FAILED: "FAILURE", DELAYED: "DELAY", DELIVERED: "SUCCESS", RELAYED: "SUCCESS"}
+class Action(enum.StrEnum):
+    """RFC 3464 §2.3.3 Action values used here."""
+
+    FAILED = "failed"
+    DELAYED = "delayed"
+    DELIVERED = "delivered"
+    RELAYED = "relayed"
+
+
+class DiagnosticType(enum.StrEnum):
+    """RFC 3464 §2.3.6 diagnostic-type: whose words the diagnostic is."""
+
+    SMTP = "smtp"  # the remote server's reply
+    OURS = "X-Postier"  # our own diagnosis (routing, expiry, a refusal we made)
+
+
+_NOTIFY_KIND = {
+    Action.FAILED: "FAILURE",
+    Action.DELAYED: "DELAY",
+    Action.DELIVERED: "SUCCESS",
+    Action.RELAYED: "SUCCESS",
+}
 
 
 @dataclass(frozen=True)
@@ -47,17 +64,17 @@ class RecipientReport:
     """What happened to one recipient, for its per-recipient fields."""
 
     address: str
-    action: str  # FAILED, DELAYED, DELIVERED or RELAYED
+    action: Action
     status: str  # RFC 3463 "5.1.1"
     diagnostic: str = ""  # the remote reply "550 5.1.1 ...", or our own text
-    diagnostic_type: str = "smtp"  # "smtp" for a remote reply, "X-Postier" for ours
+    diagnostic_type: DiagnosticType = DiagnosticType.SMTP
     remote_mta: str = ""  # the host that answered
     orcpt: str = ""  # "rfc822;user@example" as given with ORCPT=
     last_attempt: datetime | None = None
     will_retry_until: datetime | None = None  # delay reports (RFC 3464 §2.3.9)
 
 
-def is_report_wanted(sender: str, is_bounce: bool, notify: str, action: str) -> bool:
+def is_report_wanted(sender: str, is_bounce: bool, notify: str, action: Action) -> bool:
     """Whether the sender asked for (or gets by default) a report of `action`."""
     if not sender or is_bounce:
         return False  # never bounce a bounce (RFC 5321 §4.5.5)
@@ -65,7 +82,7 @@ def is_report_wanted(sender: str, is_bounce: bool, notify: str, action: str) -> 
     if "NEVER" in kinds:  # RFC 3461 §4.1
         return False
     if not kinds:  # RFC 3461 §4.1: the default is FAILURE or FAILURE,DELAY — we take the latter
-        return action in (FAILED, DELAYED)
+        return action in (Action.FAILED, Action.DELAYED)
     return _NOTIFY_KIND[action] in kinds
 
 
@@ -109,18 +126,18 @@ def header_block(message: bytes) -> bytes:
 
 
 _SUBJECTS = {
-    FAILED: "Undelivered Mail Returned to Sender",
-    DELAYED: "Delayed Mail (still being retried)",
-    DELIVERED: "Successful Mail Delivery Report",
-    RELAYED: "Successful Mail Delivery Report",
+    Action.FAILED: "Undelivered Mail Returned to Sender",
+    Action.DELAYED: "Delayed Mail (still being retried)",
+    Action.DELIVERED: "Successful Mail Delivery Report",
+    Action.RELAYED: "Successful Mail Delivery Report",
 }
 
 
 def _human_text(
-    hostname: str, reports: Sequence[RecipientReport], kind: str, lifetime_days: float
+    hostname: str, reports: Sequence[RecipientReport], kind: Action, lifetime_days: float
 ) -> str:
     lines = [f"This is the mail system at host {hostname}.", ""]
-    if kind == FAILED:
+    if kind == Action.FAILED:
         lines += [
             "I'm sorry to have to inform you that your message could not",
             "be delivered to one or more recipients. It's attached below.",
@@ -130,7 +147,7 @@ def _human_text(
             "If you do so, please include this problem report. You can",
             "delete your own text from the attached returned message.",
         ]
-    elif kind == DELAYED:
+    elif kind == Action.DELAYED:
         lines += [
             "####################################################################",
             "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #",
@@ -150,16 +167,18 @@ def _human_text(
     lines += ["", "                   The mail system", ""]
     for r in reports:
         what = {
-            FAILED: "failed",
-            DELAYED: "delayed",
-            DELIVERED: "delivered",
-            RELAYED: "relayed (the next server will not send reports)",
+            Action.FAILED: "failed",
+            Action.DELAYED: "delayed",
+            Action.DELIVERED: "delivered",
+            Action.RELAYED: "relayed (the next server will not send reports)",
         }[r.action]
         where = (
-            f"host {r.remote_mta} said: " if r.remote_mta and r.diagnostic_type == "smtp" else ""
+            f"host {r.remote_mta} said: "
+            if r.remote_mta and r.diagnostic_type == DiagnosticType.SMTP
+            else ""
         )
         lines.append(f"<{r.address}>: {what}: {where}{r.diagnostic}".rstrip(": "))
-        if r.action == FAILED:
+        if r.action == Action.FAILED:
             lines.append(f"    What to do: {_advice(r.status)}")
         lines.append("")
     return "\r\n".join(lines)
@@ -213,8 +232,8 @@ def build_report(
     if not reports:
         raise ValueError("a delivery report needs at least one recipient")
     kind = reports[0].action
-    if kind == RELAYED:
-        kind = DELIVERED
+    if kind == Action.RELAYED:
+        kind = Action.DELIVERED
     utf8 = smtputf8 or _needs_utf8(sender) or any(_needs_utf8(r.address) for r in reports)
     boundary = boundary or f"{secrets.token_hex(8)}.{int(now.timestamp())}/{hostname}"
     message_id = message_id or f"<{int(now.timestamp())}.{secrets.token_hex(8)}@{hostname}>"
@@ -258,7 +277,7 @@ def build_report(
 
     human = _human_text(hostname, reports, reports[0].action, lifetime_days)
     status_type = "message/global-delivery-status" if utf8 else "message/delivery-status"
-    headers_only = ret.upper() == "HDRS" or kind != FAILED or len(original) > max_return_size
+    headers_only = ret.upper() == "HDRS" or kind != Action.FAILED or len(original) > max_return_size
     if headers_only:
         third_type = "message/global-headers" if utf8 else "text/rfc822-headers"
         third = header_block(original)

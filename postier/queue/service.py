@@ -20,8 +20,9 @@ from typing import Any
 
 from postier.config.schema import Settings
 from postier.dns.resolver import Resolver
-from postier.queue.runner import DkimSigner, Runner
+from postier.queue.runner import Runner
 from postier.queue.schedule import Schedule
+from postier.queue.signing import DkimSigner
 from postier.store.api import Store
 
 log = logging.getLogger("postier.queue")

@@ -50,7 +50,7 @@ Rules:
   stuffing pass, no empty-message dance). Otherwise DATA with dot-stuffing
   (RFC 5321 §4.5.2). Either way the message ends in CRLF.
 - Parameters are the caller's (SIZE, BODY=8BITMIME, SMTPUTF8, RET, ENVID, NOTIFY,
-  ORCPT: `queue/runner.py` decides them from the EHLO keywords); the core adds none.
+  ORCPT: `queue/transport.py` decides them from the EHLO keywords); the core adds none.
 
 Hand-written: smtplib and aiosmtplib do their own IO and do not pipeline.
 """

@@ -62,7 +62,7 @@ def test_bounce_help_names_the_label_values() -> None:
         "# HELP postier_bounces_total DSNs generated, by kind: the RFC 3464 action "
         "reported (failed, delayed, relayed, delivered)\n"
     ) in text
-    for kind in (dsn.FAILED, dsn.DELAYED, dsn.RELAYED, dsn.DELIVERED):
+    for kind in (dsn.Action.FAILED, dsn.Action.DELAYED, dsn.Action.RELAYED, dsn.Action.DELIVERED):
         assert f"{kind}," in text or f"{kind})" in text
 
 

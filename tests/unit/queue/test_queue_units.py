@@ -111,16 +111,16 @@ def test_delay_warning() -> None:
 @pytest.mark.parametrize(
     ("sender", "bounce", "notify", "action", "wanted"),
     [
-        ("a@b", False, "", dsn.FAILED, True),
-        ("a@b", False, "", dsn.DELAYED, True),
-        ("a@b", False, "", dsn.DELIVERED, False),
-        ("", False, "", dsn.FAILED, False),  # null sender
-        ("a@b", True, "", dsn.FAILED, False),  # a bounce
-        ("a@b", False, "NEVER", dsn.FAILED, False),
-        ("a@b", False, "SUCCESS", dsn.FAILED, False),
-        ("a@b", False, "SUCCESS", dsn.RELAYED, True),
-        ("a@b", False, "FAILURE,DELAY", dsn.DELAYED, True),
-        ("a@b", False, "FAILURE", dsn.DELAYED, False),
+        ("a@b", False, "", dsn.Action.FAILED, True),
+        ("a@b", False, "", dsn.Action.DELAYED, True),
+        ("a@b", False, "", dsn.Action.DELIVERED, False),
+        ("", False, "", dsn.Action.FAILED, False),  # null sender
+        ("a@b", True, "", dsn.Action.FAILED, False),  # a bounce
+        ("a@b", False, "NEVER", dsn.Action.FAILED, False),
+        ("a@b", False, "SUCCESS", dsn.Action.FAILED, False),
+        ("a@b", False, "SUCCESS", dsn.Action.RELAYED, True),
+        ("a@b", False, "FAILURE,DELAY", dsn.Action.DELAYED, True),
+        ("a@b", False, "FAILURE", dsn.Action.DELAYED, False),
     ],
 )
 def test_is_report_wanted(
@@ -145,7 +145,7 @@ def _report(**kw: object) -> bytes:
         "reports": [
             dsn.RecipientReport(
                 "x@b.test",
-                dsn.FAILED,
+                dsn.Action.FAILED,
                 "5.1.1",
                 "550 5.1.1 unknown",
                 remote_mta="mx.b.test",
