@@ -15,16 +15,21 @@ Rules (the order is the durability contract; STYLE.md "Queue"):
    next try time (now + backoff) are committed with `queue_update`, which also
    releases the claim. A crash mid-delivery leaves the entry due at that time,
    with every recipient not yet recorded still pending; nothing is lost.
-3. After every destination's transaction the recipients' new states are
-   committed (`queue_update`), so that duplicate window is one transaction.
+3. Commit before reuse: what a host said is committed before its connection
+   goes back to the pool or carries another message (`transport`). The last
+   outcome of an entry settles it there and then (reports, delete or
+   reschedule); earlier ones are written with `queue_update`. So a crash sends
+   again at most the one transaction in flight per connection. Trace events
+   and log lines (rule 6) follow once the round's connections are free.
 4. Final outcomes (`outcome`): 2xx → delivered; 5xx, null MX, NXDOMAIN, SIZE
    or SMTPUTF8 refusals → failed at once (that recipient only); 4xx, network
    errors, SERVFAIL → pending, retried until `queue.lifetime`, then failed
    ("expired").
-5. A DSN is committed (`reports`) before the failed states that caused it;
-   the entry is deleted only when no recipient is pending and every DSN it
-   owes is durable. A crash between the two may send a DSN twice, never zero
-   times.
+5. A DSN is committed (`reports`) before the states that caused it: an outcome
+   that owes a report is never written early by rule 3, only with the round's
+   end, after its report; the entry is deleted only when no recipient is
+   pending and every DSN it owes is durable. A crash between the two may send
+   a DSN twice, never zero times. One report per kind per round.
 6. Every outcome is named where it is recorded: one log line (and one trace
    event) per recipient and attempt — ``delivered`` with the host that said
    so, ``deferred`` with the reason and the next try, ``bounced`` with the
@@ -53,7 +58,7 @@ from postier.queue.reports import Reporter, report_of
 from postier.queue.routing import Router
 from postier.queue.schedule import Schedule, Scheduler
 from postier.queue.signing import DkimSigner
-from postier.queue.transport import Transport, client_tls_context
+from postier.queue.transport import Commit, Transport, client_tls_context
 from postier.store.api import Store
 from postier.store.errors import NotFound
 from postier.store.models import QueueEntry, QueueRecipient, RcptState
@@ -188,49 +193,92 @@ class Runner:
         if not pending:
             await self._finish(entry, current, {}, original, attempts, now)
             return
-        data = original
-        if self.signer is not None and not entry.is_bounce:
-            data = await self.signer.signature(original, entry.sender) + original
-        groups = routing.group(pending, smarthost=bool(self.outbound.smarthost))
+        data = await self._signed(entry, original)
+        wanted = {r.address for r in pending}
         outcomes: dict[str, Outcome] = {}
         lock = asyncio.Lock()
+        settled: _Settled | None = None
 
-        async def one(domain: str, rcpts: list[QueueRecipient]) -> None:
-            result = await self._deliver_group(entry, data, domain, rcpts)
+        async def commit(result: dict[str, Outcome]) -> None:
+            """Rule 3: what one host (or the routing) said, durable before its
+            connection is reused; the entry's last outcome settles it."""
+            nonlocal settled
             async with lock:
                 outcomes.update(result)
-                if len(groups) > 1:  # rule 3: commit what this host said
-                    for addr, o in result.items():
-                        current[addr] = apply(current[addr], o)
-                    await self.store.queue_update(
-                        entry.id,
-                        list(current.values()),
-                        next_attempt=next_at,
-                        attempts=attempts,
-                        last_error=last_error(current.values()),
+                if len(outcomes) == len(wanted):
+                    settled = await self._settle(
+                        entry, current, outcomes, original, attempts, self.now(), next_at
                     )
+                    return
+                early = {
+                    a: o for a, o in result.items() if not self._owes_report(entry, current[a], o)
+                }
+                if not early:
+                    return  # rule 5: written after their reports, when the round ends
+                for a, o in early.items():
+                    current[a] = apply(current[a], o)
+                await self.store.queue_update(
+                    entry.id,
+                    list(current.values()),
+                    next_attempt=next_at,
+                    attempts=attempts,
+                    last_error=last_error(current.values()),
+                )
 
+        groups = routing.group(pending, smarthost=bool(self.outbound.smarthost))
         async with asyncio.TaskGroup() as tg:
             for domain, rcpts in groups.items():
-                tg.create_task(one(domain, rcpts))
-        await self._finish(entry, current, outcomes, original, attempts, self.now(), next_at)
+                tg.create_task(self._deliver_group(entry, data, domain, rcpts, commit))
+        if settled is None:  # every recipient gets an outcome: only a bug lands here
+            settled = await self._settle(
+                entry, current, outcomes, original, attempts, self.now(), next_at
+            )
+        await self._announce(settled)
+
+    async def _signed(self, entry: QueueEntry, original: bytes) -> bytes:
+        """The bytes to transmit: DKIM-Signature fields on top (rule 7)."""
+        if self.signer is None or entry.is_bounce:
+            return original
+        return await self.signer.signature(original, entry.sender) + original
+
+    @staticmethod
+    def _owes_report(entry: QueueEntry, r: QueueRecipient, o: Outcome) -> bool:
+        """Whether `o` calls for a DSN (the conditions `_settle` sends them on)."""
+        if o.kind is OutcomeKind.PERMANENT:
+            action = dsn.Action.FAILED
+        elif o.kind is OutcomeKind.DELIVERED and o.relayed:
+            action = dsn.Action.DELIVERED
+        else:
+            return False
+        return dsn.is_report_wanted(entry.sender, entry.is_bounce, r.notify, action)
 
     async def _deliver_group(
-        self, entry: QueueEntry, data: bytes, domain: str, rcpts: list[QueueRecipient]
-    ) -> dict[str, Outcome]:
-        """Route one group and deliver it: an outcome per recipient."""
+        self,
+        entry: QueueEntry,
+        data: bytes,
+        domain: str,
+        rcpts: list[QueueRecipient],
+        commit: Commit,
+    ) -> None:
+        """Route one group and deliver it; every recipient's outcome reaches
+        `commit` exactly once."""
         started = time.monotonic()
+        kinds: set[OutcomeKind] = set()
+
+        async def counted(result: dict[str, Outcome]) -> None:
+            kinds.update(o.kind for o in result.values())
+            await commit(result)
+
         dest = await self.router.destination(domain)
         if dest.failure is not None:
             await self.store.trace_add(entry.id, "route", f"{dest.name}: {dest.failure.reply}")
-            result = {r.address: dest.failure for r in rcpts}
+            await counted({r.address: dest.failure for r in rcpts})
         else:
 
             async def trace(line: str) -> None:
                 await self.store.trace_add(entry.id, "attempt", line)
 
-            result = await self.transport.deliver(entry, data, dest, rcpts, trace=trace)
-        kinds = {o.kind for o in result.values()}
+            await self.transport.deliver(entry, data, dest, rcpts, commit=counted, trace=trace)
         label = (
             "delivered"
             if kinds == {OutcomeKind.DELIVERED}
@@ -239,7 +287,6 @@ class Runner:
             else "deferred"
         )
         metrics.DELIVERY_ATTEMPT_SECONDS.labels(label).observe(time.monotonic() - started)
-        return result
 
     async def _finish(
         self,
@@ -251,7 +298,21 @@ class Runner:
         now: datetime,
         next_at: datetime | None = None,
     ) -> None:
-        """Record outcomes; send the DSNs they call for; delete or reschedule."""
+        settled = await self._settle(entry, current, outcomes, original, attempts, now, next_at)
+        await self._announce(settled)
+
+    async def _settle(
+        self,
+        entry: QueueEntry,
+        current: dict[str, QueueRecipient],
+        outcomes: dict[str, Outcome],
+        original: bytes,
+        attempts: int,
+        now: datetime,
+        next_at: datetime | None = None,
+    ) -> _Settled:
+        """Make the outcomes durable: the DSNs they call for first (rule 5), then
+        delete the entry or reschedule it. What it returns is told by `_announce`."""
         for addr, o in outcomes.items():
             current[addr] = apply(current[addr], o)
         recipients = [current[r.address] for r in entry.recipients]
@@ -260,7 +321,6 @@ class Runner:
             (current[a], o) for a, o in outcomes.items() if o.kind is OutcomeKind.DELIVERED
         ]
         pending = [r for r in recipients if r.state == RcptState.PENDING]
-        # rule 5: reports first
         reports = [
             report_of(r, o, dsn.Action.FAILED, now)
             for r, o in failed
@@ -278,36 +338,58 @@ class Runner:
             await self.reports.send(entry, original, success, now)
         if pending and self.schedule.is_delay_warning_due(entry.created, now):
             await self.reports.delay_warning(entry, original, pending, now)
-        for r, o in failed:
-            await self.store.trace_add(entry.id, "failed", f"<{r.address}> {o.where}{o.reply}")
-            log.info("qid=%s to=<%s> bounced: %s%s", entry.id, r.address, o.where, o.reply)
-        for r, o in succeeded:
-            await self.store.trace_add(entry.id, "delivered", f"<{r.address}> {o.where}{o.reply}")
-            log.info("qid=%s to=<%s> delivered: %s%s", entry.id, r.address, o.where, o.reply)
-        if succeeded:
-            metrics.MESSAGES_DELIVERED.labels("remote").inc(len(succeeded))
+        settled = _Settled(entry, attempts, recipients, failed, succeeded)
         if not pending:
             await self.store.queue_delete(entry.id)
-            await self.store.trace_add(
-                entry.id, "done", "every recipient delivered or failed; removed from the queue"
-            )
-            log.info(
-                "qid=%s done after %d attempt(s): %s; removed from the queue",
-                entry.id,
-                attempts,
-                tally(recipients),
-            )
-            return
-        when = next_at or self.schedule.next_attempt(entry.created, attempts, now)
+            return settled
+        settled.next_at = next_at or self.schedule.next_attempt(entry.created, attempts, now)
         await self.store.queue_update(
             entry.id,
             recipients,
-            next_attempt=when,
+            next_attempt=settled.next_at,
             attempts=attempts,
             last_error=last_error(recipients),
         )
-        deferred = [r for r in pending if r.address in outcomes]
-        for r in deferred:
-            text = f"{r.last_reply}; next try {when.isoformat(timespec='seconds')}"
-            await self.store.trace_add(entry.id, "deferred", f"<{r.address}> {text}")
-            log.info("qid=%s to=<%s> deferred: %s", entry.id, r.address, text)
+        settled.deferred = [r for r in pending if r.address in outcomes]
+        return settled
+
+    async def _announce(self, s: _Settled) -> None:
+        """Rule 6: the trace events and log lines of settled outcomes; nothing
+        here is needed for correctness, so it waits until connections are free."""
+        qid = s.entry.id
+        for r, o in s.failed:
+            await self.store.trace_add(qid, "failed", f"<{r.address}> {o.where}{o.reply}")
+            log.info("qid=%s to=<%s> bounced: %s%s", qid, r.address, o.where, o.reply)
+        for r, o in s.succeeded:
+            await self.store.trace_add(qid, "delivered", f"<{r.address}> {o.where}{o.reply}")
+            log.info("qid=%s to=<%s> delivered: %s%s", qid, r.address, o.where, o.reply)
+        if s.succeeded:
+            metrics.MESSAGES_DELIVERED.labels("remote").inc(len(s.succeeded))
+        if s.next_at is None:
+            await self.store.trace_add(
+                qid, "done", "every recipient delivered or failed; removed from the queue"
+            )
+            log.info(
+                "qid=%s done after %d attempt(s): %s; removed from the queue",
+                qid,
+                s.attempts,
+                tally(s.recipients),
+            )
+            return
+        for r in s.deferred:
+            text = f"{r.last_reply}; next try {s.next_at.isoformat(timespec='seconds')}"
+            await self.store.trace_add(qid, "deferred", f"<{r.address}> {text}")
+            log.info("qid=%s to=<%s> deferred: %s", qid, r.address, text)
+
+
+@dataclass
+class _Settled:
+    """Outcomes made durable by `_settle`, for `_announce` to tell."""
+
+    entry: QueueEntry
+    attempts: int
+    recipients: list[QueueRecipient]
+    failed: list[tuple[QueueRecipient, Outcome]]
+    succeeded: list[tuple[QueueRecipient, Outcome]]
+    next_at: datetime | None = None  # None: the entry left the queue
+    deferred: list[QueueRecipient] = field(default_factory=list)

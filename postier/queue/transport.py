@@ -8,6 +8,10 @@ Rules:
 - Next host (RFC 5321 §5.1): a connect failure, a non-220 greeting, a failed
   EHLO, a 421 or a required-but-missing TLS moves on to the next address; when
   all fail, the remaining recipients get the last reason (deferred).
+- Commit before reuse: the outcomes a host gave are handed to `commit` (which
+  makes them durable) before its connection goes back to the pool or carries
+  anything else, so a crash can leave at most the one transaction in flight per
+  connection unrecorded (sent again after a restart), never a finished one.
 - Reuse: an idle connection is kept `reuse_idle` seconds and at most
   `max_reuse` transactions, and reused for the next message to the same
   address, TLS mode and login after an RSET (RFC 5321 §4.1.1.5).
@@ -50,6 +54,8 @@ from postier.store.models import QueueEntry, QueueRecipient
 
 log = logging.getLogger("postier.queue")
 
+#: makes one host's outcomes durable (see "Commit before reuse")
+Commit = Callable[[dict[str, Outcome]], Awaitable[None]]
 #: records one line of the entry's trace ("attempt" events)
 Trace = Callable[[str], Awaitable[None]]
 
@@ -118,55 +124,60 @@ class Transport:
         dest: Destination,
         rcpts: Sequence[QueueRecipient],
         *,
+        commit: Commit,
         trace: Trace,
-    ) -> dict[str, Outcome]:
+    ) -> None:
         """Carry `data` to `dest` for `rcpts`, host after host, until every
-        recipient has an outcome."""
+        recipient has an outcome; each recipient's outcome goes to `commit` once."""
         last = Outcome.ours(
             OutcomeKind.TEMPORARY, "4.4.1", f"{dest.name}: no host could be reached"
         )
         remaining = list(rcpts)
-        results: dict[str, Outcome] = {}
         for target in dest.targets:
             sem = self._per_dest.setdefault(
                 target.ip, asyncio.Semaphore(self.outbound.max_per_destination)
             )
+            got: dict[str, Outcome] | None = None
             async with sem, self._global:
                 try:
                     client = await self._session(target, dest)
                 except HostFailure as e:
                     last = e.outcome
-                    await trace(f"{target}: {e.outcome.reply}")
-                    continue
-                try:
-                    got = await self._transaction(client, entry, data, remaining, target)
-                except (ConnectionLost, ProtocolViolation) as e:
-                    client.close()
-                    last = Outcome.ours(
-                        OutcomeKind.TEMPORARY,
-                        "4.4.2",
-                        f"lost connection with {target.host}[{target.ip}]: {e}",
-                        target.host,
-                    )
-                    await trace(f"{target}: {last.reply}")
-                    continue
-                tls = "TLS" if client.tls else "no TLS"
-                await trace(
-                    f"{target} ({tls}): " + "; ".join(f"<{a}> {o.reply}" for a, o in got.items())
-                )
-                self._release(target, dest, client)
-            # RFC 5321 §3.8 / next host: recipients refused with 421 go to the next host
+                else:
+                    try:
+                        got = await self._transaction(client, entry, data, remaining, target)
+                    except (ConnectionLost, ProtocolViolation) as e:
+                        client.close()
+                        last = Outcome.ours(
+                            OutcomeKind.TEMPORARY,
+                            "4.4.2",
+                            f"lost connection with {target.host}[{target.ip}]: {e}",
+                            target.host,
+                        )
+                    else:
+                        # RFC 5321 §3.8: recipients refused with 421 go to the next host
+                        done = {a: o for a, o in got.items() if not o.reply.startswith("421")}
+                        if done:
+                            try:
+                                await commit(done)  # before the connection carries more
+                            except BaseException:
+                                client.close()
+                                raise
+                        self._release(target, dest, client)
+            # the trace line waits until the slot is free: correctness does not need it
+            if got is None:
+                await trace(f"{target}: {last.reply}")
+                continue
+            tls = "TLS" if client.tls else "no TLS"
+            await trace(
+                f"{target} ({tls}): " + "; ".join(f"<{a}> {o.reply}" for a, o in got.items())
+            )
             retry = [r for r in remaining if got[r.address].reply.startswith("421")]
-            for r in remaining:
-                if r not in retry:
-                    results[r.address] = got[r.address]
             if not retry:
-                return results
+                return
             last = got[retry[0].address]
             remaining = retry
-        for r in remaining:
-            results[r.address] = last
-        return results
+        await commit({r.address: last for r in remaining})
 
     async def close(self) -> None:
         """Say QUIT on every idle connection."""

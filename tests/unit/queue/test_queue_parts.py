@@ -1,6 +1,10 @@
-"""The runner's parts on their own: routing."""
+"""The runner's parts on their own: routing, and outcomes committed before a
+connection is reused."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import pytest
 
@@ -8,7 +12,11 @@ from postier.config.schema import SmtpOutbound
 from postier.dns.fake import SERVFAIL, FakeResolver
 from postier.queue.outcome import OutcomeKind
 from postier.queue.routing import Router, Target, TlsMode, group
-from postier.store.models import QueueRecipient
+from postier.queue.runner import Runner
+from postier.queue.schedule import Schedule
+from postier.store.models import QueueEntry, QueueId, QueueRecipient
+from postier.store.sqlite import SqliteStore
+from tests.unit.queue.conftest import Net
 
 
 # --- routing -------------------------------------------------------------------
@@ -76,3 +84,67 @@ async def test_router_smarthost_that_does_not_resolve_defers() -> None:
     dest = await Router(FakeResolver({}), SmtpOutbound(smarthost="gone.test:25")).destination("x")
     assert dest.failure is not None
     assert dest.failure.kind is OutcomeKind.TEMPORARY
+
+
+def setzone(net: Net) -> None:
+    net.resolver.set("b.test", {"MX": [(10, "mx.b.test")]})
+    net.resolver.set("mx.b.test", {"A": ["127.0.0.2"]})
+
+
+# --- commit before reuse ---------------------------------------------------------
+class SlowCommits:
+    """The store, with queue commits taking a while: what the runner has made
+    durable is `committed`, in order."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.committed: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def queue_update(self, qid: QueueId, *args: Any, **kw: Any) -> None:
+        await asyncio.sleep(0.05)
+        await self._store.queue_update(qid, *args, **kw)
+        self.committed.append(("update", qid))
+
+    async def queue_delete(self, qid: QueueId) -> None:
+        await asyncio.sleep(0.05)
+        await self._store.queue_delete(qid)
+        self.committed.append(("delete", qid))
+
+
+async def test_outcome_committed_before_the_connection_carries_the_next_message(
+    net: Net,
+) -> None:
+    """A reused connection starts the next transaction only after the previous
+    message's outcome is durable: a crash re-sends at most the one in flight."""
+    setzone(net)
+    slow = SlowCommits(net.store)
+    seen: dict[str, list[tuple[str, str]]] = {}
+    peer = await net.peer("127.0.0.2")
+
+    def rcpt(address: str) -> None:
+        seen[address] = list(slow.committed)  # what was durable when this RCPT came
+
+    peer.rcpt_reply = rcpt
+    qids = {a: await net.enqueue([a]) for a in ("one@b.test", "two@b.test")}
+    runner = Runner(
+        slow,  # type: ignore[arg-type]
+        net.resolver,
+        "mail.a.test",
+        outbound=SmtpOutbound(
+            port=net.port, max_per_destination=1, connect_timeout=2, command_timeout=5
+        ),
+        schedule=Schedule(first_retry=60, max_backoff=600, lifetime=3600),
+        now=net.now,
+    )
+    net.runners.append(runner)
+    due: list[QueueEntry] = await net.store.queue_due(net.now(), 10)
+    assert len(due) == 2
+    await asyncio.gather(*(runner.process(e) for e in due))
+    assert peer.connections == 1  # the second message reused the connection
+    [earlier], [later] = (t.rcpts for t in peer.transactions)
+    assert ("delete", qids[earlier]) in seen[later]
+    for qid in qids.values():
+        assert await net.store.queue_get(qid) is None
