@@ -9,8 +9,8 @@ resolved by the same code (local users, aliases, remote addresses queued), the
 header is completed (Date:, Message-ID:, RFC 6409 §8; a missing From: is the
 sender, as sendmail and Postfix do), trace fields are added, and the message is
 made durable with `Store.deliver` before this returns. Remote copies go to the
-outbound queue and are DKIM-signed by the queue runner when sent, like every
-submitted message.
+outbound queue DKIM-signed (`queue.enqueue`, once, as they are queued), like
+every submitted message.
 
 Rules:
 - The store is written directly, so injection works whether or not the server

@@ -24,6 +24,7 @@ from datetime import datetime
 from postier import metrics
 from postier.mime.summary import summarize
 from postier.queue import dsn
+from postier.queue.enqueue import return_path_size
 from postier.queue.outcome import Outcome, status_of
 from postier.queue.schedule import Schedule
 from postier.store.api import Store
@@ -153,6 +154,8 @@ class Reporter:
                 smtputf8=any(_needs_utf8(a) for a in remote),
                 body_8bit=not message.isascii(),
                 is_bounce=True,
+                return_path_size=return_path_size(message),
+                dkim_signature=b"",  # bounces are not signed
             )
         summary = await asyncio.to_thread(summarize, message)
         result = await self.store.deliver(NewMessage(message, summary), targets, queue=queue)

@@ -5,7 +5,7 @@ the parts that each do one job — `schedule` (when: the retry schedule and the
 loop that claims due entries), `routing` (where: recipients grouped per
 destination, MX or smarthost), `transport` (how: the connection pool and one
 SMTP transaction per destination host), `reports` and `dsn` (telling the
-sender), `signing` (DKIM). This
+sender), `enqueue` and `signing` (what was worked out once, when queued). This
 module records each recipient's outcome and decides what the entry owes.
 
 Rules (the order is the durability contract; STYLE.md "Queue"):
@@ -35,8 +35,9 @@ Rules (the order is the durability contract; STYLE.md "Queue"):
    so, ``deferred`` with the reason and the next try, ``bounced`` with the
    reason — one per DSN sent, and one when the entry leaves the queue, with
    its tally ("1 delivered, 1 bounced"). Each line starts with ``qid=``.
-7. What is sent: the blob without intake's Return-Path: (RFC 5321 §4.4),
-   DKIM-signed (`signing`) unless a bounce.
+7. What is sent: the blob without intake's Return-Path: (RFC 5321 §4.4) and
+   with the DKIM signature stored at enqueue; entries queued without one are
+   signed here at each attempt (`enqueue`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from postier import metrics
 from postier.config.schema import SmtpOutbound
 from postier.dns.resolver import Resolver
 from postier.queue import dsn, routing
+from postier.queue.enqueue import transmitted
 from postier.queue.outcome import Outcome, OutcomeKind, apply, expired, last_error, tally
 from postier.queue.reports import Reporter, report_of
 from postier.queue.routing import Router
@@ -70,21 +72,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def strip_return_path(data: bytes) -> bytes:
-    """Drop a leading Return-Path: field (and its folded lines): it is added by
-    the final delivery, never transmitted (RFC 5321 §4.4)."""
-    if data[:12].lower() != b"return-path:":
-        return data
-    pos = 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return b""
-        pos = nl + 1
-        if data[pos : pos + 1] not in (b" ", b"\t"):
-            return data[pos:]
-
-
 @dataclass
 class Runner:
     """Construct, then `await run()` in a task; `wake()` from anywhere in the loop."""
@@ -94,6 +81,7 @@ class Runner:
     hostname: str
     outbound: SmtpOutbound = field(default_factory=SmtpOutbound)
     schedule: Schedule = field(default_factory=Schedule)
+    #: signs entries queued without a stored signature (see rule 7)
     signer: DkimSigner | None = None
     #: messages in delivery at once (entries claimed by this runner)
     max_messages: int = 100
@@ -176,7 +164,7 @@ class Runner:
         attempts = entry.attempts + 1
         current = {r.address: r for r in entry.recipients}
         pending = [r for r in entry.recipients if r.state == RcptState.PENDING]
-        original = strip_return_path(await self.store.read_blob(entry.blob_id))
+        original = transmitted(await self.store.read_blob(entry.blob_id), entry)
         if pending and self.schedule.is_expired(entry.created, now):
             gone = {r.address: expired(r) for r in pending}
             await self._finish(entry, current, gone, original, attempts, now)
@@ -236,7 +224,9 @@ class Runner:
         await self._announce(settled)
 
     async def _signed(self, entry: QueueEntry, original: bytes) -> bytes:
-        """The bytes to transmit: DKIM-Signature fields on top (rule 7)."""
+        """The bytes to transmit: the stored signature on top (rule 7)."""
+        if entry.dkim_signature is not None:
+            return entry.dkim_signature + original
         if self.signer is None or entry.is_bounce:
             return original
         return await self.signer.signature(original, entry.sender) + original

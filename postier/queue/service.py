@@ -4,6 +4,9 @@
 Rules:
 - Intake is handed the runner's `wake` (called after it queued a message) by
   the composition root; the runner's resolver is the process's one resolver.
+- Intake is also handed the enqueue step (`enqueue`: Return-Path size and DKIM
+  signature of each new entry, `queue.enqueue`); in a server it shares the
+  runner's `DkimSigner` and its key cache.
 - The runner stops before the store closes (`on_stop`): no new claims,
   in-flight deliveries get ``server.drain_timeout``, then are cancelled; their
   next try time was committed before they began.
@@ -20,6 +23,7 @@ from typing import Any
 
 from postier.config.schema import Settings
 from postier.dns.resolver import Resolver
+from postier.queue.enqueue import Enqueue
 from postier.queue.runner import Runner
 from postier.queue.schedule import Schedule
 from postier.queue.signing import DkimSigner
@@ -37,6 +41,13 @@ def build(settings: Settings, store: Store, resolver: Resolver) -> Runner:
         schedule=Schedule.of(settings.queue),
         signer=DkimSigner(store, settings.server.data_dir),
     )
+
+
+def enqueue(settings: Settings, store: Store, runner: Runner | None = None) -> Enqueue:
+    """The enqueue step intake runs on each new queue entry: with the runner's
+    signer in a server, its own in a process without a runner (`postier send`)."""
+    signer = runner.signer if runner is not None else None
+    return Enqueue(signer or DkimSigner(store, settings.server.data_dir))
 
 
 def start(

@@ -6,7 +6,10 @@ Rules:
 - Keys are read from the data dir (`mailauth.dkim.load_domain_keys`) and cached
   `cache_ttl` seconds per domain, so a key added by `postier domain add` is
   used within that time.
-- The runner signs a message at each attempt, over the bytes it transmits.
+- A message is signed once, when it is queued (`queue.enqueue`); the signature
+  is stored with the queue entry and prepended at every attempt. Only entries
+  queued without one (before schema 9, or by a process without a signer) are
+  signed by the runner at each attempt.
 - Signing never stops mail: a dkimpy failure is logged and the message goes
   unsigned.
 """

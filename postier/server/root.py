@@ -35,7 +35,7 @@ from postier.queue import service as queue_service
 from postier.queue.runner import Runner
 from postier.server.listeners import Listener
 from postier.server.status import StatusWriter
-from postier.smtp.intake import Intake
+from postier.smtp.intake import Intake, QueuePrepare
 from postier.smtp.submission import Submission
 from postier.store.api import Store
 
@@ -89,24 +89,44 @@ def build_intake(
     resolver: Resolver,
     *,
     queue_wake: Callable[[], None] | None = None,
+    queue_prepare: QueuePrepare | None = None,
 ) -> Intake:
     """Intake and its filters. Without `queue_wake` (a process that is not the
     server) a queued message waits for the server's next look at the queue."""
-    return Intake(settings, store, Filters(settings, store, resolver), queue_wake=queue_wake)
+    return Intake(
+        settings,
+        store,
+        Filters(settings, store, resolver),
+        queue_wake=queue_wake,
+        queue_prepare=queue_prepare,
+    )
 
 
 def build_submission(settings: Settings, store: Store) -> Submission:
     """The submission pipeline for a process that is not the server (`postier
     send`, `postier-sendmail`): its own resolver and filters, no queue runner
     (a running server's runner finds the entry within `Runner.max_idle`)."""
-    return Submission(build_intake(settings, store, make_resolver(settings.dns)))
+    return Submission(
+        build_intake(
+            settings,
+            store,
+            make_resolver(settings.dns),
+            queue_prepare=queue_service.enqueue(settings, store).prepare,
+        )
+    )
 
 
 def build(settings: Settings, store: Store, tls_context: ssl.SSLContext) -> App:
     """Every service of a server process, each built once (see the module rules)."""
     resolver = make_resolver(settings.dns)
     queue = queue_service.build(settings, store, resolver)
-    intake = build_intake(settings, store, resolver, queue_wake=queue.wake)
+    intake = build_intake(
+        settings,
+        store,
+        resolver,
+        queue_wake=queue.wake,
+        queue_prepare=queue_service.enqueue(settings, store, queue).prepare,
+    )
     app = App(
         settings=settings,
         store=store,

@@ -52,7 +52,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +97,9 @@ from postier.store.models import (
 )
 
 log = logging.getLogger("postier.smtp")
+
+#: the queue's enqueue step (`postier.queue.enqueue.Enqueue.prepare`), injected
+QueuePrepare = Callable[[NewMessage, NewQueueEntry, bytes], Awaitable[NewQueueEntry]]
 
 
 #: RFC 5321 §4.5.1 (postmaster) and RFC 2142 §4 (abuse): accepted for every local domain
@@ -296,7 +299,9 @@ class Spool:
 
 class Intake:
     """One per process (the composition root builds it), shared by every listener.
-    `queue_wake`, when given, is called after a message was queued."""
+    `queue_wake`, when given, is called after a message was queued;
+    `queue_prepare` completes each new queue entry before it is stored (the
+    queue's enqueue step: its DKIM signature, `postier.queue.enqueue`)."""
 
     def __init__(
         self,
@@ -305,6 +310,7 @@ class Intake:
         filters: Filters,
         *,
         queue_wake: Callable[[], None] | None = None,
+        queue_prepare: QueuePrepare | None = None,
     ) -> None:
         self.store = store
         self.hostname = settings.server.hostname
@@ -314,6 +320,7 @@ class Intake:
         self.max_hops = settings.smtp.limits.max_hops
         self.filters = filters
         self.queue_wake = queue_wake
+        self.queue_prepare = queue_prepare
 
     # --- filters -------------------------------------------------------------
     def _ctx(self, s: SessionInfo) -> Context:
@@ -555,6 +562,8 @@ class Intake:
                 auth_user=s.user.address if s.user else "",
             )
         try:
+            if queue is not None and self.queue_prepare is not None:
+                queue = await self.queue_prepare(message, queue, parsed.data)  # signed once
             await self.store.deliver(
                 message,
                 targets,

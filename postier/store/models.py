@@ -145,6 +145,12 @@ class NewQueueEntry:
     body_8bit: bool = False
     auth_user: str = ""  # submitting user, for trace and policy
     is_bounce: bool = False
+    #: octets at the start of the blob that are not transmitted (the Return-Path:
+    #: intake wrote); None: unknown, found at each attempt (`queue.enqueue`)
+    return_path_size: int | None = None
+    #: DKIM-Signature field(s) computed when queued, prepended at every attempt;
+    #: b"": nothing signs it; None: signed at each attempt (`queue.enqueue`)
+    dkim_signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,8 @@ class QueueEntry:
     auth_user: str = ""
     is_bounce: bool = False
     last_error: str = ""
+    return_path_size: int | None = None  # as in NewQueueEntry
+    dkim_signature: bytes | None = None  # as in NewQueueEntry
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,29 @@ def test_one_transaction_per_domain_local_copy_and_dkim(world: World) -> None:
     assert b"a=ed25519-sha256;" in data
 
 
+@pytest.mark.parametrize("size", [10, 300 * 1024], ids=["in-memory", "spooled"])
+def test_submission_is_signed_once_when_queued_not_at_each_attempt(world: World, size: int) -> None:
+    a = world.postier("a", "127.0.0.2", "a.test")
+    a.add_user("alice@a.test")
+    keys = a.call(ensure_dkim(a.store, a.settings, "a.test"))
+    records = {f"{k.selector}._domainkey.a.test.".encode(): k.txt_record().encode() for k in keys}
+    b = world.peer("127.0.0.3", "b.test", data_reply="451 4.3.0 not now")
+    submit(a, "alice@a.test", ["bob@b.test"], body=("x" * 70 + "\r\n") * (size // 72 + 1))
+    wait_for(lambda: b.peer.transactions)
+    [entry] = a.call(a.store.queue_list())
+    assert entry.dkim_signature.count(b"DKIM-Signature:") == 2  # stored at submission
+    assert entry.return_path_size == len(b"Return-Path: <alice@a.test>\r\n")
+    b.peer.data_reply = "250 2.0.0 Ok"  # the retry, >= 1 s later: a new signature's t= differs
+    wait_for(lambda: len(b.peer.transactions) == 2)
+    first, second = (t.data for t in b.peer.transactions)
+    assert first == second
+    assert first.startswith(entry.dkim_signature)
+    assert not first.startswith(b"Return-Path:")
+    verifier = dkimpy.DKIM(first)
+    for i in range(2):  # both signatures hold over the bytes sent
+        assert verifier.verify(idx=i, dnsfunc=lambda name, timeout=5: records.get(name))
+
+
 def test_unknown_user_at_other_postier_bounces_to_sender_inbox(world: World) -> None:
     a = world.postier("a", "127.0.0.2", "a.test")
     d = world.postier("d", "127.0.0.5", "d.test")

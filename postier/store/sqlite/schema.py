@@ -242,7 +242,16 @@ _V8 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+_V9 = (
+    # issue 12: what a queue entry's attempts reuse instead of redoing each time: the
+    # length of the Return-Path: field intake wrote (never transmitted) and the
+    # DKIM-Signature field(s) computed once when it was queued. NULL (entries queued
+    # before): stripped and signed at each attempt, as before.
+    "ALTER TABLE queue ADD COLUMN return_path_size INTEGER",
+    "ALTER TABLE queue ADD COLUMN dkim_signature BLOB",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 VERSION = len(MIGRATIONS)
 
 

@@ -354,7 +354,7 @@ def _user_of(row: Row) -> User:
 
 _QUEUE_COLS = (
     "id, sender, blob_id, size, created, next_attempt, attempts, held, envid, ret, "
-    "smtputf8, body_8bit, auth_user, is_bounce, last_error"
+    "smtputf8, body_8bit, auth_user, is_bounce, last_error, return_path_size, dkim_signature"
 )
 
 
@@ -387,6 +387,8 @@ def _queue_entries(conn: sqlite3.Connection, rows: list[Row]) -> list[QueueEntry
                 auth_user=r[12],
                 is_bounce=bool(r[13]),
                 last_error=r[14],
+                return_path_size=r[15],
+                dkim_signature=None if r[16] is None else bytes(r[16]),
             )
         )
     return out
@@ -1838,8 +1840,8 @@ class SqliteStore:
         try:
             tx.execute(
                 "INSERT INTO queue (id, sender, blob_id, size, created, next_attempt, envid, "
-                "ret, smtputf8, body_8bit, auth_user, is_bounce) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "ret, smtputf8, body_8bit, auth_user, is_bounce, return_path_size, "
+                "dkim_signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     qid,
                     entry.sender,
@@ -1853,6 +1855,8 @@ class SqliteStore:
                     int(entry.body_8bit),
                     entry.auth_user,
                     int(entry.is_bounce),
+                    entry.return_path_size,
+                    entry.dkim_signature,
                 ),
             )
         except sqlite3.IntegrityError:

@@ -1,22 +1,43 @@
-"""The runner's parts on their own: routing, and outcomes committed before a
-connection is reused."""
+"""The runner's parts on their own: routing, signing once at enqueue, the
+Return-Path recorded at enqueue, and outcomes committed before a connection is
+reused."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from postier.config.schema import SmtpOutbound
 from postier.dns.fake import SERVFAIL, FakeResolver
+from postier.queue.enqueue import Enqueue, return_path_size, transmitted
 from postier.queue.outcome import OutcomeKind
 from postier.queue.routing import Router, Target, TlsMode, group
 from postier.queue.runner import Runner
 from postier.queue.schedule import Schedule
-from postier.store.models import QueueEntry, QueueId, QueueRecipient
+from postier.queue.signing import DkimSigner
+from postier.store.models import NewMessage, NewQueueEntry, QueueEntry, QueueId, QueueRecipient
 from postier.store.sqlite import SqliteStore
-from tests.unit.queue.conftest import Net
+from tests.support.messages import new_message
+from tests.unit.queue.conftest import MSG, Net
+
+RETURN_PATH = b"Return-Path: <alice@a.test>\r\n"
+SIGNATURE = b"DKIM-Signature: v=1; d=a.test; s=test; b=fake\r\n"
+
+
+class CountingSigner(DkimSigner):
+    """Counts how often a message is signed; the signature is a fixed field."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store, Path("/nonexistent"))
+        self.signed: list[bytes] = []
+
+    async def signature(self, data: bytes, sender: str) -> bytes:
+        self.signed.append(data)
+        return SIGNATURE
 
 
 # --- routing -------------------------------------------------------------------
@@ -86,9 +107,120 @@ async def test_router_smarthost_that_does_not_resolve_defers() -> None:
     assert dest.failure.kind is OutcomeKind.TEMPORARY
 
 
+# --- enqueue: Return-Path and signature worked out once ------------------------------
+@pytest.mark.parametrize(
+    ("data", "whole", "expected"),
+    [
+        (b"Return-Path: <a@b>\r\nX: 1\r\n\r\nbody", True, 20),
+        (b"return-path: <a@b>\r\n\tfolded\r\nX: 1\r\n", True, 29),
+        (b"X: 1\r\nReturn-Path: <a@b>\r\n", True, 0),
+        (b"Return-Path: <a@b>", True, 18),
+        (b"Return-Path: <a@b>", False, None),  # the head ends inside the field
+        (b"Return-Path: <a@b>\r\n", False, None),  # a folded line may follow
+        (b"Return-Path: <a@b>\r\nX", False, 20),
+    ],
+)
+def test_return_path_size(data: bytes, whole: bool, expected: int | None) -> None:
+    assert return_path_size(data, whole=whole) == expected
+
+
+async def test_enqueue_records_return_path_and_signs_bytes_as_sent(
+    net: Net, tmp_path: Path
+) -> None:
+    signer = CountingSigner(net.store)
+    entry = NewQueueEntry("alice@a.test", (QueueRecipient("bob@b.test"),))
+    done = await Enqueue(signer).prepare(new_message(MSG), entry)
+    assert done.return_path_size == len(RETURN_PATH)
+    assert done.dkim_signature == SIGNATURE
+    assert signer.signed == [MSG[len(RETURN_PATH) :]]
+    # a spooled message: the trace fields in the head, the client's bytes in the
+    # file (with a header field dropped: `skip`), as intake stores it
+    trace, client = MSG[: MSG.index(b"From:")], MSG[MSG.index(b"From:") :]
+    spool = tmp_path / "spool.eml"
+    spool.write_bytes(b"X-Dropped: 1\r\n" + client)
+    spooled = NewMessage(spool, new_message(MSG).summary, head=trace, skip=len(b"X-Dropped: 1\r\n"))
+    assert await Enqueue(signer).prepare(spooled, entry) == done  # the file read here
+    assert await Enqueue(signer).prepare(spooled, entry, spool.read_bytes()) == done  # or given
+    assert signer.signed == [MSG[len(RETURN_PATH) :]] * 3
+    # no signer: the size only (the head and the file's start), signed later by the runner
+    unsigned = await Enqueue(None).prepare(spooled, entry)
+    assert (unsigned.return_path_size, unsigned.dkim_signature) == (len(RETURN_PATH), None)
+    # a bounce is never signed
+    bounce = await Enqueue(signer).prepare(
+        new_message(MSG), NewQueueEntry("", entry.recipients, is_bounce=True)
+    )
+    assert bounce.dkim_signature == b""
+    assert len(signer.signed) == 3
+
+
 def setzone(net: Net) -> None:
     net.resolver.set("b.test", {"MX": [(10, "mx.b.test")]})
     net.resolver.set("mx.b.test", {"A": ["127.0.0.2"]})
+
+
+async def test_signed_once_across_two_attempts_of_a_deferred_message(net: Net) -> None:
+    setzone(net)
+    peer = await net.peer("127.0.0.2", data_reply="451 4.3.0 try again later")
+    signer = CountingSigner(net.store)
+    entry = NewQueueEntry("alice@a.test", (QueueRecipient("bob@b.test"),))
+    message = new_message(MSG)
+    res = await net.store.deliver(message, [], queue=await Enqueue(signer).prepare(message, entry))
+    assert res.queued is not None
+    stored = await net.store.queue_get(res.queued)
+    assert stored is not None
+    assert (stored.return_path_size, stored.dkim_signature) == (len(RETURN_PATH), SIGNATURE)
+    runner = net.runner(signer=signer)
+    assert await net.round(runner) == 1  # deferred at DATA
+    peer.data_reply = "250 2.0.0 Ok"
+    assert await net.round(runner, advance=61) == 1  # delivered
+    assert await net.store.queue_get(res.queued) is None
+    assert len(signer.signed) == 1  # at enqueue, not at either attempt
+    sent = [t.data for t in peer.transactions]
+    assert sent == [SIGNATURE + MSG[len(RETURN_PATH) :]] * 2
+
+
+async def test_entry_queued_without_signature_is_signed_at_each_attempt(net: Net) -> None:
+    """Entries queued before schema 9 (or without a signer): as the runner always did."""
+    setzone(net)
+    peer = await net.peer("127.0.0.2", data_reply="451 4.3.0 try again later")
+    signer = CountingSigner(net.store)
+    qid = await net.enqueue(["bob@b.test"])
+    stored = await net.store.queue_get(qid)
+    assert stored is not None
+    assert (stored.return_path_size, stored.dkim_signature) == (None, None)
+    runner = net.runner(signer=signer)
+    await net.round(runner)
+    peer.data_reply = "250 2.0.0 Ok"
+    await net.round(runner, advance=61)
+    assert len(signer.signed) == 2
+    assert [t.data for t in peer.transactions] == [SIGNATURE + MSG[len(RETURN_PATH) :]] * 2
+
+
+async def test_entry_from_before_the_migration_is_delivered(tmp_path: Path) -> None:
+    """A queue row written by schema 8 (no Return-Path size, no signature columns)
+    reads back with None for both after the migration, and goes out as before."""
+    data_dir = tmp_path / "data"
+    store = SqliteStore(data_dir)
+    await store.open()
+    res = await store.deliver(
+        new_message(MSG), [], queue=NewQueueEntry("alice@a.test", (QueueRecipient("bob@b.test"),))
+    )
+    await store.close()
+    with sqlite3.connect(data_dir / "postier.db") as conn:  # back to schema 8
+        conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")
+        conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
+        conn.execute("UPDATE schema_version SET version = 8")
+    conn.close()
+    store = SqliteStore(data_dir)
+    await store.open()
+    try:
+        entry = await store.queue_get(QueueId(res.qid))
+        assert entry is not None
+        assert (entry.return_path_size, entry.dkim_signature) == (None, None)
+        raw = await store.read_blob(entry.blob_id)
+        assert transmitted(raw, entry) == MSG[len(RETURN_PATH) :]
+    finally:
+        await store.close()
 
 
 # --- commit before reuse ---------------------------------------------------------

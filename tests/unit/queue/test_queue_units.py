@@ -13,7 +13,7 @@ import pytest
 
 from postier.mailauth import dkim
 from postier.queue import dsn
-from postier.queue.runner import strip_return_path
+from postier.queue.enqueue import strip_return_path
 from postier.queue.schedule import Schedule
 from postier.smtp.client import ProtocolViolation, ReplyParser, ServerReply, dot_stuff, xtext
 

@@ -181,6 +181,8 @@ async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
     conn.execute("UPDATE schema_version SET version = 4")
     conn.execute("ALTER TABLE blobs DROP COLUMN date_zone")
     conn.execute("DROP TABLE access_keys")  # schema 6, also gone from a schema 4 database
+    conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")  # schema 9, as well
+    conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
     conn.commit()
     conn.close()
     s = await make()
