@@ -14,6 +14,8 @@ Rules:
 - The store is read through its async API; parsing, sanitising and sorting run
   in this module's thread pool, never on the event loop.
 - Opening a message marks it \\Seen (as IMAP's FETCH BODY[] does).
+- Folders: create, rename and delete the user's own; INBOX and the special-use
+  folders (Sent, Drafts, Junk, Trash, Archive) stay. The store checks names.
 - Delete moves a message to Trash, and deletes it for good in Trash; Move,
   Flag/Unflag and Mark unread change one message, as IMAP's MOVE and STORE do.
   Junk and Not junk move between Junk and Inbox; every move into or out of
@@ -51,6 +53,7 @@ from postier.mail.address import Address
 from postier.mime import summarize
 from postier.smtp.submission import Refused
 from postier.store.api import FlagMode
+from postier.store.errors import StoreError
 from postier.store.models import Mailbox, MailboxId, Message, NewMessage, Uid
 from postier.web.webmail import render
 from postier.web.webmail.compose import ComposeError, Draft, build, reply_draft
@@ -93,6 +96,9 @@ NOTICES = {
     "unread": "Marked as unread.",
     "junk": "Moved to Junk. Your filter learns from it.",
     "notjunk": "Moved to Inbox. Your filter learns from it.",
+    "created": "Folder created.",
+    "renamed": "Folder renamed.",
+    "removed": "Folder deleted.",
 }
 
 #: display order of the special folders; the rest follow by name
@@ -120,6 +126,21 @@ class Folder:
     label: str
     unseen: int
     current: bool = False
+
+
+@dataclass(frozen=True)
+class Managed:
+    id: MailboxId
+    name: str
+    label: str
+    messages: int
+    unseen: int
+    editable: bool
+
+
+def _editable(mb: Mailbox) -> bool:
+    """A folder the user may rename or delete: not INBOX, not special-use."""
+    return mb.special_use is None and mb.name.upper() != "INBOX"
 
 
 @dataclass(frozen=True)
@@ -208,6 +229,10 @@ class Webmail:
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/compose", self.compose, methods=["GET", "POST"]),
+            Route("/folders", self.folders),
+            Route("/folders/create", self.folder_create, methods=["POST"]),
+            Route("/folders/{mid:int}/rename", self.folder_rename, methods=["POST"]),
+            Route("/folders/{mid:int}/delete", self.folder_delete, methods=["POST"]),
             Route("/folder/{mid:int}", self.folder),
             Route("/folder/{mid:int}/{uid:int}", self.message),
             Route("/folder/{mid:int}/{uid:int}/html", self.message_html),
@@ -611,3 +636,86 @@ class Webmail:
         mode: FlagMode = "add" if what == "flag" else "remove"
         await self.store.store_flags(mb.id, [uid], frozenset({"\\Flagged"}), mode)
         return RedirectResponse(f"/folder/{mb.id}/{uid}", 303)
+
+    # --- folder management ------------------------------------------------------
+    async def _folders_page(
+        self, s: Session, status: int = 200, *, error: str = "", notice: str = ""
+    ) -> Response:
+        assert s.user_id is not None
+        boxes = await self.store.list_mailboxes(s.user_id)
+        order = {f.id: i for i, f in enumerate(_folders(boxes, None))}
+        managed = sorted(
+            (
+                Managed(b.id, b.name, _label(b.name), b.messages, b.unseen, _editable(b))
+                for b in boxes
+            ),
+            key=lambda m: order[m.id],
+        )
+        frame = await self._frame(s, None)
+        return self._page(
+            "folders.html", status, managed=managed, error=error, notice=notice, **frame
+        )
+
+    async def folders(self, request: Request) -> Response:
+        s = self._user(request)
+        if s is None:
+            return self._to_login()
+        return await self._folders_page(
+            s, notice=NOTICES.get(request.query_params.get("done", ""), "")
+        )
+
+    async def _folder_form(
+        self, request: Request, *, own: bool
+    ) -> tuple[Session, Mailbox | None, str] | Response:
+        """Logged in, the CSRF token, and with `own` one of the user's editable
+        folders; (session, folder, the name typed)."""
+        s = self._user(request)
+        if s is None:
+            return self._to_login()
+        form = await self._checked_form(request, s)
+        if form is None:
+            return self._refused("The form was not sent from this page. Reload and try again.")
+        mb = None
+        if own:
+            mb = await self._mailbox(s, request.path_params["mid"])
+            if mb is None or not _editable(mb):
+                return self._not_found()
+        return s, mb, form.get("name", "").strip()
+
+    async def folder_create(self, request: Request) -> Response:
+        checked = await self._folder_form(request, own=False)
+        if isinstance(checked, Response):
+            return checked
+        s, _, name = checked
+        assert s.user_id is not None
+        try:
+            await self.store.create_mailbox(s.user_id, name)
+        except StoreError as e:
+            return await self._folders_page(s, 400, error=f"Cannot create {name!r}: {e}.")
+        return RedirectResponse("/folders?done=created", 303)
+
+    async def folder_rename(self, request: Request) -> Response:
+        checked = await self._folder_form(request, own=True)
+        if isinstance(checked, Response):
+            return checked
+        s, mb, name = checked
+        assert s.user_id is not None
+        assert mb is not None
+        try:
+            await self.store.rename_mailbox(s.user_id, mb.name, name)
+        except StoreError as e:
+            return await self._folders_page(s, 400, error=f"Cannot rename to {name!r}: {e}.")
+        return RedirectResponse("/folders?done=renamed", 303)
+
+    async def folder_delete(self, request: Request) -> Response:
+        checked = await self._folder_form(request, own=True)
+        if isinstance(checked, Response):
+            return checked
+        s, mb, _ = checked
+        assert s.user_id is not None
+        assert mb is not None
+        try:
+            await self.store.delete_mailbox(s.user_id, mb.name)
+        except StoreError as e:
+            return await self._folders_page(s, 400, error=f"Cannot delete it: {e}.")
+        return RedirectResponse("/folders?done=removed", 303)
