@@ -54,7 +54,7 @@ LISTENER_DOCS: Mapping[str, str] = {
     "imaps": "IMAP over implicit TLS (RFC 8314)",
     "pop3": "POP3 with STLS (RFC 1939, RFC 2595)",
     "pop3s": "POP3 over implicit TLS (RFC 8314)",
-    "web": "webmail, administration and /metrics (HTTPS)",
+    "web": "webmail and /metrics (plain HTTP for now; HTTPS and the admin pages are planned)",
 }
 
 _WIDTH = 88

@@ -16,8 +16,9 @@ Rules:
 - Classification uses the user's model once it has learned `min_messages`
   spam and `min_messages` ham, else the global model under the same rule, else
   nothing is said. Probability bands score BAYES_99/90/70/10/00.
-- The IMAP and webmail code call `on_move` (or `train`) when a user moves or
-  copies messages into or out of their Junk mailbox.
+- The webmail calls `on_move` when a user moves a message into or out of
+  their Junk mailbox. IMAP MOVE/COPY does not train yet: a MOVE of thousands
+  of messages would want a bounded background task, not the command's path.
 - Tokenizing is CPU-bound: it runs off the event loop (`pipeline.offload`,
   with the `filters.scan_timeout` budget at intake), and every pattern is
   linear (``<[^<>]*>`` for tags: ``<[^>]+>`` rescanned a run of "<" from each).
