@@ -1,6 +1,5 @@
-"""IDLE (RFC 2177, RFC 9051 §6.3.13): the client waits for updates; the session
-core idles (`postier.imap.core`) while its adapter watches both the socket and the
-change feed.
+"""IDLE (RFC 2177, RFC 9051 §6.3.13): the client waits for updates; the adapter
+watches both the socket and the change feed (`Context.idle`).
 
 Rules:
 - ``+ idling`` is sent at once; while idling, changes to the selected mailbox
@@ -14,8 +13,8 @@ Rules:
 from __future__ import annotations
 
 from postier.imap import parse as p
-from postier.imap.commands.context import Context, Idle
+from postier.imap.commands.context import Context, Result
 
 
-async def idle(ctx: Context, cmd: p.Idle) -> Idle:
-    return Idle()
+async def idle(ctx: Context, cmd: p.Idle) -> Result:
+    return await ctx.idle(cmd.tag)
