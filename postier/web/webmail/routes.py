@@ -34,7 +34,7 @@ import asyncio
 import functools
 import math
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,7 +54,7 @@ from postier.mime import summarize
 from postier.smtp.submission import Refused
 from postier.store.api import FlagMode
 from postier.store.errors import StoreError
-from postier.store.models import Mailbox, MailboxId, Message, NewMessage, Uid
+from postier.store.models import Mailbox, MailboxId, Message, NewMessage, Uid, UserId
 from postier.web.webmail import render
 from postier.web.webmail.compose import ComposeError, Draft, build, reply_draft
 from postier.web.webmail.sessions import COOKIE, Session, Sessions
@@ -683,39 +683,50 @@ class Webmail:
         return s, mb, form.get("name", "").strip()
 
     async def folder_create(self, request: Request) -> Response:
-        checked = await self._folder_form(request, own=False)
-        if isinstance(checked, Response):
-            return checked
-        s, _, name = checked
-        assert s.user_id is not None
-        try:
-            await self.store.create_mailbox(s.user_id, name)
-        except StoreError as e:
-            return await self._folders_page(s, 400, error=f"Cannot create {name!r}: {e}.")
-        return RedirectResponse("/folders?done=created", 303)
+        return await self._folder_change(
+            request,
+            own=False,
+            change=lambda uid, _mb, name: self.store.create_mailbox(uid, name),
+            failed=lambda name: f"Cannot create {name!r}",
+            done="created",
+        )
 
     async def folder_rename(self, request: Request) -> Response:
-        checked = await self._folder_form(request, own=True)
+        return await self._folder_change(
+            request,
+            own=True,
+            change=lambda uid, mb, name: self.store.rename_mailbox(uid, mb.name, name),
+            failed=lambda name: f"Cannot rename to {name!r}",
+            done="renamed",
+        )
+
+    async def folder_delete(self, request: Request) -> Response:
+        return await self._folder_change(
+            request,
+            own=True,
+            change=lambda uid, mb, _name: self.store.delete_mailbox(uid, mb.name),
+            failed=lambda _name: "Cannot delete it",
+            done="removed",
+        )
+
+    async def _folder_change(
+        self,
+        request: Request,
+        *,
+        own: bool,
+        change: Callable[[UserId, Any, str], Awaitable[object]],  # Any: a Mailbox when own
+        failed: Callable[[str], str],
+        done: str,
+    ) -> Response:
+        """The three folder forms differ only in the store call and the words: the
+        checks, the 400 page with the store's reason and the redirect are shared."""
+        checked = await self._folder_form(request, own=own)
         if isinstance(checked, Response):
             return checked
         s, mb, name = checked
         assert s.user_id is not None
-        assert mb is not None
         try:
-            await self.store.rename_mailbox(s.user_id, mb.name, name)
+            await change(s.user_id, mb, name)
         except StoreError as e:
-            return await self._folders_page(s, 400, error=f"Cannot rename to {name!r}: {e}.")
-        return RedirectResponse("/folders?done=renamed", 303)
-
-    async def folder_delete(self, request: Request) -> Response:
-        checked = await self._folder_form(request, own=True)
-        if isinstance(checked, Response):
-            return checked
-        s, mb, _ = checked
-        assert s.user_id is not None
-        assert mb is not None
-        try:
-            await self.store.delete_mailbox(s.user_id, mb.name)
-        except StoreError as e:
-            return await self._folders_page(s, 400, error=f"Cannot delete it: {e}.")
-        return RedirectResponse("/folders?done=removed", 303)
+            return await self._folders_page(s, 400, error=f"{failed(name)}: {e}.")
+        return RedirectResponse(f"/folders?done={done}", 303)
