@@ -26,5 +26,12 @@ def open_store(settings: Settings) -> Store:
             inline_max=settings.store.inline_max,
         )
     if backend == "postgres":
-        raise NotImplementedError("the postgres store backend is not written yet")
+        from postier.store.postgres import PostgresStore
+        from postier.store.postgres.store import default_node_name
+
+        return PostgresStore(
+            settings.store.postgres_dsn,
+            node=default_node_name(settings.server.data_dir),
+            default_quota=settings.store.default_quota,
+        )
     raise ValueError(f"store.backend: unknown backend {backend!r} (sqlite or postgres)")

@@ -136,6 +136,14 @@ class ChangeHub:
             for sub in list(self._subs.get(change.user_id, ())):
                 sub._push(change)
 
+    def cut_off_all(self, why: str) -> None:
+        """Every subscription ends with `FeedOverflow`: changes may have been
+        missed (a backend lost its link to other processes), so each session
+        re-reads its mailbox instead of trusting an incomplete history."""
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub._shut(FeedOverflow(why))
+
     def close_all(self) -> None:
         for subs in list(self._subs.values()):
             for sub in list(subs):

@@ -2,8 +2,9 @@
 
 `store` is an open store on a fresh backing store; `store_factory(**kw)` opens one
 more instance on the *same* backing store (the same data dir for sqlite: "another
-process"), with backend-specific knobs passed through. Adding the postgres backend
-is one more entry in `BACKENDS` (marked `postgres`) and one branch in `_make`.
+process"; the same database for postgres: "another node"), with backend-specific
+knobs passed through. The postgres backend gets a fresh database per test
+(`tests.support.postgres`); without a reachable server its tests are skipped.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ from typing import Any
 import pytest
 
 from postier.store.api import Store
+from postier.store.postgres import PostgresStore
 from postier.store.sqlite import SqliteStore
+from tests.support.postgres import create_database, drop_database, dsn_for
 
-BACKENDS = [pytest.param("sqlite", id="sqlite")]
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
 
 StoreFactory = Callable[..., Coroutine[Any, Any, Store]]
 
 
-def _make(backend: str, where: Path, **kw: Any) -> Store:
+def _make(backend: str, where: Path | str, **kw: Any) -> Store:
     if backend == "sqlite":
         kw.setdefault("poll_interval", 0.05)
-        return SqliteStore(where, **kw)
+        return SqliteStore(Path(where), **kw)
+    if backend == "postgres":
+        return PostgresStore(str(where), **kw)
     raise AssertionError(backend)
 
 
@@ -37,16 +45,25 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def store_factory(backend: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     opened: list[Store] = []
+    where: Path | str = tmp_path / "data"
+    database = ""
+    if backend == "postgres":
+        database = await create_database()
+        where = dsn_for(database)
 
     async def factory(**kw: Any) -> Store:
-        s = _make(backend, tmp_path / "data", **kw)
+        s = _make(backend, where, **kw)
         await s.open()
         opened.append(s)
         return s
 
-    yield factory
-    for s in reversed(opened):
-        await s.close()
+    try:
+        yield factory
+    finally:
+        for s in reversed(opened):
+            await s.close()
+        if database:
+            await drop_database(database)
 
 
 @pytest.fixture
