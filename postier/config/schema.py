@@ -204,7 +204,11 @@ class AuthSettings:
 @dataclass(frozen=True)
 class StoreSettings:
     backend: str = doc('"sqlite" (embedded, in data_dir) or "postgres"', default="sqlite")
-    postgres_dsn: str = doc('PostgreSQL DSN when backend = "postgres"', default="")
+    postgres_dsn: str = doc(
+        'PostgreSQL DSN when backend = "postgres", e.g. "postgresql://postier@db:5432/postier" '
+        "(several nodes share one database: docs/several-nodes.md)",
+        default="",
+    )
     default_quota: int = doc("bytes per user; 0 = unlimited", default=0)
     inline_max: int = doc(
         "messages up to this many bytes are kept inside the database (one WAL fsync "

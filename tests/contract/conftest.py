@@ -3,7 +3,7 @@
 `store` is an open store on a fresh backing store; `store_factory(**kw)` opens one
 more instance on the *same* backing store (the same data dir for sqlite: "another
 process"; the same database for postgres: "another node"), with backend-specific
-knobs passed through. The postgres backend gets a fresh database per test
+knobs passed through. The postgres backend gets a fresh schema per test
 (`tests.support.postgres`); without a reachable server its tests are skipped.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from postier.store.api import Store
 from postier.store.postgres import PostgresStore
 from postier.store.sqlite import SqliteStore
-from tests.support.postgres import create_database, drop_database, dsn_for
+from tests.support.postgres import create_schema, drop_schema
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -46,10 +46,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def store_factory(backend: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     opened: list[Store] = []
     where: Path | str = tmp_path / "data"
-    database = ""
     if backend == "postgres":
-        database = await create_database()
-        where = dsn_for(database)
+        where = await create_schema()
 
     async def factory(**kw: Any) -> Store:
         s = _make(backend, where, **kw)
@@ -62,8 +60,8 @@ async def store_factory(backend: str, tmp_path: Path) -> AsyncIterator[StoreFact
     finally:
         for s in reversed(opened):
             await s.close()
-        if database:
-            await drop_database(database)
+        if backend == "postgres":
+            await drop_schema(str(where))
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ Rules:
   of a large message may be committed before their blob row (`store.py` writes
   them outside the group commit) and the startup sweep removes chunks that no blob
   row claimed within a grace period.
+- The summary's text fields are BYTEA (UTF-8, lone surrogates passed through):
+  PostgreSQL text holds no NUL, and a message's decoded subject may have one.
 - No ``changes`` table: the change feed travels as NOTIFY payloads in the writing
   transaction (delivered on commit, in commit order; `store.py`).
 """
@@ -80,14 +82,14 @@ _V1 = (
         envelope BYTEA NOT NULL,
         bodystructure BYTEA NOT NULL,
         body BYTEA NOT NULL,
-        subject TEXT NOT NULL,
-        from_addr TEXT NOT NULL,
-        to_addr TEXT NOT NULL,
-        cc TEXT NOT NULL,
+        subject BYTEA NOT NULL,
+        from_addr BYTEA NOT NULL,
+        to_addr BYTEA NOT NULL,
+        cc BYTEA NOT NULL,
         date BIGINT,
         date_zone INTEGER,
-        message_id TEXT NOT NULL,
-        preview TEXT NOT NULL,
+        message_id BYTEA NOT NULL,
+        preview BYTEA NOT NULL,
         header_size BIGINT NOT NULL,
         crlf_size BIGINT NOT NULL
     )""",

@@ -142,6 +142,29 @@ _LIGHT_COLS = "mailbox_id, uid, modseq, flags, internal_date, size, blob_id"
 _NO_SUMMARY = MessageSummary()
 
 
+def _bytes(text: str) -> bytes:
+    """Summary text as stored: exact, though PostgreSQL text holds neither NUL
+    nor lone surrogates (a message's decoded subject or preview may have both)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _str(data: bytes) -> str:
+    return bytes(data).decode("utf-8", "surrogatepass")
+
+
+def _safe(text: str) -> str:
+    """Text fit for a PostgreSQL text column: NUL and lone surrogates become
+    U+FFFD. For diagnostics (trace, remote replies) and Bayes tokens, where the
+    exact code points do not matter."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
 def _base(row: Row) -> dict[str, Any]:
     return {
         "mailbox_id": MailboxId(row[0]),
@@ -165,13 +188,13 @@ def _message_of(row: Row) -> Message:
             envelope=bytes(row[7]),
             bodystructure=bytes(row[8]),
             body=bytes(row[9]),
-            subject=row[10],
-            from_=row[11],
-            to=row[12],
-            cc=row[13],
+            subject=_str(row[10]),
+            from_=_str(row[11]),
+            to=_str(row[12]),
+            cc=_str(row[13]),
             date=None if row[14] is None else _from_us(row[14]).astimezone(_zone(row[19])),
-            message_id=row[15],
-            preview=row[16],
+            message_id=_str(row[15]),
+            preview=_str(row[16]),
             header_size=row[17],
             crlf_size=row[18],
         ),
@@ -182,12 +205,12 @@ def _text_message_of(row: Row) -> Message:
     return Message(
         **_base(row),
         summary=MessageSummary(
-            subject=row[7],
-            from_=row[8],
-            to=row[9],
-            cc=row[10],
+            subject=_str(row[7]),
+            from_=_str(row[8]),
+            to=_str(row[9]),
+            cc=_str(row[10]),
             date=None if row[11] is None else _from_us(row[11]).astimezone(_zone(row[15])),
-            message_id=row[12],
+            message_id=_str(row[12]),
             header_size=row[13],
             crlf_size=row[14],
         ),
@@ -577,13 +600,13 @@ class PostgresStore:
             s.envelope,
             s.bodystructure,
             s.body,
-            s.subject,
-            s.from_,
-            s.to,
-            s.cc,
+            _bytes(s.subject),
+            _bytes(s.from_),
+            _bytes(s.to),
+            _bytes(s.cc),
             None if s.date is None else _to_us(s.date),
-            s.message_id,
-            s.preview,
+            _bytes(s.message_id),
+            _bytes(s.preview),
             s.header_size,
             s.crlf_size,
             _zone_of(s.date),
@@ -1343,7 +1366,7 @@ class PostgresStore:
                 at = _now_us()
                 await tx.conn.executemany(
                     "INSERT INTO trace (qid, at, event, detail) VALUES ($1, $2, $3, $4)",
-                    [(qid, at, event, detail) for event, detail in trace],
+                    [(qid, at, _safe(event), _safe(detail)) for event, detail in trace],
                 )
             await self._record(tx, changes)
             return DeliveryResult(
@@ -1739,7 +1762,7 @@ class PostgresStore:
             list(range(len(rcpts))),
             [r.address for r in rcpts],
             [RcptState(r.state).value for r in rcpts],
-            [r.last_reply for r in rcpts],
+            [_safe(r.last_reply) for r in rcpts],
             [r.notify for r in rcpts],
             [r.orcpt for r in rcpts],
         )
@@ -1829,7 +1852,7 @@ class PostgresStore:
                 "claimed_until = NULL, claimed_by = NULL WHERE id = $4",
                 next_us,
                 attempts,
-                last_error,
+                _safe(last_error),
                 qid,
             )
             if rowcount(status) == 0:
@@ -1869,8 +1892,8 @@ class PostgresStore:
                 "INSERT INTO trace (qid, at, event, detail) VALUES ($1, $2, $3, $4)",
                 qid,
                 at,
-                event,
-                detail,
+                _safe(event),
+                _safe(detail),
             )
 
         await self._write(job)
@@ -1959,7 +1982,7 @@ class PostgresStore:
     async def bayes_learn(
         self, model: UserId, digest: str, tokens: Sequence[str], is_spam: bool
     ) -> bool:
-        unique = sorted(set(tokens))
+        unique = sorted({_safe(t) for t in tokens})
 
         async def job(tx: Tx) -> bool:
             await tx.execute(
@@ -2014,13 +2037,14 @@ class PostgresStore:
         return result
 
     async def bayes_counts(self, model: UserId, tokens: Sequence[str]) -> BayesCounts:
-        unique = sorted(set(tokens))
+        asked = {_safe(t): t for t in tokens}
+        unique = sorted(asked)
 
         async def read(c: asyncpg.Connection) -> BayesCounts:
             async with c.transaction(readonly=True, isolation="repeatable_read"):
                 row = await c.fetchrow("SELECT spam, ham FROM bayes_totals WHERE model = $1", model)
                 counts = {
-                    t: (int(s), int(h))
+                    asked[t]: (int(s), int(h))
                     for t, s, h in await c.fetch(
                         "SELECT token, spam, ham FROM bayes_tokens WHERE model = $1 "
                         "AND token = ANY($2::text[])",

@@ -209,7 +209,7 @@ async def test_open_store(tmp_path):
         assert (tmp_path / "d" / "postier.db").is_file()
     finally:
         await store.close()
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="postgres_dsn"):
         open_store(replace(settings, store=StoreSettings(backend="postgres")))
     with pytest.raises(ValueError, match="unknown backend"):
         open_store(replace(settings, store=StoreSettings(backend="mysql")))

@@ -1,0 +1,200 @@
+"""What the PostgreSQL backend does beyond the store contract (tests/contract runs
+that on both backends): migrations when nodes start at once, group commit, bytes
+in chunks, the orphan sweep, the feed connection, queue leases between nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from postier.config.schema import Settings, StoreSettings
+from postier.store import open_store
+from postier.store.feed import FeedOverflow
+from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
+from postier.store.postgres import PostgresStore, schema
+from postier.store.postgres.store import default_node_name
+from tests.support.messages import new_message
+from tests.support.postgres import pg_dsn  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.postgres
+
+MSG = b"Subject: x\r\n\r\nbody\r\n"
+
+
+async def opened(dsn: str, **kw: object) -> PostgresStore:
+    s = PostgresStore(dsn, **kw)  # type: ignore[arg-type]
+    await s.open()
+    return s
+
+
+def test_open_store_picks_postgres(tmp_path: Path) -> None:
+    settings = Settings()
+    settings = replace(
+        settings,
+        server=replace(settings.server, data_dir=tmp_path / "d"),
+        store=StoreSettings(backend="postgres", postgres_dsn="postgresql://x@127.0.0.1/db"),
+    )
+    store = open_store(settings)
+    assert isinstance(store, PostgresStore)
+    # a restarted node keeps its name (it releases its own queue claims); another
+    # node on the same host (another data directory) has another
+    assert store.node == default_node_name(tmp_path / "d")
+    assert default_node_name(tmp_path / "d") != default_node_name(tmp_path / "e")
+
+
+async def test_nodes_starting_at_once_migrate_once(pg_dsn: str) -> None:  # noqa: F811
+    stores = await asyncio.gather(*(opened(pg_dsn) for _ in range(4)))
+    try:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await conn.fetch("SELECT version FROM schema_version") == [(schema.VERSION,)]
+            # the blob bytes are never compressed (STORAGE EXTERNAL)
+            storage = await conn.fetchval(
+                "SELECT attstorage FROM pg_attribute WHERE attrelid = 'blob_chunks'::regclass "
+                "AND attname = 'data'"
+            )
+            assert storage == b"e"
+            # a database from a newer postier is refused
+            await conn.execute("UPDATE schema_version SET version = $1", schema.VERSION + 1)
+        finally:
+            await conn.close()
+        with pytest.raises(RuntimeError, match="newer"):
+            await opened(pg_dsn)
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_concurrent_deliveries_are_group_committed(pg_dsn: str) -> None:  # noqa: F811
+    store = await opened(pg_dsn)
+    try:
+        await store.add_domain("example.test")
+        u = await store.add_user("a@example.test", "h")
+        before = store.commits
+        results = await asyncio.gather(
+            *(store.deliver(new_message(MSG), [DeliveryTarget(u.id)]) for _ in range(200))
+        )
+        assert sorted(r.delivered[0].uid for r in results) == list(range(1, 201))
+        assert store.commits - before < 100  # batched, not one commit each
+    finally:
+        await store.close()
+
+
+async def test_large_message_in_chunks_and_orphans_swept(pg_dsn: str) -> None:  # noqa: F811
+    store = await opened(pg_dsn, inline_max=1000)
+    try:
+        await store.add_domain("example.test")
+        u = await store.add_user("a@example.test", "h")
+        big = b"Subject: big\r\n\r\n" + bytes(range(256)) * (3 * schema.CHUNK // 256 + 7)
+        r = await store.deliver(new_message(big), [DeliveryTarget(u.id)])
+        assert await store.read_blob(r.blob_id) == big
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            chunks = await conn.fetchval(
+                "SELECT COUNT(*) FROM blob_chunks WHERE blob_id = $1", r.blob_id
+            )
+            assert chunks == 4
+            # chunks a crash left without their blob row: swept once old enough
+            await conn.execute(
+                "INSERT INTO blob_chunks (blob_id, seq, written, data) VALUES "
+                "('0123456789abcdef0123456789abcdef', 0, 0, 'x'), "
+                "('fedcba9876543210fedcba9876543210', 0, $1, 'y')",
+                int(datetime.now(UTC).timestamp() * 1e6),
+            )
+        finally:
+            await conn.close()
+        await store.close()
+        store = await opened(pg_dsn)
+        assert store.last_sweep == 1  # the young one may be a commit in progress
+        assert await store.read_blob(r.blob_id) == big
+        # a failed delivery removes the chunks it had committed
+        with pytest.raises(Exception, match="no user"):
+            await store.deliver(new_message(big), [DeliveryTarget(9999)])
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await conn.fetchval("SELECT COUNT(DISTINCT blob_id) FROM blob_chunks") == 2
+        finally:
+            await conn.close()
+    finally:
+        await store.close()
+
+
+async def test_lost_feed_connection_cuts_subscriptions_off(pg_dsn: str) -> None:  # noqa: F811
+    a = await opened(pg_dsn)
+    b = await opened(pg_dsn)
+    try:
+        await a.add_domain("example.test")
+        u = await a.add_user("a@example.test", "h")
+        sub = b.subscribe(u.id)
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            assert b._listener is not None
+            pid = b._listener.get_server_pid()
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        with pytest.raises(FeedOverflow):
+            await asyncio.wait_for(sub.get(), 5)
+        # the node listens again: a new subscription hears the other node
+        for _ in range(100):
+            if b._listener is not None:
+                break
+            await asyncio.sleep(0.05)
+        sub = b.subscribe(u.id)
+        await a.deliver(new_message(MSG), [DeliveryTarget(u.id)])
+        change = await asyncio.wait_for(sub.get(), 2)
+        assert change.uid == 1
+        sub.close()
+    finally:
+        await b.close()
+        await a.close()
+
+
+async def test_queue_leases_between_nodes(pg_dsn: str) -> None:  # noqa: F811
+    a = await opened(pg_dsn, node="a")
+    b = await opened(pg_dsn, node="b")
+    try:
+        entry = NewQueueEntry(sender="s@example.test", recipients=(QueueRecipient("r@x.test"),))
+        qids = {(await a.deliver(new_message(MSG), [], queue=entry)).qid for _ in range(40)}
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        # a node in the middle of claiming holds the oldest entries' rows: another
+        # node's runner skips them at once instead of waiting (SKIP LOCKED)
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            async with conn.transaction():
+                held = await conn.fetch(
+                    'SELECT id FROM queue ORDER BY created, id COLLATE "C" LIMIT 10 FOR UPDATE'
+                )
+                skipped = await asyncio.wait_for(b.queue_due(now, 5), 2)
+                assert not {e.id for e in skipped} & {r[0] for r in held}
+                assert len(skipped) == 5
+        finally:
+            await conn.close()
+        await b.queue_release_claims()
+        # both nodes claim at once, in small bites: every entry goes to exactly one
+        got_a: list[str] = []
+        got_b: list[str] = []
+
+        async def runner(store: PostgresStore, got: list[str]) -> None:
+            while batch := await store.queue_due(now, 3):
+                got.extend(e.id for e in batch)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(runner(a, got_a), runner(b, got_b))
+        assert sorted(got_a + got_b) == sorted(qids)
+        assert not set(got_a) & set(got_b)
+        # b restarting releases its own claims, not a's
+        assert await b.queue_release_claims() == len(got_b)
+        again = [e.id for e in await a.queue_due(now, 100)]
+        assert sorted(again) == sorted(got_b)
+        # a's leases run out by themselves (a died): b takes them
+        later = now + timedelta(seconds=a.claim_timeout + 1)
+        assert sorted(e.id for e in await b.queue_due(later, 100)) == sorted(qids)
+    finally:
+        await b.close()
+        await a.close()
