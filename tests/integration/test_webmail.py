@@ -686,3 +686,268 @@ def test_folders_create_rename_delete(web: Web, server: ServerThread) -> None:
         max_redirects=0,
     )
     assert r.status == 404
+
+
+def deliver_direct(srv: ServerThread, rcpt: str, data: bytes, folder: str = "INBOX") -> None:
+    """Into the store at once, as intake would (no SMTP round trip)."""
+    from postier.store.models import DeliveryTarget
+
+    async def go() -> None:
+        user = await srv.store.get_user(rcpt)
+        await srv.store.deliver(stored(data), [DeliveryTarget(user.id, folder)])
+
+    srv.call(go())
+
+
+def test_search_box(web: Web, server: ServerThread) -> None:
+    notes = [
+        (
+            "Carol <carol@elsewhere.test>",
+            "alice@example.test",
+            "Budget 2027",
+            "2026-11-02",
+            "numbers inside",
+        ),
+        (
+            "Dave <dave@elsewhere.test>",
+            "alice@example.test",
+            "Holiday plans",
+            "2026-11-20",
+            "the budget is tight",
+        ),
+        (
+            "Erin <erin@elsewhere.test>",
+            "team@elsewhere.test",
+            "Minutes",
+            "2026-12-01",
+            "nothing here",
+        ),
+    ]
+    for frm, to, subject, day, text in notes:
+        date = format_datetime(datetime.fromisoformat(day + "T10:00:00+00:00"))
+        deliver_direct(
+            server,
+            "alice@example.test",
+            f"From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Date: {date}\r\n\r\n{text}\r\n".encode(),
+        )
+    web.login()
+    page = web.page
+    links = page.locator("table.messages td.subject a")
+    box = page.get_by_role("searchbox", name="Search")
+
+    def search(q: str) -> list[str]:
+        box.fill(q)
+        box.press("Enter")
+        expect(page.get_by_text("found for")).to_be_visible()
+        return sorted(links.all_inner_texts())
+
+    # a word: in any of From, To, Cc, Subject or the text
+    assert search("budget") == ["Budget 2027", "Holiday plans"]
+    web.shot("search")
+    assert search("from:dave") == ["Holiday plans"]
+    assert search("to:team") == ["Minutes"]
+    assert search("subject:budget") == ["Budget 2027"]
+    assert search("body:tight") == ["Holiday plans"]
+    assert search('"numbers inside"') == ["Budget 2027"]
+    assert search("after:2026-11-15") == ["Holiday plans", "Minutes"]
+    assert search("before:2026-11-15") == ["Budget 2027"]
+    assert search("budget after:2026-11-15") == ["Holiday plans"]
+    assert search("nowhere-to-be-found") == []
+    expect(page.get_by_text("No messages.")).to_be_visible()
+    box.fill("after:yesterday")
+    box.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("is not a day")
+    # the same answers IMAP SEARCH gives (one matcher)
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=10)
+    try:
+        imap.login("alice@example.test", PASSWORD)
+        imap.select("INBOX", readonly=True)
+        _, data = imap.search(None, "TEXT", "budget")
+        assert len(data[0].split()) == 2
+    finally:
+        imap.logout()
+    page.get_by_role("link", name="Clear search").click()
+    expect(links).to_have_count(3)
+
+
+def test_new_mail_and_flag_changes_appear_without_reload(web: Web, server: ServerThread) -> None:
+    deliver_direct(
+        server,
+        "alice@example.test",
+        b"From: carol@elsewhere.test\r\nSubject: Already here\r\n\r\nx\r\n",
+    )
+    web.login()
+    page = web.page
+    expect(page.get_by_role("link", name="Already here")).to_be_visible()
+    expect(page.locator("body[data-live-ready='1']")).to_be_attached()
+    page.evaluate("window.__sameDocument = true")
+    folders = page.get_by_role("navigation", name="Folders")
+    expect(folders.get_by_text("1 unread")).to_be_attached()
+    smtp_deliver(
+        server,
+        "alice@example.test",
+        b"From: Dave <dave@elsewhere.test>\r\nTo: alice@example.test\r\n"
+        b"Subject: Arrived live\r\n\r\nhello\r\n",
+    )
+    expect(page.get_by_role("link", name="Arrived live")).to_be_visible(timeout=5000)
+    expect(folders.get_by_text("2 unread")).to_be_attached()
+    # a flag set over IMAP shows too
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=10)
+    try:
+        imap.login("alice@example.test", PASSWORD)
+        imap.select("INBOX")
+        imap.store("1:*", "+FLAGS", "(\\Flagged \\Seen)")
+    finally:
+        imap.logout()
+    expect(page.get_by_text("(flagged)")).to_have_count(2)
+    expect(folders.get_by_text("unread")).to_have_count(0)
+    assert page.evaluate("window.__sameDocument") is True  # never reloaded
+    assert web.offsite == [] and web.dialogs == []
+
+
+def test_live_stream_needs_a_session_and_ends_with_it(web: Web, server: ServerThread) -> None:
+    page = web.page
+    page.goto(web.base + "/")
+    r = page.request.get(web.base + "/events")
+    assert r.status == 401
+
+
+def test_sort_filter_and_act_on_several(web: Web, server: ServerThread) -> None:
+    for i, (frm, subject, size) in enumerate(
+        [
+            ("Zed <z@elsewhere.test>", "apples", 10),
+            ("Amy <a@elsewhere.test>", "Re: cherries", 3000),
+            ("Moe <m@elsewhere.test>", "bananas", 500),
+        ]
+    ):
+        date = format_datetime(datetime(2026, 10, 1 + i, tzinfo=UTC))
+        deliver_direct(
+            server,
+            "alice@example.test",
+            f"From: {frm}\r\nSubject: {subject}\r\nDate: {date}\r\n\r\n{'x' * size}\r\n".encode(),
+        )
+    web.login()
+    page = web.page
+    links = page.locator("table.messages td.subject a")
+    expect(links).to_have_text(["bananas", "Re: cherries", "apples"])  # newest first
+    page.get_by_role("link", name="Sort by From").click()
+    expect(links).to_have_text(["Re: cherries", "bananas", "apples"])
+    page.get_by_role("link", name="Sort by Subject").click()
+    expect(links).to_have_text(["apples", "bananas", "Re: cherries"])  # "Re:" disregarded
+    page.get_by_role("link", name="Reverse order").click()
+    expect(links).to_have_text(["Re: cherries", "bananas", "apples"])
+    page.get_by_role("link", name="Sort by Size").click()
+    expect(links).to_have_text(["Re: cherries", "bananas", "apples"])  # largest first
+
+    # select two, mark read, flag; the filters then show what changed
+    page.get_by_role("checkbox", name="Select apples").check()
+    page.get_by_role("checkbox", name="Select bananas").check()
+    page.get_by_role("button", name="Mark selected read").click()
+    expect(page.get_by_role("status")).to_have_text("Marked as read.")
+    page.get_by_role("link", name="Only unread").click()
+    expect(links).to_have_text(["Re: cherries"])
+    page.get_by_role("link", name="All", exact=True).click()
+    page.get_by_role("checkbox", name="Select Re: cherries").check()
+    page.get_by_role("checkbox", name="Select apples").check()
+    page.get_by_role("button", name="Flag selected").click()
+    expect(page.get_by_role("status")).to_have_text("Flagged.")
+    page.get_by_role("link", name="Only flagged").click()
+    expect(links).to_have_count(2)
+    flags = imap_flags(server, "alice@example.test", "INBOX")
+    assert sum("\\Flagged" in f for f in flags) == 2 and sum("\\Seen" in f for f in flags) == 2
+
+    # move two to Archive, then delete one to Trash
+    page.get_by_role("link", name="All", exact=True).click()
+    page.get_by_role("checkbox", name="Select apples").check()
+    page.get_by_role("checkbox", name="Select bananas").check()
+    page.get_by_label("Move selected to").select_option(label="Archive")
+    page.get_by_role("button", name="Move selected").click()
+    expect(page.get_by_role("status")).to_have_text("Message moved.")
+    expect(links).to_have_text(["Re: cherries"])
+    assert len(imap_flags(server, "alice@example.test", "Archive")) == 2
+    page.get_by_role("checkbox", name="Select Re: cherries").check()
+    page.get_by_role("button", name="Delete selected").click()
+    expect(page.get_by_role("status")).to_have_text("Message moved to Trash.")
+    assert imap_flags(server, "alice@example.test", "INBOX") == []
+    assert len(imap_flags(server, "alice@example.test", "Trash")) == 1
+    # nothing selected: nothing happens, and the page says why
+    page.get_by_role("navigation", name="Folders").get_by_role("link", name="Archive").click()
+    page.get_by_role("button", name="Delete selected").click()
+    expect(page.get_by_role("status")).to_have_text("Select one or more messages first.")
+    assert len(imap_flags(server, "alice@example.test", "Archive")) == 2
+    # without the token nothing happens
+    r = page.request.post(
+        page.url.split("?")[0] + "/selected", form={"sel": "1", "what": "delete"}, max_redirects=0
+    )
+    assert r.status == 403
+    assert len(imap_flags(server, "alice@example.test", "Archive")) == 2
+
+
+def test_thread_view_groups_a_conversation(web: Web, server: ServerThread) -> None:
+    for i, subject in enumerate(["Trip", "Re: Trip", "RE: Re: Trip", "Other"]):
+        date = format_datetime(datetime(2026, 9, 1 + i, tzinfo=UTC))
+        deliver_direct(
+            server,
+            "alice@example.test",
+            f"From: c@elsewhere.test\r\nSubject: {subject}\r\nDate: {date}\r\n\r\nx\r\n".encode(),
+        )
+    web.login()
+    page = web.page
+    links = page.locator("table.messages td.subject a")
+    expect(links).to_have_count(4)
+    page.get_by_role("link", name="Group conversations").click()
+    expect(links).to_have_text(["Other", "RE: Re: Trip"])
+    expect(page.get_by_text("(3 messages)")).to_be_visible()
+
+
+def test_keyboard_shortcuts(web: Web, server: ServerThread) -> None:
+    for i in range(3):
+        date = format_datetime(datetime(2026, 8, 1 + i, tzinfo=UTC))
+        deliver_direct(
+            server,
+            "alice@example.test",
+            f"From: c@elsewhere.test\r\nSubject: key {i}\r\nDate: {date}\r\n"
+            f"Message-ID: <k{i}@elsewhere.test>\r\n\r\nx\r\n".encode(),
+        )
+    web.login()
+    page = web.page
+    expect(page.get_by_role("link", name="key 2")).to_be_visible()
+    ready = page.locator("body[data-keys='1']")
+    expect(ready).to_be_attached()  # the script has run
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(page.get_by_role("link", name="key 1")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="key 1")).to_be_visible()
+    expect(ready).to_be_attached()
+    page.keyboard.press("j")
+    expect(page.get_by_role("heading", name="key 0")).to_be_visible()
+    expect(ready).to_be_attached()
+    page.keyboard.press("k")
+    expect(page.get_by_role("heading", name="key 1")).to_be_visible()
+    expect(ready).to_be_attached()
+    page.keyboard.press("r")
+    expect(page.get_by_label("Subject")).to_have_value("Re: key 1")
+    page.go_back()
+    expect(ready).to_be_attached()
+    page.keyboard.press("a")
+    expect(page.get_by_label("Subject")).to_have_value("Re: key 1")
+    page.go_back()
+    expect(ready).to_be_attached()
+    page.keyboard.press("f")
+    expect(page.get_by_label("Subject")).to_have_value("Fwd: key 1")
+    page.go_back()
+    expect(ready).to_be_attached()
+    page.keyboard.press("#")
+    expect(page.get_by_role("status")).to_have_text("Message moved to Trash.")
+    expect(ready).to_be_attached()
+    page.keyboard.press("c")
+    expect(page.get_by_role("heading", name="New message")).to_be_visible()
+    # typing in a field is typing, not a shortcut
+    page.get_by_label("Message").type("jkr#")
+    expect(page.get_by_label("Message")).to_have_value("jkr#")
+    page.get_by_role("navigation", name="Folders").get_by_role("link", name="Inbox").click()
+    expect(ready).to_be_attached()
+    page.keyboard.press("/")
+    expect(page.get_by_role("searchbox", name="Search")).to_be_focused()

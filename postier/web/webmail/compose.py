@@ -16,12 +16,17 @@ Rules:
   text quoted, and In-Reply-To/References (RFC 5322 §3.6.4). Those two come
   back from the form, so `build` keeps only what reads as message ids: no other
   text reaches a header.
-- Bcc, attachments, drafts and forwarding are not here yet.
+- A forward (`forward_draft`) has "Fwd: " once, the original's header lines
+  and its text quoted (the HTML part's text when there is no text part); its
+  attachments go along (`build`'s `attachments`).
+- Bcc addresses are envelope recipients only: the message the recipients get
+  has no Bcc field; the sender's copy in Sent has it (`with_bcc`).
 """
 
 from __future__ import annotations
 
 import email.policy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address as HeaderAddress
@@ -29,6 +34,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from postier.mail.address import Address, AddressError
+from postier.mime import parse
 from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, parse_address_list
 from postier.web.webmail.render import Rendered
 
@@ -55,6 +61,20 @@ class Draft:
     body: str = ""
     in_reply_to: str = ""
     references: str = ""
+    bcc: str = ""
+    #: "folder/uid" of the message forwarded (its attachments go along)
+    forward: str = ""
+    #: uid of the draft in Drafts this form edits (replaced on save, removed on send)
+    draft_uid: str = ""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file to attach: its name as the user's browser gave it, its type, its octets."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 
 def message_ids(text: str) -> list[str]:
@@ -85,8 +105,7 @@ def reply_draft(msg: Rendered, me: str, *, to_all: bool) -> Draft:
     subject = msg.subject
     if not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
-    text = (msg.text or "")[:MAX_QUOTED]
-    quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    quoted = _quote(msg.text or msg.html_text or "")
     who = msg.from_ or "you"
     body = (
         f"\n\nOn {msg.date}, {who} wrote:\n{quoted}\n"
@@ -105,6 +124,30 @@ def reply_draft(msg: Rendered, me: str, *, to_all: bool) -> Draft:
         in_reply_to=ids[0] if ids else "",
         references=" ".join(refs),
     )
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text[:MAX_QUOTED].splitlines())
+
+
+def forward_draft(msg: Rendered, ref: str) -> Draft:
+    """The compose form's contents forwarding `msg` (at `ref`, "folder/uid")."""
+    subject = msg.subject
+    if not subject.lower().startswith(("fwd:", "fw:")):
+        subject = f"Fwd: {subject}"
+    lines = ["", "", "---------- Forwarded message ----------"]
+    for name, value in (
+        ("From", msg.from_),
+        ("Date", msg.date),
+        ("Subject", msg.subject),
+        ("To", msg.to),
+        ("Cc", msg.cc),
+    ):
+        if value:
+            lines.append(f"> {name}: {' '.join(value.split())}")
+    lines.append(">")
+    body = "\n".join(lines) + "\n" + _quote(msg.text or msg.html_text or "") + "\n"
+    return Draft(subject=subject, body=body, forward=ref)
 
 
 def _typed(name: str, addr: str) -> str:
@@ -141,13 +184,22 @@ def _header_address(name: str | None, addr: Address) -> str:
         return text
 
 
-def build(sender: str, draft: Draft, hostname: str) -> tuple[list[Address], bytes]:
-    """(envelope recipients, message bytes) for `draft` sent by `sender`."""
+def build(
+    sender: str,
+    draft: Draft,
+    hostname: str,
+    attachments: Sequence[Upload] = (),
+    *,
+    need_recipients: bool = True,
+) -> tuple[list[Address], bytes]:
+    """(envelope recipients, message bytes) for `draft` sent by `sender`; a draft
+    being saved (`need_recipients=False`) may have none yet."""
     to = recipients(draft.to, "To")
     cc = recipients(draft.cc, "Cc")
-    if not to and not cc:
-        raise ComposeError("Add at least one recipient in To or Cc.")
-    if len(to) + len(cc) > MAX_RECIPIENTS:
+    bcc = recipients(draft.bcc, "Bcc")
+    if need_recipients and not to and not cc and not bcc:
+        raise ComposeError("Add at least one recipient in To, Cc or Bcc.")
+    if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
         raise ComposeError(f"At most {MAX_RECIPIENTS} recipients.")
     if len(draft.subject) > MAX_SUBJECT:
         raise ComposeError(f"The subject is longer than {MAX_SUBJECT} characters.")
@@ -170,7 +222,98 @@ def build(sender: str, draft: Draft, hostname: str) -> tuple[list[Address], byte
         msg["References"] = " ".join(references)
     body = draft.body.replace("\r\n", "\n").replace("\r", "\n")
     msg.set_content(body if body.endswith("\n") else body + "\n")
+    for up in attachments:
+        maintype, _, subtype = up.content_type.partition("/")
+        if not _is_token(maintype) or not _is_token(subtype):
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(
+            up.data, maintype=maintype, subtype=subtype, filename=safe_filename(up.filename)
+        )
     unique: dict[str, Address] = {}
-    for _, a in to + cc:
+    for _, a in to + cc + bcc:
         unique.setdefault(a.key, a)
     return list(unique.values()), msg.as_bytes()
+
+
+def _is_token(s: str) -> bool:
+    return 0 < len(s) <= 64 and all(c.isascii() and (c.isalnum() or c in "!#$&-^_.+") for c in s)
+
+
+def safe_filename(name: str) -> str:
+    """A file name as a header may carry it: the last path segment, no control
+    characters, at most 200 characters ("attachment" when nothing is left)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    clean = "".join(c for c in base if c.isprintable())[:200].strip()
+    return clean or "attachment"
+
+
+def with_bcc(data: bytes, draft: Draft) -> bytes:
+    """`data` with the Bcc field of `draft` added (the sender's copy in Sent and
+    Drafts; the recipients' copy never has it)."""
+    bcc = recipients(draft.bcc, "Bcc")
+    if not bcc:
+        return data
+    head = EmailMessage(policy=email.policy.SMTP)
+    head["Bcc"] = ", ".join(_header_address(n, a) for n, a in bcc)
+    field = head.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    return field + data
+
+
+#: files one compose form may attach
+MAX_FILES = 20
+#: fields (other than files) one compose form may have
+MAX_FORM_FIELDS = 32
+
+
+def form_data(body: bytes, content_type: str) -> tuple[dict[str, str], list[Upload]]:
+    """The fields and files of a multipart/form-data body (RFC 7578), read by the
+    server's one MIME parser (`mime.parse`: linear, bounded parts). Text fields
+    are UTF-8; a part with a filename is a file (an empty one, the browser's "no
+    file chosen", is skipped). `ComposeError` past `MAX_FILES` or
+    `MAX_FORM_FIELDS`."""
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    root = parse(head + body, max_parts=MAX_FILES + MAX_FORM_FIELDS + 2)
+    data = head + body
+    fields: dict[str, str] = {}
+    files: list[Upload] = []
+    for part in root.children:
+        if (part.disposition or "").lower() != "form-data":
+            continue
+        name = part.disposition_param("name") or ""
+        value = data[part.body_start : part.body_end]
+        filename = part.disposition_param("filename")
+        if filename is not None:
+            if not filename and not value:
+                continue
+            if len(files) >= MAX_FILES:
+                raise ComposeError(f"At most {MAX_FILES} attachments.")
+            ctype = part.content_type if part.content_type_given else "application/octet-stream"
+            files.append(Upload(filename, ctype, value))
+        else:
+            if len(fields) >= MAX_FORM_FIELDS:
+                raise ComposeError("The form has too many fields.")
+            fields.setdefault(name, value.decode("utf-8", "replace"))
+    return fields, files
+
+
+#: addresses the To field suggests
+MAX_SUGGESTIONS = 200
+
+
+def correspondents(texts: Sequence[str], me: str) -> list[str]:
+    """Distinct addresses in `texts` (address lists as the summaries keep them),
+    most recent last in, first out, as a user would type them; not `me`."""
+    seen: set[str] = {me.lower()}
+    out: list[str] = []
+    for text in reversed(texts):
+        for a in parse_address_list(text):
+            if a.host is None or a.mailbox in (None, MISSING_MAILBOX) or a.host == MISSING_DOMAIN:
+                continue
+            key = a.addr_spec.lower()
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(_typed(" ".join((a.name or "").split()), a.addr_spec))
+            if len(out) >= MAX_SUGGESTIONS:
+                return out
+    return out

@@ -23,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 
 import nh3
@@ -102,10 +103,14 @@ class Rendered:
     date: str = ""
     text: str | None = None
     html: str | None = None  # sanitised
+    #: the HTML part's text (for quoting when there is no text part)
+    html_text: str | None = None
     blocked_images: int = 0
     attachments: list[Attachment] = field(default_factory=list)
     message_id: str = ""
     references: str = ""
+    in_reply_to: str = ""
+    bcc: str = ""  # only in the user's own copies (Sent, Drafts)
     #: (display name, addr-spec) of Reply-To (else From), To and Cc, for replies
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     to_cc: list[tuple[str, str]] = field(default_factory=list)
@@ -204,6 +209,8 @@ def render(data: bytes) -> Rendered:
         date=_header(root, "date"),
         message_id=_header(root, "message-id"),
         references=_header(root, "references"),
+        in_reply_to=_header(root, "in-reply-to"),
+        bcc=_header(root, "bcc"),
         reply_to=_addresses(root, "reply-to") or _addresses(root, "from"),
         to_cc=_addresses(root, "to", "cc"),
         spam_reasons=[r.strip() for r in _header(root, "x-spam-report").split("* ") if r.strip()],
@@ -226,7 +233,28 @@ def render(data: bytes) -> Rendered:
     if html_part is not None:
         markup = decode_charset(decoded(data, html_part), html_part.param("charset"))
         out.html, out.blocked_images = sanitise(markup)
+        out.html_text = html_to_text(out.html)
     return out
+
+
+#: elements after which the text of an HTML part breaks a line
+_BREAKS = ("<br", "</p>", "</div>", "</li>", "</tr>", "</h1>", "</h2>", "</h3>", "</blockquote>")
+
+
+def html_to_text(clean_html: str) -> str:
+    """The text of sanitised HTML (for quoting): line breaks where blocks end,
+    every tag dropped by nh3, entities undone. Linear; the result is text, shown
+    escaped like any other."""
+    marked = clean_html
+    for tag in _BREAKS:
+        marked = marked.replace(tag, "\n" + tag)
+    text = html.unescape(nh3.clean(marked, tags=set(), strip_comments=True))
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip()
 
 
 def attachment(data: bytes, index: int) -> tuple[str, bytes] | None:

@@ -32,31 +32,43 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import math
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from postier.auth.service import AuthOutcome
 from postier.filters import bayes
+from postier.imap.matcher import TooComplex
 from postier.mail.address import Address
 from postier.mime import summarize
 from postier.smtp.submission import Refused
-from postier.store.api import FlagMode
+from postier.store.api import FlagMode, Subscription
 from postier.store.errors import StoreError
+from postier.store.feed import SubscriptionClosed
 from postier.store.models import Mailbox, MailboxId, Message, NewMessage, Uid, UserId
-from postier.web.webmail import render
-from postier.web.webmail.compose import ComposeError, Draft, build, reply_draft
+from postier.web.webmail import listing, render, search
+from postier.web.webmail.compose import (
+    ComposeError,
+    Draft,
+    Upload,
+    build,
+    correspondents,
+    form_data,
+    forward_draft,
+    reply_draft,
+    with_bcc,
+)
 from postier.web.webmail.sessions import COOKIE, Session, Sessions
 
 if TYPE_CHECKING:
@@ -73,11 +85,16 @@ MAX_FORM = 64 * 1024
 #: characters fits while most of them are ASCII; beyond, the form is refused)
 MAX_COMPOSE_FORM = 8 * 1024 * 1024
 MAX_FIELDS = 32
+#: messages at the end of Sent and of the Inbox whose addresses the To field
+#: suggests
+SUGGEST_FROM = 500
 
-#: the pages' own policy: no script at all, styles and frames from here only
+#: the pages' own policy: scripts, styles, frames and fetches from here only (no
+#: inline script: the one script is /static/webmail.js)
 PAGE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'self'; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 #: the message body's frame: nothing loads, nothing runs (inline style is data)
 FRAME_CSP = (
@@ -99,7 +116,17 @@ NOTICES = {
     "created": "Folder created.",
     "renamed": "Folder renamed.",
     "removed": "Folder deleted.",
+    "read": "Marked as read.",
+    "flagged": "Flagged.",
+    "unflagged": "Flag removed.",
+    "none": "Select one or more messages first.",
+    "draft": "Draft saved.",
 }
+#: the list's query parameters a link or a redirect carries on
+LIST_PARAMS = ("q", "sort", "order", "filter", "view", "page")
+#: seconds between keep-alive comments on a live update stream (proxies close
+#: silent connections; a logged-out session's stream ends at the next one)
+HEARTBEAT = 20.0
 
 #: display order of the special folders; the rest follow by name
 FOLDER_ORDER = {"INBOX": 0, "Drafts": 1, "Sent": 2, "Archive": 3, "Junk": 4, "Trash": 5}
@@ -143,16 +170,12 @@ def _editable(mb: Mailbox) -> bool:
     return mb.special_use is None and mb.name.upper() != "INBOX"
 
 
-@dataclass(frozen=True)
-class Row:
-    uid: Uid
-    subject: str
-    from_: str
-    preview: str
-    when: str
-    iso: str
-    unread: bool
-    flagged: bool
+def _state(boxes: list[Mailbox]) -> str:
+    """A digest of what the user's folders hold (every change takes a new MODSEQ
+    or UID): a page carries the one it was made from, so its live update stream
+    reports at once a change made before it connected."""
+    seen = sorted((int(b.id), b.highestmodseq, b.uidnext, b.messages, b.unseen) for b in boxes)
+    return hashlib.sha256(repr(seen).encode()).hexdigest()[:16]
 
 
 def _label(name: str) -> str:
@@ -168,36 +191,25 @@ def _is_junk(mb: Mailbox) -> bool:
     return (mb.special_use or "").lower() == "\\junk" or mb.name.lower() in ("junk", "spam")
 
 
-def _when(m: Message) -> datetime:
-    d = m.summary.date or m.internal_date
-    return d if d.tzinfo is not None else d.replace(tzinfo=UTC)
-
-
-def _page(msgs: list[Message], page: int, newest_first: bool) -> list[Row]:
-    """One page of rows, sorted by date (the Date: header, else arrival)."""
-    ordered = sorted(msgs, key=lambda m: (_when(m), m.uid), reverse=newest_first)
-    rows = []
-    for m in ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
-        d = _when(m)
-        rows.append(
-            Row(
-                uid=m.uid,
-                subject=m.summary.subject or "(no subject)",
-                from_=m.summary.from_,
-                preview=m.summary.preview,
-                when=d.strftime("%Y-%m-%d %H:%M"),
-                iso=d.isoformat(),
-                unread="\\Seen" not in m.flags,
-                flagged="\\Flagged" in m.flags,
-            )
-        )
-    return rows
-
-
 def _int(value: str | None, default: int) -> int:
     if value is None or not value.isdigit() or len(value) > 9:
         return default
     return int(value)
+
+
+def _list_url(mid: int, params: dict[str, str], **changes: str) -> str:
+    """The folder's list URL with `params` (the current ones) changed by
+    `changes`; empty values are left out, and the page unless it is given."""
+    merged = {k: v for k, v in params.items() if k != "page"}
+    merged.update(changes)
+    query = urllib.parse.urlencode(
+        {k: v for k, v in merged.items() if v and (k in LIST_PARAMS or k == "done")}
+    )
+    return f"/folder/{mid}" + (f"?{query}" if query else "")
+
+
+def _list_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    return {k: v[: search.MAX_QUERY] for k, v in pairs if k in LIST_PARAMS}
 
 
 def _disposition(filename: str) -> str:
@@ -215,13 +227,21 @@ class Webmail:
         self.auth = app.auth
         self.submission = app.submission
         self.hostname = app.settings.server.hostname
+        self.search_seconds = app.settings.imap.search_time_limit
+        #: octets of attachments one message may carry: what base64 turns into
+        #: the largest message the server accepts
+        self.max_upload = app.settings.smtp.limits.max_message_size * 3 // 4
         self.sessions = Sessions()
+        #: open live update streams, ended when the server stops
+        self.streams: set[Subscription] = set()
+        app.stopping_hooks.add(self.end_streams)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
         self.env.filters["filesize"] = _filesize
+        self.env.globals["list_url"] = _list_url
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -233,13 +253,18 @@ class Webmail:
             Route("/folders/create", self.folder_create, methods=["POST"]),
             Route("/folders/{mid:int}/rename", self.folder_rename, methods=["POST"]),
             Route("/folders/{mid:int}/delete", self.folder_delete, methods=["POST"]),
+            Route("/events", self.events),
+            Route("/nav", self.nav),
             Route("/folder/{mid:int}", self.folder),
+            Route("/folder/{mid:int}/selected", self.selected, methods=["POST"]),
             Route("/folder/{mid:int}/{uid:int}", self.message),
             Route("/folder/{mid:int}/{uid:int}/html", self.message_html),
             Route("/folder/{mid:int}/{uid:int}/raw", self.message_raw),
             Route("/folder/{mid:int}/{uid:int}/part/{index:int}", self.message_part),
             Route("/folder/{mid:int}/{uid:int}/reply", self.reply),
             Route("/folder/{mid:int}/{uid:int}/reply-all", self.reply),
+            Route("/folder/{mid:int}/{uid:int}/forward", self.forward),
+            Route("/folder/{mid:int}/{uid:int}/edit", self.edit),
             Route("/folder/{mid:int}/{uid:int}/delete", self.delete, methods=["POST"]),
             Route("/folder/{mid:int}/{uid:int}/move", self.move, methods=["POST"]),
             Route("/folder/{mid:int}/{uid:int}/mark", self.mark, methods=["POST"]),
@@ -290,8 +315,11 @@ class Webmail:
         return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
     @staticmethod
-    async def _form(request: Request, limit: int = MAX_FORM) -> dict[str, str] | None:
-        """The urlencoded form of a POST, None if it is another type or too big."""
+    async def _form(
+        request: Request, limit: int = MAX_FORM, fields: int = MAX_FIELDS
+    ) -> list[tuple[str, str]] | None:
+        """The urlencoded form of a POST as (name, value) pairs in order, None if
+        it is another type or too big."""
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             return None
@@ -304,20 +332,32 @@ class Webmail:
             pairs = urllib.parse.parse_qsl(
                 body.decode("ascii", "replace"),
                 keep_blank_values=True,
-                max_num_fields=MAX_FIELDS,
+                max_num_fields=fields,
             )
         except ValueError:
             return None
-        return dict(pairs)
+        return pairs
+
+    async def _checked_pairs(
+        self,
+        request: Request,
+        session: Session | None,
+        limit: int = MAX_FORM,
+        fields: int = MAX_FIELDS,
+    ) -> list[tuple[str, str]] | None:
+        """The form's pairs when it carries `session`'s CSRF token from our
+        origin, else None."""
+        pairs = await self._form(request, limit, fields)
+        if pairs is None or session is None or not self._same_origin(request):
+            return None
+        return pairs if session.csrf_ok(dict(pairs).get("csrf")) else None
 
     async def _checked_form(
         self, request: Request, session: Session | None, limit: int = MAX_FORM
     ) -> dict[str, str] | None:
         """The form when it carries `session`'s CSRF token from our origin, else None."""
-        form = await self._form(request, limit)
-        if form is None or session is None or not self._same_origin(request):
-            return None
-        return form if session.csrf_ok(form.get("csrf")) else None
+        pairs = await self._checked_pairs(request, session, limit)
+        return None if pairs is None else dict(pairs)
 
     async def _mailbox(self, s: Session, mid: int) -> Mailbox | None:
         mb = await self.store.get_mailbox_by_id(MailboxId(mid))
@@ -326,7 +366,16 @@ class Webmail:
     async def _frame(self, s: Session, current: MailboxId | None) -> dict[str, Any]:
         assert s.user_id is not None
         boxes = await self.store.list_mailboxes(s.user_id)
-        return {"address": s.address, "csrf": s.csrf, "folders": _folders(boxes, current)}
+        folders = _folders(boxes, current)
+        # the search box looks in the folder shown, else in the Inbox
+        search_in = next((f.id for f in folders if f.current), folders[0].id if folders else 0)
+        return {
+            "address": s.address,
+            "csrf": s.csrf,
+            "folders": folders,
+            "search_in": search_in,
+            "state": _state(boxes),
+        }
 
     def _login_page(
         self, request: Request, session: Session | None, status: int = 200, **context: Any
@@ -388,31 +437,188 @@ class Webmail:
 
     # --- reading --------------------------------------------------------------
     async def folder(self, request: Request) -> Response:
+        """The list: a page of the folder's messages, filtered (unread, flagged),
+        searched (the box, `search.program`), sorted, or grouped in conversations."""
         s = self._user(request)
         if s is None:
             return self._to_login()
         mb = await self._mailbox(s, request.path_params["mid"])
         if mb is None:
             return self._not_found()
-        newest_first = request.query_params.get("order", "newest") != "oldest"
+        params = _list_params(list(request.query_params.multi_items()))
+        sort = params.get("sort", "date")
+        if sort not in listing.SORTS:
+            sort = "date"
+        order = params.get("order", "")
+        if order in ("newest", "oldest"):
+            descending = order == "newest"
+        elif order in ("asc", "desc"):
+            descending = order == "desc"
+        else:
+            descending = sort in ("date", "size")
+        filter_ = params.get("filter", "all")
+        if filter_ not in listing.FILTERS:
+            filter_ = "all"
+        threads = params.get("view") == "threads"
+        query = params.get("q", "").strip()
         msgs = await self.store.list_messages(mb.id, structures=False)
-        pages = max(1, math.ceil(len(msgs) / PAGE_SIZE))
-        page = min(max(1, _int(request.query_params.get("page"), 1)), pages)
-        rows = await _in_pool(_page, msgs, page, newest_first)
+        total = len(msgs)
+        error = ""
+        if query:
+            try:
+                key = search.program(query)
+                if key is not None:
+                    msgs = await search.search(self.store, msgs, key, self.search_seconds)
+            except search.QueryError as e:
+                error, msgs = str(e), []
+            except TooComplex:
+                error, msgs = "The search took too long: add words or a date to narrow it.", []
+        msgs = listing.keep(msgs, filter_)
+        entries = await _in_pool(listing.arrange, msgs, sort, descending, threads)
+        pages = max(1, math.ceil(len(entries) / PAGE_SIZE))
+        page = min(max(1, _int(params.get("page"), 1)), pages)
+        rows = await _in_pool(listing.page_rows, entries, page, PAGE_SIZE)
         frame = await self._frame(s, mb.id)
         folder = next(f for f in frame["folders"] if f.id == mb.id)
         return self._page(
             "folder.html",
             folder=folder,
             rows=rows,
-            total=len(msgs),
+            total=total,
+            found=len(msgs),
             page=page,
             pages=pages,
-            newest_first=newest_first,
-            order="newest" if newest_first else "oldest",
+            params=params,
+            query=query,
+            sort=sort,
+            descending=descending,
+            newest_first=descending,
+            filter=filter_,
+            threads=threads,
+            error=error,
+            back=urllib.parse.urlencode(params),
             notice=NOTICES.get(request.query_params.get("done", ""), ""),
             **frame,
         )
+
+    async def selected(self, request: Request) -> Response:
+        """The list's checkboxes: mark read or unread, flag, unflag, delete (to
+        Trash; in Trash for good) or move every selected message at once, with
+        the store calls IMAP's STORE, MOVE and EXPUNGE use."""
+        s = self._user(request)
+        if s is None:
+            return self._to_login()
+        pairs = await self._checked_pairs(request, s, fields=PAGE_SIZE + 16)
+        if pairs is None:
+            return self._refused("The form was not sent from this page. Reload and try again.")
+        mb = await self._mailbox(s, request.path_params["mid"])
+        if mb is None:
+            return self._not_found()
+        form = dict(pairs)
+        back = _list_params(urllib.parse.parse_qsl(form.get("back", "")[:2000]))
+        uids = sorted({int(v) for k, v in pairs if k == "sel" and v.isdigit() and len(v) <= 9})
+        what = form.get("what", "")
+        if not uids:
+            return RedirectResponse(_list_url(mb.id, back, done="none"), 303)
+        msgs = await self.store.list_messages(mb.id, uids[0], uids[-1], summaries=False)
+        wanted = set(uids)
+        chosen = [m for m in msgs if m.uid in wanted]
+        picked = [m.uid for m in chosen]
+        flag_changes: dict[str, tuple[str, FlagMode]] = {
+            "read": ("\\Seen", "add"),
+            "unread": ("\\Seen", "remove"),
+            "flag": ("\\Flagged", "add"),
+            "unflag": ("\\Flagged", "remove"),
+        }
+        done = {"read": "read", "unread": "unread", "flag": "flagged", "unflag": "unflagged"}
+        if what in flag_changes:
+            flag, mode = flag_changes[what]
+            if picked:
+                await self.store.store_flags(mb.id, picked, frozenset({flag}), mode)
+            return RedirectResponse(_list_url(mb.id, back, done=done[what]), 303)
+        if what == "delete":
+            trash = await self._special(s, "Trash")
+            if trash is None or trash.id == mb.id:
+                if picked:
+                    await self.store.expunge(mb.id, picked, flagged_only=False)
+                return RedirectResponse(_list_url(mb.id, back, done="deleted"), 303)
+            dst: Mailbox | None = trash
+        elif what == "move":
+            dst = await self._mailbox(s, _int(form.get("to"), 0))
+        else:
+            return self._refused("Unknown action.")
+        if dst is None:
+            return self._not_found()
+        if dst.id != mb.id and chosen:
+            await self._move(s, mb, chosen, dst)
+        word = "trashed" if what == "delete" else "moved"
+        return RedirectResponse(_list_url(mb.id, back, done=word), 303)
+
+    # --- live updates -----------------------------------------------------------
+    async def events(self, request: Request) -> Response:
+        """Server-sent events from the store's change feed: one `change` event
+        (the folder ids changed) per burst of changes, so the page's script
+        re-reads what it shows. A feed that overflowed or closed sends one last
+        event and ends; the browser reconnects by itself."""
+        s = self._user(request)
+        if s is None:
+            return Response("Not logged in.", 401, media_type="text/plain")
+        assert s.user_id is not None
+        sub = self.store.subscribe(s.user_id)
+        self.streams.add(sub)
+        since = request.query_params.get("since", "")
+        stale = since != _state(await self.store.list_mailboxes(s.user_id))
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 3000\n\n"
+                if stale:  # changed between the page and this stream
+                    yield b"event: change\ndata: []\n\n"
+                while True:
+                    try:
+                        first = await asyncio.wait_for(sub.get(), HEARTBEAT)
+                    except TimeoutError:
+                        if not self.sessions.alive(s):
+                            return
+                        yield b": keep-alive\n\n"
+                        continue
+                    except SubscriptionClosed:
+                        yield b"event: change\ndata: []\n\n"
+                        return
+                    changed = {int(first.mailbox_id)}
+                    try:
+                        while (more := sub.get_nowait()) is not None:
+                            changed.add(int(more.mailbox_id))
+                    except SubscriptionClosed:
+                        pass
+                    if not self.sessions.alive(s):
+                        return
+                    ids = ",".join(str(i) for i in sorted(changed))
+                    yield f"event: change\ndata: [{ids}]\n\n".encode()
+            finally:
+                sub.close()
+                self.streams.discard(sub)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    def end_streams(self) -> None:
+        """The server is stopping: end every live update stream (their
+        subscriptions close, so each generator returns)."""
+        for sub in list(self.streams):
+            sub.close()
+
+    async def nav(self, request: Request) -> Response:
+        """The folder list alone, for the script to refresh unread counts."""
+        s = self._user(request)
+        if s is None:
+            return Response("Not logged in.", 401, media_type="text/plain")
+        current = _int(request.query_params.get("current"), 0)
+        frame = await self._frame(s, MailboxId(current))
+        return self._page("nav.html", **frame)
 
     async def _load(self, request: Request) -> tuple[Session, Mailbox, Message, bytes] | Response:
         s = self._user(request)
@@ -486,46 +692,188 @@ class Webmail:
         )
 
     # --- compose and send -----------------------------------------------------
+    async def _compose_page(
+        self, s: Session, draft: Draft, status: int = 200, error: str = ""
+    ) -> Response:
+        """The compose form for `draft`, with the attachments that go along from
+        the message it forwards (or the draft it edits) and the addresses the
+        user wrote to or heard from, for the browser to suggest."""
+        assert s.user_id is not None
+        carried = await self._carried(s, draft.forward)
+        known = await self._correspondents(s)
+        frame = await self._frame(s, None)
+        return self._page(
+            "compose.html",
+            status,
+            draft=draft,
+            error=error,
+            carried=[a.filename for a in carried[1]] if carried else [],
+            correspondents=known,
+            max_upload=self.max_upload,
+            **frame,
+        )
+
+    async def _carried(self, s: Session, ref: str) -> tuple[bytes, list[render.Attachment]] | None:
+        """(bytes, attachments) of the user's message at `ref` ("folder/uid"),
+        None when there is none."""
+        mid, _, uid = ref.partition("/")
+        if not mid.isdigit() or not uid.isdigit() or len(mid) > 9 or len(uid) > 9:
+            return None
+        mb = await self._mailbox(s, int(mid))
+        if mb is None:
+            return None
+        m = await self.store.get_message(mb.id, Uid(int(uid)))
+        if m is None:
+            return None
+        data = await self.store.read_blob(m.blob_id)
+        rendered = await _in_pool(render.render, data)
+        return data, rendered.attachments
+
+    async def _uploads_from(self, s: Session, ref: str) -> list[Upload]:
+        carried = await self._carried(s, ref)
+        if carried is None:
+            return []
+        data, atts = carried
+        out = []
+        for a in atts:
+            found = await _in_pool(render.attachment, data, a.index)
+            if found is not None:
+                out.append(Upload(found[0], a.content_type, found[1]))
+        return out
+
+    async def _correspondents(self, s: Session) -> list[str]:
+        """Addresses of the recent messages in Sent (To, Cc) and Inbox (From),
+        for the To field's suggestions; at most `compose.MAX_SUGGESTIONS`."""
+        assert s.user_id is not None
+        texts: list[str] = []
+        for use, fields in (("Sent", ("to", "cc")), ("INBOX", ("from_",))):
+            mb = await (self._special(s, use) if use != "INBOX" else self._inbox(s))
+            if mb is None or mb.messages == 0:
+                continue
+            low = max(1, mb.uidnext - SUGGEST_FROM)
+            for m in await self.store.list_messages(mb.id, low, structures=False):
+                texts.extend(getattr(m.summary, f) for f in fields)
+        return await _in_pool(correspondents, texts, s.address)
+
+    async def _inbox(self, s: Session) -> Mailbox | None:
+        assert s.user_id is not None
+        return await self.store.get_mailbox(s.user_id, "INBOX")
+
+    async def _compose_form(
+        self, request: Request, s: Session
+    ) -> tuple[dict[str, str], list[Upload]] | Response:
+        """The compose form, urlencoded or multipart (with files), when it carries
+        the CSRF token from our origin; else the refusal to answer."""
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";", 1)[0].strip().lower() != "multipart/form-data":
+            form = await self._checked_form(request, s, MAX_COMPOSE_FORM)
+            if form is None:
+                return self._refused("The form was not sent from this page. Reload and try again.")
+            return form, []
+        if not self._same_origin(request):
+            return self._refused("The form was not sent from this page. Reload and try again.")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_upload + MAX_COMPOSE_FORM:
+                return self._page(
+                    "error.html",
+                    413,
+                    title="Attachments too large",
+                    detail=f"At most {_filesize(self.max_upload)} of attachments in all. "
+                    "Go back to keep what you wrote, and attach less.",
+                )
+        try:
+            fields, files = await _in_pool(form_data, bytes(body), ctype)
+        except ComposeError as e:
+            return self._page("error.html", 400, title="Cannot read the form", detail=str(e))
+        if not s.csrf_ok(fields.get("csrf")):
+            return self._refused("The form was not sent from this page. Reload and try again.")
+        return fields, files
+
     async def compose(self, request: Request) -> Response:
         """GET: the form. POST: send through the submission pipeline (the rules
         of port 587: own addresses only, DKIM, the queue), then keep a copy in
-        Sent; a refusal brings the form back, filled in, with the reason."""
+        Sent; or save it in Drafts. A refusal brings the form back, filled in,
+        with the reason (files chosen must be chosen again: browsers never
+        refill a file field)."""
         s = self._user(request)
         if s is None:
             return self._to_login()
         assert s.user_id is not None
         if request.method == "GET":
-            return self._page("compose.html", draft=Draft(), error="", **await self._frame(s, None))
-        form = await self._checked_form(request, s, MAX_COMPOSE_FORM)
-        if form is None:
-            return self._refused("The form was not sent from this page. Reload and try again.")
+            return await self._compose_page(s, Draft())
+        got = await self._compose_form(request, s)
+        if isinstance(got, Response):
+            return got
+        form, files = got
         draft = Draft(
             to=form.get("to", ""),
             cc=form.get("cc", ""),
+            bcc=form.get("bcc", ""),
             subject=form.get("subject", ""),
             body=form.get("body", ""),
             in_reply_to=form.get("in_reply_to", ""),
             references=form.get("references", ""),
+            forward=form.get("forward", "")[:40],
+            draft_uid=form.get("draft_uid", "")[:12],
         )
+        if sum(len(f.data) for f in files) > self.max_upload:
+            return await self._compose_page(
+                s, draft, 400, f"At most {_filesize(self.max_upload)} of attachments in all."
+            )
         user = await self.store.get_user_by_id(s.user_id)
         if user is None or user.disabled:
             self.sessions.drop(s)
             return self._to_login()
+        saving = form.get("action") == "draft"
+        attachments = await self._uploads_from(s, draft.forward) + files
         try:
-            rcpts, data = await _in_pool(build, user.address, draft, self.hostname)
+            rcpts, data = await _in_pool(
+                functools.partial(build, need_recipients=not saving),
+                user.address,
+                draft,
+                self.hostname,
+                attachments,
+            )
+            if saving:
+                return await self._save_draft(s, draft, data)
             client = request.client.host if request.client else "127.0.0.1"
             await self.submission.accept(
                 user, Address.parse(user.address), rcpts, data, peer_ip=client, peer_name="webmail"
             )
         except (ComposeError, Refused) as e:
-            frame = await self._frame(s, None)
-            return self._page("compose.html", 400, draft=draft, error=str(e), **frame)
+            return await self._compose_page(s, draft, 400, str(e))
+        await self._drop_draft(s, draft)
         sent = await self._sent_folder(s)
         if sent is None:
             return RedirectResponse("/", 303)
-        summary = await _in_pool(summarize, data)
-        await self.store.append(sent.id, NewMessage(data, summary), frozenset({"\\Seen"}))
+        copy = with_bcc(data, draft)
+        summary = await _in_pool(summarize, copy)
+        await self.store.append(sent.id, NewMessage(copy, summary), frozenset({"\\Seen"}))
         return RedirectResponse(f"/folder/{sent.id}?done=sent", 303)
+
+    async def _save_draft(self, s: Session, draft: Draft, data: bytes) -> Response:
+        """Keep the message in Drafts (\\Draft, as IMAP clients mark theirs),
+        replacing the draft the form was editing."""
+        drafts = await self._special(s, "Drafts")
+        if drafts is None:
+            return self._not_found()
+        copy = with_bcc(data, draft)
+        summary = await _in_pool(summarize, copy)
+        await self.store.append(
+            drafts.id, NewMessage(copy, summary), frozenset({"\\Seen", "\\Draft"})
+        )
+        await self._drop_draft(s, draft)
+        return RedirectResponse(f"/folder/{drafts.id}?done=draft", 303)
+
+    async def _drop_draft(self, s: Session, draft: Draft) -> None:
+        """Remove the draft `draft` was edited from (it was sent or saved anew)."""
+        if not draft.draft_uid.isdigit():
+            return
+        drafts = await self._special(s, "Drafts")
+        if drafts is not None:
+            await self.store.expunge(drafts.id, [Uid(int(draft.draft_uid))], flagged_only=False)
 
     async def _special(self, s: Session, use: str) -> Mailbox | None:
         """The user's folder of special use `use` ("Sent", "Trash"), else of that name."""
@@ -544,8 +892,41 @@ class Webmail:
         s, _, _, data = loaded
         msg = await _in_pool(render.render, data)
         to_all = request.url.path.endswith("/reply-all")
-        draft = reply_draft(msg, s.address, to_all=to_all)
-        return self._page("compose.html", draft=draft, error="", **await self._frame(s, None))
+        return await self._compose_page(s, reply_draft(msg, s.address, to_all=to_all))
+
+    async def forward(self, request: Request) -> Response:
+        """The compose form forwarding the message: its text quoted under its
+        header lines, its attachments going along."""
+        loaded = await self._load(request)
+        if isinstance(loaded, Response):
+            return loaded
+        s, mb, m, data = loaded
+        msg = await _in_pool(render.render, data)
+        return await self._compose_page(s, forward_draft(msg, f"{mb.id}/{m.uid}"))
+
+    async def edit(self, request: Request) -> Response:
+        """A message in Drafts back in the compose form; saving or sending it
+        replaces it."""
+        loaded = await self._load(request)
+        if isinstance(loaded, Response):
+            return loaded
+        s, mb, m, data = loaded
+        drafts = await self._special(s, "Drafts")
+        if drafts is None or drafts.id != mb.id:
+            return self._not_found()
+        msg = await _in_pool(render.render, data)
+        draft = Draft(
+            to=msg.to,
+            cc=msg.cc,
+            bcc=msg.bcc,
+            subject=msg.subject,
+            body=msg.text or "",
+            in_reply_to=msg.in_reply_to,
+            references=msg.references,
+            forward=f"{mb.id}/{m.uid}" if msg.attachments else "",
+            draft_uid=str(m.uid),
+        )
+        return await self._compose_page(s, draft)
 
     async def _action(
         self, request: Request
@@ -566,12 +947,12 @@ class Webmail:
             return self._not_found()
         return s, mb, m, form
 
-    async def _move(self, s: Session, src: Mailbox, m: Message, dst: Mailbox) -> None:
-        """Move one message; into or out of Junk it also teaches the user's
+    async def _move(self, s: Session, src: Mailbox, msgs: list[Message], dst: Mailbox) -> None:
+        """Move messages; into or out of Junk it also teaches the user's
         classifier (`bayes.on_move`)."""
         assert s.user_id is not None
-        await self.store.move(src.id, [m.uid], dst.id)
-        await bayes.on_move(self.store, s.user_id, src, dst, [m])
+        await self.store.move(src.id, [m.uid for m in msgs], dst.id)
+        await bayes.on_move(self.store, s.user_id, src, dst, msgs)
 
     async def delete(self, request: Request) -> Response:
         """Move to Trash; in Trash, delete for good."""
@@ -583,7 +964,7 @@ class Webmail:
         if trash is None or trash.id == mb.id:
             await self.store.expunge(mb.id, [m.uid], flagged_only=False)
             return RedirectResponse(f"/folder/{mb.id}?done=deleted", 303)
-        await self._move(s, mb, m, trash)
+        await self._move(s, mb, [m], trash)
         return RedirectResponse(f"/folder/{mb.id}?done=trashed", 303)
 
     async def move(self, request: Request) -> Response:
@@ -596,7 +977,7 @@ class Webmail:
         if dst is None:
             return self._not_found()
         if dst.id != mb.id:
-            await self._move(s, mb, m, dst)
+            await self._move(s, mb, [m], dst)
         return RedirectResponse(f"/folder/{mb.id}?done=moved", 303)
 
     async def junk(self, request: Request) -> Response:
@@ -617,7 +998,7 @@ class Webmail:
         if dst is None:
             return self._not_found()
         if dst.id != mb.id:
-            await self._move(s, mb, m, dst)
+            await self._move(s, mb, [m], dst)
         return RedirectResponse(f"/folder/{mb.id}?done={what}", 303)
 
     async def mark(self, request: Request) -> Response:

@@ -73,6 +73,15 @@ class Sessions:
             return s
         return None
 
+    def alive(self, session: Session) -> bool:
+        """Whether `session` still lives, without counting this as a use: a live
+        update stream open in a forgotten tab does not keep a session from idling
+        out, and a logout ends the stream."""
+        now = self._clock()
+        if self._logged_in.get(session.id) is not session:
+            return False
+        return now - session.last_seen <= IDLE and now - session.created <= MAX_AGE
+
     def anonymous(self) -> Session:
         """A new pre-login session (it holds the login form's CSRF token)."""
         s = self._new()
