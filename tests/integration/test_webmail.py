@@ -951,3 +951,168 @@ def test_keyboard_shortcuts(web: Web, server: ServerThread) -> None:
     expect(ready).to_be_attached()
     page.keyboard.press("/")
     expect(page.get_by_role("searchbox", name="Search")).to_be_focused()
+
+
+def test_forward_with_attachments_bcc_and_suggestions(web: Web, server: ServerThread) -> None:
+    server.add_user("carol@example.test")
+    pdf = b"%PDF-1.4 forwarded\n" * 10
+    deliver_direct(
+        server,
+        "alice@example.test",
+        b"From: Dave <dave@elsewhere.test>\r\nTo: alice@example.test\r\n"
+        b"Subject: Report\r\nDate: Sat, 05 Dec 2026 10:00:00 +0000\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nSee the report.\r\n"
+        b"--XX\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename=report.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(pdf).replace(b"\n", b"\r\n")
+        + b"--XX--\r\n",
+    )
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Report").click()
+    page.get_by_role("link", name="Forward").click()
+    expect(page.get_by_role("heading", name="Forward")).to_be_visible()
+    expect(page.get_by_label("Subject")).to_have_value("Fwd: Report")
+    body = page.get_by_label("Message").input_value()
+    assert "---------- Forwarded message ----------" in body
+    assert "> From: Dave <dave@elsewhere.test>" in body and "> See the report." in body
+    expect(page.get_by_text("report.pdf")).to_be_visible()
+    # past correspondents are suggested
+    suggestions = page.locator("datalist#correspondents option")
+    assert "Dave <dave@elsewhere.test>" in [o.get_attribute("value") for o in suggestions.all()]
+    page.get_by_label("To").fill("bob@example.test")
+    page.get_by_label("Blind copy").fill("carol@example.test")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Message sent.")
+    for who in ("bob@example.test", "carol@example.test"):
+        (got,) = imap_messages(server, who, "INBOX")
+        assert b"Subject: Fwd: Report" in got and b"> See the report." in got
+        assert b"Bcc" not in got  # the recipients never see the blind copies
+        assert base64.encodebytes(pdf)[:40] in got.replace(b"\r\n", b"\n")
+        assert b'filename="report.pdf"' in got
+    (sent,) = imap_messages(server, "alice@example.test", "Sent")
+    assert b"Bcc: carol@example.test" in sent
+
+
+def test_attachments_upload_and_limit(web: Web, server: ServerThread) -> None:
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Compose").click()
+    page.get_by_label("To").fill("bob@example.test")
+    page.get_by_label("Subject").fill("Files")
+    page.get_by_label("Message").fill("two files")
+    page.get_by_label("Attach files").set_input_files(
+        [
+            {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"plain notes\n"},
+            {
+                "name": "<img src=x onerror=window.__pwned=1>.bin",
+                "mimeType": "application/octet-stream",
+                "buffer": bytes(range(256)),
+            },
+        ]
+    )
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Message sent.")
+    (got,) = imap_messages(server, "bob@example.test", "INBOX")
+    assert b'filename="notes.txt"' in got
+    # bob reads it in the webmail: the HTML in a file name is text
+    bob = Web(web_chromium(web), server)
+    try:
+        bob.login("bob@example.test")
+        bob.page.get_by_role("link", name="Files").click()
+        expect(bob.page.get_by_role("link", name="notes.txt")).to_be_visible()
+        evil = bob.page.get_by_role("link", name="<img src=x onerror=window.__pwned=1>.bin")
+        with bob.page.expect_download() as info:
+            evil.click()
+        assert Path(info.value.path()).read_bytes() == bytes(range(256))
+        assert bob.page.evaluate("window.__pwned") is None
+    finally:
+        bob.close()
+
+
+def test_attachments_past_the_limit_are_refused(chromium: Browser, tmp_path: Path) -> None:
+    from tests.support.server import thread_server
+
+    server = thread_server(tmp_path, "[smtp.limits]\nmax_message_size = 40000\n")
+    server.add_user("alice@example.test")
+    server.add_user("bob@example.test")
+    web = Web(chromium, server)
+    try:
+        web.login()
+        page = web.page
+        page.get_by_role("link", name="Compose").click()
+        csrf = page.locator("form.logout input[name=csrf]").get_attribute("value")
+
+        def post(size: int, token: str | None) -> Any:
+            form: dict[str, Any] = {
+                "to": "bob@example.test",
+                "subject": f"{size} octets",
+                "body": "x",
+                "action": "send",
+                "files": {
+                    "name": "f.bin",
+                    "mimeType": "application/octet-stream",
+                    "buffer": b"\0" * size,
+                },
+            }
+            if token is not None:
+                form["csrf"] = token
+            return page.request.post(web.base + "/compose", multipart=form, max_redirects=0)
+
+        assert post(20_000, str(csrf)).status == 303  # within 40000 * 3/4: sent
+        for size in (30_001, 200_000):  # past it, and far past (not read whole)
+            r = post(size, str(csrf))
+            assert r.status in (400, 413) and "At most" in r.text()
+        # a multipart form without the token is refused like any other
+        assert post(10, None).status == 403
+        subjects = [
+            m.split(b"Subject: ")[1].split(b"\r\n")[0]
+            for m in imap_messages(server, "bob@example.test", "INBOX")
+        ]
+        assert subjects == [b"20000 octets"]
+        # the page says it before sending, too
+        page.get_by_label("Attach files").set_input_files(
+            [{"name": "big.bin", "mimeType": "application/octet-stream", "buffer": b"\0" * 31_000}]
+        )
+        assert page.get_by_label("Attach files").evaluate("e => e.validity.valid") is False
+    finally:
+        web.close()
+        server.stop()
+
+
+def web_chromium(web: Web) -> Browser:
+    b = Browser.__new__(Browser)
+    b.browser = web.context.browser
+    return b
+
+
+def test_drafts_save_edit_and_send(web: Web, server: ServerThread) -> None:
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Compose").click()
+    page.get_by_label("To").fill("bob@example.test")
+    page.get_by_label("Subject").fill("Half written")
+    page.get_by_label("Message").fill("first words")
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.get_by_role("status")).to_have_text("Draft saved.")
+    expect(page.get_by_role("heading", name="Drafts")).to_be_visible()
+    (flags,) = imap_flags(server, "alice@example.test", "Drafts")
+    assert "\\Draft" in flags
+    page.get_by_role("link", name="Half written").click()
+    page.get_by_role("link", name="Edit draft").click()
+    expect(page.get_by_label("To")).to_have_value("bob@example.test")
+    expect(page.get_by_label("Message")).to_have_value("first words\n")
+    page.get_by_label("Message").fill("first words, and more")
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.get_by_role("status")).to_have_text("Draft saved.")
+    (draft,) = imap_messages(server, "alice@example.test", "Drafts")  # replaced, not added
+    assert b"and more" in draft
+    page.get_by_role("link", name="Half written").click()
+    page.get_by_role("link", name="Edit draft").click()
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Message sent.")
+    assert imap_messages(server, "alice@example.test", "Drafts") == []
+    (got,) = imap_messages(server, "bob@example.test", "INBOX")
+    assert b"first words, and more" in got

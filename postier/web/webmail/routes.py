@@ -187,6 +187,10 @@ def _folders(boxes: list[Mailbox], current: MailboxId | None) -> list[Folder]:
     return [Folder(b.id, b.name, _label(b.name), b.unseen, b.id == current) for b in ordered]
 
 
+def _is_drafts(mb: Mailbox) -> bool:
+    return (mb.special_use or "").lower() == "\\drafts" or mb.name.lower() == "drafts"
+
+
 def _is_junk(mb: Mailbox) -> bool:
     return (mb.special_use or "").lower() == "\\junk" or mb.name.lower() in ("junk", "spam")
 
@@ -649,6 +653,7 @@ class Webmail:
             msg=msg,
             flagged="\\Flagged" in m.flags,
             in_junk=_is_junk(mb),
+            in_drafts=_is_drafts(mb),
             base=f"/folder/{mb.id}/{m.uid}",
             **frame,
         )
