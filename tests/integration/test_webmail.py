@@ -357,6 +357,11 @@ def test_xss_corpus_runs_nothing_and_loads_nothing(web: Web, server: ServerThrea
         + b"--B\r\nContent-Type: text/html\r\n"
         b'Content-Disposition: attachment; filename="evil.html"\r\n\r\n'
         b"<script>window.__pwned='attachment'</script>\r\n"
+        b"--B\r\nContent-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="<img src=x onerror=window.__pwned=3>.txt"'
+        b"\r\n\r\nx\r\n"
+        b"--B\r\nContent-Type: image/png\r\nContent-ID: <evil>\r\n\r\n"
+        b"<script>window.__pwned='cid'</script>\r\n"
         b"--B--\r\n",
     )
     encoded_subject = "=?utf-8?b?" + base64.b64encode(SCRIPT.encode()).decode() + "?="
@@ -405,6 +410,32 @@ def test_xss_corpus_runs_nothing_and_loads_nothing(web: Web, server: ServerThrea
     assert r.headers["x-content-type-options"] == "nosniff"
     frame_headers = page.request.get(page.url + "/html").headers
     assert frame_headers["content-security-policy"].startswith("default-src 'none'")
+    expect(
+        page.get_by_role("link", name="<img src=x onerror=window.__pwned=3>.txt")
+    ).to_be_visible()
+
+    # the new paths that show mail: forwarded and quoted text, search results
+    message_url = page.url
+    for action in ("Forward", "Reply"):
+        page.goto(message_url)
+        page.get_by_role("link", name=action, exact=True).click()
+        text = page.get_by_label("Message").input_value()
+        assert "End of the corpus" in text and "Hello from the corpus" in text
+        page.wait_for_timeout(200)
+        assert page.evaluate("window.__pwned") is None
+    box = page.get_by_role("searchbox", name="Search")
+    box.fill(SCRIPT)
+    box.press("Enter")
+    expect(page.get_by_text("found for")).to_contain_text(SCRIPT)
+    page.get_by_role("navigation", name="Folders").get_by_role("link", name="Inbox").click()
+    box.fill("corpus")
+    box.press("Enter")
+    expect(page.get_by_role("link", name="Corpus <b>bold</b>")).to_be_visible()
+    page.wait_for_timeout(300)
+    for f in page.frames:
+        assert f.evaluate("window.__pwned") is None, f.url
+    assert web.offsite == [], web.offsite
+    assert web.dialogs == []
 
 
 def test_guard_and_sentinel_catch_what_they_look_for(web: Web) -> None:
@@ -843,6 +874,7 @@ def test_sort_filter_and_act_on_several(web: Web, server: ServerThread) -> None:
     # select two, mark read, flag; the filters then show what changed
     page.get_by_role("checkbox", name="Select apples").check()
     page.get_by_role("checkbox", name="Select bananas").check()
+    web.shot("select")
     page.get_by_role("button", name="Mark selected read").click()
     expect(page.get_by_role("status")).to_have_text("Marked as read.")
     page.get_by_role("link", name="Only unread").click()
@@ -979,6 +1011,7 @@ def test_forward_with_attachments_bcc_and_suggestions(web: Web, server: ServerTh
     assert "---------- Forwarded message ----------" in body
     assert "> From: Dave <dave@elsewhere.test>" in body and "> See the report." in body
     expect(page.get_by_text("report.pdf")).to_be_visible()
+    web.shot("forward")
     # past correspondents are suggested
     suggestions = page.locator("datalist#correspondents option")
     assert "Dave <dave@elsewhere.test>" in [o.get_attribute("value") for o in suggestions.all()]
@@ -1116,3 +1149,110 @@ def test_drafts_save_edit_and_send(web: Web, server: ServerThread) -> None:
     assert imap_messages(server, "alice@example.test", "Drafts") == []
     (got,) = imap_messages(server, "bob@example.test", "INBOX")
     assert b"first words, and more" in got
+
+
+def tiny_png() -> bytes:
+    """A valid 1×1 PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_inline_images_shown_remote_images_on_request(web: Web, server: ServerThread) -> None:
+    html = (
+        "<p>Logo:</p><img alt=logo id=logo src='cid:logo%40example.test'>"
+        "<img alt=svg src='cid:vector@example.test'>"
+        "<img alt=pixel src='http://evil.example/pixel.png'>"
+        "<p>Done</p>"
+    )
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg' onload='parent.__pwned=1'/>"
+    deliver_direct(
+        server,
+        "alice@example.test",
+        b"From: shop@elsewhere.test\r\nSubject: Newsletter\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/related; boundary=R\r\n\r\n"
+        b"--R\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html.encode() + b"\r\n"
+        b"--R\r\nContent-Type: image/png\r\nContent-ID: <logo@example.test>\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(tiny_png()).replace(b"\n", b"\r\n")
+        + b"--R\r\nContent-Type: image/svg+xml\r\nContent-ID: <vector@example.test>\r\n\r\n"
+        + svg
+        + b"\r\n--R--\r\n",
+    )
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Newsletter").click()
+    body = page.frame_locator("iframe[title='Message body']")
+    expect(body.get_by_text("Done")).to_be_visible()
+    # the cid: image is served from the message, same origin; the SVG one is not
+    logo = body.get_by_role("img", name="logo")
+    expect(logo).to_have_js_property("naturalWidth", 1)
+    src = str(logo.get_attribute("src"))
+    assert src.startswith(web.base + "/folder/") and "/cid/" in src
+    assert body.get_by_role("img", name="svg").get_attribute("src") is None
+    expect(page.get_by_text("Remote images blocked (1)")).to_be_visible()
+    web.shot("images")
+    assert web.offsite == []
+    # a forged token gets nothing
+    assert page.request.get(src.split("?t=")[0] + "?t=" + "0" * 32).status == 404
+
+    page.get_by_role("button", name="Load remote images").click()
+    expect(body.get_by_text("Done")).to_be_visible()
+    for _ in range(100):
+        if web.offsite:
+            break
+        page.wait_for_timeout(50)
+    assert web.offsite == ["http://evil.example/pixel.png"]  # asked for, and the guard stopped it
+    frame_csp = page.request.get(page.url.replace("?images=1", "/html?images=1")).headers
+    assert "img-src http: https:" in frame_csp["content-security-policy"]
+    # the next view blocks them again
+    web.offsite.clear()
+    page.goto(page.url.split("?")[0])
+    expect(body.get_by_text("Done")).to_be_visible()
+    page.wait_for_timeout(300)
+    assert web.offsite == []
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_phone_layout(web: Web, server: ServerThread) -> None:
+    """At phone size every part is reachable without sideways scrolling."""
+    for i in range(4):
+        date = format_datetime(datetime(2026, 12, 1 + i, 9, tzinfo=UTC))
+        deliver_direct(
+            server,
+            "alice@example.test",
+            f"From: Carol Example <carol@elsewhere.test>\r\nSubject: Phone note {i}\r\n"
+            f"Date: {date}\r\n\r\nA short note, number {i}, read on a phone.\r\n".encode(),
+        )
+    page = web.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    web.login()
+    folders = page.get_by_role("navigation", name="Folders")
+    for name in ("Inbox", "Sent", "Trash"):
+        expect(folders.get_by_role("link", name=name, exact=True)).to_be_in_viewport()
+    expect(page.get_by_role("searchbox", name="Search")).to_be_in_viewport()
+    expect(page.get_by_role("link", name="Phone note 3")).to_be_visible()
+
+    def no_sideways_scroll() -> None:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, width
+
+    no_sideways_scroll()
+    web.shot("phone-list")
+    page.get_by_role("link", name="Phone note 3").click()
+    expect(page.get_by_role("link", name="Reply", exact=True)).to_be_in_viewport()
+    no_sideways_scroll()
+    web.shot("phone-message")
+    page.get_by_role("link", name="Compose").click()
+    expect(page.get_by_label("Message")).to_be_visible()
+    no_sideways_scroll()
+    web.shot("phone-compose")

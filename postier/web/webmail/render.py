@@ -10,8 +10,10 @@ Rules:
   with no scripts, no event handlers, no forms, no `<base>`, `<meta>` or
   `<style>`, links limited to absolute http, https and mailto URLs, and inline
   `style` limited to properties that take no URL (a value that could fetch or
-  run anything drops the attribute). Image sources are removed and counted (remote
-  images are blocked: loading one tells the sender the mail was read). The result
+  run anything drops the attribute). Remote image sources are removed and counted
+  (loading one tells the sender the mail was read) unless the reader asked for
+  them; `cid:` sources become the URL the caller gives for that part (raster
+  image types only: an SVG is a document that can carry script). The result
   is shown in a sandboxed frame whose CSP is `default-src 'none'`, so a hole in
   the sanitiser still runs no script and loads nothing.
 - An attachment is any leaf that is not the text or HTML shown: one with a
@@ -24,6 +26,8 @@ Rules:
 from __future__ import annotations
 
 import html
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nh3
@@ -44,6 +48,9 @@ ATTRIBUTES: dict[str, set[str]] = {
     "*": {"style", "title", "lang", "dir"},
 }
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
+#: part types shown as inline (`cid:`) images: raster formats a browser decodes
+#: as images only (no SVG: it is a document that can carry script)
+INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 #: CSS properties that take no URL (so `url()` and the like cannot appear)
 STYLE_PROPERTIES = frozenset(
     {
@@ -171,13 +178,28 @@ def decoded(data: bytes, p: Part) -> bytes:
         return body
 
 
-def sanitise(markup: str) -> tuple[str, int]:
-    """(safe HTML, image sources removed)."""
+def sanitise(
+    markup: str,
+    *,
+    remote: bool = False,
+    inline: Callable[[str], str | None] | None = None,
+) -> tuple[str, int]:
+    """(safe HTML, remote image sources removed). With `remote`, http and https
+    image sources stay (the reader asked to load them). `inline` maps a `cid:`
+    source's Content-ID to the URL that serves that part (None: no such part);
+    without it, `cid:` sources go too."""
     blocked = 0
 
     def attribute_filter(tag: str, attr: str, value: str) -> str | None:
         nonlocal blocked
+        lowered = value.strip().lower()
+        if lowered.startswith("cid:"):
+            if tag == "img" and attr == "src" and inline is not None:
+                return inline(content_id(value.strip()[4:]))
+            return None
         if tag == "img" and attr == "src":
+            if remote and lowered.startswith(("http://", "https://")):
+                return value
             blocked += 1
             return None
         if attr == "style" and any(w in value.lower() for w in STYLE_REFUSED):
@@ -188,7 +210,7 @@ def sanitise(markup: str) -> tuple[str, int]:
         markup,
         tags=set(TAGS),
         attributes=ATTRIBUTES,
-        url_schemes=set(URL_SCHEMES),
+        url_schemes=set(URL_SCHEMES | {"cid"}),
         attribute_filter=attribute_filter,
         link_rel="noopener noreferrer",
         set_tag_attribute_values={"a": {"target": "_blank"}},
@@ -199,7 +221,20 @@ def sanitise(markup: str) -> tuple[str, int]:
     return clean, blocked
 
 
-def render(data: bytes) -> Rendered:
+def content_id(text: str) -> str:
+    """A Content-ID as `cid:` URLs and the header compare it (RFC 2392: the
+    URL's is %-encoded, the header's in angle brackets)."""
+    return urllib.parse.unquote(text.strip().strip("<>").strip()).lower()
+
+
+def render(
+    data: bytes,
+    *,
+    remote: bool = False,
+    inline_url: Callable[[int], str] | None = None,
+) -> Rendered:
+    """The message as the reader shows it. `remote`: keep remote image sources;
+    `inline_url`: the URL of a part by index, for `cid:` images (images only)."""
     root = parse(data)
     out = Rendered(
         subject=_header(root, "subject"),
@@ -232,7 +267,20 @@ def render(data: bytes) -> Rendered:
         out.text = decode_charset(decoded(data, text_part), text_part.param("charset"))
     if html_part is not None:
         markup = decode_charset(decoded(data, html_part), html_part.param("charset"))
-        out.html, out.blocked_images = sanitise(markup)
+        inline = None
+        if inline_url is not None:
+            leaves = dict(_leaves(root))
+            cids: dict[str, int] = {}
+            for index, p in leaves.items():
+                cid = p.text_header("content-id")
+                if cid and p.content_type in INLINE_IMAGES:
+                    cids.setdefault(content_id(cid), index)
+
+            def inline(cid: str) -> str | None:
+                index = cids.get(cid)
+                return None if index is None or inline_url is None else inline_url(index)
+
+        out.html, out.blocked_images = sanitise(markup, remote=remote, inline=inline)
         out.html_text = html_to_text(out.html)
     return out
 
@@ -255,6 +303,15 @@ def html_to_text(clean_html: str) -> str:
         if line or (out and out[-1]):
             out.append(line)
     return "\n".join(out).strip()
+
+
+def inline_image(data: bytes, index: int) -> tuple[str, bytes] | None:
+    """(content type, decoded octets) of the part at `index` when it is an image
+    type of `INLINE_IMAGES`, else None."""
+    p = dict(_leaves(parse(data))).get(index)
+    if p is None or p.content_type not in INLINE_IMAGES:
+        return None
+    return p.content_type, decoded(data, p)
 
 
 def attachment(data: bytes, index: int) -> tuple[str, bytes] | None:

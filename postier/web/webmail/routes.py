@@ -5,9 +5,12 @@ Rules:
   browser there. Login uses the login service every protocol uses
   (`AuthService.authenticate`, protocol "web"), so its failure delays and
   lockouts are shared with IMAP, SMTP and POP3.
-- A state-changing request is a POST with an urlencoded form carrying the
-  session's CSRF token; without it, or from another origin (an `Origin`
-  header that is not ours), it is refused with 403 before anything happens.
+- A state-changing request is a POST with an urlencoded form (compose alone:
+  multipart/form-data, for files, read by `mime.parse` within a size limit)
+  carrying the session's CSRF token; without it, or from another origin (an
+  `Origin` header that is not ours), it is refused with 403 before anything
+  happens. Search, sort, filters and "load remote images" are GETs that change
+  nothing.
   The cookie is HttpOnly, SameSite=Strict, and Secure when served over HTTPS.
 - Mailboxes and messages are addressed by the store's ids; one that is not the
   logged-in user's is "not found", the same answer as one that does not exist.
@@ -17,13 +20,20 @@ Rules:
 - Folders: create, rename and delete the user's own; INBOX and the special-use
   folders (Sent, Drafts, Junk, Trash, Archive) stay. The store checks names.
 - Delete moves a message to Trash, and deletes it for good in Trash; Move,
-  Flag/Unflag and Mark unread change one message, as IMAP's MOVE and STORE do.
+  Flag/Unflag and Mark unread change one message, as IMAP's MOVE and STORE do;
+  the list's checkboxes do the same to several at once.
+- The search box is answered by IMAP's matcher (`search.py`), never by a scan
+  of our own.
+- Live updates: `/events` streams the store's change feed as server-sent
+  events, one per burst of changes; the page's script re-reads what it shows.
   Junk and Not junk move between Junk and Inbox; every move into or out of
   Junk teaches the user's classifier (`filters.bayes.on_move`).
 - Send goes through the server's one submission pipeline (`App.submission`,
   the rules of port 587); the copy in Sent is stored only once it accepted.
 - Message bytes never come back as a page of ours: the HTML part is served
-  sanitised to a sandboxed frame with `default-src 'none'`; raw source is
+  sanitised to a sandboxed frame with `default-src 'none'` (images: our origin
+  only, for `cid:` parts behind a signed URL; remote ones only in a view the
+  reader asked for); raw source is
   text/plain and attachments are downloads (application/octet-stream), both
   with `nosniff` and a sandbox CSP.
 """
@@ -33,7 +43,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
 import math
+import re
+import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +143,9 @@ HEARTBEAT = 20.0
 
 #: display order of the special folders; the rest follow by name
 FOLDER_ORDER = {"INBOX": 0, "Drafts": 1, "Sent": 2, "Archive": 3, "Junk": 4, "Trash": 5}
+
+#: a Host header that may stand in a CSP source (host, IPv4, [IPv6], port)
+_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="postier-web")
 
@@ -236,6 +252,8 @@ class Webmail:
         #: the largest message the server accepts
         self.max_upload = app.settings.smtp.limits.max_message_size * 3 // 4
         self.sessions = Sessions()
+        #: signs the URLs of `cid:` images (a restart makes new ones)
+        self.secret = secrets.token_bytes(32)
         #: open live update streams, ended when the server stops
         self.streams: set[Subscription] = set()
         app.stopping_hooks.add(self.end_streams)
@@ -265,6 +283,7 @@ class Webmail:
             Route("/folder/{mid:int}/{uid:int}/html", self.message_html),
             Route("/folder/{mid:int}/{uid:int}/raw", self.message_raw),
             Route("/folder/{mid:int}/{uid:int}/part/{index:int}", self.message_part),
+            Route("/folder/{mid:int}/{uid:int}/cid/{index:int}", self.inline_image),
             Route("/folder/{mid:int}/{uid:int}/reply", self.reply),
             Route("/folder/{mid:int}/{uid:int}/reply-all", self.reply),
             Route("/folder/{mid:int}/{uid:int}/forward", self.forward),
@@ -652,20 +671,82 @@ class Webmail:
             folder=folder,
             msg=msg,
             flagged="\\Flagged" in m.flags,
+            images=request.query_params.get("images") == "1",
             in_junk=_is_junk(mb),
             in_drafts=_is_drafts(mb),
             base=f"/folder/{mb.id}/{m.uid}",
             **frame,
         )
 
+    def _inline_token(self, user_id: UserId, mid: int, uid: int, index: int) -> str:
+        key = f"{int(user_id)}/{mid}/{uid}/{index}".encode()
+        return hmac.new(self.secret, key, hashlib.sha256).hexdigest()[:32]
+
     async def message_html(self, request: Request) -> Response:
+        """The sanitised HTML part for the sandboxed frame. Its CSP lets images
+        load from our origin only (`cid:` images, served by `inline_image`), or
+        from anywhere once the reader asked for remote images (`?images=1`), for
+        this view only: the next view blocks them again."""
         loaded = await self._load(request)
         if isinstance(loaded, Response):
             return loaded
-        msg = await _in_pool(render.render, loaded[3])
+        s, mb, m, data = loaded
+        assert s.user_id is not None
+        remote = request.query_params.get("images") == "1"
+        host = request.headers.get("host", "")
+        origin = f"{request.url.scheme}://{host}" if _HOST.fullmatch(host) else ""
+        user_id = s.user_id
+
+        def inline_url(index: int) -> str:
+            token = self._inline_token(user_id, mb.id, m.uid, index)
+            return f"{origin}/folder/{mb.id}/{m.uid}/cid/{index}?t={token}"
+
+        msg = await _in_pool(
+            functools.partial(
+                render.render, remote=remote, inline_url=inline_url if origin else None
+            ),
+            data,
+        )
+        if remote:
+            images = "img-src http: https:"
+        else:
+            images = f"img-src {origin}" if origin else "img-src 'none'"
         return HTMLResponse(
             render.frame_document(msg.html or ""),
-            headers={"Content-Security-Policy": FRAME_CSP, "Cache-Control": "no-store"},
+            headers={
+                "Content-Security-Policy": f"{FRAME_CSP}; {images}",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    async def inline_image(self, request: Request) -> Response:
+        """A `cid:` image of a message, for its HTML frame. The frame is
+        sandboxed (an origin of its own), so the browser may not send the
+        session cookie with it: the URL carries a token instead, an HMAC of
+        (user, folder, message, part) under this process's key, made only for a
+        logged-in reader of that message. Raster images only, as their type."""
+        mid, uid, index = (request.path_params[k] for k in ("mid", "uid", "index"))
+        mb = await self.store.get_mailbox_by_id(MailboxId(mid))
+        token = request.query_params.get("t", "")
+        if mb is None or not hmac.compare_digest(
+            token.encode(), self._inline_token(mb.user_id, mid, uid, index).encode()
+        ):
+            return self._not_found()
+        m = await self.store.get_message(mb.id, Uid(uid))
+        if m is None:
+            return self._not_found()
+        data = await self.store.read_blob(m.blob_id)
+        found = await _in_pool(render.inline_image, data, index)
+        if found is None:
+            return self._not_found()
+        ctype, body = found
+        return Response(
+            body,
+            media_type=ctype,
+            headers={
+                "Content-Security-Policy": DOWNLOAD_CSP,
+                "Cache-Control": "private, max-age=3600",
+            },
         )
 
     async def message_raw(self, request: Request) -> Response:
