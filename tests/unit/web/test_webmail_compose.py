@@ -84,3 +84,79 @@ def test_reply_names_are_quoted_when_typed_back() -> None:
     assert draft.to == '"Bob, B." <bob@example.test>' and draft.subject == "Re: x"
     rcpts, _ = build("alice@example.test", draft, "h")
     assert [str(a) for a in rcpts] == ["bob@example.test"]
+
+
+def test_forward_draft_quotes_and_names_the_original() -> None:
+    from postier.web.webmail.compose import forward_draft
+    from postier.web.webmail.render import render
+
+    msg = render(
+        b"From: Dave <d@x.test>\r\nTo: a@x.test\r\nSubject: Fwd: Report\r\n"
+        b"Date: Sat, 05 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>One</p><p>Two &amp; <b>three</b></p>"
+        b"<script>evil()</script>\r\n"
+    )
+    d = forward_draft(msg, "3/7")
+    assert d.subject == "Fwd: Report" and d.forward == "3/7" and d.to == ""
+    assert "> From: Dave <d@x.test>" in d.body
+    assert "> One\n> Two & three" in d.body  # the HTML part's text, quoted
+    assert "evil" not in d.body
+
+
+def test_bcc_is_envelope_only_and_kept_for_the_sender() -> None:
+    from postier.web.webmail.compose import with_bcc
+
+    draft = Draft(to="b@example.test", bcc="Carol <c@example.test>", subject="s", body="x")
+    rcpts, data = build("a@example.test", draft, "mail.example.test")
+    assert [str(a) for a in rcpts] == ["b@example.test", "c@example.test"]
+    assert b"Bcc" not in data and b"c@example.test" not in data
+    assert with_bcc(data, draft).startswith(b"Bcc: Carol <c@example.test>\r\n")
+
+
+def test_drafts_need_no_recipient() -> None:
+    with pytest.raises(ComposeError):
+        build("a@example.test", Draft(subject="s"), "mail.example.test")
+    rcpts, data = build("a@example.test", Draft(subject="s"), "h", need_recipients=False)
+    assert rcpts == [] and b"Subject: s" in data
+
+
+def test_form_data_and_attachments() -> None:
+    from postier.web.webmail.compose import MAX_FILES, Upload, form_data, safe_filename
+
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="to"\r\n\r\nb@example.test\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="body"\r\n\r\nline 1\r\nline 2\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="files"; filename="r.pdf"\r\n'
+        b"Content-Type: application/pdf\r\n\r\n%PDF\r\n\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="files"; filename=""\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\r\n--B--\r\n"
+    )
+    fields, files = form_data(body, "multipart/form-data; boundary=B")
+    assert fields == {"to": "b@example.test", "body": "line 1\r\nline 2"}
+    assert files == [Upload("r.pdf", "application/pdf", b"%PDF\r\n")]
+    many = b"".join(
+        b'--B\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n\r\nx\r\n'
+        for _ in range(MAX_FILES + 1)
+    )
+    with pytest.raises(ComposeError):
+        form_data(many + b"--B--\r\n", "multipart/form-data; boundary=B")
+    assert safe_filename("C:\\Users\\me\\a\nb.txt") == "ab.txt"
+    assert safe_filename("../") == "attachment"
+    _, data = build(
+        "a@example.test",
+        Draft(to="b@example.test", subject="s", body="x"),
+        "h",
+        [Upload("r.pdf", "application/pdf", b"%PDF"), Upload("y", "bad type;", b"y")],
+    )
+    assert b'filename="r.pdf"' in data and b"Content-Type: application/pdf" in data
+    assert b"Content-Type: application/octet-stream" in data
+
+
+def test_correspondents() -> None:
+    from postier.web.webmail.compose import correspondents
+
+    got = correspondents(
+        ["Bob <b@x.test>, me@x.test", "carol@x.test", "B <B@X.test>", "not an address"],
+        "me@x.test",
+    )
+    assert got == ["B <B@X.test>", "carol@x.test"]

@@ -62,3 +62,18 @@ def test_anonymous_flood_evicts_no_logged_in_session(monkeypatch: pytest.MonkeyP
     assert len(s) == 6
     assert s.get(first.id) is None
     assert s.get(user.id) is user
+
+
+def test_alive_does_not_refresh_and_ends_with_logout() -> None:
+    clock = Clock()
+    s = Sessions(clock)
+    user = s.login(None, UserId(1), "a@example.test")
+    assert s.alive(user)
+    clock.now += IDLE - 1
+    assert s.alive(user)  # a live update stream asking...
+    clock.now += 2
+    assert not s.alive(user)  # ...did not keep the session from idling out
+    other = s.login(None, UserId(1), "a@example.test")
+    s.drop(other)
+    assert not s.alive(other)
+    assert not s.alive(s.anonymous())
