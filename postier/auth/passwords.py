@@ -33,9 +33,23 @@ def hash_password(password: str) -> str:
 # block in the arena of the thread that used it. A pool of its own bounds both:
 # a burst of logins (ten POP3 clients polling together) costs CPU time in turn,
 # not a 19 MiB arena in every thread of the default executor.
-_POOL = concurrent.futures.ThreadPoolExecutor(
-    max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="argon2"
-)
+def _new_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="argon2"
+    )
+
+
+_POOL = _new_pool()
+
+
+def _after_fork() -> None:
+    """A forked worker gets a pool of its own: the parent's threads do not exist
+    in the child, and the inherited pool would count them as idle and wait forever."""
+    global _POOL
+    _POOL = _new_pool()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:

@@ -21,8 +21,10 @@ Rules:
   never refused, unless the account itself is locked. That keeps the real user's
   outage short.
 - The records are bounded in number (oldest dropped first); they live in memory
-  (per process); the store-backed variant for many nodes plugs in behind the same
-  `Limiter` methods.
+  for one process, and in a file every worker of a server shares when it runs
+  several (`auth.shared.SharedLimiter`, behind the same `Limiter` methods), so a
+  guesser spreading attempts over connections (and so over workers) is counted
+  once.
 """
 
 from __future__ import annotations
@@ -84,17 +86,10 @@ class Limiter:
         self._prune_at = 10_000  # prune when this many records exist (amortised)
 
     def locked_for(self, key: str) -> float:
-        r = self._records.get(key)
-        if r is None:
-            return 0.0
-        return max(0.0, r.locked_until - self._clock())
+        return self._locked(self._records.get(key), self._clock())
 
     def delay_for(self, key: str) -> float:
-        r = self._records.get(key)
-        if r is None or r.failures == 0 or self._clock() - r.last > self._horizon:
-            return 0.0
-        doublings = min(r.failures - 1, 32)  # the cap is reached long before
-        return float(min(self._s.max_delay, self._s.failure_delay * 2**doublings))
+        return self._delay(self._records.get(key), self._clock())
 
     def fail(self, key: str, *, lock: bool = True) -> None:
         """Count a failure; with `lock`, the `lockout_after`-th locks the key (and
@@ -102,6 +97,21 @@ class Limiter:
         now = self._clock()
         r = self._records.pop(key, None) or _Record()
         self._records[key] = r  # most recent last, for `_prune`
+        self._failed(r, now, lock)
+        self._prune(now)
+
+    # the rules, shared with the cross-process variant (`auth.shared`)
+    @staticmethod
+    def _locked(r: _Record | None, now: float) -> float:
+        return 0.0 if r is None else max(0.0, r.locked_until - now)
+
+    def _delay(self, r: _Record | None, now: float) -> float:
+        if r is None or r.failures == 0 or now - r.last > self._horizon:
+            return 0.0
+        doublings = min(r.failures - 1, 32)  # the cap is reached long before
+        return float(min(self._s.max_delay, self._s.failure_delay * 2**doublings))
+
+    def _failed(self, r: _Record, now: float, lock: bool) -> None:
         # a record idle for the lockout period starts over
         if now - r.last > self._horizon:
             r.failures = 0
@@ -110,7 +120,6 @@ class Limiter:
         if lock and r.failures >= self._s.lockout_after:
             r.locked_until = now + self._s.lockout_period
             r.failures = 0
-        self._prune(now)
 
     def succeed(self, key: str) -> None:
         self._records.pop(key, None)
@@ -158,9 +167,10 @@ class AuthService:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        limiter: Limiter | None = None,
     ) -> None:
         self._store = store
-        self.limiter = Limiter(settings, clock)
+        self.limiter = limiter or Limiter(settings, clock)
         self._sleep = sleep
 
     async def authenticate(

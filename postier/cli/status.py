@@ -149,7 +149,13 @@ def render(doc: dict[str, Any], settings: Settings) -> list[str]:
             tail = "" if sessions is None else f"  {sessions} session(s)"
             lines.append(f"  {name:<12} {li.get('address')}{tail}")
         tasks = ", ".join(f"{n} {state}" for n, state in last.get("tasks", {}).items())
-        lines.append(f"workers: 1 process (pid {doc['pid']}); tasks: {tasks or 'none'}")
+        n = int(last.get("workers", 1))
+        procs = (
+            f"1 process (pid {doc['pid']})"
+            if n == 1
+            else f"{n} worker processes, supervisor pid {doc['pid']} (sessions: worker 0's)"
+        )
+        lines.append(f"workers: {procs}; tasks: {tasks or 'none'}")
     else:
         lines.append("listeners (configured):")
         for name, ls in settings.listeners.items():

@@ -212,6 +212,8 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"greylist.allow[{i}]: {net!r} is not a network") from None
     if (s.tls.cert is None) != (s.tls.key is None):
         raise ConfigError("tls.cert: cert and key must be given together")
+    if s.server.workers > 256:
+        raise ConfigError(f"server.workers: {s.server.workers} is more than 256")
     if not s.server.hostname or " " in s.server.hostname:
         raise ConfigError(f"server.hostname: {s.server.hostname!r} is not a host name")
 

@@ -156,6 +156,8 @@ def render_sample(
         "server.data_dir": data_dir,
         "dns.offline": dev,
     }
+    if dev:  # one process: simplest to debug, and what `make run` needs
+        active["server.workers"] = 1
     for name in LISTENER_NAMES:
         active[f"listeners.{name}.address"] = address
         active[f"listeners.{name}.port"] = ports[name]

@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ STANDARD_PORTS: dict[str, int] = {
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
 
 
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may run on
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def doc(text: str, **kw: Any) -> Any:
     """A dataclass field with its documentation attached (for the sample config)."""
     return field(metadata={"doc": text}, **kw)
@@ -59,6 +67,17 @@ class ServerSettings:
         "where the store, blobs, spool, keys and certificates live", default=Path("./data")
     )
     drain_timeout: float = doc("on SIGTERM, time given to in-flight transactions", default=5.0)
+    workers: int = doc(
+        "server processes sharing the listeners and the store; 0 = one per CPU. With 1, "
+        "one process serves everything; with more, a supervisor starts them, restarts "
+        "one that dies and stops them all on SIGTERM",
+        default=0,
+    )
+
+    @property
+    def worker_count(self) -> int:
+        """`workers` with 0 (automatic) resolved to the number of CPUs."""
+        return self.workers or _cpu_count()
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ BYE_COMMAND = "Autologout; command too slow"
 
 
 def make_handler(app: App, name: str) -> Handler:
-    recent = RecentClaims()
+    recent = app.recent  # one per process (a file every worker shares, with several)
     budget = app.literal_budget  # one per process, shared by imap and imaps
 
     async def handle(conn: Connection) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from postier.durable import write_atomically
+from postier.durable import file_lock, write_atomically
 from postier.mailauth.dkimpy import dkim
 
 log = logging.getLogger("postier.mailauth.dkim")
@@ -154,8 +154,19 @@ def generate_keys(
 ) -> tuple[DkimKey, DkimKey]:
     """Make (or, when the files exist and not `overwrite`, load) the RSA and
     Ed25519 keys of `domain`; returns (rsa, ed25519). The caller records the RSA
-    selector with `Store.set_dkim_selector`."""
+    selector with `Store.set_dkim_selector`.
+
+    Under the domain's lock file: two processes adding the domain at once make
+    one pair of keys, and both return (and publish) that pair."""
     year = year or datetime.now(UTC).year
+    lock = key_path(data_dir, domain, selectors_for(year)[0]).with_name(".lock")
+    with file_lock(lock):
+        return _generate_keys(data_dir, domain, year, rsa_bits, overwrite)
+
+
+def _generate_keys(
+    data_dir: Path, domain: str, year: int, rsa_bits: int, overwrite: bool
+) -> tuple[DkimKey, DkimKey]:
     rsa_sel, ed_sel = selectors_for(year)
     out: list[DkimKey] = []
     for selector, algorithm in ((rsa_sel, "rsa"), (ed_sel, "ed25519")):

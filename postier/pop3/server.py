@@ -7,8 +7,9 @@ Rules:
 - UIDL is Dovecot's default form, ``%08x%08x`` of UID and UIDVALIDITY, so it is
   stable across sessions and the same message has the same id however it is
   reached; it never depends on message numbers.
-- One session per maildrop in this process: a second login gets
-  ``-ERR [IN-USE]`` until the first ends (disconnect or idle timeout).
+- One session per maildrop, in every worker process (`locks.MaildropLocks`): a
+  second login gets ``-ERR [IN-USE]`` until the first ends (disconnect, idle
+  timeout, or the death of its process).
 - QUIT in TRANSACTION removes the marked messages in one store transaction;
   EOF, timeouts and errors delete nothing. Retrieved messages get \\Seen, as
   Dovecot does, so IMAP clients see them read.
@@ -48,6 +49,7 @@ from postier.pop3.core import (
     StartTls,
     Top,
 )
+from postier.pop3.locks import MaildropLock, MaildropLocks
 from postier.store.models import Message, Uid, UserId
 
 if TYPE_CHECKING:
@@ -84,7 +86,7 @@ class _SizeCache:
 
 
 def make_handler(app: App, name: str) -> Handler:
-    locks: set[UserId] = set()
+    locks = MaildropLocks(app.settings.server.data_dir / "run" / "pop3")
     sizes = _SizeCache()
 
     async def handle(conn: Connection) -> None:
@@ -94,10 +96,11 @@ def make_handler(app: App, name: str) -> Handler:
 
 
 class Pop3Session:
-    def __init__(self, app: App, conn: Connection, locks: set[UserId], sizes: _SizeCache) -> None:
+    def __init__(self, app: App, conn: Connection, locks: MaildropLocks, sizes: _SizeCache) -> None:
         self.app = app
         self.conn = conn
         self.locks = locks
+        self.lock: MaildropLock | None = None
         self.sizes = sizes
         self.user_id: UserId | None = None
         self.mailbox_id: int | None = None
@@ -127,8 +130,7 @@ class Pop3Session:
             await self._loop()
         finally:
             await self._flush_seen()
-            if self.user_id is not None:
-                self.locks.discard(self.user_id)
+            self._unlock()
             log.info("sid=%s disconnect", self.conn.sid)
 
     async def _read(self) -> bytes | None:
@@ -193,6 +195,11 @@ class Pop3Session:
                     await writer.drain()
                 return
 
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def _fail(self, what: str) -> bytes:
         log.exception("sid=%s %s failed", self.conn.sid, what)
         return self.core.fail(
@@ -208,9 +215,12 @@ class Pop3Session:
         if not result.ok or result.user is None:
             return self.core.auth_failed()
         user = result.user
-        if user.id in self.locks:
+        try:
+            self.lock = self.locks.acquire(user.id)
+        except OSError:
+            return self._fail("maildrop lock")
+        if self.lock is None:
             return self.core.auth_in_use()
-        self.locks.add(user.id)
         self.user_id = user.id
         try:
             mailbox = await self.app.store.get_mailbox(user.id, "INBOX")
@@ -228,7 +238,7 @@ class Pop3Session:
                     self.sizes.put(m.blob_id, size)
                 entries.append(MaildropEntry(size, uidl(m.uid, mailbox.uidvalidity)))
         except Exception:
-            self.locks.discard(user.id)
+            self._unlock()
             self.user_id = None
             return self._fail("maildrop")
         log.info("sid=%s login user=%s messages=%d", self.conn.sid, user.address, len(entries))
@@ -274,6 +284,5 @@ class Pop3Session:
             except Exception:
                 log.exception("sid=%s expunge failed", self.conn.sid)
                 ok = False
-        if self.user_id is not None:
-            self.locks.discard(self.user_id)
+        self._unlock()
         return self.core.update_done(ok)

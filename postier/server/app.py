@@ -15,6 +15,11 @@ Rules:
   sessions say goodbye → in-flight sessions get `server.drain_timeout` → tasks
   cancelled → the last status written, the pid lock released → store closed
   (its pending commits finished) → exit 0.
+- `server.workers` above 1: `server.workers.supervise` prepares the data dir
+  once, binds the sockets and forks the workers; each runs `serve_worker`, which
+  is `start` with the supervisor's sockets, without the once-per-run steps (data
+  dir check, spool sweep), with the queue runner and the status file in worker 0
+  only.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +41,7 @@ from postier.config.schema import IMPLICIT_TLS, Settings
 from postier.queue import service as queue_service
 from postier.server import logs, tls
 from postier.server.listeners import Handler, Listener, ListenError
-from postier.server.root import App, build
+from postier.server.root import App, Worker, build
 from postier.store import open_store
 
 __all__ = ["App", "StartupError", "serve", "start", "stop"]
@@ -105,17 +110,19 @@ def _protocol(name: str) -> ProtocolModule | None:
     return mod  # type: ignore[no-any-return]
 
 
-async def start(settings: Settings) -> App:
-    """Bind everything; raise StartupError with an operator-facing message."""
-    check_data_dir(settings.server.data_dir)
-    sweep_spool(settings.server.data_dir)
+async def start(settings: Settings, worker: Worker | None = None) -> App:
+    """Bind everything; raise StartupError with an operator-facing message.
+    A `worker` accepts on the supervisor's sockets instead of binding its own."""
+    if worker is None:  # else the supervisor did, once for all workers
+        check_data_dir(settings.server.data_dir)
+        sweep_spool(settings.server.data_dir)
     store = metrics.timed_store(open_store(settings))  # latencies on /metrics
     try:
         await store.open()
     except Exception as e:
         raise StartupError(f"store: cannot open: {e}") from e
     try:
-        app = build(settings, store, await asyncio.to_thread(tls.server_context, settings))
+        app = build(settings, store, await asyncio.to_thread(tls.server_context, settings), worker)
         limits = settings.smtp.limits
         for name, ls in settings.listeners.items():
             if not ls.enabled:
@@ -136,18 +143,23 @@ async def start(settings: Settings) -> App:
                 max_connections=limits.max_connections,
                 max_per_ip=limits.max_connections_per_ip,
                 busy=_busy_reply(name),
+                sock=worker.sockets.get(name) if worker is not None else None,
             )
             await listener.start()
             app.listeners[name] = listener
-        # background tasks start after every listener is bound
-        queue_service.start(
-            app.queue,
-            store,
-            spawn=app.spawn,
-            on_stop=app.on_stop.append,
-            drain_timeout=settings.server.drain_timeout,
-        )
-        app.status.start()  # `postier status` sees a running server from now on
+        # background tasks start after every listener is bound; of several workers,
+        # one runs the queue (the store's claims would keep two apart, but one
+        # runner per data dir is what `queue_release_claims` at its start assumes)
+        if worker is None or worker.runs_queue:
+            queue_service.start(
+                app.queue,
+                store,
+                spawn=app.spawn,
+                on_stop=app.on_stop.append,
+                drain_timeout=settings.server.drain_timeout,
+            )
+        if worker is None or worker.index == 0:
+            app.status.start()  # `postier status` sees a running server from now on
     except BaseException:
         built: App | None = locals().get("app")
         await _close_listeners_now(built)
@@ -246,11 +258,39 @@ async def serve(settings: Settings, *, ready: Callable[[App], None] | None = Non
     return 0
 
 
-def run(settings: Settings, log_format: str | None = None) -> int:
-    logs.setup(settings.log.level, log_format or settings.log.format)
+async def serve_worker(settings: Settings, worker: Worker, ready: Callable[[], None]) -> int:
+    """One worker of several: serve until SIGTERM/SIGINT; `ready` once listening
+    (the supervisor prints the banner when every worker said so)."""
+    try:
+        app = await start(settings, worker)
+    except (StartupError, ListenError) as e:
+        print(f"postier: worker {worker.index}: {e}", file=sys.stderr)
+        return 1
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
+    log.info("worker %d ready (pid %d)", worker.index, os.getpid())
+    ready()
+    await stop_event.wait()
+    log.info("worker %d stopping: finishing in-flight sessions", worker.index)
+    await stop(app)
+    log.info("worker %d stopped", worker.index)
+    return 0
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
-
-        return uvloop.run(serve(settings))
     except ImportError:
-        return asyncio.run(serve(settings))
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def run(settings: Settings, log_format: str | None = None) -> int:
+    logs.setup(settings.log.level, log_format or settings.log.format)
+    if settings.server.worker_count > 1:
+        from postier.server import workers
+
+        return workers.supervise(settings)
+    return run_loop(serve(settings))

@@ -8,6 +8,10 @@ Rules:
 - Limits on connections in total and per client address are enforced here,
   before any protocol bytes: the refusal text is the protocol's own (`busy`).
 - Implicit-TLS listeners (465, 993, 995) hand the session an already-TLS stream.
+- With several workers the supervisor binds each listening socket once (`bind`)
+  and every worker accepts on it (`Listener(sock=...)`): the kernel hands each
+  connection to one of them, and a worker that dies leaves the socket, and the
+  connections waiting in its backlog, to the others.
 """
 
 from __future__ import annotations
@@ -30,6 +34,41 @@ _ids = count(1)
 
 class ListenError(Exception):
     """A listener could not bind; the message is for the operator."""
+
+
+def _why(e: OSError) -> str:
+    return {
+        errno.EADDRINUSE: "address already in use",
+        errno.EACCES: "permission denied (ports below 1024 need root)",
+        errno.EADDRNOTAVAIL: "address not available on this machine",
+    }.get(e.errno or 0, e.strerror or str(e))
+
+
+def bind(name: str, address: str, port: int, backlog: int = 512) -> socket.socket:
+    """A listening socket as `Listener.start` would make it (SO_REUSEADDR, IPv6
+    only for an IPv6 address), for processes that accept on it later."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise ListenError(
+            f"listeners.{name}: cannot listen on {address} port {port}: {_why(e)}"
+        ) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(where)
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        raise ListenError(
+            f"listeners.{name}: cannot listen on {address} port {port}: {_why(e)}"
+        ) from None
+    sock.setblocking(False)
+    return sock
 
 
 @dataclass
@@ -74,8 +113,11 @@ class Listener:
         max_connections: int = 1000,
         max_per_ip: int = 50,
         busy: bytes = b"",
+        sock: socket.socket | None = None,
     ) -> None:
         self.name = name
+        #: a socket bound by the supervisor (`bind`), shared with other workers
+        self._sock = sock
         self.address = address
         self.port = port
         self._handler = handler
@@ -95,23 +137,28 @@ class Listener:
 
     async def start(self) -> None:
         try:
-            self._server = await asyncio.start_server(
-                self._accept,
-                self.address,
-                self.port,
-                ssl=self._ssl,
-                reuse_address=True,
-                backlog=512,
-                ssl_handshake_timeout=30 if self._ssl else None,
-            )
+            if self._sock is not None:
+                self._server = await asyncio.start_server(
+                    self._accept,
+                    sock=self._sock,
+                    ssl=self._ssl,
+                    backlog=512,
+                    ssl_handshake_timeout=30 if self._ssl else None,
+                )
+            else:
+                self._server = await asyncio.start_server(
+                    self._accept,
+                    self.address,
+                    self.port,
+                    ssl=self._ssl,
+                    reuse_address=True,
+                    backlog=512,
+                    ssl_handshake_timeout=30 if self._ssl else None,
+                )
         except OSError as e:
-            why = {
-                errno.EADDRINUSE: "address already in use",
-                errno.EACCES: "permission denied (ports below 1024 need root)",
-                errno.EADDRNOTAVAIL: "address not available on this machine",
-            }.get(e.errno or 0, e.strerror or str(e))
             raise ListenError(
-                f"listeners.{self.name}: cannot listen on {self.address} port {self.port}: {why}"
+                f"listeners.{self.name}: cannot listen on {self.address} port {self.port}: "
+                f"{_why(e)}"
             ) from None
         for sock in self._server.sockets:
             with contextlib.suppress(OSError):

@@ -15,22 +15,33 @@ Rules:
   runner share it, and with it its cache.
 - Nothing here starts anything: the queue runner and the status writer are
   built here and started by `app.start` after every listener is bound.
+- A worker of several (`Worker`, from `server.workers`) gets the variants that
+  share their state with the other workers: the login limiter in
+  ``data_dir/run/logins.db`` (`auth.shared`) and the \\Recent claims in
+  ``data_dir/run/recent`` (`imap.recent`). POP3 maildrop locks are lock files
+  in every case (`pop3.locks`); the store and the change feed are shared
+  through the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from postier.auth.service import AuthService
+from postier.auth.shared import SharedLimiter
 from postier.config.schema import Settings
 from postier.dns.resolver import Resolver, make_resolver
 from postier.filters.build import Filters
 from postier.imap.literals import LiteralBudget
+from postier.imap.recent import SharedRecentClaims
+from postier.imap.session import RecentClaims
 from postier.queue import service as queue_service
 from postier.queue.runner import Runner
 from postier.server.listeners import Listener
@@ -40,6 +51,30 @@ from postier.smtp.submission import Submission
 from postier.store.api import Store
 
 log = logging.getLogger("postier.server")
+
+#: state the workers of one run share, under data_dir (made fresh by the supervisor)
+RUN_DIR = "run"
+LOGINS_DB = "logins.db"
+RECENT_FILE = "recent"
+
+
+def run_dir(settings: Settings) -> Path:
+    return settings.server.data_dir / RUN_DIR
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What a worker process knows of its place among the others."""
+
+    index: int  # 0 .. count-1; index 0 runs the queue and writes the status file
+    count: int
+    supervisor: int  # pid: the process operators signal
+    #: listener name → the socket the supervisor bound, shared by every worker
+    sockets: Mapping[str, socket.socket]
+
+    @property
+    def runs_queue(self) -> bool:
+        return self.index == 0
 
 
 @dataclass
@@ -58,6 +93,10 @@ class App:
     queue: Runner
     #: the one APPEND budget of the process, shared by the imap and imaps listeners
     literal_budget: LiteralBudget
+    #: who saw which message as \\Recent first (imap and imaps; every worker)
+    recent: RecentClaims
+    #: None: the only process; else this worker's place among several
+    worker: Worker | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     listeners: dict[str, Listener] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -116,7 +155,9 @@ def build_submission(settings: Settings, store: Store) -> Submission:
     )
 
 
-def build(settings: Settings, store: Store, tls_context: ssl.SSLContext) -> App:
+def build(
+    settings: Settings, store: Store, tls_context: ssl.SSLContext, worker: Worker | None = None
+) -> App:
     """Every service of a server process, each built once (see the module rules)."""
     resolver = make_resolver(settings.dns)
     queue = queue_service.build(settings, store, resolver)
@@ -130,12 +171,26 @@ def build(settings: Settings, store: Store, tls_context: ssl.SSLContext) -> App:
     app = App(
         settings=settings,
         store=store,
-        auth=AuthService(store, settings.auth),
+        auth=AuthService(
+            store,
+            settings.auth,
+            limiter=(
+                None
+                if worker is None
+                else SharedLimiter(settings.auth, run_dir(settings) / LOGINS_DB)
+            ),
+        ),
         tls_context=tls_context,
         intake=intake,
         submission=Submission(intake),
         queue=queue,
         literal_budget=LiteralBudget(settings.imap.user_literal_budget),
+        recent=(
+            RecentClaims()
+            if worker is None
+            else SharedRecentClaims(run_dir(settings) / RECENT_FILE)
+        ),
+        worker=worker,
     )
     app.status = StatusWriter(app)
     return app

@@ -7,6 +7,8 @@ Rules:
   fails exactly while a server (any number of them) runs on that data dir, and
   a server killed with SIGKILL releases it with its last file descriptor. No pid
   is trusted alone (pids are reused).
+- With several workers the supervisor holds the lock and writes its pid; worker 0
+  writes the status file (its own sessions; the pid is the supervisor's).
 - ``data_dir/status.json`` is rewritten every `interval` seconds while the server
   runs and once when it stops: pid, start time, bound listeners with their open
   sessions, background tasks and their state, and the last `MAX_ERRORS` log
@@ -94,6 +96,16 @@ def is_running(data_dir: Path) -> int | None:
         os.close(fd)
 
 
+def hold_pid_lock(data_dir: Path) -> int:
+    """Take the shared lock of a running server and write our pid; the lock is
+    held as long as the returned descriptor (or a child's copy of it) is open."""
+    fd = os.open(data_dir / PID_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def read_status(data_dir: Path) -> dict[str, Any] | None:
     """The last status file written on `data_dir`, or None."""
     try:
@@ -118,12 +130,8 @@ class StatusWriter:
 
     def start(self) -> None:
         self._started = True
-        data_dir = self.app.settings.server.data_dir
-        fd = os.open(data_dir / PID_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._pid_fd = fd
+        if self.app.worker is None:  # else the supervisor holds it, for all workers
+            self._pid_fd = hold_pid_lock(self.app.settings.server.data_dir)
         # bound ports read now: a listener that stopped accepting has no socket left
         self._addresses = {
             name: f"{li.address}:{li.bound_port}" for name, li in self.app.listeners.items()
@@ -146,9 +154,12 @@ class StatusWriter:
             t.get_name(): ("running" if not t.done() else "crashed" if _crashed(t) else "stopped")
             for t in app.tasks
         }
+        worker = app.worker
         return {
             "state": state,
-            "pid": os.getpid(),
+            # the process to signal: with several workers, their supervisor
+            "pid": os.getpid() if worker is None else worker.supervisor,
+            "workers": 1 if worker is None else worker.count,
             "started": self.started,
             "updated": _now(),
             "config": str(app.settings.source) if app.settings.source else None,

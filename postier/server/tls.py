@@ -5,6 +5,10 @@ Rules:
 - Otherwise `data_dir/tls/cert.pem` and `key.pem` are used, generated on first start
   (ECDSA P-256, 10 years, SAN = hostname, localhost, 127.0.0.1, ::1); the key is
   written 0600 through a temp file and rename, so a crash never leaves half a key.
+  Checking and generating happen under `tls/.lock` (`durable.file_lock`), and the
+  key is renamed into place before the certificate: several processes starting at
+  once on one data dir make one pair, and a process that finds the certificate
+  finds its key (never one process's key with another's certificate).
 - Server contexts accept TLS 1.2+ only (RFC 8996 retires 1.0/1.1).
 """
 
@@ -21,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from postier.config.schema import Settings
-from postier.durable import write_atomically
+from postier.durable import file_lock, write_atomically
 
 
 def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
@@ -29,7 +33,13 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with file_lock(directory / ".lock"):
+        if not (cert_path.exists() and key_path.exists()):  # another process made them
+            _make_self_signed(cert_path, key_path, hostname)
+    return cert_path, key_path
+
+
+def _make_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = dt.datetime.now(dt.UTC)
@@ -61,7 +71,6 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         0o600,
     )
     write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return cert_path, key_path
 
 
 def cert_paths(settings: Settings) -> tuple[Path, Path]:

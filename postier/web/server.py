@@ -2,7 +2,8 @@
 
 Rules:
 - The socket is bound synchronously in `make_handler`, so a taken port fails the
-  start like every other listener does (ListenError, exit 1).
+  start like every other listener does (ListenError, exit 1); a worker of several
+  serves the socket its supervisor bound.
 - Shutdown asks uvicorn to exit; open requests get the drain timeout.
 """
 
@@ -46,7 +47,8 @@ def _bind(address: str, port: int) -> socket.socket:
 
 def make_handler(app: App, name: str) -> Handler | None:
     ls = app.settings.listeners[name]
-    sock = _bind(ls.address, ls.port)
+    shared = app.worker.sockets.get(name) if app.worker is not None else None
+    sock = shared if shared is not None else _bind(ls.address, ls.port)
     config = uvicorn.Config(
         create_app(app),
         log_config=None,

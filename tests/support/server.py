@@ -45,6 +45,7 @@ def write_config(
         f'hostname = "{hostname}"',
         'data_dir = "./data"',
         'drain_timeout = "2s"',
+        "workers = 1",  # one process unless a test asks for more (test_workers.py)
         "[dns]",
         "offline = true",
         "[auth]",

@@ -53,6 +53,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from postier.durable import file_lock
 from postier.mail.address import Address, AddressError
 from postier.mail.address import Domain as DomainName
 from postier.mail.queueid import QueueId, new_queue_id
@@ -476,7 +477,7 @@ class SqliteStore:
             readers=self._readers,
             busy_timeout=self._busy_timeout,
         )
-        await asyncio.to_thread(db.start)
+        await asyncio.to_thread(self._start_db, db)
         self._db = db
         try:
             await db.write(lambda tx: schema.migrate(tx.conn))
@@ -486,6 +487,13 @@ class SqliteStore:
             self._db = None
             await db.stop()
             raise
+
+    def _start_db(self, db: Database) -> None:
+        """Creating the file and switching it to WAL happen once, under a lock
+        file, when several processes open a new data dir together (the schema's
+        creation and migration are serialised by their write transaction)."""
+        with file_lock(self.data_dir / (DB_NAME + ".lock")):
+            db.start()
 
     def _make_dirs(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

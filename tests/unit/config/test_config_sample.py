@@ -42,11 +42,15 @@ def test_dev_sample_loads_with_dev_ports_and_offline_dns(tmp_path: Path) -> None
     assert {lst.address for lst in s.listeners.values()} == {"127.0.0.1"}
     assert all(lst.enabled for lst in s.listeners.values())
     assert s.dns.offline is True
+    assert s.server.workers == 1  # `make run`: one process
     # everything else is the schema default
     expected = dataclasses.replace(
         Settings(),
         server=dataclasses.replace(
-            Settings().server, hostname="mail.example.test", data_dir=tmp_path.resolve() / "data"
+            Settings().server,
+            hostname="mail.example.test",
+            data_dir=tmp_path.resolve() / "data",
+            workers=1,
         ),
         dns=dataclasses.replace(Settings().dns, offline=True),
         source=(tmp_path / "postier.toml").resolve(),
@@ -95,10 +99,11 @@ def test_every_section_and_key_is_present_with_its_doc(dev: bool) -> None:
 def test_exact_active_lines_in_dev() -> None:
     text = render_sample("example.test", dev=True)
     active = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert active[:10] == [
+    assert active[:11] == [
         "[server]",
         'hostname = "mail.example.test"',
         'data_dir = "./data"',
+        "workers = 1",
         "[listeners.mx]",
         'address = "127.0.0.1"',
         "port = 2525",

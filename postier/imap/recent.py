@@ -1,0 +1,60 @@
+"""\\Recent across the worker processes of one server.
+
+Rules:
+- RFC 3501 §2.3.2: a message is \\Recent for exactly one session, the first to
+  be told of it. `session.RecentClaims` keeps the highest UID claimed per
+  mailbox in memory; with several workers every process must see the others'
+  claims, so `SharedRecentClaims` keeps that number in a file every worker
+  opens, ``data_dir/run/recent``: slot `mailbox_id` is 8 bytes at offset
+  ``8 × mailbox_id`` (a sparse file: only mailboxes ever selected take room).
+- A claim reads and writes its slot under a POSIX record lock on those 8 bytes:
+  two workers claiming the same new message give it to one of them. The lock is
+  held for one read and one write (microseconds) and released by the kernel if
+  its holder dies; within a process only the event loop's thread claims.
+- The file is a run's state, as the in-memory claims were: the supervisor
+  removes it when it starts, so the first session after a restart sees the
+  mailbox's messages as \\Recent again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from postier.imap.session import RecentClaims
+from postier.store.models import MailboxId
+
+_SLOT = 8
+
+
+class SharedRecentClaims(RecentClaims):
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _read(self, offset: int) -> int:
+        return int.from_bytes(os.pread(self._fd, _SLOT, offset).ljust(_SLOT, b"\0"), "little")
+
+    def claim(self, mailbox_id: MailboxId, uids: Iterable[int]) -> set[int]:
+        wanted = list(uids)
+        if not wanted:
+            return set()
+        offset = int(mailbox_id) * _SLOT
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, _SLOT, offset)
+        try:
+            last = self._read(offset)
+            mine = {u for u in wanted if u > last}
+            if mine:
+                os.pwrite(self._fd, max(mine).to_bytes(_SLOT, "little"), offset)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, _SLOT, offset)
+        return mine
+
+    def last(self, mailbox_id: MailboxId) -> int:
+        return self._read(int(mailbox_id) * _SLOT)
+
+    def close(self) -> None:
+        os.close(self._fd)
