@@ -5,6 +5,8 @@ Rules:
   session id (``sid=``) or queue id (``qid=``) in the message or in `extra`.
 - `--log-format json` prints one JSON object per line: time, level, logger,
   message and every `extra` field; nothing else goes to stderr.
+- A worker of several tags every line with ``worker=N`` (`tag_worker`): session
+  ids are counted per process, so two workers may both have a ``sid=1f``.
 """
 
 from __future__ import annotations
@@ -67,3 +69,19 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     # third-party chatter stays at warning
     for name in ("asyncio", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _WorkerTag(logging.Filter):
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
+def tag_worker(index: int) -> None:
+    """Every line this process logs from now on carries ``worker=index``."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerTag(index))

@@ -53,7 +53,7 @@ from postier.auth import shared as shared_limiter
 from postier.auth.demo import DemoLogin, demo_login
 from postier.config.schema import Settings
 from postier.server import app as server_app
-from postier.server import status, tls
+from postier.server import logs, status, tls
 from postier.server.listeners import ListenError, bind
 from postier.server.root import LOGINS_DB, RECENT_FILE, Worker, run_dir
 from postier.store import open_store
@@ -153,6 +153,7 @@ class Supervisor:
         code = 70  # EX_SOFTWARE: an exception escaped
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            logs.tag_worker(index)
             _die_with_parent()
             if os.getppid() != self.pid:  # the supervisor died before prctl
                 os._exit(0)
