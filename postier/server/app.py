@@ -235,6 +235,7 @@ def banner(app: App, demo: DemoLogin | None) -> str:
             lines.append(f"  login: {demo.address}  password: {demo.password}")
         else:  # never print a password that no longer works
             lines.append(f"  login: {demo.address}  (password changed since it was generated)")
+    lines.append("1 worker: this process serves everything (server.workers = 1)")
     lines.append(f"ready (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
     return "\n".join(lines)
 
