@@ -166,6 +166,16 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def tree_peak_rss_mb(pid: int) -> float:
+    """The peak RSS of a process and its live descendants, added up (a supervisor
+    and its workers; an upper bound, since their peaks need not coincide)."""
+    total = peak_rss_mb(pid)
+    for k in descendants(pid):
+        with contextlib.suppress(OSError):
+            total += peak_rss_mb(k)
+    return total
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM of `pid` in MiB (peak resident set since it started)."""
     m = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
@@ -294,9 +304,16 @@ class Postier:
     """`python -m postier serve` with its own config and data dir in `root`."""
 
     def __init__(
-        self, root: Path, children: Children, listeners: Sequence[str], extra: str = ""
+        self,
+        root: Path,
+        children: Children,
+        listeners: Sequence[str],
+        extra: str = "",
+        workers: int | None = None,
     ) -> None:
         self.root = root
+        #: `server.workers`; None leaves the default (one per CPU)
+        self.workers = workers
         root.mkdir(parents=True, exist_ok=True)
         self.children = children
         self.config = root / "postier.toml"
@@ -314,6 +331,7 @@ class Postier:
             "[server]",
             'hostname = "mail.bench.test"',
             'data_dir = "./data"',
+            *([] if self.workers is None else [f"workers = {self.workers}"]),
             "[dns]",
             "offline = true",
             "[log]",

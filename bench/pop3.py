@@ -46,16 +46,15 @@ from common import (
     Children,
     LoadError,
     Postier,
-    cpu_seconds,
     dot_stuff,
     dovecot_conf,
     free_port,
     make_message,
-    peak_rss_mb,
     run_async,
     smtp_send,
     table,
     tree_cpu_seconds,
+    tree_peak_rss_mb,
     wait_port,
     workspace,
 )
@@ -157,10 +156,10 @@ class PostierTarget(Target):
         return self.server.ports["pop3"]
 
     def cpu(self) -> float:
-        return cpu_seconds(self.server.pid)
+        return tree_cpu_seconds(self.server.pid)  # the supervisor and its workers
 
     def rss_mb(self) -> float | None:
-        return peak_rss_mb(self.server.pid)
+        return tree_peak_rss_mb(self.server.pid)
 
 
 class DovecotTarget(Target):

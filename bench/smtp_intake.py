@@ -60,6 +60,7 @@ from common import (
     smtp_send,
     table,
     tree_cpu_seconds,
+    tree_peak_rss_mb,
     wait_port,
     workspace,
 )
@@ -100,8 +101,8 @@ class Target:
 class PostierTarget(Target):
     name = "postier"
 
-    def __init__(self, root: Path, children: Children) -> None:
-        self.server = Postier(root / "postier", children, ["mx"])
+    def __init__(self, root: Path, children: Children, workers: int | None = None) -> None:
+        self.server = Postier(root / "postier", children, ["mx"], workers=workers)
         self.db = root / "postier" / "data" / "postier.db"
 
     def start(self) -> None:
@@ -124,10 +125,10 @@ class PostierTarget(Target):
             conn.close()
 
     def cpu(self) -> float:
-        return cpu_seconds(self.server.pid)
+        return tree_cpu_seconds(self.server.pid)  # the supervisor and its workers
 
     def rss_mb(self) -> float | None:
-        return peak_rss_mb(self.server.pid)
+        return tree_peak_rss_mb(self.server.pid)
 
 
 def _maildir_count(new: Path) -> int:
@@ -433,6 +434,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="load client (auto: smtp-source when installed)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="postier's server.workers (default: its own default, one per CPU)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp directory")
     return p.parse_args(argv)
 
@@ -456,7 +463,7 @@ def run(args: argparse.Namespace) -> list[Run]:
             for name in servers:
                 target: Target
                 if name == "postier":
-                    target = PostierTarget(root, children)
+                    target = PostierTarget(root, children, args.workers)
                 elif name == "aiosmtpd":
                     target = AiosmtpdTarget(root, children)
                 elif name == "postfix":
