@@ -19,6 +19,14 @@ Rules:
   hop to a thread, and a WAL reader does not wait for the writer. WAL lets them run while the
   writer writes; `busy_timeout` covers other processes holding the write lock.
 - `foreign_keys=ON` and `synchronous=FULL` on every connection; WAL set once.
+- Several processes (the workers of one server) each run a writer thread on one
+  database. Before ``BEGIN IMMEDIATE`` a writer takes an exclusive `flock` on
+  ``<database>.write-lock`` and drops it after COMMIT: SQLite alone would make
+  the loser of a race poll its lock with sleeps of 1, 2, 5... ms, longer than a
+  whole commit takes; the kernel hands the flock over the moment it is released,
+  and the jobs queued meanwhile join the next batch. The flock only orders
+  writers; SQLite's own lock still decides (a process without it, such as an
+  admin command, waits through `busy_timeout` as before).
 
 Why hand-written: aiosqlite runs one thread per connection and has no group commit.
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import logging
 import os
 import queue
@@ -91,6 +100,7 @@ class Database:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._write_lock: int | None = None  # fd of <database>.write-lock
         #: commits so far (tests and metrics: proves batching)
         self.commits = 0
 
@@ -103,6 +113,9 @@ class Database:
         if str(mode).lower() != "wal":
             wconn.close()
             raise RuntimeError(f"{self.path}: cannot switch to WAL (journal_mode={mode})")
+        self._write_lock = os.open(
+            f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._readers, thread_name_prefix="postier-store-read"
         )
@@ -117,6 +130,9 @@ class Database:
             self._jobs.put(_STOP)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._write_lock is not None:
+            os.close(self._write_lock)
+            self._write_lock = None
         if self._pool is not None:
             pool = self._pool
             self._pool = None
@@ -141,18 +157,26 @@ class Database:
                 job = self._jobs.get()
                 if job is _STOP:
                     return
-                batch = [job]
-                stop = False
-                while len(batch) < self.max_batch:
-                    try:
-                        nxt = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                self._run_batch(conn, batch)
+                lock = self._write_lock
+                if lock is not None:  # the other processes' writers (module rules)
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    # jobs queued while another process committed join this batch
+                    batch = [job]
+                    stop = False
+                    while len(batch) < self.max_batch:
+                        try:
+                            nxt = self._jobs.get_nowait()
+                        except queue.Empty:
+                            break
+                        if nxt is _STOP:
+                            stop = True
+                            break
+                        batch.append(nxt)
+                    self._run_batch(conn, batch)
+                finally:
+                    if lock is not None:
+                        fcntl.flock(lock, fcntl.LOCK_UN)
                 if stop:
                     return
         finally:
