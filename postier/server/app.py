@@ -84,7 +84,7 @@ def check_data_dir(path: Path) -> None:
     warn, without changing it, about an existing one that others may read."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test.{os.getpid()}"  # two servers may start at once
         probe.write_bytes(b"ok")
         probe.unlink()
         mode = path.stat().st_mode & 0o777
