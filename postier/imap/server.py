@@ -1,25 +1,15 @@
-"""The IMAP asyncio adapter: moves bytes between the socket and the sans-IO
-`Receiver`, parses commands, runs them through `commands.dispatch`, and drives
-STARTTLS, AUTHENTICATE continuations, IDLE, timeouts and shutdown.
+"""The IMAP asyncio adapter: moves bytes between the socket and the session core
+(`postier.imap.core.ImapSession`, which parses and runs the commands), and runs
+what the core leaves to I/O: the timers, waiting on the change feed, the TLS
+handshake, shutdown. Large APPEND literals are spooled to files under the data
+directory (the core's `spool`).
 
 Rules:
-- Commands run one at a time in arrival order; pipelined commands are read from the
-  receiver's buffer without waiting. Output is flushed whenever the receiver needs
-  more input, and during large responses when the socket buffer passes
-  `HIGH_WATER` (backpressure).
-- Synchronising literals get ``+ Ready`` only when acceptable: before login, a
-  literal above `imap.max_unauth_literal` is refused (RFC 9051 §11.3: protect the
-  server from unauthenticated clients); above `imap.max_literal_size` the receiver
-  refuses it with ``NO [TOOBIG]`` (APPENDLIMIT, RFC 7889). Memory per connection
-  and literal bytes per user are bounded as `postier.imap.literals` says: outside
-  APPEND a command's literals and text share `imap.max_line_length` (``NO
-  [TOOBIG]``); large APPEND literals are spooled to files; a user's APPEND bytes in
-  flight stay within `imap.user_literal_budget` (``NO [LIMIT]``). A refused
-  non-synchronising literal is answered ``BAD`` at once and thrown away as it
-  arrives (RFC 7888 §4).
-- STARTTLS: the tagged OK is flushed, then the handshake; bytes the client pipelined
-  after STARTTLS are thrown away with the old receiver (RFC 9051 §6.2.1, the
-  CVE-2011-0411 class of injection).
+- Output is written after every step of the core and flushed whenever the core
+  needs more input, and during large responses once `HIGH_WATER` octets are queued
+  (backpressure: the core awaits `_flush`).
+- STARTTLS: the tagged OK is flushed, then the handshake; the core then starts a
+  new receiver (RFC 9051 §6.2.1).
 - Timers, each ending in ``* BYE`` and close: silent for `imap.idle_timeout` (also
   while idling; RFC 9051 §5.4); not logged in `imap.login_timeout` after connecting
   (idle sockets must not hold the per-address connection limit); one command with
@@ -40,30 +30,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from postier import metrics
 from postier.deadline import Deadline
 from postier.imap import responses as r
-from postier.imap.commands import dispatch
-from postier.imap.commands.context import Context, Result, bad, ok
-from postier.imap.errors import ParseError
+from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, ImapSession
 from postier.imap.literals import LiteralBudget, LiteralFile
-from postier.imap.parse import parse_command
-from postier.imap.receiver import (
-    NEED_DATA,
-    BadInput,
-    ConnectionClosed,
-    Event,
-    IdleDone,
-    LiteralChunk,
-    NeedLiteral,
-    RawCommand,
-    Receiver,
-)
-from postier.imap.session import RecentClaims, Session, State
-from postier.store.errors import StoreError
+from postier.imap.session import RecentClaims, State
 from postier.store.feed import SubscriptionClosed
 from postier.store.models import Change
 
@@ -74,8 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("postier.imap")
 
 READ_SIZE = 64 * 1024
-#: flush output during a command once this much is queued
-HIGH_WATER = 256 * 1024
 #: after a feed event in IDLE, wait this long for more before reading the store
 IDLE_BATCH = 0.02
 
@@ -95,51 +67,47 @@ def make_handler(app: App, name: str) -> Handler:
     return handle
 
 
-class ImapConnection(Context):
+class ImapConnection:
     def __init__(
         self, app: App, conn: Connection, recent: RecentClaims, budget: LiteralBudget
     ) -> None:
-        session = Session(sid=conn.sid, tls=conn.tls)
-        plaintext_ok = conn.is_loopback or app.settings.tls.allow_plaintext_auth
-        super().__init__(
+        self.app = app
+        self.conn = conn
+        self.settings = app.settings
+        spool_dir = app.settings.server.data_dir / "spool"
+        self.core = ImapSession(
             app.store,
             app.settings,
             app.auth,
-            session,
-            recent,
+            sid=conn.sid,
+            tls=conn.tls,
             peer_ip=conn.peer_ip,
-            plaintext_ok=plaintext_ok,
+            plaintext_ok=conn.is_loopback or app.settings.tls.allow_plaintext_auth,
+            spool=lambda: LiteralFile(spool_dir),
+            recent=recent,
+            budget=budget,
+            flush=self._flush,
         )
-        self.app = app
-        self.conn = conn
-        self.receiver = self._new_receiver()
+        self.sid = conn.sid
         self._read_task: asyncio.Task[bytes] | None = None
         self._stop_task: asyncio.Task[bool] | None = None
         s = self.settings.imap
         now = asyncio.get_running_loop().time()
         self._login_by = now + s.login_timeout
         self._command_clock = Deadline(s.command_timeout, s.min_data_rate)
-        self._command_mark = 0  # receiver.commands_ended when the clock started
+        self._command_mark = 0  # core.commands_ended when the clock started
         self._last_read = now
-        # the command being received: its spooled literals and its budget charge
-        self._budget = budget
-        self._spooled: list[LiteralFile] = []
-        self._charged = 0
-
-    def _new_receiver(self) -> Receiver:
-        s = self.settings.imap
-        return Receiver(max_line_length=s.max_line_length, max_literal_size=s.max_literal_size)
+        self._idle_until = now  # the autologout time of the current IDLE
 
     # --- I/O primitives --------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        self.conn.writer.write(data)
+    def _write(self) -> None:
+        data = self.core.data_to_send()
+        if data:
+            self.conn.writer.write(data)
 
-    async def drain(self) -> None:
+    async def _flush(self) -> None:
+        self._write()
         await self.conn.writer.drain()
-
-    async def maybe_drain(self) -> None:
-        if self.conn.writer.transport.get_write_buffer_size() > HIGH_WATER:
-            await self.conn.writer.drain()
 
     def _reading(self) -> asyncio.Task[bytes]:
         if self._read_task is None:
@@ -160,38 +128,37 @@ class ImapConnection(Context):
         """How long the next read may wait, and the BYE text when that runs out."""
         now = asyncio.get_running_loop().time()
         limit, why = self.settings.imap.idle_timeout, BYE_IDLE
-        if self.session.state is State.NOT_AUTHENTICATED and self._login_by - now < limit:
+        if self.core.state is State.NOT_AUTHENTICATED and self._login_by - now < limit:
             limit, why = self._login_by - now, BYE_LOGIN
-        rcv, clock = self.receiver, self._command_clock
-        if not rcv.in_command:
+        core, clock = self.core, self._command_clock
+        if not core.in_command:
             clock.stop()
-        elif not clock.running or rcv.commands_ended != self._command_mark:
+        elif not clock.running or core.commands_ended != self._command_mark:
             # a new command: its first bytes came with the last read
             clock.start(self._last_read)
-            self._command_mark = rcv.commands_ended
+            self._command_mark = core.commands_ended
         if clock.left(now) < limit:
             limit, why = clock.left(now), BYE_COMMAND
         return limit, why
 
-    async def _fill(self, *, notify: bool = False) -> bool:
-        """Flush output, then feed the receiver the client's next bytes (announcing
-        NOTIFY events meanwhile when `notify`); False when the session ends: a
-        timer ran out or the server stops (the BYE is queued), or a notification
-        ended it."""
-        await self.drain()
+    async def _fill(self) -> bool:
+        """Flush output, then feed the core the client's next bytes (announcing NOTIFY
+        events meanwhile); False when the session ends: a timer ran out or the
+        server stops (the BYE is queued), or a notification ended it."""
+        await self.conn.writer.drain()
         limit, why = self._read_limit()
-        if notify and self.notifier is not None and self.receiver.between_commands:
+        if self.core.wants_changes:
             data = await self._notify_wait(limit)
         else:
             data = await self._read(limit)
         if data is None:
             self._goodbye(why)
             return False
-        if self._ended():
+        if self.core.ended:
             return False  # a notification ended the session (BYE sent)
         self._last_read = asyncio.get_running_loop().time()
         self._command_clock.received(len(data))
-        self.receiver.receive_data(data)
+        self.core.receive_data(data)
         return True
 
     async def _read(self, limit: float) -> bytes | None:
@@ -224,58 +191,43 @@ class ImapConnection(Context):
 
     def _goodbye(self, why: str = BYE_IDLE) -> None:
         if self.app.stopping.is_set():
-            self.send(r.bye("Server shutting down", r.UNAVAILABLE))
+            self.core.goodbye("Server shutting down", r.UNAVAILABLE)
         else:
-            log.info("sid=%s %s", self.session.sid, why)
-            self.send(r.bye(why))
-        self.session.state = State.LOGOUT
+            log.info("sid=%s %s", self.sid, why)
+            self.core.goodbye(why)
 
-    async def next_event(self) -> Event:
-        while True:
-            ev = self.receiver.next()
-            if ev is not NEED_DATA:
-                return ev
-            if not await self._fill():
-                return ConnectionClosed()
-
-    def receiver_expect_continuation(self, tag: str) -> None:
-        self.receiver.expect_continuation(tag)
-
-    async def start_tls(self) -> bool:
+    async def _start_tls(self) -> None:
+        await self.conn.writer.drain()
         try:
             await self.conn.writer.start_tls(self.app.tls_context)
         except (OSError, ConnectionError, ssl.SSLError) as e:
-            log.info("sid=%s TLS handshake failed: %s", self.session.sid, e)
-            return False
-        self.session.tls = True
-        self.receiver = self._new_receiver()  # drop anything pipelined in plaintext
-        log.info("sid=%s TLS started %s", self.session.sid, self.conn.tls_info())
-        return True
+            log.info("sid=%s TLS handshake failed: %s", self.sid, e)
+            self.core.tls_failed()
+            return
+        self.core.tls_started()
+        log.info("sid=%s TLS started %s", self.sid, self.conn.tls_info())
 
     # --- the session loop ------------------------------------------------------------
     async def run(self) -> None:
         log.info(
             "sid=%s connect client=%s listener=%s",
-            self.session.sid,
+            self.sid,
             self.conn.peer_ip,
             self.conn.listener,
         )
         metrics.CONNECTIONS.labels(self.conn.listener).inc()
         self.app.stopping_hooks.add(self._on_stopping)
         try:
-            greeting = f"{self.settings.server.hostname} IMAP4rev2 server ready"
-            self.send(r.untagged_status("OK", greeting, r.code_capability(self.capabilities())))
             await self._loop()
             with contextlib.suppress(ConnectionError, OSError):
-                await self.drain()
+                await self._flush()
         finally:
             self.app.stopping_hooks.discard(self._on_stopping)
-            self._command_done()
-            self.close()
+            self.core.close()
             for task in (self._read_task, self._stop_task):
                 if task is not None:
                     task.cancel()
-            log.info("sid=%s disconnect", self.session.sid)
+            log.info("sid=%s disconnect", self.sid)
             # close here rather than leave it to the listener, so the transport is
             # gone before a shutdown that follows at once stops the loop
             self.conn.writer.close()
@@ -283,115 +235,24 @@ class ImapConnection(Context):
                 await asyncio.wait_for(self.conn.writer.wait_closed(), 1)
 
     async def _loop(self) -> None:
-        while self.session.state is not State.LOGOUT:
-            ev = self.receiver.next()
-            if ev is NEED_DATA:
-                if not await self._fill(notify=True):
-                    return
-            elif isinstance(ev, LiteralChunk):
-                self._spooled[-1].write(ev.data)
-            elif isinstance(ev, RawCommand):
-                try:
-                    await self._command(ev)
-                finally:
-                    self._command_done()
-            elif isinstance(ev, NeedLiteral):
-                self._literal(ev)
-            elif isinstance(ev, BadInput):
-                self._command_done()
-                self.send(ev.response())
-                if ev.fatal:
-                    return
-                self.count_bad()
-            elif isinstance(ev, ConnectionClosed):
+        core = self.core
+        while True:
+            ev = await core.next_event()
+            self._write()
+            if ev is CLOSE:
                 return
-            # ContinuationLine / IdleDone only arrive in modes a handler is waiting in
-
-    def _literal(self, ev: NeedLiteral) -> None:
-        """Accept (``+ Ready``, or nothing for LITERAL+), spool, or refuse the literal
-        just announced; see the module's rules."""
-        s, user = self.settings.imap, self.session.user
-        if user is None and ev.size > s.max_unauth_literal:  # RFC 9051 §11.3
-            self._refuse_literal(ev, "Literal too large before authentication", r.TOOBIG)
-            return
-        if user is not None and ev.command == "APPEND":
-            if not self._budget.charge(user.id, ev.size):
-                log.info(
-                    "sid=%s literal of %d refused: %d in flight for user=%s",
-                    self.session.sid,
-                    ev.size,
-                    self._budget.held(user.id),
-                    user.address,
-                )
-                text = "Too much APPEND data in transit, try again later"
-                self._refuse_literal(ev, text, r.LIMIT, count=False)
-                return
-            self._charged += ev.size
-            if ev.size and ev.held + ev.size > s.spool_threshold:
-                self.receiver.stream_literal()
-                self._spooled.append(LiteralFile(self.settings.server.data_dir / "spool"))
-        elif ev.held + ev.size > s.max_line_length:
-            # as Dovecot: outside APPEND, literals count towards the command's length
-            self._refuse_literal(ev, "Literal too large", r.TOOBIG)
-            return
-        if not ev.non_sync:
-            self.send(r.continuation("Ready for literal data"))
-
-    def _refuse_literal(self, ev: NeedLiteral, text: str, code: str, count: bool = True) -> None:
-        """Synchronising: NO, the client never sends it; non-synchronising: BAD now,
-        and the receiver throws the bytes away (RFC 7888 §4). Either way the
-        command is over."""
-        self.receiver.refuse_literal()
-        self._command_done()
-        status = "BAD" if ev.non_sync else "NO"
-        if ev.tag is None:
-            self.send(r.untagged_status("BAD", text, code))
-        else:
-            self.send(r.tagged(ev.tag, status, text, code))
-        if count:  # the client's mistake (a full budget is not)
-            self.count_bad()
-
-    def _command_done(self) -> None:
-        """The command being received ended (answered, refused or abandoned): its
-        spool files go, its budget charge is returned."""
-        for f in self._spooled:
-            f.discard()
-        self._spooled = []
-        if self._charged and self.session.user is not None:
-            self._budget.release(self.session.user.id, self._charged)
-        self._charged = 0
-
-    async def _command(self, raw: RawCommand) -> None:
-        if self._spooled:
-            files = iter(self._spooled)
-            if any(f.failed for f in self._spooled):
-                log.error("sid=%s cannot spool a literal (disk full?)", self.session.sid)
-                if raw.tag is not None:
-                    text = "Cannot receive the message now, try again later"
-                    self.send(r.tagged(raw.tag, "NO", text, r.UNAVAILABLE))
-                return
-            literals = tuple(
-                replace(lit, file=next(files).spooled()) if lit.streamed else lit
-                for lit in raw.literals
-            )
-            raw = replace(raw, literals=literals)
-        try:
-            cmd = parse_command(raw, utf8=self.session.utf8)
-        except ParseError as e:
-            self.send(e.response())
-            if e.fatal:
-                self.session.state = State.LOGOUT
-            elif e.status == "BAD":
-                self.count_bad()
-            return
-        await dispatch(self, cmd)
+            if ev is IDLING:
+                self._idle_until = asyncio.get_running_loop().time()
+                self._idle_until += self.settings.imap.idle_timeout
+            elif ev is START_TLS:
+                await self._start_tls()
+            elif ev is NEED_DATA:
+                if core.idling:
+                    await self._idle_fill()
+                else:
+                    await self._fill()  # when it fails, the core is over: CLOSE next
 
     # --- NOTIFY -------------------------------------------------------------------------
-    def _ended(self) -> bool:
-        """The session went to LOGOUT meanwhile (a method call hides the state
-        change from the type checker's narrowing)."""
-        return self.session.state is State.LOGOUT
-
     async def _notify_wait(self, limit: float) -> bytes | None:
         """Client bytes (b"" at EOF) or None (timeout, shutdown), announcing feed
         events meanwhile (RFC 5465 §3.1: "between commands")."""
@@ -402,58 +263,30 @@ class ImapConnection(Context):
             if got is None or isinstance(got, bytes):
                 return got
             await asyncio.sleep(IDLE_BATCH)  # let a burst of changes arrive together
-            notifier = self.notifier
-            if notifier is not None:
-                try:
-                    await notifier.between_commands(self, idle=False)
-                except StoreError:
-                    log.exception("sid=%s cannot read changes for NOTIFY", self.session.sid)
-            if self.session.state is State.LOGOUT:
+            await self.core.announce()
+            if self.core.ended:
                 return b""
+            self._write()
             try:
                 async with asyncio.timeout(max(deadline - loop.time(), 0)):
-                    await self.drain()
+                    await self.conn.writer.drain()
             except TimeoutError:
                 return None
 
     # --- IDLE --------------------------------------------------------------------------
-    async def idle(self, tag: str) -> Result:
-        self.send(r.continuation("idling"))
-        self.receiver.start_idle(tag)
-        if self.session.view is not None:
-            await self.sync(allow_expunge=True)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.imap.idle_timeout
-        while True:
-            ev = self.receiver.next()
-            if isinstance(ev, IdleDone):
-                return ok("IDLE terminated")
-            if isinstance(ev, BadInput):
-                if ev.fatal:
-                    self.send(ev.response())
-                    self.session.state = State.LOGOUT
-                    return Result("", "")
-                return bad(ev.text, ev.code)
-            if isinstance(ev, ConnectionClosed):
-                self.session.state = State.LOGOUT
-                return Result("", "")
-            if ev is not NEED_DATA:  # pragma: no cover - IDLE mode yields nothing else
-                return bad("Expected DONE")
-            await self.drain()
-            got = await self._idle_wait(deadline - loop.time())
-            if got is None:
-                self._goodbye()
-                return Result("", "")
-            if isinstance(got, bytes):
-                self.receiver.receive_data(got)
-                continue
+    async def _idle_fill(self) -> None:
+        """Flush, then wait for the client (DONE) or the feed; changes are announced
+        by the core. Silence until `imap.idle_timeout` after IDLE began ends the
+        session."""
+        await self.conn.writer.drain()
+        got = await self._idle_wait(self._idle_until - asyncio.get_running_loop().time())
+        if got is None:
+            self._goodbye()
+        elif isinstance(got, bytes):
+            self.core.receive_data(got)
+        else:
             await asyncio.sleep(IDLE_BATCH)  # let a burst of changes arrive together
-            if self.notifier is not None:
-                await self.notifier.between_commands(self, idle=True)
-                if self.session.state is State.LOGOUT:
-                    return Result("", "")
-            else:
-                await self.sync(allow_expunge=True)
+            await self.core.announce()
 
     async def _idle_wait(self, limit: float) -> bytes | bool | None:
         """Client bytes, True for a feed event, None for timeout or shutdown."""
@@ -466,8 +299,9 @@ class ImapConnection(Context):
             read,
             stop,
         }
-        if self.feed is not None:
-            change = asyncio.ensure_future(self.feed.get())
+        feed = self.core.feed
+        if feed is not None:
+            change = asyncio.ensure_future(feed.get())
             waits.add(change)
         await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         noticed = False
@@ -490,6 +324,6 @@ class ImapConnection(Context):
         try:
             event = change.result()
         except SubscriptionClosed:  # overflow or store closing: re-check everything
-            self.feed_lost()
+            self.core.feed_lost()
             return
-        self.note(event)
+        self.core.note(event)

@@ -1,5 +1,8 @@
 """The IMAP command table and dispatcher: which command runs in which state, and how
-a handler's result becomes the tagged response.
+a handler's result becomes the tagged response. The session core
+(`postier.imap.core`) calls `dispatch`; a command that waits for the client (IDLE,
+an AUTHENTICATE challenge) comes back unfinished and the core ends it later with
+`finish` (its failures mapped by `failure`).
 
 Rules:
 - `TABLE` maps each parsed command type to the states it is valid in (RFC 9051 §6)
@@ -39,13 +42,23 @@ from postier.imap.commands import (
     thread,
     urlauth,
 )
-from postier.imap.commands.context import Context, Refuse, Result, bad, no, store_error
+from postier.imap.commands.context import (
+    Context,
+    Outcome,
+    Refuse,
+    Result,
+    Status,
+    bad,
+    no,
+    store_error,
+)
 from postier.imap.session import State
 from postier.store.errors import StoreError
+from postier.store.models import MailboxId
 
 log = logging.getLogger("postier.imap")
 
-Handler = Callable[[Context, Any], Awaitable[Result]]
+Handler = Callable[[Context, Any], Awaitable[Outcome]]
 
 ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
 NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
@@ -108,30 +121,44 @@ def _wrong_state(state: State, allowed: frozenset[State]) -> Result:
     return bad("No mailbox selected")
 
 
-async def dispatch(ctx: Context, cmd: p.Command) -> None:
-    """Run one command and write its tagged response (after pending updates)."""
-    s = ctx.session
-    was_selected = s.view.mailbox_id if s.view is not None else None
+async def run(ctx: Context, cmd: p.Command) -> Outcome:
+    """Run one command's handler (if the state allows it); its failures as results."""
     entry = TABLE.get(type(cmd))
     if entry is None:  # pragma: no cover - the parser only makes commands in TABLE
-        result = bad("Unknown command")
-    elif s.state not in entry[0]:
-        result = _wrong_state(s.state, entry[0])
-    else:
-        try:
-            result = await entry[1](ctx, cmd)
-        except Refuse as e:
-            result = e.result
-        except StoreError as e:
-            log.info("sid=%s %s refused by the store: %s", s.sid, cmd.name, e)
-            result = store_error(e)
-        except (ConnectionError, OSError):
-            raise
-        except Exception:
-            log.exception("sid=%s %s failed", s.sid, cmd.name)
-            result = no(f"Internal error, session {s.sid}", r.SERVERBUG)
-    if not result.status:
-        return  # the handler answered already (STARTTLS) or the client went away
+        return bad("Unknown command")
+    if ctx.session.state not in entry[0]:
+        return _wrong_state(ctx.session.state, entry[0])
+    try:
+        return await entry[1](ctx, cmd)
+    except Exception as e:
+        return failure(ctx, cmd, e)
+
+
+def failure(ctx: Context, cmd: p.Command, e: Exception) -> Result:
+    """The result a command's exception stands for (the module's rules), also for the
+    later steps of a command that waited for the client; I/O errors propagate."""
+    if isinstance(e, Refuse):
+        return e.result
+    if isinstance(e, StoreError):
+        log.info("sid=%s %s refused by the store: %s", ctx.session.sid, cmd.name, e)
+        return store_error(e)
+    if isinstance(e, (ConnectionError, OSError)):
+        raise e
+    log.error("sid=%s %s failed", ctx.session.sid, cmd.name, exc_info=e)
+    return no(f"Internal error, session {ctx.session.sid}", r.SERVERBUG)
+
+
+def selected_id(ctx: Context) -> MailboxId | None:
+    """The selected mailbox before a command, for `finish` (NOTIFY compares)."""
+    view = ctx.session.view
+    return view.mailbox_id if view is not None else None
+
+
+async def finish(
+    ctx: Context, cmd: p.Command, result: Result, was_selected: MailboxId | None
+) -> None:
+    """Announce pending updates, then write the command's tagged response."""
+    s = ctx.session
     allow_expunge = not isinstance(cmd, NO_EXPUNGE)
     try:
         if ctx.notifier is not None and s.state is not State.LOGOUT:
@@ -146,12 +173,23 @@ async def dispatch(ctx: Context, cmd: p.Command) -> None:
         if s.view is not None:
             # RFC 7162 §3.1: HIGHESTMODSEQ in the OK of the enabling command
             owed = r.code_highestmodseq(s.view.highest_modseq())
-            if result.status == "OK" and code is None:
+            if result.status is Status.OK and code is None:
                 code = owed
             else:
                 ctx.send(r.untagged_status("OK", "Highest", owed))
-    ctx.send(r.tagged(cmd.tag, result.status, result.text, code))
-    if result.status == "BAD":
+    ctx.send(r.tagged(cmd.tag, result.status.value, result.text, code))
+    if result.status is Status.BAD:
         ctx.count_bad()
     else:
         s.bad_commands = 0
+
+
+async def dispatch(ctx: Context, cmd: p.Command) -> Outcome:
+    """Run one command; when it is over (a `Result`), write its tagged response after
+    pending updates. `Idle` and `Challenge` (the command goes on with the client's
+    next lines) are returned unfinished, for `postier.imap.core` to carry on."""
+    was_selected = selected_id(ctx)
+    outcome = await run(ctx, cmd)
+    if isinstance(outcome, Result):
+        await finish(ctx, cmd, outcome, was_selected)
+    return outcome

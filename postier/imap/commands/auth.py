@@ -22,8 +22,16 @@ import logging
 from postier.auth.service import AuthOutcome
 from postier.imap import parse as p
 from postier.imap import responses as r
-from postier.imap.commands.context import SERVER_ID, Context, Result, bad, no, ok
-from postier.imap.receiver import BadInput, ContinuationLine
+from postier.imap.commands.context import (
+    SERVER_ID,
+    Challenge,
+    Context,
+    Result,
+    Status,
+    bad,
+    no,
+    ok,
+)
 from postier.imap.session import State
 
 log = logging.getLogger("postier.imap")
@@ -50,12 +58,9 @@ async def logout(ctx: Context, cmd: p.Logout) -> Result:
 async def starttls(ctx: Context, cmd: p.StartTLS) -> Result:
     if ctx.session.tls:
         return bad("TLS is already active")
-    ctx.send(r.tagged(cmd.tag, "OK", "Begin TLS negotiation now"))
-    await ctx.drain()
-    if not await ctx.start_tls():
-        ctx.session.state = State.LOGOUT
-    # RFC 9051 §6.2.1: the client must ask for CAPABILITY again; nothing more to say
-    return Result("", "")
+    # the handshake follows the OK (`postier.imap.core`); RFC 9051 §6.2.1: the client
+    # must ask for CAPABILITY again, so nothing more is said
+    return Result(Status.OK, "Begin TLS negotiation now", starttls=True)
 
 
 def _plaintext_refused(ctx: Context) -> Result | None:
@@ -71,29 +76,28 @@ async def login(ctx: Context, cmd: p.Login) -> Result:
     return await _authenticate(ctx, cmd.username, cmd.password)
 
 
-async def authenticate(ctx: Context, cmd: p.Authenticate) -> Result:
+async def authenticate(ctx: Context, cmd: p.Authenticate) -> Result | Challenge:
     if cmd.mechanism != "PLAIN":
         return no(f"Unsupported authentication mechanism {cmd.mechanism}", r.CANNOT)
     refused = _plaintext_refused(ctx)
     if refused is not None:
         return refused
-    response = cmd.initial_response
-    if response is None:
-        ctx.send(r.continuation(""))  # RFC 4616: PLAIN starts with an empty challenge
-        await ctx.drain()
-        ctx.receiver_expect_continuation(cmd.tag)
-        event = await ctx.next_event()
-        if isinstance(event, BadInput):
-            return Result(event.status, event.text, event.code)
-        if not isinstance(event, ContinuationLine):
-            ctx.session.state = State.LOGOUT
-            return Result("", "")
-        if event.data.strip() == b"*":
-            return bad("Authentication cancelled")  # RFC 9051 §6.2.2
-        try:
-            response = base64.b64decode(event.data.strip(), validate=True)
-        except binascii.Error:
-            return bad("Invalid base64 in authentication response")
+    if cmd.initial_response is None:
+
+        async def resume(line: bytes) -> Result:
+            if line.strip() == b"*":
+                return bad("Authentication cancelled")  # RFC 9051 §6.2.2
+            try:
+                response = base64.b64decode(line.strip(), validate=True)
+            except binascii.Error:
+                return bad("Invalid base64 in authentication response")
+            return await _plain(ctx, response)
+
+        return Challenge("", resume)  # RFC 4616: PLAIN starts with an empty challenge
+    return await _plain(ctx, cmd.initial_response)
+
+
+async def _plain(ctx: Context, response: bytes) -> Result:
     # RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd
     fields = response.split(b"\x00")
     if len(fields) != 3:

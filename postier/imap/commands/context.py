@@ -1,10 +1,20 @@
-"""What every command handler works with: the session, the store, the settings, and
-the I/O primitives the adapter provides (`Context`); the result type handlers return.
+"""What every command handler works with: the session, the store, the settings and
+the session's output (`Context`); what handlers return (`Result`, or `Idle` /
+`Challenge` for a command that goes on with the client's next lines).
 
 Rules:
-- A handler is ``async def handle(ctx, cmd) -> Result``. It writes untagged data
-  with `ctx.send`; the dispatcher (`commands.dispatch`) writes the tagged line after
-  `ctx.sync` has announced other sessions' changes (EXPUNGE only where allowed).
+- A handler is ``async def handle(ctx, cmd) -> Outcome``. It queues untagged data
+  with `ctx.send` (the session core hands the bytes to its adapter; no handler
+  touches a socket); the dispatcher (`commands.dispatch`) writes the tagged line
+  after `ctx.sync` has announced other sessions' changes (EXPUNGE only where
+  allowed). Every command ends in exactly one tagged line, unless the session ends
+  first (BYE).
+- A handler that needs the client again returns `Idle` (IDLE: the core idles until
+  DONE) or `Challenge` (the core sends the continuation request and feeds the
+  client's answer to `resume`); `Result.starttls` asks the core for the TLS
+  handshake after the tagged OK.
+- Large responses call `ctx.maybe_drain` now and then: past `HIGH_WATER` queued
+  octets it hands them to the adapter's `flush` hook (backpressure).
 - A handler refuses with `Refuse` (or returns a NO/BAD `Result`); store errors it does
   not catch become NO with a response code in the dispatcher; anything else is a
   server bug: ``NO [SERVERBUG]`` with the session id, and a traceback in the log.
@@ -14,13 +24,14 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from postier.imap import responses as r
 from postier.imap.commands import updates
-from postier.imap.receiver import Event
 from postier.imap.session import MailboxView, RecentClaims, Session, State
 from postier.store.api import Store, Subscription
 from postier.store.errors import StoreError
@@ -34,27 +45,58 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postier.imap")
 
+#: queued output that makes `Context.maybe_drain` flush (large FETCH, URLFETCH)
+HIGH_WATER = 256 * 1024
+
 #: written back by ID (RFC 2971 §3.3)
 SERVER_ID = (("name", "postier"), ("vendor", "postier"), ("version", "0.1.0"))
 
 
+class Status(enum.Enum):
+    """The tagged response's status (RFC 9051 §7.1); the value is its wire form."""
+
+    OK = "OK"
+    NO = "NO"
+    BAD = "BAD"
+
+
 @dataclass(frozen=True)
 class Result:
-    status: str  # OK, NO, BAD
+    status: Status
     text: str
     code: str | None = None
+    #: after this tagged OK the connection switches to TLS (STARTTLS)
+    starttls: bool = False
+
+
+@dataclass(frozen=True)
+class Idle:
+    """IDLE goes on: ``+ idling``, then updates as they happen until DONE."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The command sends ``+ prompt`` and goes on with the client's next line."""
+
+    prompt: str
+    #: the client's answer (without CRLF) → the command's result
+    resume: Callable[[bytes], Awaitable[Result]]
+
+
+#: what a handler returns
+Outcome = Result | Idle | Challenge
 
 
 def ok(text: str, code: str | None = None) -> Result:
-    return Result("OK", text, code)
+    return Result(Status.OK, text, code)
 
 
 def no(text: str, code: str | None = None) -> Result:
-    return Result("NO", text, code)
+    return Result(Status.NO, text, code)
 
 
 def bad(text: str, code: str | None = None) -> Result:
-    return Result("BAD", text, code)
+    return Result(Status.BAD, text, code)
 
 
 class Refuse(Exception):
@@ -66,7 +108,8 @@ class Refuse(Exception):
 
 
 class Context:
-    """One connection as the handlers see it; `postier.imap.server` provides the I/O."""
+    """One session as the handlers see it; `postier.imap.core` owns it and takes what
+    they queue with `send` (`take_output`)."""
 
     def __init__(
         self,
@@ -78,6 +121,7 @@ class Context:
         *,
         peer_ip: str,
         plaintext_ok: bool,
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -91,24 +135,28 @@ class Context:
         self.notifier: Notifier | None = None
         #: CONDSTORE was enabled while a mailbox was selected: HIGHESTMODSEQ owed
         self.highestmodseq_owed = False
+        self._out: list[bytes] = []  # joined once when taken: one copy of big FETCHes
+        self._out_size = 0
+        self._flush = flush
 
-    # --- I/O, provided by the adapter -------------------------------------------------
+    # --- output ------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Queue response bytes for the client."""
+        self._out.append(data)
+        self._out_size += len(data)
 
-    async def drain(self) -> None:
-        raise NotImplementedError
+    def take_output(self) -> bytes:
+        """What was queued since the last call."""
+        data = b"".join(self._out)
+        self._out = []
+        self._out_size = 0
+        return data
 
     async def maybe_drain(self) -> None:
-        """Wait for the socket when much output is queued (large FETCH)."""
-
-    async def next_event(self) -> Event:
-        """The receiver's next event, reading from the client as needed."""
-        raise NotImplementedError
-
-    def receiver_expect_continuation(self, tag: str) -> None:
-        """The next client line is an AUTHENTICATE response (receiver mode)."""
-        raise NotImplementedError
+        """Let the adapter write (and wait for the client to read) when much output is
+        queued: a large FETCH never sits whole in memory."""
+        if self._flush is not None and self._out_size > HIGH_WATER:
+            await self._flush()
 
     def count_bad(self) -> None:
         """One more BAD answer in a row: past the limit, say BYE and log out."""
@@ -117,12 +165,6 @@ class Context:
         if s.bad_commands >= self.settings.imap.max_bad_commands:
             self.send(r.bye("Too many invalid commands"))
             s.state = State.LOGOUT
-
-    async def idle(self, tag: str) -> Result:
-        raise NotImplementedError
-
-    async def start_tls(self) -> bool:
-        raise NotImplementedError
 
     # --- capabilities ------------------------------------------------------------------
     def capabilities(self) -> list[str]:

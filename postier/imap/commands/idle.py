@@ -1,5 +1,6 @@
-"""IDLE (RFC 2177, RFC 9051 §6.3.13): the client waits for updates; the adapter
-watches both the socket and the change feed (`Context.idle`).
+"""IDLE (RFC 2177, RFC 9051 §6.3.13): the client waits for updates; the session
+core idles (`postier.imap.core`) while its adapter watches both the socket and the
+change feed.
 
 Rules:
 - ``+ idling`` is sent at once; while idling, changes to the selected mailbox
@@ -13,8 +14,8 @@ Rules:
 from __future__ import annotations
 
 from postier.imap import parse as p
-from postier.imap.commands.context import Context, Result
+from postier.imap.commands.context import Context, Idle
 
 
-async def idle(ctx: Context, cmd: p.Idle) -> Result:
-    return await ctx.idle(cmd.tag)
+async def idle(ctx: Context, cmd: p.Idle) -> Idle:
+    return Idle()

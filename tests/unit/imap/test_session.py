@@ -122,7 +122,7 @@ def test_flags_of_adds_recent_only_for_rev1() -> None:
 
 
 class FakeContext(Context):
-    """A Context with no socket and no store: for state and policy rules."""
+    """A Context with no store: for state and policy rules."""
 
     def __init__(self, *, tls: bool = False, plaintext_ok: bool = False) -> None:
         super().__init__(
@@ -134,20 +134,12 @@ class FakeContext(Context):
             peer_ip="192.0.2.1",
             plaintext_ok=plaintext_ok,
         )
-        self.out = b""
-
-    def send(self, data: bytes) -> None:
-        self.out += data
-
-    async def drain(self) -> None:
-        pass
 
 
 def run(ctx: FakeContext, line: bytes) -> bytes:
-    ctx.out = b""
     raw = RawCommand(tag_of(line), (line,))
     asyncio.run(dispatch(ctx, parse_command(raw, utf8=ctx.session.utf8)))
-    return ctx.out
+    return ctx.take_output()
 
 
 def test_plaintext_login_refused_without_tls_off_loopback() -> None:

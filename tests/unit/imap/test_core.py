@@ -1,0 +1,383 @@
+"""`postier.imap.core`: whole IMAP sessions driven on bytes, with no socket. Each test
+runs twice: against the in-memory store of `memstore.py` (what the core needs of a
+store, and nothing else) and against a real SQLite store in a temp folder (the
+store the server uses)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import itertools
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from postier.auth.passwords import hash_password
+from postier.auth.service import AuthService
+from postier.config.schema import Settings
+from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, Event, ImapSession
+from postier.imap.literals import LiteralBudget, LiteralFile
+from postier.imap.session import State
+from postier.store.sqlite import SqliteStore
+from tests.support.messages import new_message
+from tests.unit.imap.memstore import MemoryStore
+
+MESSAGE = (
+    b"From: Bob <bob@example.test>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: lunch\r\n"
+    b"Message-ID: <1@example.test>\r\n"
+    b"\r\n"
+    b"Pizza at noon?\r\n"
+)
+
+
+def settings(tmp_path: Path, **imap: object) -> Settings:
+    s = Settings()
+    return dataclasses.replace(
+        s,
+        server=dataclasses.replace(s.server, data_dir=tmp_path),
+        imap=dataclasses.replace(s.imap, **imap),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    s: Any
+    if request.param == "memory":
+        s = MemoryStore()
+    else:
+        s = SqliteStore(tmp_path / "db")
+        await s.open()
+        await s.add_domain("example.test")
+    await s.add_user("alice@example.test", hash_password("secret"))
+    yield s
+    await s.close()
+
+
+class Client:
+    """Feeds a core bytes and collects what it answers, as an adapter would."""
+
+    def __init__(self, core: ImapSession) -> None:
+        self.core = core
+        self.events: list[Event] = []
+
+    async def run(self) -> bytes:
+        """Run the core until it needs input (or closes); its output."""
+        out = b""
+        while True:
+            ev = await self.core.next_event()
+            out += self.core.data_to_send()
+            if ev is NEED_DATA or ev is CLOSE:
+                self.events.append(ev)
+                return out
+            self.events.append(ev)
+            if ev is START_TLS:
+                return out
+
+    async def say(self, data: bytes) -> bytes:
+        self.core.receive_data(data)
+        return await self.run()
+
+
+def session(store: Any, cfg: Settings, *, tls: bool = True, **kw: Any) -> Client:
+    async def no_delay(seconds: float) -> None:
+        pass  # the limiter's delays are tested in tests/unit/auth
+
+    auth = AuthService(store, cfg.auth, sleep=no_delay)
+    core = ImapSession(
+        store,
+        cfg,
+        auth,
+        sid="t1",
+        tls=tls,
+        peer_ip="192.0.2.1",
+        plaintext_ok=False,
+        **{"spool": lambda: LiteralFile(cfg.server.data_dir / "spool"), **kw},
+    )
+    return Client(core)
+
+
+async def logged_in(store: Any, cfg: Settings, **kw: object) -> Client:
+    c = session(store, cfg, **kw)
+    assert (await c.run()).startswith(b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 ")
+    assert (await c.say(b"a LOGIN alice@example.test secret\r\n")).startswith(
+        b"a OK [CAPABILITY IMAP4rev1 IMAP4rev2 "
+    )
+    return c
+
+
+async def test_login_select_fetch_search_logout(store: Any, tmp_path: Path) -> None:
+    cfg = settings(tmp_path)
+    c = session(store, cfg)
+    greeting = await c.run()
+    assert greeting == (
+        b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE AUTH=PLAIN] "
+        b"mail.example.test IMAP4rev2 server ready\r\n"
+    )
+    assert c.core.state is State.NOT_AUTHENTICATED
+    out = await c.say(b"a LOGIN alice@example.test secret\r\n")
+    assert re.fullmatch(
+        rb"a OK \[CAPABILITY IMAP4rev1 IMAP4rev2 [^]]* IDLE [^]]*\] Logged in\r\n", out
+    )
+    assert c.core.state is State.AUTHENTICATED
+
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")  # type: ignore[union-attr]
+    assert mbox is not None
+    await store.append(mbox.id, new_message(MESSAGE), frozenset({"\\Seen"}))
+    await store.append(mbox.id, new_message(MESSAGE.replace(b"lunch", b"dinner")))
+
+    out = await c.say(b"b SELECT INBOX\r\n")
+    assert b"* 2 EXISTS\r\n" in out
+    assert b"* OK [UIDVALIDITY %d] " % mbox.uidvalidity in out
+    assert out.endswith(b"b OK [READ-WRITE] SELECT completed\r\n")
+    assert c.core.state is State.SELECTED
+
+    out = await c.say(b"c FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert out == (
+        b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
+        b"Subject: lunch\r\n\r\n)\r\n"
+        b"* 2 FETCH (UID 2 FLAGS (\\Recent) BODY[HEADER.FIELDS (SUBJECT)] {19}\r\n"
+        b"Subject: dinner\r\n\r\n)\r\n"
+        b"c OK FETCH completed\r\n"
+    )
+    assert await c.say(b"d SEARCH UNSEEN SUBJECT dinner\r\n") == (
+        b"* SEARCH 2\r\nd OK SEARCH completed\r\n"
+    )
+    # pipelined: both answered from one read, in order
+    out = await c.say(b"e UID SEARCH ALL\r\nf LOGOUT\r\n")
+    assert out == (
+        b"* SEARCH 1 2\r\ne OK SEARCH completed\r\n* BYE Logging out\r\nf OK LOGOUT completed\r\n"
+    )
+    assert c.core.state is State.LOGOUT
+    assert c.events[-1] is CLOSE
+    assert await c.core.next_event() is CLOSE
+
+
+async def test_append_with_literals(store: Any, tmp_path: Path) -> None:
+    # the second literal is above the spool threshold: it streams into a spool file
+    spools: list[LiteralFile] = []
+
+    def spool() -> LiteralFile:
+        spools.append(LiteralFile(tmp_path / "spool"))
+        return spools[-1]
+
+    cfg = settings(tmp_path, spool_threshold=300)
+    budget = LiteralBudget(10_000)
+    c = await logged_in(store, cfg, budget=budget, spool=spool)
+    out = await c.say(b"a APPEND INBOX (\\Flagged) {%d}\r\n" % len(MESSAGE))
+    assert out == b"+ Ready for literal data\r\n"
+    out = await c.say(MESSAGE + b"\r\n")
+    assert re.fullmatch(rb"a OK \[APPENDUID \d+ 1\] APPEND completed\r\n", out)
+    assert not spools
+
+    big = MESSAGE + b"x" * 400 + b"\r\n"
+    out = await c.say(b"b APPEND INBOX {%d}\r\n" % len(big))
+    assert out == b"+ Ready for literal data\r\n"
+    user = c.core.session.user
+    assert user is not None and budget.held(user.id) == len(big)  # charged while in flight
+    assert await c.say(big[:50]) == b""
+    assert len(spools) == 1 and spools[0].path.exists()
+    out = await c.say(big[50:] + b"\r\n")
+    assert re.fullmatch(rb"b OK \[APPENDUID \d+ 2\] APPEND completed\r\n", out)
+    assert not spools[0].path.exists() and budget.held(user.id) == 0
+
+    out = await c.say(b"c SELECT INBOX\r\nd FETCH 1:2 (FLAGS RFC822.SIZE)\r\n")
+    assert out.endswith(
+        b"* 1 FETCH (FLAGS (\\Flagged \\Recent) RFC822.SIZE %d)\r\n" % len(MESSAGE)
+        + b"* 2 FETCH (FLAGS (\\Recent) RFC822.SIZE %d)\r\n" % len(big)
+        + b"d OK FETCH completed\r\n"
+    )
+    # LITERAL+ (RFC 7888): no continuation request
+    out = await c.say(b"e APPEND INBOX {%d+}\r\n%s\r\n" % (len(MESSAGE), MESSAGE))
+    assert re.fullmatch(
+        rb"\* 3 EXISTS\r\n\* 3 RECENT\r\ne OK \[APPENDUID \d+ 3\] APPEND completed\r\n", out
+    )
+
+
+async def test_literal_refused_before_login(store: Any, tmp_path: Path) -> None:
+    c = session(store, settings(tmp_path, max_unauth_literal=10))
+    await c.run()
+    out = await c.say(b"a LOGIN {11}\r\n")
+    assert out == b"a NO [TOOBIG] Literal too large before authentication\r\n"
+    assert await c.say(b"b NOOP\r\n") == b"b OK NOOP completed\r\n"
+
+
+async def test_idle_announces_changes_until_done(store: Any, tmp_path: Path) -> None:
+    cfg = settings(tmp_path)
+    c = await logged_in(store, cfg)
+    await c.say(b"a SELECT INBOX\r\n")
+    assert await c.say(b"b IDLE\r\n") == b"+ idling\r\n"
+    assert c.events[-2:] == [IDLING, NEED_DATA]
+    assert c.core.idling and c.core.wants_changes
+
+    # another session (here: the store directly) adds a message; the feed says so
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")  # type: ignore[union-attr]
+    assert mbox is not None and c.core.feed is not None
+    await store.append(mbox.id, new_message(MESSAGE))
+    c.core.note(await asyncio.wait_for(c.core.feed.get(), 5))
+    await c.core.announce()
+    assert await c.run() == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+
+    assert await c.say(b"DO") == b""  # DONE may arrive in pieces
+    assert await c.say(b"NE\r\n") == b"b OK IDLE terminated\r\n"
+    assert not c.core.idling
+    assert await c.say(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
+    # anything but DONE ends IDLE with BAD
+    await c.say(b"d IDLE\r\n")
+    assert await c.say(b"e NOOP\r\n") == b"d BAD Expected DONE\r\n"
+
+
+async def test_authenticate_challenge_and_starttls(store: Any, tmp_path: Path) -> None:
+    cfg = settings(tmp_path)
+    c = session(store, cfg, tls=False)
+    assert b"STARTTLS LOGINDISABLED" in await c.run()
+    # bytes pipelined after STARTTLS are thrown away (RFC 9051 §6.2.1)
+    out = await c.say(b"a STARTTLS\r\nb LOGIN alice@example.test secret\r\n")
+    assert out == b"a OK Begin TLS negotiation now\r\n"
+    assert c.events[-1] is START_TLS
+    c.core.tls_started()
+    assert await c.run() == b""
+    assert c.core.session.tls and c.core.state is State.NOT_AUTHENTICATED
+
+    assert await c.say(b"c AUTHENTICATE PLAIN\r\n") == b"+ \r\n"
+    assert await c.say(b"*\r\n") == b"c BAD Authentication cancelled\r\n"
+    assert await c.say(b"d AUTHENTICATE PLAIN\r\n") == b"+ \r\n"
+    wrong = base64.b64encode(b"\x00alice@example.test\x00wrong")
+    assert await c.say(wrong + b"\r\n") == b"d NO [AUTHENTICATIONFAILED] Invalid credentials\r\n"
+    assert c.core.state is State.NOT_AUTHENTICATED
+    assert await c.say(b"e AUTHENTICATE PLAIN\r\n") == b"+ \r\n"
+    right = base64.b64encode(b"\x00alice@example.test\x00secret")
+    assert (await c.say(right + b"\r\n")).startswith(b"e OK [CAPABILITY ")
+    assert c.core.state is State.AUTHENTICATED
+
+
+async def test_starttls_failure_ends_the_session(store: Any, tmp_path: Path) -> None:
+    c = session(store, settings(tmp_path), tls=False)
+    await c.run()
+    await c.say(b"a STARTTLS\r\n")
+    c.core.tls_failed()
+    assert await c.run() == b""
+    assert c.events[-1] is CLOSE
+
+
+async def test_error_paths(store: Any, tmp_path: Path) -> None:
+    c = session(store, settings(tmp_path, max_bad_commands=3))
+    await c.run()
+    assert await c.say(b"a FETCH 1 FLAGS\r\n") == b"a BAD Log in first\r\n"
+    assert await c.say(b"b LOGIN alice@example.test wrong\r\n") == (
+        b"b NO [AUTHENTICATIONFAILED] Invalid credentials\r\n"
+    )
+    assert await c.say(b"c LOGIN alice@example.test secret\r\n") != b""
+    assert await c.say(b"d SELECT Nowhere\r\n") == b"d NO [NONEXISTENT] No such mailbox\r\n"
+    assert await c.say(b"e FETCH 1 FLAGS\r\n") == b"e BAD No mailbox selected\r\n"
+    assert await c.say(b"f FROB\r\n") == b"f BAD Unknown command\r\n"
+    assert await c.say(b"g FROB\r\n") == (
+        b"g BAD Unknown command\r\n* BYE Too many invalid commands\r\n"
+    )
+    assert c.events[-1] is CLOSE
+
+
+async def test_timeout_goodbye_and_eof(store: Any, tmp_path: Path) -> None:
+    c = await logged_in(store, settings(tmp_path))
+    await c.say(b"a IDLE\r\n")
+    c.core.goodbye("Autologout: idle for too long")
+    assert await c.run() == b"* BYE Autologout: idle for too long\r\n"
+    assert c.events[-1] is CLOSE
+    c.core.close()
+    assert c.core.feed is None
+
+    c = await logged_in(store, settings(tmp_path))
+    assert await c.say(b"") == b""  # EOF: no BYE, the client left
+    assert c.events[-1] is CLOSE
+
+
+async def test_notify_between_commands(store: Any, tmp_path: Path) -> None:
+    c = await logged_in(store, settings(tmp_path))
+    assert not c.core.wants_changes
+    out = await c.say(b"a NOTIFY SET (PERSONAL (MessageNew MessageExpunge))\r\n")
+    assert out == b"a OK NOTIFY completed\r\n"
+    assert c.core.wants_changes
+    assert await c.say(b"b NO") == b""
+    assert not c.core.wants_changes  # RFC 5465: never in the middle of a command
+    assert await c.say(b"OP\r\n") == b"b OK NOOP completed\r\n"
+    assert c.core.wants_changes
+
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    assert mbox is not None and c.core.feed is not None
+    await store.append(mbox.id, new_message(MESSAGE))
+    c.core.note(await asyncio.wait_for(c.core.feed.get(), 5))
+    await c.core.announce()
+    assert await c.run() == b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n"
+    c.core.feed_lost()  # an overflow: everything is compared again, nothing new
+    await c.core.announce()
+    assert await c.run() == b""
+
+
+async def test_large_response_is_flushed_while_it_is_built(store: Any, tmp_path: Path) -> None:
+    flushed: list[bytes] = []
+
+    async def flush() -> None:
+        flushed.append(c.core.data_to_send())  # the adapter writes and drains here
+
+    c = await logged_in(store, settings(tmp_path), flush=flush)
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    body = MESSAGE + b"y" * (200 * 1024) + b"\r\n"
+    for _ in range(3):
+        await store.append(mbox.id, new_message(body))
+    await c.say(b"a SELECT INBOX\r\n")
+    rest = await c.say(b"b FETCH 1:3 BODY.PEEK[]\r\n")
+    fetched = [b"* %d FETCH (BODY[] {%d}\r\n%s)\r\n" % (i, len(body), body) for i in (1, 2, 3)]
+    # more than HIGH_WATER (256 KiB) was queued after the second message, not before
+    assert flushed == [fetched[0] + fetched[1]]
+    assert rest == fetched[2] + b"b OK FETCH completed\r\n"
+
+
+#: one whole session as a client might pipeline it (a literal sent before its "+")
+SCRIPT = (
+    b"a LOGIN alice@example.test secret\r\n"
+    b"b APPEND INBOX (\\Seen) {%d}\r\n%s\r\n"
+    b"c SELECT INBOX\r\n"
+    b"d FETCH 1 (FLAGS ENVELOPE BODY[TEXT])\r\n"
+    b"e SEARCH SUBJECT lunch\r\n"
+    b"f IDLE\r\nDONE\r\n"
+    b"g STORE 1 +FLAGS (\\Flagged)\r\n"
+    b"h LOGOUT\r\n"
+) % (len(MESSAGE), MESSAGE)
+PASSWORD_HASH = hash_password("secret")
+
+
+def replay(chunks: list[bytes], tmp_path: Path) -> bytes:
+    """The whole output of a session fed `chunks` one at a time."""
+
+    async def go() -> bytes:
+        store = MemoryStore()
+        await store.add_user("alice@example.test", PASSWORD_HASH)
+        c = session(store, settings(tmp_path))
+        out = await c.run()
+        for chunk in chunks:
+            out += await c.say(chunk)
+        await store.close()
+        return out
+
+    return asyncio.run(go())
+
+
+@hypothesis_settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cuts=st.lists(st.integers(1, len(SCRIPT) - 1), max_size=30))
+def test_output_does_not_depend_on_how_input_is_split(cuts: list[int], tmp_path: Path) -> None:
+    whole = replay([SCRIPT], tmp_path)
+    assert whole.endswith(b"* BYE Logging out\r\nh OK LOGOUT completed\r\n")
+    assert whole.count(b"+ Ready for literal data\r\n") == 1
+    bounds = [0, *sorted(set(cuts)), len(SCRIPT)]
+    chunks = [SCRIPT[i:j] for i, j in itertools.pairwise(bounds)]
+    assert replay(chunks, tmp_path) == whole
