@@ -25,6 +25,10 @@ Rules:
 - The view remembers which keywords the client was told of (FLAGS at SELECT and
   since); a keyword seen first in a change is owed a FLAGS response before the
   FETCH or EXISTS that shows it (RFC 9051 §7.3.5).
+- Views of one mailbox in one state share their columns, copying them before their
+  first change (`Snapshots`); the state is named by (mailbox id, HIGHESTMODSEQ,
+  UIDNEXT), which is unique within one store only, so each store has its own
+  `Snapshots`.
 """
 
 from __future__ import annotations
@@ -122,17 +126,44 @@ class Columns:
         return c
 
 
-#: (mailbox id, HIGHESTMODSEQ, UIDNEXT) → the columns of a view built from a full
-#: listing in that state. Sessions selecting a mailbox in the same state share one
-#: copy (and skip the store), copying only when their own view changes: a thousand
-#: idle clients on one 10,000-message INBOX hold one set of arrays, not a thousand.
-_SNAPSHOTS: weakref.WeakValueDictionary[tuple[int, int, int], Columns] = (
-    weakref.WeakValueDictionary()
-)
+class Snapshots:
+    """(mailbox id, HIGHESTMODSEQ, UIDNEXT) → the columns of a view built from a full
+    listing in that state. Sessions selecting a mailbox in the same state share one
+    copy (and skip the store), copying only when their own view changes: a thousand
+    idle clients on one 10,000-message INBOX hold one set of arrays, not a thousand.
+
+    The key names a state only within one store (mailbox ids never come back and
+    HIGHESTMODSEQ only grows there), so there is one `Snapshots` per store object
+    (`snapshots`): the INBOX of another store in the process (a second server in a
+    test run) can be mailbox 1 at MODSEQ 7 with UIDNEXT 4 too, and its sessions
+    must not be handed this store's messages."""
+
+    def __init__(self) -> None:
+        self._by_state: weakref.WeakValueDictionary[tuple[int, int, int], Columns] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def get(self, mailbox: Mailbox) -> Columns | None:
+        """The columns of a live view of `mailbox` in this very state, if any."""
+        return self._by_state.get((mailbox.id, mailbox.highestmodseq, mailbox.uidnext))
+
+    def keep(self, mailbox: Mailbox, view: MailboxView) -> None:
+        """Offer `view`, just built from a listing of `mailbox`, to later sessions."""
+        key = (mailbox.id, mailbox.highestmodseq, mailbox.uidnext)
+        if key not in self._by_state:
+            self._by_state[key] = view.share()
 
 
-def snapshot(mailbox: Mailbox) -> Columns | None:
-    return _SNAPSHOTS.get((mailbox.id, mailbox.highestmodseq, mailbox.uidnext))
+#: store object → its snapshots (gone with the store)
+_PER_STORE: weakref.WeakKeyDictionary[object, Snapshots] = weakref.WeakKeyDictionary()
+
+
+def snapshots(store: object) -> Snapshots:
+    """The snapshots of the mailboxes of `store` (see `Snapshots`)."""
+    found = _PER_STORE.get(store)
+    if found is None:
+        _PER_STORE[store] = found = Snapshots()
+    return found
 
 
 class MailboxView:
@@ -163,10 +194,6 @@ class MailboxView:
             self._cols, self._shared = Columns(), False
             for m in sorted(messages, key=lambda m: m.uid):
                 self._add(m)
-            key = (mailbox.id, mailbox.highestmodseq, mailbox.uidnext)
-            if key not in _SNAPSHOTS:
-                _SNAPSHOTS[key] = self._cols
-                self._shared = True
         #: UIDs below this are known or gone: only a higher unknown UID is new
         self.uidnext = max(mailbox.uidnext, self.uids[-1] + 1 if self.uids else 1)
         #: every change with a MODSEQ up to this one is reflected (or queued) here
@@ -191,6 +218,12 @@ class MailboxView:
     @property
     def _flags(self) -> list[frozenset[str]]:
         return self._cols.flags
+
+    def share(self) -> Columns:
+        """The columns, lent to other views of the same state (`Snapshots`): from now
+        on this view copies them before its first change."""
+        self._shared = True
+        return self._cols
 
     def _own(self) -> None:
         """Copy the shared columns before the first change (copy on write)."""

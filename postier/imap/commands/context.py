@@ -311,9 +311,15 @@ class Context:
         return r.fetch(seq, items)
 
     def close(self) -> None:
+        """The session is over: its feed closes, and its view and the adapter's flush
+        hook are let go, so the view's columns (perhaps shared, `Snapshots`) go at
+        once rather than when the garbage collector breaks the adapter ↔ core cycle."""
         if self.feed is not None:
             self.feed.close()
             self.feed = None
+        self.session.view = None
+        self.session.live.clear()
+        self._flush = None
 
 
 def store_error(e: StoreError) -> Result:

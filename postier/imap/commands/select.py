@@ -17,7 +17,7 @@ from __future__ import annotations
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, no, ok
-from postier.imap.session import BadSequence, MailboxView, State, snapshot
+from postier.imap.session import BadSequence, MailboxView, State, snapshots
 from postier.store.models import SYSTEM_FLAGS, Mailbox, Message, ModSeq, Uid
 
 
@@ -36,7 +36,8 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
     mbox = await ctx.mailbox(cmd.mailbox)
     if mbox is None:
         return no("No such mailbox", r.NONEXISTENT)
-    shared = snapshot(mbox)  # another session holds this very state: no store read
+    shared_states = snapshots(ctx.store)
+    shared = shared_states.get(mbox)  # another session holds this very state: no store read
     messages = [] if shared is not None else await list_compact(ctx, mbox)
     uids = shared.uids if shared is not None else [m.uid for m in messages]
     if cmd.readonly:
@@ -45,6 +46,8 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
     else:
         recent = ctx.recent.claim(mbox.id, uids)
     view = MailboxView(mbox, messages, readonly=cmd.readonly, recent=recent, columns=shared)
+    if shared is None:
+        shared_states.keep(mbox, view)
     keywords = view.keywords()
     view.announced, view.new_keywords = set(keywords), set()
     ctx.send(r.flags(SYSTEM_FLAGS | keywords))

@@ -25,6 +25,7 @@ from postier.config.schema import Settings
 from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, Event, ImapSession
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
+from postier.store.models import Change, ChangeKind
 from postier.store.sqlite import SqliteStore
 from tests.support.messages import new_message
 from tests.unit.imap.memstore import MemoryStore
@@ -48,16 +49,22 @@ def settings(tmp_path: Path, **imap: object) -> Settings:
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+async def open_store(kind: str, path: Path) -> Any:
+    """A store of `kind` with the user alice (password "secret")."""
     s: Any
-    if request.param == "memory":
+    if kind == "memory":
         s = MemoryStore()
     else:
-        s = SqliteStore(tmp_path / "db")
+        s = SqliteStore(path)
         await s.open()
         await s.add_domain("example.test")
     await s.add_user("alice@example.test", hash_password("secret"))
+    return s
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    s = await open_store(request.param, tmp_path / "db")
     yield s
     await s.close()
 
@@ -338,6 +345,93 @@ async def test_large_response_is_flushed_while_it_is_built(store: Any, tmp_path:
     # more than HIGH_WATER (256 KiB) was queued after the second message, not before
     assert flushed == [fetched[0] + fetched[1]]
     assert rest == fetched[2] + b"b OK FETCH completed\r\n"
+
+
+async def _inbox_of_three(store: Any, c: Client) -> Any:
+    user = c.core.session.user
+    assert user is not None
+    mbox = await store.get_mailbox(user.id, "INBOX")
+    assert mbox is not None
+    for _ in range(3):
+        await store.append(mbox.id, new_message(MESSAGE))
+    return mbox
+
+
+def _code(name: bytes, out: bytes) -> bytes:
+    found = re.search(rb"\[" + name + rb" \d+\]", out)
+    assert found is not None, out
+    return found.group()
+
+
+async def test_sessions_of_two_stores_never_share_a_view(store: Any, tmp_path: Path) -> None:
+    """A mailbox state (id, HIGHESTMODSEQ, UIDNEXT) that sessions share names a state of
+    one store only. Two stores in one process (two servers in a test run) reach equal
+    ids, MODSEQs and UIDNEXTs with different messages: here the first store expunged
+    UID 1 and the second UID 2. With one table for the process, the second session
+    was handed the first store's UIDs (mbsync lost a message, a QRESYNC SELECT
+    reported UID 2 for UID 3)."""
+    other = await open_store(
+        "memory" if isinstance(store, MemoryStore) else "sqlite", tmp_path / "b"
+    )
+    cfg = settings(tmp_path)
+    try:
+        answers = []
+        for s, gone in ((store, 1), (other, 2)):
+            c = await logged_in(s, cfg)
+            mbox = await _inbox_of_three(s, c)
+            await c.say(b"a SELECT INBOX\r\n")
+            await c.say(b"b STORE %d +FLAGS.SILENT (\\Deleted)\r\nc EXPUNGE\r\n" % gone)
+            await c.say(b"d UNSELECT\r\n")
+            out = await c.say(b"e SELECT INBOX\r\n")  # the first session stays selected
+            answers.append((c, mbox.id, out))
+        (first, first_id, first_out), (second, second_id, second_out) = answers
+        # the two states are equal in everything the sharing compares
+        assert first_id == second_id
+        assert _code(b"HIGHESTMODSEQ", first_out) == _code(b"HIGHESTMODSEQ", second_out)
+        assert _code(b"UIDNEXT", first_out) == _code(b"UIDNEXT", second_out) == b"[UIDNEXT 4]"
+        assert await first.say(b"f FETCH 1:* (UID)\r\n") == (
+            b"* 1 FETCH (UID 2)\r\n* 2 FETCH (UID 3)\r\nf OK FETCH completed\r\n"
+        )
+        assert await second.say(b"f FETCH 1:* (UID)\r\n") == (
+            b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 3)\r\nf OK FETCH completed\r\n"
+        )
+        # a closed session lets its view go at once (not when the collector runs)
+        first.core.close()
+        assert first.core.session.view is None
+    finally:
+        await other.close()
+
+
+async def test_own_expunge_then_pipelined_store_by_number(store: Any, tmp_path: Path) -> None:
+    """After this session's own EXPUNGE the numbers shift for the next command at once
+    (RFC 9051 §7.4.1, RFC 7162 §3.2.10), and the feed's echo of that expunge, however
+    late or often it comes, changes nothing: the view learns from MODSEQs and
+    UIDs, not by counting feed events."""
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await _inbox_of_three(store, c)
+    await c.say(b"a ENABLE QRESYNC\r\nb SELECT INBOX\r\nc STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+    out = await c.say(b"d EXPUNGE\r\ne STORE 2 +FLAGS (\\Seen)\r\n")
+    assert re.fullmatch(
+        rb"\* VANISHED 1\r\nd OK EXPUNGE completed\r\n"
+        rb"\* 2 FETCH \(UID 3 FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)\r\n"
+        rb"e OK STORE completed\r\n",
+        out,
+    )
+    user = c.core.session.user
+    assert user is not None
+    echo = Change(user.id, mbox.id, ChangeKind.EXPUNGE, 1)  # type: ignore[arg-type]
+    c.core.note(echo)  # late, and again
+    c.core.note(echo)
+    out = await c.say(b"f STORE 2 -FLAGS (\\Seen)\r\ng NOOP\r\n")
+    assert re.fullmatch(
+        rb"\* 2 FETCH \(UID 3 FLAGS \(\\Recent\) MODSEQ \(\d+\)\)\r\nf OK STORE completed\r\n"
+        rb"g OK NOOP completed\r\n",
+        out,
+    )
+    c.core.feed_lost()  # an overflow: everything is compared again, nothing new
+    assert await c.say(b"h FETCH 1:* (UID)\r\n") == (
+        b"* 1 FETCH (UID 2)\r\n* 2 FETCH (UID 3)\r\nh OK FETCH completed\r\n"
+    )
 
 
 #: one whole session as a client might pipeline it (a literal sent before its "+")

@@ -234,11 +234,14 @@ def test_enable_rules() -> None:
 def test_views_of_one_mailbox_state_share_columns_until_one_changes() -> None:
     from dataclasses import replace
 
-    from postier.imap.session import snapshot
+    from postier.imap.session import Snapshots
 
+    shelf = Snapshots()
     state = replace(MBOX, id=MailboxId(99), highestmodseq=500, uidnext=4)
     a = MailboxView(state, [msg(1, 1), msg(2, 2, "\\Seen"), msg(3, 3)], readonly=False)
-    shared = snapshot(state)
+    assert shelf.get(state) is None
+    shelf.keep(state, a)
+    shared = shelf.get(state)
     assert shared is not None
     b = MailboxView(state, readonly=False, columns=shared)
     assert b.uids is a.uids  # one copy for both sessions
@@ -249,4 +252,18 @@ def test_views_of_one_mailbox_state_share_columns_until_one_changes() -> None:
     assert list(a.uids) == [1, 2, 3]  # a's picture is untouched
     assert a.flags(2) == frozenset({"\\Seen"})
     assert b.flags(2) == frozenset()
-    assert snapshot(state) is shared  # the shared state is what it was
+    assert shelf.get(state) is shared  # the shared state is what it was
+    a.record_flags(msg(1, 503, "\\Seen"))  # the lender copies too before a change
+    assert shelf.get(state) is shared and shared.flags[0] == frozenset()
+
+
+def test_snapshots_are_per_store() -> None:
+    """The same (mailbox id, HIGHESTMODSEQ, UIDNEXT) in two stores is two states."""
+    from postier.imap.session import snapshots
+
+    class Store:
+        pass
+
+    one, other = Store(), Store()
+    assert snapshots(one) is snapshots(one)
+    assert snapshots(one) is not snapshots(other)
