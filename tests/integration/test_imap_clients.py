@@ -5,6 +5,7 @@ cross-user isolation, Debian's mbsync syncing both ways, and mutt on a pty."""
 from __future__ import annotations
 
 import email
+import gc
 import imaplib
 import os
 import pty
@@ -18,6 +19,8 @@ from pathlib import Path
 import imapclient  # type: ignore[import-untyped]
 import pytest
 
+from postier.imap.server import ImapConnection
+from postier.imap.session import MailboxView
 from tests.conftest import need_tool
 from tests.integration.smtp_helpers import inbox
 from tests.integration.test_imap import ALICE, MULTIPART, SIMPLE, Raw, close_clients, deliver
@@ -203,6 +206,32 @@ def test_qresync_reports_vanished_and_changes(server: ServerThread) -> None:
         b"* VANISHED (EARLIER) 1\r\n* 2 FETCH (FLAGS (\\Seen) UID 3 MODSEQ (7))\r\n"
         b"y OK FETCH completed\r\n"
     )
+
+
+def test_a_closed_session_is_freed_at_once(server: ServerThread) -> None:
+    """A closed connection's session and view go when it ends, not at some later run
+    of the cycle collector: a lingering view kept its mailbox state's columns on
+    offer to new sessions (`postier.imap.session.Snapshots`), and memory grew with
+    every connection until a collection."""
+    deliver(server, SIMPLE)
+    gc.collect()  # what earlier tests left in cycles
+    gc.disable()
+    try:
+        a = Raw(server.port("imap"))
+        a.login()
+        a.cmd("s SELECT INBOX")
+        a.cmd("z LOGOUT")
+        close_clients()
+
+        def alive() -> int:
+            return sum(type(o) in (ImapConnection, MailboxView) for o in gc.get_objects())
+
+        deadline = time.monotonic() + 10
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive() == 0
+    finally:
+        gc.enable()
 
 
 def test_idle_wakes_on_smtp_delivery_within_a_second(server: ServerThread) -> None:
