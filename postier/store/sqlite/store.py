@@ -28,9 +28,12 @@ Rules:
   the subscriptions of the mailbox and its children with it.
 - Change feed: each write records its `Change`s in the ``changes`` table (same
   transaction) and, after commit, hands them to the in-process hub. A poller,
-  running only while this process has subscribers, reads other processes'
-  changes from the table every `poll_interval` seconds. A new subscriber may be
-  told again of changes made up to a second before it subscribed (never fewer).
+  running only while this process has subscribers, looks every `poll_interval`
+  seconds whether the database changed (``PRAGMA data_version``, no I/O) and
+  then reads other processes' changes from the table: this is how the workers of
+  one server (and admin commands) wake each other's IDLE sessions. A new
+  subscriber may be told again of changes made up to a second before it
+  subscribed (never fewer).
 - Everything blocking runs in the writer thread, the reader pool or
   `asyncio.to_thread`; nothing blocks the event loop.
 """
@@ -403,6 +406,10 @@ def _changes_after(conn: sqlite3.Connection, seq: int) -> list[Row]:
     ).fetchall()
 
 
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 def _is_under(name: str, parent: str) -> bool:
     return name.startswith(parent + "/")
 
@@ -432,7 +439,7 @@ class SqliteStore:
         max_alias_depth: int = 10,
         max_mailbox_name: int = 1024,
         claim_timeout: float = 1800.0,
-        poll_interval: float = 0.3,
+        poll_interval: float = 0.1,
         change_retention: float = 3600.0,
         orphan_grace: float = 60.0,
         max_batch: int = 256,
@@ -1811,19 +1818,32 @@ class SqliteStore:
         return sub
 
     async def _poll(self, since_us: int) -> None:
-        """Publish other processes' changes while this process has subscribers."""
+        """Publish other processes' changes while this process has subscribers.
+
+        A tick costs one ``PRAGMA data_version`` on the event loop's own read
+        connection: the number moves whenever another connection (another
+        worker's, or this process's writer) commits, so the change log is read
+        only after a commit, and an idle server reads nothing."""
         last: int = await self._read(
             lambda c: c.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE at < ?", (since_us,)
             ).fetchone()[0]
         )
+        seen: int | None = None
         while self._hub.has_subscribers:
             await asyncio.sleep(self.poll_interval)
             try:
+                version: int | None = self._require_db().read_now(_data_version)
+            except (sqlite3.Error, StoreError):
+                version = None  # busy (or closing): read the log to be sure
+            if version is not None and version == seen:
+                continue
+            try:
                 rows = await self._read(functools.partial(_changes_after, seq=last))
-            except (sqlite3.Error, RuntimeError):
+            except (sqlite3.Error, RuntimeError, StoreError):
                 log.exception("change feed poll failed")
                 continue
+            seen = version
             foreign = []
             for seq, origin, user_id, mailbox_id, kind, uid, modseq in rows:
                 last = seq

@@ -115,6 +115,29 @@ async def test_poll_interval_and_change_retention(make):
     conn.close()
 
 
+async def test_idle_poller_reads_the_change_log_only_after_a_commit(make, monkeypatch):
+    import postier.store.sqlite.store as module
+
+    reads = []
+    real = module._changes_after
+
+    def counting(conn, seq):
+        reads.append(seq)
+        return real(conn, seq)
+
+    monkeypatch.setattr(module, "_changes_after", counting)
+    a = await make(poll_interval=0.02)
+    b = await make()  # another process
+    u = await user_of(a)
+    sub = a.subscribe(u.id)
+    await asyncio.sleep(0.3)  # some 15 ticks, nothing committed
+    assert len(reads) <= 1  # the first tick reads once to learn the version
+    await b.deliver(new_message(b"m"), [DeliveryTarget(u.id)])
+    await asyncio.wait_for(sub.get(), 1)
+    assert len(reads) >= 2
+    sub.close()
+
+
 async def test_open_sweeps_orphans_but_never_named_blobs(make, tmp_path):
     store = await make()
     u = await user_of(store)
