@@ -30,6 +30,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -154,6 +155,8 @@ async def start(settings: Settings, worker: Worker | None = None) -> App:
         # background tasks start after every listener is bound; of several workers,
         # one runs the queue (the store's claims would keep two apart, but one
         # runner per data dir is what `queue_release_claims` at its start assumes)
+        if worker is not None and worker.runs_queue and worker.queue_wake is not None:
+            _listen_for_queue_wakes(app, worker.queue_wake[0])
         if worker is None or worker.runs_queue:
             queue_service.start(
                 app.queue,
@@ -172,6 +175,24 @@ async def start(settings: Settings, worker: Worker | None = None) -> App:
         await store.close()
         raise
     return app
+
+
+def _listen_for_queue_wakes(app: App, sock: socket.socket) -> None:
+    """Worker 0: another worker queued a message; the runner looks now."""
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        with contextlib.suppress(OSError):
+            while sock.recv(64):
+                pass  # drain: one look at the queue serves them all
+        app.queue.wake()
+
+    loop.add_reader(sock.fileno(), readable)
+
+    async def stop() -> None:
+        loop.remove_reader(sock.fileno())
+
+    app.on_stop.append(stop)
 
 
 def _busy_reply(name: str) -> bytes:

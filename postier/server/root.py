@@ -26,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -71,10 +72,20 @@ class Worker:
     supervisor: int  # pid: the process operators signal
     #: listener name → the socket the supervisor bound, shared by every worker
     sockets: Mapping[str, socket.socket]
+    #: a datagram socket pair every worker inherits: the others send a byte on
+    #: [1] when they queued a message, the queue runner (worker 0) reads [0]
+    queue_wake: tuple[socket.socket, socket.socket] | None = None
 
     @property
     def runs_queue(self) -> bool:
         return self.index == 0
+
+    def wake_runner(self) -> None:
+        """Tell worker 0 that this worker queued a message (never blocks: a
+        full socket already holds a wake-up; the runner also looks every second)."""
+        if self.queue_wake is not None:
+            with contextlib.suppress(OSError):
+                self.queue_wake[1].send(b"w")
 
 
 @dataclass
@@ -165,7 +176,7 @@ def build(
         settings,
         store,
         resolver,
-        queue_wake=queue.wake,
+        queue_wake=queue.wake if worker is None or worker.runs_queue else worker.wake_runner,
         queue_prepare=queue_service.enqueue(settings, store, queue).prepare,
     )
     app = App(

@@ -16,7 +16,8 @@ Rules:
   transaction, so no process trusts a cached value), and learns the others'
   changes from the change log table (`SqliteStore._poll`, for IDLE and NOTIFY).
   Worker 0 runs the queue and writes the status file; a worker restarted in its
-  place takes both over.
+  place takes both over. The others wake its runner when they queued a message,
+  with a byte on a datagram socket pair every worker inherits.
 - The supervisor forks from a single thread with no event loop running (the
   store's threads are joined before), so a child starts from a clean state; it
   runs no loop of its own either: it waits for signals with `sigtimedwait`.
@@ -136,6 +137,10 @@ class Supervisor:
         self.backoff: dict[int, float] = {}  # index → delay before its next restart
         self.restart_at: dict[int, float] = {}  # index → when to start it again
         self.stopping = False
+        # non-blocking both ways: a sender never waits, worker 0 drains what came
+        self.queue_wake = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for sock in self.queue_wake:
+            sock.setblocking(False)
 
     # --- starting ------------------------------------------------------------
     def spawn(self, index: int) -> int:
@@ -157,7 +162,7 @@ class Supervisor:
             _die_with_parent()
             if os.getppid() != self.pid:  # the supervisor died before prctl
                 os._exit(0)
-            worker = Worker(index, self.count, self.pid, self.sockets)
+            worker = Worker(index, self.count, self.pid, self.sockets, self.queue_wake)
 
             def ready() -> None:
                 with contextlib.suppress(OSError):
@@ -338,6 +343,6 @@ def supervise(settings: Settings) -> int:
         log.info("stopped")
         return code
     finally:
-        for sock in sockets.values():
+        for sock in (*sockets.values(), *sup.queue_wake):
             sock.close()
         os.close(pid_fd)

@@ -337,6 +337,37 @@ def test_recent_goes_to_one_session_of_all_workers(group: Group) -> None:
     assert recent == [b"1", b"0"]  # the first session to see it, whatever its worker
 
 
+def test_mail_queued_by_another_worker_is_sent_by_worker_0s_runner(group: Group) -> None:
+    line = next(x for x in group.srv.banner if " workers (pids " in x)
+    first = int(re.search(r"pids (\d+),", line).group(1))  # type: ignore[union-attr]
+    others = group.workers - {first}
+    clients = one_per_worker(
+        lambda: smtplib.SMTP("127.0.0.1", group.port("submission"), timeout=10),
+        lambda s: s.sock,
+        group.workers,
+    )
+    [other] = others
+    client = clients[other]
+    client.login(USER, PASSWORD)
+    # dns.offline: the remote domain does not exist, so the runner bounces it at once
+    client.sendmail(
+        USER, ["bob@remote.example"], _message(1).replace(b"bob@example.org", USER.encode())
+    )
+    for c in clients.values():
+        c.quit()
+        close(c)
+    imap = imaplib.IMAP4("127.0.0.1", group.port("imap"), timeout=10)
+    imap.login(USER, PASSWORD)
+
+    def bounced() -> bool:
+        _, data = imap.status("INBOX", "(MESSAGES)")
+        return b"MESSAGES 1" in data[0]
+
+    wait_for(bounced, timeout=10)  # the report from the one runner, in worker 0
+    imap.logout()
+    close(imap)
+
+
 def test_greylisting_counts_across_workers(group_factory: Callable[[str], Group]) -> None:
     g = group_factory('[greylist]\nenabled = true\ndelay = "1s"\nwindow = "1h"\nallow = []\n')
     pids = g.workers
