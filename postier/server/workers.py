@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import select
@@ -332,6 +333,9 @@ def supervise(settings: Settings) -> int:
         return 1
     pid_fd = status.hold_pid_lock(settings.server.data_dir)
     sup = Supervisor(settings, sockets)
+    # what the supervisor has loaded stays shared with every worker: the cyclic
+    # GC of a worker then never writes to (and so copies) those pages
+    gc.freeze()
     try:
         if not sup.start_all():
             sup.stop()
