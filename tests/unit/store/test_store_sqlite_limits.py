@@ -115,6 +115,27 @@ async def test_poll_interval_and_change_retention(make):
     conn.close()
 
 
+async def test_two_processes_writing_one_mailbox_never_share_a_uid_or_modseq(make):
+    """The workers of one server: two stores (two writer threads, as two processes
+    have) deliver into one mailbox at once; every counter is taken inside the
+    write transaction, so nothing collides."""
+    a = await make()
+    b = await make()
+    u = await user_of(a)
+    await asyncio.gather(
+        *(
+            s.deliver(new_message(f"m{i}".encode()), [DeliveryTarget(u.id)])
+            for i in range(60)
+            for s in (a, b)
+        )
+    )
+    inbox = await b.get_mailbox(u.id, "INBOX")
+    messages = await a.list_messages(inbox.id)
+    assert [m.uid for m in messages] == list(range(1, 121))
+    assert len({m.modseq for m in messages}) == 120
+    assert inbox.uidnext == 121
+
+
 async def test_idle_poller_reads_the_change_log_only_after_a_commit(make, monkeypatch):
     import postier.store.sqlite.store as module
 
