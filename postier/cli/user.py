@@ -1,4 +1,4 @@
-"""`postier user add|list|passwd|quota|del`: mail accounts.
+"""`postier user add|list|passwd|quota|admin|del`: mail accounts.
 
 Rules:
 - The address is parsed as RFC 5321 §4.1.2 ``Mailbox`` and handed to the store in
@@ -10,6 +10,8 @@ Rules:
 - A new user's quota is ``--quota`` if given, else ``store.default_quota``.
 - The first account of a domain receives its postmaster@ and abuse@ mail
   (aliases made unless those addresses receive mail already; `postier.ops.accounts`).
+- ``--admin`` (on `add`) and `admin ADDRESS [--off]` give or take the admin role:
+  the web admin at /admin is for those accounts only.
 - `del` asks first (or needs ``--yes``): it deletes every message of the account.
 """
 
@@ -62,6 +64,9 @@ def register(sub: Subparsers) -> None:
         metavar="SIZE",
         help="storage limit like 500M or 2G; 0 = unlimited (default: store.default_quota)",
     )
+    add.add_argument(
+        "--admin", action="store_true", help="give the account the admin role (web admin)"
+    )
     add_password_options(add)
     add.set_defaults(handler=_add)
 
@@ -81,6 +86,15 @@ def register(sub: Subparsers) -> None:
     quota.add_argument("address", metavar="ADDRESS")
     quota.add_argument("size", metavar="SIZE", help="like 500M or 2G; 0 = unlimited")
     quota.set_defaults(handler=_quota)
+
+    admin = cmds.add_parser(
+        "admin",
+        help="give an account the admin role (the web admin at /admin), or take it",
+        allow_abbrev=False,
+    )
+    admin.add_argument("address", metavar="ADDRESS")
+    admin.add_argument("--off", action="store_true", help="take the admin role away")
+    admin.set_defaults(handler=_admin)
 
     rm = cmds.add_parser("del", help="delete an account with all its mail", allow_abbrev=False)
     rm.add_argument("address", metavar="ADDRESS")
@@ -109,10 +123,12 @@ def _add(args: argparse.Namespace) -> int:
             user = await store.add_user(canonical, pw_hash, limit)
             if user.quota_bytes != limit:  # add_user reads 0 as "the default quota"
                 await store.set_quota(canonical, limit)
+            if args.admin:
+                await store.set_admin(canonical, True)
             return await accounts.role_aliases_for_new_user(store, user)
 
     aliases = run(go())
-    out(f"added user {key}")
+    out(f"added user {key}" + (" (admin)" if args.admin else ""))
     for alias in aliases:
         out(f"added alias {alias} -> {key}")
     return 0
@@ -139,7 +155,7 @@ def _list(args: argparse.Namespace) -> int:
 async def _long_line(store: Store, user: User) -> str:
     used, limit = await store.quota_usage(user.id)
     created = user.created.strftime("%Y-%m-%d %H:%M:%S")
-    state = " disabled" if user.disabled else ""
+    state = (" admin" if user.admin else "") + (" disabled" if user.disabled else "")
     return f"{user.address}\tquota={format_size(limit)}\tused={used}\tcreated={created}{state}"
 
 
@@ -174,6 +190,22 @@ def _quota(args: argparse.Namespace) -> int:
 
     run(go())
     out(f"quota of {key}: {format_size(size)}")
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    address = parse_address(args.address)
+    key, canonical = address.key, str(address)
+    settings = load_settings(args)
+
+    async def go() -> None:
+        async with opened_store(settings) as store:
+            if await store.get_user(canonical) is None:
+                raise _no_such_user(key)
+            await store.set_admin(canonical, not args.off)
+
+    run(go())
+    out(f"{key} is {'no longer ' if args.off else ''}an admin")
     return 0
 
 

@@ -84,6 +84,13 @@ class Store(Protocol):
     async def list_users(self, domain: str | None = None) -> list[User]: ...
     async def set_password(self, address: str, password_hash: str) -> None: ...
     async def set_quota(self, address: str, quota_bytes: int) -> None: ...
+    async def set_admin(self, address: str, admin: bool) -> None:
+        """Gives or takes the admin role (the web admin at /admin); NotFound if no user."""
+
+    async def set_disabled(self, address: str, disabled: bool) -> None:
+        """A disabled account cannot log in (any protocol); its mail is still
+        delivered. NotFound if no user."""
+
     async def delete_user(self, address: str) -> None:
         """Removes the user, their mailboxes and messages (blobs are freed)."""
 

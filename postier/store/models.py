@@ -54,7 +54,8 @@ class User:
     password_hash: str
     quota_bytes: int  # 0 = unlimited
     created: datetime
-    disabled: bool = False
+    disabled: bool = False  # logins refused; mail still delivered
+    admin: bool = False  # may use the web admin at /admin
 
 
 @dataclass(frozen=True)

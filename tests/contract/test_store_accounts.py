@@ -255,3 +255,28 @@ async def test_delete_user_frees_blobs(store):
         await store.read_blob(only_a.blob_id)
     assert await store.read_blob(both.blob_id) == b"both\r\n"
     assert (await store.resolve("a@example.test")).found is False
+
+
+async def test_user_admin_and_disabled_flags(store):
+    await store.add_domain("example.test")
+    u = await store.add_user("a@example.test", "h")
+    assert (u.admin, u.disabled) == (False, False)
+    await store.set_admin("A@Example.TEST", True)
+    got = await store.get_user("a@example.test")
+    assert got is not None
+    assert (got.admin, got.disabled) == (True, False)
+    await store.set_disabled("a@example.test", True)
+    got = await store.get_user_by_id(u.id)
+    assert got is not None
+    assert (got.admin, got.disabled) == (True, True)
+    [listed] = await store.list_users("example.test")
+    assert (listed.admin, listed.disabled) == (True, True)
+    await store.set_admin("a@example.test", False)
+    await store.set_disabled("a@example.test", False)
+    got = await store.get_user("a@example.test")
+    assert got is not None
+    assert (got.admin, got.disabled) == (False, False)
+    with pytest.raises(NotFound):
+        await store.set_admin("nobody@example.test", True)
+    with pytest.raises(NotFound):
+        await store.set_disabled("nobody@example.test", True)

@@ -361,6 +361,36 @@ def test_user_add_list_passwd_del(cli: Cli) -> None:
     ok(cli("user", "list"), "alice@example.test\n")
 
 
+def test_user_admin_role(cli: Cli) -> None:
+    """`user add --admin` and `user admin [--off]` set the flag the web admin checks."""
+    ok(
+        cli("user", "add", "boss@example.test", "--admin", "--password-stdin", stdin="boss pass\n"),
+        "added user boss@example.test (admin)\n" + roles("boss@example.test"),
+    )
+    ok(
+        cli("user", "add", "carol@example.test", "--password-stdin", stdin="carol pass\n"),
+        "added user carol@example.test\n",
+    )
+    boss, carol = cli.user("boss@example.test"), cli.user("carol@example.test")
+    assert boss is not None
+    assert carol is not None
+    assert (boss.admin, carol.admin) == (True, False)
+    ok(cli("user", "admin", "Carol@Example.TEST"), "carol@example.test is an admin\n")
+    carol = cli.user("carol@example.test")
+    assert carol is not None
+    assert carol.admin
+    r = cli("user", "list", "-l")
+    assert [line.endswith(" admin") for line in r.out.splitlines()] == [True, True]
+    ok(
+        cli("user", "admin", "boss@example.test", "--off"),
+        "boss@example.test is no longer an admin\n",
+    )
+    boss = cli.user("boss@example.test")
+    assert boss is not None
+    assert not boss.admin
+    fails(cli("user", "admin", "nobody@example.test"), "no such user nobody@example.test")
+
+
 def test_default_quota_from_config(cli: Cli) -> None:
     cli.config.write_text(
         cli.config.read_text().replace("#default_quota = 0", "default_quota = 1048576")

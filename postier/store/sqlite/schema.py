@@ -251,7 +251,23 @@ _V9 = (
     "ALTER TABLE queue ADD COLUMN dkim_signature BLOB",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+_V10 = (
+    # issue 15: the admin role (the web admin at /admin); `postier user admin`
+    "ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _V5,
+    _V6,
+    _V7,
+    _V8,
+    _V9,
+    _V10,
+)
 VERSION = len(MIGRATIONS)
 
 

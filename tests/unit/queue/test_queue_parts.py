@@ -209,6 +209,7 @@ async def test_entry_from_before_the_migration_is_delivered(tmp_path: Path) -> N
     with sqlite3.connect(data_dir / "postier.db") as conn:  # back to schema 8
         conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")
         conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
+        conn.execute("ALTER TABLE users DROP COLUMN admin")  # schema 10
         conn.execute("UPDATE schema_version SET version = 8")
     conn.close()
     store = SqliteStore(data_dir)

@@ -227,6 +227,7 @@ async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
     conn.execute("DROP TABLE access_keys")  # schema 6, also gone from a schema 4 database
     conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")  # schema 9, as well
     conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
+    conn.execute("ALTER TABLE users DROP COLUMN admin")  # schema 10, as well
     conn.commit()
     conn.close()
     s = await make()
@@ -282,3 +283,24 @@ async def test_small_messages_live_in_the_database(make):
     await store.expunge(mb.id)
     with pytest.raises(NotFound):
         await store.read_blob(small.blob_id)
+
+
+async def test_migration_10_adds_the_admin_flag_off(make, tmp_path):
+    """Accounts made before schema 10 are not admins after it."""
+    s = await make()
+    await s.add_domain("example.test")
+    await s.add_user("a@example.test", "h")
+    await s.close()
+    conn = sqlite3.connect(tmp_path / "data" / "postier.db")
+    conn.execute("ALTER TABLE users DROP COLUMN admin")
+    conn.execute("UPDATE schema_version SET version = 9")
+    conn.commit()
+    conn.close()
+    s = await make()
+    u = await s.get_user("a@example.test")
+    assert u is not None
+    assert not u.admin
+    await s.set_admin("a@example.test", True)
+    u = await s.get_user("a@example.test")
+    assert u is not None
+    assert u.admin
