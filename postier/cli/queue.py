@@ -1,4 +1,4 @@
-"""`postier queue list|show|flush|delete|hold|release`: the outbound queue, for admins.
+"""`postier queue list|show|flush|delete|hold|release|captured`: the outbound queue.
 
 Rules:
 - Every command goes through the store, never around it, so it is safe while the
@@ -9,6 +9,9 @@ Rules:
   (the runner looks at the store at least once a second). Held entries are
   never flushed: `flush QID` on one says so and changes nothing (exit 2).
 - `delete` asks first (or needs ``--yes``): the message is dropped without a bounce.
+- `captured` lists the development outbox (``smtp.outbound.capture``: remote
+  mail kept in data_dir/outbox, never sent), newest first; ``captured ID``
+  prints one message's bytes as they would have been sent.
 - Times are shown in UTC, ages and delays rounded to the largest unit.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 
 from postier.cli.common import (
@@ -30,6 +34,8 @@ from postier.cli.common import (
 )
 from postier.config.schema import Settings
 from postier.mail.queueid import QueueId, is_qid
+from postier.ops import queue as ops_queue
+from postier.queue.capture import Outbox, outbox_dir
 from postier.store.models import QueueEntry
 
 
@@ -54,6 +60,14 @@ def register(sub: Subparsers) -> None:
     flush = cmds.add_parser("flush", help="retry now (one message, or all)", allow_abbrev=False)
     flush.add_argument("qid", metavar="QID", nargs="?")
     flush.set_defaults(handler=_flush)
+    cap = cmds.add_parser(
+        "captured",
+        help="mail the development outbox kept instead of sending (smtp.outbound.capture)",
+        allow_abbrev=False,
+    )
+    cap.add_argument("id", metavar="ID", nargs="?", help="print this captured message")
+    cap.add_argument("--json", action="store_true", help="one JSON document")
+    cap.set_defaults(handler=_captured)
     for name, text, fn in (
         ("delete", "remove a message from the queue (no bounce)", _delete),
         ("hold", "stop delivery attempts for a message", _hold),
@@ -194,34 +208,16 @@ def _flush(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     qid = parse_qid(args.qid) if args.qid else None
 
-    async def go() -> tuple[int, int]:
-        """(made due, held and left alone)"""
+    async def go() -> ops_queue.Flushed:
         async with opened_store(settings) as store:
-            now = datetime.now(UTC)
-            if qid is not None:
-                entry = await store.queue_get(qid)
-                if entry is None:
-                    raise CliError(f"no queued message {qid}")
-                if entry.held:
-                    # a held message is never attempted: saying "due now" would be a lie
-                    raise CliError(
-                        f"{qid} is held: nothing sent (release it first: "
-                        f"postier queue release {qid})"
-                    )
-                await store.queue_set_next_attempt(qid, now)
-                return 1, 0
-            n = held = 0
-            for e in await store.queue_list():
-                if e.held:
-                    held += 1
-                else:
-                    await store.queue_set_next_attempt(e.id, now)
-                    n += 1
-            return n, held
+            try:
+                return await ops_queue.retry_now(store, qid)
+            except ops_queue.QueueActionError as e:
+                raise CliError(str(e)) from None
 
-    n, held = run(go())
-    tail = f"; {held} held, not flushed (postier queue release QID)" if held else ""
-    out(f"{n} message(s) due now{tail}")
+    flushed = run(go())
+    tail = f"; {flushed.held} held, not flushed (postier queue release QID)" if flushed.held else ""
+    out(f"{flushed.due} message(s) due now{tail}")
     return 0
 
 
@@ -246,14 +242,13 @@ def _simple(args: argparse.Namespace, action: str) -> int:
 
     async def go() -> None:
         async with opened_store(settings) as store:
-            if await store.queue_get(qid) is None:
-                raise CliError(f"no queued message {qid}")
-            if action == "delete":
-                await store.queue_delete(qid)
-                await store.trace_add(qid, "deleted", "removed by the administrator")
-            else:
-                await store.queue_hold(qid, action == "hold")
-                await store.trace_add(qid, action, f"{action} by the administrator")
+            try:
+                if action == "delete":
+                    await ops_queue.delete(store, qid)
+                else:
+                    await ops_queue.hold(store, qid, action == "hold")
+            except ops_queue.QueueActionError as e:
+                raise CliError(str(e)) from None
 
     run(go())
     out({"delete": "deleted", "hold": "held", "release": "released"}[action] + f" {qid}")
@@ -270,3 +265,43 @@ def _hold(args: argparse.Namespace) -> int:
 
 def _release(args: argparse.Namespace) -> int:
     return _simple(args, "release")
+
+
+def _captured(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    outbox = Outbox(outbox_dir(settings.server.data_dir))
+    if args.id is not None:
+        data = outbox.read(args.id)
+        if data is None:
+            raise CliError(f"no captured message {args.id}")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    items = outbox.list()
+    if args.json:
+        out(
+            json.dumps(
+                [
+                    {
+                        "id": c.id,
+                        "qid": c.qid,
+                        "sender": c.sender,
+                        "recipients": list(c.recipients),
+                        "captured": c.captured.isoformat(),
+                        "size": c.size,
+                        "subject": c.subject,
+                    }
+                    for c in items
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    for c in items:
+        when = c.captured.isoformat(timespec="seconds")
+        out(f"{c.id}  {when}  {c.size:>9} B  from <{c.sender}>  {c.subject}")
+        for r in c.recipients:
+            out(f"    <{r}>")
+    note = "" if settings.smtp.outbound.capture else " (capture is off: smtp.outbound.capture)"
+    out(f"-- {len(items)} captured message(s){note}")
+    return 0

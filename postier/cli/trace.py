@@ -18,6 +18,7 @@ import json
 
 from postier.cli.common import CliError, Subparsers, load_settings, opened_store, out, run
 from postier.cli.queue import as_json, parse_qid
+from postier.ops.queue import gone_state
 from postier.store.models import QueueEntry, TraceEvent
 
 
@@ -63,20 +64,10 @@ def handle(args: argparse.Namespace) -> int:
     for e in events:
         out(f"{e.at.isoformat(timespec='milliseconds')}  {e.event:<13} {e.detail}")
     if entry is None:
-        out(f"state: {_gone(events)}")
+        out(f"state: {gone_state(events)}")
     else:
         pending = [r for r in entry.recipients if r.state == "pending"]
         when = entry.next_attempt.isoformat(timespec="seconds")
         nxt = "held" if entry.held else f"next try {when}"
         out(f"state: queued, {len(pending)} recipient(s) pending, {nxt}")
     return 0
-
-
-def _gone(events: list[TraceEvent]) -> str:
-    """What became of a message that is not in the queue, from its events."""
-    seen = {e.event for e in events}
-    if seen & {"done", "deleted"}:
-        return "no longer queued"
-    if "received" in seen:
-        return "delivered locally; nothing was queued"
-    return "not accepted"  # refused at intake: only filter events were recorded

@@ -144,7 +144,8 @@ def render_sample(
     """The commented postier.toml for `domain`.
 
     `dev`: the development ports (2525, 2587, ...) on 127.0.0.1 and ``dns.offline =
-    true`` (no test or development setup asks the system resolver); otherwise the
+    true`` (no test or development setup asks the system resolver) and
+    ``smtp.outbound.capture = true`` (remote mail kept in the outbox); otherwise the
     standard ports (25, 587, 465, 143, 993, 110, 995, 443) on every IPv4 address.
     """
     ports = DEV_PORTS if dev else STANDARD_PORTS
@@ -158,6 +159,7 @@ def render_sample(
     }
     if dev:  # one process: simplest to debug, and what `make run` needs
         active["server.workers"] = 1
+        active["smtp.outbound.capture"] = True
     for name in LISTENER_NAMES:
         active[f"listeners.{name}.address"] = address
         active[f"listeners.{name}.port"] = ports[name]

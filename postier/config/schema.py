@@ -167,6 +167,12 @@ class SmtpOutbound:
     command_timeout: float = doc("timeout per SMTP command when delivering", default=300.0)
     max_per_destination: int = doc("concurrent connections to one destination host", default=5)
     max_concurrency: int = doc("concurrent outbound deliveries in all", default=50)
+    capture: bool = doc(
+        "development outbox: remote deliveries are kept in data_dir/outbox (the web "
+        "admin's Outbox, `postier queue captured`) instead of sent; nothing leaves "
+        "the machine. `postier init --dev` writes true; never set it on a real server",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)

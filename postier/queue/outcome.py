@@ -44,6 +44,7 @@ class Outcome:
     remote_mta: str = ""  # host name that answered ("" when none did)
     diagnostic_type: DiagnosticType = DiagnosticType.SMTP
     relayed: bool = False  # delivered to a peer without DSN support
+    captured: bool = False  # kept in the development outbox, not sent (`queue.capture`)
 
     @classmethod
     def of_reply(cls, reply: ServerReply, host: str, *, relayed: bool = False) -> Outcome:

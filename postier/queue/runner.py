@@ -38,6 +38,10 @@ Rules (the order is the durability contract; STYLE.md "Queue"):
 7. What is sent: the blob without intake's Return-Path: (RFC 5321 §4.4) and
    with the DKIM signature stored at enqueue; entries queued without one are
    signed here at each attempt (`enqueue`).
+8. Capture (``smtp.outbound.capture``, development): the bytes that would be
+   sent go to the outbox (`capture.Outbox`, durable) instead of any host, and
+   every pending recipient is then recorded as delivered ("captured"), with a
+   ``captured`` trace event and log line; no DSN, nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from postier import metrics
 from postier.config.schema import SmtpOutbound
 from postier.dns.resolver import Resolver
 from postier.queue import dsn, routing
+from postier.queue.capture import Outbox
 from postier.queue.enqueue import transmitted
 from postier.queue.outcome import Outcome, OutcomeKind, apply, expired, last_error, tally
 from postier.queue.reports import Reporter, report_of
@@ -96,6 +101,8 @@ class Runner:
     max_return_size: int = 10 * 1024 * 1024
     now: Callable[[], datetime] = _utcnow
     tls_context: ssl.SSLContext = field(default_factory=client_tls_context)
+    #: the development outbox: set, remote mail is kept there instead of sent (rule 8)
+    outbox: Outbox | None = None
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(
@@ -182,6 +189,9 @@ class Runner:
             await self._finish(entry, current, {}, original, attempts, now)
             return
         data = await self._signed(entry, original)
+        if self.outbox is not None:
+            await self._capture(entry, current, pending, data, original, attempts, next_at)
+            return
         wanted = {r.address for r in pending}
         outcomes: dict[str, Outcome] = {}
         lock = asyncio.Lock()
@@ -222,6 +232,33 @@ class Runner:
                 entry, current, outcomes, original, attempts, self.now(), next_at
             )
         await self._announce(settled)
+
+    async def _capture(
+        self,
+        entry: QueueEntry,
+        current: dict[str, QueueRecipient],
+        pending: list[QueueRecipient],
+        data: bytes,
+        original: bytes,
+        attempts: int,
+        next_at: datetime,
+    ) -> None:
+        """Rule 8: keep `data` in the outbox, then settle its recipients as captured."""
+        assert self.outbox is not None
+        addresses = [r.address for r in pending]
+        item = await asyncio.to_thread(
+            self.outbox.add, entry.id, entry.sender, addresses, data, self.now()
+        )
+        o = Outcome(
+            OutcomeKind.DELIVERED,
+            f"250 2.0.0 captured in the development outbox as {item.id}, not sent",
+            "2.0.0",
+            diagnostic_type=dsn.DiagnosticType.OURS,
+            captured=True,
+        )
+        await self._finish(
+            entry, current, dict.fromkeys(addresses, o), original, attempts, self.now(), next_at
+        )
 
     async def _signed(self, entry: QueueEntry, original: bytes) -> bytes:
         """The bytes to transmit: the stored signature on top (rule 7)."""
@@ -351,10 +388,12 @@ class Runner:
             await self.store.trace_add(qid, "failed", f"<{r.address}> {o.where}{o.reply}")
             log.info("qid=%s to=<%s> bounced: %s%s", qid, r.address, o.where, o.reply)
         for r, o in s.succeeded:
-            await self.store.trace_add(qid, "delivered", f"<{r.address}> {o.where}{o.reply}")
-            log.info("qid=%s to=<%s> delivered: %s%s", qid, r.address, o.where, o.reply)
-        if s.succeeded:
-            metrics.MESSAGES_DELIVERED.labels("remote").inc(len(s.succeeded))
+            event = "captured" if o.captured else "delivered"
+            await self.store.trace_add(qid, event, f"<{r.address}> {o.where}{o.reply}")
+            log.info("qid=%s to=<%s> %s: %s%s", qid, r.address, event, o.where, o.reply)
+        sent = [r for r, o in s.succeeded if not o.captured]
+        if sent:
+            metrics.MESSAGES_DELIVERED.labels("remote").inc(len(sent))
         if s.next_at is None:
             await self.store.trace_add(
                 qid, "done", "every recipient delivered or failed; removed from the queue"

@@ -23,6 +23,7 @@ from typing import Any
 
 from postier.config.schema import Settings
 from postier.dns.resolver import Resolver
+from postier.queue.capture import Outbox, outbox_dir
 from postier.queue.enqueue import Enqueue
 from postier.queue.runner import Runner
 from postier.queue.schedule import Schedule
@@ -40,6 +41,9 @@ def build(settings: Settings, store: Store, resolver: Resolver) -> Runner:
         outbound=settings.smtp.outbound,
         schedule=Schedule.of(settings.queue),
         signer=DkimSigner(store, settings.server.data_dir),
+        outbox=(
+            Outbox(outbox_dir(settings.server.data_dir)) if settings.smtp.outbound.capture else None
+        ),
     )
 
 

@@ -30,10 +30,9 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("storage", frozenset({"store"})),
     (
         "protocols and policies",
-        frozenset({"mailauth", "auth", "filters", "queue", "smtp", "imap", "pop3"}),
+        frozenset({"mailauth", "auth", "filters", "queue", "smtp", "imap", "pop3", "ops"}),
     ),
     ("adapters and composition root", frozenset({"server", "web"})),
-    ("operations", frozenset({"ops"})),
     ("command line", frozenset({"cli", "__main__"})),
 )
 #: packages that import no other postier package at all
