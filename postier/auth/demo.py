@@ -5,6 +5,8 @@ Rules:
 - Created once, with a generated password kept in ``data_dir/demo-password``
   (0600; line one the password, line two the address), so every start can show
   the login again; a re-run never resets an existing account's password.
+- The demo account has the admin role: on a development server it is the one
+  account, and the admin pages hold the development outbox.
 - `demo_login` shows the password only while it still verifies: after
   `postier user passwd` the banner says it was changed and prints none, and a
   deleted or disabled demo account is not shown at all.
@@ -42,6 +44,8 @@ async def create_demo(store: Store, data_dir: Path, domain: str) -> DemoLogin | 
     # the file first: a crash in between leaves a file naming no account (not shown)
     write_atomically(data_dir / DEMO_FILE, f"{password}\n{address}\n".encode(), 0o600)
     await store.add_user(address, await ahash_password(password))
+    # a development server's one account: it may open /admin (and its outbox)
+    await store.set_admin(address, True)
     return DemoLogin(address, password)
 
 

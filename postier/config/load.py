@@ -210,6 +210,13 @@ def validate(s: Settings) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(f"greylist.allow[{i}]: {net!r} is not a network") from None
+    for i, net in enumerate(s.web.metrics_allow):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"web.metrics_allow[{i}]: {net!r} is not an address or network"
+            ) from None
     if (s.tls.cert is None) != (s.tls.key is None):
         raise ConfigError("tls.cert: cert and key must be given together")
     if s.server.workers > 256:

@@ -54,7 +54,7 @@ LISTENER_DOCS: Mapping[str, str] = {
     "imaps": "IMAP over implicit TLS (RFC 8314)",
     "pop3": "POP3 with STLS (RFC 1939, RFC 2595)",
     "pop3s": "POP3 over implicit TLS (RFC 8314)",
-    "web": "webmail and /metrics (plain HTTP for now; HTTPS and the admin pages are planned)",
+    "web": "webmail at /, the admin pages at /admin and /metrics; HTTPS when web.tls = true",
 }
 
 _WIDTH = 88
@@ -157,6 +157,7 @@ def render_sample(
         "server.data_dir": data_dir,
         "dns.offline": dev,
     }
+    active["web.tls"] = not dev
     if dev:  # one process: simplest to debug, and what `make run` needs
         active["server.workers"] = 1
         active["smtp.outbound.capture"] = True

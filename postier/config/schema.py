@@ -436,6 +436,29 @@ class RspamdSettings:
     honor_reject: bool = doc('rspamd\'s action "reject" refuses the message', default=True)
 
 
+@dataclass(frozen=True)
+class WebSettings:
+    tls: bool = doc(
+        "serve listeners.web over HTTPS with the server's certificate (tls.cert, else "
+        "the self-signed one); the session cookie is then Secure. `postier init` "
+        "writes true (port 443); `init --dev` false (plain HTTP on 8025)",
+        default=False,
+    )
+    metrics_allow: tuple[str, ...] = doc(
+        "addresses or networks (CIDR) that may read /metrics; others get 403. The "
+        "default is loopback and the private ranges, where a Prometheus server "
+        "normally scrapes from; [] serves it to no one",
+        default=(
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ),
+    )
+
+
 def _default_listeners() -> dict[str, ListenerSettings]:
     return {name: ListenerSettings(port=DEV_PORTS[name]) for name in LISTENER_NAMES}
 
@@ -462,5 +485,6 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     pop3: Pop3Settings = field(default_factory=Pop3Settings)
+    web: WebSettings = field(default_factory=WebSettings)
     #: the file these settings came from (None: built-in development defaults)
     source: Path | None = None

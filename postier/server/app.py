@@ -250,7 +250,13 @@ def banner(app: App, demo: DemoLogin | None) -> str:
         lines.append(f"  {name:<12} {li.address}:{li.bound_port}")
     web = app.web_address
     if web:
-        lines.append(f"  {'web':<12} {web[0]}:{web[1]}  http://{web[0]}:{web[1]}/")
+        scheme = "https" if s.web.tls else "http"
+        lines.append(f"  {'web':<12} {web[0]}:{web[1]}  {scheme}://{web[0]}:{web[1]}/")
+    if s.smtp.outbound.capture:
+        lines.append(
+            "  outbound: capture = true: remote mail is kept in the outbox "
+            "(/admin/outbox, postier queue captured), never sent"
+        )
     if demo is not None:
         if demo.password is not None:
             lines.append(f"  login: {demo.address}  password: {demo.password}")

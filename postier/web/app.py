@@ -62,7 +62,7 @@ def create_app(app: App) -> ASGIApp:
     starlette = Starlette(
         routes=[
             Route("/healthz", health),
-            Route("/metrics", metrics_endpoint(app.store)),
+            Route("/metrics", metrics_endpoint(app.store, allow=app.settings.web.metrics_allow)),
             *webmail.routes(),
         ]
     )

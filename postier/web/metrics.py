@@ -3,8 +3,8 @@
 Rules:
 - The queue gauges are refreshed from the store on every scrape (one
   `Store.queue_list`), so they are exact whichever process changed the queue.
-- Only clients in `allow` may scrape (default: loopback and the private ranges,
-  where a Prometheus server normally sits); others get 403. The page exposes
+- Only clients in `allow` (``web.metrics_allow``) may scrape (default: loopback
+  and the private ranges, where a Prometheus server normally sits); others get 403. The page exposes
   traffic volumes and queue sizes, nothing about message content or addresses.
 - The format is Prometheus text 0.0.4, or OpenMetrics when the scraper asks for
   it in Accept (prometheus_client's content negotiation).
@@ -22,21 +22,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from postier import metrics
+from postier.config.schema import WebSettings
 
 if TYPE_CHECKING:
     from postier.store.api import Store
 
 log = logging.getLogger("postier.web")
 
-#: networks allowed to scrape by default
-DEFAULT_ALLOW: tuple[str, ...] = (
-    "127.0.0.0/8",
-    "::1/128",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "fc00::/7",
-)
+#: networks allowed to scrape by default (the config's default)
+DEFAULT_ALLOW: tuple[str, ...] = WebSettings().metrics_allow
 
 
 def _allowed(

@@ -5,6 +5,11 @@ Rules:
   start like every other listener does (ListenError, exit 1); a worker of several
   serves the socket its supervisor bound.
 - Shutdown asks uvicorn to exit; open requests get the drain timeout.
+- ``web.tls = true`` (production): HTTPS only, with the server's certificate
+  (`server.tls`: tls.cert/tls.key, else the self-signed one) in a context of its
+  own (ALPN http/1.1; the mail listeners' context is not touched). Plain HTTP on
+  that port gets no answer but a failed handshake. The webmail's cookie is
+  Secure whenever the request came over TLS.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 from postier.server.listeners import Handler, ListenError
+from postier.server.tls import server_context
 from postier.web.app import create_app
 
 if TYPE_CHECKING:
@@ -45,8 +52,15 @@ def _bind(address: str, port: int) -> socket.socket:
     return sock
 
 
+def _tls_context(app: App) -> ssl.SSLContext:
+    ctx = server_context(app.settings)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 def make_handler(app: App, name: str) -> Handler | None:
     ls = app.settings.listeners[name]
+    context = _tls_context(app) if app.settings.web.tls else None
     shared = app.worker.sockets.get(name) if app.worker is not None else None
     sock = shared if shared is not None else _bind(ls.address, ls.port)
     config = uvicorn.Config(
@@ -56,6 +70,7 @@ def make_handler(app: App, name: str) -> Handler | None:
         workers=1,
         lifespan="off",
         timeout_graceful_shutdown=int(app.settings.server.drain_timeout) or 1,
+        ssl_context_factory=None if context is None else (lambda config, default: context),
     )
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]

@@ -141,6 +141,8 @@ def test_init_dev(tmp_path: Path) -> None:
     assert s.server.data_dir == tmp_path.resolve() / "site" / "data"
     assert {n: lst.port for n, lst in s.listeners.items()} == DEV_PORTS
     assert s.dns.offline is True
+    assert s.smtp.outbound.capture is True  # the development outbox: nothing is sent
+    assert "\ncapture = true\n" in config.read_text()
     # the data dir is found from anywhere: it resolves against the config's folder
     ok(postier("-c", "site/postier.toml", "domain", "list", cwd=tmp_path), "example.test\n")
 
@@ -155,6 +157,8 @@ def test_init_production(tmp_path: Path) -> None:
     assert s.server.hostname == "mx.example.com"
     assert {n: lst.port for n, lst in s.listeners.items()} == STANDARD_PORTS
     assert s.dns.offline is False
+    assert s.smtp.outbound.capture is False  # never captures unless set
+    assert "\n#capture = false\n" in (tmp_path / "postier.toml").read_text()
 
 
 def test_init_refuses_to_overwrite(cli: Cli) -> None:
