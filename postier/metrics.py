@@ -17,6 +17,9 @@ Rules:
 - Store latencies: `timed_store(store)` wraps a store so every async method
   call is observed in `STORE_SECONDS` by method name; the composition root
   decides whether to wrap.
+- `REFUSALS` keeps the last `MAX_REFUSALS` refused SMTP commands with their
+  reply text and client, for the web admin's Status page (a bounded deque: the
+  text is shown to an admin, never used as a label).
 - Per process: the server is one process, so its registry is the whole picture
   (CLI commands such as `postier send` count in their own short-lived process).
 
@@ -44,6 +47,7 @@ postier_queue_oldest_seconds (gauge)     —                                  Qu
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import re
@@ -161,9 +165,55 @@ def status_label(code: int, enhanced: str | None) -> str:
     return f"{str(code)[0]}.0.0" if 200 <= code < 600 else "4.0.0"
 
 
-def count_rejection(listener: str, stage: str, code: int, enhanced: str | None) -> None:
+@dataclass(frozen=True)
+class Refusal:
+    at: datetime
+    listener: str
+    stage: str  # mail, rcpt, data
+    client: str
+    reply: str  # "550 5.7.1 text"
+
+
+#: refusals kept for the Status page
+MAX_REFUSALS = 50
+
+
+class RecentRefusals:
+    """The last `MAX_REFUSALS` refusals, newest last; appended from the event loop."""
+
+    def __init__(self, size: int = MAX_REFUSALS) -> None:
+        self._items: collections.deque[Refusal] = collections.deque(maxlen=size)
+
+    def add(self, refusal: Refusal) -> None:
+        self._items.append(refusal)
+
+    def newest_first(self) -> list[Refusal]:
+        return list(reversed(self._items))
+
+
+REFUSALS = RecentRefusals()
+
+
+def count_rejection(
+    listener: str,
+    stage: str,
+    code: int,
+    enhanced: str | None,
+    *,
+    text: str = "",
+    client: str = "",
+) -> None:
     """One refused MAIL/RCPT/DATA; `stage` is "mail", "rcpt" or "data"."""
     SMTP_REJECTIONS.labels(listener, stage, status_label(code, enhanced)).inc()
+    note_refusal(listener, stage, code, enhanced, text=text, client=client)
+
+
+def note_refusal(
+    listener: str, stage: str, code: int, enhanced: str | None, *, text: str, client: str
+) -> None:
+    """Keep one refusal with its reason in `REFUSALS` (Status page)."""
+    reply = " ".join(str(p) for p in (code, enhanced, text[:300]) if p)
+    REFUSALS.add(Refusal(datetime.now(UTC), listener, stage, client, reply))
 
 
 def count_transaction(listener: str, code: int, local_copies: int = 0) -> None:

@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import re
 
 from postier.store.api import Store
 from postier.store.errors import Conflict
@@ -74,3 +75,25 @@ async def role_aliases_for_new_user(store: Store, user: User) -> list[str]:
     if len(await store.list_users(user.domain)) != 1:
         return []
     return await ensure_role_aliases(store, user.domain, user.address)
+
+
+_SIZE = re.compile(r"^\s*(\d{1,15})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int | None:
+    """ "500M", "2G", "1048576" → bytes (K/M/G/T are powers of 1024); None if
+    it is no size. 0 means unlimited."""
+    m = _SIZE.match(text)
+    if not m:
+        return None
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()[:1]]
+
+
+def format_size(size: int) -> str:
+    if size == 0:
+        return "unlimited"
+    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)

@@ -199,7 +199,14 @@ class SmtpSession:
                     self.env = Envelope(ev.address, ev.params)
                     core.accept(reply)
                 else:
-                    metrics.count_rejection(self.conn.listener, "mail", reply.code, reply.enhanced)
+                    metrics.count_rejection(
+                        self.conn.listener,
+                        "mail",
+                        reply.code,
+                        reply.enhanced,
+                        text=reply.text,
+                        client=self.conn.peer_ip,
+                    )
                     core.reject(reply)
             elif isinstance(ev, RcptTo):
                 assert self.env is not None
@@ -207,7 +214,14 @@ class SmtpSession:
                 if reply.is_positive:
                     core.accept(reply)
                 else:
-                    metrics.count_rejection(self.conn.listener, "rcpt", reply.code, reply.enhanced)
+                    metrics.count_rejection(
+                        self.conn.listener,
+                        "rcpt",
+                        reply.code,
+                        reply.enhanced,
+                        text=reply.text,
+                        client=self.conn.peer_ip,
+                    )
                     core.reject(reply)
             elif isinstance(ev, DataStart):
                 assert self.env is not None
@@ -269,6 +283,15 @@ class SmtpSession:
         if reply.is_positive:
             self.core.accept(reply)
         else:
+            if reply.code >= 500:  # refused for good (4xx: our failure, logged)
+                metrics.note_refusal(
+                    self.conn.listener,
+                    "data",
+                    reply.code,
+                    reply.enhanced,
+                    text=reply.text,
+                    client=self.conn.peer_ip,
+                )
             self.core.reject(reply)
 
     async def _burl(self, ev: Burl) -> None:

@@ -1,8 +1,10 @@
-"""The Starlette application: the webmail at `/`, `/healthz` and `/metrics`.
+"""The Starlette application: the webmail at `/`, the admin at `/admin`, `/healthz`
+and `/metrics`.
 
 Rules:
 - Routes read the store through `App`; the only state between requests is the
-  webmail's session table (`webmail.sessions`).
+  webmail's session table (`webmail.sessions`), which the admin pages share (one
+  login for both).
 - Every response carries `nosniff`, `Referrer-Policy: same-origin` (no referrer
   leaves for another site; "no-referrer" would make the browser send `Origin: null`
   on our own forms, which the CSRF check refuses) and a CSP; a route that serves
@@ -19,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from postier.web.admin.routes import Admin
 from postier.web.metrics import metrics_endpoint
 from postier.web.webmail.routes import PAGE_CSP, Webmail
 
@@ -59,9 +62,11 @@ def create_app(app: App) -> ASGIApp:
         return JSONResponse({"status": "ok", "hostname": app.settings.server.hostname})
 
     webmail = Webmail(app)
+    admin = Admin(app, webmail.sessions, webmail.env)
     starlette = Starlette(
         routes=[
             Route("/healthz", health),
+            *admin.routes(),
             Route("/metrics", metrics_endpoint(app.store, allow=app.settings.web.metrics_allow)),
             *webmail.routes(),
         ]

@@ -1,0 +1,1 @@
+"""The web admin at /admin (routes.py)."""
