@@ -253,6 +253,10 @@ def test_unknown_keys_are_errors(tmp_path: Path, text: str, message: str) -> Non
             '[greylist]\nallow = ["10.0.0.0/33"]\n',
             "greylist.allow[0]: '10.0.0.0/33' is not a network",
         ),
+        (
+            '[web]\nmetrics_allow = ["127.0.0.1", "prometheus.local"]\n',
+            "web.metrics_allow[1]: 'prometheus.local' is not an address or network",
+        ),
         ('[tls]\ncert = "cert.pem"\n', "tls.cert: cert and key must be given together"),
         ('[server]\nhostname = ""\n', "server.hostname: '' is not a host name"),
         (

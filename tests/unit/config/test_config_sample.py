@@ -53,8 +53,14 @@ def test_dev_sample_loads_with_dev_ports_and_offline_dns(tmp_path: Path) -> None
             workers=1,
         ),
         dns=dataclasses.replace(Settings().dns, offline=True),
+        # the development outbox: remote mail is kept, never sent
+        smtp=dataclasses.replace(
+            Settings().smtp,
+            outbound=dataclasses.replace(Settings().smtp.outbound, capture=True),
+        ),
         source=(tmp_path / "postier.toml").resolve(),
     )
+    assert s.web.tls is False  # plain HTTP on 8025
     assert s == expected
 
 
@@ -66,6 +72,8 @@ def test_prod_sample_loads_with_standard_ports(tmp_path: Path) -> None:
     assert {lst.address for lst in s.listeners.values()} == {"0.0.0.0"}
     assert s.dns.offline is False
     assert s.dns.nameservers == ()
+    assert s.web.tls is True  # HTTPS on 443 with the server's certificate
+    assert s.smtp.outbound.capture is False
 
 
 @pytest.mark.parametrize("dev", [True, False])
