@@ -54,11 +54,17 @@ def test_https_with_the_server_certificate_and_a_secure_cookie(
     conn.close()
 
     # plain HTTP on the HTTPS port gets no page
-    plain = http.client.HTTPConnection(host, port, timeout=10)
     with pytest.raises((http.client.HTTPException, ConnectionError)):
-        plain.request("GET", "/healthz")
-        plain.getresponse().read()
-    plain.close()
+        _plain_get(host, port, "/healthz")
+
+
+def _plain_get(host: str, port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
 
 
 def test_http_in_development_cookie_not_secure(server: ServerThread) -> None:
