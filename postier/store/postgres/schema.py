@@ -204,7 +204,12 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2 = (
+    # issue 15: the admin role (the web admin at /admin); sqlite schema 10
+    "ALTER TABLE users ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 VERSION = len(MIGRATIONS)
 
 

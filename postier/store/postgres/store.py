@@ -245,7 +245,7 @@ def _mailbox_of(row: Row) -> Mailbox:
     )
 
 
-_USER_COLS = "id, address, domain, password_hash, quota_bytes, created, disabled"
+_USER_COLS = "id, address, domain, password_hash, quota_bytes, created, disabled, admin"
 
 
 def _user_of(row: Row) -> User:
@@ -257,6 +257,7 @@ def _user_of(row: Row) -> User:
         quota_bytes=row[4],
         created=_from_us(row[5]),
         disabled=bool(row[6]),
+        admin=bool(row[7]),
     )
 
 
@@ -771,6 +772,12 @@ class PostgresStore:
         if quota_bytes < 0:
             raise Invalid("quota must not be negative")
         await self._update_user(address, "quota_bytes", quota_bytes)
+
+    async def set_admin(self, address: str, admin: bool) -> None:
+        await self._update_user(address, "admin", admin)
+
+    async def set_disabled(self, address: str, disabled: bool) -> None:
+        await self._update_user(address, "disabled", disabled)
 
     async def delete_user(self, address: str) -> None:
         key = _address_key(address)
