@@ -239,6 +239,7 @@ class Admin:
             uptime=_duration((now - started).total_seconds()),
             listeners=sorted(doc["listeners"].items()),
             tls=self.settings.web.tls,
+            workers=self.app.worker.count if self.app.worker is not None else 1,
             figures=figures,
             refusals=metrics.REFUSALS.newest_first()[:20],
             errors=list(reversed(doc["errors"]))[:10],
