@@ -40,6 +40,7 @@ Rules:
 
 from __future__ import annotations
 
+import array
 import asyncio
 import functools
 import hashlib
@@ -48,7 +49,8 @@ import math
 import re
 import secrets
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +139,9 @@ NOTICES = {
 }
 #: the list's query parameters a link or a redirect carries on
 LIST_PARAMS = ("q", "sort", "order", "filter", "view", "page")
+#: folder orders kept (`Webmail._order`): at 8 octets a message, 64 folders of
+#: 10,000 messages are 5 MB
+ORDER_CACHE = 64
 #: seconds between keep-alive comments on a live update stream (proxies close
 #: silent connections; a logged-out session's stream ends at the next one)
 HEARTBEAT = 20.0
@@ -254,6 +259,8 @@ class Webmail:
         self.sessions = Sessions()
         #: signs the URLs of `cid:` images (a restart makes new ones)
         self.secret = secrets.token_bytes(32)
+        #: folders' list orders (`_order`), least recently used dropped first
+        self.orders: OrderedDict[tuple[int, int, int, str, bool], Sequence[int]] = OrderedDict()
         #: open live update streams, ended when the server stops
         self.streams: set[Subscription] = set()
         app.stopping_hooks.add(self.end_streams)
@@ -484,23 +491,39 @@ class Webmail:
             filter_ = "all"
         threads = params.get("view") == "threads"
         query = params.get("q", "").strip()
-        msgs = await self.store.list_messages(mb.id, structures=False)
-        total = len(msgs)
+        total = mb.messages
         error = ""
-        if query:
-            try:
-                key = search.program(query)
-                if key is not None:
-                    msgs = await search.search(self.store, msgs, key, self.search_seconds)
-            except search.QueryError as e:
-                error, msgs = str(e), []
-            except TooComplex:
-                error, msgs = "The search took too long: add words or a date to narrow it.", []
-        msgs = listing.keep(msgs, filter_)
-        entries = await _in_pool(listing.arrange, msgs, sort, descending, threads)
-        pages = max(1, math.ceil(len(entries) / PAGE_SIZE))
-        page = min(max(1, _int(params.get("page"), 1)), pages)
-        rows = await _in_pool(listing.page_rows, entries, page, PAGE_SIZE)
+        found = 0
+        if not query and not threads:
+            # the usual list: the folder's order comes from the cache while no
+            # message came or went, and only the page's rows are read
+            ordered: Sequence[int] = await self._order(mb, sort, descending)
+            if filter_ != "all":
+                flagged = await self.store.list_messages(mb.id, summaries=False)
+                wanted = {m.uid for m in listing.keep(flagged, filter_)}
+                ordered = [u for u in ordered if u in wanted]
+            pages = max(1, math.ceil(len(ordered) / PAGE_SIZE))
+            page = min(max(1, _int(params.get("page"), 1)), pages)
+            shown = await self._rows(mb, ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
+            rows = [listing.row(m) for m in shown]
+        else:
+            msgs = await self.store.list_messages(mb.id, structures=False)
+            if query:
+                try:
+                    key = search.program(query)
+                    if key is not None:
+                        msgs = await search.search(self.store, msgs, key, self.search_seconds)
+                except search.QueryError as e:
+                    error, msgs = str(e), []
+                except TooComplex:
+                    error = "The search took too long: add words or a date to narrow it."
+                    msgs = []
+            msgs = listing.keep(msgs, filter_)
+            found = len(msgs)
+            entries = await _in_pool(listing.arrange, msgs, sort, descending, threads)
+            pages = max(1, math.ceil(len(entries) / PAGE_SIZE))
+            page = min(max(1, _int(params.get("page"), 1)), pages)
+            rows = await _in_pool(listing.page_rows, entries, page, PAGE_SIZE)
         frame = await self._frame(s, mb.id)
         folder = next(f for f in frame["folders"] if f.id == mb.id)
         return self._page(
@@ -508,7 +531,7 @@ class Webmail:
             folder=folder,
             rows=rows,
             total=total,
-            found=len(msgs),
+            found=found,
             page=page,
             pages=pages,
             params=params,
@@ -523,6 +546,37 @@ class Webmail:
             notice=NOTICES.get(request.query_params.get("done", ""), ""),
             **frame,
         )
+
+    async def _order(self, mb: Mailbox, sort: str, descending: bool) -> Sequence[int]:
+        """The folder's UIDs in list order. Cached by what identifies the set of
+        messages (UIDs only grow and are never reused, so UIDNEXT and the count
+        change whenever one comes or goes) and the order asked: a folder of 10,000
+        is read whole and sorted only after a change, not on every page view."""
+        key = (int(mb.id), mb.uidnext, mb.messages, sort, descending)
+        order = self.orders.get(key)
+        if order is not None:
+            self.orders.move_to_end(key)
+            return order
+        msgs = await self.store.list_messages(mb.id, structures=False)
+        entries = await _in_pool(listing.arrange, msgs, sort, descending, False)
+        order = array.array("Q", (e[0].uid for e in entries))
+        self.orders[key] = order
+        while len(self.orders) > ORDER_CACHE:
+            self.orders.popitem(last=False)
+        return order
+
+    async def _rows(self, mb: Mailbox, uids: Sequence[int]) -> list[Message]:
+        """The messages of `uids` (one page), in that order, with their summaries;
+        one expunged meanwhile is left out."""
+        if not uids:
+            return []
+        lo, hi = min(uids), max(uids)
+        if hi - lo < 4 * PAGE_SIZE:  # the usual page: UIDs close together, one read
+            by_uid = {m.uid: m for m in await self.store.list_messages(mb.id, lo, hi)}
+        else:
+            got = await asyncio.gather(*(self.store.get_message(mb.id, Uid(u)) for u in uids))
+            by_uid = {m.uid: m for m in got if m is not None}
+        return [by_uid[Uid(u)] for u in uids if u in by_uid]
 
     async def selected(self, request: Request) -> Response:
         """The list's checkboxes: mark read or unread, flag, unflag, delete (to
