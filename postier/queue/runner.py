@@ -12,9 +12,13 @@ Rules (the order is the durability contract; STYLE.md "Queue"):
 1. `Store.queue_due` claims entries (`schedule.Scheduler`); each claimed entry
    gets one delivery round (`process`).
 2. Intent before action: before connecting anywhere the attempt count and the
-   next try time (now + backoff) are committed with `queue_update`, which also
-   releases the claim. A crash mid-delivery leaves the entry due at that time,
-   with every recipient not yet recorded still pending; nothing is lost.
+   next try time (now + backoff) are committed with `queue_update`; the claim
+   is kept until the round's last update (`keep_claim`), so a round longer than
+   the backoff is never started again by another runner or node meanwhile. A
+   crash mid-delivery leaves the entry due at that time once the claim is gone
+   (released at the runner's restart, or, on PostgreSQL, with the dead node's
+   database session), with every recipient not yet recorded still pending;
+   nothing is lost.
 3. Commit before reuse: what a host said is committed before its connection
    goes back to the pool or carries another message (`transport`). The last
    outcome of an entry settles it there and then (reports, delete or
@@ -184,6 +188,7 @@ class Runner:
             next_attempt=next_at,
             attempts=attempts,
             last_error=entry.last_error,
+            keep_claim=bool(pending),  # the round goes on: nobody else starts it
         )
         if not pending:
             await self._finish(entry, current, {}, original, attempts, now)
@@ -221,6 +226,7 @@ class Runner:
                     next_attempt=next_at,
                     attempts=attempts,
                     last_error=last_error(current.values()),
+                    keep_claim=True,
                 )
 
         groups = routing.group(pending, smarthost=bool(self.outbound.smarthost))

@@ -270,8 +270,12 @@ class Store(Protocol):
         next_attempt: datetime,
         attempts: int,
         last_error: str,
+        keep_claim: bool = False,
     ) -> None:
-        """Record an attempt's outcome and release the claim."""
+        """Record an attempt's outcome and release the claim, or, with
+        `keep_claim`, keep holding it: the runner records its intent before it
+        connects anywhere and holds the entry until its round ends, so no other
+        runner (process or node) takes it meanwhile, however long the round."""
 
     async def queue_set_next_attempt(self, qid: QueueId, when: datetime) -> None:
         """`postier queue flush`: make an entry due at `when`."""

@@ -219,3 +219,20 @@ async def test_trace(store):
     assert events[0].at <= events[1].at
     assert events[0].at.tzinfo is not None
     assert await store.trace_get("Q3") == []
+
+
+async def test_queue_claim_kept_through_a_round(store, users):
+    """The runner records its intent (next try time) before delivering and keeps
+    the claim until the round ends: a round outlasting its next try time is not
+    started again by another runner meanwhile."""
+    r = await store.deliver(new_message(MSG), [], queue=entry("a@remote.test"))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    (e,) = await store.queue_due(now, 10)
+    soon = now + timedelta(seconds=5)
+    await store.queue_update(
+        r.qid, e.recipients, next_attempt=soon, attempts=1, last_error="", keep_claim=True
+    )
+    assert (await store.queue_get(r.qid)).attempts == 1
+    assert await store.queue_due(soon + timedelta(seconds=1), 10) == []
+    await store.queue_update(r.qid, e.recipients, next_attempt=soon, attempts=1, last_error="")
+    assert [x.id for x in await store.queue_due(soon, 10)] == [r.qid]

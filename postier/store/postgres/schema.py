@@ -209,7 +209,14 @@ _V2 = (
     "ALTER TABLE users ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # the database session (listener connection) of the node holding a lease: when
+    # it is gone the node died, and other nodes take the entry at once
+    "ALTER TABLE queue ADD COLUMN claimed_pid INTEGER",
+    "ALTER TABLE queue ADD COLUMN claimed_start TIMESTAMPTZ",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 VERSION = len(MIGRATIONS)
 
 

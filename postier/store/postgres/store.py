@@ -25,10 +25,16 @@ Rules (those of `postier.store.sqlite.store`, which this mirrors, plus):
   publishes its own after commit (before the caller returns) and skips its own
   notifications. A node whose listener connection drops cuts its subscriptions
   off (`FeedOverflow`): sessions re-read their mailbox instead of missing changes.
-- Queue claims are leases: ``claimed_until`` and ``claimed_by`` (this node's
-  name). ``SELECT ... FOR UPDATE SKIP LOCKED`` lets runners of several nodes
-  claim at once without waiting for or taking each other's entries; an expired
-  lease (its node died) is claimed again by any node; `queue_release_claims`
+- Queue claims are leases: ``claimed_until``, ``claimed_by`` (this node's
+  name) and the database session of this node's listener connection
+  (``claimed_pid``, ``claimed_start``). ``SELECT ... FOR UPDATE SKIP LOCKED``
+  lets runners of several nodes claim at once without waiting for or taking
+  each other's entries. A lease ends when it is released (the runner's last
+  update of its round), when it runs out (`claim_timeout`), or when its session
+  is gone from ``pg_stat_activity``: a killed node's connections close with it,
+  so other nodes take its entries at once. A node whose listener merely
+  reconnected moves its leases to the new session (between the two, another
+  node may take them: at worst one delivery twice). `queue_release_claims`
   releases only this node's own (a restarted node).
 - Text sorts as SQLite does (``COLLATE "C"``, by code point), whatever the
   database's collation.
@@ -137,6 +143,17 @@ _TEXT_COLS = (
     "m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, "
     "b.subject, b.from_addr, b.to_addr, b.cc, b.date, b.message_id, b.header_size, "
     "b.crlf_size, b.date_zone"
+)
+#: the database session that took a queue entry's lease is still there
+_CLAIMER_ALIVE = (
+    "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.claimed_pid "
+    "AND a.backend_start = q.claimed_start)"
+)
+#: a queue entry no live runner holds: never claimed, lease run out, or its node's
+#: session gone (the node died: its database connection closed with it)
+_UNCLAIMED = (
+    "(claimed_until IS NULL OR claimed_until <= $1 "
+    f"OR (claimed_pid IS NOT NULL AND NOT {_CLAIMER_ALIVE}))"
 )
 _LIGHT_COLS = "mailbox_id, uid, modseq, flags, internal_date, size, blob_id"
 _NO_SUMMARY = MessageSummary()
@@ -353,6 +370,8 @@ class PostgresStore:
         self._hub = ChangeHub(max_pending_changes)
         self._db: Database | None = None
         self._listener: asyncpg.Connection | None = None
+        #: (pid, backend start) of the listener's session: the life of this node's leases
+        self._session: tuple[int, datetime] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._channel = ""
         #: identifies this instance's notifications
@@ -424,8 +443,28 @@ class PostgresStore:
     # --- change feed -------------------------------------------------------
     async def _start_listener(self) -> None:
         conn = await asyncpg.connect(self.dsn)
-        await conn.add_listener(self._channel, self._on_notify)
+        try:
+            await conn.add_listener(self._channel, self._on_notify)
+            row = await conn.fetchrow(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            )
+            session = (int(row[0]), row[1])
+            old = self._session
+            if old is not None and self._db is not None:
+                # leases taken under the lost session belong to the new one (a node
+                # that merely reconnected is alive)
+                await self._db.pool.execute(
+                    "UPDATE queue SET claimed_pid = $1, claimed_start = $2 "
+                    "WHERE claimed_by = $3 AND claimed_pid = $4 AND claimed_start = $5",
+                    *session,
+                    self.node,
+                    *old,
+                )
+        except BaseException:
+            conn.terminate()
+            raise
         conn.add_termination_listener(self._on_listener_lost)
+        self._session = session
         self._listener = conn
 
     async def _stop_listener(self) -> None:
@@ -1803,16 +1842,19 @@ class PostgresStore:
         until = now_us + int(self.claim_timeout * 1_000_000)
 
         async def job(tx: Tx) -> list[QueueEntry]:
+            pid, start = self._session or (None, None)
             rows = await tx.fetch(
-                f"UPDATE queue SET claimed_until = $2, claimed_by = $3 WHERE id IN ("
-                "SELECT id FROM queue WHERE NOT held AND next_attempt <= $1 "
-                "AND (claimed_until IS NULL OR claimed_until <= $1) "
+                "UPDATE queue SET claimed_until = $2, claimed_by = $3, claimed_pid = $5, "
+                "claimed_start = $6 WHERE id IN ("
+                f"SELECT id FROM queue q WHERE NOT held AND next_attempt <= $1 AND {_UNCLAIMED} "
                 'ORDER BY created, id COLLATE "C" LIMIT $4 FOR UPDATE SKIP LOCKED) '
                 f"RETURNING {_QUEUE_COLS}",
                 now_us,
                 until,
                 self.node,
                 max(limit, 0),
+                pid,
+                start,
             )
             ordered = sorted(rows, key=lambda r: (r[4], r[0].encode()))
             return await _queue_entries(tx, ordered)
@@ -1827,7 +1869,8 @@ class PostgresStore:
 
         async def job(tx: Tx) -> int:
             status = await tx.execute(
-                "UPDATE queue SET claimed_until = NULL, claimed_by = NULL WHERE claimed_by = $1",
+                "UPDATE queue SET claimed_until = NULL, claimed_by = NULL, claimed_pid = NULL, "
+                "claimed_start = NULL WHERE claimed_by = $1",
                 self.node,
             )
             return rowcount(status)
@@ -1837,8 +1880,9 @@ class PostgresStore:
 
     async def queue_next_due(self) -> datetime | None:
         value = await self._require_db().fetchval(
-            "SELECT MIN(GREATEST(next_attempt, COALESCE(claimed_until, 0))) FROM queue "
-            "WHERE NOT held"
+            "SELECT MIN(CASE WHEN claimed_until IS NULL OR claimed_pid IS NOT NULL "
+            f"AND NOT {_CLAIMER_ALIVE} THEN next_attempt "
+            "ELSE GREATEST(next_attempt, claimed_until) END) FROM queue q WHERE NOT held"
         )
         return None if value is None else _from_us(value)
 
@@ -1850,13 +1894,20 @@ class PostgresStore:
         next_attempt: datetime,
         attempts: int,
         last_error: str,
+        keep_claim: bool = False,
     ) -> None:
         next_us = _to_us(next_attempt)
+        release = (
+            ""
+            if keep_claim
+            else ", claimed_until = NULL, claimed_by = NULL, claimed_pid = NULL, "
+            "claimed_start = NULL"
+        )
 
         async def job(tx: Tx) -> None:
             status = await tx.execute(
-                "UPDATE queue SET next_attempt = $1, attempts = $2, last_error = $3, "
-                "claimed_until = NULL, claimed_by = NULL WHERE id = $4",
+                "UPDATE queue SET next_attempt = $1, attempts = $2, last_error = $3"
+                f"{release} WHERE id = $4",
                 next_us,
                 attempts,
                 _safe(last_error),

@@ -1980,13 +1980,15 @@ class SqliteStore:
         next_attempt: datetime,
         attempts: int,
         last_error: str,
+        keep_claim: bool = False,
     ) -> None:
         next_us = _to_us(next_attempt)
+        release = "" if keep_claim else ", claimed_until = NULL"
 
         def job(tx: Tx) -> None:
             cur = tx.execute(
-                "UPDATE queue SET next_attempt = ?, attempts = ?, last_error = ?, "
-                "claimed_until = NULL WHERE id = ?",
+                "UPDATE queue SET next_attempt = ?, attempts = ?, last_error = ?"
+                f"{release} WHERE id = ?",
                 (next_us, attempts, last_error, qid),
             )
             if cur.rowcount == 0:

@@ -198,3 +198,43 @@ async def test_queue_leases_between_nodes(pg_dsn: str) -> None:  # noqa: F811
     finally:
         await b.close()
         await a.close()
+
+
+async def test_queue_leases_end_with_their_node(pg_dsn: str) -> None:  # noqa: F811
+    """A claim lives as long as the database session of the node that took it:
+    a node that is gone (killed: its connections close) leaves its entries to the
+    others at once, while one that merely reconnected keeps them."""
+    a = await opened(pg_dsn, node="a")
+    b = await opened(pg_dsn, node="b")
+    try:
+        entry = NewQueueEntry(sender="s@example.test", recipients=(QueueRecipient("r@x.test"),))
+        qids = sorted([(await a.deliver(new_message(MSG), [], queue=entry)).qid for _ in range(3)])
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        assert sorted(e.id for e in await a.queue_due(now, 10)) == qids
+        # a's feed connection drops and comes back: its leases follow it
+        session = a._session
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            assert a._listener is not None
+            await admin.execute("SELECT pg_terminate_backend($1)", a._listener.get_server_pid())
+        finally:
+            await admin.close()
+        for _ in range(100):
+            if a._session != session:
+                break
+            await asyncio.sleep(0.05)
+        assert a._session != session
+        assert await b.queue_due(now, 10) == []
+        assert await b.queue_next_due() is not None
+        assert await b.queue_next_due() > now + timedelta(minutes=10)
+        # a goes away without releasing anything: b takes its entries now, not
+        # when the 30-minute lease runs out
+        await a.close()
+        for _ in range(50):
+            if (nxt := await b.queue_next_due()) is not None and nxt < now:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(e.id for e in await b.queue_due(now, 10)) == qids
+    finally:
+        await b.close()
+        await a.close()
