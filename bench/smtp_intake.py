@@ -6,6 +6,11 @@ with the same load client:
 - postier: ``python -m postier serve`` with its own config and data dir in a temp dir,
   log level warning, only the MX listener; a 250 means blob fsynced and the SQLite
   commit done (group commit across sessions).
+- postier-pg: the same over PostgreSQL (``store.backend = "postgres"``, a fresh
+  database on the server `POSTIER_BENCH_PG` names, by default the machine's at
+  127.0.0.1:5432, dropped afterwards); a 250 means the PostgreSQL commit is done.
+  Skipped with a note when no server answers. Target (issue 16): within 0.7x of
+  postier on SQLite.
 - aiosmtpd: `peer_aiosmtpd.py`, a handler writing each message into a Maildir and
   fsyncing it before its 250 (the Python peer).
 - Postfix (when the ``postfix`` package is installed and we are root): a private
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -129,6 +135,56 @@ class PostierTarget(Target):
 
     def rss_mb(self) -> float | None:
         return tree_peak_rss_mb(self.server.pid)
+
+
+PG_ADMIN = os.environ.get("POSTIER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg(sql: str, dsn: str = PG_ADMIN) -> object:
+    """One statement on PostgreSQL, its first value (asyncpg, a short-lived connection)."""
+    import asyncpg
+
+    async def go() -> object:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    return run_async(go())
+
+
+class PostierPgTarget(PostierTarget):
+    """postier with the PostgreSQL store, on a database of its own."""
+
+    name = "postier-pg"
+
+    def __init__(self, root: Path, children: Children, workers: int | None = None) -> None:
+        self.database = f"postier_bench_{os.getpid()}_{secrets.token_hex(4)}"
+        self.dsn = PG_ADMIN.rpartition("/")[0] + "/" + self.database
+        extra = f'[store]\nbackend = "postgres"\npostgres_dsn = "{self.dsn}"\n'
+        self.server = Postier(root / "postier-pg", children, ["mx"], extra, workers=workers)
+
+    @staticmethod
+    def unavailable() -> str | None:
+        try:
+            _pg("SELECT 1")
+        except Exception as e:  # any failure to reach it: say why and skip
+            return f"PostgreSQL at {PG_ADMIN} does not answer ({e})"
+        return None
+
+    def start(self) -> None:
+        _pg(f'CREATE DATABASE "{self.database}"')
+        super().start()
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            _pg(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def delivered(self) -> int:
+        return int(_pg("SELECT count(*) FROM messages", self.dsn))  # type: ignore[call-overload]
 
 
 def _maildir_count(new: Path) -> int:
@@ -425,8 +481,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--servers",
-        default="postier,aiosmtpd,postfix",
-        help="which servers to run (default postier,aiosmtpd,postfix)",
+        default="postier,postier-pg,aiosmtpd,postfix",
+        help="which servers to run (default postier,postier-pg,aiosmtpd,postfix)",
     )
     p.add_argument(
         "--client",
@@ -464,6 +520,12 @@ def run(args: argparse.Namespace) -> list[Run]:
                 target: Target
                 if name == "postier":
                     target = PostierTarget(root, children, args.workers)
+                elif name == "postier-pg":
+                    why = PostierPgTarget.unavailable()
+                    if why:
+                        print(f"  note: postier-pg skipped: {why}")
+                        continue
+                    target = PostierPgTarget(root, children, args.workers)
                 elif name == "aiosmtpd":
                     target = AiosmtpdTarget(root, children)
                 elif name == "postfix":
@@ -523,13 +585,16 @@ def report(runs: Sequence[Run]) -> str:
             continue
         a = by.get(("aiosmtpd", r.body, r.concurrency))
         p = by.get(("postfix", r.body, r.concurrency))
+        g = by.get(("postier-pg", r.body, r.concurrency))
         ratio_rows.append(
             [
                 size_label(r.body),
                 r.concurrency,
                 r.rate,
+                g.rate if g else "-",
                 a.rate if a else "-",
                 p.rate if p else "-",
+                f"{g.rate / r.rate:.2f}x" if g else "-",
                 f"{r.rate / a.rate:.2f}x" if a else "-",
                 f"{r.rate / p.rate:.2f}x" if p else "-",
             ]
@@ -542,8 +607,10 @@ def report(runs: Sequence[Run]) -> str:
                     "size",
                     "conns",
                     "postier/s",
+                    "pg/s",
                     "aiosmtpd/s",
                     "postfix/s",
+                    "pg vs sqlite",
                     "vs aiosmtpd",
                     "vs postfix",
                 ],
