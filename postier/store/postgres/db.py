@@ -19,7 +19,8 @@ Rules:
   before any future resolves, so in-process subscribers hear of a change no later
   than its writer's caller.
 - Reads take a connection of the pool for one call (`read`); a read that needs a
-  consistent view of several statements opens its own transaction.
+  consistent view of several statements opens its own transaction. Reads leave
+  no session state behind, so connections go back to the pool without a reset.
 
 Why hand-written: asyncpg's pool gives each caller its own transaction, one
 WAL flush per write; nothing in it batches.
@@ -46,11 +47,13 @@ _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.Seria
 class Tx:
     """What a write job sees: the connection and a list of post-commit actions."""
 
-    __slots__ = ("after_commit", "conn")
+    __slots__ = ("after_commit", "changes", "conn")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self.after_commit: list[Callable[[], None]] = []
+        #: what the job changed, for `Database.before_commit` (the change feed)
+        self.changes: list[Any] = []
 
     async def execute(self, sql: str, *args: Any) -> str:
         result: str = await self.conn.execute(sql, *args)
@@ -72,6 +75,12 @@ class Tx:
 class _Job:
     fn: Callable[[Tx], Awaitable[Any]]
     future: asyncio.Future[Any]
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """A pooled connection goes back as it is: reads leave no session state (no
+    LISTEN, no session locks, no settings), so asyncpg's reset query would only
+    cost a round trip per read."""
 
 
 def rowcount(status: str) -> int:
@@ -98,9 +107,14 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         #: commits so far (tests and metrics: proves batching)
         self.commits = 0
+        #: runs once per batch before COMMIT with the jobs that succeeded (their
+        #: `Tx.changes`): one NOTIFY for the whole batch instead of one per job
+        self.before_commit: Callable[[asyncpg.Connection, list[Tx]], Awaitable[None]] | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._readers)
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=self._readers, reset=_keep_session
+        )
         try:
             self._wconn = await asyncpg.connect(self.dsn)
         except BaseException:
@@ -207,34 +221,37 @@ class Database:
             if not j.future.done():
                 j.future.set_exception(exc)
 
-    @staticmethod
     async def _attempt(
-        conn: asyncpg.Connection, batch: list[_Job]
+        self, conn: asyncpg.Connection, batch: list[_Job]
     ) -> tuple[list[tuple[_Job, Any, Tx]], list[tuple[_Job, BaseException]]]:
+        """One run of the batch in one transaction. Round trips are what a batch
+        costs: the savepoint commands travel together (one simple-protocol
+        message each time), and a job that succeeds last needs none."""
         done: list[tuple[_Job, Any, Tx]] = []
         failed: list[tuple[_Job, BaseException]] = []
-        tr = conn.transaction()
-        await tr.start()
+        await conn.execute("BEGIN; SAVEPOINT job")
         try:
-            for j in batch:
+            for i, j in enumerate(batch):
                 tx = Tx(conn)
-                await conn.execute("SAVEPOINT job")
                 try:
                     result = await j.fn(tx)
                 except _RETRYABLE:
                     raise
                 except Exception as e:
+                    # the savepoint stays defined: the next job runs under it
                     await conn.execute("ROLLBACK TO SAVEPOINT job")
-                    await conn.execute("RELEASE SAVEPOINT job")
                     failed.append((j, e))
                 else:
-                    await conn.execute("RELEASE SAVEPOINT job")
+                    if i < len(batch) - 1:
+                        await conn.execute("RELEASE SAVEPOINT job; SAVEPOINT job")
                     done.append((j, result, tx))
-            await tr.commit()
+            if done and self.before_commit is not None:
+                await self.before_commit(conn, [tx for _j, _r, tx in done])
+            await conn.execute("COMMIT")
         except BaseException:
             if not conn.is_closed():
                 try:
-                    await tr.rollback()
+                    await conn.execute("ROLLBACK")
                 except Exception:
                     log.exception("rollback failed")
                     conn.terminate()

@@ -385,6 +385,7 @@ class PostgresStore:
         if self._db is not None:
             raise StoreError("store is already open")
         db = Database(self.dsn, max_batch=self._max_batch, readers=self._readers)
+        db.before_commit = self._notify_batch
         await db.start()
         try:
             async with db.pool.acquire() as conn:
@@ -526,27 +527,42 @@ class PostgresStore:
                 self._cut_off_subscribers()
 
     async def _record(self, tx: Tx, changes: list[Change]) -> None:
-        """Queue `changes` for every node (NOTIFY, sent on commit) and for this
-        process's subscribers (after commit)."""
+        """Queue `changes` for every node (NOTIFY with the batch, sent on commit:
+        `_notify_batch`) and for this process's subscribers (after commit)."""
         if not changes:
             return
-        for i in range(0, len(changes), _CHANGES_PER_NOTIFY):
-            self._notify_seq += 1
-            payload = json.dumps(
-                {
-                    "o": self._origin,
-                    # identical payloads in one transaction would be folded into one
-                    "n": self._notify_seq,
-                    "c": [
-                        [c.user_id, c.mailbox_id, c.kind.value, c.uid, c.modseq]
-                        for c in changes[i : i + _CHANGES_PER_NOTIFY]
-                    ],
-                },
-                separators=(",", ":"),
-            )
-            await tx.execute("SELECT pg_notify($1, $2)", self._channel, payload)
+        tx.changes.extend(changes)
         hub = self._hub
         tx.after_commit.append(lambda: hub.publish(changes))
+
+    async def _notify_batch(self, conn: asyncpg.Connection, txs: list[Tx]) -> None:
+        """The changes of a batch's successful jobs, in order, as NOTIFY payloads
+        of the committing transaction: one round trip for the whole batch."""
+        changes = [c for tx in txs for c in tx.changes]
+        if not changes:
+            return
+        payloads = []
+        for i in range(0, len(changes), _CHANGES_PER_NOTIFY):
+            self._notify_seq += 1
+            payloads.append(
+                json.dumps(
+                    {
+                        "o": self._origin,
+                        # identical payloads in one transaction would be folded into one
+                        "n": self._notify_seq,
+                        "c": [
+                            [c.user_id, c.mailbox_id, c.kind.value, c.uid, c.modseq]
+                            for c in changes[i : i + _CHANGES_PER_NOTIFY]
+                        ],
+                    },
+                    separators=(",", ":"),
+                )
+            )
+        await conn.execute(
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS v(p, n) ORDER BY n",
+            self._channel,
+            payloads,
+        )
 
     def subscribe(self, user_id: UserId) -> Subscription:
         self._require_db()
@@ -629,12 +645,30 @@ class PostgresStore:
             raise
 
     @staticmethod
-    async def _insert_blob(tx: Tx, blob: _Blob) -> None:
+    async def _insert_blob(
+        tx: Tx, blob: _Blob, trace: Sequence[tuple[str, str]] = (), qid: str = ""
+    ) -> None:
+        """The blob row, its chunks (unless committed beforehand) and the trace
+        lines of `qid`: one statement, one round trip."""
         s = blob.summary
+        data = blob.data
+        chunks = (
+            []
+            if data is None
+            else [data[off : off + schema.CHUNK] for off in range(0, len(data), schema.CHUNK)]
+            or [b""]
+        )
         await tx.execute(
-            "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
-            "to_addr, cc, date, message_id, preview, header_size, crlf_size, date_zone) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "WITH b AS (INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, "
+            "from_addr, to_addr, cc, date, message_id, preview, header_size, crlf_size, "
+            "date_zone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+            "$15)), "
+            "c AS (INSERT INTO blob_chunks (blob_id, seq, written, data) "
+            "SELECT $1, n - 1, $16, d FROM unnest($17::bytea[]) WITH ORDINALITY AS v(d, n)), "
+            "t AS (INSERT INTO trace (qid, at, event, detail) "
+            "SELECT $18, $16, e, d FROM unnest($19::text[], $20::text[]) WITH ORDINALITY "
+            "AS v(e, d, n) ORDER BY n) "
+            "SELECT 1",
             blob.id,
             blob.size,
             s.envelope,
@@ -650,24 +684,12 @@ class PostgresStore:
             s.header_size,
             s.crlf_size,
             _zone_of(s.date),
+            _now_us(),
+            chunks,
+            qid,
+            [_safe(e) for e, _ in trace],
+            [_safe(d) for _, d in trace],
         )
-        if blob.data is not None:
-            written = _now_us()
-            if len(blob.data) <= schema.CHUNK:
-                await tx.execute(
-                    "INSERT INTO blob_chunks (blob_id, seq, written, data) VALUES ($1, 0, $2, $3)",
-                    blob.id,
-                    written,
-                    blob.data,
-                )
-            else:
-                await tx.conn.executemany(
-                    "INSERT INTO blob_chunks (blob_id, seq, written, data) VALUES ($1, $2, $3, $4)",
-                    [
-                        (blob.id, i, written, blob.data[off : off + schema.CHUNK])
-                        for i, off in enumerate(range(0, len(blob.data), schema.CHUNK))
-                    ],
-                )
 
     # --- domains -----------------------------------------------------------
     async def add_domain(self, name: str) -> Domain:
@@ -1388,32 +1410,37 @@ class PostgresStore:
         blob_id, size = blob.id, blob.size
 
         async def job(tx: Tx) -> DeliveryResult:
-            await self._insert_blob(tx, blob)
+            await self._insert_blob(tx, blob, trace, qid)
             delivered: list[Delivered] = []
             changes: list[Change] = []
             for user_id, name, flags in prepared:
-                mid = await tx.fetchval(
-                    "SELECT id FROM mailboxes WHERE user_id = $1 AND name IN ($2, 'INBOX') "
-                    "ORDER BY name = 'INBOX' LIMIT 1",
+                # the mailbox (INBOX when it is missing), its next UID and MODSEQ,
+                # and the message row: one statement
+                row = await tx.fetchrow(
+                    "WITH x AS (SELECT id FROM mailboxes WHERE user_id = $1 "
+                    "AND name IN ($2, 'INBOX') ORDER BY name = 'INBOX' LIMIT 1), "
+                    "up AS (UPDATE mailboxes m SET uidnext = m.uidnext + 1, "
+                    "highestmodseq = m.highestmodseq + 1 FROM x WHERE m.id = x.id "
+                    "RETURNING m.id, m.uidnext - 1 AS uid, m.highestmodseq AS modseq), "
+                    "ins AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, "
+                    "internal_date, size, blob_id) SELECT id, uid, modseq, $3, $4, $5, $6 FROM up) "
+                    "SELECT id, uid, modseq FROM up",
                     user_id,
                     name,
+                    flags,
+                    date_us,
+                    size,
+                    blob_id,
                 )
-                if mid is None:
+                if row is None:
                     raise NotFound(f"no user with id {user_id} (or no INBOX)")
-                uid, modseq = await self._take_uids(tx, MailboxId(mid), 1)
-                await self._insert_messages(tx, mid, uid, modseq, [(flags, date_us, size, blob_id)])
+                mid, uid, modseq = row
                 delivered.append(Delivered(user_id, MailboxId(mid), Uid(uid)))
                 changes.append(
                     Change(user_id, MailboxId(mid), ChangeKind.EXISTS, Uid(uid), ModSeq(modseq))
                 )
             if queue is not None:
                 await self._insert_queue(tx, qid, queue, blob_id, size)
-            if trace:
-                at = _now_us()
-                await tx.conn.executemany(
-                    "INSERT INTO trace (qid, at, event, detail) VALUES ($1, $2, $3, $4)",
-                    [(qid, at, _safe(event), _safe(detail)) for event, detail in trace],
-                )
             await self._record(tx, changes)
             return DeliveryResult(
                 qid=qid,
@@ -1774,11 +1801,16 @@ class PostgresStore:
         tx: Tx, qid: QueueId, entry: NewQueueEntry, blob_id: BlobId, size: int
     ) -> None:
         now = _now_us()
-        status = await tx.execute(
-            "INSERT INTO queue (id, sender, blob_id, size, created, next_attempt, envid, "
-            "ret, smtputf8, body_8bit, auth_user, is_bounce, return_path_size, "
+        rcpts = entry.recipients
+        inserted = await tx.fetchval(
+            "WITH q AS (INSERT INTO queue (id, sender, blob_id, size, created, next_attempt, "
+            "envid, ret, smtputf8, body_8bit, auth_user, is_bounce, return_path_size, "
             "dkim_signature) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
-            "ON CONFLICT DO NOTHING",
+            "ON CONFLICT DO NOTHING RETURNING id), "
+            "r AS (INSERT INTO queue_recipients (qid, position, address, state, last_reply, "
+            "notify, orcpt) SELECT q.id, v.* FROM q CROSS JOIN unnest($14::int[], $15::text[], "
+            "$16::text[], $17::text[], $18::text[], $19::text[]) AS v) "
+            "SELECT count(*) FROM q",
             qid,
             entry.sender,
             blob_id,
@@ -1792,10 +1824,15 @@ class PostgresStore:
             entry.is_bounce,
             entry.return_path_size,
             entry.dkim_signature,
+            list(range(len(rcpts))),
+            [r.address for r in rcpts],
+            [RcptState(r.state).value for r in rcpts],
+            [_safe(r.last_reply) for r in rcpts],
+            [r.notify for r in rcpts],
+            [r.orcpt for r in rcpts],
         )
-        if rowcount(status) == 0:
+        if not inserted:
             raise Conflict(f"queue id {qid} exists already")
-        await PostgresStore._insert_recipients(tx, qid, entry.recipients)
 
     @staticmethod
     async def _insert_recipients(tx: Tx, qid: QueueId, rcpts: Sequence[QueueRecipient]) -> None:
