@@ -964,6 +964,18 @@ class PostgresStore:
             key = _address_key(address)
         except Invalid:
             return Resolution()
+        # the usual case, a user of ours (or nobody's address), in one round trip
+        row = await self._fetchrow(
+            f"SELECT EXISTS (SELECT 1 FROM domains WHERE name = $2), u.* FROM (SELECT 1) AS one "
+            f"LEFT JOIN (SELECT {_USER_COLS} FROM users WHERE address = $1) AS u ON TRUE",
+            key,
+            _domain_of(key),
+        )
+        assert row is not None
+        if not row[0]:
+            return Resolution()  # not one of our domains: nothing of ours
+        if row[1] is not None:
+            return Resolution(users=(_user_of(tuple(row)[1:]),))
         result: Resolution = await self._require_db().read(lambda c: self._resolve_on(c, key))
         return result
 
@@ -2135,21 +2147,20 @@ class PostgresStore:
         asked = {_safe(t): t for t in tokens}
         unique = sorted(asked)
 
-        async def read(c: asyncpg.Connection) -> BayesCounts:
-            async with c.transaction(readonly=True, isolation="repeatable_read"):
-                row = await c.fetchrow("SELECT spam, ham FROM bayes_totals WHERE model = $1", model)
-                counts = {
-                    asked[t]: (int(s), int(h))
-                    for t, s, h in await c.fetch(
-                        "SELECT token, spam, ham FROM bayes_tokens WHERE model = $1 "
-                        "AND token = ANY($2::text[])",
-                        model,
-                        unique,
-                    )
-                }
-            if row is None:
-                return BayesCounts(0, 0, counts)
-            return BayesCounts(int(row[0]), int(row[1]), counts)
-
-        result: BayesCounts = await self._require_db().read(read)
-        return result
+        # one statement: one snapshot of totals and tokens, one round trip
+        row = await self._fetchrow(
+            "SELECT b.spam, b.ham, t.tokens, t.spams, t.hams FROM (SELECT 1) AS one "
+            "LEFT JOIN bayes_totals b ON b.model = $1 CROSS JOIN LATERAL ("
+            "SELECT array_agg(token), array_agg(spam), array_agg(ham) FROM bayes_tokens "
+            "WHERE model = $1 AND token = ANY($2::text[])) AS t(tokens, spams, hams)",
+            model,
+            unique,
+        )
+        assert row is not None
+        counts = {
+            asked[t]: (int(s), int(h))
+            for t, s, h in zip(row[2] or (), row[3] or (), row[4] or (), strict=True)
+        }
+        if row[0] is None:
+            return BayesCounts(0, 0, counts)
+        return BayesCounts(int(row[0]), int(row[1]), counts)
