@@ -1,10 +1,10 @@
 """Two postier nodes (`postier serve` processes) over one PostgreSQL database (issue 16).
 
-Each node has its own data directory and ports and shares nothing with the other
-but the database: an account added with the command line through one node logs in
-on the other, mail taken by SMTP on A is read by IMAP and POP3 on B, an IMAP IDLE
-on B wakes within a second of a delivery on A, and a message moved on B is seen
-moved on A.
+Each node has its own data directory and ports (B runs two worker processes) and
+shares nothing with the other but the database: an account added with the command
+line through one node logs in on the other, mail taken by SMTP on A is read by
+IMAP and POP3 on B, an IMAP IDLE on B wakes within a second of a delivery on A,
+and a message moved on B is seen moved on A.
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ MESSAGE = (
 )
 
 
-def node_config(root: Path, name: str, dsn: str) -> Path:
+def node_config(root: Path, name: str, dsn: str, workers: int = 1) -> Path:
     directory = root / name
     directory.mkdir()
-    extra = f'[store]\nbackend = "postgres"\npostgres_dsn = "{dsn}"\n'
+    extra = (
+        f'[server]\nworkers = {workers}\n[store]\nbackend = "postgres"\npostgres_dsn = "{dsn}"\n'
+    )
     return write_config(directory, extra, hostname=f"{name}.example.test")
 
 
@@ -58,7 +60,7 @@ def cli(config: Path, *args: str, stdin: str = "") -> str:
 @pytest.fixture
 def nodes(tmp_path: Path, pg_dsn: str) -> Iterator[tuple[Path, ServerProcess, Path, ServerProcess]]:  # noqa: F811
     config_a = node_config(tmp_path, "a", pg_dsn)
-    config_b = node_config(tmp_path, "b", pg_dsn)
+    config_b = node_config(tmp_path, "b", pg_dsn, workers=2)  # sessions on either worker
     # both start at once: the schema migration runs once, under the advisory lock
     a = ServerProcess(config_a)
     b = ServerProcess(config_b)
