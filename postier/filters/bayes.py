@@ -16,9 +16,13 @@ Rules:
 - Classification uses the user's model once it has learned `min_messages`
   spam and `min_messages` ham, else the global model under the same rule, else
   nothing is said. Probability bands score BAYES_99/90/70/10/00.
-- The webmail calls `on_move` when a user moves a message into or out of
-  their Junk mailbox. IMAP MOVE/COPY does not train yet: a MOVE of thousands
-  of messages would want a bounded background task, not the command's path.
+- Moves teach: into Junk (special-use \\Junk, or named Junk/Spam) is spam; out of
+  Junk into any mailbox but Trash is ham. The webmail calls `on_move` and waits
+  for it. IMAP MOVE hands the moved messages to the process's `MoveLearner`,
+  which learns them after the command has answered, one message at a time, at
+  most `MAX_PENDING_LESSONS` waiting (more are dropped with a warning): a MOVE of
+  thousands of messages costs the client nothing, and a lesson that fails is
+  logged, never the MOVE's failure.
 - Tokenizing is CPU-bound: it runs off the event loop (`pipeline.offload`,
   with the `filters.scan_timeout` budget at intake), and every pattern is
   linear (``<[^<>]*>`` for tags: ``<[^>]+>`` rescanned a run of "<" from each).
@@ -26,11 +30,14 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +48,15 @@ from postier.mime.encoding import decode_words
 from postier.mime.message import ParsedMessage
 from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout, offload
 from postier.store.api import Store
-from postier.store.models import GLOBAL_BAYES_MODEL, BayesCounts, Mailbox, Message, UserId
+from postier.store.models import (
+    GLOBAL_BAYES_MODEL,
+    BayesCounts,
+    Mailbox,
+    MailboxId,
+    Message,
+    Uid,
+    UserId,
+)
 
 log = logging.getLogger("postier.filters")
 
@@ -219,22 +234,89 @@ def _is_trash(mailbox: Mailbox) -> bool:
     return mailbox.special_use == "\\Trash" or mailbox.name.lower() == "trash"
 
 
+def lesson(source: Mailbox, target: Mailbox) -> bool | None:
+    """What a move from `source` to `target` teaches: True spam, False ham, None
+    nothing (Junk to Trash is deleting spam, not calling it ham)."""
+    if _is_junk(target) and not _is_junk(source):
+        return True
+    if _is_junk(source) and not _is_junk(target) and not _is_trash(target):
+        return False
+    return None
+
+
 async def on_move(
     store: Store, user_id: UserId, source: Mailbox, target: Mailbox, messages: Sequence[Message]
 ) -> int:
-    """The hook for IMAP MOVE/COPY and webmail moves: into Junk teaches spam; out
-    of Junk (anywhere but Trash) teaches ham. Returns how many were learned."""
-    if _is_junk(target) and not _is_junk(source):
-        is_spam = True
-    elif _is_junk(source) and not _is_junk(target) and not _is_trash(target):
-        is_spam = False
-    else:
+    """The webmail's hook: into Junk teaches spam; out of Junk (anywhere but
+    Trash) teaches ham. Returns how many were learned."""
+    is_spam = lesson(source, target)
+    if is_spam is None:
         return 0
     learned = 0
     for m in messages:
         if await train(store, user_id, await store.read_blob(m.blob_id), is_spam):
             learned += 1
     return learned
+
+
+#: messages of IMAP moves waiting to be learned, for the whole process
+MAX_PENDING_LESSONS = 10_000
+
+
+class MoveLearner:
+    """Learns IMAP moves into and out of Junk in the background (module rules).
+
+    Lessons are queued by the moved messages' new place (mailbox and UID) and read
+    from there when their turn comes: a message moved on again or expunged before
+    then is skipped."""
+
+    def __init__(self, store: Store, max_pending: int = MAX_PENDING_LESSONS) -> None:
+        self.store = store
+        self.max_pending = max_pending
+        self._queue: deque[tuple[UserId, MailboxId, Uid, bool]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self.learned = 0  # lessons that changed the user's model, for tests and logs
+
+    def moved(self, user_id: UserId, source: Mailbox, target: Mailbox, uids: Sequence[Uid]) -> None:
+        """`uids` (in `target`) were moved there from `source`; returns at once."""
+        is_spam = lesson(source, target)
+        if is_spam is None or not uids:
+            return
+        room = self.max_pending - len(self._queue)
+        if room < len(uids):
+            log.warning(
+                "bayes: %d moved messages not learned (%d already waiting)",
+                len(uids) - max(room, 0),
+                len(self._queue),
+            )
+        self._queue.extend((user_id, target.id, uid, is_spam) for uid in uids[: max(room, 0)])
+        if self._queue and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="bayes-moves")
+
+    async def _run(self) -> None:
+        while self._queue:
+            user_id, mailbox_id, uid, is_spam = self._queue.popleft()
+            try:
+                m = await self.store.get_message(mailbox_id, uid)
+                if m is None:
+                    continue
+                if await train(self.store, user_id, await self.store.read_blob(m.blob_id), is_spam):
+                    self.learned += 1
+            except Exception:
+                log.exception("bayes: learning a moved message failed (uid %s)", uid)
+
+    async def drained(self) -> None:
+        """Wait until every queued lesson is learned (tests; the server's stop)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Drop what is still queued (lessons, not mail) and stop."""
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 BANDS = ((0.99, "BAYES_99"), (0.90, "BAYES_90"), (0.70, "BAYES_70"))

@@ -72,7 +72,16 @@ from postier.imap import parse as p
 from postier.imap import receiver as rcv
 from postier.imap import responses as r
 from postier.imap.commands import dispatch, failure, finish, selected_id
-from postier.imap.commands.context import Challenge, Context, Idle, Result, Status, bad, ok
+from postier.imap.commands.context import (
+    Challenge,
+    Context,
+    Idle,
+    LearnMove,
+    Result,
+    Status,
+    bad,
+    ok,
+)
 from postier.imap.errors import ParseError
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.parse import parse_command
@@ -139,6 +148,7 @@ class ImapSession:
         recent: RecentClaims | None = None,
         budget: LiteralBudget | None = None,
         flush: Callable[[], Awaitable[None]] | None = None,
+        learn_move: LearnMove | None = None,
     ) -> None:
         self.settings = settings
         self.session = Session(sid=sid, tls=tls)
@@ -151,6 +161,7 @@ class ImapSession:
             peer_ip=peer_ip,
             plaintext_ok=plaintext_ok,
             flush=flush,
+            learn_move=learn_move,
         )
         self._receiver = self._new_receiver()
         self._budget = (

@@ -87,6 +87,7 @@ class ImapConnection:
             recent=recent,
             budget=budget,
             flush=self._flush,
+            learn_move=app.move_learner.moved,
         )
         self.sid = conn.sid
         self._read_task: asyncio.Task[bytes] | None = None

@@ -39,6 +39,7 @@ from postier.auth.service import AuthService
 from postier.auth.shared import SharedLimiter
 from postier.config.schema import Settings
 from postier.dns.resolver import Resolver, make_resolver
+from postier.filters.bayes import MoveLearner
 from postier.filters.build import Filters
 from postier.imap.literals import LiteralBudget
 from postier.imap.recent import SharedRecentClaims
@@ -106,6 +107,8 @@ class App:
     literal_budget: LiteralBudget
     #: who saw which message as \\Recent first (imap and imaps; every worker)
     recent: RecentClaims
+    #: learns IMAP moves into and out of Junk in the background
+    move_learner: MoveLearner
     #: None: the only process; else this worker's place among several
     worker: Worker | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -201,7 +204,9 @@ def build(
             if worker is None
             else SharedRecentClaims(run_dir(settings) / RECENT_FILE)
         ),
+        move_learner=MoveLearner(store),
         worker=worker,
     )
+    app.on_stop.append(app.move_learner.close)
     app.status = StatusWriter(app)
     return app

@@ -506,3 +506,113 @@ def test_getmail_imap_one_shot(server: ServerThread, tmp_path: Path) -> None:
         c.select("INBOX", readonly=True)
         _, data = c.search(None, "UNSEEN")
         assert data == [b"1 2"]
+
+
+# --- MOVE into and out of Junk teaches the classifier -----------------------------------
+def _junk_mail(i: int, spam: bool) -> bytes:
+    if spam:
+        return (
+            f"From: promo{i}@offers.test\r\nSubject: Cheap watches {i}\r\n\r\n"
+            "cheap watches casino winner prize click unsubscribe\r\n"
+        ).encode()
+    return (
+        f"From: carol{i}@example.test\r\nSubject: Minutes of meeting {i}\r\n\r\n"
+        "agenda budget review meeting minutes quarterly report\r\n"
+    ).encode()
+
+
+def _append(imap: imaplib.IMAP4, data: bytes) -> int:
+    typ, resp = imap.append("INBOX", "", None, data)
+    assert typ == "OK", resp
+    m = re.search(rb"APPENDUID \d+ (\d+)", resp[0] or b"")
+    assert m is not None, resp
+    return int(m.group(1))
+
+
+def test_imap_move_into_and_out_of_junk_trains_bayes(
+    server: ServerThread, imap: imaplib.IMAP4
+) -> None:
+    """MOVE to Junk learns spam, out of Junk (not to Trash) ham, as the webmail's
+    buttons do; then a new message like the spam scores as spam."""
+    from postier.filters import bayes
+
+    app = server.app
+    user = server.call(server.store.get_user(ALICE))
+
+    def counts(token: str) -> tuple[int, int, tuple[int, int]]:
+        """The model's spam and ham messages, and the token's (spam, ham) counts."""
+        c = server.call(server.store.bayes_counts(user.id, [token]))
+        return c.spam_messages, c.ham_messages, c.tokens.get(token, (0, 0))
+
+    def drained() -> None:
+        server.call(app.move_learner.drained())
+
+    spam = [_append(imap, _junk_mail(i, True)) for i in range(11)]
+    ham = [_append(imap, _junk_mail(i, False)) for i in range(10)]
+    imap.select("INBOX")
+    typ, _ = imap.uid("MOVE", ",".join(map(str, spam)), "Junk")
+    assert typ == "OK"
+    drained()
+    assert counts("casino") == (11, 0, (11, 0))
+
+    # out of Junk into a mailbox other than Trash: ham (the first one moves back)
+    imap.select("Junk")
+    typ, _ = imap.uid("MOVE", "1", "Archive")
+    assert typ == "OK"
+    drained()
+    assert counts("casino") == (10, 1, (10, 1))
+    # Junk to Trash is deleting spam, not calling it ham; COPY teaches nothing
+    typ, _ = imap.uid("MOVE", "2", "Trash")
+    assert typ == "OK"
+    typ, _ = imap.uid("COPY", "3", "INBOX")
+    assert typ == "OK"
+    drained()
+    assert counts("casino") == (10, 1, (10, 1))
+
+    # the good mail: into Junk by mistake (spam), then "not junk" moves it over to ham
+    imap.select("INBOX")
+    typ, _ = imap.uid("MOVE", ",".join(map(str, ham)), "Junk")
+    assert typ == "OK"
+    imap.select("Junk")
+    typ, data = imap.uid("SEARCH", "SUBJECT", "Minutes")
+    typ, _ = imap.uid("MOVE", b",".join(data[0].split()).decode(), "Archive")
+    assert typ == "OK"
+    drained()
+    assert counts("budget") == (10, 11, (0, 10))
+
+    # trained with 10 of each now: a new message like the spam scores as spam
+    verdict = server.call(bayes.classify(server.store, user.id, _junk_mail(99, True)))
+    assert verdict is not None and verdict.model == "user", verdict
+    assert bayes.band(verdict.probability) == "BAYES_99", verdict
+    verdict = server.call(bayes.classify(server.store, user.id, _junk_mail(99, False)))
+    assert verdict is not None and bayes.band(verdict.probability) == "BAYES_00", verdict
+
+
+def test_imap_move_succeeds_when_training_fails(
+    server: ServerThread,
+    imap: imaplib.IMAP4,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lesson that fails is logged; the MOVE was answered OK, the message moved,
+    and the next lessons are learned."""
+    from postier.filters import bayes
+
+    async def broken(*args: object) -> bool:
+        raise RuntimeError("classifier store unavailable")
+
+    first, second = _append(imap, _junk_mail(1, True)), _append(imap, _junk_mail(2, True))
+    imap.select("INBOX")
+    with monkeypatch.context() as patch:
+        patch.setattr(bayes, "train", broken)
+        typ, _ = imap.uid("MOVE", str(first), "Junk")
+        assert typ == "OK"
+        server.call(server.app.move_learner.drained())
+    assert "learning a moved message failed" in caplog.text
+    assert "classifier store unavailable" in caplog.text
+    typ, _ = imap.uid("MOVE", str(second), "Junk")
+    assert typ == "OK"
+    server.call(server.app.move_learner.drained())
+    assert imap.select("Junk")[1] == [b"2"]
+    user = server.call(server.store.get_user(ALICE))
+    assert server.call(server.store.bayes_counts(user.id, [])).spam_messages == 1

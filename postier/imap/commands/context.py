@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,7 @@ from postier.imap.session import MailboxView, RecentClaims, Session, State
 from postier.store.api import Store, Subscription
 from postier.store.errors import StoreError
 from postier.store.feed import SubscriptionClosed
-from postier.store.models import SYSTEM_FLAGS, Change, Mailbox
+from postier.store.models import SYSTEM_FLAGS, Change, Mailbox, Uid, UserId
 
 if TYPE_CHECKING:
     from postier.auth.service import AuthService
@@ -86,6 +86,9 @@ class Challenge:
 #: what a handler returns
 Outcome = Result | Idle | Challenge
 
+#: (user, source, target, UIDs in target): messages a MOVE put in `target`
+LearnMove = Callable[[UserId, Mailbox, Mailbox, Sequence[Uid]], None]
+
 
 def ok(text: str, code: str | None = None) -> Result:
     return Result(Status.OK, text, code)
@@ -122,8 +125,11 @@ class Context:
         peer_ip: str,
         plaintext_ok: bool,
         flush: Callable[[], Awaitable[None]] | None = None,
+        learn_move: LearnMove | None = None,
     ) -> None:
         self.store = store
+        #: told of every MOVE (`filters.bayes.MoveLearner.moved`); returns at once
+        self.learn_move = learn_move
         self.settings = settings
         self.auth = auth
         self.session = session

@@ -7,18 +7,26 @@ Rules:
 - MOVE answers ``* OK [COPYUID ...]`` before the EXPUNGE (or VANISHED) responses of
   the moved messages, then the tagged OK (RFC 6851 §4.3). The store does the copy
   and the expunge in one transaction.
+- A MOVE into or out of Junk teaches the user's Junk classifier, after the answer
+  and never failing it (`ctx.learn_move`: `filters.bayes.MoveLearner`). COPY does
+  not: the message stays where it was, and a client's COPY + EXPUNGE is not seen
+  as one move.
 - Messages expunged by another session but not yet announced are skipped (they
   are gone from the store); their EXPUNGE follows with this command's answer.
 """
 
 from __future__ import annotations
 
+import logging
+
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, no, ok
 from postier.imap.session import BadSequence
 from postier.store.errors import QuotaExceeded
-from postier.store.models import Uid
+from postier.store.models import Mailbox, MailboxId, Uid
+
+log = logging.getLogger("postier.imap")
 
 
 async def copy_move(ctx: Context, cmd: p.Copy | p.Move) -> Result:
@@ -51,5 +59,19 @@ async def copy_move(ctx: Context, cmd: p.Copy | p.Move) -> Result:
     if move:
         ctx.send(r.untagged_status("OK", "Moved", code))  # RFC 6851 §4.3
         view.remove(a for a, _ in pairs)
+        await _learn(ctx, view.mailbox_id, dest, [b for _, b in pairs])
         return ok("MOVE completed")
     return ok("COPY completed", code)
+
+
+async def _learn(ctx: Context, source_id: MailboxId, dest: Mailbox, uids: list[Uid]) -> None:
+    """Hand a MOVE to the Junk classifier; a failure here is logged, not the MOVE's."""
+    user = ctx.session.user
+    if ctx.learn_move is None or user is None or not uids:
+        return
+    try:
+        source = await ctx.store.get_mailbox_by_id(source_id)
+        if source is not None:
+            ctx.learn_move(user.id, source, dest, uids)
+    except Exception:
+        log.exception("MOVE: could not hand the moved messages to the Junk classifier")

@@ -129,3 +129,27 @@ async def test_on_move_learns_into_and_out_of_junk(store):
     assert await bayes.on_move(store, user.id, junk, inbox, [msg]) == 1  # now ham
     c = await store.bayes_counts(user.id, ["winner"])
     assert (c.spam_messages, c.ham_messages, c.tokens) == (0, 1, {"winner": (0, 1)})
+
+
+async def test_move_learner_is_bounded_and_skips_what_moved_on(store, caplog):
+    """IMAP MOVE's lessons wait in a bounded queue: beyond `max_pending` they are
+    dropped with a warning; a message gone from where it was moved is skipped."""
+    await store.add_domain("example.test")
+    user = await store.add_user("u@example.test", "x")
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    junk = await store.get_mailbox(user.id, "Junk")
+    msgs = [
+        await store.append(junk.id, new_message(b"Subject: win %d\r\n\r\nwinner\r\n" % i))
+        for i in range(4)
+    ]
+    await store.move(junk.id, [msgs[2].uid], inbox.id)  # moved on before its turn
+    learner = bayes.MoveLearner(store, max_pending=3)
+    learner.moved(user.id, inbox, junk, [m.uid for m in msgs])
+    assert "1 moved messages not learned (0 already waiting)" in caplog.text
+    learner.moved(user.id, inbox, inbox, [msgs[3].uid])  # not a lesson: nothing queued
+    await learner.drained()
+    assert learner.learned == 2
+    c = await store.bayes_counts(user.id, ["winner"])
+    assert (c.spam_messages, c.ham_messages) == (2, 0)
+    learner.moved(user.id, junk, inbox, [])  # nothing moved: no task
+    await learner.close()
