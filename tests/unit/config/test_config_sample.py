@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -74,6 +75,9 @@ def test_prod_sample_loads_with_standard_ports(tmp_path: Path) -> None:
     assert s.dns.nameservers == ()
     assert s.web.tls is True  # HTTPS on 443 with the server's certificate
     assert s.smtp.outbound.capture is False
+    # a production server uses every CPU: one worker process each
+    assert s.server.workers == 0
+    assert s.server.worker_count == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize("dev", [True, False])
