@@ -238,6 +238,22 @@ async def stop(app: App) -> None:
     await app.store.close()
 
 
+def banner_notes(s: Settings, demo: DemoLogin | None) -> list[str]:
+    """The banner's lines after the listeners (the supervisor's banner too)."""
+    lines = []
+    if s.smtp.outbound.capture:
+        lines.append(
+            "  outbound: capture = true: remote mail is kept in the outbox "
+            "(/admin/outbox, postier queue captured), never sent"
+        )
+    if demo is not None:
+        if demo.password is not None:
+            lines.append(f"  login: {demo.address}  password: {demo.password}")
+        else:  # never print a password that no longer works
+            lines.append(f"  login: {demo.address}  (password changed since it was generated)")
+    return lines
+
+
 def banner(app: App, demo: DemoLogin | None) -> str:
     s = app.settings
     where = (
@@ -252,16 +268,7 @@ def banner(app: App, demo: DemoLogin | None) -> str:
     if web:
         scheme = "https" if s.web.tls else "http"
         lines.append(f"  {'web':<12} {web[0]}:{web[1]}  {scheme}://{web[0]}:{web[1]}/")
-    if s.smtp.outbound.capture:
-        lines.append(
-            "  outbound: capture = true: remote mail is kept in the outbox "
-            "(/admin/outbox, postier queue captured), never sent"
-        )
-    if demo is not None:
-        if demo.password is not None:
-            lines.append(f"  login: {demo.address}  password: {demo.password}")
-        else:  # never print a password that no longer works
-            lines.append(f"  login: {demo.address}  (password changed since it was generated)")
+    lines += banner_notes(s, demo)
     lines.append("1 worker: this process serves everything (server.workers = 1)")
     lines.append(f"ready (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
     return "\n".join(lines)

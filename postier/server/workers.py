@@ -308,13 +308,10 @@ def banner(
     for name, sock in sockets.items():
         host, port = sock.getsockname()[:2]
         host = host if ":" not in host else f"[{host}]"
-        tail = f"  http://{host}:{port}/" if name == "web" else ""
+        scheme = "https" if s.web.tls else "http"
+        tail = f"  {scheme}://{host}:{port}/" if name == "web" else ""
         lines.append(f"  {name:<12} {host}:{port}{tail}")
-    if demo is not None:
-        if demo.password is not None:
-            lines.append(f"  login: {demo.address}  password: {demo.password}")
-        else:
-            lines.append(f"  login: {demo.address}  (password changed since it was generated)")
+    lines += server_app.banner_notes(s, demo)
     pids = ", ".join(str(c.pid) for c in sorted(sup.children.values(), key=lambda c: c.index))
     lines.append(f"{sup.count} workers (pids {pids}); worker 0 runs the queue")
     lines.append(f"ready (pid {os.getpid()}); stop with Ctrl-C or SIGTERM")
