@@ -2,7 +2,8 @@
 
 One INBOX of N messages; K clients each LOGIN and SELECT INBOX and then stay silent
 (``--mode selected``), or go on to IDLE (``--mode idle``), or only LOGIN
-(``--mode auth``). POP3 (``--protocol pop3``: USER/PASS then silence) and SMTP
+(``--mode auth``). POP3 (``--protocol pop3``: USER/PASS then silence, each client
+its own user, since a maildrop is locked by one session) and SMTP
 (``--protocol smtp``: EHLO then silence) are measured the same way. The figure is
 the server's process tree RSS (supervisor and workers) once every client is in
 place, against the same tree with none; the difference over K is the cost of one
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import HOST, PASSWORD, Children, descendants, run_async, table, workspace
+from common import DOMAIN, HOST, PASSWORD, Children, descendants, run_async, table, workspace
 from imap import USER, Client, PostierTarget, corpus, tree_rss_mb
 
 TARGET_MB = 100  # issue 14: 1,000 idle IMAP connections < 100 MB in all
@@ -76,10 +77,31 @@ class _Line:
             await self.writer.wait_closed()
 
 
-async def _pop3(port: int) -> _Line:
+def pop3_user(i: int) -> str:
+    return f"idle{i}@{DOMAIN}"
+
+
+async def add_pop3_users(config: Path, count: int) -> None:
+    """`count` users with one password hash between them (hashing each would take
+    longer than the measure); written while the server runs, as the CLI would."""
+    from postier.auth.passwords import hash_password
+    from postier.config.load import load
+    from postier.store import open_store
+
+    store = open_store(load(config))
+    await store.open()
+    try:
+        h = hash_password(PASSWORD)
+        for i in range(count):
+            await store.add_user(pop3_user(i), h)
+    finally:
+        await store.close()
+
+
+async def _pop3(port: int, user: str) -> _Line:
     reader, writer = await asyncio.open_connection(HOST, port)
     await reader.readline()
-    for cmd in (f"USER {USER}", f"PASS {PASSWORD}"):
+    for cmd in (f"USER {user}", f"PASS {PASSWORD}"):
         writer.write(cmd.encode() + b"\r\n")
         line = await reader.readline()
         if not line.startswith(b"+OK"):
@@ -102,17 +124,17 @@ async def hold(protocol: str, port: int, pid: int, count: int, mode: str) -> tup
     clients: list[Client | _Line] = []
     sem = asyncio.Semaphore(50)
 
-    async def open_one() -> None:
+    async def open_one(i: int) -> None:
         async with sem:
             if protocol == "imap":
                 clients.append(await _imap(port, mode))
             elif protocol == "pop3":
-                clients.append(await _pop3(port))
+                clients.append(await _pop3(port, pop3_user(i)))
             else:
                 clients.append(await _smtp(port))
 
     try:
-        await asyncio.gather(*(open_one() for _ in range(count)))
+        await asyncio.gather(*(open_one(i) for i in range(count)))
         await asyncio.sleep(2)
         return tree_rss_mb(pid), tree_pss_mb(pid)
     finally:
@@ -144,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server._write_config()
             target.setup(corpus(args.messages))
             port = server.ports[listener]
+            if args.protocol == "pop3":
+                run_async(add_pop3_users(server.config, max(args.count, 5)))
             run_async(hold(args.protocol, port, target.pid, 5, args.mode))  # warm up
             base = run_async(hold(args.protocol, port, target.pid, 0, args.mode))
             full = run_async(hold(args.protocol, port, target.pid, args.count, args.mode))
