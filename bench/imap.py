@@ -6,7 +6,9 @@ multipart with a base64 attachment). Measured, one client unless said:
 - login+select: LOGIN then SELECT INBOX, mean latency over 10 sessions;
 - meta: ``UID FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)``, messages/s;
 - bodies: ``FETCH 1:* BODY.PEEK[]``, MB/s of message octets;
-- SEARCH FROM, SUBJECT and TEXT, seconds each;
+- SEARCH FROM, SUBJECT, TO (every message matches), TEXT, FLAGGED (one message in
+  50 flagged) and UNSEEN (every message), seconds each (``--search-only``: login,
+  select and these alone);
 - small: 10 clients each sending NOOP and ``UID FETCH <n> FLAGS`` for 3 s, commands/s;
 - idle RSS: the server's resident memory (its process tree) with K logged-in,
   selected, silent connections.
@@ -80,6 +82,11 @@ def corpus(count: int, seed: int = 5) -> list[bytes]:
             msg = head + b"\r\n\r\n" + body
         out.append(msg)
     return out
+
+
+def flagged(i: int) -> bool:
+    """One message in 50 is \\Flagged (SEARCH FLAGGED and UNSEEN)."""
+    return i % 50 == 0
 
 
 # --- the client -------------------------------------------------------------------------
@@ -231,11 +238,12 @@ class PostierTarget:
                 assert inbox is not None
                 sem = asyncio.Semaphore(64)  # concurrent appends share group commits
 
-                async def put(m: bytes) -> None:
+                async def put(i: int, m: bytes) -> None:
+                    flags = frozenset({"\\Flagged"}) if flagged(i) else frozenset()
                     async with sem:
-                        await store.append(inbox.id, NewMessage(m, summarize(m)))
+                        await store.append(inbox.id, NewMessage(m, summarize(m)), flags)
 
-                await asyncio.gather(*(put(m) for m in messages))
+                await asyncio.gather(*(put(i, m) for i, m in enumerate(messages)))
             finally:
                 await store.close()
 
@@ -279,12 +287,18 @@ class DovecotTarget:
         home = self.root / "home" / "reader"
         new = home / "Maildir" / "new"
         new.mkdir(parents=True)
+        cur = new.parent / "cur"  # flagged messages: the flags are in the name
+        cur.mkdir()
         now = int(time.time())
         for i, m in enumerate(messages):
             lf = m.replace(b"\r\n", b"\n")
             # W= is Dovecot's virtual size: a CR added before every LF that lacks one
             w = len(lf) + lf.count(b"\n") - lf.count(b"\r\n")
-            (new / f"{now}.M{i}P{os.getpid()}.bench,S={len(lf)},W={w}").write_bytes(lf)
+            name = f"{now}.M{i}P{os.getpid()}.bench,S={len(lf)},W={w}"
+            if flagged(i):
+                (cur / f"{name}:2,F").write_bytes(lf)
+            else:
+                (new / name).write_bytes(lf)
         for d in (home, *home.rglob("*")):
             os.chown(d, 65534, 65534)
         (self.root / "users").write_text(
@@ -320,6 +334,17 @@ class DovecotTarget:
 # --- runs -------------------------------------------------------------------------------
 
 
+#: the searches timed, after the FETCHes (so Dovecot's cache holds what they read)
+SEARCHES = {
+    "FROM": "SEARCH FROM sender13@client.test",
+    "SUBJECT": 'SEARCH SUBJECT "bench message 4242"',
+    "TO": f"SEARCH TO {USER}",
+    "TEXT": 'SEARCH TEXT "no such words anywhere"',
+    "FLAGGED": "SEARCH FLAGGED",
+    "UNSEEN": "SEARCH UNSEEN",
+}
+
+
 def measure(target: PostierTarget | DovecotTarget, args: argparse.Namespace) -> dict[str, float]:
     port = target.port
     n = args.messages
@@ -329,17 +354,18 @@ def measure(target: PostierTarget | DovecotTarget, args: argparse.Namespace) -> 
     timings = run_async(one_client(port, [
         "UID FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)",
         "FETCH 1:* BODY.PEEK[]",
-        "SEARCH FROM sender13@client.test",
-        "SEARCH SUBJECT \"bench message 4242\"",
-        "SEARCH TEXT \"no such words anywhere\"",
+        *SEARCHES.values(),
     ]))  # fmt: skip
     (meta_s, meta_n, _), (body_s, _, body_octets), *searches = timings
     if meta_n != n:
         raise LoadError(f"{target.name}: metadata FETCH returned {meta_n} of {n}")
-    r["meta msgs/s"] = n / meta_s
-    r["bodies MB/s"] = body_octets / body_s / 1e6
-    for key, (secs, _, _) in zip(("FROM", "SUBJECT", "TEXT"), searches, strict=True):
+    if not args.search_only:
+        r["meta msgs/s"] = n / meta_s
+        r["bodies MB/s"] = body_octets / body_s / 1e6
+    for key, (secs, _, _) in zip(SEARCHES, searches, strict=True):
         r[f"SEARCH {key} s"] = secs
+    if args.search_only:
+        return r
     r["small cmds/s (10 clients)"] = run_async(small_commands(port, 10, 3.0, n))
     r[f"RSS MB, {args.idle} idle"] = run_async(idle_rss(port, target.pid, args.idle))
     return r
@@ -351,6 +377,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=int, default=1000, help="idle connections (default 1000)")
     p.add_argument("--servers", default="postier,dovecot", help="default postier,dovecot")
     p.add_argument("--keep", action="store_true", help="keep the temp directory")
+    p.add_argument(
+        "--search-only", action="store_true", help="measure LOGIN, SELECT and SEARCH only"
+    )
     return p.parse_args(argv)
 
 
