@@ -44,6 +44,9 @@ from postier.store.models import (
 )
 
 FlagMode = Literal["add", "remove", "replace"]
+#: the summary fields `Store.search_headers` answers from its index
+SearchField = Literal["from", "to", "cc", "subject"]
+SEARCH_FIELDS: tuple[SearchField, ...] = ("from", "to", "cc", "subject")
 
 
 class Subscription(Protocol):
@@ -183,6 +186,19 @@ class Store(Protocol):
         for callers that need only UIDs, flags, MODSEQs, dates and sizes); with
         `structures=False` it holds the text fields and sizes but not the ENVELOPE,
         BODYSTRUCTURE, BODY and preview (what IMAP SEARCH reads)."""
+
+    async def search_headers(
+        self, mailbox_id: MailboxId, needle: str, fields: Sequence[SearchField]
+    ) -> list[Uid]:
+        """UIDs, ascending, of the messages in the mailbox one of whose `fields`
+        (the decoded text of their summary: `MessageSummary.from_`, `to`, `cc`,
+        `subject`) contains `needle`, both sides compared after `str.casefold()`:
+        IMAP SEARCH FROM/TO/CC/SUBJECT (RFC 9051 §6.4.4: case-insensitive
+        substring) and the webmail's search. An empty needle matches every message.
+        Exact, never approximate; answered from an index kept in the transactions
+        that add and remove messages, in time that follows the matches rather than
+        the size of the mailbox (SQL: a trigram index; or a casefolded column and
+        `strpos`)."""
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None: ...
     async def read_blob(self, blob_id: BlobId) -> bytes: ...

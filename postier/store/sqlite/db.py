@@ -18,7 +18,8 @@ Rules:
   two by key) may run on the event loop itself (`read_now`): cheaper than the
   hop to a thread, and a WAL reader does not wait for the writer. WAL lets them run while the
   writer writes; `busy_timeout` covers other processes holding the write lock.
-- `foreign_keys=ON` and `synchronous=FULL` on every connection; WAL set once.
+- `foreign_keys=ON` and `synchronous=FULL` on every connection; WAL set once; the
+  SQL functions of `schema.register_functions` on every connection.
 - Several processes (the workers of one server) each run a writer thread on one
   database. Before ``BEGIN IMMEDIATE`` a writer takes an exclusive `flock` on
   ``<database>.write-lock`` and drops it after COMMIT: SQLite alone would make
@@ -45,6 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from postier.store.sqlite.schema import register_functions
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     )
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
+    register_functions(conn)  # the header index's triggers call postier_fold
     return conn
 
 

@@ -13,6 +13,11 @@ Rules:
   increasing `seq`, trimmed by age.
 - `expunged` remembers (mailbox, uid, modseq) of removed messages for QRESYNC.
 - `access_keys` holds the URLAUTH secret of a mailbox; never shown to anyone.
+- `header_index` (FTS5, trigram) holds, for every message row, its summary's
+  SUBJECT, FROM, TO and CC casefolded (`fold`): triggers fill it in the
+  transaction that adds the row and empty it with the row (expunge, move, mailbox
+  and user deletion), so it never disagrees with `messages`. Every connection
+  that writes messages needs `postier_fold` (`register_functions`).
 """
 
 from __future__ import annotations
@@ -256,25 +261,44 @@ _V10 = (
     "ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    _V1,
-    _V2,
-    _V3,
-    _V4,
-    _V5,
-    _V6,
-    _V7,
-    _V8,
-    _V9,
-    _V10,
+_V11 = (
+    # issue 14: IMAP SEARCH FROM/TO/CC/SUBJECT and the webmail's search from an index,
+    # not a scan of summaries (`sqlite/headers.py` queries it). Trigrams match any
+    # substring of 3 characters or more (RFC 9051 §6.4.4 is substring matching);
+    # the text is casefolded before it is indexed, and so is the needle, so the
+    # tokenizer folds nothing itself (case_sensitive 1): a phrase match is then
+    # exactly "casefolded needle in casefolded value". One row per message row
+    # (rowid = messages.id, which never changes), text copied per mailbox copy.
+    """CREATE VIRTUAL TABLE header_index USING fts5(
+        subject, from_addr, to_addr, cc, tokenize = 'trigram case_sensitive 1'
+    )""",
+    """CREATE TRIGGER header_index_add AFTER INSERT ON messages BEGIN
+        INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc)
+        SELECT new.id, postier_fold(b.subject), postier_fold(b.from_addr),
+            postier_fold(b.to_addr), postier_fold(b.cc)
+        FROM blobs b WHERE b.id = new.blob_id;
+    END""",
+    # also fired by the ON DELETE CASCADE of a mailbox or user (foreign_keys = ON)
+    """CREATE TRIGGER header_index_remove AFTER DELETE ON messages BEGIN
+        DELETE FROM header_index WHERE rowid = old.id;
+    END""",
+    # the messages already there (a database from before this version)
+    """INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc)
+        SELECT m.id, postier_fold(b.subject), postier_fold(b.from_addr),
+            postier_fold(b.to_addr), postier_fold(b.cc)
+        FROM messages m JOIN blobs b ON b.id = m.blob_id""",
 )
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11,
+)  # fmt: skip
 VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to `VERSION` inside the caller's transaction; returns the
     version found. Refuses a database written by a newer postier."""
-    conn.create_function("postier_date_zone", 1, _date_zone, deterministic=True)
+    register_functions(conn)
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT version FROM schema_version").fetchone()
     found = int(row[0]) if row else 0
@@ -290,6 +314,23 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute(statement)
         conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
     return found
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The functions the migrations and the triggers call, on a new connection."""
+    conn.create_function("postier_date_zone", 1, _date_zone, deterministic=True)
+    conn.create_function("postier_fold", 1, _fold, deterministic=True)
+
+
+def fold_text(text: str) -> str:
+    """What the header index holds and is asked: IMAP SEARCH compares text
+    case-insensitively (RFC 9051 §6.4.4), as Python's full case folding does
+    ("Straße" contains "SS")."""
+    return text.casefold()
+
+
+def _fold(text: str | None) -> str | None:
+    return None if text is None else fold_text(text)
 
 
 def _date_zone(envelope: bytes | None) -> int | None:

@@ -61,7 +61,7 @@ from postier.mail.address import Address, AddressError
 from postier.mail.address import Domain as DomainName
 from postier.mail.queueid import QueueId, new_queue_id
 from postier.mail.summary import MessageSummary
-from postier.store.api import FlagMode, Subscription
+from postier.store.api import FlagMode, SearchField, Subscription
 from postier.store.blobs import BlobFiles, is_blob_id, is_inline, new_inline_id
 from postier.store.errors import Conflict, Invalid, NotFound, QuotaExceeded, StoreError
 from postier.store.feed import ChangeHub
@@ -94,7 +94,7 @@ from postier.store.models import (
     User,
     UserId,
 )
-from postier.store.sqlite import schema
+from postier.store.sqlite import headers, schema
 from postier.store.sqlite.db import Database, Tx
 
 log = logging.getLogger(__name__)
@@ -1481,6 +1481,12 @@ class SqliteStore:
             ).fetchall()
         )
         return [make(r) for r in rows]
+
+    async def search_headers(
+        self, mailbox_id: MailboxId, needle: str, fields: Sequence[SearchField]
+    ) -> list[Uid]:
+        uids = await self._read(lambda c: headers.search(c, mailbox_id, needle, fields))
+        return [Uid(u) for u in uids]
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
         row = await self._lookup(

@@ -228,6 +228,9 @@ async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
     conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")  # schema 9, as well
     conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
     conn.execute("ALTER TABLE users DROP COLUMN admin")  # schema 10, as well
+    conn.execute("DROP TRIGGER header_index_add")  # schema 11, as well
+    conn.execute("DROP TRIGGER header_index_remove")
+    conn.execute("DROP TABLE header_index")
     conn.commit()
     conn.close()
     s = await make()

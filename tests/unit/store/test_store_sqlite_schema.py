@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
+from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import MIGRATIONS, migrate
+from tests.support.messages import new_message
 
 
 def test_v7_turns_subscribed_mailboxes_into_subscriptions() -> None:
@@ -30,3 +33,41 @@ def test_v7_turns_subscribed_mailboxes_into_subscriptions() -> None:
         (1, "INBOX"),
         (1, "Sent"),
     ]
+
+
+async def test_v10_indexes_the_messages_of_an_existing_database(tmp_path: Path) -> None:
+    """A database from before the header index (version 9) gets every message of
+    every mailbox indexed by the migration, and searches as a new one does."""
+    data = tmp_path / "data"
+    store = SqliteStore(data)
+    await store.open()
+    await store.add_domain("example.test")
+    user = await store.add_user("u@example.test", "h")
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    sent = await store.get_mailbox(user.id, "Sent")
+    assert inbox is not None and sent is not None
+    subjects = ["Grüße aus STRASSE", "=?utf-8?q?Stra=C3=9Fe?=", "lunch", "Re: lunch"]
+    for i, subject in enumerate(subjects):
+        raw = f"From: p{i}@remote.test\r\nSubject: {subject}\r\n\r\nx\r\n".encode()
+        await store.append(inbox.id if i % 2 else sent.id, new_message(raw))
+    await store.close()
+
+    conn = sqlite3.connect(data / "postier.db")  # as version 9 left it
+    conn.executescript(
+        "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
+        "DROP TABLE header_index; UPDATE schema_version SET version = 9;"
+    )
+    conn.close()
+
+    store = SqliteStore(data)
+    await store.open()
+    try:
+        assert await store.search_headers(inbox.id, "straße", ["subject"]) == [1]
+        assert await store.search_headers(sent.id, "STRASSE", ["subject"]) == [1]
+        assert await store.search_headers(inbox.id, "lunch", ["subject"]) == [2]
+        assert await store.search_headers(sent.id, "P2@", ["from"]) == [2]
+        await store.store_flags(inbox.id, [1], frozenset({"\\Deleted"}), "add")
+        await store.expunge(inbox.id)
+        assert await store.search_headers(inbox.id, "straße", ["subject"]) == []
+    finally:
+        await store.close()
