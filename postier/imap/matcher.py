@@ -37,7 +37,7 @@ import contextlib
 import enum
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,10 +48,18 @@ from postier.imap import parse as p
 from postier.imap.session import BadSequence, MailboxView
 from postier.mime.encoding import UnknownEncoding, decode_charset, decode_transfer, header_text
 from postier.mime.parse import find_header_end, parse_fields
-from postier.store.api import Store
-from postier.store.models import SYSTEM_FLAGS, Message
+from postier.store import models
+from postier.store.api import SearchField, Store
+from postier.store.models import SYSTEM_FLAGS, BlobId, MailboxId, Message, Uid
 
 _SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS}
+#: the search key's header name → the store's name for the field
+_SEARCH_FIELD: dict[str, SearchField] = {
+    "from": "from",
+    "to": "to",
+    "cc": "cc",
+    "subject": "subject",
+}
 #: header keys answered from the summary made at delivery
 _SUMMARY_FIELDS = frozenset({"from", "to", "cc", "subject"})
 
@@ -84,20 +92,54 @@ class Budget:
 class Cost(enum.IntEnum):
     """What a key reads; AND evaluates cheaper keys first."""
 
-    ROW = 0  # the messages table
-    SUMMARY = 1  # the summary stored at delivery
-    HEADER = 2  # the message's header block
-    TEXT = 3  # the decoded text of the message
+    VIEW = 0  # the session's view: sequence number, UID, flags, MODSEQ, \\Recent; index hits
+    ROW = 1  # the messages table
+    SUMMARY = 2  # the summary stored at delivery
+    HEADER = 3  # the message's header block
+    TEXT = 4  # the decoded text of the message
+
+
+#: `Facts.m` of a message known only from the session's view (see `Facts`)
+NO_ROW = Message(
+    MailboxId(0),
+    Uid(0),
+    models.ModSeq(0),
+    frozenset(),
+    datetime.fromtimestamp(0, UTC),
+    0,
+    BlobId(""),
+)
 
 
 class Facts:
-    """One message as the keys see it; what is derived from its bytes is derived once."""
+    """One message as the keys see it; what is derived from its bytes is derived once.
 
-    __slots__ = ("_body", "_fields", "_header", "_summary", "budget", "data", "m", "memo", "seq")
+    `seq`, `uid`, `flags` and `modseq` are always known. `m` is the store's row (with
+    its summary when listed with it), except for a search the session's view
+    answered alone (every key of cost `Cost.VIEW`): then it is `NO_ROW`, and no
+    caller that asked for summaries ever gets such a message."""
+
+    __slots__ = (
+        "_body",
+        "_fields",
+        "_header",
+        "_summary",
+        "budget",
+        "data",
+        "flags",
+        "m",
+        "memo",
+        "modseq",
+        "seq",
+        "uid",
+    )
 
     def __init__(self, seq: int, m: Message) -> None:
         self.seq = seq
         self.m = m
+        self.uid: int = m.uid
+        self.flags = m.flags
+        self.modseq: int = m.modseq
         self.data: bytes | None = None  # loaded by the caller when a key needs it
         self.budget: Budget | None = None
         #: results of text tests, by (kind, where, needle): a repeated key runs once
@@ -170,7 +212,7 @@ class Facts:
 
 # --- the compiled program --------------------------------------------------------------
 class Node:
-    cost = Cost.ROW
+    cost = Cost.VIEW
 
     def test(self, f: Facts) -> bool | None:
         raise NotImplementedError
@@ -197,7 +239,7 @@ class Not(Node):
 class And(Node):
     def __init__(self, nodes: Iterable[Node]) -> None:
         self.nodes = sorted(nodes, key=lambda n: n.cost)  # cheap keys decide first
-        self.cost = max((n.cost for n in self.nodes), default=Cost.ROW)
+        self.cost = max((n.cost for n in self.nodes), default=Cost.VIEW)
 
     def test(self, f: Facts) -> bool | None:
         out: bool | None = True
@@ -232,7 +274,7 @@ class Flag(Node):
         self.present = present
 
     def test(self, f: Facts) -> bool | None:
-        return (self.flag in f.m.flags) == self.present
+        return (self.flag in f.flags) == self.present
 
 
 class Recent(Node):
@@ -241,7 +283,7 @@ class Recent(Node):
         self.present = present
 
     def test(self, f: Facts) -> bool | None:
-        return (f.m.uid in self.recent) == self.present
+        return (f.uid in self.recent) == self.present
 
 
 class Members(Node):
@@ -253,12 +295,14 @@ class Members(Node):
         self.uid = uid
 
     def test(self, f: Facts) -> bool | None:
-        n = f.m.uid if self.uid else f.seq
+        n = f.uid if self.uid else f.seq
         i = bisect.bisect_right(self.starts, n) - 1
         return i >= 0 and n <= self.ends[i]
 
 
 class Size(Node):
+    cost = Cost.ROW
+
     def __init__(self, larger: bool, size: int) -> None:
         self.larger = larger
         self.size = size
@@ -272,10 +316,12 @@ class ModSeq(Node):
         self.modseq = modseq
 
     def test(self, f: Facts) -> bool | None:
-        return f.m.modseq >= self.modseq
+        return f.modseq >= self.modseq
 
 
 class Age(Node):
+    cost = Cost.ROW
+
     def __init__(self, older: bool, seconds: int, now: datetime) -> None:
         self.older = older
         self.seconds = seconds
@@ -312,8 +358,20 @@ class Day(Node):
         return day >= self.value  # since
 
 
+class Indexed(Node):
+    """FROM, TO, CC, SUBJECT answered by the store's header index
+    (`Store.search_headers`) before the evaluation: the UIDs that match."""
+
+    def __init__(self, uids: frozenset[int]) -> None:
+        self.uids = uids
+
+    def test(self, f: Facts) -> bool | None:
+        return f.uid in self.uids
+
+
 class SummaryText(Node):
-    """FROM, TO, CC, SUBJECT: a substring of the text decoded at delivery."""
+    """FROM, TO, CC, SUBJECT tested on the text decoded at delivery (when no index
+    answer was looked up: `commands.updates` testing a few new messages)."""
 
     cost = Cost.SUMMARY
 
@@ -398,14 +456,21 @@ def names_modseq(key: p.SearchKey) -> bool:
     return False
 
 
+#: (field, needle as the client gave it) → the UIDs the header index answered
+IndexAnswers = Mapping[tuple[str, str], frozenset[int]]
+
+
 def compile_program(
     key: p.SearchKey,
     view: MailboxView,
     saved: Sequence[int],
     now: datetime | None = None,
+    *,
+    indexed: IndexAnswers | None = None,
 ) -> Program:
     """`key` ready to test messages of `view`; `saved` is the SEARCHRES result
-    (RFC 5182). Raises `BadSequence` for a sequence number beyond the mailbox."""
+    (RFC 5182); `indexed` the header index's answers (`index_answers`). Raises
+    `BadSequence` for a sequence number beyond the mailbox."""
     when = now or datetime.now(UTC)
     recent = frozenset(view.recent)
     last_uid = view.uids[-1] if view.uids else 0
@@ -446,7 +511,10 @@ def compile_program(
         elif isinstance(k, p.SearchHeader):
             name = k.header.lower()
             needle = k.value.casefold()
-            if name in _SUMMARY_FIELDS and needle:
+            hits = (indexed or {}).get((name, k.value))
+            if hits is not None:
+                node = Indexed(hits)
+            elif name in _SUMMARY_FIELDS and needle:
                 node = SummaryText(name, needle)
             else:
                 node = HeaderText(name, needle)
@@ -561,3 +629,180 @@ async def matching(
         order = {id(f): i for i, f in enumerate(facts)}
         matched.sort(key=lambda f: order[id(f)])
     return matched
+
+
+# --- the search as a whole --------------------------------------------------------------
+def header_keys(key: p.SearchKey) -> set[tuple[str, str]]:
+    """The (field, needle) pairs of `key` the store's header index answers: FROM,
+    TO, CC and SUBJECT with a needle (an empty one asks whether the field is there,
+    which the bytes answer)."""
+    out: set[tuple[str, str]] = set()
+    todo = [key]
+    while todo:
+        k = todo.pop()
+        if isinstance(k, p.SearchHeader):
+            name = k.header.lower()
+            if name in _SUMMARY_FIELDS and k.value:
+                out.add((name, k.value))
+        elif isinstance(k, p.SearchAnd):
+            todo.extend(k.keys)
+        elif isinstance(k, p.SearchOr):
+            todo += (k.left, k.right)
+        elif isinstance(k, p.SearchNot):
+            todo.append(k.key)
+    return out
+
+
+async def index_answers(store: Store, mailbox_id: MailboxId, key: p.SearchKey) -> IndexAnswers:
+    """Each header key of `key` answered by the store's index, once per distinct
+    (field, needle)."""
+    out: dict[tuple[str, str], frozenset[int]] = {}
+    for name, needle in sorted(header_keys(key)):
+        field = _SEARCH_FIELD[name]
+        out[name, needle] = frozenset(await store.search_headers(mailbox_id, needle, [field]))
+    return out
+
+
+async def search(
+    store: Store,
+    view: MailboxView,
+    key: p.SearchKey,
+    saved: Sequence[int],
+    budget: Budget,
+    *,
+    summaries: bool = False,
+    structures: bool = False,
+) -> list[Facts]:
+    """The messages of `view` matching `key`, in mailbox order; with their summaries
+    when asked (`summaries`, `structures` as for `Store.list_messages`).
+
+    FROM, TO, CC and SUBJECT come from the store's header index. A search whose
+    every key the view answers (flags, keywords, numbers, UIDs, MODSEQ, \\Recent,
+    index hits) reads no message row: it runs over the view's columns (a search
+    of flags alone tests each distinct flag set once). Otherwise the rows are
+    listed, only over the UID span the index hits allow when they bound the
+    result. A message expunged elsewhere and not yet announced matches nothing.
+    Raises `BadSequence` and `TooComplex` (past `budget`)."""
+    if view.exists == 0:
+        compile_program(key, view, saved)  # a sequence number is still checked
+        return []
+    answers = await index_answers(store, view.mailbox_id, key)
+    program = compile_program(key, view, saved, indexed=answers)
+    bound = candidates(program.root)
+    if program.root.cost == Cost.VIEW and not (summaries or structures):
+        uids, modseqs, flags = view.columns_copy()  # the thread never sees the view move
+        gone = frozenset(view.expunged)
+        return await in_search_thread(
+            _in_view, program.root, bound, uids, flags, modseqs, gone, budget
+        )
+    lo, hi = view.uids[0], view.uids[-1]
+    if bound is not None:
+        if not bound:
+            return []
+        lo, hi = max(lo, min(bound)), min(hi, max(bound))
+        if lo > hi:
+            return []
+    rows = await store.list_messages(
+        view.mailbox_id,
+        lo,
+        hi,
+        summaries=summaries or structures or program.needs_summary,
+        structures=structures,
+    )
+    by_uid: dict[int, Message] = {m.uid: m for m in rows}
+    start = bisect.bisect_left(view.uids, lo)
+    end = bisect.bisect_right(view.uids, hi)
+    facts = [
+        Facts(i + 1, by_uid[uid])
+        for i, uid in enumerate(view.uids[start:end], start)
+        if uid in by_uid and (bound is None or uid in bound)
+    ]  # a message expunged elsewhere, not announced yet, matches nothing
+    return await matching(store, program, facts, budget)
+
+
+def candidates(node: Node) -> frozenset[int] | None:
+    """UIDs outside which `node` cannot match (from index hits), None: no bound."""
+    if isinstance(node, Indexed):
+        return node.uids
+    if isinstance(node, Const) and not node.value:
+        return frozenset()
+    if isinstance(node, And):
+        bounds = [b for b in map(candidates, node.nodes) if b is not None]
+        return min(bounds, key=len) if bounds else None
+    if isinstance(node, Or):
+        left, right = (candidates(n) for n in node.nodes)
+        return None if left is None or right is None else left | right
+    return None
+
+
+def _flags_only(node: Node) -> bool:
+    """Whether `node` reads nothing but the flags (FLAGGED, UNSEEN, KEYWORD, ...)."""
+    if isinstance(node, Flag | Const):
+        return True
+    if isinstance(node, And | Or):
+        return all(_flags_only(n) for n in node.nodes)
+    if isinstance(node, Not):
+        return _flags_only(node.node)
+    return False
+
+
+#: positions tested between two looks at the budget's clock
+_CHECK_EVERY = 1024
+
+
+def _in_view(
+    root: Node,
+    bound: frozenset[int] | None,
+    uids: Sequence[int],
+    flags: Sequence[frozenset[str]],
+    modseqs: Sequence[int],
+    gone: frozenset[int],
+    budget: Budget,
+) -> list[Facts]:
+    """Evaluate a program of `Cost.VIEW` keys over a snapshot of the view's columns
+    (in a search thread). Index hits bound the positions tested; a program of flags
+    alone is tested once per distinct flag set, then each message is one set
+    look-up."""
+    budget.start()
+    try:
+        cursor = Facts(0, NO_ROW)
+        positions: Iterable[int]
+        if bound is not None:
+            positions = []
+            for u in sorted(bound):
+                i = bisect.bisect_left(uids, u)
+                if i < len(uids) and uids[i] == u:
+                    positions.append(i)
+        elif _flags_only(root):
+            good = set()
+            for fs in set(flags):
+                cursor.flags = fs
+                if root.test(cursor):
+                    good.add(fs)
+            return [
+                _view_facts(i, uids, flags, modseqs)
+                for i, fs in enumerate(flags)
+                if fs in good and uids[i] not in gone
+            ]
+        else:
+            positions = range(len(uids))
+        out: list[Facts] = []
+        for n, i in enumerate(positions):
+            if n % _CHECK_EVERY == 0:
+                budget.check()
+            cursor.seq, cursor.uid, cursor.flags, cursor.modseq = (
+                i + 1, uids[i], flags[i], modseqs[i]
+            )  # fmt: skip
+            if root.test(cursor) and uids[i] not in gone:
+                out.append(_view_facts(i, uids, flags, modseqs))
+        return out
+    finally:
+        budget.stop()
+
+
+def _view_facts(
+    i: int, uids: Sequence[int], flags: Sequence[frozenset[str]], modseqs: Sequence[int]
+) -> Facts:
+    f = Facts(i + 1, NO_ROW)
+    f.uid, f.flags, f.modseq = uids[i], flags[i], modseqs[i]
+    return f

@@ -225,6 +225,11 @@ class MailboxView:
         self._shared = True
         return self._cols
 
+    def columns_copy(self) -> tuple[array[int], array[int], list[frozenset[str]]]:
+        """UIDs, MODSEQs and flag sets as they are now, for a search thread to read
+        while the session goes on (copies of arrays: a memcpy each)."""
+        return array("I", self.uids), array("Q", self._modseqs), list(self._flags)
+
     def _own(self) -> None:
         """Copy the shared columns before the first change (copy on write)."""
         if self._shared:

@@ -35,22 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from postier.imap import matcher
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands import updates
 from postier.imap.commands.context import Context, Result, bad, no, ok
-from postier.imap.matcher import (
-    Budget,
-    Facts,
-    TooComplex,
-    compile_program,
-    in_search_thread,
-    matching,
-    names_modseq,
-)
+from postier.imap.matcher import Budget, Facts, TooComplex, in_search_thread, names_modseq
 from postier.imap.session import BadSequence
 from postier.imap.sortkeys import ADDRESS_KEYS, sort_messages
-from postier.store.models import Message
 
 TOO_COMPLEX = "Search too complex, narrow it down"
 
@@ -74,26 +66,20 @@ async def run_search(
 ) -> list[Facts]:
     """The messages matching `key`, in mailbox order, with their summaries when a
     key or the caller (SORT, THREAD) needs them, and their ENVELOPE when asked
-    (`structures`: SORT by address). Raises `BadSequence` for a number beyond the
+    (`structures`: SORT by address); a plain search may have no row (`Facts.m`)
+    when the view answered it alone. Raises `BadSequence` for a number beyond the
     mailbox and `TooComplex` past the budget (a new one by default)."""
     s = ctx.session
-    view = s.view
-    assert view is not None
-    program = compile_program(key, view, s.saved)
-    if view.exists == 0:
-        return []
-    rows = await ctx.store.list_messages(
-        view.mailbox_id,
-        view.uids[0],
-        view.uids[-1],
-        summaries=summaries or structures or program.needs_summary,
+    assert s.view is not None
+    return await matcher.search(
+        ctx.store,
+        s.view,
+        key,
+        s.saved,
+        budget or new_budget(ctx),
+        summaries=summaries,
         structures=structures,
     )
-    by_uid: dict[int, Message] = {m.uid: m for m in rows}
-    facts = [
-        Facts(seq, by_uid[uid]) for seq, uid in enumerate(view.uids, 1) if uid in by_uid
-    ]  # a message expunged elsewhere, not announced yet, matches nothing
-    return await matching(ctx.store, program, facts, budget or new_budget(ctx))
 
 
 async def search(ctx: Context, cmd: p.Search) -> Result:
@@ -121,9 +107,8 @@ async def _searching(
             structures=criteria is not None and any(c.key in ADDRESS_KEYS for c in criteria),
             budget=budget,
         )
-        messages = [f.m for f in found]
         if criteria is not None:
-            messages = await in_search_thread(_sort, messages, criteria, budget)
+            found = await in_search_thread(_sort, found, criteria, budget)
     except BadSequence as e:
         return bad(str(e))
     except TooComplex:
@@ -133,28 +118,25 @@ async def _searching(
     uses_modseq = names_modseq(cmd.key)
     if uses_modseq:
         ctx.enable_condstore()  # RFC 7162 §3.1: a MODSEQ key enables CONDSTORE
-    seq_of = {f.m.uid: f.seq for f in found}
-    ids = [m.uid if cmd.uid else seq_of[m.uid] for m in messages]
+    ids = [f.uid if cmd.uid else f.seq for f in found]
     if cmd.returns is None and (criteria is not None or not s.rev2):
         make = r.search if criteria is None else r.sort
-        ctx.send(make(ids, _highest_modseq(messages) if uses_modseq else None))
+        ctx.send(make(ids, _highest_modseq(found) if uses_modseq else None))
         return ok(done)
     opts = opts or {"ALL"}  # RFC 4731 §3.1; RFC 9051 §6.4.4 (IMAP4rev2: plain SEARCH)
-    returned = messages
+    returned = found
     if opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT", "PARTIAL"}:
-        returned = (messages[:1] if "MIN" in opts else []) + (
-            messages[-1:] if "MAX" in opts else []
+        returned = (found[:1] if "MIN" in opts else []) + (
+            found[-1:] if "MAX" in opts else []
         )  # RFC 4731 §3.2: then MODSEQ is that of the messages returned
     modseq = _highest_modseq(returned) if uses_modseq else None
     if "SAVE" in opts:
-        saved = messages
+        saved = found
         if opts & {"MIN", "MAX"}:  # RFC 5182 §2.4
-            saved = (messages[:1] if "MIN" in opts else []) + (
-                messages[-1:] if "MAX" in opts else []
-            )
-        s.saved = sorted({m.uid for m in saved})
+            saved = (found[:1] if "MIN" in opts else []) + (found[-1:] if "MAX" in opts else [])
+        s.saved = sorted({f.uid for f in saved})
     if "UPDATE" in opts:
-        refused = await updates.start(ctx, cmd.tag, cmd.uid, cmd.key, criteria, messages)
+        refused = await updates.start(ctx, cmd.tag, cmd.uid, cmd.key, criteria, found)
         if refused is not None:
             ctx.send(refused)
     if opts == {"SAVE"}:
@@ -179,19 +161,19 @@ async def _searching(
     return ok(done)
 
 
-def _sort(
-    messages: list[Message], criteria: tuple[p.SortCriterion, ...], budget: Budget
-) -> list[Message]:
+def _sort(found: list[Facts], criteria: tuple[p.SortCriterion, ...], budget: Budget) -> list[Facts]:
     """SORT's ordering (in a search thread), within what is left of the budget."""
     budget.start()
     try:
-        return sort_messages(messages, criteria, budget.check)
+        by_uid = {f.uid: f for f in found}
+        ordered = sort_messages([f.m for f in found], criteria, budget.check)
+        return [by_uid[m.uid] for m in ordered]
     finally:
         budget.stop()
 
 
-def _highest_modseq(messages: Sequence[Message]) -> int | None:
-    return max((m.modseq for m in messages), default=None)
+def _highest_modseq(found: Sequence[Facts]) -> int | None:
+    return max((f.modseq for f in found), default=None)
 
 
 async def cancelupdate(ctx: Context, cmd: p.CancelUpdate) -> Result:

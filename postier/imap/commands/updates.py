@@ -96,7 +96,7 @@ async def start(
     uid: bool,
     key: p.SearchKey,
     criteria: tuple[p.SortCriterion, ...] | None,
-    found: Sequence[Message],
+    found: Sequence[Facts],
 ) -> bytes | None:
     """Keep the result `found` (in result order) current; the untagged refusal to
     send instead when the session holds as many contexts as it may."""
@@ -106,9 +106,9 @@ async def start(
     if len(s.live) >= ctx.settings.imap.max_search_contexts:
         return r.untagged_status("NO", "Too many contexts", r.code_noupdate(tag))
     live = LiveSearch(tag, uid, freeze(key, view, s.saved), criteria)
-    live.members = [m.uid for m in found]
-    if criteria is not None:
-        live.values = await in_search_thread(_all_values, criteria, found)
+    live.members = [f.uid for f in found]
+    if criteria is not None:  # SORT: every `Facts.m` is a row with its summary
+        live.values = await in_search_thread(_all_values, criteria, [f.m for f in found])
     else:
         live.members.sort()
     s.live[tag] = live
