@@ -768,11 +768,18 @@ def _in_view(
         cursor = Facts(0, NO_ROW)
         positions: Iterable[int]
         if bound is not None:
-            positions = []
-            for u in sorted(bound):
-                i = bisect.bisect_left(uids, u)
-                if i < len(uids) and uids[i] == u:
-                    positions.append(i)
+            if len(bound) * 8 < len(uids):  # few: find each by bisection
+                positions = []
+                for u in sorted(bound):
+                    i = bisect.bisect_left(uids, u)
+                    if i < len(uids) and uids[i] == u:
+                        positions.append(i)
+            else:
+                positions = [i for i, u in enumerate(uids) if u in bound]
+            if isinstance(root, Indexed):  # the bound is the answer
+                return [
+                    _view_facts(i, uids, flags, modseqs) for i in positions if uids[i] not in gone
+                ]
         elif _flags_only(root):
             good = set()
             for fs in set(flags):
@@ -803,6 +810,7 @@ def _in_view(
 def _view_facts(
     i: int, uids: Sequence[int], flags: Sequence[frozenset[str]], modseqs: Sequence[int]
 ) -> Facts:
-    f = Facts(i + 1, NO_ROW)
-    f.uid, f.flags, f.modseq = uids[i], flags[i], modseqs[i]
+    # only what a view knows is set: nothing reads more of a message found this way
+    f = Facts.__new__(Facts)
+    f.seq, f.m, f.uid, f.flags, f.modseq = i + 1, NO_ROW, uids[i], flags[i], modseqs[i]
     return f
