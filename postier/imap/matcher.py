@@ -11,6 +11,10 @@ Rules:
   caller has loaded them, its bytes. The header fields and the decoded text are
   derived at most once per message and shared by every key; a key repeated with the
   same needle is tested once per message.
+- `search` asks the store's header index (`Store.search_headers`) for FROM, TO, CC
+  and SUBJECT first: those keys then test a UID set. A program whose every key
+  the session's view answers (flags, keywords, numbers, UIDs, MODSEQ, \\Recent,
+  index hits) reads no row at all; otherwise the index hits bound the rows read.
 - Evaluation is three-valued: a key that needs the message bytes answers None
   ("unknown") until they are loaded, so the caller reads the blobs only of the
   messages the cheap keys could not decide. AND, OR and NOT follow Kleene logic;

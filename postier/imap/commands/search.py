@@ -5,9 +5,10 @@
 
 Rules:
 - Keys are evaluated by `postier.imap.matcher`, every key in one pass per message,
-  in the search threads, never on the event loop: first every message against what
-  its row and summary answer (FROM, TO, CC, SUBJECT, dates, flags: no blob read),
-  then the messages still undecided with their bytes, read in bounded batches.
+  in the search threads, never on the event loop: FROM, TO, CC and SUBJECT from the
+  store's header index, flags and numbers from the view (no row read when those
+  are all), then dates and sizes from the rows, then the messages still undecided
+  with their bytes, read in bounded batches.
 - One command spends at most `imap.search_time_limit` CPU seconds matching and
   sorting; past it the answer is ``NO [LIMIT]`` (RFC 5530), nothing is saved and
   nothing is kept current.
