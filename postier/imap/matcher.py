@@ -7,12 +7,12 @@ Rules:
   number of ranges), needles case-folded, system flags in their stored case, the
   time for OLDER/YOUNGER, the saved result for ``$``.
 - A message is a `Facts`: its row (flags, size, dates, MODSEQ), its summary (FROM,
-  TO, CC and SUBJECT decoded at delivery: no blob is read for them) and, once the
+  TO, CC, BCC and SUBJECT decoded at delivery: no blob is read for them) and, once the
   caller has loaded them, its bytes. The header fields and the decoded text are
   derived at most once per message and shared by every key; a key repeated with the
   same needle is tested once per message.
-- `search` asks the store's header index (`Store.search_headers`) for FROM, TO, CC
-  and SUBJECT first: those keys then test a UID set. A program whose every key
+- `search` asks the store's header index (`Store.search_headers`) for FROM, TO, CC,
+  BCC and SUBJECT first: those keys then test a UID set. A program whose every key
   the session's view answers (flags, keywords, numbers, UIDs, MODSEQ, \\Recent,
   index hits) reads no row at all; otherwise the index hits bound the rows read.
 - Evaluation is three-valued: a key that needs the message bytes answers None
@@ -62,10 +62,11 @@ _SEARCH_FIELD: dict[str, SearchField] = {
     "from": "from",
     "to": "to",
     "cc": "cc",
+    "bcc": "bcc",
     "subject": "subject",
 }
 #: header keys answered from the summary made at delivery
-_SUMMARY_FIELDS = frozenset({"from", "to", "cc", "subject"})
+_SUMMARY_FIELDS = frozenset({"from", "to", "cc", "bcc", "subject"})
 
 
 class TooComplex(Exception):
@@ -168,7 +169,9 @@ class Facts:
         text = self._summary.get(name)
         if text is None:
             s = self.m.summary
-            raw = {"from": s.from_, "to": s.to, "cc": s.cc, "subject": s.subject}[name]
+            raw = {"from": s.from_, "to": s.to, "cc": s.cc, "bcc": s.bcc, "subject": s.subject}[
+                name
+            ]
             text = self._summary[name] = raw.casefold()
         return text
 
@@ -363,7 +366,7 @@ class Day(Node):
 
 
 class Indexed(Node):
-    """FROM, TO, CC, SUBJECT answered by the store's header index
+    """FROM, TO, CC, BCC, SUBJECT answered by the store's header index
     (`Store.search_headers`) before the evaluation: the UIDs that match."""
 
     def __init__(self, uids: frozenset[int]) -> None:
@@ -374,7 +377,7 @@ class Indexed(Node):
 
 
 class SummaryText(Node):
-    """FROM, TO, CC, SUBJECT tested on the text decoded at delivery (when no index
+    """FROM, TO, CC, BCC, SUBJECT tested on the text decoded at delivery (when no index
     answer was looked up: `commands.updates` testing a few new messages)."""
 
     cost = Cost.SUMMARY
@@ -388,8 +391,9 @@ class SummaryText(Node):
 
 
 class HeaderText(Node):
-    """BCC and HEADER: a substring of a decoded field; an empty needle asks whether
-    the field is present (RFC 9051 §6.4.4)."""
+    """HEADER (and FROM, TO, CC, BCC, SUBJECT with an empty needle): a substring of
+    a decoded field; an empty needle asks whether the field is present (RFC 9051
+    §6.4.4)."""
 
     cost = Cost.HEADER
 
@@ -638,7 +642,7 @@ async def matching(
 # --- the search as a whole --------------------------------------------------------------
 def header_keys(key: p.SearchKey) -> set[tuple[str, str]]:
     """The (field, needle) pairs of `key` the store's header index answers: FROM,
-    TO, CC and SUBJECT with a needle (an empty one asks whether the field is there,
+    TO, CC, BCC and SUBJECT with a needle (an empty one asks whether the field is there,
     which the bytes answer)."""
     out: set[tuple[str, str]] = set()
     todo = [key]
@@ -680,7 +684,7 @@ async def search(
     """The messages of `view` matching `key`, in mailbox order; with their summaries
     when asked (`summaries`, `structures` as for `Store.list_messages`).
 
-    FROM, TO, CC and SUBJECT come from the store's header index. A search whose
+    FROM, TO, CC, BCC and SUBJECT come from the store's header index. A search whose
     every key the view answers (flags, keywords, numbers, UIDs, MODSEQ, \\Recent,
     index hits) reads no message row: it runs over the view's columns (a search
     of flags alone tests each distinct flag set once). Otherwise the rows are

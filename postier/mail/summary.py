@@ -30,3 +30,5 @@ class MessageSummary:
     #: octets with every bare LF sent as CRLF and a final CRLF (POP3 sizes, RFC 1939
     #: §11); -1 when unknown (blobs stored before it was recorded)
     crlf_size: int = -1
+    #: the Bcc: addresses as `cc` has Cc:'s (a copy kept in Sent or Drafts names them)
+    bcc: str = ""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -71,6 +72,12 @@ def display_addresses(part: Part, name: str) -> str:
     group syntax kept (``Team: a@x, Bob <b@y>;``, ``undisclosed-recipients:;``), so
     SEARCH TO matches a group's name as well as its members, as Dovecot's normalised
     address text does."""
+    return display_list(addresses(part, name))
+
+
+def display_list(addrs: Iterable[Address]) -> str:
+    """`display_addresses` of a parsed address list (also one read back from a
+    stored ENVELOPE)."""
     out: list[str] = []
     group: tuple[str, list[str]] | None = None  # (name, members) of the open group
 
@@ -79,7 +86,7 @@ def display_addresses(part: Part, name: str) -> str:
             label, members = group
             out.append(f"{label}: {', '.join(members)};" if members else f"{label}:;")
 
-    for a in addresses(part, name):
+    for a in addrs:
         if a.is_group_start or a.is_group_end:
             close_group()  # an unterminated group ends where the next one starts
             group = (decode_words(from_escaped(a.mailbox or "")), []) if a.is_group_start else None
@@ -185,6 +192,7 @@ def _summary(root: Part, data: bytes, header_size: int, crlf: int) -> MessageSum
         from_=valid_text(display_addresses(root, "from")),
         to=valid_text(display_addresses(root, "to")),
         cc=valid_text(display_addresses(root, "cc")),
+        bcc=valid_text(display_addresses(root, "bcc")),
         date=parse_date(h.get("date")),
         message_id=message_id.decode("utf-8", "replace").strip() if message_id else "",
         preview=valid_text(preview(data, root)),

@@ -45,8 +45,8 @@ from postier.store.models import (
 
 FlagMode = Literal["add", "remove", "replace"]
 #: the summary fields `Store.search_headers` answers from its index
-SearchField = Literal["from", "to", "cc", "subject"]
-SEARCH_FIELDS: tuple[SearchField, ...] = ("from", "to", "cc", "subject")
+SearchField = Literal["from", "to", "cc", "bcc", "subject"]
+SEARCH_FIELDS: tuple[SearchField, ...] = ("from", "to", "cc", "bcc", "subject")
 
 
 class Subscription(Protocol):
@@ -192,8 +192,8 @@ class Store(Protocol):
     ) -> list[Uid]:
         """UIDs, ascending, of the messages in the mailbox one of whose `fields`
         (the decoded text of their summary: `MessageSummary.from_`, `to`, `cc`,
-        `subject`) contains `needle`, both sides compared after `str.casefold()`:
-        IMAP SEARCH FROM/TO/CC/SUBJECT (RFC 9051 §6.4.4: case-insensitive
+        `bcc`, `subject`) contains `needle`, both sides compared after `str.casefold()`:
+        IMAP SEARCH FROM/TO/CC/BCC/SUBJECT (RFC 9051 §6.4.4: case-insensitive
         substring) and the webmail's search. An empty needle matches every message.
         Exact, never approximate; answered from an index kept in the transactions
         that add and remove messages, in time that follows the matches rather than

@@ -20,10 +20,14 @@ async def user(store):
     return await store.add_user("u@example.test", "h")
 
 
-def message(subject: str, from_: str, to: str = "u@example.test", cc: str = "") -> bytes:
+def message(
+    subject: str, from_: str, to: str = "u@example.test", cc: str = "", bcc: str = ""
+) -> bytes:
     head = f"From: {from_}\r\nTo: {to}\r\nSubject: {subject}\r\n"
     if cc:
         head += f"Cc: {cc}\r\n"
+    if bcc:
+        head += f"Bcc: {bcc}\r\n"
     return (head + "\r\nbody\r\n").encode()
 
 
@@ -31,6 +35,7 @@ MESSAGES = [
     message("Hello world", "Alice <alice@remote.test>"),
     message("=?utf-8?q?Stra=C3=9Fe_und_M=C3=BCnchen?=", "Bob <bob@remote.test>"),
     message("re: STRASSE", '"Zoë Ünlü" <zoe@remote.test>', cc="carol@remote.test"),
+    message("plans", "me@example.test", bcc="=?utf-8?q?J=C3=B6rg?= <boss@remote.test>, carol@x"),
     message('Quote " and {braces} : AND OR NOT *', "=?iso-8859-1?q?J=F6rg?= <j@remote.test>"),
     message("ΣΊΣΥΦΟΣ ﬁle", "δ <d@remote.test>", to="x@elsewhere.test"),
     message("hi", "ab@remote.test"),
@@ -43,7 +48,7 @@ async def scan(store, mailbox_id, needle, fields):
     out = []
     for m in await store.list_messages(mailbox_id):
         s = m.summary
-        values = {"from": s.from_, "to": s.to, "cc": s.cc, "subject": s.subject}
+        values = {"from": s.from_, "to": s.to, "cc": s.cc, "bcc": s.bcc, "subject": s.subject}
         if any(folded in values[f].casefold() for f in fields):
             out.append(m.uid)
     return out
@@ -57,7 +62,9 @@ NEEDLES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("fields", [("subject",), ("from",), ("to",), ("cc",), SEARCH_FIELDS])
+@pytest.mark.parametrize(
+    "fields", [("subject",), ("from",), ("to",), ("cc",), ("bcc",), SEARCH_FIELDS]
+)
 async def test_search_headers_equals_a_scan(store, user, fields):
     inbox = await store.get_mailbox(user.id, "INBOX")
     for data in MESSAGES:
@@ -75,11 +82,13 @@ async def test_search_headers_found_what_a_scan_finds(store, user):
         await store.append(inbox.id, new_message(data))
     assert await store.search_headers(inbox.id, "strasse", ["subject"]) == [2, 3]
     assert await store.search_headers(inbox.id, "Zoë", ["from"]) == [3]
-    assert await store.search_headers(inbox.id, "jörg", ["from"]) == [4]
+    assert await store.search_headers(inbox.id, "jörg", ["from"]) == [5]
     assert await store.search_headers(inbox.id, "jörg", ["subject"]) == []
-    assert await store.search_headers(inbox.id, "fi", ["subject"]) == [5]
+    assert await store.search_headers(inbox.id, "jörg", ["bcc"]) == [4]
+    assert await store.search_headers(inbox.id, "fi", ["subject"]) == [6]
     assert await store.search_headers(inbox.id, "carol", ["cc", "subject"]) == [3]
-    assert await store.search_headers(inbox.id, "", ["cc"]) == [1, 2, 3, 4, 5, 6]
+    assert await store.search_headers(inbox.id, "carol", ["bcc"]) == [4]
+    assert await store.search_headers(inbox.id, "", ["cc"]) == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_search_headers_follows_the_mailbox(store, user):
@@ -126,7 +135,8 @@ async def test_search_headers_on_a_generated_corpus(store, user):
         if rnd.random() < 0.3:  # the same text as an encoded word
             subject = "=?utf-8?b?" + base64.b64encode(subject.encode()).decode() + "?="
         await store.append(
-            inbox.id, new_message(message(subject, f"{text(6)} <a@b.test>", cc=text(5)))
+            inbox.id,
+            new_message(message(subject, f"{text(6)} <a@b.test>", cc=text(5), bcc=text(4))),
         )
     await store.store_flags(inbox.id, list(range(1, 61, 7)), frozenset({"\\Deleted"}), "add")
     await store.expunge(inbox.id)

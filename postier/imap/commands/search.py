@@ -5,7 +5,7 @@
 
 Rules:
 - Keys are evaluated by `postier.imap.matcher`, every key in one pass per message,
-  in the search threads, never on the event loop: FROM, TO, CC and SUBJECT from the
+  in the search threads, never on the event loop: FROM, TO, CC, BCC, SUBJECT from the
   store's header index, flags and numbers from the view (no row read when those
   are all), then dates and sizes from the rows, then the messages still undecided
   with their bytes, read in bounded batches.

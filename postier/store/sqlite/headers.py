@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from postier.store.sqlite.schema import fold_text
 
 #: the API's field names → the index's columns
-COLUMNS = {"subject": "subject", "from": "from_addr", "to": "to_addr", "cc": "cc"}
+COLUMNS = {"subject": "subject", "from": "from_addr", "to": "to_addr", "cc": "cc", "bcc": "bcc"}
 
 
 def search(

@@ -14,7 +14,7 @@ Rules:
 - `expunged` remembers (mailbox, uid, modseq) of removed messages for QRESYNC.
 - `access_keys` holds the URLAUTH secret of a mailbox; never shown to anyone.
 - `header_index` (FTS5, trigram) holds, for every message row, its summary's
-  SUBJECT, FROM, TO and CC casefolded (`fold`): triggers fill it in the
+  SUBJECT, FROM, TO, CC and BCC casefolded (`fold`): triggers fill it in the
   transaction that adds the row and empty it with the row (expunge, move, mailbox
   and user deletion), so it never disagrees with `messages`. Every connection
   that writes messages needs `postier_fold` (`register_functions`).
@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import sqlite3
 
+from postier.mime.encoding import valid_text
 from postier.mime.envelope import read_envelope
-from postier.mime.summary import parse_date
+from postier.mime.summary import display_list, parse_date
 
 _V1 = (
     """CREATE TABLE meta (
@@ -262,20 +263,24 @@ _V10 = (
 )
 
 _V11 = (
-    # issue 14: IMAP SEARCH FROM/TO/CC/SUBJECT and the webmail's search from an index,
-    # not a scan of summaries (`sqlite/headers.py` queries it). Trigrams match any
-    # substring of 3 characters or more (RFC 9051 §6.4.4 is substring matching);
+    # issue 14: IMAP SEARCH FROM/TO/CC/BCC/SUBJECT and the webmail's search from an
+    # index, not a scan of summaries (`sqlite/headers.py` queries it). Trigrams match
+    # any substring of 3 characters or more (RFC 9051 §6.4.4 is substring matching);
     # the text is casefolded before it is indexed, and so is the needle, so the
     # tokenizer folds nothing itself (case_sensitive 1): a phrase match is then
     # exactly "casefolded needle in casefolded value". One row per message row
     # (rowid = messages.id, which never changes), text copied per mailbox copy.
+    # The Bcc: addresses join the summary (`MessageSummary.bcc`); older rows get
+    # them from their stored ENVELOPE (`migrate` provides the function).
+    "ALTER TABLE blobs ADD COLUMN bcc TEXT NOT NULL DEFAULT ''",
+    "UPDATE blobs SET bcc = postier_envelope_bcc(envelope)",
     """CREATE VIRTUAL TABLE header_index USING fts5(
-        subject, from_addr, to_addr, cc, tokenize = 'trigram case_sensitive 1'
+        subject, from_addr, to_addr, cc, bcc, tokenize = 'trigram case_sensitive 1'
     )""",
     """CREATE TRIGGER header_index_add AFTER INSERT ON messages BEGIN
-        INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc)
+        INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc, bcc)
         SELECT new.id, postier_fold(b.subject), postier_fold(b.from_addr),
-            postier_fold(b.to_addr), postier_fold(b.cc)
+            postier_fold(b.to_addr), postier_fold(b.cc), postier_fold(b.bcc)
         FROM blobs b WHERE b.id = new.blob_id;
     END""",
     # also fired by the ON DELETE CASCADE of a mailbox or user (foreign_keys = ON)
@@ -283,9 +288,9 @@ _V11 = (
         DELETE FROM header_index WHERE rowid = old.id;
     END""",
     # the messages already there (a database from before this version)
-    """INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc)
+    """INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc, bcc)
         SELECT m.id, postier_fold(b.subject), postier_fold(b.from_addr),
-            postier_fold(b.to_addr), postier_fold(b.cc)
+            postier_fold(b.to_addr), postier_fold(b.cc), postier_fold(b.bcc)
         FROM messages m JOIN blobs b ON b.id = m.blob_id""",
 )
 
@@ -320,6 +325,7 @@ def register_functions(conn: sqlite3.Connection) -> None:
     """The functions the migrations and the triggers call, on a new connection."""
     conn.create_function("postier_date_zone", 1, _date_zone, deterministic=True)
     conn.create_function("postier_fold", 1, _fold, deterministic=True)
+    conn.create_function("postier_envelope_bcc", 1, _envelope_bcc, deterministic=True)
 
 
 def fold_text(text: str) -> str:
@@ -331,6 +337,12 @@ def fold_text(text: str) -> str:
 
 def _fold(text: str | None) -> str | None:
     return None if text is None else fold_text(text)
+
+
+def _envelope_bcc(envelope: bytes | None) -> str:
+    """The Bcc: addresses of a stored ENVELOPE as `MessageSummary.bcc` holds them."""
+    env = read_envelope(bytes(envelope)) if envelope is not None else None
+    return "" if env is None else valid_text(display_list(env.bcc))
 
 
 def _date_zone(envelope: bytes | None) -> int | None:

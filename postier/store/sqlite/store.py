@@ -213,14 +213,14 @@ def _json_ids(values: Iterable[int]) -> str:
 _MSG_COLS = (
     "m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, "
     "b.envelope, b.bodystructure, b.body, b.subject, b.from_addr, b.to_addr, b.cc, "
-    "b.date, b.message_id, b.preview, b.header_size, b.crlf_size, b.date_zone"
+    "b.date, b.message_id, b.preview, b.header_size, b.crlf_size, b.date_zone, b.bcc"
 )
 _MSG_FROM = "messages m JOIN blobs b ON b.id = m.blob_id"
 #: the summary without the pre-serialised structures (IMAP SEARCH)
 _TEXT_COLS = (
     "m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, "
     "b.subject, b.from_addr, b.to_addr, b.cc, b.date, b.message_id, b.header_size, "
-    "b.crlf_size, b.date_zone"
+    "b.crlf_size, b.date_zone, b.bcc"
 )
 
 
@@ -238,6 +238,7 @@ def _summary_of(row: Row) -> MessageSummary:
         preview=row[9],
         header_size=row[10],
         crlf_size=row[11],
+        bcc=row[13],
     )
 
 
@@ -310,6 +311,7 @@ def _text_message_of(row: Row) -> Message:
             message_id=row[12],
             header_size=row[13],
             crlf_size=row[14],
+            bcc=row[16],
         ),
     )
 
@@ -1251,8 +1253,8 @@ class SqliteStore:
     ) -> None:
         tx.execute(
             "INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, from_addr, "
-            "to_addr, cc, date, message_id, preview, header_size, crlf_size, date_zone) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "to_addr, cc, date, message_id, preview, header_size, crlf_size, date_zone, bcc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 blob_id,
                 size,
@@ -1269,6 +1271,7 @@ class SqliteStore:
                 s.header_size,
                 s.crlf_size,
                 _zone_of(s.date),
+                s.bcc,
             ),
         )
         if inline is not None:

@@ -231,6 +231,7 @@ async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
     conn.execute("DROP TRIGGER header_index_add")  # schema 11, as well
     conn.execute("DROP TRIGGER header_index_remove")
     conn.execute("DROP TABLE header_index")
+    conn.execute("ALTER TABLE blobs DROP COLUMN bcc")
     conn.commit()
     conn.close()
     s = await make()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from postier.mime import summarize
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import MIGRATIONS, migrate
 from tests.support.messages import new_message
@@ -55,7 +56,8 @@ async def test_v10_indexes_the_messages_of_an_existing_database(tmp_path: Path) 
     conn = sqlite3.connect(data / "postier.db")  # as version 9 left it
     conn.executescript(
         "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
-        "DROP TABLE header_index; UPDATE schema_version SET version = 9;"
+        "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
+        "UPDATE schema_version SET version = 9;"
     )
     conn.close()
 
@@ -69,5 +71,45 @@ async def test_v10_indexes_the_messages_of_an_existing_database(tmp_path: Path) 
         await store.store_flags(inbox.id, [1], frozenset({"\\Deleted"}), "add")
         await store.expunge(inbox.id)
         assert await store.search_headers(inbox.id, "straße", ["subject"]) == []
+    finally:
+        await store.close()
+
+
+async def test_v10_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
+    """A database of version 9 (no Bcc: text in the summary) gets it from each
+    stored ENVELOPE, as intake would have computed it, and SEARCH BCC from the index."""
+    raw = (
+        b"From: me@example.test\r\nSubject: plans\r\n"
+        b'Bcc: =?utf-8?q?J=C3=B6rg?= <joerg@remote.test>, Team: a@x.test, "Doe, J" <j@y.test>;\r\n'
+        b"\r\nx\r\n"
+    )
+    data = tmp_path / "data"
+    store = SqliteStore(data)
+    await store.open()
+    await store.add_domain("example.test")
+    user = await store.add_user("u@example.test", "h")
+    sent = await store.get_mailbox(user.id, "Sent")
+    assert sent is not None
+    await store.append(sent.id, new_message(raw))
+    await store.close()
+
+    conn = sqlite3.connect(data / "postier.db")  # as version 9 left it
+    conn.executescript(
+        "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
+        "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
+        "UPDATE schema_version SET version = 9;"
+    )
+    conn.close()
+
+    store = SqliteStore(data)
+    await store.open()
+    try:
+        m = await store.get_message(sent.id, 1)
+        assert m is not None
+        assert m.summary.bcc == summarize(raw).bcc
+        assert "Jörg <joerg@remote.test>" in m.summary.bcc
+        assert await store.search_headers(sent.id, "JÖRG", ["bcc"]) == [1]
+        assert await store.search_headers(sent.id, "team:", ["bcc"]) == [1]
+        assert await store.search_headers(sent.id, "jörg", ["cc"]) == []
     finally:
         await store.close()
