@@ -210,6 +210,10 @@ async def test_entry_from_before_the_migration_is_delivered(tmp_path: Path) -> N
         conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")
         conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
         conn.execute("ALTER TABLE users DROP COLUMN admin")  # schema 10
+        conn.execute("DROP TRIGGER header_index_add")  # schema 11
+        conn.execute("DROP TRIGGER header_index_remove")
+        conn.execute("DROP TABLE header_index")
+        conn.execute("ALTER TABLE blobs DROP COLUMN bcc")
         conn.execute("UPDATE schema_version SET version = 8")
     conn.close()
     store = SqliteStore(data_dir)
