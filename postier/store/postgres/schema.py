@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from postier.mime.encoding import valid_text
+from postier.mime.envelope import read_envelope
+from postier.mime.summary import display_list
+
 #: pg_advisory_xact_lock key of schema migrations: "postier" in ASCII
 MIGRATION_LOCK = 0x706F73746965720
 
@@ -216,7 +220,22 @@ _V3 = (
     "ALTER TABLE queue ADD COLUMN claimed_start TIMESTAMPTZ",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4 = (
+    # issue 14: header search (`Store.search_headers`, `store.py`). The Bcc: addresses
+    # join the summary (`MessageSummary.bcc`), and each searched field is kept
+    # casefolded too (Python's str.casefold, which SQL has no equal of; UTF-8 as the
+    # other summary text), so the search is position() of the casefolded needle: a
+    # byte substring of UTF-8 is a character substring. Rows stored before are
+    # filled by `_fill_v4`, which reads the Bcc: addresses from the stored ENVELOPE.
+    "ALTER TABLE blobs ADD COLUMN bcc BYTEA NOT NULL DEFAULT ''::bytea",
+    "ALTER TABLE blobs ADD COLUMN subject_fold BYTEA NOT NULL DEFAULT ''::bytea",
+    "ALTER TABLE blobs ADD COLUMN from_fold BYTEA NOT NULL DEFAULT ''::bytea",
+    "ALTER TABLE blobs ADD COLUMN to_fold BYTEA NOT NULL DEFAULT ''::bytea",
+    "ALTER TABLE blobs ADD COLUMN cc_fold BYTEA NOT NULL DEFAULT ''::bytea",
+    "ALTER TABLE blobs ADD COLUMN bcc_fold BYTEA NOT NULL DEFAULT ''::bytea",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 VERSION = len(MIGRATIONS)
 
 
@@ -239,5 +258,41 @@ async def migrate(conn: asyncpg.Connection) -> int:
         for version in range(found, VERSION):
             for statement in MIGRATIONS[version]:
                 await conn.execute(statement)
+            if MIGRATIONS[version] is _V4:
+                await _fill_v4(conn)
             await conn.execute("UPDATE schema_version SET version = $1", version + 1)
     return found
+
+
+def text_of(data: bytes) -> str:
+    """Summary text as stored (UTF-8, lone surrogates passed through)."""
+    return bytes(data).decode("utf-8", "surrogatepass")
+
+
+def bytes_of(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def folded(text: str) -> bytes:
+    """A summary field as the header search compares it (RFC 9051 §6.4.4:
+    case-insensitive; "Straße" contains "SS")."""
+    return bytes_of(text.casefold())
+
+
+async def _fill_v4(conn: asyncpg.Connection) -> None:
+    """The Bcc: text (from the stored ENVELOPE) and the casefolded fields of the
+    blobs stored before version 4, in batches."""
+    batch: list[tuple[object, ...]] = []
+    update = (
+        "UPDATE blobs SET bcc = $2, subject_fold = $3, from_fold = $4, to_fold = $5, "
+        "cc_fold = $6, bcc_fold = $7 WHERE id = $1"
+    )
+    async for row in conn.cursor("SELECT id, envelope, subject, from_addr, to_addr, cc FROM blobs"):
+        env = read_envelope(bytes(row[1]))
+        bcc = "" if env is None else valid_text(display_list(env.bcc))
+        batch.append((row[0], bytes_of(bcc), *(folded(text_of(v)) for v in row[2:]), folded(bcc)))
+        if len(batch) >= 1000:
+            await conn.executemany(update, batch)
+            batch.clear()
+    if batch:
+        await conn.executemany(update, batch)

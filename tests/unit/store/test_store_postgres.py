@@ -238,3 +238,40 @@ async def test_queue_leases_end_with_their_node(pg_dsn: str) -> None:  # noqa: F
     finally:
         await b.close()
         await a.close()
+
+
+async def test_v4_fills_bcc_and_the_search_columns_of_older_blobs(pg_dsn: str) -> None:  # noqa: F811
+    """A database of version 3 gets the Bcc: text from each stored ENVELOPE and the
+    casefolded search columns, so older messages are found as new ones are."""
+    raw = (
+        b"From: me@example.test\r\nSubject: Gr\xc3\xbc\xc3\x9fe STRASSE\r\n"
+        b"Bcc: =?utf-8?q?J=C3=B6rg?= <joerg@remote.test>\r\n\r\nx\r\n"
+    )
+    store = await opened(pg_dsn)
+    try:
+        await store.add_domain("example.test")
+        user = await store.add_user("u@example.test", "h")
+        sent = await store.get_mailbox(user.id, "Sent")
+        assert sent is not None
+        await store.append(sent.id, new_message(raw))
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # back to version 3
+        for column in ("bcc", "subject_fold", "from_fold", "to_fold", "cc_fold", "bcc_fold"):
+            await conn.execute(f"ALTER TABLE blobs DROP COLUMN {column}")
+        await conn.execute("UPDATE schema_version SET version = 3")
+    finally:
+        await conn.close()
+    store = await opened(pg_dsn)
+    try:
+        m = await store.get_message(sent.id, 1)
+        assert m is not None
+        assert m.summary.bcc == new_message(raw).summary.bcc == "Jörg <joerg@remote.test>"
+        assert await store.search_headers(sent.id, "JÖRG", ["bcc"]) == [1]
+        assert await store.search_headers(sent.id, "strasse", ["subject"]) == [1]
+        assert await store.search_headers(sent.id, "grüsse", ["subject"]) == [1]
+        assert await store.search_headers(sent.id, "ME@", ["from"]) == [1]
+        assert await store.search_headers(sent.id, "jörg", ["cc", "to"]) == []
+    finally:
+        await store.close()
