@@ -299,5 +299,7 @@ def test_the_store_never_parses_a_message() -> None:
     """Intake parses each message once and hands the store its summary
     (`store.models.NewMessage`): no storage backend imports the parser."""
     where = import_graph(ROOT).get(("store", "mime"), [])
-    # the one exception: a schema migration reads the zone of stored ENVELOPEs
-    assert [w for w in where if not w.startswith("postier/store/sqlite/schema.py:")] == []
+    # the one exception: schema migrations read stored ENVELOPEs (the Date: zone,
+    # the Bcc: addresses of messages stored before the summary had them)
+    migrations = ("postier/store/sqlite/schema.py:", "postier/store/postgres/schema.py:")
+    assert [w for w in where if not w.startswith(migrations)] == []
