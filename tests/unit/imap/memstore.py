@@ -127,6 +127,19 @@ class MemoryStore:
         top = uid_max if uid_max is not None else 2**32
         return [m for u, m in sorted(box.messages.items()) if uid_min <= u <= top]
 
+    async def search_headers(
+        self, mailbox_id: MailboxId, needle: str, fields: Sequence[str]
+    ) -> list[Uid]:
+        """The contract's answer, by a scan of the summaries."""
+        folded = needle.casefold()
+        out = []
+        for uid, m in sorted(self._box(mailbox_id).messages.items()):
+            s = m.summary
+            text = {"from": s.from_, "to": s.to, "cc": s.cc, "bcc": s.bcc, "subject": s.subject}
+            if any(folded in text[f].casefold() for f in fields):
+                out.append(uid)
+        return out
+
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
         return self._box(mailbox_id).messages.get(uid)
 
