@@ -26,7 +26,7 @@ from datetime import date
 from typing import cast
 
 from postier.imap import parse as p
-from postier.imap.matcher import Budget, Facts, compile_program, matching
+from postier.imap.matcher import Budget, Facts, compile_program, index_answers, matching
 from postier.imap.session import MailboxView
 from postier.store.api import Store
 from postier.store.models import Message
@@ -122,6 +122,8 @@ async def search(
 ) -> list[Message]:
     """The members of `messages` (one folder's, with summaries) that match `key`,
     in the order given. Raises `matcher.TooComplex` past `seconds` of CPU."""
-    compiled = compile_program(key, cast(MailboxView, _NoNumbers()), ())
+    # From/To/Cc/Bcc/Subject terms from the header index: one folder, one mailbox id
+    answers = await index_answers(store, messages[0].mailbox_id, key) if messages else {}
+    compiled = compile_program(key, cast(MailboxView, _NoNumbers()), (), indexed=answers)
     facts = [Facts(i, m) for i, m in enumerate(messages, 1)]
     return [f.m for f in await matching(store, compiled, facts, Budget(seconds))]

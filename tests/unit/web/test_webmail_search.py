@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from pathlib import Path
 
 import pytest
 
 from postier.imap import parse as p
-from postier.web.webmail.search import MAX_TERMS, QueryError, program, tokens
+from postier.store.sqlite import SqliteStore
+from postier.web.webmail.search import MAX_TERMS, QueryError, program, search, tokens
+from tests.support.messages import new_message
 
 
 def test_tokens_split_on_spaces_and_keep_quoted_runs() -> None:
@@ -71,3 +74,51 @@ def test_bounded() -> None:
     start = time.perf_counter()
     tokens('"' * 1_000_000 + "x" * 1_000_000)  # only the first characters are read
     assert time.perf_counter() - start < 0.5
+
+
+async def test_header_terms_come_from_the_store_index(tmp_path: Path) -> None:
+    """From/To/Cc/Subject terms are answered by `Store.search_headers` (the same
+    index IMAP SEARCH uses), and the answer is the one the summaries give."""
+    store = SqliteStore(tmp_path / "data")
+    await store.open()
+    try:
+        await store.add_domain("example.test")
+        user = await store.add_user("u@example.test", "h")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        for sender, subject in (
+            ("Alice <alice@remote.test>", "Grüße"),
+            ("Bob <bob@remote.test>", "=?utf-8?q?STRASSE?="),
+            ("Carol <carol@remote.test>", "lunch"),
+        ):
+            raw = f"From: {sender}\r\nSubject: {subject}\r\n\r\nhello\r\n".encode()
+            await store.append(inbox.id, new_message(raw))
+        msgs = await store.list_messages(inbox.id)
+        asked: list[tuple[str, list[str]]] = []
+        real = store.search_headers
+
+        async def spy(mailbox_id, needle, fields):
+            asked.append((needle, list(fields)))
+            return await real(mailbox_id, needle, fields)
+
+        store.search_headers = spy  # type: ignore[method-assign]
+
+        async def found(query: str) -> list[int]:
+            key = program(query)
+            assert key is not None
+            return [m.uid for m in await search(store, msgs, key, 5.0)]
+
+        # the index answers header terms: rows without their summary do as well
+        light = await store.list_messages(inbox.id, summaries=False)
+        key = program("subject:grüsse from:alice")
+        assert key is not None
+        assert [m.uid for m in await search(store, light, key, 5.0)] == [1]
+        assert await found("subject:grüsse") == [1]
+        assert await found("strasse") == [2]  # a word: the fields or the text
+        assert await found("from:ALICE is:unread") == [1]
+        assert await found("hello -nothing") == []
+        calls = {(needle, tuple(fields)) for needle, fields in asked}
+        assert {("grüsse", ("subject",)), ("ALICE", ("from",))} <= calls
+        assert {("strasse", (f,)) for f in ("from", "to", "cc", "subject")} <= calls
+    finally:
+        await store.close()
