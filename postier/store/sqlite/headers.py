@@ -1,4 +1,4 @@
-"""Header search over the header index (`schema` V10: the FTS5 table `header_index`).
+"""Header search over the header index (`schema` V11: the FTS5 table `header_index`).
 
 Rules:
 - The answer is exactly "the casefolded needle is a substring of the casefolded

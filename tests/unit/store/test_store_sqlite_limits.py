@@ -297,6 +297,10 @@ async def test_migration_10_adds_the_admin_flag_off(make, tmp_path):
     await s.close()
     conn = sqlite3.connect(tmp_path / "data" / "postier.db")
     conn.execute("ALTER TABLE users DROP COLUMN admin")
+    conn.execute("DROP TRIGGER header_index_add")  # schema 11, as well
+    conn.execute("DROP TRIGGER header_index_remove")
+    conn.execute("DROP TABLE header_index")
+    conn.execute("ALTER TABLE blobs DROP COLUMN bcc")
     conn.execute("UPDATE schema_version SET version = 9")
     conn.commit()
     conn.close()

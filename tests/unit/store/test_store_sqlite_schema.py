@@ -36,8 +36,8 @@ def test_v7_turns_subscribed_mailboxes_into_subscriptions() -> None:
     ]
 
 
-async def test_v10_indexes_the_messages_of_an_existing_database(tmp_path: Path) -> None:
-    """A database from before the header index (version 9) gets every message of
+async def test_v11_indexes_the_messages_of_an_existing_database(tmp_path: Path) -> None:
+    """A database from before the header index (version 10) gets every message of
     every mailbox indexed by the migration, and searches as a new one does."""
     data = tmp_path / "data"
     store = SqliteStore(data)
@@ -53,11 +53,11 @@ async def test_v10_indexes_the_messages_of_an_existing_database(tmp_path: Path) 
         await store.append(inbox.id if i % 2 else sent.id, new_message(raw))
     await store.close()
 
-    conn = sqlite3.connect(data / "postier.db")  # as version 9 left it
+    conn = sqlite3.connect(data / "postier.db")  # as version 10 left it
     conn.executescript(
         "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
         "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
-        "UPDATE schema_version SET version = 9;"
+        "UPDATE schema_version SET version = 10;"
     )
     conn.close()
 
@@ -75,8 +75,8 @@ async def test_v10_indexes_the_messages_of_an_existing_database(tmp_path: Path) 
         await store.close()
 
 
-async def test_v10_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
-    """A database of version 9 (no Bcc: text in the summary) gets it from each
+async def test_v11_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
+    """A database of version 10 (no Bcc: text in the summary) gets it from each
     stored ENVELOPE, as intake would have computed it, and SEARCH BCC from the index."""
     raw = (
         b"From: me@example.test\r\nSubject: plans\r\n"
@@ -93,11 +93,11 @@ async def test_v10_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
     await store.append(sent.id, new_message(raw))
     await store.close()
 
-    conn = sqlite3.connect(data / "postier.db")  # as version 9 left it
+    conn = sqlite3.connect(data / "postier.db")  # as version 10 left it
     conn.executescript(
         "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
         "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
-        "UPDATE schema_version SET version = 9;"
+        "UPDATE schema_version SET version = 10;"
     )
     conn.close()
 
