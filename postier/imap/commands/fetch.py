@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 
 from postier import mime
@@ -33,10 +34,20 @@ from postier.store.models import BlobId, Message, ModSeq, Uid
 BATCH = 50  # messages per store round trip (their bytes are held at once)
 _VIEW_ONLY = frozenset({"UID", "FLAGS", "MODSEQ"})
 _BLOB_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
+#: items that cut the message at its header's end (the summary's header_size)
+_HEADER_CUT = frozenset({"RFC822.HEADER", "RFC822.TEXT"})
 
 
 class _UnknownCte(Exception):
     pass
+
+
+class Rows(enum.Enum):
+    """How much of each message row a FETCH reads (`Store.list_messages`)."""
+
+    LIGHT = "light"  # the messages table: UID, flags, dates, sizes, blob id
+    TEXT = "text"  # and the summary's text fields and sizes
+    STRUCTURES = "structures"  # and the pre-serialised ENVELOPE, BODYSTRUCTURE, BODY
 
 
 async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
@@ -63,6 +74,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
     items = cmd.items
     need_rows = any(i.name not in _VIEW_ONLY for i in items)
     need_blob = any(i.section is not None or i.name in _BLOB_ITEMS for i in items)
+    rows_kind = _rows_kind(items)
     seen_set: set[int] = set()
     if not view.readonly and any(i.sets_seen for i in items):
         unseen = [
@@ -79,7 +91,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
     missing = False
     for start in range(0, len(picked), BATCH):
         chunk = picked[start : start + BATCH]
-        rows = await _load(ctx, view, [u for _, u in chunk]) if need_rows else {}
+        rows = await _load(ctx, view, [u for _, u in chunk], rows_kind) if need_rows else {}
         # the chunk's message bytes in one store round trip, not one per message
         blobs = await ctx.store.read_blobs([m.blob_id for m in rows.values()]) if need_blob else {}
         for seq, uid in chunk:
@@ -88,7 +100,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                 missing = True
                 continue
             try:
-                out = await _items(ctx, view, items, uid, m, need_blob, blobs)
+                out = await _items(ctx, view, items, uid, m, need_blob, blobs, rows_kind)
             except NotFound:
                 missing = True
                 continue
@@ -109,13 +121,38 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
     return ok("FETCH completed")
 
 
-async def _load(ctx: Context, view: MailboxView, uids: Sequence[int]) -> dict[int, Message]:
+def _rows_kind(items: Sequence[p.FetchAtt]) -> Rows:
+    """The lightest message rows that answer these items. Building each row's whole
+    summary (structures, dates) cost a body FETCH more than sending the bytes."""
+    if any(
+        i.name in ("ENVELOPE", "BODYSTRUCTURE") or (i.name == "BODY" and i.section is None)
+        for i in items
+    ):
+        return Rows.STRUCTURES
+    if any(
+        i.name in _HEADER_CUT
+        or (i.section is not None and not i.section.part and i.section.text in ("HEADER", "TEXT"))
+        for i in items
+    ):
+        return Rows.TEXT  # the summary's header_size, not a scan that a bodiless header fools
+    return Rows.LIGHT
+
+
+async def _load(
+    ctx: Context, view: MailboxView, uids: Sequence[int], kind: Rows
+) -> dict[int, Message]:
     """Rows of these UIDs (ascending): one range query when dense, else one by one."""
     if not uids:
         return {}
     lo, hi = uids[0], uids[-1]
     if hi - lo + 1 <= 4 * len(uids):
-        rows = await ctx.store.list_messages(view.mailbox_id, lo, hi)
+        rows = await ctx.store.list_messages(
+            view.mailbox_id,
+            lo,
+            hi,
+            summaries=kind is not Rows.LIGHT,
+            structures=kind is Rows.STRUCTURES,
+        )
         wanted = set(uids)
         return {m.uid: m for m in rows if m.uid in wanted}
     out: dict[int, Message] = {}
@@ -139,6 +176,7 @@ async def _items(
     m: Message | None,
     need_blob: bool,
     blobs: dict[BlobId, bytes],
+    kind: Rows,
 ) -> list[tuple[str, r.FetchValue]]:
     s = ctx.session
     data = b""
@@ -148,7 +186,7 @@ async def _items(
         data = got if got is not None else await ctx.store.read_blob(m.blob_id)
     root: mime.Part | None = None
     summary = m.summary if m is not None else None
-    if summary is not None and summary.bodystructure == b"NIL" and data:
+    if kind is Rows.STRUCTURES and summary is not None and summary.bodystructure == b"NIL" and data:
         summary = mime.summarize(data)  # summary missing (intake failed): compute now
     out: list[tuple[str, r.FetchValue]] = []
     for item in items:
@@ -181,13 +219,13 @@ async def _items(
             else:
                 section = item.section
                 assert section is not None
-                if not section.part and section.text in (None, "HEADER", "TEXT"):
+                value: bytes | None
+                size: int | None = len(data)
+                if not section.part and section.text is None:
+                    value = data  # the whole message: no copy
+                elif not section.part and section.text in ("HEADER", "TEXT"):
                     hs = _header_size(data, summary.header_size)
-                    octets: bytes | None = {None: data, "HEADER": data[:hs], "TEXT": data[hs:]}[
-                        section.text
-                    ]
-                    size: int | None = len(data)
-                    value: bytes | None = octets
+                    value = data[:hs] if section.text == "HEADER" else data[hs:]
                 else:
                     if root is None:
                         root = mime.parse(data)
