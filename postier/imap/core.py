@@ -220,6 +220,10 @@ class ImapSession:
     def data_to_send(self) -> bytes:
         return self.ctx.take_output()
 
+    def data_to_send_parts(self) -> list[bytes]:
+        """`data_to_send` as pieces for one gathered write (``writelines``)."""
+        return self.ctx.take_output_parts()
+
     # --- what the adapter tells ------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; b"" is EOF."""

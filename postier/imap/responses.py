@@ -127,9 +127,16 @@ def literal(data: bytes, *, binary: bool = False) -> bytes:
     CHAR8 excludes NUL (RFC 9051 §9, RFC 3501 §4.3): a NUL in a plain literal
     (BODY[] of a message stored from a literal8) is sent as 0x80, as Dovecot
     does; only BINARY answers carry NUL, as literal8 (RFC 3516 §4.2)."""
+    prefix, data = literal_parts(data, binary=binary)
+    return prefix + data
+
+
+def literal_parts(data: bytes, *, binary: bool = False) -> tuple[bytes, bytes]:
+    """`literal` as its ``{n}`` CRLF prefix and its octets, so that a message's bytes
+    reach the socket without being copied into a response first."""
     if not binary and b"\x00" in data:
         data = data.replace(b"\x00", b"\x80")
-    return b"%s{%d}\r\n%s" % (b"~" if binary else b"", len(data), data)
+    return b"%s{%d}\r\n" % (b"~" if binary else b"", len(data)), data
 
 
 def string(value: str | bytes, *, utf8: bool = False) -> bytes:
@@ -452,8 +459,28 @@ def fetch(seq: int, items: Sequence[tuple[str, FetchValue]]) -> bytes:
     datetime → date-time, frozenset → flag list, bytes → literal (message data),
     None → NIL, `Raw` → verbatim, `Binary` → literal or literal8. Use
     `postier.imap.parse.FetchAtt.response_name` for section names."""
-    parts = [name.encode("ascii") + b" " + _fetch_value(value) for name, value in items]
-    return b"* %d FETCH (" % seq + b" ".join(parts) + b")" + CRLF
+    return b"".join(fetch_parts(seq, items))
+
+
+def fetch_parts(seq: int, items: Sequence[tuple[str, FetchValue]]) -> list[bytes]:
+    """`fetch` in pieces: each literal's octets (message data) are a piece of their
+    own, never copied into the text around them (`Context.send_parts`)."""
+    out: list[bytes] = []
+    text = b"* %d FETCH (" % seq
+    for i, (name, value) in enumerate(items):
+        text += (b" " if i else b"") + name.encode("ascii") + b" "
+        if isinstance(value, bytes | Binary):
+            if isinstance(value, bytes):
+                prefix, data = literal_parts(value)
+            else:
+                prefix, data = literal_parts(value.data, binary=b"\x00" in value.data)
+            out.append(text + prefix)
+            out.append(data)
+            text = b""
+        else:
+            text += _fetch_value(value)
+    out.append(text + b")" + CRLF)
+    return out
 
 
 def _fetch_value(value: FetchValue) -> bytes:

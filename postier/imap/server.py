@@ -102,9 +102,9 @@ class ImapConnection:
 
     # --- I/O primitives --------------------------------------------------------------
     def _write(self) -> None:
-        data = self.core.data_to_send()
-        if data:
-            self.conn.writer.write(data)
+        parts = self.core.data_to_send_parts()
+        if parts:
+            self.conn.writer.writelines(parts)  # one writev; bodies are not copied
 
     async def _flush(self) -> None:
         self._write()

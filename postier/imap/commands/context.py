@@ -47,6 +47,8 @@ log = logging.getLogger("postier.imap")
 
 #: queued output that makes `Context.maybe_drain` flush (large FETCH, URLFETCH)
 HIGH_WATER = 256 * 1024
+#: output pieces this large are written as they are, not joined (`take_output_parts`)
+OWN_PIECE = 4096
 
 #: written back by ID (RFC 2971 §3.3)
 SERVER_ID = (("name", "postier"), ("vendor", "postier"), ("version", "0.1.0"))
@@ -151,12 +153,35 @@ class Context:
         self._out.append(data)
         self._out_size += len(data)
 
+    def send_parts(self, parts: Sequence[bytes]) -> None:
+        """Queue one response in pieces (`responses.fetch_parts`)."""
+        self._out.extend(parts)
+        self._out_size += sum(map(len, parts))
+
     def take_output(self) -> bytes:
         """What was queued since the last call."""
-        data = b"".join(self._out)
-        self._out = []
-        self._out_size = 0
-        return data
+        return b"".join(self.take_output_parts())
+
+    def take_output_parts(self) -> list[bytes]:
+        """What was queued since the last call, for one gathered write: runs of small
+        pieces joined, pieces of `OWN_PIECE` octets or more (message bodies) as they
+        are, so a FETCH of bodies copies none of them in Python."""
+        out, self._out, self._out_size = self._out, [], 0
+        if len(out) <= 1:
+            return out
+        pieces: list[bytes] = []
+        run: list[bytes] = []
+        for data in out:
+            if len(data) < OWN_PIECE:
+                run.append(data)
+                continue
+            if run:
+                pieces.append(b"".join(run))
+                run = []
+            pieces.append(data)
+        if run:
+            pieces.append(b"".join(run))
+        return pieces
 
     async def maybe_drain(self) -> None:
         """Let the adapter write (and wait for the client to read) when much output is

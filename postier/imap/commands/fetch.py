@@ -114,7 +114,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                     out.append(("UID", uid))
                 if not any(i.name == "MODSEQ" for i in items):
                     out.append(("MODSEQ", r.Raw(b"(%d)" % view.modseq(uid))))
-            ctx.send(r.fetch(seq, out))
+            ctx.send_parts(r.fetch_parts(seq, out))
             await ctx.maybe_drain()
     if missing:
         return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)

@@ -172,6 +172,16 @@ def test_fetch() -> None:
         b"BODY[HEADER]<0> {14}\r\nSubject: x\r\n\r\n BODY[2] NIL BINARY[1] ~{2}\r\na\x00 "
         b"BINARY[2] {2}\r\nab MODSEQ (624140003))\r\n"
     )
+    # in pieces, each literal's octets stand alone (the same object: never copied)
+    body = b"x" * 5000 + b"\x00"
+    pieces = r.fetch_parts(
+        3, [("UID", 7), ("BODY[]", body), ("BINARY[1]", r.Binary(b"ab")), ("FLAGS", frozenset())]
+    )
+    assert pieces[0] == b"* 3 FETCH (UID 7 BODY[] {5001}\r\n"
+    assert pieces[1] == b"x" * 5000 + b"\x80"  # NUL as 0x80 in a plain literal, size kept
+    assert pieces[2:] == [b" BINARY[1] {2}\r\n", b"ab", b" FLAGS ())\r\n"]
+    plain = b"y" * 100
+    assert r.fetch_parts(1, [("RFC822", plain)])[1] is plain
     with pytest.raises(LocalProtocolError):
         r.fetch(1, [("X", True)])
 

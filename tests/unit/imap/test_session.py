@@ -267,3 +267,17 @@ def test_snapshots_are_per_store() -> None:
     one, other = Store(), Store()
     assert snapshots(one) is snapshots(one)
     assert snapshots(one) is not snapshots(other)
+
+
+def test_output_pieces_keep_order_and_leave_big_ones_uncopied() -> None:
+    ctx = FakeContext()
+    big = b"b" * 100_000
+    ctx.send(b"* 1 EXISTS\r\n")
+    ctx.send_parts([b"* 1 FETCH (BODY[] {100000}\r\n", big, b")\r\n"])
+    ctx.send(b"a OK done\r\n")
+    pieces = ctx.take_output_parts()
+    assert pieces == [b"* 1 EXISTS\r\n* 1 FETCH (BODY[] {100000}\r\n", big, b")\r\na OK done\r\n"]
+    assert pieces[1] is big
+    assert ctx.take_output_parts() == [] and ctx.take_output() == b""
+    ctx.send_parts([b"x", big])
+    assert ctx.take_output() == b"x" + big
