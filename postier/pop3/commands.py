@@ -212,11 +212,21 @@ def _top(normalized: bytes, lines: int) -> bytes:
 def format_message(data: bytes, top_lines: int | None = None) -> bytes:
     """The lines of a RETR (or, with `top_lines`, TOP) response after the status
     line: CRLF-normalised, byte-stuffed, terminated by ``.`` CRLF."""
+    return b"".join(format_message_parts(data, top_lines)[1])
+
+
+def format_message_parts(data: bytes, top_lines: int | None = None) -> tuple[int, list[bytes]]:
+    """`format_message` in pieces for one gathered write, with the octets of the
+    whole normalised message (what RETR's status line announces, counted here
+    rather than by a second `pop3_size` pass). Bytes that are already CRLF and
+    have no line starting with ``.`` pass through uncopied: `normalize` and
+    `bytes.replace` return their argument when they change nothing."""
     body = normalize(data)
+    size = len(body)
     if top_lines is not None:
         body = _top(body, top_lines)
     # RFC 1939 §3: a line starting with the termination octet gets it doubled
     stuffed = body.replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
-    return stuffed + b".\r\n"
+    return size, [stuffed, b".\r\n"]

@@ -90,11 +90,10 @@ from postier.pop3.commands import (
     Command,
     Response,
     decode_base64,
-    format_message,
+    format_message_parts,
     multiline,
     parse_command,
     parse_number,
-    pop3_size,
 )
 from postier.pop3.errors import LocalProtocolError, RemoteProtocolError
 
@@ -409,11 +408,17 @@ class ServerConnection:
 
     def send_message(self, data: bytes) -> bytes:
         """The whole response to the pending RETR or TOP for these message bytes."""
+        return b"".join(self.send_message_parts(data))
+
+    def send_message_parts(self, data: bytes) -> list[bytes]:
+        """`send_message` in pieces for one ``writelines``: the message bytes are
+        not copied into the response."""
         hook = self._take(Retrieve, Top)
         if isinstance(hook, Top):
-            return b"+OK Top of message follows\r\n" + format_message(data, hook.lines)
+            return [b"+OK Top of message follows\r\n", *format_message_parts(data, hook.lines)[1]]
         # RFC 1939 §7 RETR: the status line may carry the size; it is the octets sent
-        return b"+OK %d octets\r\n" % pop3_size(data) + format_message(data)
+        size, parts = format_message_parts(data)
+        return [b"+OK %d octets\r\n" % size, *parts]
 
     def tls_started(self, *, plaintext_allowed: bool = True) -> None:
         """The TLS handshake after STLS succeeded; the session restarts in

@@ -180,7 +180,7 @@ class Pop3Session:
             elif isinstance(ev, Authenticate):
                 writer.write(await self._login(ev))
             elif isinstance(ev, Retrieve | Top):
-                writer.write(await self._message(ev.number))
+                writer.writelines(await self._message(ev.number))  # one writev
             elif isinstance(ev, StartTls):
                 await writer.drain()
                 try:
@@ -226,7 +226,8 @@ class Pop3Session:
             mailbox = await self.app.store.get_mailbox(user.id, "INBOX")
             assert mailbox is not None
             self.mailbox_id = mailbox.id
-            self.messages = await self.app.store.list_messages(mailbox.id)
+            # sizes and flags only: no ENVELOPE/BODYSTRUCTURE rows built for a maildrop
+            self.messages = await self.app.store.list_messages(mailbox.id, structures=False)
             entries = []
             for m in self.messages:
                 # cached at delivery; older blobs are read once and remembered
@@ -244,15 +245,15 @@ class Pop3Session:
         log.info("sid=%s login user=%s messages=%d", self.conn.sid, user.address, len(entries))
         return self.core.auth_ok(entries)
 
-    async def _message(self, number: int) -> bytes:
+    async def _message(self, number: int) -> list[bytes]:
         m = self.messages[number - 1]
         try:
             data = await self.app.store.read_blob(m.blob_id)
         except Exception:
-            return self._fail("read")
+            return [self._fail("read")]
         if "\\Seen" not in m.flags:
             self.seen.add(m.uid)
-        return self.core.send_message(data)
+        return self.core.send_message_parts(data)
 
     async def _flush_seen(self) -> None:
         """\\Seen for what was retrieved, in one commit when the session ends

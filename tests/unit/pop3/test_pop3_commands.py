@@ -16,6 +16,7 @@ from postier.pop3.commands import (
     Response,
     decode_base64,
     format_message,
+    format_message_parts,
     multiline,
     normalize,
     parse_command,
@@ -207,6 +208,22 @@ def test_format_message_large_is_fast_and_exact() -> None:
     wire = format_message(data)
     assert len(wire) == pop3_size(data) + 200_000 + 3
     assert wire.endswith(b"..x" + b"y" * 76 + b"\r\n.\r\n")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"a\r\n", b"a\nb", b".a\r\n..b\r\nc", b"x\r", b"Subject: s\r\n\r\nbody\r\n"],
+)
+def test_format_message_parts_size_is_pop3_size(data: bytes) -> None:
+    size, parts = format_message_parts(data)
+    assert size == pop3_size(data)
+    assert b"".join(parts) == format_message(data)
+
+
+def test_format_message_parts_pass_a_clean_message_uncopied() -> None:
+    data = b"Subject: s\r\n\r\n" + b"line\r\n" * 1000  # CRLF, no line starting with "."
+    size, parts = format_message_parts(data)
+    assert parts[0] is data and parts[1] == b".\r\n" and size == len(data)
 
 
 def unstuff(wire: bytes) -> bytes:
