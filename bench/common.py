@@ -434,6 +434,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def check(what: str, value: float | None, op: str, want: float, unit: str = "") -> list[object]:
+    """One row of a bench's targets table (issue 14): the target, what was measured,
+    and ✓ or ✗; a dash when it could not be measured (a peer not installed).
+    `op` is ">=", "<=" or "<"; `unit` "x" shows ratios."""
+    wanted = f"{op} {_fmt(float(want))}{unit}"
+    if value is None:
+        return [what, wanted, "-", "-"]
+    met = {">=": value >= want, "<=": value <= want, "<": value < want}[op]
+    return [what, wanted, f"{_fmt(value)}{unit}", "✓" if met else "✗"]
+
+
+def targets_table(rows: Sequence[Sequence[object]]) -> str:
+    met = sum(1 for r in rows if r[-1] == "✓")
+    measured = sum(1 for r in rows if r[-1] != "-")
+    summary = f"issue 14 targets met: {met} of {measured} measured ({len(rows)} in all)"
+    return table(["target (issue 14)", "wanted", "measured", "met"], rows) + "\n" + summary
+
+
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         if v >= 100:

@@ -44,12 +44,14 @@ from common import (
     Children,
     LoadError,
     Postier,
+    check,
     descendants,
     dovecot_conf,
     free_port,
     make_message,
     run_async,
     table,
+    targets_table,
     wait_port,
     workspace,
 )
@@ -431,8 +433,36 @@ def report(results: dict[str, dict[str, float]]) -> str:
     return table(headers, rows)
 
 
+def targets(results: dict[str, dict[str, float]], idle: int) -> str:
+    """Issue 14's IMAP targets, each with its verdict: ratios postier / Dovecot (for
+    latencies and times, lower is better), and the idle connections' memory."""
+    mine, peer = results.get("postier", {}), results.get("dovecot", {})
+
+    def ratio(key: str) -> float | None:
+        return mine[key] / peer[key] if key in mine and peer.get(key) else None
+
+    rss = f"RSS MB, {idle} idle"
+    return targets_table(
+        [
+            check(
+                "imap small commands vs dovecot", ratio("small cmds/s (10 clients)"), ">=", 1, "x"
+            ),
+            check("imap LOGIN+SELECT latency vs dovecot", ratio("login+select ms"), "<=", 1.5, "x"),
+            check("imap FETCH bodies vs dovecot", ratio("bodies MB/s"), ">=", 0.8, "x"),
+            check("imap metadata FETCH vs dovecot", ratio("meta msgs/s"), ">=", 1.5, "x"),
+            check("imap SEARCH FROM time vs dovecot", ratio("SEARCH FROM s"), "<=", 2, "x"),
+            check("imap SEARCH SUBJECT time vs dovecot", ratio("SEARCH SUBJECT s"), "<=", 2, "x"),
+            check(f"imap {idle} idle connections, MB", mine.get(rss), "<", 100),
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    print(report(run(parse_args(argv))))
+    args = parse_args(argv)
+    results = run(args)
+    print(report(results))
+    print()
+    print(targets(results, args.idle))
     return 0
 
 

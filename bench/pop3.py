@@ -46,6 +46,7 @@ from common import (
     Children,
     LoadError,
     Postier,
+    check,
     dot_stuff,
     dovecot_conf,
     free_port,
@@ -53,6 +54,7 @@ from common import (
     run_async,
     smtp_send,
     table,
+    targets_table,
     tree_cpu_seconds,
     tree_peak_rss_mb,
     wait_port,
@@ -400,10 +402,28 @@ def report(runs: Sequence[Run]) -> str:
     return "\n".join(out)
 
 
+def targets(runs: Sequence[Run]) -> str:
+    """Issue 14's POP3 targets (downloads of mail never read), each with its verdict."""
+    by = {(r.server, r.users, r.label): r for r in runs}
+
+    def ratio(users: int) -> float | None:
+        mine, peer = by.get(("postier", users, "first")), by.get(("dovecot", users, "first"))
+        return mine.rate / peer.rate if mine and peer else None
+
+    return targets_table(
+        [
+            check("pop3 10 users vs dovecot", ratio(10), ">=", 1, "x"),
+            check("pop3 1 user vs dovecot", ratio(1), ">=", 0.9, "x"),
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     runs = run(parse_args(argv))
     print()
     print(report(runs))
+    print()
+    print(targets(runs))
     return 0
 
 

@@ -57,6 +57,7 @@ from common import (
     Children,
     LoadError,
     Postier,
+    check,
     cpu_seconds,
     dot_stuff,
     free_port,
@@ -65,6 +66,7 @@ from common import (
     run_async,
     smtp_send,
     table,
+    targets_table,
     tree_cpu_seconds,
     tree_peak_rss_mb,
     wait_port,
@@ -620,11 +622,41 @@ def report(runs: Sequence[Run]) -> str:
     return "\n".join(out)
 
 
+def targets(runs: Sequence[Run]) -> str:
+    """Issue 14's SMTP targets, each with its verdict (sizes and concurrencies that
+    were not run, or peers not installed, show a dash)."""
+    by = {(r.server, r.body, r.concurrency): r for r in runs}
+
+    def ratio(mine: Run | None, peer: str) -> float | None:
+        other = by.get((peer, mine.body, mine.concurrency)) if mine else None
+        return mine.rate / other.rate if mine and other else None
+
+    small, big = by.get(("postier", 1024, 50)), by.get(("postier", 51200, 50))
+    rss = [r.rss_mb for r in runs if r.server == "postier" and r.rss_mb is not None]
+    return targets_table(
+        [
+            check("smtp 1 KB c=50 msgs/s", small.rate if small else None, ">=", 2400),
+            check("smtp 1 KB c=50 vs postfix", ratio(small, "postfix"), ">=", 2, "x"),
+            check("smtp 1 KB c=50 vs aiosmtpd", ratio(small, "aiosmtpd"), ">=", 1, "x"),
+            check(
+                "smtp 1 KB c=50 cpu ms/msg",
+                1000 * small.cpu_s / small.count if small else None,
+                "<=",
+                0.5,
+            ),
+            check("smtp 50 KB c=50 vs postfix", ratio(big, "postfix"), ">=", 1.5, "x"),
+            check("smtp peak RSS MB, all workers", max(rss) if rss else None, "<", 150),
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     runs = run(args)
     print()
     print(report(runs))
+    print()
+    print(targets(runs))
     return 0
 
 
