@@ -12,7 +12,10 @@ Rules:
 - Values we did not produce (domains, addresses from the message) are written as
   quoted strings when they are not RFC 2045 tokens, and stripped of CR, LF and
   control characters, so they cannot break or inject a header line.
-- Lines are folded before each method so no line exceeds 998 octets (RFC 5322 §2.1.1).
+- Lines are folded before each method, and within a method between its
+  properties, so no line exceeds 998 octets (RFC 5322 §2.1.1). Values and
+  comments taken from the message are cut to 255 octets (no domain, address or
+  reason we report is longer when it is valid), so a property always fits a line.
 """
 
 from __future__ import annotations
@@ -26,9 +29,27 @@ _TOKEN = re.compile(r"^[!#$%&\'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# Longest foreign text kept in a value or comment; longer text is cut and marked "...".
+_MAX_FOREIGN = 255
+# RFC 5322 §2.1.1: at most 998 octets per line, CRLF excluded.
+_MAX_LINE = 998
+
+
+def _cut(text: str) -> str:
+    """`text` cut to _MAX_FOREIGN octets of UTF-8, on a character boundary.
+
+    Lone surrogates (undecodable bytes kept by a caller) become "?", so the
+    field always encodes as UTF-8.
+    """
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= _MAX_FOREIGN:
+        return raw.decode()
+    return raw[: _MAX_FOREIGN - 3].decode("utf-8", "ignore") + "..."
+
+
 def value(text: str) -> str:
     """A property value: a token as is, anything else as a quoted-string (RFC 8601 §2.2)."""
-    text = _CONTROL.sub("", text)
+    text = _cut(_CONTROL.sub("", text))
     if text and _TOKEN.match(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -36,7 +57,7 @@ def value(text: str) -> str:
 
 def comment(text: str) -> str:
     """A comment (RFC 5322 §3.2.2): parentheses and backslashes escaped, no controls."""
-    text = _CONTROL.sub("", text)
+    text = _cut(_CONTROL.sub("", text))
     return "(" + re.sub(r"([()\\])", r"\\\1", text) + ")"
 
 
@@ -45,8 +66,50 @@ def header(authserv_id: str, methods: Iterable[str]) -> bytes:
     parts = [m for m in methods if m]
     if not parts:
         return f"Authentication-Results: {authserv_id}; none\r\n".encode()
-    body = ";\r\n\t".join(parts)
+    body = ";\r\n\t".join(_fold(part) for part in parts)
     return f"Authentication-Results: {authserv_id};\r\n\t{body}\r\n".encode()
+
+
+def _units(method: str) -> list[str]:
+    """`method` split at the spaces outside quoted strings and comments (one linear pass)."""
+    units: list[str] = []
+    start = 0
+    depth = 0  # comment nesting
+    quoted = escaped = False
+    for i, ch in enumerate(method):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == '"' and not depth:
+            quoted = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif ch == " " and not depth:
+            units.append(method[start:i])
+            start = i + 1
+    units.append(method[start:])
+    return [u for u in units if u]
+
+
+def _fold(method: str) -> str:
+    """One method on as few lines as fit in 998 octets, folded between its units."""
+    if len(method.encode()) + 1 <= _MAX_LINE - 1:
+        return method
+    lines: list[str] = []
+    line = ""
+    for unit in _units(method):
+        if line and len((line + " " + unit).encode()) + 2 > _MAX_LINE:
+            lines.append(line)
+            line = unit
+        else:
+            line = f"{line} {unit}" if line else unit
+    lines.append(line)
+    return "\r\n\t".join(lines)
 
 
 def authserv_id_of(field_value: str) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from postier.mailauth.results import (
     authserv_id_of,
+    comment,
     drop_fields,
     forged_fields,
     header,
@@ -57,3 +58,34 @@ def test_forged_fields_removed_others_kept():
     assert drop_fields(block, forged_fields("mx.test")) == (
         b"Authentication-Results: other.test; dkim=pass\r\nSubject: hi\r\n"
     )
+
+
+def test_foreign_values_and_comments_are_cut_to_255_octets():
+    long_domain = "a" * 300 + ".example"
+    assert value(long_domain) == "a" * 252 + "..."
+    # cut on a character boundary: 2-octet characters, never half of one
+    cut = value("é" * 200)
+    assert cut.endswith('..."') and len(cut.encode()) <= 257
+    assert len(comment("x" * 1000).encode()) == 255 + 2
+
+
+def test_no_line_over_998_octets_whatever_the_values():
+    """A fuzzed DKIM-Signature gave a 1000-octet dkim= line (several long values on one method)."""
+    junk = ":" * 900 + "@" + "\udcdd" * 50
+    method = (
+        f"dkim=permerror {comment('missing d= or s= ' + junk)} header.d={value(junk)}"
+        f" header.s={value(junk)} header.i={value('(' * 400)} header.b={value(junk)}"
+    )
+    field = header("mx.example.test", ["spf=pass smtp.mailfrom=example.test", method])
+    lines = field.split(b"\r\n")
+    assert all(len(line) <= 998 for line in lines), [len(line) for line in lines]
+    assert lines[-1] == b""
+    # folded only between units: each continuation line starts with a property or comment
+    assert all(line.startswith(b"\t") for line in lines[1:-1])
+    unfolded = field.replace(b"\r\n\t", b" ").decode()
+    assert "header.d=" in unfolded and "header.b=" in unfolded
+
+
+def test_short_methods_stay_on_one_line():
+    field = header("mx.test", ["spf=pass smtp.mailfrom=a.test", "dkim=pass header.d=a.test"])
+    assert field.count(b"\r\n") == 3
