@@ -15,10 +15,6 @@ Rules:
 - A long C call holds the GIL (``re`` does): offloading does not make a
   super-linear regex harmless, which is why every pattern on message text is
   linear.
-- Work on a small input (`size` at most `INLINE_OCTETS`) runs inline, with the same
-  budget: for a message of a few KB the hop to a thread and back (submit, wake a
-  worker, hand the GIL over, wake the loop) cost more CPU than the work itself, six
-  times per message. Linear work on 16 KB holds the loop well under a millisecond.
 """
 
 from __future__ import annotations
@@ -35,8 +31,6 @@ T = TypeVar("T")
 DEFAULT_SCAN_TIMEOUT = 20.0
 
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postier-scan")
-#: inputs of at most this many octets are worked on inline (see Rules)
-INLINE_OCTETS = 16 * 1024
 
 
 class ScanTimeout(Exception):
@@ -57,12 +51,9 @@ class Budget:
             raise ScanTimeout(f"over {self.seconds:g}s")
 
 
-async def offload(work: Callable[[Budget], T], seconds: float, size: int | None = None) -> T:
-    """``work(budget)`` in the scan pool; `ScanTimeout` after `seconds`. `size`: the
-    octets of the work's input, when known; small inputs are worked on inline."""
+async def offload(work: Callable[[Budget], T], seconds: float) -> T:
+    """``work(budget)`` in the scan pool; `ScanTimeout` after `seconds`."""
     budget = Budget(seconds)
-    if size is not None and size <= INLINE_OCTETS:
-        return work(budget)
     future = asyncio.get_running_loop().run_in_executor(_POOL, work, budget)
     try:
         async with asyncio.timeout(seconds):

@@ -144,8 +144,7 @@ class HeadersStage:
         if ctx.header is None:
             return []
         view = ctx.header
-        size = ctx.parsed.size if ctx.parsed is not None else None
-        out, from_domains = await offload(lambda budget: self._header(view), ctx.scan_timeout, size)
+        out, from_domains = await offload(lambda budget: self._header(view), ctx.scan_timeout)
         if not ctx.authenticated:
             for domain in from_domains:
                 if await self.is_local_domain(domain) and not self._authenticated_for(ctx, domain):
@@ -158,7 +157,7 @@ class HeadersStage:
         if ctx.message is not None:
             try:
                 out += await offload(
-                    lambda budget: self._body(ctx.texts(budget), budget), ctx.scan_timeout, size
+                    lambda budget: self._body(ctx.texts(budget), budget), ctx.scan_timeout
                 )
             except ScanTimeout as e:  # the header rules above still count
                 out.append(timeout_verdict(self.name, e, self.weights["SCAN_TIMEOUT"]))

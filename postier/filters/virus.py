@@ -258,7 +258,7 @@ class VirusStage:
         def scan(budget: Budget) -> str | None:
             return self.scanner.scan_message(parsed, budget.check)
 
-        found = await offload(scan, ctx.scan_timeout, parsed.size)
+        found = await offload(scan, ctx.scan_timeout)
         if found is None:
             return []
         return [Verdict.reject(self.name, R554_VIRUS(found), f"found {found}")]

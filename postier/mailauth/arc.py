@@ -98,7 +98,7 @@ async def verify(
     scan_timeout: float = DEFAULT_SCAN_TIMEOUT,
 ) -> ArcResult:
     parsed = parsed_message(message)
-    chain = await offload(lambda budget: _read_chain(parsed), scan_timeout, parsed.size)
+    chain = await offload(lambda budget: _read_chain(parsed), scan_timeout)
     if not chain.seals:
         return ArcResult("none")
     if chain.seals > max_sets:

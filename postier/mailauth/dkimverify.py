@@ -214,7 +214,7 @@ async def verify(
     """One result per DKIM-Signature field of `message` (empty: unsigned).
     `ScanTimeout` when the CPU work runs past `scan_timeout` seconds."""
     parsed = parsed_message(message)
-    all_tags = await offload(lambda budget: signature_tags(parsed), scan_timeout, parsed.size)
+    all_tags = await offload(lambda budget: signature_tags(parsed), scan_timeout)
     names = {
         n
         for t in all_tags[:max_signatures]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -17,7 +16,7 @@ from postier.dns.resolver import TempFail
 from postier.filters.pipeline import Action, Context, Phase, Pipeline, Verdict
 from postier.filters.spam import Weights
 from postier.mail.role import IntakeRole
-from postier.offload import INLINE_OCTETS, Budget, ScanTimeout, offload
+from postier.offload import Budget, ScanTimeout, offload
 
 
 class Raising:
@@ -151,21 +150,3 @@ def test_verdict_details_are_valid_unicode():
         .decide([v])
         .headers.endswith("X-Spam-Report: * +1.0 RSPAMD symbols=\ufffdX\r\n".encode())
     )
-
-
-async def test_small_inputs_are_worked_on_inline_with_the_same_budget():
-    def where(budget: Budget) -> int:
-        return threading.get_ident()
-
-    here = threading.get_ident()
-    assert await offload(where, 5.0, INLINE_OCTETS) == here  # no thread hop
-    assert await offload(where, 5.0, INLINE_OCTETS + 1) != here
-    assert await offload(where, 5.0) != here  # size unknown: the pool
-
-    def slow(budget: Budget) -> None:
-        for _ in range(100):
-            time.sleep(0.01)
-            budget.check()
-
-    with pytest.raises(ScanTimeout):
-        await offload(slow, 0.05, 10)  # inline, and still stopped at the budget
