@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
-import os
 import smtplib
-import tempfile
-import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -23,35 +20,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need_tool
+from tests.support import browser
+from tests.support.browser import SCREENSHOTS, Browser
 from tests.support.server import PASSWORD, ServerThread
 
 pytestmark = pytest.mark.tools
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 expect = playwright_sync.expect
-
-LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
-SCREENSHOTS = Path(
-    os.environ.get("POSTIER_SCREENSHOTS") or Path(tempfile.gettempdir()) / "postier-screenshots"
-)
-
-
-class Browser:
-    """One Chromium for the module; a fresh context (cookies, routes) per test."""
-
-    def __init__(self) -> None:
-        path = need_tool("chromium")
-        self._pw = playwright_sync.sync_playwright().start()
-        self.browser = self._pw.chromium.launch(
-            executable_path=path,
-            headless=True,
-            args=["--dns-prefetch-disable", "--no-pings"],
-        )
-
-    def close(self) -> None:
-        self.browser.close()
-        self._pw.stop()
 
 
 @pytest.fixture(scope="module")
@@ -63,29 +39,13 @@ def chromium() -> Iterator[Browser]:
         b.close()
 
 
-class Web:
-    """A browser context on the server's web port, with the off-loopback guard."""
+class Web(browser.Web):
+    """The shared browser context, with dialogs recorded and the webmail's own login."""
 
     def __init__(self, chromium: Browser, srv: ServerThread) -> None:
-        assert srv.app is not None
-        assert srv.app.web_address is not None
-        host, port = srv.app.web_address
-        self.base = f"http://{host}:{port}"
-        self.srv = srv
-        self.offsite: list[str] = []
+        super().__init__(chromium, srv)
         self.dialogs: list[str] = []
-        self.context = chromium.browser.new_context(viewport={"width": 1100, "height": 720})
-        self.context.route("**/*", self._guard)
-        self.page = self.context.new_page()
         self.page.on("dialog", self._dialog)
-
-    def _guard(self, route: Any) -> None:
-        host = urllib.parse.urlsplit(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
-            route.continue_()
-        else:
-            self.offsite.append(route.request.url)
-            route.abort()
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
@@ -104,9 +64,6 @@ class Web:
     def shot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture
