@@ -22,15 +22,25 @@ Rules:
   PostgreSQL text holds no NUL, and a message's decoded subject may have one.
 - No ``changes`` table: the change feed travels as NOTIFY payloads in the writing
   transaction (delivered on commit, in commit order; `store.py`).
+- Header search (schema 5) has a trigram index when the server has the pg_trgm
+  extension (PostgreSQL's contrib, in most packages): ``blobs_header_trgm``, a GIN
+  index over ``encode(<field>_fold, 'escape')`` of the five searched fields.
+  Without pg_trgm there is no index (a warning says so) and the search scans the
+  mailbox's rows; each start tries again, so installing it later builds the index
+  then. `has_header_index` tells the store which it has.
 """
 
 from __future__ import annotations
+
+import logging
 
 import asyncpg
 
 from postier.mime.encoding import valid_text
 from postier.mime.envelope import read_envelope
 from postier.mime.summary import display_list
+
+log = logging.getLogger(__name__)
 
 #: pg_advisory_xact_lock key of schema migrations: "postier" in ASCII
 MIGRATION_LOCK = 0x706F73746965720
@@ -235,7 +245,12 @@ _V4 = (
     "ALTER TABLE blobs ADD COLUMN bcc_fold BYTEA NOT NULL DEFAULT ''::bytea",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+_V5: tuple[str, ...] = (
+    # issue 16: the header search's trigram index; built by `_header_index`, since
+    # the extension it needs may be missing (then `migrate` tries again at each start)
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 VERSION = len(MIGRATIONS)
 
 
@@ -258,9 +273,11 @@ async def migrate(conn: asyncpg.Connection) -> int:
         for version in range(found, VERSION):
             for statement in MIGRATIONS[version]:
                 await conn.execute(statement)
-            if MIGRATIONS[version] is _V4:
+            if version + 1 == 4:
                 await _fill_v4(conn)
             await conn.execute("UPDATE schema_version SET version = $1", version + 1)
+        if not await has_header_index(conn):
+            await _header_index(conn)
     return found
 
 
@@ -296,3 +313,66 @@ async def _fill_v4(conn: asyncpg.Connection) -> None:
             batch.clear()
     if batch:
         await conn.executemany(update, batch)
+
+
+#: the trigram index of header search (schema 5), when pg_trgm is there
+HEADER_INDEX = "blobs_header_trgm"
+#: the columns it covers, as `encode(column, 'escape')`
+HEADER_COLUMNS = ("subject_fold", "from_fold", "to_fold", "cc_fold", "bcc_fold")
+
+#: the extension the index needs (a name tests may change to one that is missing)
+TRGM_EXTENSION = "pg_trgm"
+
+_warned_no_trgm = False
+
+
+async def has_header_index(conn: asyncpg.Connection) -> bool:
+    """Whether this schema has the header search's trigram index."""
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", HEADER_INDEX))
+
+
+async def _trgm_schema(conn: asyncpg.Connection) -> str | None:
+    """The schema pg_trgm is installed in (quoted as an identifier), or None."""
+    name: str | None = await conn.fetchval(
+        "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = $1",
+        TRGM_EXTENSION,
+    )
+    return name
+
+
+async def _header_index(conn: asyncpg.Connection) -> None:
+    """The trigram index of header search, inside the migration's transaction.
+    pg_trgm goes into ``public`` when it may (a database's schemas then share
+    it, and dropping one schema leaves it), else into the current schema; a
+    server without it (or a role that may not create it) gets no index, and a
+    warning, once per process."""
+    global _warned_no_trgm
+    where = await _trgm_schema(conn)
+    why: Exception | None = None
+    if where is None:
+        for sql in (
+            f'CREATE EXTENSION IF NOT EXISTS "{TRGM_EXTENSION}" SCHEMA public',
+            f'CREATE EXTENSION IF NOT EXISTS "{TRGM_EXTENSION}"',
+        ):
+            try:
+                async with conn.transaction():  # a savepoint: a failure undoes only this
+                    await conn.execute(sql)
+            except asyncpg.PostgresError as e:
+                why = e
+                continue
+            break
+        where = await _trgm_schema(conn)
+    if where is None:
+        if not _warned_no_trgm:
+            _warned_no_trgm = True
+            log.warning(
+                "PostgreSQL has no pg_trgm extension here (%s): header search "
+                "(IMAP SEARCH FROM/TO/CC/BCC/SUBJECT, the webmail's search) scans each "
+                "mailbox's rows instead of using an index; install PostgreSQL's contrib "
+                "package (or let this role create the extension) and restart to build it",
+                why,
+            )
+        return
+    columns = ", ".join(f"(encode({c}, 'escape')) {where}.gin_trgm_ops" for c in HEADER_COLUMNS)
+    await conn.execute(f"CREATE INDEX {HEADER_INDEX} ON blobs USING gin ({columns})")
+    log.info("built the header search index (pg_trgm)")

@@ -275,3 +275,107 @@ async def test_v4_fills_bcc_and_the_search_columns_of_older_blobs(pg_dsn: str) -
         assert await store.search_headers(sent.id, "jörg", ["cc", "to"]) == []
     finally:
         await store.close()
+
+
+async def test_header_index_is_built_and_matches_the_search(pg_dsn: str) -> None:  # noqa: F811
+    """Schema 5's trigram index exists (pg_trgm is in PostgreSQL's contrib, on the
+    test server too), and the search's LIKE is on the index's very expressions."""
+    from postier.store.postgres.store import _like_pattern
+
+    store = await opened(pg_dsn)
+    try:
+        assert store._header_index
+        await store.add_domain("example.test")
+        user = await store.add_user("u@example.test", "h")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        for i in range(50):
+            await store.append(inbox.id, new_message(f"Subject: note {i}\r\n\r\nx\r\n".encode()))
+        assert await store.search_headers(inbox.id, "NOTE 42", ["subject"]) == [43]
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await schema.has_header_index(conn)
+            await conn.execute("ANALYZE blobs")
+            await conn.execute("SET enable_seqscan = off")
+            plan = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) SELECT b.id FROM blobs b "
+                "WHERE encode(b.subject_fold, 'escape') LIKE $1",
+                _like_pattern(schema.folded("note 42")),
+            )
+        finally:
+            await conn.close()
+        assert schema.HEADER_INDEX in plan
+    finally:
+        await store.close()
+
+
+async def test_header_index_pattern_never_misses_a_substring(pg_dsn: str) -> None:  # noqa: F811
+    """encode(field, 'escape') LIKE the needle's pattern holds whenever the needle
+    is in the field, whatever the octets (NUL, backslash, LIKE's % and _, UTF-8);
+    needles without three letters or digits in a row get no pattern (a scan)."""
+    from postier.store.postgres.store import _like_pattern
+
+    assert _like_pattern(b"ab") is None
+    assert _like_pattern(b"a@b.c") is None
+    assert _like_pattern("é".encode()) is not None  # \303\251: digits
+    rnd = __import__("random").Random(16)
+    alphabet = b"abc019 \\%_\x00\x01'\"\x7f\x80\xc3\xa9\xff"
+    fields, patterns, wanted = [], [], []
+    for _ in range(4000):
+        field = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 30)))
+        if field and rnd.random() < 0.7:
+            lo = rnd.randrange(len(field))
+            needle = field[lo : lo + rnd.randint(1, 10)]
+        else:
+            needle = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 6)))
+        pattern = _like_pattern(needle)
+        if pattern is None:
+            continue
+        fields.append(field)
+        patterns.append(pattern)
+        wanted.append(needle in field)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        got = await conn.fetch(
+            "SELECT encode(f, 'escape') LIKE p FROM unnest($1::bytea[], $2::text[]) "
+            "WITH ORDINALITY AS v(f, p, n) ORDER BY n",
+            fields,
+            patterns,
+        )
+    finally:
+        await conn.close()
+    assert sum(wanted) > 1000
+    for field, pattern, want, (like,) in zip(fields, patterns, wanted, got, strict=True):
+        if want:
+            assert like, (field, pattern)
+
+
+async def test_without_pg_trgm_the_search_scans_and_says_so(
+    pg_dsn: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server without the extension: no index, a warning, the same answers; a
+    later start where the extension is there builds the index."""
+    monkeypatch.setattr(schema, "TRGM_EXTENSION", "postier_no_such_extension")
+    monkeypatch.setattr(schema, "_warned_no_trgm", False)
+    store = await opened(pg_dsn)
+    try:
+        assert not store._header_index
+        assert "no pg_trgm extension" in caplog.text
+        await store.add_domain("example.test")
+        user = await store.add_user("u@example.test", "h")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        for subject in ("alpha beta", "gamma", "Beta Delta"):
+            await store.append(inbox.id, new_message(f"Subject: {subject}\r\n\r\nx\r\n".encode()))
+        assert await store.search_headers(inbox.id, "BETA", ["subject"]) == [1, 3]
+    finally:
+        await store.close()
+    monkeypatch.setattr(schema, "TRGM_EXTENSION", "pg_trgm")
+    store = await opened(pg_dsn)
+    try:
+        assert store._header_index
+        assert await store.search_headers(inbox.id, "BETA", ["subject"]) == [1, 3]
+    finally:
+        await store.close()
