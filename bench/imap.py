@@ -43,12 +43,14 @@ from common import (
     PASSWORD,
     Children,
     LoadError,
+    PgDatabase,
     Postier,
     check,
     descendants,
     dovecot_conf,
     free_port,
     make_message,
+    pg_unavailable,
     run_async,
     table,
     targets_table,
@@ -265,6 +267,26 @@ class PostierTarget:
         self.server.stop()
 
 
+class PostierPgTarget(PostierTarget):
+    """postier over PostgreSQL (a database of its own, dropped afterwards)."""
+
+    name = "postier-pg"
+
+    def __init__(self, root: Path, children: Children) -> None:
+        self.database = PgDatabase("imap")
+        self.server = Postier(root / "postier-pg", children, ["imap"], self.database.config)
+
+    def setup(self, messages: Sequence[bytes]) -> None:
+        self.database.create()
+        super().setup(messages)
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.database.drop()
+
+
 class DovecotTarget:
     name = "dovecot"
 
@@ -380,7 +402,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--messages", type=int, default=10_000, help="INBOX size (default 10000)")
     p.add_argument("--idle", type=int, default=1000, help="idle connections (default 1000)")
-    p.add_argument("--servers", default="postier,dovecot", help="default postier,dovecot")
+    p.add_argument(
+        "--servers",
+        default="postier,dovecot",
+        help="postier, postier-pg (over PostgreSQL) and/or dovecot (default postier,dovecot)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp directory")
     p.add_argument(
         "--search-only", action="store_true", help="measure LOGIN, SELECT and SEARCH only"
@@ -402,8 +428,12 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 if name == "dovecot" and (why := DovecotTarget.unavailable()):
                     print(f"  dovecot skipped: {why}")
                     continue
+                if name == "postier-pg" and (why := pg_unavailable()):
+                    print(f"  postier-pg skipped: {why}")
+                    continue
                 target: PostierTarget | DovecotTarget = (
                     PostierTarget(root, children) if name == "postier"
+                    else PostierPgTarget(root, children) if name == "postier-pg"
                     else DovecotTarget(root, children)
                 )  # fmt: skip
                 print(f"  {name}: filling and starting ...", flush=True)
@@ -422,14 +452,24 @@ def report(results: dict[str, dict[str, float]]) -> str:
     if not names:
         return "imap: nothing measured"
     keys = list(results[names[0]])
+    # ratios of one run: postier against Dovecot, and PostgreSQL against SQLite
+    pairs = [
+        (a, b)
+        for a, b in (("postier", "dovecot"), ("postier-pg", "postier"))
+        if a in results and b in results
+    ]
     rows: list[list[object]] = []
     for k in keys:
         row: list[object] = [k, *(results[n].get(k, "-") for n in names)]
-        if "postier" in results and "dovecot" in results:
-            mine, peer = results["postier"][k], results["dovecot"][k]
-            row.append(f"{mine / peer:.2f}x" if peer else "-")
+        for a, b in pairs:
+            mine, peer = results[a].get(k), results[b].get(k)
+            row.append(f"{mine / peer:.2f}x" if mine is not None and peer else "-")
         rows.append(row)
-    headers = ["imap", *names] + (["postier/dovecot"] if len(names) == 2 else [])
+    headers = [
+        "imap",
+        *names,
+        *(f"{a}/{b}".replace("postier-pg/postier", "pg/sqlite") for a, b in pairs),
+    ]
     return table(headers, rows)
 
 

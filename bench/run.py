@@ -1,8 +1,8 @@
 """`make bench`: every benchmark with its default sizes, then one summary.
 
 Runs `smtp_intake` (postier vs aiosmtpd vs Postfix), `pop3` (postier vs Dovecot),
-`imap` (postier vs Dovecot), `outbound` (postier, and Postfix relaying) and `web`
-(the webmail beside IMAP) one
+`imap` (postier vs Dovecot), `outbound` (postier, and Postfix relaying), `web`
+(the webmail beside IMAP) and `nodes` (SQLite, one and two PostgreSQL nodes) one
 after the other, so they never compete for the CPUs, and prints each bench's
 full table followed by each issue-14 target with its verdict (✓/✗). Peers that
 are not installed are skipped with a note. Options are passed to neither bench: run
@@ -46,9 +46,9 @@ def main() -> int:
     print()
     print(pop3.targets(pop_runs))
     # IMAP prints its own table and issue-14 verdicts; outbound (issue 4) its ratios;
-    # web (issue 15) its own verdicts
+    # web (issue 15) and nodes (issue 16) their own verdicts
     here = Path(__file__).resolve().parent
-    for bench in ("imap.py", "outbound.py", "web.py"):
+    for bench in ("imap.py", "outbound.py", "web.py", "nodes.py"):
         print(f"\n--- bench/{bench}", flush=True)
         extra = ["--postfix"] if bench == "outbound.py" and shutil.which("postfix") else []
         subprocess.run([sys.executable, str(here / bench), *extra], check=False)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -56,6 +55,7 @@ from common import (
     PYTHON,
     Children,
     LoadError,
+    PgDatabase,
     Postier,
     check,
     cpu_seconds,
@@ -63,6 +63,7 @@ from common import (
     free_port,
     make_message,
     peak_rss_mb,
+    pg_unavailable,
     run_async,
     smtp_send,
     table,
@@ -105,6 +106,10 @@ class Target:
     def rss_mb(self) -> float | None:
         return None
 
+    def db_cpu(self) -> float | None:
+        """CPU seconds of the database server's sessions (PostgreSQL only)."""
+        return None
+
 
 class PostierTarget(Target):
     name = "postier"
@@ -139,54 +144,39 @@ class PostierTarget(Target):
         return tree_peak_rss_mb(self.server.pid)
 
 
-PG_ADMIN = os.environ.get("POSTIER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _pg(sql: str, dsn: str = PG_ADMIN) -> object:
-    """One statement on PostgreSQL, its first value (asyncpg, a short-lived connection)."""
-    import asyncpg
-
-    async def go() -> object:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            return await conn.fetchval(sql)
-        finally:
-            await conn.close()
-
-    return run_async(go())
-
-
 class PostierPgTarget(PostierTarget):
     """postier with the PostgreSQL store, on a database of its own."""
 
     name = "postier-pg"
 
     def __init__(self, root: Path, children: Children, workers: int | None = None) -> None:
-        self.database = f"postier_bench_{os.getpid()}_{secrets.token_hex(4)}"
-        self.dsn = PG_ADMIN.rpartition("/")[0] + "/" + self.database
-        extra = f'[store]\nbackend = "postgres"\npostgres_dsn = "{self.dsn}"\n'
-        self.server = Postier(root / "postier-pg", children, ["mx"], extra, workers=workers)
+        self.database = PgDatabase()
+        self.server = Postier(
+            root / "postier-pg", children, ["mx"], self.database.config, workers=workers
+        )
+        self._backends: list[int] = []
 
     @staticmethod
     def unavailable() -> str | None:
-        try:
-            _pg("SELECT 1")
-        except Exception as e:  # any failure to reach it: say why and skip
-            return f"PostgreSQL at {PG_ADMIN} does not answer ({e})"
-        return None
+        return pg_unavailable()
 
     def start(self) -> None:
-        _pg(f'CREATE DATABASE "{self.database}"')
+        self.database.create()
         super().start()
 
     def stop(self) -> None:
         try:
             super().stop()
         finally:
-            _pg(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            self.database.drop()
 
     def delivered(self) -> int:
-        return int(_pg("SELECT count(*) FROM messages", self.dsn))  # type: ignore[call-overload]
+        return int(self.database.value("SELECT count(*) FROM messages"))  # type: ignore[call-overload]
+
+    def db_cpu(self) -> float | None:
+        # the sessions of the run: those open before it and those opened since
+        self._backends = sorted(set(self._backends) | set(self.database.backend_pids()))
+        return self.database.backend_cpu(self._backends)
 
 
 def _maildir_count(new: Path) -> int:
@@ -412,6 +402,8 @@ class Run:
     total_s: float  # until the last message was in the mailbox
     cpu_s: float
     rss_mb: float | None
+    #: the database server's sessions (PostgreSQL), not in cpu_s
+    db_cpu_s: float | None = None
 
     @property
     def rate(self) -> float:
@@ -431,6 +423,7 @@ def wait_delivered(target: Target, expected: int, timeout: float = 600) -> None:
 def measure(target: Target, client: str, count: int, body: int, concurrency: int) -> Run:
     before = target.delivered()
     cpu0 = target.cpu()
+    db0 = target.db_cpu()
     t0 = time.perf_counter()
     run_load(client, target.port, count, body, concurrency)
     t1 = time.perf_counter()
@@ -450,6 +443,7 @@ def measure(target: Target, client: str, count: int, body: int, concurrency: int
         t2 - t0,
         target.cpu() - cpu0,
         target.rss_mb(),
+        None if db0 is None else (target.db_cpu() or 0.0) - db0,
     )
 
 
@@ -571,12 +565,23 @@ def report(runs: Sequence[Run]) -> str:
                 r.rate,
                 r.intake_rate if r.intake_s != r.total_s else "-",
                 f"{1000 * r.cpu_s / r.count:.2f}",
+                f"{1000 * r.db_cpu_s / r.count:.2f}" if r.db_cpu_s is not None else "-",
                 f"{r.rss_mb:.0f}" if r.rss_mb is not None else "-",
             ]
         )
     out = [
         table(
-            ["server", "size", "conns", "msgs", "msgs/s", "intake/s", "cpu ms/msg", "peak RSS MB"],
+            [
+                "server",
+                "size",
+                "conns",
+                "msgs",
+                "msgs/s",
+                "intake/s",
+                "cpu ms/msg",
+                "db cpu ms/msg",
+                "peak RSS MB",
+            ],
             rows,
         )
     ]
