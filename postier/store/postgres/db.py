@@ -7,14 +7,20 @@ Rules:
   batch, as the SQLite backend does (`postier.store.sqlite.db`). That is group
   commit; PostgreSQL's ``synchronous_commit`` (on by default) makes COMMIT return
   only once the WAL is flushed (and, with synchronous replicas, replicated).
-- A job that raises is rolled back to its savepoint alone; the others still
-  commit. Its caller gets the exception; nothing of it is durable.
+- A job that raises is rolled back alone; the others still commit. Its caller
+  gets the exception; nothing of it is durable. A batch first runs without
+  savepoints (jobs rarely fail, and a savepoint per job is a round trip per job);
+  when a job of a batch of several raises, the batch is rolled back and run again
+  with each job inside its own SAVEPOINT.
 - A deadlock or serialization failure (several nodes writing the same rows in
   another order) rolls the whole batch back and runs it again, up to `retries`
   times: jobs are functions of the database alone (their after-commit actions are
   collected afresh each run), so running one again is safe.
 - A job's future resolves only after COMMIT returned; if COMMIT fails (or the
   connection drops), every job of the batch fails and the next batch reconnects.
+- `Database.before_commit` gives SQL that travels with the batch's COMMIT in one
+  message (the change feed's NOTIFY): a batch of one job costs three round trips,
+  BEGIN, the job's statement and COMMIT.
 - After COMMIT, each job's `Tx.after_commit` callbacks run on the event loop
   before any future resolves, so in-process subscribers hear of a change no later
   than its writer's caller.
@@ -42,6 +48,10 @@ T = TypeVar("T")
 
 #: errors after which running the batch again can succeed
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+class _RunWithSavepoints(Exception):
+    """A job of a batch run without savepoints raised: run the batch with them."""
 
 
 class Tx:
@@ -107,9 +117,10 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         #: commits so far (tests and metrics: proves batching)
         self.commits = 0
-        #: runs once per batch before COMMIT with the jobs that succeeded (their
-        #: `Tx.changes`): one NOTIFY for the whole batch instead of one per job
-        self.before_commit: Callable[[asyncpg.Connection, list[Tx]], Awaitable[None]] | None = None
+        #: called once per batch with the jobs that succeeded (their `Tx.changes`),
+        #: returns SQL (simple query protocol: no parameters) sent with the COMMIT in
+        #: one message: one NOTIFY for the whole batch and no round trip of its own
+        self.before_commit: Callable[[list[Tx]], str] | None = None
 
     async def start(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -186,11 +197,16 @@ class Database:
 
     async def _run_batch(self, batch: list[_Job]) -> None:
         attempt = 0
+        savepoints = False
         while True:
             attempt += 1
             try:
                 conn = await self._connection()
-                done, failed = await self._attempt(conn, batch)
+                done, failed = await self._attempt(conn, batch, savepoints)
+            except _RunWithSavepoints:
+                savepoints = True
+                attempt -= 1
+                continue
             except _RETRYABLE:
                 if attempt > self.retries:
                     raise
@@ -222,14 +238,18 @@ class Database:
                 j.future.set_exception(exc)
 
     async def _attempt(
-        self, conn: asyncpg.Connection, batch: list[_Job]
+        self, conn: asyncpg.Connection, batch: list[_Job], savepoints: bool
     ) -> tuple[list[tuple[_Job, Any, Tx]], list[tuple[_Job, BaseException]]]:
         """One run of the batch in one transaction. Round trips are what a batch
-        costs: the savepoint commands travel together (one simple-protocol
-        message each time), and a job that succeeds last needs none."""
+        costs: BEGIN, the jobs' statements, then COMMIT with `before_commit`'s SQL.
+        Without `savepoints`, a job that raises fails the batch of one it is alone
+        in, and sends a batch of several back to be run with them
+        (`_RunWithSavepoints`); with them, the savepoint commands travel together
+        (one simple-protocol message each time), and a job that succeeds last
+        needs none."""
         done: list[tuple[_Job, Any, Tx]] = []
         failed: list[tuple[_Job, BaseException]] = []
-        await conn.execute("BEGIN; SAVEPOINT job")
+        await conn.execute("BEGIN; SAVEPOINT job" if savepoints else "BEGIN")
         try:
             for i, j in enumerate(batch):
                 tx = Tx(conn)
@@ -238,16 +258,25 @@ class Database:
                 except _RETRYABLE:
                     raise
                 except Exception as e:
+                    if not savepoints:
+                        if len(batch) > 1:
+                            raise _RunWithSavepoints from e
+                        failed.append((j, e))
+                        break
                     # the savepoint stays defined: the next job runs under it
                     await conn.execute("ROLLBACK TO SAVEPOINT job")
                     failed.append((j, e))
                 else:
-                    if i < len(batch) - 1:
+                    if savepoints and i < len(batch) - 1:
                         await conn.execute("RELEASE SAVEPOINT job; SAVEPOINT job")
                     done.append((j, result, tx))
-            if done and self.before_commit is not None:
-                await self.before_commit(conn, [tx for _j, _r, tx in done])
-            await conn.execute("COMMIT")
+            if not done:
+                await conn.execute("ROLLBACK")
+                return done, failed
+            extra = ""
+            if self.before_commit is not None:
+                extra = self.before_commit([tx for _j, _r, tx in done])
+            await conn.execute(extra + "COMMIT")
         except BaseException:
             if not conn.is_closed():
                 try:

@@ -38,6 +38,12 @@ Rules (those of `postier.store.sqlite.store`, which this mirrors, plus):
   releases only this node's own (a restarted node).
 - Text sorts as SQLite does (``COLLATE "C"``, by code point), whatever the
   database's collation.
+- `get_domain` and `resolve` answer from per-process caches (SMTP asks them for
+  every recipient). Every write job that changes users, domains or aliases
+  marks its `Tx` (`_accounts_changed`): its NOTIFY carries ``"a"`` and every
+  other process drops its caches when it arrives; this one drops them after
+  commit. An answer read before a drop is never cached after it (a generation
+  counter), and nothing is cached while the feed connection is down.
 """
 
 # ruff: noqa: S608  -- SQL is assembled only from the column-list constants below;
@@ -184,6 +190,35 @@ def _like_pattern(folded: bytes) -> str | None:
     like = escaped.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{like}%"
 
+
+#: one message row of a delivery: the mailbox (INBOX when the one named is
+#: missing), its next UID and MODSEQ taken, the row inserted; the CTEs of one
+#: statement, its parameters numbered from {0} (user id, mailbox name, flags,
+#: internal date, size, blob id)
+_DELIVER_ONE = (
+    "x AS (SELECT id FROM mailboxes WHERE user_id = ${0} "
+    "AND name IN (${1}, 'INBOX') ORDER BY name = 'INBOX' LIMIT 1), "
+    "up AS (UPDATE mailboxes m SET uidnext = m.uidnext + 1, "
+    "highestmodseq = m.highestmodseq + 1 FROM x WHERE m.id = x.id "
+    "RETURNING m.id, m.uidnext - 1 AS uid, m.highestmodseq AS modseq), "
+    "ins AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, "
+    "blob_id) SELECT id, uid, modseq, ${2}, ${3}, ${4}, ${5} FROM up) "
+    "SELECT id, uid, modseq FROM up"
+)
+
+
+def _dollar(text: str) -> str:
+    """A dollar-quoted SQL literal of text we made (a channel name, a payload)."""
+    if "$n$" in text:
+        raise ValueError("text for a dollar-quoted literal holds its delimiter")
+    return f"$n${text}$n$"
+
+
+#: a marker among a write's `Tx.changes`: users, domains or aliases changed, so
+#: every node drops what it cached of them (`PostgresStore._accounts_changed`)
+_ACCOUNTS = object()
+#: entries in each of the account caches, at most (all dropped when full)
+_CACHE_MAX = 4096
 
 _LIGHT_COLS = "mailbox_id, uid, modseq, flags, internal_date, size, blob_id"
 _NO_SUMMARY = MessageSummary()
@@ -413,6 +448,13 @@ class PostgresStore:
         self.last_sweep = 0
         #: the header search's trigram index exists (schema 5, pg_trgm)
         self._header_index = False
+        #: what `get_domain` and `resolve` answered (SMTP asks both for every
+        #: recipient): dropped on every change of users, domains or aliases, by
+        #: any node (`_accounts_changed`), and whenever the feed may have missed one
+        self._domains: dict[str, Domain | None] = {}
+        self._resolved: dict[str, Resolution] = {}
+        #: bumped with each drop: an answer read before it is not cached after it
+        self._accounts_gen = 0
 
     # --- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -519,6 +561,8 @@ class PostgresStore:
             data = json.loads(payload)
             if data["o"] == self._origin:
                 return
+            if data.get("a"):
+                self._drop_account_caches()
             changes = [
                 Change(
                     UserId(c[0]),
@@ -546,8 +590,33 @@ class PostgresStore:
             )
 
     def _cut_off_subscribers(self) -> None:
-        """Changes may have been missed: every session must re-read its mailbox."""
+        """Changes may have been missed: every session must re-read its mailbox,
+        and the account caches go."""
+        self._drop_account_caches()
         self._hub.cut_off_all("change feed connection lost")
+
+    # --- account caches ----------------------------------------------------
+    def _drop_account_caches(self) -> None:
+        self._accounts_gen += 1
+        self._domains.clear()
+        self._resolved.clear()
+
+    def _accounts_changed(self, tx: Tx) -> None:
+        """A write job changes users, domains or aliases: every node drops its
+        caches when it commits (this one after commit, the others when the
+        NOTIFY sent with the commit arrives, within milliseconds)."""
+        tx.changes.append(_ACCOUNTS)
+        tx.after_commit.append(self._drop_account_caches)
+
+    def _cache(self, cache: dict[str, Any], key: str, value: object, gen: int) -> None:
+        """Keep an answer read under generation `gen`, unless a drop came since
+        (it may be older than the change) or the feed is down (no drop would
+        come)."""
+        if gen != self._accounts_gen or self._listener is None:
+            return
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = value
 
     async def _reconnect_listener(self) -> None:
         delay = 0.2
@@ -570,33 +639,33 @@ class PostgresStore:
         hub = self._hub
         tx.after_commit.append(lambda: hub.publish(changes))
 
-    async def _notify_batch(self, conn: asyncpg.Connection, txs: list[Tx]) -> None:
+    def _notify_batch(self, txs: list[Tx]) -> str:
         """The changes of a batch's successful jobs, in order, as NOTIFY payloads
-        of the committing transaction: one round trip for the whole batch."""
-        changes = [c for tx in txs for c in tx.changes]
-        if not changes:
-            return
+        of the committing transaction, SQL sent with its COMMIT (`Database`):
+        no round trip of their own. The payloads are JSON of numbers, kinds and
+        hex, so a dollar-quoted literal holds them whatever the server's
+        string settings."""
+        changes = [c for tx in txs for c in tx.changes if c is not _ACCOUNTS]
+        accounts = any(c is _ACCOUNTS for tx in txs for c in tx.changes)
+        if not changes and not accounts:
+            return ""
         payloads = []
-        for i in range(0, len(changes), _CHANGES_PER_NOTIFY):
+        for i in range(0, max(1, len(changes)), _CHANGES_PER_NOTIFY):
             self._notify_seq += 1
-            payloads.append(
-                json.dumps(
-                    {
-                        "o": self._origin,
-                        # identical payloads in one transaction would be folded into one
-                        "n": self._notify_seq,
-                        "c": [
-                            [c.user_id, c.mailbox_id, c.kind.value, c.uid, c.modseq]
-                            for c in changes[i : i + _CHANGES_PER_NOTIFY]
-                        ],
-                    },
-                    separators=(",", ":"),
-                )
-            )
-        await conn.execute(
-            "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS v(p, n) ORDER BY n",
-            self._channel,
-            payloads,
+            data: dict[str, object] = {
+                "o": self._origin,
+                # identical payloads in one transaction would be folded into one
+                "n": self._notify_seq,
+                "c": [
+                    [c.user_id, c.mailbox_id, c.kind.value, c.uid, c.modseq]
+                    for c in changes[i : i + _CHANGES_PER_NOTIFY]
+                ],
+            }
+            if accounts and i == 0:
+                data["a"] = 1  # users, domains or aliases changed: caches go
+            payloads.append(json.dumps(data, separators=(",", ":")))
+        return "".join(
+            f"SELECT pg_notify({_dollar(self._channel)}, {_dollar(p)}); " for p in payloads
         )
 
     def subscribe(self, user_id: UserId) -> Subscription:
@@ -680,11 +749,12 @@ class PostgresStore:
             raise
 
     @staticmethod
-    async def _insert_blob(
-        tx: Tx, blob: _Blob, trace: Sequence[tuple[str, str]] = (), qid: str = ""
-    ) -> None:
+    def _blob_ctes(
+        blob: _Blob, trace: Sequence[tuple[str, str]] = (), qid: str = ""
+    ) -> tuple[str, list[Any]]:
         """The blob row, its chunks (unless committed beforehand) and the trace
-        lines of `qid`: one statement, one round trip."""
+        lines of `qid` as the CTEs of one statement (``WITH b ..., c ..., t ...``)
+        and its first 26 parameters: a statement may go on with more of its own."""
         s = blob.summary
         data = blob.data
         chunks = (
@@ -693,7 +763,7 @@ class PostgresStore:
             else [data[off : off + schema.CHUNK] for off in range(0, len(data), schema.CHUNK)]
             or [b""]
         )
-        await tx.execute(
+        sql = (
             "WITH b AS (INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, "
             "from_addr, to_addr, cc, date, message_id, preview, header_size, crlf_size, "
             "date_zone, bcc, subject_fold, from_fold, to_fold, cc_fold, bcc_fold) VALUES ($1, "
@@ -704,7 +774,8 @@ class PostgresStore:
             "t AS (INSERT INTO trace (qid, at, event, detail) "
             "SELECT $18, $16, e, d FROM unnest($19::text[], $20::text[]) WITH ORDINALITY "
             "AS v(e, d, n) ORDER BY n) "
-            "SELECT 1",
+        )
+        args = [
             blob.id,
             blob.size,
             s.envelope,
@@ -731,7 +802,15 @@ class PostgresStore:
             schema.folded(s.to),
             schema.folded(s.cc),
             schema.folded(s.bcc),
-        )
+        ]
+        return sql, args
+
+    async def _insert_blob(
+        self, tx: Tx, blob: _Blob, trace: Sequence[tuple[str, str]] = (), qid: str = ""
+    ) -> None:
+        """`_blob_ctes` alone: one statement, one round trip."""
+        sql, args = self._blob_ctes(blob, trace, qid)
+        await tx.execute(sql + "SELECT 1", *args)
 
     # --- domains -----------------------------------------------------------
     async def add_domain(self, name: str) -> Domain:
@@ -739,6 +818,7 @@ class PostgresStore:
         created = _now_us()
 
         async def job(tx: Tx) -> Domain:
+            self._accounts_changed(tx)
             status = await tx.execute(
                 "INSERT INTO domains (name, created) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 key,
@@ -756,10 +836,15 @@ class PostgresStore:
             key = _domain_key(name)
         except Invalid:
             return None
+        if key in self._domains:
+            return self._domains[key]
+        gen = self._accounts_gen
         row = await self._fetchrow(
             "SELECT name, created, dkim_selector FROM domains WHERE name = $1", key
         )
-        return None if row is None else Domain(row[0], _from_us(row[1]), row[2])
+        domain = None if row is None else Domain(row[0], _from_us(row[1]), row[2])
+        self._cache(self._domains, key, domain, gen)
+        return domain
 
     async def list_domains(self) -> list[Domain]:
         rows = await self._fetch(
@@ -771,6 +856,7 @@ class PostgresStore:
         key = _domain_key(name)
 
         async def job(tx: Tx) -> None:
+            self._accounts_changed(tx)
             if await tx.fetchrow("SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", key) is None:
                 raise NotFound(f"no domain {key}")
             users = await tx.fetchval("SELECT COUNT(*) FROM users WHERE domain = $1", key)
@@ -785,6 +871,7 @@ class PostgresStore:
         key = _domain_key(name)
 
         async def job(tx: Tx) -> None:
+            self._accounts_changed(tx)
             status = await tx.execute(
                 "UPDATE domains SET dkim_selector = $1 WHERE name = $2", selector, key
             )
@@ -804,6 +891,7 @@ class PostgresStore:
         created = _now_us()
 
         async def job(tx: Tx) -> User:
+            self._accounts_changed(tx)
             # the domain row lock keeps delete_domain on another node from racing us
             if await tx.fetchrow("SELECT 1 FROM domains WHERE name = $1 FOR SHARE", domain) is None:
                 raise NotFound(f"no domain {domain}")
@@ -860,6 +948,7 @@ class PostgresStore:
         key = _address_key(address)
 
         async def job(tx: Tx) -> None:
+            self._accounts_changed(tx)
             status = await tx.execute(
                 f"UPDATE users SET {column} = $1 WHERE address = $2", value, key
             )
@@ -886,6 +975,7 @@ class PostgresStore:
         key = _address_key(address)
 
         async def job(tx: Tx) -> None:
+            self._accounts_changed(tx)
             user_id = await tx.fetchval("SELECT id FROM users WHERE address = $1", key)
             if user_id is None:
                 raise NotFound(f"no user {key}")
@@ -913,6 +1003,7 @@ class PostgresStore:
         domain = _domain_of(src)
 
         async def job(tx: Tx) -> Alias:
+            self._accounts_changed(tx)
             if await tx.fetchrow("SELECT 1 FROM domains WHERE name = $1 FOR SHARE", domain) is None:
                 raise NotFound(f"no domain {domain}")
             if await tx.fetchrow("SELECT 1 FROM users WHERE address = $1", src):
@@ -947,6 +1038,7 @@ class PostgresStore:
         src = _source_key(source)
 
         async def job(tx: Tx) -> None:
+            self._accounts_changed(tx)
             status = await tx.execute("DELETE FROM aliases WHERE source = $1", src)
             if rowcount(status) == 0:
                 raise NotFound(f"no alias {src}")
@@ -1006,6 +1098,15 @@ class PostgresStore:
             key = _address_key(address)
         except Invalid:
             return Resolution()
+        cached = self._resolved.get(key)
+        if cached is not None:
+            return cached
+        gen = self._accounts_gen
+        result = await self._resolve(key)
+        self._cache(self._resolved, key, result, gen)
+        return result
+
+    async def _resolve(self, key: str) -> Resolution:
         # the usual case, a user of ours (or nobody's address), in one round trip
         row = await self._fetchrow(
             f"SELECT EXISTS (SELECT 1 FROM domains WHERE name = $2), u.* FROM (SELECT 1) AS one "
@@ -1464,21 +1565,22 @@ class PostgresStore:
         blob_id, size = blob.id, blob.size
 
         async def job(tx: Tx) -> DeliveryResult:
-            await self._insert_blob(tx, blob, trace, qid)
+            ctes, args = self._blob_ctes(blob, trace, qid)
+            first = True
+            if len(prepared) != 1:
+                await tx.execute(ctes + "SELECT 1", *args)
+                first = False
             delivered: list[Delivered] = []
             changes: list[Change] = []
             for user_id, name, flags in prepared:
                 # the mailbox (INBOX when it is missing), its next UID and MODSEQ,
-                # and the message row: one statement
+                # and the message row: one statement, with the blob's when there is
+                # one target (the usual delivery: one round trip in all)
                 row = await tx.fetchrow(
-                    "WITH x AS (SELECT id FROM mailboxes WHERE user_id = $1 "
-                    "AND name IN ($2, 'INBOX') ORDER BY name = 'INBOX' LIMIT 1), "
-                    "up AS (UPDATE mailboxes m SET uidnext = m.uidnext + 1, "
-                    "highestmodseq = m.highestmodseq + 1 FROM x WHERE m.id = x.id "
-                    "RETURNING m.id, m.uidnext - 1 AS uid, m.highestmodseq AS modseq), "
-                    "ins AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, "
-                    "internal_date, size, blob_id) SELECT id, uid, modseq, $3, $4, $5, $6 FROM up) "
-                    "SELECT id, uid, modseq FROM up",
+                    (ctes + ", " + _DELIVER_ONE.format(*range(27, 33)))
+                    if first
+                    else "WITH " + _DELIVER_ONE.format(*range(1, 7)),
+                    *(args if first else ()),
                     user_id,
                     name,
                     flags,

@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -379,3 +380,129 @@ async def test_without_pg_trgm_the_search_scans_and_says_so(
         assert await store.search_headers(inbox.id, "BETA", ["subject"]) == [1, 3]
     finally:
         await store.close()
+
+
+async def test_a_failing_job_is_rolled_back_alone(pg_dsn: str) -> None:  # noqa: F811
+    """Batches run without savepoints; a job that raises (in Python, or in
+    PostgreSQL, which aborts the transaction) sends its batch back to be run with
+    them, so the others still commit and it alone fails; alone, it just fails."""
+    from postier.store.postgres.db import Database, Tx
+
+    db = Database(pg_dsn)
+    await db.start()
+    try:
+        await db.pool.execute("CREATE TABLE t (v INTEGER)")
+
+        def insert(v: int) -> Any:
+            async def job(tx: Tx) -> int:
+                await tx.execute("INSERT INTO t VALUES ($1)", v)
+                return v
+
+            return job
+
+        async def fails(tx: Tx) -> None:
+            await tx.execute("INSERT INTO t VALUES (-1)")
+            raise ValueError("no")
+
+        async def fails_in_sql(tx: Tx) -> None:
+            await tx.execute("INSERT INTO t VALUES (-2)")
+            await tx.execute("INSERT INTO t VALUES (1 / 0)")
+
+        before = db.commits
+        got = await asyncio.gather(
+            db.write(insert(1)),
+            db.write(fails),
+            db.write(insert(2)),
+            db.write(fails_in_sql),
+            db.write(insert(3)),
+            return_exceptions=True,
+        )
+        assert db.commits - before == 1  # one batch
+        assert got[0::2] == [1, 2, 3]
+        assert isinstance(got[1], ValueError)
+        assert isinstance(got[3], asyncpg.DivisionByZeroError)
+        with pytest.raises(ValueError, match="no"):
+            await db.write(fails)
+        assert await db.write(insert(4)) == 4
+        assert sorted(r[0] for r in await db.pool.fetch("SELECT v FROM t")) == [1, 2, 3, 4]
+    finally:
+        await db.stop()
+
+
+async def test_a_delivery_costs_three_round_trips(pg_dsn: str) -> None:  # noqa: F811
+    """One local target: BEGIN, one statement (blob, chunks, trace, UID, message
+    row) and COMMIT with the change feed's NOTIFY; recipients already looked up
+    cost nothing (cached until users, domains or aliases change)."""
+    store = await opened(pg_dsn, readers=1)  # every read on the one logged connection
+    try:
+        await store.add_domain("example.test")
+        u = await store.add_user("a@example.test", "h")
+        await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])  # statements prepared
+        assert await store.get_domain("Example.TEST") is not None
+        assert (await store.resolve("A@example.test")).users == (u,)
+        db = store._db
+        assert db is not None
+        sent: list[str] = []
+        (await db._connection()).add_query_logger(lambda q: sent.append(q.query))
+        async with db.pool.acquire() as conn:
+            conn.add_query_logger(lambda q: sent.append(q.query))
+        assert await store.get_domain("example.test") is not None
+        assert (await store.resolve("a@example.test")).users == (u,)
+        assert sent == []
+        await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
+        assert len(sent) == 3, sent
+        assert sent[0] == "BEGIN"
+        assert "pg_notify" in sent[2] and sent[2].endswith("COMMIT")
+    finally:
+        await store.close()
+
+
+async def test_account_caches_follow_changes_made_on_any_node(pg_dsn: str) -> None:  # noqa: F811
+    """get_domain and resolve answer from a cache; a change of users, domains or
+    aliases drops it on the node that made it at once and on the others when its
+    NOTIFY arrives; so does a lost feed connection (changes may be missed)."""
+    a, b = await opened(pg_dsn), await opened(pg_dsn)
+
+    async def soon(check: Any) -> None:
+        for _ in range(100):
+            if await check():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("node b did not see the change within a second")
+
+    try:
+        assert await b.get_domain("new.test") is None
+        assert not (await b.resolve("x@new.test")).found
+        await a.add_domain("new.test")
+
+        async def has_domain() -> bool:
+            return await b.get_domain("new.test") is not None
+
+        await soon(has_domain)
+        assert not (await b.resolve("x@new.test")).found
+        u = await a.add_user("x@new.test", "h")
+
+        async def finds_user() -> bool:
+            return (await b.resolve("X@new.test")).users == (u,)
+
+        await soon(finds_user)
+        await a.set_disabled("x@new.test", True)
+
+        async def sees_disabled() -> bool:
+            return all(v.disabled for v in (await b.resolve("x@new.test")).users)
+
+        await soon(sees_disabled)
+        assert not (await a.resolve("y@new.test")).found
+        await a.add_alias("y@new.test", ["x@new.test"])
+        assert [v.id for v in (await a.resolve("y@new.test")).users] == [u.id]  # at once
+        # a lost feed connection drops the cache (changes may go unheard)
+        await asyncio.sleep(0.2)  # the alias's NOTIFY, which drops b's cache
+        await b.resolve("x@new.test")
+        assert "x@new.test" in b._resolved
+        assert b._listener is not None
+        b._listener.terminate()
+        await asyncio.sleep(0)
+        assert b._resolved == {} and b._domains == {}
+    finally:
+        await a.close()
+        await b.close()
