@@ -18,6 +18,10 @@ Rules:
   collected afresh each run), so running one again is safe.
 - A job's future resolves only after COMMIT returned; if COMMIT fails (or the
   connection drops), every job of the batch fails and the next batch reconnects.
+- A job may also name a `Many`: a function that does the work of several jobs of
+  its kind at once (deliveries: their statements pipelined in one round trip).
+  A batch run without savepoints hands each such group of two or more to it;
+  if it raises, the batch is run again job by job, with savepoints.
 - `Database.before_commit` gives SQL that travels with the batch's COMMIT in one
   message (the change feed's NOTIFY): a batch of one job costs three round trips,
   BEGIN, the job's statement and COMMIT.
@@ -81,10 +85,17 @@ class Tx:
         return await self.conn.fetchval(sql, *args)
 
 
+#: does the work of several jobs at once: their items in, their results out (in
+#: order); whatever it raises sends the batch back to run job by job
+Many = Callable[[Tx, list[Any]], Awaitable[list[Any]]]
+
+
 @dataclass
 class _Job:
     fn: Callable[[Tx], Awaitable[Any]]
     future: asyncio.Future[Any]
+    #: (the group's function, this job's item), or None
+    many: tuple[Many, Any] | None = None
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -156,10 +167,14 @@ class Database:
         return self._pool
 
     # --- writes ------------------------------------------------------------
-    async def write(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+    async def write(
+        self, fn: Callable[[Tx], Awaitable[T]], many: tuple[Many, Any] | None = None
+    ) -> T:
+        """Run `fn` in the next batch; `many`: (a function that does the work of
+        several such jobs at once, this job's item for it), the same as `fn`'s."""
         if self._writer is None:
             raise RuntimeError("store is not open")
-        job = _Job(fn, asyncio.get_running_loop().create_future())
+        job = _Job(fn, asyncio.get_running_loop().create_future(), many)
         self._jobs.put_nowait(job)
         result: T = await asyncio.shield(job.future)
         return result
@@ -242,16 +257,41 @@ class Database:
     ) -> tuple[list[tuple[_Job, Any, Tx]], list[tuple[_Job, BaseException]]]:
         """One run of the batch in one transaction. Round trips are what a batch
         costs: BEGIN, the jobs' statements, then COMMIT with `before_commit`'s SQL.
-        Without `savepoints`, a job that raises fails the batch of one it is alone
-        in, and sends a batch of several back to be run with them
-        (`_RunWithSavepoints`); with them, the savepoint commands travel together
-        (one simple-protocol message each time), and a job that succeeds last
-        needs none."""
+        Without `savepoints`, groups of two or more jobs naming the same `Many`
+        go to it first, then each other job; a job (or group) that raises fails
+        the batch of one it is alone in, and sends a batch of several back to be
+        run with savepoints (`_RunWithSavepoints`), job by job; then the
+        savepoint commands travel together (one simple-protocol message each
+        time), and a job that succeeds last needs none."""
         done: list[tuple[_Job, Any, Tx]] = []
         failed: list[tuple[_Job, BaseException]] = []
+        groups: dict[Many, list[_Job]] = {}
+        if not savepoints:
+            for j in batch:
+                if j.many is not None:
+                    groups.setdefault(j.many[0], []).append(j)
         await conn.execute("BEGIN; SAVEPOINT job" if savepoints else "BEGIN")
         try:
-            for i, j in enumerate(batch):
+            alone = batch
+            for many, js in groups.items():
+                if len(js) < 2:
+                    continue
+                tx = Tx(conn)
+                try:
+                    results = await many(tx, [j.many[1] for j in js if j.many is not None])
+                except _RETRYABLE:
+                    raise
+                except Exception as e:
+                    log.debug("a group of %d jobs failed (%r): run one by one", len(js), e)
+                    raise _RunWithSavepoints from e
+                if len(results) != len(js):
+                    raise _RunWithSavepoints
+                # the group's one Tx (its changes and actions) goes with its first job
+                done.append((js[0], results[0], tx))
+                done.extend((j, r, Tx(conn)) for j, r in zip(js[1:], results[1:], strict=True))
+                members = {id(j) for j in js}
+                alone = [j for j in alone if id(j) not in members]
+            for i, j in enumerate(alone):
                 tx = Tx(conn)
                 try:
                     result = await j.fn(tx)
@@ -267,7 +307,7 @@ class Database:
                     await conn.execute("ROLLBACK TO SAVEPOINT job")
                     failed.append((j, e))
                 else:
-                    if savepoints and i < len(batch) - 1:
+                    if savepoints and i < len(alone) - 1:
                         await conn.execute("RELEASE SAVEPOINT job; SAVEPOINT job")
                     done.append((j, result, tx))
             if not done:

@@ -102,7 +102,7 @@ from postier.store.models import (
     UserId,
 )
 from postier.store.postgres import schema
-from postier.store.postgres.db import Database, Tx, rowcount
+from postier.store.postgres.db import Database, Many, Tx, rowcount
 from postier.store.sqlite.store import (
     _MAX_UIDVALIDITY,
     SPECIAL_USE_ATTRIBUTES,
@@ -205,6 +205,34 @@ _DELIVER_ONE = (
     "blob_id) SELECT id, uid, modseq, ${2}, ${3}, ${4}, ${5} FROM up) "
     "SELECT id, uid, modseq FROM up"
 )
+
+
+#: a blob row, its chunks and trace lines: CTEs of one statement, parameters $1 to
+#: $26 (`PostgresStore._blob_ctes`)
+_BLOB_CTES = (
+    "WITH b AS (INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, "
+    "from_addr, to_addr, cc, date, message_id, preview, header_size, crlf_size, "
+    "date_zone, bcc, subject_fold, from_fold, to_fold, cc_fold, bcc_fold) VALUES ($1, "
+    "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $21, $22, $23, $24, "
+    "$25, $26)), "
+    "c AS (INSERT INTO blob_chunks (blob_id, seq, written, data) "
+    "SELECT $1, n - 1, $16, d FROM unnest($17::bytea[]) WITH ORDINALITY AS v(d, n)), "
+    "t AS (INSERT INTO trace (qid, at, event, detail) "
+    "SELECT $18, $16, e, d FROM unnest($19::text[], $20::text[]) WITH ORDINALITY "
+    "AS v(e, d, n) ORDER BY n) "
+)
+#: a delivery to one mailbox in one statement: the blob and the message row
+_DELIVER_SQL = _BLOB_CTES + ", " + _DELIVER_ONE.format(*range(27, 33))
+
+
+@dataclass(frozen=True)
+class _OneDelivery:
+    """A delivery to one mailbox, as `PostgresStore._deliver_many` takes it."""
+
+    qid: str
+    blob_id: BlobId
+    user_id: UserId
+    args: list[Any]  # `_DELIVER_SQL`'s
 
 
 def _dollar(text: str) -> str:
@@ -731,11 +759,13 @@ class PostgresStore:
             except OSError:
                 log.exception("could not remove spool file %s", message.data)
 
-    async def _write_new_blob(self, job: Callable[[Tx], Any], blob: _Blob) -> Any:
+    async def _write_new_blob(
+        self, job: Callable[[Tx], Any], blob: _Blob, many: tuple[Many, Any] | None = None
+    ) -> Any:
         """Run the job that names a blob just prepared; if it fails, chunks
         committed beforehand go at once (not at the next sweep)."""
         try:
-            return await self._write(job)
+            return await self._require_db().write(job, many)
         except BaseException:
             if blob.data is None:
                 try:
@@ -763,18 +793,7 @@ class PostgresStore:
             else [data[off : off + schema.CHUNK] for off in range(0, len(data), schema.CHUNK)]
             or [b""]
         )
-        sql = (
-            "WITH b AS (INSERT INTO blobs (id, size, envelope, bodystructure, body, subject, "
-            "from_addr, to_addr, cc, date, message_id, preview, header_size, crlf_size, "
-            "date_zone, bcc, subject_fold, from_fold, to_fold, cc_fold, bcc_fold) VALUES ($1, "
-            "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $21, $22, $23, $24, "
-            "$25, $26)), "
-            "c AS (INSERT INTO blob_chunks (blob_id, seq, written, data) "
-            "SELECT $1, n - 1, $16, d FROM unnest($17::bytea[]) WITH ORDINALITY AS v(d, n)), "
-            "t AS (INSERT INTO trace (qid, at, event, detail) "
-            "SELECT $18, $16, e, d FROM unnest($19::text[], $20::text[]) WITH ORDINALITY "
-            "AS v(e, d, n) ORDER BY n) "
-        )
+        sql = _BLOB_CTES
         args = [
             blob.id,
             blob.size,
@@ -1577,9 +1596,7 @@ class PostgresStore:
                 # and the message row: one statement, with the blob's when there is
                 # one target (the usual delivery: one round trip in all)
                 row = await tx.fetchrow(
-                    (ctes + ", " + _DELIVER_ONE.format(*range(27, 33)))
-                    if first
-                    else "WITH " + _DELIVER_ONE.format(*range(1, 7)),
+                    _DELIVER_SQL if first else "WITH " + _DELIVER_ONE.format(*range(1, 7)),
                     *(args if first else ()),
                     user_id,
                     name,
@@ -1605,8 +1622,46 @@ class PostgresStore:
                 blob_id=blob_id,
             )
 
-        result: DeliveryResult = await self._write_new_blob(job, blob)
+        many = None
+        if len(prepared) == 1 and queue is None:
+            _ctes, args = self._blob_ctes(blob, trace, qid)
+            user_id, name, flags = prepared[0]
+            item = _OneDelivery(
+                qid, blob_id, user_id, [*args, user_id, name, flags, date_us, size, blob_id]
+            )
+            many = (self._deliver_many, item)
+        result: DeliveryResult = await self._write_new_blob(job, blob, many)
         return result
+
+    async def _deliver_many(self, tx: Tx, items: list[_OneDelivery]) -> list[DeliveryResult]:
+        """Deliveries to one mailbox each, several at once (`Database`'s `Many`):
+        their statements (those of `deliver`'s job) pipelined in one round trip,
+        then their message rows read back in one. A delivery that found no
+        mailbox (a user deleted meanwhile) raises, and the batch runs job by job."""
+        await tx.conn.executemany(_DELIVER_SQL, [it.args for it in items])
+        rows = await tx.fetch(
+            "SELECT blob_id, mailbox_id, uid, modseq FROM messages WHERE blob_id = ANY($1::text[])",
+            [it.blob_id for it in items],
+        )
+        found = {r[0]: r for r in rows}
+        results: list[DeliveryResult] = []
+        changes: list[Change] = []
+        for it in items:
+            row = found.get(it.blob_id)
+            if row is None:
+                raise NotFound(f"no user with id {it.user_id} (or no INBOX)")
+            mid, uid, modseq = MailboxId(row[1]), Uid(row[2]), ModSeq(row[3])
+            changes.append(Change(it.user_id, mid, ChangeKind.EXISTS, uid, modseq))
+            results.append(
+                DeliveryResult(
+                    qid=QueueId(it.qid),
+                    delivered=(Delivered(it.user_id, mid, uid),),
+                    queued=None,
+                    blob_id=it.blob_id,
+                )
+            )
+        await self._record(tx, changes)
+        return results
 
     async def append(
         self,

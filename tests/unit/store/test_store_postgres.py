@@ -15,6 +15,7 @@ import pytest
 
 from postier.config.schema import Settings, StoreSettings
 from postier.store import open_store
+from postier.store.errors import NotFound
 from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.postgres import PostgresStore, schema
@@ -506,3 +507,48 @@ async def test_account_caches_follow_changes_made_on_any_node(pg_dsn: str) -> No
     finally:
         await a.close()
         await b.close()
+
+
+async def test_deliveries_of_a_batch_go_together(pg_dsn: str) -> None:  # noqa: F811
+    """Deliveries to one mailbox each in one batch: their statements pipelined
+    (one round trip), their rows read back in one; UIDs in order, each caller
+    its own result, the feed told of each. One that finds no mailbox (its user
+    deleted since) fails alone: the batch runs again job by job."""
+    store = await opened(pg_dsn, readers=1)
+    try:
+        await store.add_domain("example.test")
+        a = await store.add_user("a@example.test", "h")
+        b = await store.add_user("b@example.test", "h")
+        sub = store.subscribe(a.id)
+        db = store._db
+        assert db is not None
+        sent: list[str] = []
+        (await db._connection()).add_query_logger(lambda q: sent.append(q.query))
+        for n in (2, 20):  # the first prepares the statements
+            sent.clear()
+            before = db.commits
+            results = await asyncio.gather(
+                *(store.deliver(new_message(MSG), [DeliveryTarget(a.id)]) for _ in range(n))
+            )
+            assert db.commits - before == 1
+        assert [r.delivered[0].uid for r in results] == list(range(3, 23))
+        assert len({r.blob_id for r in results}) == 20
+        # BEGIN, the 20 statements (one pipeline), their rows, NOTIFY and COMMIT
+        assert len(sent) == 4, sent
+        assert "pg_notify" in sent[3] and sent[3].endswith("COMMIT")
+        changes = [await asyncio.wait_for(sub.get(), 1) for _ in range(22)]
+        assert [c.uid for c in changes] == list(range(1, 23))
+        gone = await store.add_user("gone@example.test", "h")
+        await store.delete_user("gone@example.test")
+        got = await asyncio.gather(
+            store.deliver(new_message(MSG), [DeliveryTarget(b.id)]),
+            store.deliver(new_message(MSG), [DeliveryTarget(gone.id)]),
+            store.deliver(new_message(MSG), [DeliveryTarget(b.id)]),
+            return_exceptions=True,
+        )
+        assert isinstance(got[1], NotFound)
+        assert [r.delivered[0].uid for r in got[0::2]] == [1, 2]  # type: ignore[union-attr]
+        async with db.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM blobs") == 24  # none left over
+    finally:
+        await store.close()
