@@ -38,8 +38,8 @@ from postier.imap import responses as r
 from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, ImapSession
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import RecentClaims, State
+from postier.store.api import Subscription
 from postier.store.feed import SubscriptionClosed
-from postier.store.models import Change
 
 if TYPE_CHECKING:
     from postier.server.app import App
@@ -90,8 +90,6 @@ class ImapConnection:
             learn_move=app.move_learner.moved,
         )
         self.sid = conn.sid
-        self._read_task: asyncio.Task[bytes] | None = None
-        self._stop_task: asyncio.Task[bool] | None = None
         s = self.settings.imap
         now = asyncio.get_running_loop().time()
         self._login_by = now + s.login_timeout
@@ -110,20 +108,10 @@ class ImapConnection:
         self._write()
         await self.conn.writer.drain()
 
-    def _reading(self) -> asyncio.Task[bytes]:
-        if self._read_task is None:
-            self._read_task = asyncio.ensure_future(self.conn.reader.read(READ_SIZE))
-        return self._read_task
-
-    def _stopping(self) -> asyncio.Task[bool]:
-        if self._stop_task is None:
-            self._stop_task = asyncio.ensure_future(self.app.stopping.wait())
-        return self._stop_task
-
     def _on_stopping(self) -> None:
-        """The server is stopping: end a plain read at once (IDLE has its own wait)."""
-        if self._read_task is None:
-            self.conn.reader.feed_eof()
+        """The server is stopping: end a wait on the socket at once (the read sees
+        EOF and the session says BYE)."""
+        self.conn.reader.feed_eof()
 
     def _read_limit(self) -> tuple[float, str]:
         """How long the next read may wait, and the BYE text when that runs out."""
@@ -165,30 +153,18 @@ class ImapConnection:
     async def _read(self, limit: float) -> bytes | None:
         """Bytes from the client (b"" at EOF); None on timeout or server shutdown.
 
-        The common case reads directly under a timeout, with no task per read;
-        shutdown wakes it through `_on_stopping`. A read left pending by IDLE is
-        awaited as it is."""
-        if limit <= 0:
+        A read under a timeout, with no task of its own; shutdown wakes it
+        through `_on_stopping`."""
+        if limit <= 0 or self.app.stopping.is_set():
             return None
-        if self._read_task is None:
-            if self.app.stopping.is_set():
-                return None
-            try:
-                async with asyncio.timeout(limit):
-                    data = await self.conn.reader.read(READ_SIZE)
-            except TimeoutError:
-                return None
-            if not data and self.app.stopping.is_set():
-                return None
-            return data
-        read = self._reading()
-        done, _ = await asyncio.wait(
-            {read, self._stopping()}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
-        )
-        if read in done:
-            self._read_task = None
-            return read.result()
-        return None
+        try:
+            async with asyncio.timeout(limit):
+                data = await self.conn.reader.read(READ_SIZE)
+        except TimeoutError:
+            return None
+        if not data and self.app.stopping.is_set():
+            return None
+        return data
 
     def _goodbye(self, why: str = BYE_IDLE) -> None:
         if self.app.stopping.is_set():
@@ -225,9 +201,6 @@ class ImapConnection:
         finally:
             self.app.stopping_hooks.discard(self._on_stopping)
             self.core.close()
-            for task in (self._read_task, self._stop_task):
-                if task is not None:
-                    task.cancel()
             log.info("sid=%s disconnect", self.sid)
             # close here rather than leave it to the listener, so the transport is
             # gone before a shutdown that follows at once stops the loop
@@ -290,41 +263,49 @@ class ImapConnection:
             await self.core.announce()
 
     async def _idle_wait(self, limit: float) -> bytes | bool | None:
-        """Client bytes, True for a feed event, None for timeout or shutdown."""
-        if limit <= 0:
-            return None
-        read = self._reading()
-        stop = self._stopping()
-        change: asyncio.Task[Change] | None = None
-        waits: set[asyncio.Future[bytes] | asyncio.Future[bool] | asyncio.Future[Change]] = {
-            read,
-            stop,
-        }
-        feed = self.core.feed
-        if feed is not None:
-            change = asyncio.ensure_future(feed.get())
-            waits.add(change)
-        await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        noticed = False
-        if change is not None:
-            if not change.done():
-                change.cancel()
-                with contextlib.suppress(asyncio.CancelledError, SubscriptionClosed):
-                    await change
-            if change.done() and not change.cancelled():
-                noticed = True
-                self._noticed(change)
-        if stop.done():
-            return None
-        if read.done():
-            self._read_task = None
-            return read.result()
-        return True if noticed else None
+        """Client bytes, True for a feed event, None for timeout or shutdown.
 
-    def _noticed(self, change: asyncio.Task[Change]) -> None:
+        One read on the socket under a timer, and nothing else waiting: a feed
+        event moves the timer to now (`Subscription.on_change`), which ends the
+        read early with its bytes left in the reader's buffer. An idle session
+        costs its own task and no other."""
+        if limit <= 0 or self.app.stopping.is_set():
+            return None
+        feed = self.core.feed
+        if feed is not None and self._take_change(feed):
+            return True
+        loop = asyncio.get_running_loop()
+        data: bytes | None = None
         try:
-            event = change.result()
+            async with asyncio.timeout(limit) as timer:
+
+                def wake() -> None:
+                    if not timer.expired():
+                        timer.reschedule(loop.time())
+
+                if feed is not None:
+                    feed.on_change(wake)
+                try:
+                    data = await self.conn.reader.read(READ_SIZE)
+                finally:
+                    if feed is not None:
+                        feed.on_change(None)
+        except TimeoutError:
+            pass
+        if data is not None:  # a change that came too stays pending for the next wait
+            return None if not data and self.app.stopping.is_set() else data
+        if self.app.stopping.is_set():
+            return None
+        return True if feed is not None and self._take_change(feed) else None
+
+    def _take_change(self, feed: Subscription) -> bool:
+        """Note one pending change (or the feed's loss); False when none is."""
+        try:
+            change = feed.get_nowait()
         except SubscriptionClosed:  # overflow or store closing: re-check everything
             self.core.feed_lost()
-            return
-        self.core.note(event)
+            return True
+        if change is None:
+            return False
+        self.core.note(change)
+        return True

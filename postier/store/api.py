@@ -13,7 +13,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
@@ -57,6 +57,10 @@ class Subscription(Protocol):
     async def get(self) -> Change: ...
 
     def get_nowait(self) -> Change | None: ...
+
+    def on_change(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` once, on the loop, when a change is pending or the feed
+        closes (at once if so already); None forgets it."""
 
     def close(self) -> None: ...
 

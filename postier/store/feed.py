@@ -9,6 +9,9 @@ Rules:
   silently incomplete history.
 - `close()` is idempotent; a closed subscription ends `async for` and makes
   `get()` raise `SubscriptionClosed`.
+- `on_change(callback)` lets a consumer wait on something else (an IMAP session
+  idling waits on its socket) with no task for the feed: the callback runs once,
+  on the loop, when a change is pending or the subscription closes.
 - Backend-agnostic: the SQLite and PostgreSQL backends both feed a hub; how
   changes from other processes arrive (polling, LISTEN/NOTIFY) is theirs.
 """
@@ -40,6 +43,7 @@ class ChangeSubscription:
         self._max_pending = max_pending
         self._pending: deque[Change] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._callback: Callable[[], None] | None = None
         self._closed: SubscriptionClosed | None = None
 
     @property
@@ -60,6 +64,17 @@ class ChangeSubscription:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
+
+    def on_change(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` once when a change is pending or the subscription is
+        closed (at once if that is so already); None forgets a callback not yet
+        called. Then `get_nowait` says which."""
+        self._callback = callback
+        if callback is not None and (self._pending or self._closed is not None):
+            self._wake()
 
     def _shut(self, reason: SubscriptionClosed) -> None:
         if self._closed is None:

@@ -5,6 +5,7 @@ QUOTA, errors and limits)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import select
@@ -1046,6 +1047,32 @@ def test_shutdown_says_bye_to_idling_clients(tmp_path: Path) -> None:
     finally:
         stopper.join(30)
         close_clients()
+
+
+def test_idling_sessions_hold_no_task_beyond_their_own(server: ServerThread) -> None:
+    """Issue 14: an IDLE waits on its socket and the change feed with the session's
+    own task (no read task, no feed task, no stop task), and still wakes on a
+    delivery and ends on DONE."""
+
+    async def tasks() -> int:
+        return len(asyncio.all_tasks()) - 1  # not this one
+
+    clients = [Raw(server.port("imap")) for _ in range(3)]
+    for c in clients:
+        c.login()
+        c.cmd("s SELECT INBOX")
+    before = server.call(tasks())
+    for c in clients:
+        c.send(b"i IDLE\r\n")
+        assert c.line() == b"+ idling\r\n"
+    assert server.call(tasks()) == before
+    deliver(server, SIMPLE)
+    for c in clients:
+        assert c.line() == b"* 1 EXISTS\r\n"
+    assert server.call(tasks()) == before
+    for c in clients:
+        c.send(b"DONE\r\n")
+        assert c.until(b"i").endswith(b"i OK IDLE terminated\r\n")
 
 
 def test_select_parameters_and_unselect(server: ServerThread, raw: Raw) -> None:

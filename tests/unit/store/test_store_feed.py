@@ -82,3 +82,26 @@ async def test_overflow_cuts_the_subscriber_off():
 def test_max_pending_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         ChangeHub(max_pending=0)
+
+
+async def test_on_change_calls_back_once_for_a_change_or_the_close():
+    hub = ChangeHub()
+    sub = hub.subscribe(A)
+    calls: list[int] = []
+    sub.on_change(lambda: calls.append(1))
+    hub.publish([ch(B, 1)])  # another user's change
+    assert calls == []
+    hub.publish([ch(A, 1), ch(A, 2)])
+    assert calls == [1]  # once, not per change
+    sub.on_change(lambda: calls.append(2))  # changes already pending: at once
+    assert calls == [1, 2]
+    assert sub.get_nowait() == ch(A, 1)
+    assert sub.get_nowait() == ch(A, 2)
+    sub.on_change(lambda: calls.append(3))
+    sub.on_change(None)  # forgotten before it was called
+    hub.publish([ch(A, 3)])
+    assert calls == [1, 2]
+    sub.get_nowait()
+    sub.on_change(lambda: calls.append(4))
+    sub.close()
+    assert calls == [1, 2, 4]
