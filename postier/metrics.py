@@ -297,15 +297,13 @@ class _TimedStore:
     def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
-        self._wrapped: dict[str, Callable[..., Any]] = {}
 
     def __getattr__(self, name: str) -> Any:
+        """Called once per name: what it returns is kept as an attribute of this
+        wrapper, so later calls find it without coming here again."""
         attr = getattr(self._store, name)
         if name.startswith("_") or not inspect.iscoroutinefunction(attr):
-            return attr
-        cached = self._wrapped.get(name)
-        if cached is not None:
-            return cached
+            return attr  # not kept: a plain attribute may change
         histogram = STORE_SECONDS.labels(name)
         clock = self._clock
 
@@ -317,7 +315,7 @@ class _TimedStore:
             finally:
                 histogram.observe(clock() - start)
 
-        self._wrapped[name] = timed
+        setattr(self, name, timed)
         return timed
 
 

@@ -224,7 +224,8 @@ class Store(Protocol):
         unchanged_since: ModSeq | None = None,
     ) -> tuple[list[Message], list[Uid]]:
         """Change flags; returns (messages whose flags changed, with their new
-        MODSEQ; UIDs refused because their MODSEQ > unchanged_since)."""
+        flags and MODSEQ — their `summary` may be left empty; UIDs refused because
+        their MODSEQ > unchanged_since)."""
 
     async def expunge(
         self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None, *, flagged_only: bool = True

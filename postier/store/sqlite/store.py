@@ -1573,14 +1573,6 @@ class SqliteStore:
         exists = await asyncio.to_thread(path.is_file)
         return path if exists else None
 
-    def _messages_by_uid(self, tx: Tx, mailbox_id: MailboxId, uids: Sequence[int]) -> list[Message]:
-        rows = tx.execute(
-            f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = ? "
-            "AND m.uid IN (SELECT value FROM json_each(?)) ORDER BY m.uid",
-            (mailbox_id, _json_ids(uids)),
-        ).fetchall()
-        return [_message_of(r) for r in rows]
-
     async def store_flags(
         self,
         mailbox_id: MailboxId,
@@ -1602,13 +1594,14 @@ class SqliteStore:
         def job(tx: Tx) -> tuple[list[Message], list[Uid]]:
             user_id = self._mailbox_owner(tx, mailbox_id)
             rows = tx.execute(
-                "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? "
-                "AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+                "SELECT uid, modseq, flags, internal_date, size, blob_id FROM messages "
+                "WHERE mailbox_id = ? AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
                 (mailbox_id, _json_ids(uids)),
             ).fetchall()
             refused: list[Uid] = []
-            updates: list[tuple[int, str]] = []
-            for uid, modseq, text in rows:
+            updates: list[tuple[Row, frozenset[str]]] = []
+            for row in rows:
+                uid, modseq, text = row[0], row[1], row[2]
                 if unchanged_since is not None and modseq > unchanged_since:
                     refused.append(Uid(uid))
                     continue
@@ -1620,21 +1613,38 @@ class SqliteStore:
                 else:
                     new = flag_set
                 if new != old:
-                    updates.append((uid, _flags_text(new)))
+                    updates.append((row, new))
             if not updates:
                 return [], refused
             base = self._take_modseqs(tx, mailbox_id, len(updates))
-            changes = []
-            for i, (uid, text) in enumerate(updates):
-                tx.execute(
-                    "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
-                    (text, base + i, mailbox_id, uid),
+            tx.conn.executemany(
+                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                [
+                    (_flags_text(new), base + i, mailbox_id, row[0])
+                    for i, (row, new) in enumerate(updates)
+                ],
+            )
+            self._record(
+                tx,
+                [
+                    Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(row[0]), ModSeq(base + i))
+                    for i, (row, _) in enumerate(updates)
+                ],
+            )
+            # the rows as they are now, without a second read (and no summary)
+            return [
+                Message(
+                    mailbox_id=mailbox_id,
+                    uid=Uid(row[0]),
+                    modseq=ModSeq(base + i),
+                    flags=new,
+                    internal_date=_from_us(row[3]),
+                    size=row[4],
+                    blob_id=BlobId(row[5]),
+                    summary=_NO_SUMMARY,
                 )
-                changes.append(
-                    Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(uid), ModSeq(base + i))
-                )
-            self._record(tx, changes)
-            return self._messages_by_uid(tx, mailbox_id, [u for u, _ in updates]), refused
+                for i, (row, new) in enumerate(updates)
+            ], refused
 
         result: tuple[list[Message], list[Uid]] = await self._write(job)
         return result
