@@ -26,7 +26,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -50,6 +49,7 @@ from postier.pop3.core import (
     Top,
 )
 from postier.pop3.locks import MaildropLock, MaildropLocks
+from postier.server.reads import ReadTimer
 from postier.store.models import Message, Uid, UserId
 
 if TYPE_CHECKING:
@@ -59,6 +59,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("postier.pop3")
 
 READ_SIZE = 64 * 1024
+#: RETR/TOP read the next messages' bytes with the one asked for, in one store
+#: round trip, up to this many messages and octets (clients download in order)
+READ_AHEAD = 64
+READ_AHEAD_OCTETS = 256 * 1024
 R_LOCKED = Response(False, "Too many failed logins, try again later", "SYS/TEMP")
 
 
@@ -105,6 +109,8 @@ class Pop3Session:
         self.user_id: UserId | None = None
         self.mailbox_id: int | None = None
         self.messages: list[Message] = []
+        self.octets: list[int] = []  # the maildrop's sizes, as announced
+        self.ahead: dict[int, bytes] = {}  # message number → bytes read ahead
         self.seen: set[int] = set()  # UIDs retrieved, to mark \\Seen at the end
         self.login_by = time.monotonic() + app.settings.pop3.login_timeout
         self.command_clock = Deadline(app.settings.pop3.command_timeout)
@@ -126,9 +132,11 @@ class Pop3Session:
             self.conn.listener,
         )
         metrics.CONNECTIONS.labels(self.conn.listener).inc()
+        self.timer = ReadTimer()
         try:
             await self._loop()
         finally:
+            self.timer.close()
             await self._flush_seen()
             self._unlock()
             log.info("sid=%s disconnect", self.conn.sid)
@@ -149,10 +157,7 @@ class Pop3Session:
         if clock.left(now) < limit:
             limit, why = clock.left(now), ERR_COMMAND_TIMEOUT
         try:
-            if limit <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(limit):
-                data = await self.conn.reader.read(READ_SIZE)
+            data = await self.timer.read(self.conn.reader, READ_SIZE, limit)
         except TimeoutError:
             log.info("sid=%s timeout: %s", self.conn.sid, why.text if why else "idle")
             if why is not None:
@@ -238,6 +243,7 @@ class Pop3Session:
                     size = pop3_size(await self.app.store.read_blob(m.blob_id))
                     self.sizes.put(m.blob_id, size)
                 entries.append(MaildropEntry(size, uidl(m.uid, mailbox.uidvalidity)))
+            self.octets = [e.size for e in entries]
         except Exception:
             self._unlock()
             self.user_id = None
@@ -247,13 +253,34 @@ class Pop3Session:
 
     async def _message(self, number: int) -> list[bytes]:
         m = self.messages[number - 1]
-        try:
-            data = await self.app.store.read_blob(m.blob_id)
-        except Exception:
-            return [self._fail("read")]
+        data = self.ahead.pop(number, None)
+        if data is None:
+            try:
+                data = await self._read_ahead(number)
+            except Exception:
+                return [self._fail("read")]
         if "\\Seen" not in m.flags:
             self.seen.add(m.uid)
         return self.core.send_message_parts(data)
+
+    async def _read_ahead(self, number: int) -> bytes:
+        """Message `number`'s bytes; the next ones (within `READ_AHEAD` and
+        `READ_AHEAD_OCTETS`) are read in the same round trip and kept in `ahead`."""
+        last, octets = number, self.octets[number - 1]
+        while last < min(len(self.messages), number + READ_AHEAD - 1):
+            octets += self.octets[last]
+            if octets > READ_AHEAD_OCTETS:
+                break
+            last += 1
+        if last == number:
+            return await self.app.store.read_blob(self.messages[number - 1].blob_id)
+        batch = range(number, last + 1)
+        blobs = await self.app.store.read_blobs([self.messages[n - 1].blob_id for n in batch])
+        self.ahead = {n: blobs[b] for n in batch if (b := self.messages[n - 1].blob_id) in blobs}
+        data = self.ahead.pop(number, None)
+        if data is None:  # gone from the store: the same error as a single read
+            return await self.app.store.read_blob(self.messages[number - 1].blob_id)
+        return data
 
     async def _flush_seen(self) -> None:
         """\\Seen for what was retrieved, in one commit when the session ends

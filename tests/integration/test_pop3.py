@@ -60,6 +60,38 @@ def test_stat_list_uidl_retr_bytes_identical(server: ServerThread) -> None:
     p.quit()
 
 
+def test_retr_reads_the_next_messages_in_the_same_round_trip(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postier.pop3 import server as pop3_server
+
+    stored = _deliver(server, 7)
+    monkeypatch.setattr(pop3_server, "READ_AHEAD", 3)
+    # the octet bound stops a batch before its count does: 2 messages of these
+    monkeypatch.setattr(pop3_server, "READ_AHEAD_OCTETS", len(stored[0]) * 2 + 1)
+    store = server.app.store  # type: ignore[union-attr]
+    batches: list[int] = []
+    singles: list[str] = []
+    read_blobs, read_blob = store.read_blobs, store.read_blob
+
+    async def many(ids: list[str]) -> dict[str, bytes]:
+        batches.append(len(ids))
+        return await read_blobs(ids)
+
+    async def one(blob_id: str) -> bytes:
+        singles.append(blob_id)
+        return await read_blob(blob_id)
+
+    monkeypatch.setattr(store, "read_blobs", many)
+    monkeypatch.setattr(store, "read_blob", one)
+    p = _login(server)
+    for n in (1, 2, 3, 4, 2, 7, 6, 5):  # in order, then back, then from the end
+        _, lines, _ = p.retr(n)
+        assert b"\r\n".join(lines) + b"\r\n" == stored[n - 1]
+    assert batches == [2, 2, 2, 2, 2] and len(singles) == 1  # 1-2 3-4 2-3 7 6-7 5-6
+    p.quit()
+
+
 def test_dele_quit_removes_rset_keeps_drop_keeps(server: ServerThread) -> None:
     _deliver(server, 3)
     p = _login(server)
