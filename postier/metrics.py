@@ -20,8 +20,22 @@ Rules:
 - `REFUSALS` keeps the last `MAX_REFUSALS` refused SMTP commands with their
   reply text and client, for the web admin's Status page (a bounded deque: the
   text is shown to an admin, never used as a label).
-- Per process: the server is one process, so its registry is the whole picture
-  (CLI commands such as `postier send` count in their own short-lived process).
+- One process (``server.workers = 1``, tests, CLI commands such as `postier send`
+  in their own short-lived process): `REGISTRY` is the whole picture.
+- Several workers: each worker calls `share(dir, slot)` before it serves, and
+  its metrics live from then on in mmap files ``data_dir/run/metrics/<type>_<slot>.db``
+  (prometheus_client's multiprocess mode, keyed by the worker's slot instead of
+  its pid), written in place with no lock between processes. `registry()` —
+  what `/metrics`, the Status page and the status file read, in whichever worker
+  serves them — sums every slot's files (plus the queue gauges); the `process_*`
+  and Python collectors are left out there, since they would describe one worker.
+- A worker that dies (even by SIGKILL) leaves its files: its counters still
+  count, and the worker restarted in its slot opens the same files and goes on
+  from those values, so a counter never goes backwards. Its open sessions
+  (`SESSIONS_OPEN`, a "livesum" gauge) are removed by the supervisor when it
+  reaps it (`forget_sessions`): they ended with it. The supervisor empties the
+  directory when a run starts: counts start at 0 with the server, as they do
+  for one process.
 
 Who increments what (the package named owns the call site):
 
@@ -39,6 +53,7 @@ postier_spam_verdicts_total              verdict (ham, spam, reject)        filt
 postier_filter_errors_total              stage, kind (error, timeout)       filters
 postier_logins_total                     protocol, result (ok, failed, ...) auth.service
 postier_store_operation_seconds          operation (method name)            timed_store
+postier_sessions_open (gauge)            listener                           server.listeners
 postier_queue_messages (gauge)           state (new, deferred, held)        QueueCollector
 postier_queue_recipients (gauge)         state (pending, delivered, failed) QueueCollector
 postier_queue_oldest_seconds (gauge)     —                                  QueueCollector
@@ -50,11 +65,13 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import (
@@ -63,9 +80,11 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -145,6 +164,13 @@ LOGINS = Counter(
     "postier_logins",
     "Login attempts, by protocol (smtp, imap, pop3, web) and result (ok, failed, locked)",
     ["protocol", "result"],
+    registry=REGISTRY,
+)
+SESSIONS_OPEN = Gauge(
+    "postier_sessions_open",
+    "Sessions open now, by listener (mx, submission, imap, pop3, ...)",
+    ["listener"],
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 STORE_SECONDS = Histogram(
@@ -286,6 +312,66 @@ class QueueCollector(Collector):
 
 QUEUE = QueueCollector()
 REGISTRY.register(QUEUE)
+
+
+# --- several workers: every worker's counts, wherever /metrics is served --------------
+
+#: under ``data_dir/run``: one set of mmap files per worker slot
+SHARED_DIR = "metrics"
+
+_shared: CollectorRegistry | None = None
+
+
+def _ours() -> list[MetricWrapperBase]:
+    return [m for m in globals().values() if isinstance(m, MetricWrapperBase)]
+
+
+def share(directory: Path, slot: int) -> None:
+    """In worker `slot`, before it serves: this process's metrics live from now on
+    in mmap files ``directory/<type>_<slot>.db`` (prometheus_client's
+    multiprocess mode, with the worker slot for a pid), and `registry()` is the
+    sum of every slot's files. See the module rules."""
+    global _shared
+    from prometheus_client import values
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    directory.mkdir(mode=0o700, exist_ok=True)
+    forget_sessions(directory, slot)  # a dead predecessor's sessions died with it
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue(lambda: slot)  # type: ignore[no-untyped-call]
+    for metric in _ours():  # the children made before (label sets held anywhere) too
+        parent = metric._is_parent()  # type: ignore[no-untyped-call]
+        for child in list(metric._metrics.values()) if parent else [metric]:
+            child._metric_init()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry(auto_describe=True)
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    registry.register(QUEUE)
+    _shared = registry
+
+
+def forget_sessions(directory: Path, slot: int) -> None:
+    """The supervisor, when worker `slot` died: its open sessions no longer count
+    (its counters stay, and its replacement goes on from them)."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    mark_process_dead(slot, str(directory))  # type: ignore[no-untyped-call]
+
+
+def registry() -> CollectorRegistry:
+    """What `/metrics` and the Status page read: this process's `REGISTRY`, or
+    with several workers the sum of them all."""
+    return _shared if _shared is not None else REGISTRY
+
+
+def samples(name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The current values of sample `name` (``postier_connections_total``,
+    ``postier_sessions_open``...) in `registry()`, by sorted label pairs."""
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in registry().collect():
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
 
 
 # --- store latency -----------------------------------------------------------------

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import count
 
+from postier import metrics
+
 log = logging.getLogger("postier.server")
 
 _ids = count(1)
@@ -128,6 +130,7 @@ class Listener:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: Counter[str] = Counter()
+        self._open = metrics.SESSIONS_OPEN.labels(name)  # every worker's, summed
 
     @property
     def bound_port(self) -> int:
@@ -194,6 +197,7 @@ class Listener:
         assert task is not None
         self._tasks.add(task)
         self._per_ip[ip] += 1
+        self._open.inc()
         try:
             await self._handler(conn)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
@@ -203,6 +207,7 @@ class Listener:
         except Exception:
             log.exception("session crashed listener=%s sid=%s client=%s", self.name, conn.sid, ip)
         finally:
+            self._open.dec()
             self._tasks.discard(task)
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:

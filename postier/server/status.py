@@ -8,7 +8,9 @@ Rules:
   a server killed with SIGKILL releases it with its last file descriptor. No pid
   is trusted alone (pids are reused).
 - With several workers the supervisor holds the lock and writes its pid; worker 0
-  writes the status file (its own sessions; the pid is the supervisor's).
+  writes the status file: every worker's open sessions (the shared
+  ``postier_sessions_open`` gauge), its own tasks and errors; the pid is the
+  supervisor's.
 - ``data_dir/status.json`` is rewritten every `interval` seconds while the server
   runs and once when it stops: pid, start time, bound listeners with their open
   sessions, background tasks and their state, and the last `MAX_ERRORS` log
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from postier import metrics
 from postier.durable import write_atomically
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ log = logging.getLogger("postier.server")
 PID_FILE = "postier.pid"
 STATUS_FILE = "status.json"
 MAX_ERRORS = 20
+_OPEN = "postier_sessions_open"
 
 
 def _now() -> str:
@@ -143,8 +147,13 @@ class StatusWriter:
 
     def document(self, state: str) -> dict[str, Any]:
         app = self.app
+        # every worker's sessions: the gauge the listeners of all workers move
+        open_now = {dict(k).get("listener"): v for k, v in metrics.samples(_OPEN).items()}
         listeners: dict[str, dict[str, Any]] = {
-            name: {"address": self._addresses.get(name, "?"), "sessions": li.active}
+            name: {
+                "address": self._addresses.get(name, "?"),
+                "sessions": int(open_now.get(name, li.active)),
+            }
             for name, li in app.listeners.items()
         }
         web = app.web_address

@@ -18,6 +18,11 @@ Rules:
   Worker 0 runs the queue and writes the status file; a worker restarted in its
   place takes both over. The others wake its runner when they queued a message,
   with a byte on a datagram socket pair every worker inherits.
+- Metrics: each worker keeps its counters in the mmap files of its slot under
+  ``data_dir/run/metrics`` (`metrics.share`), and `/metrics`, the Status page
+  and the status file sum every slot's. A dead worker's counters stay and its
+  replacement goes on from them; its open-session gauge is dropped when it is
+  reaped (`metrics.forget_sessions`).
 - The supervisor forks from a single thread with no event loop running (the
   store's threads are joined before), so a child starts from a clean state; it
   runs no loop of its own either: it waits for signals with `sigtimedwait`.
@@ -44,6 +49,7 @@ import gc
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -51,6 +57,7 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
+from postier import metrics
 from postier.auth import shared as shared_limiter
 from postier.auth.demo import DemoLogin, demo_login
 from postier.config.schema import Settings
@@ -104,6 +111,8 @@ def _prepare(settings: Settings) -> DemoLogin | None:
     shared_limiter.create(run / LOGINS_DB)
     with contextlib.suppress(FileNotFoundError):
         (run / RECENT_FILE).unlink()
+    shutil.rmtree(run / metrics.SHARED_DIR, ignore_errors=True)  # counts start at 0
+    (run / metrics.SHARED_DIR).mkdir(mode=0o700)
     return demo
 
 
@@ -163,6 +172,8 @@ class Supervisor:
             _die_with_parent()
             if os.getppid() != self.pid:  # the supervisor died before prctl
                 os._exit(0)
+            # before anything counts: this worker's metrics go to its slot's files
+            metrics.share(run_dir(self.settings) / metrics.SHARED_DIR, index)
             worker = Worker(index, self.count, self.pid, self.sockets, self.queue_wake)
 
             def ready() -> None:
@@ -240,6 +251,8 @@ class Supervisor:
             if lived < FAST_DEATH:
                 delay = min(MAX_BACKOFF, max(1.0, 2 * self.backoff.get(child.index, 0.5)))
             self.backoff[child.index] = delay
+            # its open sessions died with it; its counters stay for its successor
+            metrics.forget_sessions(run_dir(self.settings) / metrics.SHARED_DIR, child.index)
             log.warning(
                 "worker %d (pid %d) %s after %.0fs; starting another%s",
                 child.index,

@@ -1,4 +1,5 @@
-"""`GET /metrics`: the Prometheus text exposition of `postier.metrics.REGISTRY`.
+"""`GET /metrics`: the Prometheus text exposition of `postier.metrics.registry()`
+(this process's metrics, or with several workers the sum of every worker's).
 
 Rules:
 - The queue gauges are refreshed from the store on every scrape (one
@@ -62,6 +63,6 @@ def metrics_endpoint(
         except Exception:  # boundary: a store hiccup must not hide every other metric
             log.exception("metrics: reading the queue failed")
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(metrics.REGISTRY), headers={"Content-Type": content_type})
+        return Response(encoder(metrics.registry()), headers={"Content-Type": content_type})
 
     return endpoint

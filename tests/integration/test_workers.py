@@ -20,6 +20,7 @@ import smtplib
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ import pytest
 
 from postier.auth.passwords import hash_password
 from postier.config.load import load
+from postier.server.status import read_status
 from postier.store import open_store
 from tests.support.server import PASSWORD, ServerProcess, write_config
 
@@ -443,3 +445,51 @@ def test_a_sigkilled_worker_is_replaced_and_no_acknowledged_message_is_lost(
     ids = [int(f.group(1)) for f in found if f]
     assert len(ids) == len(set(ids))  # each message was sent once: stored at most once
     assert set(acked) <= set(ids)  # every acknowledged one is there
+
+
+def _scrape(group: Group) -> dict[str, float]:
+    """/metrics (served by worker 0) as {'name{labels}': value}."""
+    url = f"http://127.0.0.1:{group.port('web')}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_metrics_and_status_count_every_worker_and_survive_a_restart(group: Group) -> None:
+    line = next(x for x in group.srv.banner if " workers (pids " in x)
+    m = re.match(r"^2 workers \(pids (\d+), (\d+)\)", line)
+    assert m, line
+    first = int(m.group(1))  # worker 0: it serves /metrics and writes the status file
+    made = 0
+
+    def connect() -> smtplib.SMTP:
+        nonlocal made
+        made += 1
+        return smtplib.SMTP("127.0.0.1", group.port("mx"), timeout=10)
+
+    conns = one_per_worker(connect, lambda c: c.sock, group.workers)
+    opened = 'postier_sessions_open{listener="mx"}'
+    accepted = 'postier_connections_total{protocol="mx"}'
+    wait_for(lambda: _scrape(group).get(opened) == 2)  # the extra ones closed
+    assert _scrape(group)[accepted] == made  # both workers' connections
+    data_dir = group.srv.config.parent / "data"
+    wait_for(lambda: (read_status(data_dir) or {})["listeners"]["mx"]["sessions"] == 2, 15)
+
+    # the other worker dies with its session open: the session no longer counts,
+    # its connections still do, and its replacement counts on from there
+    victim = next(pid for pid in conns if pid != first)
+    os.kill(victim, signal.SIGKILL)
+    after = wait_for(lambda: g if len(g := group.workers) == 2 and victim not in g else None)
+    wait_for(lambda: _scrape(group).get(opened) == 1)
+    assert _scrape(group)[accepted] == made
+    again = one_per_worker(connect, lambda c: c.sock, after)  # one on the new worker
+    wait_for(lambda: _scrape(group).get(opened) == 3)
+    assert _scrape(group)[accepted] == made
+    for c in (*conns.values(), *again.values()):
+        close(c)
+    wait_for(lambda: _scrape(group).get(opened) == 0)

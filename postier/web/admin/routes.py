@@ -108,15 +108,8 @@ def _duration(seconds: float) -> str:
 
 
 def _counter(name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """The current values of counter family `name`, by label set."""
-    out: dict[tuple[tuple[str, str], ...], float] = {}
-    for family in metrics.REGISTRY.collect():
-        if family.name != name:
-            continue
-        for s in family.samples:
-            if s.name == name + "_total":
-                out[tuple(sorted(s.labels.items()))] = s.value
-    return out
+    """The current values of counter family `name`, by label set (every worker's)."""
+    return metrics.samples(name + "_total")
 
 
 def _sum(values: dict[tuple[tuple[str, str], ...], float], **want: str) -> int:
