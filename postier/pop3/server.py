@@ -50,7 +50,7 @@ from postier.pop3.core import (
 )
 from postier.pop3.locks import MaildropLock, MaildropLocks
 from postier.server.reads import ReadTimer
-from postier.store.models import Message, Uid, UserId
+from postier.store.models import MaildropItem, Uid, UserId
 
 if TYPE_CHECKING:
     from postier.server.app import App
@@ -108,7 +108,7 @@ class Pop3Session:
         self.sizes = sizes
         self.user_id: UserId | None = None
         self.mailbox_id: int | None = None
-        self.messages: list[Message] = []
+        self.messages: list[MaildropItem] = []
         self.octets: list[int] = []  # the maildrop's sizes, as announced
         self.ahead: dict[int, bytes] = {}  # message number → bytes read ahead
         self.seen: set[int] = set()  # UIDs retrieved, to mark \\Seen at the end
@@ -231,14 +231,12 @@ class Pop3Session:
             mailbox = await self.app.store.get_mailbox(user.id, "INBOX")
             assert mailbox is not None
             self.mailbox_id = mailbox.id
-            # sizes and flags only: no ENVELOPE/BODYSTRUCTURE rows built for a maildrop
-            self.messages = await self.app.store.list_messages(mailbox.id, structures=False)
+            # uid, blob, size and \\Seen only: plain rows, no Message built per message
+            self.messages = await self.app.store.maildrop(mailbox.id)
             entries = []
             for m in self.messages:
                 # cached at delivery; older blobs are read once and remembered
-                size = (
-                    m.summary.crlf_size if m.summary.crlf_size >= 0 else self.sizes.get(m.blob_id)
-                )
+                size = m.crlf_size if m.crlf_size >= 0 else self.sizes.get(m.blob_id)
                 if size is None:
                     size = pop3_size(await self.app.store.read_blob(m.blob_id))
                     self.sizes.put(m.blob_id, size)
@@ -259,7 +257,7 @@ class Pop3Session:
                 data = await self._read_ahead(number)
             except Exception:
                 return [self._fail("read")]
-        if "\\Seen" not in m.flags:
+        if not m.seen:
             self.seen.add(m.uid)
         return self.core.send_message_parts(data)
 

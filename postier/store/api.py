@@ -30,6 +30,7 @@ from postier.store.models import (
     GreylistDecision,
     Mailbox,
     MailboxId,
+    MaildropItem,
     Message,
     ModSeq,
     NewMessage,
@@ -190,6 +191,11 @@ class Store(Protocol):
         for callers that need only UIDs, flags, MODSEQs, dates and sizes); with
         `structures=False` it holds the text fields and sizes but not the ENVELOPE,
         BODYSTRUCTURE, BODY and preview (what IMAP SEARCH reads)."""
+
+    async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
+        """What a POP3 login lists, ascending by UID: each message's UID, blob,
+        CRLF size and whether it is \\Seen, as plain tuples (no `Message`, no
+        summary: a maildrop of thousands is listed at every login)."""
 
     async def search_headers(
         self, mailbox_id: MailboxId, needle: str, fields: Sequence[SearchField]

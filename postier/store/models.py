@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import NewType
+from typing import NamedTuple, NewType
 
 from postier.mail.queueid import QueueId
 from postier.mail.summary import MessageSummary
@@ -101,6 +101,15 @@ class Message:
     size: int
     blob_id: BlobId
     summary: MessageSummary = field(default_factory=MessageSummary)
+
+
+class MaildropItem(NamedTuple):
+    """One message as a POP3 maildrop lists it (`Store.maildrop`)."""
+
+    uid: Uid
+    blob_id: BlobId
+    crlf_size: int  # MessageSummary.crlf_size: -1 when the blob predates it
+    seen: bool  # has \\Seen
 
 
 @dataclass(frozen=True)

@@ -357,6 +357,23 @@ async def test_list_messages_ranges(store, users):
     assert await store.list_messages(9999) == []
 
 
+async def test_maildrop_lists_uid_blob_crlf_size_and_seen(store, users):
+    box = await inbox(store, users[0])
+    bare_lf = b"Subject: lf\n\nbody\n"
+    for body in (MSG, bare_lf, MSG):
+        await store.deliver(new_message(body), [DeliveryTarget(users[0].id)])
+    await store.store_flags(box.id, [2], frozenset({"\\Seen", "x"}), "add")
+    await store.expunge(box.id, [1], flagged_only=False)
+    listed = await store.list_messages(box.id)
+    drop = await store.maildrop(box.id)
+    assert [(d.uid, d.blob_id, d.seen) for d in drop] == [
+        (2, listed[0].blob_id, True),
+        (3, listed[1].blob_id, False),
+    ]
+    assert [d.crlf_size for d in drop] == [len(bare_lf.replace(b"\n", b"\r\n")), len(MSG)]
+    assert await store.maildrop(9999) == []
+
+
 async def test_read_blob_unknown(store, users):
     for bad in ("0" * 32, "../../etc/passwd", ""):
         with pytest.raises(NotFound):

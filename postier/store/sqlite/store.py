@@ -81,6 +81,7 @@ from postier.store.models import (
     GreylistOutcome,
     Mailbox,
     MailboxId,
+    MaildropItem,
     Message,
     ModSeq,
     NewMessage,
@@ -1484,6 +1485,16 @@ class SqliteStore:
             ).fetchall()
         )
         return [make(r) for r in rows]
+
+    async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT m.uid, m.blob_id, b.crlf_size, m.flags FROM messages m "
+                "JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = ? ORDER BY m.uid",
+                (mailbox_id,),
+            ).fetchall()
+        )
+        return [MaildropItem(u, b, n, "\\Seen" in f.split()) for u, b, n, f in rows]
 
     async def search_headers(
         self, mailbox_id: MailboxId, needle: str, fields: Sequence[SearchField]

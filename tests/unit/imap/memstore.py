@@ -23,6 +23,7 @@ from postier.store.models import (
     ChangeKind,
     Mailbox,
     MailboxId,
+    MaildropItem,
     Message,
     ModSeq,
     NewMessage,
@@ -126,6 +127,13 @@ class MemoryStore:
         box = self._box(mailbox_id)
         top = uid_max if uid_max is not None else 2**32
         return [m for u, m in sorted(box.messages.items()) if uid_min <= u <= top]
+
+    async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
+        box = self._box(mailbox_id)
+        return [
+            MaildropItem(u, m.blob_id, m.summary.crlf_size, "\\Seen" in m.flags)
+            for u, m in sorted(box.messages.items())
+        ]
 
     async def search_headers(
         self, mailbox_id: MailboxId, needle: str, fields: Sequence[str]
