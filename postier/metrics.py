@@ -19,7 +19,8 @@ Rules:
   decides whether to wrap.
 - `REFUSALS` keeps the last `MAX_REFUSALS` refused SMTP commands with their
   reply text and client, for the web admin's Status page (a bounded deque: the
-  text is shown to an admin, never used as a label).
+  text is shown to an admin, never used as a label). With several workers each
+  one also writes its own to a `SlotLog` file, and the page merges them all.
 - One process (``server.workers = 1``, tests, CLI commands such as `postier send`
   in their own short-lived process): `REGISTRY` is the whole picture.
 - Several workers: each worker calls `share(dir, slot)` before it serves, and
@@ -63,8 +64,10 @@ postier_queue_oldest_seconds (gauge)     —                                  Qu
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import inspect
+import json
 import os
 import re
 import time
@@ -205,16 +208,47 @@ MAX_REFUSALS = 50
 
 
 class RecentRefusals:
-    """The last `MAX_REFUSALS` refusals, newest last; appended from the event loop."""
+    """The last `MAX_REFUSALS` refusals, newest last; appended from the event loop.
+    With several workers (`share`) each one's are also in its `SlotLog`, and
+    `newest_first` merges every worker's."""
 
     def __init__(self, size: int = MAX_REFUSALS) -> None:
         self._items: collections.deque[Refusal] = collections.deque(maxlen=size)
+        self._log: SlotLog | None = None
+
+    def share(self, log: SlotLog) -> None:
+        self._log = log
 
     def add(self, refusal: Refusal) -> None:
         self._items.append(refusal)
+        if self._log is not None:
+            self._log.append(
+                {
+                    "at": refusal.at.isoformat(),
+                    "listener": refusal.listener,
+                    "stage": refusal.stage,
+                    "client": refusal.client,
+                    "reply": refusal.reply,
+                }
+            )
 
     def newest_first(self) -> list[Refusal]:
-        return list(reversed(self._items))
+        if self._log is None:
+            return list(reversed(self._items))
+        got = []
+        for r in read_slot_logs(self._log.path.parent, "refusals"):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                got.append(
+                    Refusal(
+                        datetime.fromisoformat(r["at"]),
+                        str(r["listener"]),
+                        str(r["stage"]),
+                        str(r["client"]),
+                        str(r["reply"]),
+                    )
+                )
+        got.sort(key=lambda x: x.at, reverse=True)
+        return got[: self._items.maxlen]
 
 
 REFUSALS = RecentRefusals()
@@ -314,6 +348,75 @@ QUEUE = QueueCollector()
 REGISTRY.register(QUEUE)
 
 
+# --- recent records of every worker ------------------------------------------------
+
+#: a slot's log file is rewritten with its last records when it grows past this
+SLOT_LOG_BYTES = 64 * 1024
+
+
+class SlotLog:
+    """The last `keep` records of one worker slot, in ``<dir>/<name>-<slot>.jsonl``
+    where the other workers read them (`read_slot_logs`): the Status page's recent
+    refusals and errors, with several workers.
+
+    One JSON object a line, appended with one `write` (O_APPEND; one writer per
+    slot, callers serialise their calls); a reader skips a line it cannot parse.
+    Past `SLOT_LOG_BYTES` the file is rewritten with the last `keep` records (a
+    temp file renamed over it: readers see one whole file). Nothing is fsynced:
+    run state. A worker restarted in a dead one's slot goes on after its records.
+    """
+
+    def __init__(self, directory: Path, name: str, slot: int, keep: int) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = directory / f"{name}-{slot}.jsonl"
+        self._tmp = directory / f".{name}-{slot}.tmp"
+        self._recent: collections.deque[bytes] = collections.deque(maxlen=keep)
+        with contextlib.suppress(OSError):
+            self._recent.extend(
+                line + b"\n" for line in self.path.read_bytes().splitlines() if line
+            )
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        self._recent.append(line)
+        try:
+            if self._size + len(line) <= SLOT_LOG_BYTES:
+                os.write(self._fd, line)
+                self._size += len(line)
+                return
+            data = b"".join(self._recent)
+            self._tmp.write_bytes(data)
+            os.replace(self._tmp, self.path)
+            os.close(self._fd)
+            self._fd = self._open()
+            self._size = len(data)
+        except OSError:
+            pass  # a full disk must not break what is being recorded
+
+
+def read_slot_logs(directory: Path, name: str) -> list[dict[str, Any]]:
+    """Every slot's records (each slot's oldest first, slot after slot)."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(directory.glob(f"{name}-*.jsonl")):
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # being written, or cut short by a crash
+            if isinstance(record, dict):
+                out.append(record)
+    return out
+
+
 # --- several workers: every worker's counts, wherever /metrics is served --------------
 
 #: under ``data_dir/run``: one set of mmap files per worker slot
@@ -343,6 +446,7 @@ def share(directory: Path, slot: int) -> None:
         parent = metric._is_parent()  # type: ignore[no-untyped-call]
         for child in list(metric._metrics.values()) if parent else [metric]:
             child._metric_init()  # type: ignore[no-untyped-call]
+    REFUSALS.share(SlotLog(directory, "refusals", slot, MAX_REFUSALS))
     registry = CollectorRegistry(auto_describe=True)
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     registry.register(QUEUE)

@@ -167,6 +167,8 @@ async def start(settings: Settings, worker: Worker | None = None) -> App:
             )
         if worker is None or worker.index == 0:
             app.status.start()  # `postier status` sees a running server from now on
+        else:
+            app.status.watch()
     except BaseException:
         built: App | None = locals().get("app")
         await _close_listeners_now(built)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from postier import metrics
 from postier.auth.service import AuthService
 from postier.auth.shared import SharedLimiter
 from postier.config.schema import Settings
@@ -47,7 +48,7 @@ from postier.imap.session import RecentClaims
 from postier.queue import service as queue_service
 from postier.queue.runner import Runner
 from postier.server.listeners import Listener
-from postier.server.status import StatusWriter
+from postier.server.status import MAX_ERRORS, StatusWriter
 from postier.smtp.intake import Intake, QueuePrepare
 from postier.smtp.submission import Submission
 from postier.store.api import Store
@@ -209,4 +210,7 @@ def build(
     )
     app.on_stop.append(app.move_learner.close)
     app.status = StatusWriter(app)
+    if worker is not None:  # every worker's errors, for the status file and page
+        shared = run_dir(settings) / metrics.SHARED_DIR
+        app.status.errors.share(metrics.SlotLog(shared, "errors", worker.index, MAX_ERRORS))
     return app

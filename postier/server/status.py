@@ -9,8 +9,8 @@ Rules:
   is trusted alone (pids are reused).
 - With several workers the supervisor holds the lock and writes its pid; worker 0
   writes the status file: every worker's open sessions (the shared
-  ``postier_sessions_open`` gauge), its own tasks and errors; the pid is the
-  supervisor's.
+  ``postier_sessions_open`` gauge) and recent errors (each worker keeps its own
+  in a `metrics.SlotLog`), its own tasks; the pid is the supervisor's.
 - ``data_dir/status.json`` is rewritten every `interval` seconds while the server
   runs and once when it stops: pid, start time, bound listeners with their open
   sessions, background tasks and their state, and the last `MAX_ERRORS` log
@@ -55,12 +55,18 @@ def _now() -> str:
 
 
 class RecentErrors(logging.Handler):
-    """Keeps the last `MAX_ERRORS` warning and error records, for the status file."""
+    """Keeps the last `MAX_ERRORS` warning and error records, for the status file.
+    With several workers (`share`) each worker's are also in its `SlotLog`, and
+    `snapshot` merges every worker's."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self._records_lock = threading.Lock()
         self.records: collections.deque[dict[str, str]] = collections.deque(maxlen=MAX_ERRORS)
+        self._log: metrics.SlotLog | None = None
+
+    def share(self, log: metrics.SlotLog) -> None:
+        self._log = log
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -75,10 +81,20 @@ class RecentErrors(logging.Handler):
             return
         with self._records_lock:
             self.records.append(entry)
+            if self._log is not None:
+                self._log.append(entry)
 
     def snapshot(self) -> list[dict[str, str]]:
-        with self._records_lock:
-            return list(self.records)
+        """Oldest first."""
+        if self._log is None:
+            with self._records_lock:
+                return list(self.records)
+        got = [
+            {k: str(v) for k, v in r.items()}
+            for r in metrics.read_slot_logs(self._log.path.parent, "errors")
+        ]
+        got.sort(key=lambda r: r.get("at", ""))  # stable: a worker's order kept
+        return got[-MAX_ERRORS:]
 
 
 def is_running(data_dir: Path) -> int | None:
@@ -191,12 +207,17 @@ class StatusWriter:
             await asyncio.sleep(self.interval)
             await asyncio.to_thread(self._write, self.document("running"))
 
+    def watch(self) -> None:
+        """In a worker that does not write the status file: keep its warnings and
+        errors too (they reach the status file through its `SlotLog`)."""
+        logging.getLogger().addHandler(self.errors)
+
     def stop(self) -> None:
         """The last status (errors kept for `postier status`); the lock released.
         Nothing when `start` was never called: no server ran."""
+        logging.getLogger().removeHandler(self.errors)
         if not self._started:
             return
-        logging.getLogger().removeHandler(self.errors)
         doc = self.document("stopped")
         doc["stopped"] = _now()
         self._write(doc)
