@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from postier import metrics
 from postier.auth.service import AuthOutcome
-from postier.deadline import Deadline
+from postier.deadline import Deadline, ReadTimer
 from postier.pop3.commands import ERR_COMMAND_TIMEOUT, ERR_LOGIN_TIMEOUT, Response, pop3_size
 from postier.pop3.core import (
     Authenticate,
@@ -49,7 +49,6 @@ from postier.pop3.core import (
     Top,
 )
 from postier.pop3.locks import MaildropLock, MaildropLocks
-from postier.server.reads import ReadTimer
 from postier.store.models import MaildropItem, Uid, UserId
 
 if TYPE_CHECKING:

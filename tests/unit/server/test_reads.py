@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from postier.server.reads import ReadTimer
+from postier.deadline import ReadTimer
 
 
 def reader() -> asyncio.StreamReader:
