@@ -37,7 +37,7 @@ import bisect
 import enum
 import weakref
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -125,6 +125,15 @@ class Columns:
         )
         return c
 
+    def extend(self, rows: Sequence[tuple[int, int, frozenset[str]]]) -> None:
+        """Append (UID, MODSEQ, flags) rows, ascending and above every UID held
+        (`Store.list_flags`)."""
+        if rows and self.uids and rows[0][0] <= self.uids[-1]:
+            rows = [r for r in rows if r[0] > self.uids[-1]]
+        self.uids.extend([r[0] for r in rows])
+        self.modseqs.extend([r[1] for r in rows])
+        self.flags.extend([_intern(r[2]) for r in rows])
+
 
 class Snapshots:
     """(mailbox id, HIGHESTMODSEQ, UIDNEXT) → the columns of a view built from a full
@@ -180,6 +189,7 @@ class MailboxView:
         readonly: bool,
         recent: set[int] | None = None,
         columns: Columns | None = None,
+        shared: bool = True,
     ) -> None:
         self.mailbox_id = mailbox.id
         self.name = mailbox.name
@@ -189,7 +199,7 @@ class MailboxView:
         self.announced: set[str] = set()
         self.new_keywords: set[str] = set()
         if columns is not None:
-            self._cols, self._shared = columns, True
+            self._cols, self._shared = columns, shared
         else:
             self._cols, self._shared = Columns(), False
             for m in sorted(messages, key=lambda m: m.uid):

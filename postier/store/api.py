@@ -197,6 +197,13 @@ class Store(Protocol):
         CRLF size and whether it is \\Seen, as plain tuples (no `Message`, no
         summary: a maildrop of thousands is listed at every login)."""
 
+    async def list_flags(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[tuple[Uid, ModSeq, frozenset[str]]]:
+        """(UID, MODSEQ, flags) of the messages in a UID range, ascending by UID:
+        what IMAP SELECT keeps of each message, read without building a `Message`
+        (no dates, sizes or blob ids). Equal flag sets may be one shared object."""
+
     async def search_headers(
         self, mailbox_id: MailboxId, needle: str, fields: Sequence[SearchField]
     ) -> list[Uid]:

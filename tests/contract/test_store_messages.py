@@ -374,6 +374,24 @@ async def test_maildrop_lists_uid_blob_crlf_size_and_seen(store, users):
     assert await store.maildrop(9999) == []
 
 
+async def test_list_flags_is_list_messages_without_the_rest(store, users):
+    """SELECT's light listing: (UID, MODSEQ, flags) as `list_messages` has them, by
+    UID range; equal flag sets are equal whether shared or not."""
+    box = await inbox(store, users[0])
+    for i in range(5):
+        flags = frozenset({"\\Seen", "$Work"}) if i % 2 else frozenset()
+        await store.append(box.id, new_message(MSG), flags)
+    await store.store_flags(box.id, [3], frozenset({"\\Flagged"}), "add")
+    await store.store_flags(box.id, [2], frozenset({"\\Deleted"}), "add")
+    await store.expunge(box.id, [2])
+    full = await store.list_messages(box.id, summaries=False)
+    assert await store.list_flags(box.id) == [(m.uid, m.modseq, m.flags) for m in full]
+    assert [u for u, _, _ in await store.list_flags(box.id, 2, 4)] == [3, 4]
+    assert (await store.list_flags(box.id, 3, 3))[0][2] == {"\\Flagged"}
+    assert await store.list_flags(box.id, 6) == []
+    assert await store.list_flags(9999) == []
+
+
 async def test_read_blob_unknown(store, users):
     for bad in ("0" * 32, "../../etc/passwd", ""):
         with pytest.raises(NotFound):

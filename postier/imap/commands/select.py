@@ -17,8 +17,8 @@ from __future__ import annotations
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, no, ok
-from postier.imap.session import BadSequence, MailboxView, State, snapshots
-from postier.store.models import SYSTEM_FLAGS, Mailbox, Message, ModSeq, Uid
+from postier.imap.session import BadSequence, Columns, MailboxView, State, snapshots
+from postier.store.models import SYSTEM_FLAGS, Mailbox, ModSeq, Uid
 
 
 async def select(ctx: Context, cmd: p.Select) -> Result:
@@ -38,14 +38,16 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
         return no("No such mailbox", r.NONEXISTENT)
     shared_states = snapshots(ctx.store)
     shared = shared_states.get(mbox)  # another session holds this very state: no store read
-    messages = [] if shared is not None else await list_compact(ctx, mbox)
-    uids = shared.uids if shared is not None else [m.uid for m in messages]
+    columns = shared if shared is not None else await list_columns(ctx, mbox)
+    uids = columns.uids
     if cmd.readonly:
         last = ctx.recent.last(mbox.id)
         recent: set[int] = {u for u in uids if u > last}  # EXAMINE shows \Recent, claims nothing
     else:
         recent = ctx.recent.claim(mbox.id, uids)
-    view = MailboxView(mbox, messages, readonly=cmd.readonly, recent=recent, columns=shared)
+    view = MailboxView(
+        mbox, readonly=cmd.readonly, recent=recent, columns=columns, shared=shared is not None
+    )
     if shared is None:
         shared_states.keep(mbox, view)
     keywords = view.keywords()
@@ -82,24 +84,24 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
 LIST_WINDOW = 2000
 
 
-async def list_compact(ctx: Context, mbox: Mailbox) -> list[Message]:
-    """The mailbox's messages without their summaries (the messages table alone),
-    read in UID windows so a large mailbox is never all in memory at once: a
-    thousand clients selecting a 10,000-message INBOX must not each hold megabytes,
-    even briefly."""
-    out: list[Message] = []
+async def list_columns(ctx: Context, mbox: Mailbox) -> Columns:
+    """The mailbox's UIDs, MODSEQs and flags (`Store.list_flags`: no `Message` per
+    row), read in UID windows so a large mailbox is never all in memory at once as
+    rows: a thousand clients selecting a 10,000-message INBOX must not each hold
+    megabytes, even briefly."""
+    cols = Columns()
     lo, window = 1, LIST_WINDOW
     top = mbox.uidnext - 1
     while lo <= top:
         hi = lo + window - 1
-        rows = await ctx.store.list_messages(mbox.id, lo, hi, summaries=False)
-        out.extend(rows)
+        rows = await ctx.store.list_flags(mbox.id, lo, hi)
+        cols.extend(rows)
         if len(rows) < window // 4:
             window *= 2  # sparse UIDs (after many expunges): fewer, wider queries
         lo = hi + 1
     # messages that arrived after the mailbox row was read
-    out.extend(await ctx.store.list_messages(mbox.id, max(lo, top + 1), summaries=False))
-    return out
+    cols.extend(await ctx.store.list_flags(mbox.id, max(lo, top + 1)))
+    return cols
 
 
 async def _qresync(ctx: Context, view: MailboxView, q: p.QResync) -> None:

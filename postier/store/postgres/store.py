@@ -117,6 +117,7 @@ from postier.store.sqlite.store import (
     _now_us,
     _source_key,
     _to_us,
+    _with_flag_sets,
     _zone,
     _zone_of,
     normalize_flags,
@@ -1741,6 +1742,19 @@ class PostgresStore:
             mailbox_id,
         )
         return [MaildropItem(u, b, n, "\\Seen" in f.split()) for u, b, n, f in rows]
+
+    async def list_flags(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[tuple[Uid, ModSeq, frozenset[str]]]:
+        hi = uid_max if uid_max is not None else 1 << 62
+        rows = await self._fetch(
+            "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = $1 "
+            "AND uid BETWEEN $2 AND $3 ORDER BY uid",
+            mailbox_id,
+            uid_min,
+            hi,
+        )
+        return _with_flag_sets((Uid(r[0]), ModSeq(r[1]), r[2]) for r in rows)
 
     async def search_headers(
         self, mailbox_id: MailboxId, needle: str, fields: Sequence[SearchField]

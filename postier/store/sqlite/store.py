@@ -207,6 +207,21 @@ def _flags_of(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
+def _with_flag_sets(
+    rows: Iterable[tuple[Uid, ModSeq, str]],
+) -> list[tuple[Uid, ModSeq, frozenset[str]]]:
+    """Rows with their flags text parsed, once per distinct text (most messages
+    share a few flag sets)."""
+    sets: dict[str, frozenset[str]] = {}
+    out = []
+    for uid, modseq, text in rows:
+        flags = sets.get(text)
+        if flags is None:
+            sets[text] = flags = _flags_of(text)
+        out.append((uid, modseq, flags))
+    return out
+
+
 def _json_ids(values: Iterable[int]) -> str:
     return json.dumps([int(v) for v in values])
 
@@ -1495,6 +1510,19 @@ class SqliteStore:
             ).fetchall()
         )
         return [MaildropItem(u, b, n, "\\Seen" in f.split()) for u, b, n, f in rows]
+
+    async def list_flags(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[tuple[Uid, ModSeq, frozenset[str]]]:
+        hi = uid_max if uid_max is not None else 1 << 62
+        rows: list[tuple[Uid, ModSeq, str]] = await self._read(
+            lambda c: c.execute(
+                "SELECT uid, modseq, flags FROM messages "
+                "WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
+                (mailbox_id, uid_min, hi),
+            ).fetchall()
+        )
+        return _with_flag_sets(rows)
 
     async def search_headers(
         self, mailbox_id: MailboxId, needle: str, fields: Sequence[SearchField]

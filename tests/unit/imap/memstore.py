@@ -135,6 +135,12 @@ class MemoryStore:
             for u, m in sorted(box.messages.items())
         ]
 
+    async def list_flags(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[tuple[Uid, ModSeq, frozenset[str]]]:
+        rows = await self.list_messages(mailbox_id, uid_min, uid_max, summaries=False)
+        return [(m.uid, m.modseq, m.flags) for m in rows]
+
     async def search_headers(
         self, mailbox_id: MailboxId, needle: str, fields: Sequence[str]
     ) -> list[Uid]:
