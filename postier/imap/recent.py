@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
-from postier.imap.session import RecentClaims
+from postier.imap.session import RecentClaims, newer
 from postier.store.models import MailboxId
 
 _SLOT = 8
@@ -38,17 +38,16 @@ class SharedRecentClaims(RecentClaims):
     def _read(self, offset: int) -> int:
         return int.from_bytes(os.pread(self._fd, _SLOT, offset).ljust(_SLOT, b"\0"), "little")
 
-    def claim(self, mailbox_id: MailboxId, uids: Iterable[int]) -> set[int]:
-        wanted = list(uids)
-        if not wanted:
+    def claim(self, mailbox_id: MailboxId, uids: Sequence[int]) -> set[int]:
+        if not uids:
             return set()
         offset = int(mailbox_id) * _SLOT
         fcntl.lockf(self._fd, fcntl.LOCK_EX, _SLOT, offset)
         try:
             last = self._read(offset)
-            mine = {u for u in wanted if u > last}
+            mine = newer(uids, last)
             if mine:
-                os.pwrite(self._fd, max(mine).to_bytes(_SLOT, "little"), offset)
+                os.pwrite(self._fd, uids[-1].to_bytes(_SLOT, "little"), offset)
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, _SLOT, offset)
         return mine

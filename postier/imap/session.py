@@ -37,6 +37,7 @@ import bisect
 import enum
 import weakref
 from array import array
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +58,12 @@ class BadSequence(ValueError):
     """A message sequence number beyond the mailbox (RFC 9051 §9 seq-number: BAD)."""
 
 
+def newer(uids: Sequence[int], last: int) -> set[int]:
+    """The UIDs above `last` of an ascending sequence (a bisection, not a scan:
+    re-selecting a large mailbox finds nothing new in microseconds)."""
+    return set(uids[bisect.bisect_right(uids, last) :])
+
+
 class RecentClaims:
     """mailbox id → the highest UID some session of this process has seen as \\Recent.
 
@@ -66,12 +73,13 @@ class RecentClaims:
     def __init__(self) -> None:
         self._claimed: dict[MailboxId, int] = {}
 
-    def claim(self, mailbox_id: MailboxId, uids: Iterable[int]) -> set[int]:
-        """Claim the `uids` not claimed yet; returns those now recent for the caller."""
+    def claim(self, mailbox_id: MailboxId, uids: Sequence[int]) -> set[int]:
+        """Claim the `uids` (ascending) not claimed yet; returns those now recent
+        for the caller."""
         last = self._claimed.get(mailbox_id, 0)
-        mine = {u for u in uids if u > last}
+        mine = newer(uids, last)
         if mine:
-            self._claimed[mailbox_id] = max(mine)
+            self._claimed[mailbox_id] = uids[-1]
         return mine
 
     def last(self, mailbox_id: MailboxId) -> int:
@@ -109,12 +117,14 @@ class Columns:
     """Parallel arrays of UIDs (the sequence order), MODSEQs and shared flag sets:
     about 20 octets a message."""
 
-    __slots__ = ("__weakref__", "flags", "modseqs", "uids")
+    __slots__ = ("__weakref__", "flags", "keywords", "modseqs", "uids")
 
     def __init__(self) -> None:
         self.uids = array("I")  # nz-number: UIDs are 32-bit (RFC 9051 §9)
         self.modseqs = array("Q")
         self.flags: list[frozenset[str]] = []
+        #: the keywords in `flags`, once asked for (None: not known, or changed)
+        self.keywords: frozenset[str] | None = None
 
     def copy(self) -> Columns:
         c = Columns()
@@ -141,26 +151,58 @@ class Snapshots:
     copy (and skip the store), copying only when their own view changes: a thousand
     idle clients on one 10,000-message INBOX hold one set of arrays, not a thousand.
 
+    The latest state listed of the most recently selected mailboxes is kept after
+    its last view is gone (at most `KEEP_MAILBOXES` mailboxes and `KEEP_MESSAGES`
+    messages, about 20 octets each), so a client that logs in again and selects
+    an unchanged mailbox reads nothing but the mailbox row. Any change to a
+    mailbox takes a new MODSEQ (or UID), so a kept state is never mistaken for a
+    later one, also when another worker made the change.
+
     The key names a state only within one store (mailbox ids never come back and
     HIGHESTMODSEQ only grows there), so there is one `Snapshots` per store object
     (`snapshots`): the INBOX of another store in the process (a second server in a
     test run) can be mailbox 1 at MODSEQ 7 with UIDNEXT 4 too, and its sessions
     must not be handed this store's messages."""
 
+    KEEP_MAILBOXES = 64
+    KEEP_MESSAGES = 250_000
+
     def __init__(self) -> None:
         self._by_state: weakref.WeakValueDictionary[tuple[int, int, int], Columns] = (
             weakref.WeakValueDictionary()
         )
+        #: mailbox id → (state, columns), least recently selected first
+        self._kept: OrderedDict[int, tuple[tuple[int, int, int], Columns]] = OrderedDict()
+        self._kept_messages = 0
 
     def get(self, mailbox: Mailbox) -> Columns | None:
-        """The columns of a live view of `mailbox` in this very state, if any."""
-        return self._by_state.get((mailbox.id, mailbox.highestmodseq, mailbox.uidnext))
+        """The columns of `mailbox` in this very state, if a view has them or they
+        were kept."""
+        key = (mailbox.id, mailbox.highestmodseq, mailbox.uidnext)
+        found = self._by_state.get(key)
+        kept = self._kept.get(mailbox.id)
+        if kept is not None and kept[0] == key:
+            self._kept.move_to_end(mailbox.id)
+            if found is None:
+                found = kept[1]
+        return found
 
     def keep(self, mailbox: Mailbox, view: MailboxView) -> None:
         """Offer `view`, just built from a listing of `mailbox`, to later sessions."""
         key = (mailbox.id, mailbox.highestmodseq, mailbox.uidnext)
-        if key not in self._by_state:
-            self._by_state[key] = view.share()
+        if key in self._by_state:
+            return
+        columns = self._by_state[key] = view.share()
+        old = self._kept.pop(mailbox.id, None)
+        if old is not None:
+            self._kept_messages -= len(old[1].uids)
+        if len(columns.uids) > self.KEEP_MESSAGES:
+            return
+        self._kept[mailbox.id] = (key, columns)
+        self._kept_messages += len(columns.uids)
+        while len(self._kept) > self.KEEP_MAILBOXES or self._kept_messages > self.KEEP_MESSAGES:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self._kept_messages -= len(dropped.uids)
 
 
 #: store object → its snapshots (gone with the store)
@@ -241,9 +283,11 @@ class MailboxView:
         return array("I", self.uids), array("Q", self._modseqs), list(self._flags)
 
     def _own(self) -> None:
-        """Copy the shared columns before the first change (copy on write)."""
+        """Copy the shared columns before the first change (copy on write); called
+        before every change to them."""
         if self._shared:
             self._cols, self._shared = self._cols.copy(), False
+        self._cols.keywords = None
 
     def _note(self, flags: Iterable[str]) -> None:
         """Remember keywords the client has not been told of (RFC 9051 §7.3.5)."""
@@ -341,11 +385,15 @@ class MailboxView:
         return next((i for i, f in enumerate(self._flags, 1) if "\\Seen" not in f), None)
 
     def keywords(self) -> set[str]:
-        """Keywords in use (for FLAGS / PERMANENTFLAGS)."""
-        out: set[str] = set()
-        for f in set(self._flags):
-            out.update(x for x in f if not x.startswith("\\"))
-        return out
+        """Keywords in use (for FLAGS / PERMANENTFLAGS); worked out once for columns
+        that many views share and nobody changed."""
+        cols = self._cols
+        if cols.keywords is None:
+            out: set[str] = set()
+            for f in set(cols.flags):
+                out.update(x for x in f if not x.startswith("\\"))
+            cols.keywords = frozenset(out)
+        return set(cols.keywords)
 
     # --- learning about changes -----------------------------------------------------
     def record_flags(self, m: Message) -> None:

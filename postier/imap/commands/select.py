@@ -17,7 +17,7 @@ from __future__ import annotations
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, no, ok
-from postier.imap.session import BadSequence, Columns, MailboxView, State, snapshots
+from postier.imap.session import BadSequence, Columns, MailboxView, State, newer, snapshots
 from postier.store.models import SYSTEM_FLAGS, Mailbox, ModSeq, Uid
 
 
@@ -42,7 +42,7 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
     uids = columns.uids
     if cmd.readonly:
         last = ctx.recent.last(mbox.id)
-        recent: set[int] = {u for u in uids if u > last}  # EXAMINE shows \Recent, claims nothing
+        recent = newer(uids, last)  # EXAMINE shows \Recent, claims nothing
     else:
         recent = ctx.recent.claim(mbox.id, uids)
     view = MailboxView(

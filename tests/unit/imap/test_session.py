@@ -5,6 +5,7 @@ policy rules, driven without sockets."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import UTC, datetime
 
 import pytest
@@ -255,6 +256,41 @@ def test_views_of_one_mailbox_state_share_columns_until_one_changes() -> None:
     assert shelf.get(state) is shared  # the shared state is what it was
     a.record_flags(msg(1, 503, "\\Seen"))  # the lender copies too before a change
     assert shelf.get(state) is shared and shared.flags[0] == frozenset()
+
+
+def test_snapshots_keep_the_latest_state_after_its_views_are_gone() -> None:
+    """A client logging in again to an unchanged mailbox skips the listing; a later
+    state, or a mailbox pushed out by others, is listed again."""
+    from dataclasses import replace
+
+    from postier.imap.session import Snapshots
+
+    shelf = Snapshots()
+    shelf.KEEP_MAILBOXES = 2
+    states = [replace(MBOX, id=MailboxId(i), highestmodseq=50, uidnext=3) for i in (1, 2, 3)]
+    views = {
+        i: MailboxView(st, [msg(1, 1), msg(2, 2)], readonly=False) for i, st in enumerate(states)
+    }
+    shelf.keep(states[0], views[0])
+    columns = views.pop(0).share()
+    gc.collect()
+    assert shelf.get(states[0]) is columns
+    assert shelf.get(replace(states[0], highestmodseq=51)) is None  # changed since
+    shelf.keep(states[1], views[1])
+    assert shelf.get(states[0]) is columns  # now the most recently selected
+    shelf.keep(states[2], views[2])
+    views.clear()
+    gc.collect()
+    assert shelf.get(states[1]) is None  # the least recently selected went
+    assert shelf.get(states[0]) is columns
+    assert shelf.get(states[2]) is not None
+    big = replace(states[0], id=MailboxId(4))
+    shelf.KEEP_MESSAGES = 1
+    view = MailboxView(big, [msg(1, 1), msg(2, 2)], readonly=False)
+    shelf.keep(big, view)
+    del view
+    gc.collect()
+    assert shelf.get(big) is None  # too large to keep without a view
 
 
 def test_snapshots_are_per_store() -> None:
