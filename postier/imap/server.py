@@ -33,7 +33,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from postier import metrics
-from postier.deadline import Deadline
+from postier.deadline import Deadline, ReadTimer
 from postier.imap import responses as r
 from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, ImapSession
 from postier.imap.literals import LiteralBudget, LiteralFile
@@ -90,8 +90,12 @@ class ImapConnection:
             learn_move=app.move_learner.moved,
         )
         self.sid = conn.sid
+        self._ev = asyncio.get_running_loop()  # the event loop, looked up once
+        #: one timer for every read of the session, moved only when a deadline
+        #: comes earlier (`ReadTimer`: asyncio.timeout made a timer per command)
+        self._timer = ReadTimer()
         s = self.settings.imap
-        now = asyncio.get_running_loop().time()
+        now = self._ev.time()
         self._login_by = now + s.login_timeout
         self._command_clock = Deadline(s.command_timeout, s.min_data_rate)
         self._command_mark = 0  # core.commands_ended when the clock started
@@ -115,7 +119,7 @@ class ImapConnection:
 
     def _read_limit(self) -> tuple[float, str]:
         """How long the next read may wait, and the BYE text when that runs out."""
-        now = asyncio.get_running_loop().time()
+        now = self._ev.time()
         limit, why = self.settings.imap.idle_timeout, BYE_IDLE
         if self.core.state is State.NOT_AUTHENTICATED and self._login_by - now < limit:
             limit, why = self._login_by - now, BYE_LOGIN
@@ -134,7 +138,9 @@ class ImapConnection:
         """Flush output, then feed the core the client's next bytes (announcing NOTIFY
         events meanwhile); False when the session ends: a timer ran out or the
         server stops (the BYE is queued), or a notification ended it."""
-        await self.conn.writer.drain()
+        writer = self.conn.writer
+        if writer.transport.get_write_buffer_size():
+            await writer.drain()  # else nothing to wait for (a lost connection reads EOF)
         limit, why = self._read_limit()
         if self.core.wants_changes:
             data = await self._notify_wait(limit)
@@ -145,7 +151,7 @@ class ImapConnection:
             return False
         if self.core.ended:
             return False  # a notification ended the session (BYE sent)
-        self._last_read = asyncio.get_running_loop().time()
+        self._last_read = self._ev.time()
         self._command_clock.received(len(data))
         self.core.receive_data(data)
         return True
@@ -153,13 +159,12 @@ class ImapConnection:
     async def _read(self, limit: float) -> bytes | None:
         """Bytes from the client (b"" at EOF); None on timeout or server shutdown.
 
-        A read under a timeout, with no task of its own; shutdown wakes it
-        through `_on_stopping`."""
+        A read under the session's `ReadTimer`, with no task of its own;
+        shutdown wakes it through `_on_stopping`."""
         if limit <= 0 or self.app.stopping.is_set():
             return None
         try:
-            async with asyncio.timeout(limit):
-                data = await self.conn.reader.read(READ_SIZE)
+            data = await self._timer.read(self.conn.reader, READ_SIZE, limit)
         except TimeoutError:
             return None
         if not data and self.app.stopping.is_set():
@@ -200,6 +205,7 @@ class ImapConnection:
                 await self._flush()
         finally:
             self.app.stopping_hooks.discard(self._on_stopping)
+            self._timer.close()
             self.core.close()
             log.info("sid=%s disconnect", self.sid)
             # close here rather than leave it to the listener, so the transport is
@@ -216,7 +222,7 @@ class ImapConnection:
             if ev is CLOSE:
                 return
             if ev is IDLING:
-                self._idle_until = asyncio.get_running_loop().time()
+                self._idle_until = self._ev.time()
                 self._idle_until += self.settings.imap.idle_timeout
             elif ev is START_TLS:
                 await self._start_tls()
@@ -230,7 +236,7 @@ class ImapConnection:
     async def _notify_wait(self, limit: float) -> bytes | None:
         """Client bytes (b"" at EOF) or None (timeout, shutdown), announcing feed
         events meanwhile (RFC 5465 §3.1: "between commands")."""
-        loop = asyncio.get_running_loop()
+        loop = self._ev
         deadline = loop.time() + limit
         while True:
             got = await self._idle_wait(deadline - loop.time())
@@ -253,7 +259,7 @@ class ImapConnection:
         by the core. Silence until `imap.idle_timeout` after IDLE began ends the
         session."""
         await self.conn.writer.drain()
-        got = await self._idle_wait(self._idle_until - asyncio.get_running_loop().time())
+        got = await self._idle_wait(self._idle_until - self._ev.time())
         if got is None:
             self._goodbye()
         elif isinstance(got, bytes):
@@ -274,7 +280,7 @@ class ImapConnection:
         feed = self.core.feed
         if feed is not None and self._take_change(feed):
             return True
-        loop = asyncio.get_running_loop()
+        loop = self._ev
         data: bytes | None = None
         try:
             async with asyncio.timeout(limit) as timer:
