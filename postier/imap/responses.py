@@ -24,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -181,9 +182,25 @@ def mailbox(name: str, *, utf8: bool = False) -> bytes:
 
 def flag_list(flags: Iterable[str]) -> bytes:
     """flag-list = "(" [flag *(SP flag)] ")": system flags first in RFC order, then
-    keywords sorted (case-insensitively), so output is deterministic."""
+    keywords sorted (case-insensitively), so output is deterministic. Written once
+    per distinct set (the views intern their flag sets, and a mailbox has few)."""
+    if isinstance(flags, frozenset):
+        done = _FLAG_LISTS.get(flags)
+        if done is None:
+            if len(_FLAG_LISTS) >= _FLAG_LISTS_MAX:
+                _FLAG_LISTS.clear()
+            _FLAG_LISTS[flags] = done = _flag_list(flags)
+        return done
+    return _flag_list(flags)
+
+
+def _flag_list(flags: Iterable[str]) -> bytes:
     ordered = sorted(set(flags), key=lambda f: (_SYSTEM_FLAG_ORDER.get(f, 9), f.lower(), f))
     return b"(" + " ".join(ordered).encode("utf-8") + b")"
+
+
+_FLAG_LISTS: dict[frozenset[str], bytes] = {}
+_FLAG_LISTS_MAX = 4096
 
 
 def date_time(value: datetime) -> bytes:
@@ -203,6 +220,13 @@ def date_time(value: datetime) -> bytes:
 
 def _text(text: str) -> bytes:
     # resp-text: text = 1*(TEXT-CHAR / UTF8-2 / UTF8-3 / UTF8-4); never CR or LF
+    if len(text) <= 80:
+        return _short_text(text)
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8")
+
+
+@functools.lru_cache(maxsize=512)  # most texts are a command's constant "… completed"
+def _short_text(text: str) -> bytes:
     return text.replace("\r", " ").replace("\n", " ").encode("utf-8")
 
 

@@ -458,6 +458,12 @@ class MailboxView:
                 self.expunged.add(u)
                 self.flag_changes.discard(u)
 
+    @property
+    def pending(self) -> bool:
+        """Something is owed to the client: expunges, EXISTS, flag changes or new
+        keywords (`take_updates`, `take_new_keywords`)."""
+        return bool(self.expunged or self.new_exists or self.flag_changes or self.new_keywords)
+
     def take_updates(self, *, allow_expunge: bool, allow_flags: bool = True) -> Updates:
         """What to announce now, applying it to the numbering.
 

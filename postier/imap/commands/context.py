@@ -296,6 +296,10 @@ class Context:
         if view is None:
             return
         self.poll_feed()
+        if not view.dirty and not view.pending:
+            if self.session.live:
+                await updates.refresh(self)
+            return  # nothing to announce (most commands): no `take_updates`
         if view.dirty:
             view.dirty = False
             mbox = await self.store.get_mailbox_by_id(view.mailbox_id)

@@ -60,7 +60,9 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
         picked = view.resolve(cmd.set, uid=cmd.uid, saved=s.saved)
     except BadSequence as e:
         return bad(str(e))
-    if cmd.changed_since is not None or any(i.name == "MODSEQ" for i in cmd.items):
+    items = cmd.items
+    names = {i.name for i in items}
+    if cmd.changed_since is not None or "MODSEQ" in names:
         ctx.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE command enables it
     if cmd.changed_since is not None:
         since = cmd.changed_since
@@ -71,12 +73,11 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
             gone = [u for u in gone if cmd.set.contains(u, largest)]
             if gone:
                 ctx.send(r.vanished(gone, earlier=True))  # RFC 7162 §3.2.6
-    items = cmd.items
-    need_rows = any(i.name not in _VIEW_ONLY for i in items)
-    need_blob = any(i.section is not None or i.name in _BLOB_ITEMS for i in items)
-    rows_kind = _rows_kind(items)
+    need_rows = not names <= _VIEW_ONLY
+    need_blob = not names.isdisjoint(_BLOB_ITEMS) or any(i.section is not None for i in items)
+    rows_kind = _rows_kind(items) if need_rows else Rows.LIGHT
     seen_set: set[int] = set()
-    if not view.readonly and any(i.sets_seen for i in items):
+    if need_rows and not view.readonly and any(i.sets_seen for i in items):
         unseen = [
             Uid(u) for _, u in picked if "\\Seen" not in view.flags(u) and u not in view.expunged
         ]
@@ -88,6 +89,13 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                 view.record_flags(row)
                 view.flag_changes.discard(row.uid)
                 seen_set.add(row.uid)
+    if not need_rows:  # FLAGS, UID, MODSEQ: the view has them, nothing to read
+        with_recent = not s.rev2
+        for seq, uid in picked:
+            ctx.send(r.fetch(seq, _view_items(view, items, uid, with_recent)))
+            await ctx.maybe_drain()
+        return ok("FETCH completed")
+    response_names = [i.response_name() for i in items]  # once, not per message
     missing = False
     for start in range(0, len(picked), BATCH):
         chunk = picked[start : start + BATCH]
@@ -100,19 +108,21 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                 missing = True
                 continue
             try:
-                out = await _items(ctx, view, items, uid, m, need_blob, blobs, rows_kind)
+                out = await _items(
+                    ctx, view, items, response_names, uid, m, need_blob, blobs, rows_kind
+                )
             except NotFound:
                 missing = True
                 continue
             except _UnknownCte:
                 return no("Unknown Content-Transfer-Encoding", r.UNKNOWN_CTE)
-            if uid in seen_set and not any(i.name == "FLAGS" for i in items):
+            if uid in seen_set and "FLAGS" not in names:
                 out.append(("FLAGS", view.flags_of(uid, with_recent=not s.rev2)))
             if uid in seen_set and s.condstore:
                 # RFC 7162 §3.1: an implicit \Seen change carries UID and MODSEQ
-                if not any(i.name == "UID" for i in items):
+                if "UID" not in names:
                     out.append(("UID", uid))
-                if not any(i.name == "MODSEQ" for i in items):
+                if "MODSEQ" not in names:
                     out.append(("MODSEQ", r.Raw(b"(%d)" % view.modseq(uid))))
             ctx.send_parts(r.fetch_parts(seq, out))
             await ctx.maybe_drain()
@@ -163,6 +173,22 @@ async def _load(
     return out
 
 
+def _view_items(
+    view: MailboxView, items: Sequence[p.FetchAtt], uid: int, with_recent: bool
+) -> list[tuple[str, r.FetchValue]]:
+    """UID, FLAGS and MODSEQ: what the view answers alone."""
+    out: list[tuple[str, r.FetchValue]] = []
+    for item in items:
+        name = item.name
+        if name == "UID":
+            out.append(("UID", uid))
+        elif name == "FLAGS":
+            out.append(("FLAGS", view.flags_of(uid, with_recent=with_recent)))
+        else:
+            out.append(("MODSEQ", r.Raw(b"(%d)" % view.modseq(uid))))  # RFC 7162
+    return out
+
+
 def _mime_section(section: p.Section) -> mime.Section:
     text = SectionText(section.text) if section.text else None
     return mime.Section(section.part, text, section.fields)
@@ -172,6 +198,7 @@ async def _items(
     ctx: Context,
     view: MailboxView,
     items: Sequence[p.FetchAtt],
+    response_names: Sequence[str],
     uid: int,
     m: Message | None,
     need_blob: bool,
@@ -189,7 +216,7 @@ async def _items(
     if kind is Rows.STRUCTURES and summary is not None and summary.bodystructure == b"NIL" and data:
         summary = mime.summarize(data)  # summary missing (intake failed): compute now
     out: list[tuple[str, r.FetchValue]] = []
-    for item in items:
+    for item, response_name in zip(items, response_names, strict=True):
         name = item.name
         if name == "UID":
             out.append(("UID", uid))
@@ -231,16 +258,16 @@ async def _items(
                         root = mime.parse(data)
                     value, size = _section(data, root, name, section)
                 if name == "BINARY.SIZE":
-                    out.append((item.response_name(), size or 0))
+                    out.append((response_name, size or 0))
                     continue
                 if value is None:
                     value = b""
                 if item.partial is not None:
                     value = mime.partial(value, item.partial[0], item.partial[1])
                 if name == "BINARY":
-                    out.append((item.response_name(), r.Binary(value)))
+                    out.append((response_name, r.Binary(value)))
                 else:
-                    out.append((item.response_name(), value))
+                    out.append((response_name, value))
     return out
 
 
