@@ -38,6 +38,7 @@ from postier.cli import (
     send,
     serve,
     status,
+    storecopy,
     trace,
     user,
     verify,
@@ -49,7 +50,7 @@ from postier.store.errors import Conflict, Invalid, NotFound, StoreError
 #: command groups in `--help` order; each has `register(subparsers)`
 GROUPS: tuple[ModuleType, ...] = (
     init, serve, status, config, domain, user, alias, queue, trace,
-    mx, verify, dnscheck, send, migrate, backup,
+    mx, verify, dnscheck, send, migrate, backup, storecopy,
 )  # fmt: skip
 
 

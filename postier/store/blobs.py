@@ -115,6 +115,17 @@ class BlobFiles:
         fsync_dir(final_dir)
         return blob_id, len(source)
 
+    def put_as(self, blob_id: str, data: bytes, *, sync_dir: bool = True) -> None:
+        """Store `data` durably under the given id (`store copy`: the blob of another
+        store keeps its id); a file an interrupted copy left there is replaced.
+        Without `sync_dir` the caller fsyncs the fan-out directory itself (once for
+        many files)."""
+        final = self.path(blob_id)
+        final_dir = self._final_dir(BlobId(blob_id))
+        self._write_copy(final, data)
+        if sync_dir:
+            fsync_dir(final_dir)
+
     def _write_copy(self, final: Path, source: bytes | Path) -> None:
         tmp = self._tmp / f"{secrets.token_hex(8)}.tmp"
         try:
