@@ -37,7 +37,12 @@ NOT_COPIED: dict[str, frozenset[str] | None] = {
     "blobs": frozenset({"subject_fold", "from_fold", "to_fold", "cc_fold", "bcc_fold"}),
     # a runner's lease: never outlives a move
     "queue": frozenset({"claimed_until", "claimed_by", "claimed_pid", "claimed_start"}),
+    # the mailbox's counts, kept by triggers on messages: they count the copied rows
+    "mailboxes": frozenset({"n_messages", "n_unseen", "n_octets"}),
     "blob_chunks": None,  # message bytes: `read_data`
+    # state of running nodes (UNLOGGED): gone with the nodes that held it
+    "maildrop_locks": None,
+    "login_failures": None,
     "schema_version": None,
     STATE_TABLE: None,
 }

@@ -36,7 +36,9 @@ STATE_TABLE = "postier_copy"
 
 #: columns of the SQLite schema that `store.tables` leaves out, and why
 NOT_COPIED: dict[str, frozenset[str] | None] = {
-    "mailboxes": frozenset({"subscribed"}),  # unused since schema 7 (`subscriptions`)
+    # subscribed: unused since schema 7 (`subscriptions`); n_*: the mailbox's counts,
+    # kept by triggers on messages (schema 12), so they count the copied rows
+    "mailboxes": frozenset({"subscribed", "n_messages", "n_unseen", "n_octets"}),
     "queue": frozenset({"claimed_until"}),  # a runner's lease: never outlives a move
     "changes": None,  # the change feed between processes of one host
     "blob_data": None,  # message bytes: `read_data`
