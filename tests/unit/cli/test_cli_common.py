@@ -182,5 +182,6 @@ def test_every_command_has_help() -> None:
         "status",
         "backup",
         "restore",
+        "store",
     }
     assert all(helps.values())
