@@ -11,8 +11,8 @@ Rules (each a named score, weights in `spam.DEFAULT_SCORES`):
 - URL_IP_HOST: a link to a bare IP address; URL_TEXT_MISMATCH: a link whose
   visible text is a URL on another domain than its target (the phishing trick).
 The text comes from `Context.texts` (text.py: inline text parts, decoded,
-64 K characters at most); the body analysis runs off the event loop with a
-time budget (`pipeline.offload`). Every scan here is linear in the text: links
+64 K characters at most); the header and body rules run off the event loop
+with a time budget (`Context.analysis`). Every scan here is linear in the text: links
 are found by a hand-written scanner (`links`), not a regex (the old one,
 ``<a\\s[^>]*?href...(.*?)</a\\s*>``, took 43 s on 32 KB of ``<a href=x ``:
 cubic backtracking); tags are removed with ``<[^<>]*>``, whose matches never
@@ -31,7 +31,7 @@ from postier.filters.spam import Weights
 from postier.mail.headers import HeaderView
 from postier.mailauth.dmarc import aligned
 from postier.mime.address import addresses
-from postier.offload import Budget, ScanTimeout, offload
+from postier.offload import Budget, ScanTimeout
 
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 # From each "<" the class stops at the next "<" or ">": every character is looked
@@ -143,8 +143,9 @@ class HeadersStage:
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
         if ctx.header is None:
             return []
-        view = ctx.header
-        out, from_domains = await offload(lambda budget: self._header(view), ctx.scan_timeout)
+        got: tuple[list[Verdict], list[str], list[Verdict] | ScanTimeout]
+        got = await ctx.analysis(self)
+        out, from_domains, body = got
         if not ctx.authenticated:
             for domain in from_domains:
                 if await self.is_local_domain(domain) and not self._authenticated_for(ctx, domain):
@@ -154,14 +155,27 @@ class HeadersStage:
                         )
                     )
                     break
+        if isinstance(body, ScanTimeout):  # the header rules above still count
+            out.append(timeout_verdict(self.name, body, self.weights["SCAN_TIMEOUT"]))
+        else:
+            out += body
+        return out
+
+    def analyse(
+        self, ctx: Context, budget: Budget
+    ) -> tuple[list[Verdict], list[str], list[Verdict] | ScanTimeout]:
+        """CPU-bound (a worker thread): the header rules, the domains of the From:
+        addresses, and the body rules (or the `ScanTimeout` they ended in)."""
+        if ctx.header is None:
+            return [], [], []
+        out, from_domains = self._header(ctx.header)
+        body: list[Verdict] | ScanTimeout = []
         if ctx.message is not None:
             try:
-                out += await offload(
-                    lambda budget: self._body(ctx.texts(budget), budget), ctx.scan_timeout
-                )
-            except ScanTimeout as e:  # the header rules above still count
-                out.append(timeout_verdict(self.name, e, self.weights["SCAN_TIMEOUT"]))
-        return out
+                body = self._body(ctx.texts(budget), budget)
+            except ScanTimeout as e:
+                body = e
+        return out, from_domains, body
 
     def _header(self, view: HeaderView) -> tuple[list[Verdict], list[str]]:
         """The header rules, and the domains of the From: addresses."""

@@ -29,6 +29,14 @@ Rules:
   with the `filters.scan_timeout` budget (`Context.scan_timeout`). Past the
   budget (`ScanTimeout`) the stage's verdict is the rule SCAN_TIMEOUT and the
   message goes on.
+- A DATA stage whose CPU-bound part needs nothing asynchronous first (the
+  header and body rules, the virus scan) is an `Analyser`: its ``analyse(ctx,
+  budget)`` runs in a worker thread and its `check` awaits
+  `Context.analysis`. The first such stage to ask runs its own analysis and
+  that of every later analyser of the pipeline in one hop, each with a budget
+  of its own: one round trip to a thread per message, not one per stage (on a
+  small message the trip cost more than the work). A stage that refuses ends
+  the phase; the analyses done ahead for the stages after it are dropped.
 - The message is parsed once, at intake (`Context.parsed`, a
   `postier.mime.message.ParsedMessage`): the header view, the MIME tree, the
   decoded texts and DKIM's split all come from it; no stage parses the bytes.
@@ -44,14 +52,14 @@ import enum
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from postier import metrics
 from postier.dns.resolver import TempFail
 from postier.mail.replies import Reply
 from postier.mail.role import IntakeRole
 from postier.mime.encoding import valid_text
-from postier.offload import DEFAULT_SCAN_TIMEOUT, Budget, ScanTimeout
+from postier.offload import DEFAULT_SCAN_TIMEOUT, GRACE, Budget, ScanTimeout, offload
 
 if TYPE_CHECKING:
     from postier.filters.spam import Weights
@@ -180,6 +188,41 @@ class Context:
     verdicts: list[Verdict] = field(default_factory=list)
     #: when a list, `Pipeline.trace` collects lines here instead of writing them
     pending_trace: list[str] | None = None
+    #: at DATA: the analysers not yet run, in pipeline order (`analysis`)
+    analysers: list[Analyser] = field(default_factory=list)
+    #: at DATA: analyses run ahead for stages that have not asked yet
+    analysed: dict[str, tuple[Exception | None, Any]] = field(default_factory=dict)
+
+    async def analysis(self, stage: Analyser) -> Any:
+        """``stage.analyse(self, budget)``, run in a worker thread together with
+        the analyses of the later analysers (module rules); raises what it raised."""
+        got = self.analysed.pop(stage.name, None)
+        if got is None:
+            batch = [stage]
+            if stage in self.analysers:
+                batch += self.analysers[self.analysers.index(stage) + 1 :]
+                self.analysers = []
+            seconds = self.scan_timeout
+
+            def work(budget: Budget) -> dict[str, tuple[Exception | None, Any]]:
+                out: dict[str, tuple[Exception | None, Any]] = {}
+                for i, s in enumerate(batch):
+                    try:  # each its own budget; the first's counts the wait for a thread
+                        out[s.name] = (None, s.analyse(self, budget if i == 0 else Budget(seconds)))
+                    except Exception as e:
+                        out[s.name] = (e, None)
+                return out
+
+            try:
+                done = await offload(work, seconds, limit=len(batch) * seconds + GRACE)
+            except ScanTimeout as e:
+                done = {s.name: (e, None) for s in batch}
+            got = done.pop(stage.name)
+            self.analysed.update(done)
+        error, value = got
+        if error is not None:
+            raise error
+        return value
 
     def texts(self, budget: Budget | None = None) -> list[tuple[str, str]]:
         """The message's readable text, decoded once for every stage
@@ -205,6 +248,7 @@ class Context:
         """A new transaction (MAIL FROM): forget the previous one's state."""
         self.qid, self.sender, self.recipient = qid, sender, ""
         self.recipients, self.local_users, self.verdicts = [], [], []
+        self.analysers, self.analysed = [], {}
         self.message = self.header = self.parsed = None
         self.spf = self.arc = self.dmarc = None
         self.dkim = None
@@ -234,6 +278,20 @@ class Stage(Protocol):
 
     name: str
     phases: frozenset[Phase]
+
+    async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]: ...
+
+
+class Analyser(Protocol):
+    """A DATA stage with a CPU-bound part that needs nothing asynchronous first:
+    `analyse` runs in a worker thread (blocking, linear in the message, checking
+    `budget` between its steps); `check` gets its result from
+    `Context.analysis`."""
+
+    name: str
+    phases: frozenset[Phase]
+
+    def analyse(self, ctx: Context, budget: Budget) -> Any: ...
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]: ...
 
@@ -283,6 +341,13 @@ class Pipeline:
         """Ask every stage of `phase`; the refusal to send, or None to go on."""
         if phase is Phase.HELO:  # a new HELO/EHLO (after RSET or STARTTLS) replaces the old
             ctx.helo_verdicts, ctx.helo_refusal = [], None
+        if phase is Phase.DATA:
+            ctx.analysed = {}
+            ctx.analysers = [
+                cast("Analyser", s)
+                for s in self.stages
+                if phase in s.phases and hasattr(s, "analyse")
+            ]
         if phase is Phase.MAIL:
             for v in ctx.session_verdicts:
                 if v.action is not Action.ACCEPT or v.detail:

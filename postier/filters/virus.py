@@ -37,7 +37,7 @@ from postier.filters.pipeline import Context, Phase, Verdict
 from postier.mail.replies import Reply
 from postier.mime.encoding import UnknownEncoding, decode_transfer
 from postier.mime.message import ParsedMessage
-from postier.offload import Budget, offload
+from postier.offload import Budget
 
 # The EICAR test file (https://www.eicar.org/download-anti-malware-testfile/)
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -251,14 +251,15 @@ class VirusStage:
         self.scanner = scanner
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
-        parsed = ctx.parsed  # the whole message, larger than max_scan_size too
-        if parsed is None:
+        if ctx.parsed is None:  # the whole message, larger than max_scan_size too
             return []
-
-        def scan(budget: Budget) -> str | None:
-            return self.scanner.scan_message(parsed, budget.check)
-
-        found = await offload(scan, ctx.scan_timeout)
+        found: str | None = await ctx.analysis(self)
         if found is None:
             return []
         return [Verdict.reject(self.name, R554_VIRUS(found), f"found {found}")]
+
+    def analyse(self, ctx: Context, budget: Budget) -> str | None:
+        """CPU-bound (a worker thread): the first finding, or None."""
+        if ctx.parsed is None:
+            return None
+        return self.scanner.scan_message(ctx.parsed, budget.check)

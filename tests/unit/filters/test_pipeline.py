@@ -150,3 +150,100 @@ def test_verdict_details_are_valid_unicode():
         .decide([v])
         .headers.endswith("X-Spam-Report: * +1.0 RSPAMD symbols=\ufffdX\r\n".encode())
     )
+
+
+# --- one round trip to a thread per message ------------------------------------------
+
+
+class Analysing:
+    """A DATA analyser: `analyse` runs in a worker thread, `check` reads its result."""
+
+    phases = frozenset({Phase.DATA})
+
+    def __init__(self, name: str, work: object = None) -> None:
+        self.name = name
+        self.work = work
+        self.threads: list[str] = []
+
+    def analyse(self, ctx: Context, budget: Budget) -> str:
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        if isinstance(self.work, BaseException):
+            raise self.work
+        if callable(self.work):
+            self.work(budget)
+        return f"{self.name} analysed"
+
+    async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
+        detail: str = await ctx.analysis(self)
+        return [Verdict.scored(self.name, self.name.upper(), 1.0, detail)]
+
+
+async def test_the_data_analyses_of_a_message_take_one_hop(monkeypatch):
+    """Three analysers, one trip to a worker thread (the header rules, the body
+    rules and the virus scan each made their own: three per message)."""
+    import postier.filters.pipeline as pipeline_module
+
+    hops = 0
+    real = pipeline_module.offload
+
+    async def counting(*args, **kwargs):
+        nonlocal hops
+        hops += 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "offload", counting)
+    stages = [Analysing("one"), Scoring(), Analysing("two"), Analysing("three")]
+    c = ctx()
+    assert await Pipeline(stages, weights=Weights()).run(Phase.DATA, c) is None
+    assert hops == 1
+    assert [v.detail for v in c.verdicts] == [
+        "one analysed",
+        "ran",
+        "two analysed",
+        "three analysed",
+    ]
+    assert all(t.startswith("postier-scan") for s in stages[::2] for t in s.threads)  # type: ignore[attr-defined]
+    # the next message: a hop again, nothing left over from this one
+    c.begin("QID2", "a@b.test")
+    assert await Pipeline(stages, weights=Weights()).run(Phase.DATA, c) is None
+    assert hops == 2
+
+
+async def test_an_analysis_that_fails_or_times_out_is_its_stage_s_alone():
+    def slow(budget: Budget) -> None:
+        while True:
+            budget.check()
+            time.sleep(0.01)
+
+    c = ctx()
+    c.scan_timeout = 0.3
+    stages = [Analysing("crash", KeyError("x")), Analysing("slow", slow), Analysing("fine")]
+    t = time.monotonic()
+    assert await Pipeline(stages, weights=Weights()).run(Phase.DATA, c) is None
+    assert time.monotonic() - t < 2.0
+    assert [(v.stage, v.rule) for v in c.verdicts] == [
+        ("crash", "CRASH_ERROR"),
+        ("slow", "SCAN_TIMEOUT"),
+        ("fine", "FINE"),  # its own budget, after the slow one spent its own
+    ]
+
+
+async def test_offloaded_results_come_back_in_batches(monkeypatch):
+    """Results that finish while the loop is busy reach it with one wake-up."""
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(*args, **kwargs):
+        nonlocal wakeups
+        wakeups += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    jobs = [asyncio.ensure_future(offload(lambda b, i=i: i * i, 5.0)) for i in range(100)]
+    await asyncio.sleep(0)  # every job is queued before any result can be taken
+    time.sleep(0.2)  # the loop is busy meanwhile: the workers finish them all
+    assert await asyncio.gather(*jobs) == [i * i for i in range(100)]
+    assert wakeups <= 4 + 1  # a wake-up per worker thread at most, not one per job
