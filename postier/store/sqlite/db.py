@@ -107,6 +107,10 @@ class Database:
         self._write_lock: int | None = None  # fd of <database>.write-lock
         #: commits so far (tests and metrics: proves batching)
         self.commits = 0
+        #: called in the writer thread after a COMMIT whose transaction noted a
+        #: change of the directory (`note_directory_change`: directory.py's triggers)
+        self.on_directory_change: Callable[[], None] | None = None
+        self._directory_changed = False
 
     def start(self) -> None:
         # the database holds password hashes and mail: owner only. SQLite gives its
@@ -186,10 +190,15 @@ class Database:
         finally:
             conn.close()
 
+    def note_directory_change(self) -> None:
+        """From a trigger, in the writer thread: this transaction edits the directory."""
+        self._directory_changed = True
+
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]
         if not live:
             return
+        self._directory_changed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as e:
@@ -225,6 +234,11 @@ class Database:
                     j.future.set_exception(e)
             return
         self.commits += 1
+        if self._directory_changed and self.on_directory_change is not None:
+            try:
+                self.on_directory_change()
+            except Exception:
+                log.exception("directory change hook failed")
         for _j, _result, tx in done:
             for action in tx.after_commit:
                 try:

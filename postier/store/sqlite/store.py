@@ -36,6 +36,8 @@ Rules:
   subscribed (never fewer).
 - Everything blocking runs in the writer thread, the reader pool or
   `asyncio.to_thread`; nothing blocks the event loop.
+- `get_domain` and `resolve` (a look-up per RCPT) answer from memory while no
+  process of the data dir changed domains, users or aliases (`directory.py`).
 """
 
 # ruff: noqa: S608  -- SQL is assembled only from the column-list constants below;
@@ -95,7 +97,7 @@ from postier.store.models import (
     User,
     UserId,
 )
-from postier.store.sqlite import headers, schema
+from postier.store.sqlite import directory, headers, schema
 from postier.store.sqlite.db import Database, Tx
 
 log = logging.getLogger(__name__)
@@ -485,6 +487,8 @@ class SqliteStore:
         self._db: Database | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
+        #: domain look-ups and resolutions in memory (directory.py); None before open
+        self._directory: directory.Cache | None = None
         #: identifies this instance's rows in the change log
         self._origin = secrets.token_hex(8)
         self._writes_since_trim = 0
@@ -508,6 +512,10 @@ class SqliteStore:
         try:
             await db.write(lambda tx: schema.migrate(tx.conn))
             await db.write(self._trim_changes)
+            cache = directory.Cache(self.data_dir / (DB_NAME + ".directory"))
+            db.on_directory_change = cache.bump
+            await db.write(lambda tx: directory.install(tx.conn, db.note_directory_change))
+            self._directory = cache
             await self._sweep()
         except BaseException:
             self._db = None
@@ -546,6 +554,9 @@ class SqliteStore:
         self._hub.close_all()
         self._db = None
         await db.stop()
+        if self._directory is not None:
+            self._directory.close()
+            self._directory = None
 
     def _require_db(self) -> Database:
         if self._db is None:
@@ -642,6 +653,13 @@ class SqliteStore:
         return result
 
     async def get_domain(self, name: str) -> Domain | None:
+        cache = self._directory
+        if cache is not None:
+            hit = cache.get(("domain", name))
+            if hit is not directory.MISS:
+                found: Domain | None = hit
+                return found
+            version = cache.version()
         try:
             key = _domain_key(name)
         except Invalid:
@@ -651,7 +669,10 @@ class SqliteStore:
                 "SELECT name, created, dkim_selector FROM domains WHERE name = ?", (key,)
             ).fetchone()
         )
-        return None if row is None else Domain(row[0], _from_us(row[1]), row[2])
+        result = None if row is None else Domain(row[0], _from_us(row[1]), row[2])
+        if cache is not None:
+            cache.put(("domain", name), result, version)
+        return result
 
     async def list_domains(self) -> list[Domain]:
         rows = await self._read(
@@ -913,11 +934,20 @@ class SqliteStore:
         return Resolution(users=tuple(users.values()), remote=tuple(remote))
 
     async def resolve(self, address: str) -> Resolution:
+        cache = self._directory
+        if cache is not None:
+            hit = cache.get(("resolve", address))
+            if hit is not directory.MISS:
+                found: Resolution = hit
+                return found
+            version = cache.version()
         try:
             key = _address_key(address)
         except Invalid:
             return Resolution()
         result: Resolution = await self._lookup(lambda c: self._resolve_sync(c, key))
+        if cache is not None:
+            cache.put(("resolve", address), result, version)
         return result
 
     async def addresses_of(self, user_id: UserId) -> list[str]:
