@@ -9,6 +9,9 @@ Rules:
   commit. Its caller gets the exception; nothing of it is durable.
 - A job's future resolves only after COMMIT returned: a caller that sees a
   result sees a durable change. If COMMIT fails, every job of the batch fails.
+  The results of a batch reach each event loop with one wake-up
+  (``call_soon_threadsafe`` once per batch, not a concurrent future chained to
+  an asyncio one per job).
 - After COMMIT, each job's `Tx.after_commit` callbacks run in the writer thread
   (freeing blob files, scheduling change-feed events on the loop) before any
   future resolves, so in-process subscribers hear of a change no later than its
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import logging
 import os
@@ -43,7 +47,6 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,10 +70,42 @@ class Tx:
         return self.conn.execute(sql, params)
 
 
-@dataclass
 class _Job:
-    fn: Callable[[Tx], Any]
-    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    """One write: its function, and the future its caller awaits on `loop`."""
+
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self, fn: Callable[[Tx], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], BaseException | None, Any]]) -> None:
+    """On the callers' loop: the results of one batch's jobs."""
+    for future, error, result in outcomes:
+        if future.done():  # the caller was cancelled meanwhile
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _hand_over(
+    outcomes: list[tuple[_Job, BaseException | None, Any]],
+) -> None:
+    """From the writer thread: each loop gets its jobs' results with one wake-up."""
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], BaseException | None, Any]]
+    ] = {}
+    for job, error, result in outcomes:
+        by_loop.setdefault(job.loop, []).append((job.future, error, result))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, items)
 
 
 _STOP = None
@@ -154,9 +189,10 @@ class Database:
     async def write(self, fn: Callable[[Tx], T]) -> T:
         if self._thread is None:
             raise RuntimeError("store is not open")
-        job = _Job(fn)
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, loop, loop.create_future())
         self._jobs.put(job)
-        result: T = await asyncio.wrap_future(job.future)
+        result: T = await job.future
         return result
 
     def _run(self, conn: sqlite3.Connection) -> None:
@@ -195,15 +231,15 @@ class Database:
         self._directory_changed = True
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        # a caller cancelled before its job started: the job does not run
+        live = [j for j in batch if not j.future.cancelled()]
         if not live:
             return
         self._directory_changed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as e:
-            for j in live:
-                j.future.set_exception(e)
+            _hand_over([(j, e, None) for j in live])
             return
         done: list[tuple[_Job, Any, Tx]] = []
         failed: list[tuple[_Job, BaseException]] = []
@@ -229,9 +265,7 @@ class Database:
                     conn.execute("ROLLBACK")
                 except Exception:
                     log.exception("rollback failed")
-            for j in live:
-                if not j.future.done():
-                    j.future.set_exception(e)
+            _hand_over([(j, e, None) for j in live])
             return
         self.commits += 1
         if self._directory_changed and self.on_directory_change is not None:
@@ -245,10 +279,9 @@ class Database:
                     action()
                 except Exception:
                     log.exception("post-commit action failed")
-        for j, result, _tx in done:
-            j.future.set_result(result)
-        for j, exc in failed:
-            j.future.set_exception(exc)
+        _hand_over(
+            [(j, None, result) for j, result, _tx in done] + [(j, e, None) for j, e in failed]
+        )
 
     # --- reads -------------------------------------------------------------
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -49,6 +49,28 @@ async def test_concurrent_writes_are_group_committed(db):
     assert db.commits - before < 100
 
 
+async def test_a_batch_s_results_reach_the_loop_with_one_wake_up(db, monkeypatch):
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(*args, **kwargs):
+        nonlocal wakeups
+        wakeups += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    before = db.commits
+    results = await asyncio.gather(
+        *(
+            db.write(lambda tx, i=i: tx.execute("INSERT INTO t VALUES (?)", (i,)).rowcount)
+            for i in range(100)
+        )
+    )
+    assert results == [1] * 100
+    assert wakeups == db.commits - before < 100  # one per batch, not one per job
+
+
 async def test_max_batch_one_commits_each_job(tmp_path):
     d = Database(tmp_path / "t.db", max_batch=1)
     d.start()
