@@ -11,10 +11,14 @@ Rules:
 - Source routes (``@a,@b:user@c``) are stripped by the SMTP core before this
   (RFC 5321 §4.1.1.3: accept and ignore); ``%`` and ``!`` in a local part are plain
   characters here, never routing.
+- The last few thousand texts parsed are remembered (both types are immutable):
+  a server parses the same senders, recipients and domains all day. Text that
+  does not parse is not remembered; it raises each time.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -54,6 +58,12 @@ class Domain:
 
     @classmethod
     def parse(cls, text: str) -> Domain:
+        if cls is Domain:
+            return _domain(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Domain:
         t = text.strip()
         if t.endswith("."):
             t = t[:-1]
@@ -94,6 +104,12 @@ class Address:
 
     @classmethod
     def parse(cls, text: str, *, smtputf8: bool = True) -> Address:
+        if cls is Address:
+            return _address(text, smtputf8)
+        return cls._parse(text, smtputf8)
+
+    @classmethod
+    def _parse(cls, text: str, smtputf8: bool) -> Address:
         if len(text) > 320:
             raise AddressError("address too long")
         at = text.rfind("@")
@@ -115,13 +131,27 @@ class Address:
             raise AddressError(f"space in domain of {text!r}")
         return cls(local, Domain.parse(dom))
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """Lookup key: lower-cased local part @ ASCII domain."""
         return f"{self.localpart.lower()}@{self.domain.ascii}"
 
-    def __str__(self) -> str:
+    @functools.cached_property
+    def _text(self) -> str:
         local = self.localpart
         if not _DOT_STRING_UTF8.match(local):
             local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"{local}@{self.domain.ascii}"
+
+    def __str__(self) -> str:
+        return self._text
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain(text: str) -> Domain:
+    return Domain._parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str, smtputf8: bool) -> Address:
+    return Address._parse(text, smtputf8)

@@ -66,3 +66,17 @@ def test_key_and_str() -> None:
     assert str(address) == '"A B"@example.test'
     assert str(Address.parse("Bob@x.test")) == "Bob@x.test"
     assert Domain.parse("xn--bcher-kva.test").unicode == "b\u00fccher.test"
+
+
+def test_parses_are_remembered_failures_are_not() -> None:
+    """Intake parses the same senders and recipients all day: the same text gives
+    the same (immutable) object; text that does not parse raises every time, and
+    the smtputf8 flag is part of what is remembered."""
+    assert Address.parse("Bob@X.test") is Address.parse("Bob@X.test")
+    assert Domain.parse("Example.Test.") is Domain.parse("Example.Test.")
+    for _ in range(2):
+        with pytest.raises(AddressError):
+            Address.parse("a b@x.test")
+    Address.parse("j\u00f6rg@example.test")  # remembered with smtputf8=True only
+    with pytest.raises(AddressError):
+        Address.parse("j\u00f6rg@example.test", smtputf8=False)
