@@ -61,9 +61,20 @@ class GreylistStage:
         self.window = window
         self.whitelist_period = whitelist_period
         self.allow = [ipaddress.ip_network(n, strict=False) for n in allow]
+        self._allowed_ips: dict[str, bool] = {}
         self.clock = clock
 
     def _allowed(self, ip: str) -> bool:
+        """Whether `ip` is in an `allow` network; the last answers are remembered
+        (every RCPT asks, mostly for the same few clients)."""
+        hit = self._allowed_ips.get(ip)
+        if hit is None:
+            if len(self._allowed_ips) >= 4096:
+                self._allowed_ips.clear()
+            hit = self._allowed_ips[ip] = self._in_allow(ip)
+        return hit
+
+    def _in_allow(self, ip: str) -> bool:
         addr = ipaddress.ip_address(ip)
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped

@@ -158,12 +158,28 @@ def received(
     if auth_user:
         lines.append(f"\t(Authenticated sender: {_clean(auth_user)})")
     by = f"\tby {hostname} (postier) with {protocol} id {qid}"
+    date = _now_date() if when is None else email.utils.formatdate(when, localtime=True)
     if recipient:
         lines.append(by)
-        lines.append(f"\tfor <{_clean(recipient)}>; {email.utils.formatdate(when, localtime=True)}")
+        lines.append(f"\tfor <{_clean(recipient)}>; {date}")
     else:
-        lines.append(f"{by}; {email.utils.formatdate(when, localtime=True)}")
+        lines.append(f"{by}; {date}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+_date_of_second: tuple[int, str] = (0, "")
+
+
+def _now_date() -> str:
+    """The RFC 5322 date of now, in local time: made once a second, not once
+    per message (`formatdate` was 2% of SMTP intake's loop time)."""
+    global _date_of_second
+    now = time.time()
+    second, text = _date_of_second
+    if int(now) != second:
+        text = email.utils.formatdate(now, localtime=True)
+        _date_of_second = (int(now), text)
+    return text
 
 
 def protocol_name(*, esmtp: bool, tls: bool, auth: bool, smtputf8: bool) -> str:

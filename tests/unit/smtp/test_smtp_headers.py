@@ -29,3 +29,37 @@ def test_received_lines_stay_under_998_octets_whatever_the_client_sent() -> None
     assert lines[3].startswith(b"\tfor <" + b"x" * 255 + b">; ")
     assert max(len(line) for line in lines) <= 998
     assert headers.return_path("é" * 300) == ("Return-Path: <" + "é" * 127 + ">\r\n").encode()
+
+
+def test_received_date_is_now_and_made_once_a_second(monkeypatch) -> None:
+    import email.utils
+
+    made: list[float | None] = []
+    real = email.utils.formatdate
+
+    def counting(when=None, localtime=False, usegmt=False):  # type: ignore[no-untyped-def]
+        made.append(when)
+        return real(when, localtime, usegmt)
+
+    monkeypatch.setattr(headers.email.utils, "formatdate", counting)
+    monkeypatch.setattr(headers.time, "time", lambda: 1_800_000_000.25)
+    args = {
+        "helo": "c.test",
+        "client_ip": "192.0.2.1",
+        "client_name": None,
+        "hostname": "mx.test",
+        "protocol": "ESMTP",
+        "qid": "Q",
+        "tls": None,
+        "auth_user": None,
+        "recipient": None,
+    }
+    first = headers.received(**args)  # type: ignore[arg-type]
+    second = headers.received(**args)  # type: ignore[arg-type]
+    assert first == second
+    assert first.endswith(f"; {real(1_800_000_000, localtime=True)}\r\n".encode())
+    assert len(made) <= 1  # made once for that second (or before this test)
+    monkeypatch.setattr(headers.time, "time", lambda: 1_800_000_001.0)
+    assert headers.received(**args).endswith(  # type: ignore[arg-type]
+        f"; {real(1_800_000_001, localtime=True)}\r\n".encode()
+    )
