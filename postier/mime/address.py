@@ -159,8 +159,36 @@ def _make(name: str | None, adl: str | None, mailbox: str, host: str) -> Address
     return Address(name or None, adl or None, mailbox or MISSING_MAILBOX, host or MISSING_DOMAIN)
 
 
+# The forms most mail has: one address, bare or in angle brackets, after a
+# display name of plain words or a simple quoted string; no comments, routes,
+# groups or escapes. `parse_address_list` answers them without tokenizing (what
+# the tokenizer would give, test_mime_addresses checks); anything else, however
+# close, takes the general path.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SPEC = rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@(?P<host>{_ATEXT}(?:\.{_ATEXT})*)"
+_SIMPLE = re.compile(
+    rf"[ \t]*(?:"
+    rf"(?:(?P<words>{_ATEXT}(?:[ \t]+{_ATEXT})*)|\"(?P<quoted>[^\"\\\r\n]*)\")?[ \t]*<{_SPEC}>"
+    rf"|{_SPEC.replace('?P<local>', '?P<local2>').replace('?P<host>', '?P<host2>')}"
+    rf")[ \t]*\Z"
+)
+
+
 def parse_address_list(value: str) -> list[Address]:
     """Parse an (unfolded) address-list header value. Never raises."""
+    m = _SIMPLE.match(value)
+    if m is not None:
+        local = m.group("local")
+        if local is None:  # a bare addr-spec
+            return [Address(None, None, m.group("local2"), m.group("host2"))]
+        words, quoted = m.group("words"), m.group("quoted")
+        name = " ".join(words.split()) if words else quoted
+        return [Address(name or None, None, local, m.group("host"))]
+    return _parse_tokens(value)
+
+
+def _parse_tokens(value: str) -> list[Address]:
+    """`parse_address_list` of any value, through the tokenizer."""
     toks = tokenize(value)
     n = len(toks)
     out: list[Address] = []

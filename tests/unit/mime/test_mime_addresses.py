@@ -4,9 +4,11 @@ the filters, submission and DKIM signing read, on hostile field values."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postier.mail.headers import HeaderView
-from postier.mime.address import addresses
+from postier.mime.address import _SIMPLE, _parse_tokens, addresses, parse_address_list
 
 
 def test_addresses() -> None:
@@ -21,3 +23,38 @@ def test_addresses_of_a_field_the_stdlib_parser_recurses_on(value: str) -> None:
     assert addresses([value]) == []
     view = HeaderView.of(f"From: {value}\r\n\r\n".encode())
     assert addresses(view.fields("From")) == []
+
+
+# --- the fast path for the common forms ------------------------------------------------
+
+_PIECES = ["a", "Bo", "x1", ".", "@", "<", ">", " ", "  ", "\t", '"', "\\", ",", ";", ":"]
+_PIECES += ["(", ")", "[", "]", "-", "é", "\r\n", "'", "+", "=", "_"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+@settings(max_examples=3000, deadline=None)
+def test_the_common_forms_parse_as_the_tokenizer_parses_them(pieces):
+    """`parse_address_list` answers simple values without the tokenizer: the same
+    addresses, for anything the shortcut takes (and near misses, which it must not)."""
+    value = "".join(pieces)
+    assert parse_address_list(value) == _parse_tokens(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "<a@b.test>",
+        "a.b@c.test",
+        "  Joe   Q  Public <joe.public@example.test>  ",
+        '"Public, Joe" <joe@example.test>',
+        '"" <joe@example.test>',
+        "Joe<joe@example.test>",
+        "Joe <joe@example.test",  # unclosed: the tokenizer decides
+        "Joe joe@example.test",
+        "Joe (home) <joe@example.test>",
+    ],
+)
+def test_the_shortcut_on_typical_values(value):
+    assert parse_address_list(value) == _parse_tokens(value)
+    simple = value.count("<") == value.count(">") and "(" not in value and "Joe joe" not in value
+    assert bool(_SIMPLE.match(value)) == simple
