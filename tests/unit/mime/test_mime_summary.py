@@ -3,12 +3,14 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postier.mail.summary import MessageSummary
 from postier.mime import decode_charset, decode_words, parse, preview, summarize
 from postier.mime.encoding import decode_base64, decode_qp, header_text
 from postier.mime.preview import html_to_text
-from postier.mime.summary import parse_date
+from postier.mime.summary import _email_date, parse_date
 
 
 @pytest.mark.parametrize(
@@ -266,3 +268,36 @@ def test_summarize_survives_an_internal_error(monkeypatch, caplog):
     # 18 octets, no final CRLF: POP3 sends 2 more
     assert s == MessageSummary(header_size=14, crlf_size=20)
     assert "cannot summarise a 18-octet message" in caplog.text
+
+
+# --- the shortcut for the usual Date: form ----------------------------------------------
+
+
+@given(
+    st.sampled_from(["", "Sun, ", "Mon,", "sun, ", "Xyz, ", " ", "\t"]),
+    st.integers(0, 40),
+    st.sampled_from(["Jan", "Feb", "Jun", "Dec", "dec", "Foo"]),
+    st.sampled_from(["1970", "2026", "0099", "9999", "26", "10000"]),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.sampled_from(["", ":00", ":59", ":60", ":7"]),
+    st.sampled_from(["+0000", "-0000", "+0130", "-0800", "+2400", "+9959", "GMT", "-2359"]),
+    st.sampled_from(["", " ", " (UTC)", "\r\n"]),
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_usual_dates_parse_as_email_utils_parses_them(
+    day, d, month, year, hh, mm, ss, zone, tail
+):
+    raw = f"{day}{d} {month} {year} {hh:02d}:{mm:02d}{ss} {zone}{tail}".encode()
+    assert parse_date(raw) == _email_date(raw)
+    got, slow = parse_date(raw), _email_date(raw)
+    if got is not None and slow is not None:
+        assert got.utcoffset() == slow.utcoffset()
+
+
+def test_the_usual_date_takes_the_shortcut(monkeypatch):
+    import postier.mime.summary as summary
+
+    monkeypatch.setattr(summary, "parsedate_to_datetime", None)  # would raise TypeError
+    got = summary.parse_date(b" Sun, 6 Dec 2026 11:00:00 +0100")
+    assert got is not None and got.isoformat() == "2026-12-06T11:00:00+01:00"
