@@ -1793,12 +1793,13 @@ class PostgresStore:
             )
 
             async def read(conn: asyncpg.Connection) -> list[Row]:
-                # planned for this needle: a generic plan would take the index for a
-                # needle every row holds ("example.com"), a walk of all of them
-                async with conn.transaction(readonly=True):
-                    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-                    found: list[Row] = await conn.fetch(sql, mailbox_id, folded, pattern)
-                    return found
+                # planned for this needle: a statement of its own (not the cached one)
+                # is planned with its parameters (PostgreSQL makes a generic plan only
+                # after five runs), and a generic plan would take the index for a
+                # needle every row holds ("example.com"): a walk of all of them
+                statement = await conn.prepare(sql)
+                found: list[Row] = await statement.fetch(mailbox_id, folded, pattern)
+                return found
 
             rows = await self._require_db().read(read)
         return [Uid(r[0]) for r in rows]
