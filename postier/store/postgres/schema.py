@@ -30,6 +30,7 @@ Rules:
   then. `has_header_index` tells the store which it has.
 """
 
+# ruff: noqa: S608  -- the counting triggers' SQL is assembled from constants only
 from __future__ import annotations
 
 import logging
@@ -250,7 +251,69 @@ _V5: tuple[str, ...] = (
     # the extension it needs may be missing (then `migrate` tries again at each start)
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+#: a message row without \Seen (the test the counting queries used before _V6)
+_UNSEEN = "(strpos(' ' || flags || ' ', ' \\Seen ') = 0)::integer"
+
+
+def _count_trigger(event: str, sign: str, rows: str) -> tuple[str, str]:
+    """A statement-level trigger adding (`sign` "+") or taking away ("-") the rows of
+    a transition table from their mailboxes' counts: one UPDATE per statement,
+    whatever the number of rows."""
+    name = f"postier_mailbox_counts_{event.lower()}"
+    return (
+        f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE mailboxes x SET n_messages = x.n_messages {sign} d.n,
+                n_unseen = x.n_unseen {sign} d.u, n_octets = x.n_octets {sign} d.s
+            FROM (SELECT mailbox_id, COUNT(*) AS n, SUM({_UNSEEN}) AS u,
+                SUM(size)::bigint AS s FROM {rows} GROUP BY mailbox_id) d
+            WHERE x.id = d.mailbox_id;
+            RETURN NULL;
+        END $$""",
+        f"CREATE TRIGGER {name} AFTER {event} ON messages REFERENCING "
+        f"{rows.split('_')[0].upper()} TABLE AS {rows} FOR EACH STATEMENT "
+        f"EXECUTE FUNCTION {name}()",
+    )
+
+
+_V6 = (
+    # issue 15: each mailbox's counts (messages, those without \Seen, octets) kept
+    # with it, so LIST/STATUS, SELECT, quota checks and every webmail page read one
+    # row instead of counting the mailbox's messages; sqlite schema 12. Statement
+    # triggers keep them in the transaction of every statement that adds, removes,
+    # moves or reflags message rows (deliver, append, copy, move, expunge, STORE,
+    # RENAME INBOX; the cascades of a mailbox or user deleted update rows already
+    # gone). Every such statement runs after its job locked the mailboxes it
+    # touches (`_take_uids`, `_take_modseqs`), so the triggers take no new lock.
+    "ALTER TABLE mailboxes ADD COLUMN n_messages BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE mailboxes ADD COLUMN n_unseen BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE mailboxes ADD COLUMN n_octets BIGINT NOT NULL DEFAULT 0",
+    *_count_trigger("INSERT", "+", "new_rows"),
+    *_count_trigger("DELETE", "-", "old_rows"),
+    # an UPDATE (flags, or the mailbox of a moved row): the old rows out, the new in
+    f"""CREATE FUNCTION postier_mailbox_counts_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE mailboxes x SET n_messages = x.n_messages + d.n,
+            n_unseen = x.n_unseen + d.u, n_octets = x.n_octets + d.s
+        FROM (SELECT mailbox_id, SUM(n) AS n, SUM(u) AS u, SUM(s)::bigint AS s FROM (
+                SELECT mailbox_id, 1 AS n, {_UNSEEN} AS u, size AS s FROM new_rows
+                UNION ALL
+                SELECT mailbox_id, -1, -{_UNSEEN}, -size FROM old_rows
+            ) t GROUP BY mailbox_id) d
+        WHERE x.id = d.mailbox_id AND (d.n <> 0 OR d.u <> 0 OR d.s <> 0);
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER postier_mailbox_counts_update AFTER UPDATE ON messages "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT "
+    "EXECUTE FUNCTION postier_mailbox_counts_update()",
+    # the mailboxes already there (a database from before this version)
+    f"""UPDATE mailboxes x SET n_messages = d.n, n_unseen = d.u, n_octets = d.s
+    FROM (SELECT mailbox_id, COUNT(*) AS n, SUM({_UNSEEN}) AS u, SUM(size)::bigint AS s
+        FROM messages GROUP BY mailbox_id) d
+    WHERE x.id = d.mailbox_id""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 VERSION = len(MIGRATIONS)
 
 

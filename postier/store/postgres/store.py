@@ -336,11 +336,8 @@ _MBX_COLS = (
     "EXISTS (SELECT 1 FROM subscriptions s WHERE s.user_id = x.user_id AND s.name = x.name), "
     "x.uidvalidity, x.uidnext, x.highestmodseq"
 )
-_MBX_COUNTS = (
-    "COUNT(m.id), "
-    "COUNT(m.id) FILTER (WHERE strpos(' ' || m.flags || ' ', ' \\Seen ') = 0), "
-    "COALESCE(SUM(m.size), 0)"
-)
+#: kept by triggers in every statement that changes message rows (schema 6)
+_MBX_COUNTS = "x.n_messages, x.n_unseen, x.n_octets"
 
 
 def _mailbox_of(row: Row) -> Mailbox:
@@ -1242,10 +1239,7 @@ class PostgresStore:
         if await tx.fetchrow("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id) is None:
             raise NotFound(f"no user with id {user_id}")
 
-    _MBX_QUERY = (
-        f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
-        "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE {where} GROUP BY x.id"
-    )
+    _MBX_QUERY = f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x WHERE {{where}}"
 
     async def list_mailboxes(self, user_id: UserId) -> list[Mailbox]:
         rows = await self._fetch(
@@ -1494,8 +1488,7 @@ class PostgresStore:
         if limit is None or limit <= 0:
             return
         used = await tx.fetchval(
-            "SELECT COALESCE(SUM(m.size), 0) FROM messages m JOIN mailboxes x "
-            "ON x.id = m.mailbox_id WHERE x.user_id = $1",
+            "SELECT COALESCE(SUM(n_octets), 0) FROM mailboxes WHERE user_id = $1",
             user_id,
         )
         if used + adding > limit:
@@ -2035,8 +2028,8 @@ class PostgresStore:
 
     async def quota_usage(self, user_id: UserId) -> tuple[int, int]:
         row = await self._fetchrow(
-            "SELECT u.quota_bytes, (SELECT COALESCE(SUM(m.size), 0) FROM messages m "
-            "JOIN mailboxes x ON x.id = m.mailbox_id WHERE x.user_id = u.id) "
+            "SELECT u.quota_bytes, (SELECT COALESCE(SUM(x.n_octets), 0) FROM mailboxes x "
+            "WHERE x.user_id = u.id) "
             "FROM users u WHERE u.id = $1",
             user_id,
         )

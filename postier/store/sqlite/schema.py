@@ -18,8 +18,12 @@ Rules:
   transaction that adds the row and empty it with the row (expunge, move, mailbox
   and user deletion), so it never disagrees with `messages`. Every connection
   that writes messages needs `postier_fold` (`register_functions`).
+- ``mailboxes.n_messages``, ``n_unseen`` and ``n_octets`` are the mailbox's counts,
+  kept by triggers on ``messages`` in the transaction that inserts, deletes, moves
+  or reflags a row: never computed by a read, never written by the store's code.
 """
 
+# ruff: noqa: S608  -- the counting triggers' SQL is assembled from constants only
 from __future__ import annotations
 
 import sqlite3
@@ -294,8 +298,57 @@ _V11 = (
         FROM messages m JOIN blobs b ON b.id = m.blob_id""",
 )
 
+_UNSEEN_OLD = "(instr(' ' || old.flags || ' ', ' \\Seen ') = 0)"
+_UNSEEN_NEW = "(instr(' ' || new.flags || ' ', ' \\Seen ') = 0)"
+_V12 = (
+    # issue 15: each mailbox's counts (messages, those without \Seen, octets) kept
+    # with it, so LIST/STATUS, SELECT, quota checks and every webmail page read one
+    # row instead of counting the mailbox's messages. Triggers keep them in the
+    # transaction of every write that adds, removes, moves or reflags a message row
+    # (deliver, append, copy, move, expunge, STORE, RENAME INBOX, and the cascades of
+    # a mailbox or user deleted: those update a row already gone). "Unseen" is the
+    # test the counting queries used: no "\Seen" word in the space-separated flags.
+    "ALTER TABLE mailboxes ADD COLUMN n_messages INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE mailboxes ADD COLUMN n_unseen INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE mailboxes ADD COLUMN n_octets INTEGER NOT NULL DEFAULT 0",
+    f"""CREATE TRIGGER mailbox_counts_add AFTER INSERT ON messages BEGIN
+        UPDATE mailboxes SET n_messages = n_messages + 1,
+            n_unseen = n_unseen + {_UNSEEN_NEW}, n_octets = n_octets + new.size
+        WHERE id = new.mailbox_id;
+    END""",
+    f"""CREATE TRIGGER mailbox_counts_remove AFTER DELETE ON messages BEGIN
+        UPDATE mailboxes SET n_messages = n_messages - 1,
+            n_unseen = n_unseen - {_UNSEEN_OLD}, n_octets = n_octets - old.size
+        WHERE id = old.mailbox_id;
+    END""",
+    # a row that moved to another mailbox (or changed size): out of one, into the other
+    f"""CREATE TRIGGER mailbox_counts_move AFTER UPDATE OF mailbox_id, size, flags ON messages
+    WHEN old.mailbox_id != new.mailbox_id OR old.size != new.size BEGIN
+        UPDATE mailboxes SET n_messages = n_messages - 1,
+            n_unseen = n_unseen - {_UNSEEN_OLD}, n_octets = n_octets - old.size
+        WHERE id = old.mailbox_id;
+        UPDATE mailboxes SET n_messages = n_messages + 1,
+            n_unseen = n_unseen + {_UNSEEN_NEW}, n_octets = n_octets + new.size
+        WHERE id = new.mailbox_id;
+    END""",
+    # flags changed in place: only the unseen count, and only when \Seen came or went
+    f"""CREATE TRIGGER mailbox_counts_flags AFTER UPDATE OF flags ON messages
+    WHEN old.mailbox_id = new.mailbox_id AND old.size = new.size
+        AND {_UNSEEN_OLD} != {_UNSEEN_NEW} BEGIN
+        UPDATE mailboxes SET n_unseen = n_unseen + {_UNSEEN_NEW} - {_UNSEEN_OLD}
+        WHERE id = new.mailbox_id;
+    END""",
+    # the mailboxes already there (a database from before this version)
+    f"""UPDATE mailboxes SET
+        n_messages = (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = mailboxes.id),
+        n_unseen = (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = mailboxes.id
+            AND {_UNSEEN_OLD.replace("old.", "m.")}),
+        n_octets = (SELECT COALESCE(SUM(m.size), 0) FROM messages m
+            WHERE m.mailbox_id = mailboxes.id)""",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11,
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12,
 )  # fmt: skip
 VERSION = len(MIGRATIONS)
 

@@ -339,10 +339,8 @@ _MBX_COLS = (
     "EXISTS (SELECT 1 FROM subscriptions s WHERE s.user_id = x.user_id AND s.name = x.name), "
     "x.uidvalidity, x.uidnext, x.highestmodseq"
 )
-_MBX_COUNTS = (
-    "COUNT(m.id), COALESCE(SUM(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), "
-    "COALESCE(SUM(m.size), 0)"
-)
+#: kept by triggers in every transaction that changes a message row (schema 12)
+_MBX_COUNTS = "x.n_messages, x.n_unseen, x.n_octets"
 
 
 def _mailbox_of(row: Row) -> Mailbox:
@@ -1037,11 +1035,11 @@ class SqliteStore:
             raise NotFound(f"no user with id {user_id}")
 
     async def list_mailboxes(self, user_id: UserId) -> list[Mailbox]:
-        rows = await self._read(
+        # a few rows by key, counts included (schema 12): a point look-up
+        rows = await self._lookup(
             lambda c: c.execute(
                 f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
-                "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.user_id = ? "
-                "GROUP BY x.id ORDER BY x.name",
+                "WHERE x.user_id = ? ORDER BY x.name",
                 (user_id,),
             ).fetchall()
         )
@@ -1055,8 +1053,7 @@ class SqliteStore:
         row = await self._lookup(
             lambda c: c.execute(
                 f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
-                "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.user_id = ? AND x.name = ? "
-                "GROUP BY x.id",
+                "WHERE x.user_id = ? AND x.name = ?",
                 (user_id, key),
             ).fetchone()
         )
@@ -1065,8 +1062,7 @@ class SqliteStore:
     async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None:
         row = await self._lookup(
             lambda c: c.execute(
-                f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x "
-                "LEFT JOIN messages m ON m.mailbox_id = x.id WHERE x.id = ? GROUP BY x.id",
+                f"SELECT {_MBX_COLS}, {_MBX_COUNTS} FROM mailboxes x WHERE x.id = ?",
                 (mailbox_id,),
             ).fetchone()
         )
@@ -1341,8 +1337,7 @@ class SqliteStore:
         if limit is None or limit[0] <= 0:
             return
         used = tx.execute(
-            "SELECT COALESCE(SUM(m.size), 0) FROM messages m JOIN mailboxes x "
-            "ON x.id = m.mailbox_id WHERE x.user_id = ?",
+            "SELECT COALESCE(SUM(n_octets), 0) FROM mailboxes WHERE user_id = ?",
             (user_id,),
         ).fetchone()[0]
         if used + adding > limit[0]:
@@ -1856,8 +1851,7 @@ class SqliteStore:
             if row is None:
                 raise NotFound(f"no user with id {user_id}")
             used = conn.execute(
-                "SELECT COALESCE(SUM(m.size), 0) FROM messages m JOIN mailboxes x "
-                "ON x.id = m.mailbox_id WHERE x.user_id = ?",
+                "SELECT COALESCE(SUM(n_octets), 0) FROM mailboxes WHERE user_id = ?",
                 (user_id,),
             ).fetchone()[0]
             return int(used), int(row[0])

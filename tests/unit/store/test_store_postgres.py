@@ -20,6 +20,7 @@ from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.postgres import PostgresStore, schema
 from postier.store.postgres.store import default_node_name
+from tests.support.downgrade import POSTGRES_6, postgres_drop
 from tests.support.messages import new_message
 from tests.support.postgres import pg_dsn  # noqa: F401  (a fixture)
 
@@ -260,6 +261,7 @@ async def test_v4_fills_bcc_and_the_search_columns_of_older_blobs(pg_dsn: str) -
         await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:  # back to version 3
+        await postgres_drop(conn, POSTGRES_6)
         for column in ("bcc", "subject_fold", "from_fold", "to_fold", "cc_fold", "bcc_fold"):
             await conn.execute(f"ALTER TABLE blobs DROP COLUMN {column}")
         await conn.execute("UPDATE schema_version SET version = 3")
@@ -550,5 +552,40 @@ async def test_deliveries_of_a_batch_go_together(pg_dsn: str) -> None:  # noqa: 
         assert [r.delivered[0].uid for r in got[0::2]] == [1, 2]  # type: ignore[union-attr]
         async with db.pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM blobs") == 24  # none left over
+    finally:
+        await store.close()
+
+
+async def test_v6_counts_the_messages_of_an_existing_database(pg_dsn: str) -> None:  # noqa: F811
+    """A database of version 5 gets every mailbox's messages, unseen messages and
+    octets counted by the migration, and the triggers keep them from then on."""
+    store = await opened(pg_dsn)
+    try:
+        await store.add_domain("example.test")
+        user = await store.add_user("u@example.test", "h")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        sent = await store.get_mailbox(user.id, "Sent")
+        assert inbox is not None and sent is not None
+        for i in range(5):
+            flags = frozenset({"\\Seen"}) if i % 2 else frozenset()
+            await store.append(inbox.id if i < 4 else sent.id, new_message(b"x" * (10 + i)), flags)
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # back to version 5
+        await postgres_drop(conn, POSTGRES_6)
+        await conn.execute("UPDATE schema_version SET version = 5")
+    finally:
+        await conn.close()
+    store = await opened(pg_dsn)
+    try:
+        boxes = await store.list_mailboxes(user.id)
+        counts = {m.name: (m.messages, m.unseen, m.size) for m in boxes}
+        assert counts["INBOX"] == (4, 2, 10 + 11 + 12 + 13)
+        assert counts["Sent"] == (1, 1, 14)
+        assert counts["Trash"] == (0, 0, 0)
+        await store.store_flags(inbox.id, [1], frozenset({"\\Seen"}), "add")
+        again = await store.get_mailbox_by_id(inbox.id)
+        assert again is not None and (again.messages, again.unseen) == (4, 1)
     finally:
         await store.close()

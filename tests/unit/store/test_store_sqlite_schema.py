@@ -8,6 +8,7 @@ from pathlib import Path
 from postier.mime import summarize
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import MIGRATIONS, migrate
+from tests.support.downgrade import SQLITE_12, sqlite_drop
 from tests.support.messages import new_message
 
 
@@ -54,6 +55,7 @@ async def test_v11_indexes_the_messages_of_an_existing_database(tmp_path: Path) 
     await store.close()
 
     conn = sqlite3.connect(data / "postier.db")  # as version 10 left it
+    sqlite_drop(conn, SQLITE_12)
     conn.executescript(
         "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
         "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
@@ -94,6 +96,7 @@ async def test_v11_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
     await store.close()
 
     conn = sqlite3.connect(data / "postier.db")  # as version 10 left it
+    sqlite_drop(conn, SQLITE_12)
     conn.executescript(
         "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
         "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
@@ -111,5 +114,44 @@ async def test_v11_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
         assert await store.search_headers(sent.id, "JÖRG", ["bcc"]) == [1]
         assert await store.search_headers(sent.id, "team:", ["bcc"]) == [1]
         assert await store.search_headers(sent.id, "jörg", ["cc"]) == []
+    finally:
+        await store.close()
+
+
+async def test_v12_counts_the_messages_of_an_existing_database(tmp_path: Path) -> None:
+    """A database from before the stored counts (version 11) gets every mailbox's
+    messages, unseen messages and octets counted by the migration, and the triggers
+    keep them from then on."""
+    data = tmp_path / "data"
+    store = SqliteStore(data)
+    await store.open()
+    await store.add_domain("example.test")
+    user = await store.add_user("u@example.test", "h")
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    sent = await store.get_mailbox(user.id, "Sent")
+    assert inbox is not None and sent is not None
+    for i in range(5):
+        flags = frozenset({"\\Seen"}) if i % 2 else frozenset()
+        await store.append(inbox.id if i < 4 else sent.id, new_message(b"x" * (10 + i)), flags)
+    await store.close()
+
+    conn = sqlite3.connect(data / "postier.db")  # as version 11 left it
+    sqlite_drop(conn, SQLITE_12)
+    conn.execute("UPDATE schema_version SET version = 11")
+    conn.commit()
+    conn.close()
+
+    store = SqliteStore(data)
+    await store.open()
+    try:
+        counts = {
+            m.name: (m.messages, m.unseen, m.size) for m in await store.list_mailboxes(user.id)
+        }
+        assert counts["INBOX"] == (4, 2, 10 + 11 + 12 + 13)
+        assert counts["Sent"] == (1, 1, 14)
+        assert counts["Trash"] == (0, 0, 0)
+        await store.store_flags(inbox.id, [1], frozenset({"\\Seen"}), "add")
+        inbox = await store.get_mailbox_by_id(inbox.id)
+        assert inbox is not None and (inbox.messages, inbox.unseen) == (4, 1)
     finally:
         await store.close()

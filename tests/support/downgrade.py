@@ -1,0 +1,43 @@
+"""What later schema versions add, for tests that rebuild an older database from a
+new one (drop it, set the older version, reopen: the migrations run again)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import asyncpg
+
+#: sqlite schema 12 (stored mailbox counts)
+SQLITE_12 = (
+    "DROP TRIGGER mailbox_counts_add",
+    "DROP TRIGGER mailbox_counts_remove",
+    "DROP TRIGGER mailbox_counts_move",
+    "DROP TRIGGER mailbox_counts_flags",
+    "ALTER TABLE mailboxes DROP COLUMN n_messages",
+    "ALTER TABLE mailboxes DROP COLUMN n_unseen",
+    "ALTER TABLE mailboxes DROP COLUMN n_octets",
+)
+
+#: postgres schema 6 (stored mailbox counts)
+POSTGRES_6 = (
+    *(
+        f"DROP TRIGGER postier_mailbox_counts_{e} ON messages"
+        for e in ("insert", "delete", "update")
+    ),
+    *(f"DROP FUNCTION postier_mailbox_counts_{e}()" for e in ("insert", "delete", "update")),
+    "ALTER TABLE mailboxes DROP COLUMN n_messages",
+    "ALTER TABLE mailboxes DROP COLUMN n_unseen",
+    "ALTER TABLE mailboxes DROP COLUMN n_octets",
+)
+
+
+def sqlite_drop(conn: sqlite3.Connection, *versions: tuple[str, ...]) -> None:
+    for statements in versions:
+        for sql in statements:
+            conn.execute(sql)
+
+
+async def postgres_drop(conn: asyncpg.Connection, *versions: tuple[str, ...]) -> None:
+    for statements in versions:
+        for sql in statements:
+            await conn.execute(sql)
