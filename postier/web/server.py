@@ -68,6 +68,7 @@ def make_handler(app: App, name: str) -> Handler | None:
         log_config=None,
         access_log=False,
         workers=1,
+        http="httptools",
         lifespan="off",
         timeout_graceful_shutdown=int(app.settings.server.drain_timeout) or 1,
         ssl_context_factory=None if context is None else (lambda config, default: context),
