@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from postier.mail.summary import MessageSummary
@@ -61,3 +63,38 @@ def test_conversations() -> None:
         ("Budget", 1, False),
         ("Re: Trip", 2, True),
     ]
+
+
+def test_rendered_rows_are_reused_only_for_the_same_values() -> None:
+    """`Webmail._row_html` keeps each row's markup keyed by every value the row
+    shows: the same row again is the same markup; a row whose flags, subject,
+    folder or shown size differ is rendered anew; hostile text stays escaped."""
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    import jinja2
+
+    from postier.web.webmail import routes
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(routes.WEB_DIR / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["filesize"] = routes._filesize
+    web = SimpleNamespace(env=env, row_cache=OrderedDict())
+    render = functools.partial(routes.Webmail._row_html, web)  # type: ignore[arg-type]
+    seen, unseen = page_rows([[MSGS[0]], [MSGS[1]]], 1, 50)
+    first = render(MailboxId(1), [seen, unseen], "date")
+    assert "unread" not in first[0] and 'class="unread"' in first[1]
+    assert render(MailboxId(1), [seen], "date")[0] is first[0]
+    read = replace(unseen, unread=False)
+    assert 'class="unread"' not in render(MailboxId(1), [read], "date")[0]
+    assert "/folder/2/1" in render(MailboxId(2), [seen], "date")[0]
+    assert "300 bytes" in render(MailboxId(1), [seen], "size")[0]
+    assert "300 bytes" not in first[0]
+    evil = replace(seen, subject="<script>alert(1)</script>")
+    html = render(MailboxId(1), [evil], "date")[0]
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    web.row_cache.clear()
+    assert render(MailboxId(1), [seen], "date")[0] == first[0]
