@@ -524,17 +524,20 @@ class Webmail:
             shown = await self._rows(mb, ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
             rows = [listing.row(m) for m in shown]
         else:
-            msgs = await self.store.list_messages(mb.id, structures=False)
-            if query:
-                try:
-                    key = search.program(query)
-                    if key is not None:
-                        msgs = await search.search(self.store, msgs, key, self.search_seconds)
-                except search.QueryError as e:
-                    error, msgs = str(e), []
-                except TooComplex:
-                    error = "The search took too long: add words or a date to narrow it."
-                    msgs = []
+            msgs: list[Message] = []
+            try:
+                key = search.program(query) if query else None
+                if key is None:
+                    msgs = await self.store.list_messages(mb.id, structures=False)
+                else:
+                    # only the messages the header index leaves possible are read
+                    msgs, answers = await search.candidates(self.store, mb.id, key)
+                    msgs = await search.search(self.store, msgs, key, self.search_seconds, answers)
+            except search.QueryError as e:
+                error, msgs = str(e), []
+            except TooComplex:
+                error = "The search took too long: add words or a date to narrow it."
+                msgs = []
             msgs = listing.keep(msgs, filter_)
             found = len(msgs)
             entries = await _in_pool(listing.arrange, msgs, sort, descending, threads)

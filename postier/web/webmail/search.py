@@ -14,25 +14,40 @@ Rules:
   a message; only text terms read the bytes of the messages the rest did not
   rule out. It runs in the search threads under the CPU budget of
   `imap.search_time_limit`; past it the page says the search was too broad.
+- When the index bounds the answer (a From/To/Cc/Subject term that every match
+  must satisfy: the term alone, one of an AND, both sides of an OR), only the
+  messages it names are read (`narrowed`, up to `NARROW_MAX` of them), not the
+  folder's every row: a `from:` search of a folder of 10,000 reads its ~100 matches.
 - Parsing is one linear pass over at most `MAX_QUERY` characters and at most
   `MAX_TERMS` terms; no regular expression is built from what was typed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import cast
 
 from postier.imap import parse as p
-from postier.imap.matcher import Budget, Facts, compile_program, index_answers, matching
+from postier.imap.matcher import (
+    Budget,
+    Facts,
+    IndexAnswers,
+    compile_program,
+    index_answers,
+    matching,
+)
 from postier.imap.session import MailboxView
 from postier.store.api import Store
-from postier.store.models import Message
+from postier.store.models import MailboxId, Message, Uid
 
 MAX_QUERY = 500
 MAX_TERMS = 20
+#: messages read one by one (a point look-up each) when the index narrowed the
+#: search; beyond, the folder's rows are read at once
+NARROW_MAX = 256
 FIELDS = {"from": "From", "to": "To", "cc": "Cc", "subject": "Subject"}
 
 
@@ -117,13 +132,48 @@ def program(query: str) -> p.SearchKey | None:
     return keys[0] if len(keys) == 1 else p.SearchAnd(tuple(keys))
 
 
+def narrowed(key: p.SearchKey, answers: IndexAnswers) -> frozenset[int] | None:
+    """The UIDs outside of which `key` matches nothing, from the header index's
+    `answers` (what the matcher itself uses for those terms); None when the index
+    does not bound `key`."""
+    if isinstance(key, p.SearchHeader):
+        return answers.get((key.header.lower(), key.value))
+    if isinstance(key, p.SearchAnd):
+        bounds = [b for k in key.keys if (b := narrowed(k, answers)) is not None]
+        return frozenset.intersection(*bounds) if bounds else None
+    if isinstance(key, p.SearchOr):
+        left, right = narrowed(key.left, answers), narrowed(key.right, answers)
+        return None if left is None or right is None else left | right
+    return None
+
+
+async def candidates(
+    store: Store, mailbox_id: MailboxId, key: p.SearchKey
+) -> tuple[list[Message], IndexAnswers]:
+    """The folder's messages `key` may match (every one, unless the header index
+    bounds the answer to at most `NARROW_MAX`), ascending by UID, and the index's
+    answers for `search`."""
+    answers = await index_answers(store, mailbox_id, key)
+    within = narrowed(key, answers)
+    if within is None or len(within) > NARROW_MAX:
+        return await store.list_messages(mailbox_id, structures=False), answers
+    got = await asyncio.gather(*(store.get_message(mailbox_id, Uid(u)) for u in sorted(within)))
+    return [m for m in got if m is not None], answers
+
+
 async def search(
-    store: Store, messages: Sequence[Message], key: p.SearchKey, seconds: float
+    store: Store,
+    messages: Sequence[Message],
+    key: p.SearchKey,
+    seconds: float,
+    answers: IndexAnswers | None = None,
 ) -> list[Message]:
     """The members of `messages` (one folder's, with summaries) that match `key`,
-    in the order given. Raises `matcher.TooComplex` past `seconds` of CPU."""
+    in the order given. Raises `matcher.TooComplex` past `seconds` of CPU.
+    `answers`: the header index's answers for `key` when the caller has them."""
     # From/To/Cc/Bcc/Subject terms from the header index: one folder, one mailbox id
-    answers = await index_answers(store, messages[0].mailbox_id, key) if messages else {}
+    if answers is None:
+        answers = await index_answers(store, messages[0].mailbox_id, key) if messages else {}
     compiled = compile_program(key, cast(MailboxView, _NoNumbers()), (), indexed=answers)
     facts = [Facts(i, m) for i, m in enumerate(messages, 1)]
     return [f.m for f in await matching(store, compiled, facts, Budget(seconds))]

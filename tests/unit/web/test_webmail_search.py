@@ -10,7 +10,15 @@ import pytest
 
 from postier.imap import parse as p
 from postier.store.sqlite import SqliteStore
-from postier.web.webmail.search import MAX_TERMS, QueryError, program, search, tokens
+from postier.web.webmail.search import (
+    MAX_TERMS,
+    QueryError,
+    candidates,
+    narrowed,
+    program,
+    search,
+    tokens,
+)
 from tests.support.messages import new_message
 
 
@@ -120,5 +128,70 @@ async def test_header_terms_come_from_the_store_index(tmp_path: Path) -> None:
         calls = {(needle, tuple(fields)) for needle, fields in asked}
         assert {("grüsse", ("subject",)), ("ALICE", ("from",))} <= calls
         assert {("strasse", (f,)) for f in ("from", "to", "cc", "subject")} <= calls
+    finally:
+        await store.close()
+
+
+def test_the_index_narrows_only_what_every_match_satisfies() -> None:
+    answers = {("from", "carol"): frozenset({1, 2, 3}), ("subject", "plans"): frozenset({2, 9})}
+    assert narrowed(p.SearchHeader("From", "carol"), answers) == {1, 2, 3}
+    assert narrowed(program("from:carol subject:plans") or p.SearchAll(), answers) == {2}
+    assert narrowed(program("from:carol is:unread") or p.SearchAll(), answers) == {1, 2, 3}
+    either = p.SearchOr(p.SearchHeader("From", "carol"), p.SearchHeader("Subject", "plans"))
+    assert narrowed(either, answers) == {1, 2, 3, 9}
+    # a side the index does not bound (text, a flag, a negation): no bound at all
+    assert (
+        narrowed(p.SearchOr(p.SearchHeader("From", "carol"), p.SearchFlag("\\Seen")), answers)
+        is None
+    )
+    assert narrowed(p.SearchNot(p.SearchHeader("From", "carol")), answers) is None
+    assert narrowed(program("noon") or p.SearchAll(), answers) is None
+    assert narrowed(p.SearchHeader("Message-ID", "carol"), answers) is None
+
+
+async def test_a_narrowed_search_reads_only_the_messages_it_may_match(tmp_path: Path) -> None:
+    """With a From/To/Cc/Subject term bounding it, the search reads the few
+    messages the index names, not the folder, and finds what a search over the
+    folder's every row finds."""
+    store = SqliteStore(tmp_path / "data")
+    await store.open()
+    try:
+        await store.add_domain("example.test")
+        user = await store.add_user("u@example.test", "h")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        for i in range(40):
+            raw = (
+                f"From: p{i % 7}@remote.test\r\nSubject: {'lunch' if i % 3 else 'plans'} {i}"
+                f"\r\nDate: Mon, {1 + i % 28} Dec 2026 10:00:00 +0000\r\n\r\nbody {i}\r\n"
+            ).encode()
+            await store.append(inbox.id, new_message(raw), frozenset({"\\Seen"} if i % 2 else ()))
+        everything = await store.list_messages(inbox.id, structures=False)
+        listed: list[int] = []
+        real = store.list_messages
+
+        async def spy(*args, **kw):
+            listed.append(1)
+            return await real(*args, **kw)
+
+        store.list_messages = spy  # type: ignore[method-assign]
+        for query in (
+            "from:p3@",
+            "from:p3@ is:unread",
+            "from:p3@ subject:plans",
+            "from:p3@ body:7",
+            "from:p1@ after:2026-12-10",
+        ):
+            key = program(query)
+            assert key is not None
+            got, answers = await candidates(store, inbox.id, key)
+            assert not listed, query
+            assert len(got) <= 6
+            want = [m.uid for m in await search(store, everything, key, 5.0)]
+            assert want, query
+            assert [m.uid for m in await search(store, got, key, 5.0, answers)] == want
+        # not bounded by the index: the folder's rows
+        got, _ = await candidates(store, inbox.id, program("body:7") or p.SearchAll())
+        assert listed and len(got) == 40
     finally:
         await store.close()
