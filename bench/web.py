@@ -13,10 +13,12 @@ with its CSRF token, and its own IMAP connection), each operation for S seconds:
 | view: GET /folder/ID/UID             | UID FETCH UID BODY[] (both set \\Seen)       |
 | search: GET /folder/ID?q=from:ADDR   | SEARCH FROM ADDR (about N/97 messages)       |
 
-p50 and p99 latency, requests/s and the server's RSS (every process, VmRSS added up)
-after each. Then live updates: U open event streams (`/events`, one per session),
-deliveries over SMTP, and the time from the start of each SMTP transaction until
-the `change` event arrives on every stream; and the RSS 100 more open streams cost.
+p50 and p99 latency, requests/s, the server's CPU time per request (every process,
+/proc utime+stime, the warm-up calls included: what the work costs, whatever else
+the machine runs) and its RSS (every process, VmRSS added up) after each. Then
+live updates: U open event streams (`/events`, one per session), deliveries over
+SMTP, and the time from the start of each SMTP transaction until the `change`
+event arrives on every stream; and the RSS 100 more open streams cost.
 The client is a small HTTP/1.1 client on asyncio streams (keep-alive, chunked
 bodies): no browser, no dependency. It shares the CPUs with the server.
 """
@@ -52,6 +54,7 @@ from common import (
     run_async,
     smtp_send,
     table,
+    tree_cpu_seconds,
     tree_peak_rss_mb,
     workspace,
 )
@@ -275,11 +278,15 @@ class Events:
 
 
 class Result:
-    def __init__(self, name: str, latencies: list[float], seconds: float, rss: float) -> None:
+    def __init__(
+        self, name: str, latencies: list[float], seconds: float, rss: float, cpu: float = 0.0
+    ) -> None:
         self.name = name
         self.latencies = sorted(latencies)
         self.rate = len(latencies) / seconds
         self.rss = rss
+        #: the server's CPU seconds over the run, per request, in ms
+        self.cpu_ms = 1000 * cpu / max(1, len(latencies))
 
     def pct(self, p: float) -> float:
         xs = self.latencies
@@ -369,8 +376,10 @@ async def measure(server: Postier, args: argparse.Namespace) -> dict[str, object
     for i, (name, ops) in enumerate(plan):
         proto = "web" if i % 2 == 0 else "imap"
         print(f"  {proto} {name}: {users} clients for {secs:.0f}s ...", flush=True)
+        cpu = tree_cpu_seconds(server.pid)
         lat, wall = await drive(ops, secs)
-        results[f"{proto} {name}"] = Result(name, lat, wall, tree_rss_mb(server.pid))
+        cpu = tree_cpu_seconds(server.pid) - cpu
+        results[f"{proto} {name}"] = Result(name, lat, wall, tree_rss_mb(server.pid), cpu)
 
     # live updates: a delivery over SMTP until every session's stream has the event
     print(f"  live: {users} event streams, {args.deliveries} deliveries ...", flush=True)
@@ -450,11 +459,11 @@ def report(r: dict[str, object], args: argparse.Namespace) -> str:
         for proto in ("web", "imap"):
             x = r[f"{proto} {op}"]
             assert isinstance(x, Result)
-            rows.append([f"{op} ({proto})", x.p50, x.pct(99), x.rate, x.rss])
+            rows.append([f"{op} ({proto})", x.p50, x.pct(99), x.rate, x.cpu_ms, x.rss])
     out = [
         f"web vs IMAP, {args.users} clients, INBOX of {args.messages} "
         f"(machine shared: load average {', '.join(f'{x:.2f}' for x in os.getloadavg())})",
-        table(["operation", "p50 ms", "p99 ms", "req/s", "RSS MB after"], rows),
+        table(["operation", "p50 ms", "p99 ms", "req/s", "CPU ms/req", "RSS MB after"], rows),
     ]
     live = r["sse delivery"]
     assert isinstance(live, Result)
