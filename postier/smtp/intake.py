@@ -40,8 +40,10 @@ Rules:
 - Filters (`postier.filters`) vote at connect, HELO, MAIL, RCPT (only for a
   recipient that exists: nobody is greylisted for an unknown user) and end of
   data. At end of data the MX role adds Authentication-Results and X-Spam-*
-  fields right below our Received: (incoming ones claiming our authserv-id
-  are removed first) and a Junk decision delivers to each user's Junk.
+  fields right below our Received: and a Junk decision delivers to each user's
+  Junk. On every role, incoming Authentication-Results fields claiming our
+  authserv-id and X-Spam-* fields are removed first: a local sender cannot
+  forge our verdicts for a local recipient either.
 """
 
 from __future__ import annotations
@@ -525,7 +527,9 @@ class Intake:
             for line in pending:
                 await self.filters.pipelines[s.role].trace(ctx, line)
             return outcome.reply
-        drop = forged_fields(self.hostname) if s.role is IntakeRole.MX else None
+        # every role: a submitted message must not carry our verdicts either (the
+        # webmail believes an Authentication-Results field with our authserv-id)
+        drop = forged_fields(self.hostname)
         if spool.spilled:
             message = await asyncio.to_thread(spool.finish, parsed, outcome.headers, drop)
         else:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.support import browser
 from tests.support.browser import SCREENSHOTS, Browser
-from tests.support.server import PASSWORD, ServerThread
+from tests.support.server import PASSWORD, ServerThread, thread_server
 
 pytestmark = pytest.mark.tools
 
@@ -595,7 +595,10 @@ def test_junk_reasons_not_junk_and_junk_train_the_filter(web: Web, server: Serve
             b"X-Spam-Status: Yes, score=7.5 required=5.0 tests=BAYES_99,RDNS_NONE\r\n"
             b"X-Spam-Report: * +5.5 BAYES_99 learned spam probability 0.999\r\n"
             b"\t* +2.0 RDNS_NONE the client has no reverse DNS\r\n"
-            b"Authentication-Results: mail.example.test; spf=fail smtp.mailfrom=elsewhere.test\r\n"
+            b"Authentication-Results: mail.example.test; spf=fail smtp.mailfrom=elsewhere.test;\r\n"
+            b"\tdkim=pass header.d=elsewhere.test header.s=sel;\r\n"
+            b"\tdmarc=fail (p=REJECT dis=REJECT) header.from=elsewhere.test\r\n"
+            b"Authentication-Results: relay.example; spf=pass smtp.mailfrom=bank.example\r\n"
             b"\r\nbuy now\r\n"
         )
         await server.store.deliver(stored(data), [DeliveryTarget(user.id, "Junk")])
@@ -612,13 +615,24 @@ def test_junk_reasons_not_junk_and_junk_train_the_filter(web: Web, server: Serve
     folders.get_by_role("link", name="Junk").click()
     page.get_by_role("link", name="Cheap watches").click()
     why = page.get_by_role("region", name="Why is this in Junk?")
-    expect(why.get_by_role("listitem")).to_have_text(
+    expect(why.get_by_role("list").first.get_by_role("listitem")).to_have_text(
         [
             "+5.5 BAYES_99 learned spam probability 0.999",
             "+2.0 RDNS_NONE the client has no reverse DNS",
         ]
     )
-    expect(why).to_contain_text("spf=fail")
+    # the sender checks of this server's Authentication-Results, in plain words;
+    # the field of another authserv-id (the sender's claim) is not shown
+    expect(why.get_by_role("list").nth(1).get_by_role("listitem")).to_have_text(
+        [
+            "✗ The sender's domain elsewhere.test did not authorise the server that delivered"
+            " this message to send its mail (SPF fail).",
+            "✓ The signature of elsewhere.test is valid (DKIM pass).",
+            "✗ The message fails elsewhere.test's DMARC policy (DMARC fail, policy reject).",
+        ]
+    )
+    expect(why).not_to_contain_text("bank.example")
+    expect(page.locator("details.checks")).to_have_count(0)  # the region says it all
     web.shot("junk")
     page.get_by_role("button", name="Not junk").click()
     expect(page.get_by_role("status")).to_contain_text("Moved to Inbox")
@@ -632,6 +646,116 @@ def test_junk_reasons_not_junk_and_junk_train_the_filter(web: Web, server: Serve
     expect(page.get_by_role("status")).to_contain_text("Moved to Junk")
     assert len(imap_flags(server, "alice@example.test", "Junk")) == 1
     assert server.call(counts()) == (1, 0)  # learned again, as the other class
+
+
+@pytest.fixture
+def checked(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server that checks senders (the fixture DNS server): elsewhere.test
+    authorises 127.0.0.1 (SPF) with a DMARC policy, spoofed.test authorises
+    nobody and asks for quarantine; 127.0.0.1's name is client.test."""
+    from tests.support.dnsserver import DnsTestServer
+
+    with DnsTestServer() as dns:
+        dns.set("elsewhere.test", {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]})
+        dns.set("_dmarc.elsewhere.test", {"TXT": ["v=DMARC1; p=reject"]})
+        dns.set("spoofed.test", {"TXT": ["v=spf1 -all"]})
+        dns.set("_dmarc.spoofed.test", {"TXT": ["v=DMARC1; p=quarantine"]})
+        dns.set("1.0.0.127.in-addr.arpa", {"PTR": ["client.test"]})
+        dns.set("client.test", {"A": ["127.0.0.1"]})
+        srv = thread_server(
+            tmp_path,
+            f'[dns]\noffline = false\nnameservers = ["{dns.nameserver}"]\ntimeout = "2s"\n'
+            "[greylist]\nenabled = false\n",
+        )
+        try:
+            srv.add_user("alice@example.test")
+            srv.add_user("bob@example.test")
+            yield srv
+        finally:
+            srv.stop()
+
+
+def test_sender_checks_in_plain_words_and_never_forged_ones(
+    chromium: Browser, checked: ServerThread
+) -> None:
+    """Intake's SPF/DMARC/iprev results in words: in Junk in "Why is this in
+    Junk?", for any message as a compact line that opens to sentences. Fields
+    claiming our authserv-id that came with a message, over SMTP or over
+    submission, are removed at intake and never shown."""
+    forged = (
+        b"Authentication-Results: mail.example.test; dkim=pass header.d=bank.example;\r\n"
+        b"\tdmarc=pass header.from=bank.example\r\n"
+        b"X-Spam-Report: * -9.0 FORGED_HAM trust me\r\n"
+    )
+    with smtplib.SMTP("127.0.0.1", checked.port("mx"), timeout=10) as smtp:
+        smtp.ehlo("client.test")
+        for sender, subject in (("carol@elsewhere.test", "Honest"), ("m@spoofed.test", "Spoofed")):
+            smtp.sendmail(
+                sender,
+                ["alice@example.test"],
+                forged
+                + f"From: {sender}\r\nTo: alice@example.test\r\n"
+                f"Subject: {subject}\r\n\r\nhello\r\n".encode(),
+            )
+    with smtplib.SMTP("127.0.0.1", checked.port("submission"), timeout=10) as c:
+        c.login("bob@example.test", PASSWORD)
+        c.sendmail(
+            "bob@example.test",
+            ["alice@example.test"],
+            forged + b"From: bob@example.test\r\nTo: alice@example.test\r\n"
+            b"Subject: Submitted\r\n\r\nhello\r\n",
+        )
+    for folder in ("INBOX", "Junk"):
+        for m in imap_messages(checked, "alice@example.test", folder):
+            assert b"bank.example" not in m and b"FORGED_HAM" not in m
+
+    web = Web(chromium, checked)
+    try:
+        web.login()
+        page = web.page
+        page.get_by_role("link", name="Honest").click()
+        checks = page.locator("details.checks")
+        expect(checks.locator("summary")).to_have_text(
+            "Sender checks: Reverse DNS pass 127.0.0.1, SPF pass elsewhere.test,"
+            " DMARC pass elsewhere.test"
+        )
+        expect(checks.get_by_role("listitem").first).not_to_be_visible()
+        checks.locator("summary").click()
+        expect(checks.get_by_role("listitem")).to_have_text(
+            [
+                "✓ The sending server's address 127.0.0.1 has a name, client.test, that leads"
+                " back to it (iprev pass).",
+                "✓ The sender's domain elsewhere.test authorised the server that delivered this"
+                " message to send its mail (SPF pass).",
+                "✓ The message passes elsewhere.test's DMARC policy (DMARC pass).",
+            ]
+        )
+        expect(page.locator("main")).not_to_contain_text("bank.example")
+        web.shot("checks")
+
+        nav = page.get_by_role("navigation", name="Folders")
+        nav.get_by_role("link", name="Inbox").click()
+        page.get_by_role("link", name="Submitted").click()
+        expect(page.get_by_role("heading", name="Submitted")).to_be_visible()
+        expect(page.locator("details.checks")).to_have_count(0)
+        expect(page.locator("main")).not_to_contain_text("bank.example")
+
+        nav.get_by_role("link", name="Junk").click()
+        page.get_by_role("link", name="Spoofed").click()
+        why = page.get_by_role("region", name="Why is this in Junk?")
+        expect(why.get_by_role("list").nth(1).get_by_role("listitem")).to_have_text(
+            [
+                "✓ The sending server's address 127.0.0.1 has a name, client.test, that leads"
+                " back to it (iprev pass).",
+                "✗ The sender's domain spoofed.test did not authorise the server that delivered"
+                " this message to send its mail (SPF fail).",
+                "✗ The message fails spoofed.test's DMARC policy (DMARC fail, policy quarantine).",
+            ]
+        )
+        expect(why).not_to_contain_text("FORGED_HAM")
+        assert web.offsite == []
+    finally:
+        web.close()
 
 
 def test_folders_create_rename_delete(web: Web, server: ServerThread) -> None:

@@ -40,6 +40,7 @@ from postier.mime.encoding import (
     decode_words,
     header_text,
 )
+from postier.web.webmail import verdicts
 
 #: elements kept (nh3's defaults without image maps; `img` stays so alt text shows)
 TAGS = frozenset(nh3.ALLOWED_TAGS - {"area", "map"})
@@ -122,10 +123,11 @@ class Rendered:
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     to_cc: list[tuple[str, str]] = field(default_factory=list)
     #: the spam filter's reasons (X-Spam-Report, one per rule that scored) and
-    #: verdict (X-Spam-Status), and the Authentication-Results intake added
+    #: verdict (X-Spam-Status), and the sender checks of the Authentication-Results
+    #: field this server wrote (none without `authserv_id`)
     spam_reasons: list[str] = field(default_factory=list)
     spam_status: str = ""
-    auth_results: str = ""
+    checks: list[verdicts.Check] = field(default_factory=list)
 
 
 def _addresses(root: Part, *names: str) -> list[tuple[str, str]]:
@@ -232,9 +234,11 @@ def render(
     *,
     remote: bool = False,
     inline_url: Callable[[int], str] | None = None,
+    authserv_id: str = "",
 ) -> Rendered:
     """The message as the reader shows it. `remote`: keep remote image sources;
-    `inline_url`: the URL of a part by index, for `cid:` images (images only)."""
+    `inline_url`: the URL of a part by index, for `cid:` images (images only);
+    `authserv_id`: this server's, whose Authentication-Results are believed."""
     root = parse(data)
     out = Rendered(
         subject=_header(root, "subject"),
@@ -250,7 +254,14 @@ def render(
         to_cc=_addresses(root, "to", "cc"),
         spam_reasons=[r.strip() for r in _header(root, "x-spam-report").split("* ") if r.strip()],
         spam_status=_header(root, "x-spam-status"),
-        auth_results=_header(root, "authentication-results"),
+        checks=verdicts.checks(
+            (
+                value.decode("utf-8", "replace")
+                for name, value in root.fields
+                if name == "authentication-results"
+            ),
+            authserv_id,
+        ),
     )
     text_part: Part | None = None
     html_part: Part | None = None

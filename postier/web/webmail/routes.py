@@ -760,7 +760,7 @@ class Webmail:
         if isinstance(loaded, Response):
             return loaded
         s, mb, m, data = loaded
-        msg = await _in_pool(render.render, data)
+        msg = await _in_pool(functools.partial(render.render, authserv_id=self.hostname), data)
         if "\\Seen" not in m.flags:
             await self.store.store_flags(mb.id, [m.uid], frozenset({"\\Seen"}), "add")
         frame = await self._frame(s, mb.id)
