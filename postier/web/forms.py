@@ -6,6 +6,9 @@ Rules (the webmail's, in one place for the admin pages and any later ones):
 - It must carry the session's CSRF token (`csrf`, compared in constant time) and,
   when the browser sends `Origin`, come from our own origin. A request that fails
   either is refused before anything happens.
+- Where to go after login (`next`) is a path on this site or nothing
+  (`local_path`): never a URL another site could be reached by, so the login
+  page cannot be made an open redirect.
 """
 
 from __future__ import annotations
@@ -19,6 +22,28 @@ from postier.web.webmail.sessions import Session
 #: octets a form may have
 MAX_FORM = 64 * 1024
 MAX_FIELDS = 32
+#: characters of a `next` path kept
+MAX_NEXT = 2000
+
+
+def local_path(value: str | None) -> str:
+    """`value` when it is a path on this site ("/admin/queue?state=held"), else "".
+
+    A browser resolves "//host", "/\\host" and "/<tab>/host" (it drops tabs and
+    newlines, and reads a backslash as a slash) to another site, and anything with
+    a scheme ("https:", "javascript:") is not a path: one slash, then no slash or
+    backslash, no whitespace or control character anywhere, no backslash at all.
+    """
+    if not value or len(value) > MAX_NEXT or not value.startswith("/"):
+        return ""
+    if value[1:2] in ("/", "\\") or "\\" in value:
+        return ""
+    if any(c <= " " or c == "\x7f" for c in value):
+        return ""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return ""
+    return value
 
 
 def same_origin(request: Request) -> bool:

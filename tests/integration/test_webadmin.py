@@ -14,6 +14,7 @@ import imaplib
 import re
 import smtplib
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,6 +205,88 @@ def test_admin_pages_are_for_admins_only(web: Web, srv: ServerThread, chromium: 
         assert response.status == 403
     finally:
         admin.close()
+
+
+def test_login_from_admin_returns_there_and_webmail_links_to_it(
+    web: Web, srv: ServerThread, chromium: Browser
+) -> None:
+    page = web.page
+    # not logged in: the login page, and after it the admin page asked for
+    page.goto(web.base + "/admin/queue?state=held&q=bob")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.get_by_label("Email").fill("alice@example.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(web.base + "/admin/queue?state=held&q=bob")
+    expect(page.get_by_role("heading", name="Queue")).to_be_visible()
+    # the webmail links to the admin for an admin
+    page.get_by_role("link", name="Mail", exact=True).click()
+    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+    page.get_by_role("link", name="Admin", exact=True).click()
+    page.wait_for_url(web.base + "/admin")
+    expect(page.get_by_role("heading", name="Status")).to_be_visible()
+    # a wrong password keeps where to go next
+    other = Web(chromium, srv)
+    try:
+        other.page.goto(other.base + "/admin/domains")
+        other.page.get_by_label("Email").fill("alice@example.test")
+        other.page.get_by_label("Password").fill("wrong")
+        other.page.get_by_role("button", name="Log in").click()
+        expect(other.page.get_by_role("alert")).to_have_text("Wrong email or password.")
+        other.page.get_by_label("Password").fill(PASSWORD)
+        other.page.get_by_role("button", name="Log in").click()
+        other.page.wait_for_url(other.base + "/admin/domains")
+    finally:
+        other.close()
+    # and not for anyone else
+    bob = Web(chromium, srv)
+    try:
+        bob.login("bob@example.test")
+        expect(bob.page.get_by_role("button", name="Log out")).to_be_visible()
+        expect(bob.page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
+    finally:
+        bob.close()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example",
+        "//evil.example/admin",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/\\/evil.example",
+        "\\\\evil.example",
+        "/\t/evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+    ],
+)
+def test_login_next_is_never_another_site(web: Web, srv: ServerThread, target: str) -> None:
+    """`next` goes to a path on this site only: anything a browser could resolve
+    to another host lands on the mailbox instead (no open redirect)."""
+    page = web.page
+    page.goto(web.base + "/?" + urllib.parse.urlencode({"next": target}))
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.locator("input[name=next]").count() == 0
+    csrf = page.locator("input[name=csrf]").get_attribute("value")
+    assert csrf
+    r = page.request.post(
+        web.base + "/login",
+        form={"csrf": csrf, "email": "alice@example.test", "password": PASSWORD, "next": target},
+        max_redirects=0,
+    )
+    assert r.status == 303
+    assert r.headers["location"] == "/"
+    # logged in, `/?next=` does not leave the site either
+    r = page.request.get(
+        web.base + "/?" + urllib.parse.urlencode({"next": target}), max_redirects=0
+    )
+    assert r.status == 303
+    assert r.headers["location"].startswith("/folder/")
+    # the same with a path on this site goes there (so the refusals are about the target)
+    r = page.request.get(web.base + "/?next=/admin/queue", max_redirects=0)
+    assert r.headers["location"] == "/admin/queue"
 
 
 def test_outbox_shows_mail_captured_for_a_remote_domain(web: Web, srv: ServerThread) -> None:

@@ -165,8 +165,13 @@ class Admin:
         """The session of a logged-in admin, else the response to send."""
         s = self.sessions.get(request.cookies.get(COOKIE))
         if s is None or not s.logged_in or s.user_id is None:
-            return RedirectResponse("/", 303)
+            # the login page, which comes back here (a GET: a form is not replayed)
+            back = request.url.path if request.method == "GET" else "/admin"
+            if request.method == "GET" and request.url.query:
+                back += "?" + request.url.query
+            return RedirectResponse("/?" + urllib.parse.urlencode({"next": back}), 303)
         user = await self.store.get_user_by_id(s.user_id)
+        s.admin = user is not None and user.admin and not user.disabled
         if user is None or user.disabled or not user.admin:
             return self._error(
                 403, "Not an administrator", "This account may not use the admin pages."

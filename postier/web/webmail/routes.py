@@ -73,6 +73,7 @@ from postier.store.api import FlagMode, Subscription
 from postier.store.errors import StoreError
 from postier.store.feed import SubscriptionClosed
 from postier.store.models import Mailbox, MailboxId, Message, NewMessage, Uid, UserId
+from postier.web.forms import local_path
 from postier.web.webmail import listing, render, search
 from postier.web.webmail.compose import (
     ComposeError,
@@ -413,6 +414,7 @@ class Webmail:
         search_in = next((f.id for f in folders if f.current), folders[0].id if folders else 0)
         return {
             "address": s.address,
+            "admin": s.admin,
             "csrf": s.csrf,
             "folders": folders,
             "search_in": search_in,
@@ -426,6 +428,7 @@ class Webmail:
             session = self.sessions.anonymous()
         context.setdefault("error", "")
         context.setdefault("email", "")
+        context.setdefault("next", local_path(request.query_params.get("next")))
         resp = self._page(
             "login.html", status, hostname=self.hostname, csrf=session.csrf, **context
         )
@@ -437,6 +440,9 @@ class Webmail:
         s = self._session(request)
         if s is None or not s.logged_in:
             return self._login_page(request, s)
+        after = local_path(request.query_params.get("next"))
+        if after:
+            return RedirectResponse(after, 303)
         assert s.user_id is not None
         inbox = await self.store.get_mailbox(s.user_id, "INBOX")
         if inbox is None:
@@ -452,19 +458,25 @@ class Webmail:
             return self._login_page(
                 request, None, 403, error="The login form expired. Please try again."
             )
+        # where the login page was sent from (/admin): a path on this site only
+        after = local_path(form.get("next"))
         email = form.get("email", "")[:320]
         client = request.client.host if request.client else ""
         result = await self.auth.authenticate(email, form.get("password", ""), client, "web")
         if result.ok and result.user is not None:
-            new = self.sessions.login(s, result.user.id, result.user.address)
-            resp = RedirectResponse("/", 303)
+            new = self.sessions.login(
+                s, result.user.id, result.user.address, admin=result.user.admin
+            )
+            resp = RedirectResponse(after or "/", 303)
             self._set_cookie(request, resp, new)
             return resp
         if result.outcome is AuthOutcome.LOCKED:
             minutes = max(1, math.ceil(result.retry_after / 60))
             error = f"Too many failed logins. Try again in {minutes} minute{'s' * (minutes > 1)}."
-            return self._login_page(request, s, 429, error=error, email=email)
-        return self._login_page(request, s, 401, error="Wrong email or password.", email=email)
+            return self._login_page(request, s, 429, error=error, email=email, next=after)
+        return self._login_page(
+            request, s, 401, error="Wrong email or password.", email=email, next=after
+        )
 
     async def logout(self, request: Request) -> Response:
         s = self._user(request)

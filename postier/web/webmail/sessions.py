@@ -41,6 +41,9 @@ class Session:
     last_seen: float
     user_id: UserId | None = None
     address: str = ""
+    #: the account had the admin role at login (or at its last admin page): the
+    #: pages show an "Admin" link; the admin pages check the store themselves
+    admin: bool = False
 
     @property
     def logged_in(self) -> bool:
@@ -88,13 +91,16 @@ class Sessions:
         self._add(self._anonymous, s, MAX_ANONYMOUS)
         return s
 
-    def login(self, old: Session | None, user_id: UserId, address: str) -> Session:
+    def login(
+        self, old: Session | None, user_id: UserId, address: str, admin: bool = False
+    ) -> Session:
         """A new logged-in session; `old` (the pre-login one) is dropped."""
         if old is not None:
             self.drop(old)
         s = self._new()
         s.user_id = user_id
         s.address = address
+        s.admin = admin
         self._add(self._logged_in, s, MAX_LOGGED_IN)
         return s
 
