@@ -350,6 +350,16 @@ def test_queue_hold_release_retry_delete(web: Web, srv: ServerThread) -> None:
     page.goto(web.base + "/admin/queue")
     expect(page.get_by_text("2 of 2 queued messages.")).to_be_visible()
     web.shot("admin-queue")
+    # filters: by sender or recipient text, by state
+    for text, shown in (("ZED@remote", 2), ("alice@", 2), ("nobody@", 0)):
+        page.get_by_label("Sender, recipient or queue id").fill(text)
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_text(f"{shown} of 2 queued messages.")).to_be_visible()
+    page.get_by_label("Sender, recipient or queue id").fill("")
+    page.get_by_label("State").select_option("Held")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_text("0 of 2 queued messages.")).to_be_visible()
+    page.get_by_label("State").select_option("All")
     page.get_by_label("Sender, recipient or queue id").fill(first)
     page.get_by_role("button", name="Filter").click()
     expect(page.get_by_role("heading", name=f"Message {first}")).to_be_visible()
@@ -426,3 +436,80 @@ def test_status_page(web: Web, srv: ServerThread) -> None:
     expect(refusals.get_by_text("5.1.1").first).to_be_visible()
     expect(page.get_by_text("Development outbox on")).to_be_visible()
     web.shot("admin-status")
+
+
+def _figures(page: object) -> dict[str, int]:
+    """The Status page's figures by label (the number before any note)."""
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    out: dict[str, int] = {}
+    for dl in page.locator("dl.figures").all():
+        terms = dl.locator("dt").all_inner_texts()
+        values = dl.locator("dd").all_inner_texts()
+        out.update((t.strip(), int(v.split()[0])) for t, v in zip(terms, values, strict=True))
+    return out
+
+
+def test_status_figures_count_greylisting_spam_and_refusals(
+    chromium: Browser, dns: DnsTestServer, tmp_path: Path
+) -> None:
+    """The Status page's figures move with what the server did: a greylisted
+    first try and its retry, mail to Junk and to the Inbox, a refused recipient
+    with its reason (the counters are the process's: the test reads them before
+    and after)."""
+    dns.set("spoofed.test", {"TXT": ["v=spf1 -all"]})
+    dns.set("_dmarc.spoofed.test", {"TXT": ["v=DMARC1; p=quarantine"]})
+    server = thread_server(
+        tmp_path,
+        f'[dns]\noffline = false\nnameservers = ["{dns.nameserver}"]\ntimeout = "2s"\n'
+        '[greylist]\ndelay = "1s"\nallow = []\n',
+        hostname=HOST,
+    )
+    web = Web(chromium, server)
+    try:
+        server.add_user("alice@example.test")
+        server.call(server.store.set_admin("alice@example.test", True))
+        page = web.page
+        web.login("alice@example.test")
+        page.goto(web.base + "/admin")
+        before = _figures(page)
+
+        def send(sender: str, subject: str) -> tuple[int, bytes]:
+            with smtplib.SMTP("127.0.0.1", server.port("mx"), timeout=10) as c:
+                c.ehlo("client.test")
+                c.mail(sender)
+                code, text = c.rcpt("alice@example.test")
+                if code == 250:
+                    c.data(f"From: {sender}\r\nSubject: {subject}\r\n\r\nhi\r\n".encode())
+                return code, text
+
+        assert send("m@spoofed.test", "Spoofed")[0] == 451  # greylisted
+        time.sleep(1.2)
+        assert send("m@spoofed.test", "Spoofed")[0] == 250  # retried in time: to Junk
+        # the network passed before: known now, no delay (a pass as well)
+        assert send("carol@elsewhere.test", "Honest")[0] == 250
+        with smtplib.SMTP("127.0.0.1", server.port("mx"), timeout=10) as c:
+            c.ehlo("client.test")
+            c.mail("carol@elsewhere.test")
+            assert c.rcpt("nobody@example.test")[0] == 550
+
+        page.reload()
+        after = _figures(page)
+        delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+        assert delta == {
+            "Received (accepted over SMTP)": 2,
+            "Refused (commands and messages)": 2,
+            "Delivered to local mailboxes": 2,
+            "Greylisting: deferred (first try)": 1,
+            "Greylisting: passed (retried in time, or known)": 2,
+            "Spam filter: ham": 1,
+            "Spam filter: to Junk": 1,
+        }, delta
+        refusals = page.get_by_role("region", name="Recent refusals")
+        expect(refusals.get_by_role("row").nth(1)).to_contain_text("nobody@example.test")
+        expect(refusals).to_contain_text("451")
+        assert web.offsite == []
+    finally:
+        web.close()
+        server.stop()
