@@ -588,7 +588,7 @@ class Admin:
             if want != "all" and state != want:
                 continue
             if text and not (
-                text in e.sender.lower() or any(text in r.address for r in e.recipients)
+                text in e.sender.lower() or any(text in r.address.lower() for r in e.recipients)
             ):
                 continue
             pending = sum(1 for r in e.recipients if r.state == RcptState.PENDING)
