@@ -514,6 +514,11 @@ def timed_store(store: Store, *, clock: Callable[[], float] = time.perf_counter)
     return cast("Store", _TimedStore(store, clock))
 
 
+def untimed(store: Store) -> Store:
+    """The store `timed_store` wraps (`store` itself when it is not wrapped)."""
+    return store._store if isinstance(store, _TimedStore) else store
+
+
 def value(name: str, labels: dict[str, str] | None = None) -> float:
     """The current value of one sample (0.0 when absent): for tests and `postier` CLI."""
     got = REGISTRY.get_sample_value(name, labels or {})

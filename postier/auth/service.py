@@ -21,10 +21,11 @@ Rules:
   never refused, unless the account itself is locked. That keeps the real user's
   outage short.
 - The records are bounded in number (oldest dropped first); they live in memory
-  for one process, and in a file every worker of a server shares when it runs
-  several (`auth.shared.SharedLimiter`, behind the same `Limiter` methods), so a
-  guesser spreading attempts over connections (and so over workers) is counted
-  once.
+  for one process, in a file every worker of a server shares when it runs
+  several (`auth.shared.SharedLimiter`), and in the database every node shares
+  over PostgreSQL (`auth.shared.DatabaseLimiter`), behind the same
+  `Limiter` methods, so a guesser spreading attempts over connections (and so
+  over workers and nodes) is counted once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import enum
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from postier import metrics
@@ -100,7 +101,30 @@ class Limiter:
         self._failed(r, now, lock)
         self._prune(now)
 
-    # the rules, shared with the cross-process variant (`auth.shared`)
+    # what `AuthService` calls: coroutines, so a limiter whose records live in the
+    # database (`auth.shared.DatabaseLimiter`) can await them; these
+    # run the in-process (and `auth.shared`) methods above
+    async def wait_before(self, network: str) -> float:
+        """The delay every login from `network` waits before it is verified."""
+        return self.delay_for(network)
+
+    async def locked(self, keys: Sequence[str]) -> float:
+        """Seconds until the last of `keys` is unlocked (0: none is locked)."""
+        return max((self.locked_for(k) for k in keys), default=0.0)
+
+    async def failed(self, network: str, keys: Sequence[str]) -> float:
+        """Count a failed login: `network` is slowed down (never locked), each of
+        `keys` may lock; returns the delay the last of `keys` imposes now."""
+        self.fail(network, lock=False)
+        for k in keys:
+            self.fail(k)
+        return self.delay_for(keys[-1])
+
+    async def succeeded(self, keys: Sequence[str]) -> None:
+        for k in keys:
+            self.succeed(k)
+
+    # the rules, shared with the cross-process variants (`auth.shared`)
     @staticmethod
     def _locked(r: _Record | None, now: float) -> float:
         return 0.0 if r is None else max(0.0, r.locked_until - now)
@@ -189,10 +213,10 @@ class AuthService:
         pk = f"pair:{ck[3:]} {acct}"
         # every login from a network with recent failures waits, before anything
         # else: a right password too, so a slow answer means nothing to an attacker
-        wait = self.limiter.delay_for(ck)
+        wait = await self.limiter.wait_before(ck)
         if wait:
             await self._sleep(wait)
-        locked = max(self.limiter.locked_for(pk), self.limiter.locked_for(ak))
+        locked = await self.limiter.locked((pk, ak))
         if locked > 0:
             log.info(
                 "auth locked protocol=%s client=%s user=%s retry_after=%.0fs",
@@ -206,16 +230,13 @@ class AuthService:
         user = await self._store.get_user(acct) if "@" in acct else None
         ok = await averify_password(user.password_hash if user else None, password)
         if ok and user is not None and not user.disabled:
-            for key in (ck, pk, ak):
-                self.limiter.succeed(key)
+            await self.limiter.succeeded((ck, pk, ak))
             log.info("auth ok protocol=%s client=%s user=%s", protocol, client_ip, acct)
             metrics.LOGINS.labels(protocol or "other", "ok").inc()
             return AuthResult(AuthOutcome.OK, user=user)
-        self.limiter.fail(ck, lock=False)  # a network is slowed down, never shut out
-        self.limiter.fail(pk)
-        self.limiter.fail(ak)
+        # a network is slowed down, never shut out; the delay is the account's
+        delay = await self.limiter.failed(ck, (pk, ak))
         metrics.LOGINS.labels(protocol or "other", "failed").inc()
-        delay = self.limiter.delay_for(ak)
         log.info(
             "auth failed protocol=%s client=%s user=%s delay=%.1fs",
             protocol,

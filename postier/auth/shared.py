@@ -1,4 +1,5 @@
-"""The login failure limiter shared by the worker processes of one server.
+"""The login failure limiter shared by the worker processes of one server
+(`SharedLimiter`), or by every node over PostgreSQL (`DatabaseLimiter`).
 
 Rules:
 - The same rules as `service.Limiter` (they are its methods); only the records
@@ -14,6 +15,12 @@ Rules:
   event loop): microseconds, and a transaction of another worker holds the
   write lock for as long. A file that cannot be read or written fails open
   (logged): logins keep working without the limiter rather than not at all.
+- `DatabaseLimiter` keeps the records in the database every node shares
+  (`store.postgres.shared`), under the same rules; there a failure is counted
+  with its keys' rows held, so failures counted at once on two nodes all count.
+  Times are the nodes' wall clocks (Unix seconds): they must keep in step
+  (NTP), as mail already needs. Its synchronous methods are the in-process
+  ones: only the coroutines `AuthService` calls see the database.
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from postier.auth.service import Limiter, _Record
 from postier.config.schema import AuthSettings
+
+if TYPE_CHECKING:
+    from postier.store.postgres.shared import LoginRecord, SharedState
 
 log = logging.getLogger("postier.auth")
 
@@ -132,3 +143,48 @@ class SharedLimiter(Limiter):
                 "DELETE FROM records WHERE key IN (SELECT key FROM records ORDER BY last LIMIT ?)",
                 (excess,),
             )
+
+
+class DatabaseLimiter(Limiter):
+    def __init__(
+        self, settings: AuthSettings, state: SharedState, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(settings, clock)
+        self._state = state
+
+    async def _read(self, keys: Sequence[str]) -> dict[str, _Record]:
+        records = await self._state.login_records(keys)
+        return {k: _Record(r.failures, r.last, r.locked_until) for k, r in records.items()}
+
+    async def wait_before(self, network: str) -> float:
+        records = await self._read([network])
+        return self._delay(records.get(network), self._clock())
+
+    async def locked(self, keys: Sequence[str]) -> float:
+        records = await self._read(keys)
+        now = self._clock()
+        return max((self._locked(records.get(k), now) for k in keys), default=0.0)
+
+    async def failed(self, network: str, keys: Sequence[str]) -> float:
+        now = self._clock()
+        locking = dict.fromkeys(keys, True)
+        locking[network] = False
+
+        def apply(records: dict[str, LoginRecord]) -> None:
+            for key, stored in records.items():
+                r = _Record(stored.failures, stored.last, stored.locked_until)
+                self._failed(r, now, locking[key])
+                stored.failures, stored.last, stored.locked_until = (
+                    r.failures,
+                    r.last,
+                    r.locked_until,
+                )
+
+        records = await self._state.update_login_records(
+            list(locking), apply, forget_before=now - self._horizon, now=now
+        )
+        last = records[keys[-1]]
+        return self._delay(_Record(last.failures, last.last, last.locked_until), now)
+
+    async def succeeded(self, keys: Sequence[str]) -> None:
+        await self._state.clear_login_records(keys)

@@ -10,6 +10,10 @@ Rules:
   leaves a maildrop locked.
 - The file names are user ids (numbers), never anything a user typed; the files
   stay (empty) for the next login.
+- Over PostgreSQL the nodes of a site share the locks in the database instead
+  (`DatabaseMaildrops`, rows of `store.postgres.shared`: a lock held by a node
+  that died is free again at once); the composition root (`server.root`) picks
+  one with the store backend.
 """
 
 from __future__ import annotations
@@ -18,27 +22,43 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from postier.store.models import UserId
 
+if TYPE_CHECKING:
+    from postier.store.postgres.shared import SharedState
 
-class MaildropLock:
+
+class MaildropHold(Protocol):
     """One session's hold on a maildrop; `release` is idempotent."""
 
+    async def release(self) -> None: ...
+
+
+class Maildrops(Protocol):
+    async def acquire(self, user_id: UserId) -> MaildropHold | None:
+        """The lock, or None when another session (of any worker or node) holds it."""
+        ...
+
+
+class MaildropLock:
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
 
-    def release(self) -> None:
+    async def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
 
 
 class MaildropLocks:
+    """`Maildrops` as lock files: every worker of one machine."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def acquire(self, user_id: UserId) -> MaildropLock | None:
+    async def acquire(self, user_id: UserId) -> MaildropLock | None:
         """The lock, or None when another session holds it."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.directory / f"{int(user_id)}.lock"
@@ -53,3 +73,26 @@ class MaildropLocks:
                 os.close(fd)
             raise
         return MaildropLock(fd)
+
+
+class DatabaseMaildrop:
+    def __init__(self, state: SharedState, user_id: UserId, token: str) -> None:
+        self._state = state
+        self._user_id = user_id
+        self._token: str | None = token
+
+    async def release(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            await self._state.release_maildrop(self._user_id, token)
+
+
+class DatabaseMaildrops:
+    """`Maildrops` in the PostgreSQL database: every node of a site."""
+
+    def __init__(self, state: SharedState) -> None:
+        self._state = state
+
+    async def acquire(self, user_id: UserId) -> DatabaseMaildrop | None:
+        token = await self._state.take_maildrop(user_id)
+        return None if token is None else DatabaseMaildrop(self._state, user_id, token)

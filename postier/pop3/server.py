@@ -7,9 +7,10 @@ Rules:
 - UIDL is Dovecot's default form, ``%08x%08x`` of UID and UIDVALIDITY, so it is
   stable across sessions and the same message has the same id however it is
   reached; it never depends on message numbers.
-- One session per maildrop, in every worker process (`locks.MaildropLocks`): a
-  second login gets ``-ERR [IN-USE]`` until the first ends (disconnect, idle
-  timeout, or the death of its process).
+- One session per maildrop, in every worker process (`locks.MaildropLocks`) and
+  over PostgreSQL on every node (`App.maildrops`): a second login gets ``-ERR
+  [IN-USE]`` until the first ends (disconnect, idle timeout, or the death of its
+  process).
 - QUIT in TRANSACTION removes the marked messages in one store transaction;
   EOF, timeouts and errors delete nothing. Retrieved messages get \\Seen, as
   Dovecot does, so IMAP clients see them read.
@@ -48,7 +49,7 @@ from postier.pop3.core import (
     StartTls,
     Top,
 )
-from postier.pop3.locks import MaildropLock, MaildropLocks
+from postier.pop3.locks import MaildropHold, Maildrops
 from postier.store.models import MaildropItem, Uid, UserId
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class _SizeCache:
 
 
 def make_handler(app: App, name: str) -> Handler:
-    locks = MaildropLocks(app.settings.server.data_dir / "run" / "pop3")
+    locks = app.maildrops
     sizes = _SizeCache()
 
     async def handle(conn: Connection) -> None:
@@ -99,11 +100,11 @@ def make_handler(app: App, name: str) -> Handler:
 
 
 class Pop3Session:
-    def __init__(self, app: App, conn: Connection, locks: MaildropLocks, sizes: _SizeCache) -> None:
+    def __init__(self, app: App, conn: Connection, locks: Maildrops, sizes: _SizeCache) -> None:
         self.app = app
         self.conn = conn
         self.locks = locks
-        self.lock: MaildropLock | None = None
+        self.lock: MaildropHold | None = None
         self.sizes = sizes
         self.user_id: UserId | None = None
         self.mailbox_id: int | None = None
@@ -137,7 +138,7 @@ class Pop3Session:
         finally:
             self.timer.close()
             await self._flush_seen()
-            self._unlock()
+            await self._unlock()
             log.info("sid=%s disconnect", self.conn.sid)
 
     async def _read(self) -> bytes | None:
@@ -199,10 +200,13 @@ class Pop3Session:
                     await writer.drain()
                 return
 
-    def _unlock(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+    async def _unlock(self) -> None:
+        lock, self.lock = self.lock, None
+        if lock is not None:
+            try:
+                await lock.release()
+            except Exception:
+                log.exception("sid=%s could not release the maildrop lock", self.conn.sid)
 
     def _fail(self, what: str) -> bytes:
         log.exception("sid=%s %s failed", self.conn.sid, what)
@@ -220,8 +224,8 @@ class Pop3Session:
             return self.core.auth_failed()
         user = result.user
         try:
-            self.lock = self.locks.acquire(user.id)
-        except OSError:
+            self.lock = await self.locks.acquire(user.id)
+        except Exception:
             return self._fail("maildrop lock")
         if self.lock is None:
             return self.core.auth_in_use()
@@ -242,7 +246,7 @@ class Pop3Session:
                 entries.append(MaildropEntry(size, uidl(m.uid, mailbox.uidvalidity)))
             self.octets = [e.size for e in entries]
         except Exception:
-            self._unlock()
+            await self._unlock()
             self.user_id = None
             return self._fail("maildrop")
         log.info("sid=%s login user=%s messages=%d", self.conn.sid, user.address, len(entries))
@@ -309,5 +313,5 @@ class Pop3Session:
             except Exception:
                 log.exception("sid=%s expunge failed", self.conn.sid)
                 ok = False
-        self._unlock()
+        await self._unlock()
         return self.core.update_done(ok)

@@ -19,8 +19,10 @@ Rules:
   share their state with the other workers: the login limiter in
   ``data_dir/run/logins.db`` (`auth.shared`) and the \\Recent claims in
   ``data_dir/run/recent`` (`imap.recent`). POP3 maildrop locks are lock files
-  in every case (`pop3.locks`); the store and the change feed are shared
-  through the database.
+  (`pop3.locks`); the store and the change feed are shared through the database.
+- Over PostgreSQL (``store.backend = "postgres"``) every node of the site must
+  agree: the login limiter and the POP3 maildrop locks live in the database
+  (`store.postgres.shared`), one worker or several.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postier import metrics
-from postier.auth.service import AuthService
-from postier.auth.shared import SharedLimiter
+from postier.auth.service import AuthService, Limiter
+from postier.auth.shared import DatabaseLimiter, SharedLimiter
 from postier.config.schema import Settings
 from postier.dns.resolver import Resolver, make_resolver
 from postier.filters.bayes import MoveLearner
@@ -45,6 +47,7 @@ from postier.filters.build import Filters
 from postier.imap.literals import LiteralBudget
 from postier.imap.recent import SharedRecentClaims
 from postier.imap.session import RecentClaims
+from postier.pop3.locks import DatabaseMaildrops, MaildropLocks, Maildrops
 from postier.queue import service as queue_service
 from postier.queue.runner import Runner
 from postier.server.listeners import Listener
@@ -53,12 +56,16 @@ from postier.smtp.intake import Intake, QueuePrepare
 from postier.smtp.submission import Submission
 from postier.store.api import Store
 
+if TYPE_CHECKING:
+    from postier.store.postgres import PostgresStore
+
 log = logging.getLogger("postier.server")
 
 #: state the workers of one run share, under data_dir (made fresh by the supervisor)
 RUN_DIR = "run"
 LOGINS_DB = "logins.db"
 RECENT_FILE = "recent"
+MAILDROPS_DIR = "pop3"
 
 
 def run_dir(settings: Settings) -> Path:
@@ -108,6 +115,8 @@ class App:
     literal_budget: LiteralBudget
     #: who saw which message as \\Recent first (imap and imaps; every worker)
     recent: RecentClaims
+    #: POP3 maildrop locks (every worker; every node over PostgreSQL)
+    maildrops: Maildrops
     #: learns IMAP moves into and out of Junk in the background
     move_learner: MoveLearner
     #: None: the only process; else this worker's place among several
@@ -170,12 +179,31 @@ def build_submission(settings: Settings, store: Store) -> Submission:
     )
 
 
+def _postgres(store: Store) -> PostgresStore | None:
+    """The PostgreSQL backend under `store`'s metrics wrapper, if it is one."""
+    from postier.store.postgres import PostgresStore
+
+    backend = metrics.untimed(store)
+    return backend if isinstance(backend, PostgresStore) else None
+
+
 def build(
     settings: Settings, store: Store, tls_context: ssl.SSLContext, worker: Worker | None = None
 ) -> App:
     """Every service of a server process, each built once (see the module rules)."""
     resolver = make_resolver(settings.dns)
     queue = queue_service.build(settings, store, resolver)
+    limiter: Limiter | None = None
+    maildrops: Maildrops = MaildropLocks(run_dir(settings) / MAILDROPS_DIR)
+    pg = _postgres(store) if settings.store.backend == "postgres" else None
+    if pg is not None:
+        from postier.store.postgres.shared import SharedState
+
+        state = SharedState(pg)
+        limiter = DatabaseLimiter(settings.auth, state)
+        maildrops = DatabaseMaildrops(state)
+    elif worker is not None:
+        limiter = SharedLimiter(settings.auth, run_dir(settings) / LOGINS_DB)
     intake = build_intake(
         settings,
         store,
@@ -189,11 +217,7 @@ def build(
         auth=AuthService(
             store,
             settings.auth,
-            limiter=(
-                None
-                if worker is None
-                else SharedLimiter(settings.auth, run_dir(settings) / LOGINS_DB)
-            ),
+            limiter=limiter,
         ),
         tls_context=tls_context,
         intake=intake,
@@ -205,6 +229,7 @@ def build(
             if worker is None
             else SharedRecentClaims(run_dir(settings) / RECENT_FILE)
         ),
+        maildrops=maildrops,
         move_learner=MoveLearner(store),
         worker=worker,
     )

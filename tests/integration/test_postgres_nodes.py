@@ -4,7 +4,10 @@ Each node has its own data directory and ports (B runs two worker processes) and
 shares nothing with the other but the database: an account added with the command
 line through one node logs in on the other, mail taken by SMTP on A is read by
 IMAP and POP3 on B, an IMAP IDLE on B wakes within a second of a delivery on A,
-and a message moved on B is seen moved on A.
+and a message moved on B is seen moved on A. The state the nodes share while they
+run is in the database too: a POP3 maildrop locked through A is locked on B until
+A's session ends or A dies, login failures through A and B add up, and a
+triplet greylisted by A passes its retry on B.
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ MESSAGE = (
 )
 
 
-def node_config(root: Path, name: str, dsn: str, workers: int = 1) -> Path:
+#: the login limiter locks an account after four failures (quickly, for the test)
+AUTH = '[auth]\nfailure_delay = "0.01s"\nmax_delay = "0.05s"\nlockout_after = 4\n'
+
+
+def node_config(root: Path, name: str, dsn: str, workers: int = 1, extra: str = "") -> Path:
     directory = root / name
     directory.mkdir()
     extra = (
         f'[server]\nworkers = {workers}\n[store]\nbackend = "postgres"\npostgres_dsn = "{dsn}"\n'
+        + AUTH
+        + extra
     )
     return write_config(directory, extra, hostname=f"{name}.example.test")
 
@@ -175,3 +184,93 @@ def test_two_nodes_share_accounts_mail_and_changes(
     imap_b.login("alice@example.test", PASSWORD)
     assert imap_b.select("Archive") == ("OK", [b"1"])
     imap_b.logout()
+
+
+def _pop3_login(port: int) -> poplib.POP3:
+    pop = poplib.POP3("127.0.0.1", port, timeout=10)
+    try:
+        pop.user("alice@example.test")
+        pop.pass_(PASSWORD)
+    except poplib.error_proto:
+        pop.close()
+        raise
+    return pop
+
+
+def _add_alice(config: Path) -> None:
+    cli(config, "domain", "add", "example.test")
+    cli(config, "user", "add", "alice@example.test", "--password-stdin", stdin=PASSWORD + "\n")
+
+
+def test_a_pop3_maildrop_lock_holds_on_every_node_until_its_node_dies(
+    nodes: tuple[Path, ServerProcess, Path, ServerProcess],
+) -> None:
+    config_a, a, _config_b, b = nodes
+    _add_alice(config_a)
+    held = _pop3_login(a.ports["pop3"])
+    # refused on B, whichever of its two workers takes the connection
+    for _ in range(4):
+        with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+            _pop3_login(b.ports["pop3"])
+    held.quit()  # the session ends: B may have the maildrop
+    on_b = _pop3_login(b.ports["pop3"])
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        _pop3_login(a.ports["pop3"])
+    on_b.quit()
+    # A dies holding the lock (SIGKILL: no session ends, nothing is released)
+    dying = _pop3_login(a.ports["pop3"])
+    a.kill()
+    dying.close()
+    start = time.monotonic()
+    while True:
+        try:
+            _pop3_login(b.ports["pop3"]).quit()
+            break
+        except poplib.error_proto:
+            assert time.monotonic() - start < 5, "the dead node's lock was never freed"
+            time.sleep(0.05)
+    # its database session closed with it: freed at once, not after a lease
+    assert time.monotonic() - start < 2
+
+
+def test_login_failures_through_both_nodes_lock_the_account_on_both(
+    nodes: tuple[Path, ServerProcess, Path, ServerProcess],
+) -> None:
+    config_a, a, _config_b, b = nodes
+    _add_alice(config_a)
+    for node in (a, b, a, b):  # four failures (lockout_after), two through each node
+        pop = poplib.POP3("127.0.0.1", node.ports["pop3"], timeout=10)
+        pop.user("alice@example.test")
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            pop.pass_("wrong password")
+        pop.close()
+    for node in (a, b):
+        with pytest.raises(poplib.error_proto, match="Too many failed logins"):
+            _pop3_login(node.ports["pop3"])
+        imap = imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=10)
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login("alice@example.test", PASSWORD)
+        imap.logout()
+
+
+def test_a_triplet_greylisted_on_a_passes_its_retry_on_b(tmp_path: Path, pg_dsn: str) -> None:  # noqa: F811
+    greylist = '[greylist]\nenabled = true\ndelay = "1s"\nwindow = "1h"\nallow = []\n'
+    config_a = node_config(tmp_path, "a", pg_dsn, extra=greylist)
+    config_b = node_config(tmp_path, "b", pg_dsn, extra=greylist)
+    a = ServerProcess(config_a).start()
+    b = ServerProcess(config_b).start()
+    try:
+        _add_alice(config_a)
+        first = smtplib.SMTP("127.0.0.1", a.ports["mx"], timeout=10)
+        first.ehlo("mx.remote.test")
+        first.mail("sender@remote.test")
+        code, text = first.rcpt("alice@example.test")
+        assert (code, b"Greylisting" in text) == (451, True)
+        first.quit()
+        time.sleep(1.2)
+        with smtplib.SMTP("127.0.0.1", b.ports["mx"], timeout=10) as retry:
+            retry.sendmail("sender@remote.test", ["alice@example.test"], MESSAGE)
+    finally:
+        for node in (a, b):
+            if node.proc is not None and node.proc.poll() is None:
+                node.terminate()

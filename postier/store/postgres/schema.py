@@ -313,7 +313,32 @@ _V6 = (
     WHERE x.id = d.mailbox_id""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = (
+    # issue 16: what nodes share while they run (`shared.py`). UNLOGGED: no WAL, so a
+    # write costs no flush, and PostgreSQL empties them after its own crash (when
+    # every holder's session died anyway); a standby promoted by failover starts
+    # them empty too. A POP3 maildrop lock lives as long as the database session
+    # of its node's listener connection (as a queue lease does, `store.py`).
+    """CREATE UNLOGGED TABLE maildrop_locks (
+        user_id BIGINT PRIMARY KEY,
+        node TEXT NOT NULL,
+        holder_pid INTEGER NOT NULL,
+        holder_start TIMESTAMPTZ NOT NULL,
+        token TEXT NOT NULL,
+        taken BIGINT NOT NULL
+    )""",
+    # the login failure limiter's records (`auth.service.Limiter`); times are the
+    # nodes' clocks (Unix seconds)
+    """CREATE UNLOGGED TABLE login_failures (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last DOUBLE PRECISION NOT NULL,
+        locked_until DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX login_failures_last ON login_failures(last)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 VERSION = len(MIGRATIONS)
 
 

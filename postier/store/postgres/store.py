@@ -153,6 +153,14 @@ _TEXT_COLS = (
     "b.subject, b.from_addr, b.to_addr, b.cc, b.date, b.message_id, b.header_size, "
     "b.crlf_size, b.date_zone, b.bcc"
 )
+#: the listener connection's session is what this node's leases and locks live
+#: as long as: TCP keepalives let PostgreSQL notice within a minute a node whose
+#: machine vanished without closing it (a killed process closes it at once)
+KEEPALIVE_SETTINGS = {
+    "tcp_keepalives_idle": "20",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "4",
+}
 #: the database session that took a queue entry's lease is still there
 _CLAIMER_ALIVE = (
     "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.claimed_pid "
@@ -527,6 +535,21 @@ class PostgresStore:
         self._db = None
         await db.stop()
 
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
+    def database(self) -> Database:
+        """The connections (`shared.py` keeps the nodes' run-time state with them)."""
+        return self._require_db()
+
+    @property
+    def session(self) -> tuple[int, datetime] | None:
+        """(pid, backend start) of this node's listener session: what its queue
+        leases and maildrop locks live as long as (None while reconnecting)."""
+        return self._session if self._listener is not None else None
+
     def _require_db(self) -> Database:
         if self._db is None:
             raise StoreError("store is not open")
@@ -547,7 +570,7 @@ class PostgresStore:
 
     # --- change feed -------------------------------------------------------
     async def _start_listener(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
+        conn = await asyncpg.connect(self.dsn, server_settings=KEEPALIVE_SETTINGS)
         try:
             await conn.add_listener(self._channel, self._on_notify)
             row = await conn.fetchrow(
@@ -561,6 +584,13 @@ class PostgresStore:
                 await self._db.pool.execute(
                     "UPDATE queue SET claimed_pid = $1, claimed_start = $2 "
                     "WHERE claimed_by = $3 AND claimed_pid = $4 AND claimed_start = $5",
+                    *session,
+                    self.node,
+                    *old,
+                )
+                await self._db.pool.execute(
+                    "UPDATE maildrop_locks SET holder_pid = $1, holder_start = $2 "
+                    "WHERE node = $3 AND holder_pid = $4 AND holder_start = $5",
                     *session,
                     self.node,
                     *old,
