@@ -14,6 +14,10 @@ Rules:
 - The file is a run's state, as the in-memory claims were: the supervisor
   removes it when it starts, so the first session after a restart sees the
   mailbox's messages as \\Recent again.
+- Over PostgreSQL every node's sessions claim in the database instead
+  (`DatabaseRecentClaims`, a row per mailbox in `store.postgres.shared`): one
+  session of the whole site gets a message as \\Recent. The rows outlive a
+  restart of the nodes (a message once claimed is not \\Recent again).
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ import fcntl
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from postier.imap.session import RecentClaims, newer
 from postier.store.models import MailboxId
+
+if TYPE_CHECKING:
+    from postier.store.postgres.shared import SharedState
 
 _SLOT = 8
 
@@ -38,7 +46,7 @@ class SharedRecentClaims(RecentClaims):
     def _read(self, offset: int) -> int:
         return int.from_bytes(os.pread(self._fd, _SLOT, offset).ljust(_SLOT, b"\0"), "little")
 
-    def claim(self, mailbox_id: MailboxId, uids: Sequence[int]) -> set[int]:
+    async def claim(self, mailbox_id: MailboxId, uids: Sequence[int]) -> set[int]:
         if not uids:
             return set()
         offset = int(mailbox_id) * _SLOT
@@ -52,8 +60,23 @@ class SharedRecentClaims(RecentClaims):
             fcntl.lockf(self._fd, fcntl.LOCK_UN, _SLOT, offset)
         return mine
 
-    def last(self, mailbox_id: MailboxId) -> int:
+    async def last(self, mailbox_id: MailboxId) -> int:
         return self._read(int(mailbox_id) * _SLOT)
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+class DatabaseRecentClaims(RecentClaims):
+    def __init__(self, state: SharedState) -> None:
+        super().__init__()
+        self._state = state
+
+    async def claim(self, mailbox_id: MailboxId, uids: Sequence[int]) -> set[int]:
+        if not uids:
+            return set()
+        before = await self._state.claim_recent(mailbox_id, uids[-1])
+        return newer(uids, before)
+
+    async def last(self, mailbox_id: MailboxId) -> int:
+        return await self._state.recent_mark(mailbox_id)

@@ -19,7 +19,9 @@ Rules:
   number stays valid until then.
 - \\Recent (IMAP4rev1 only; RFC 3501 §2.3.2) is claimed per mailbox by the first
   session of this process that sees a message (`RecentClaims`): per process, like
-  most servers' in-memory notion of "new since the last session".
+  most servers' in-memory notion of "new since the last session"; the variants
+  of `imap.recent` share it with every worker, or every node over PostgreSQL, so
+  claims are coroutines (`MailboxView.claim_recent` after `apply`).
 - Every mailbox a session touches was looked up with the session's user id; the
   view only ever holds ids from those lookups (cross-user isolation).
 - The view remembers which keywords the client was told of (FLAGS at SELECT and
@@ -73,7 +75,7 @@ class RecentClaims:
     def __init__(self) -> None:
         self._claimed: dict[MailboxId, int] = {}
 
-    def claim(self, mailbox_id: MailboxId, uids: Sequence[int]) -> set[int]:
+    async def claim(self, mailbox_id: MailboxId, uids: Sequence[int]) -> set[int]:
         """Claim the `uids` (ascending) not claimed yet; returns those now recent
         for the caller."""
         last = self._claimed.get(mailbox_id, 0)
@@ -82,7 +84,9 @@ class RecentClaims:
             self._claimed[mailbox_id] = uids[-1]
         return mine
 
-    def last(self, mailbox_id: MailboxId) -> int:
+    async def last(self, mailbox_id: MailboxId) -> int:
+        """The highest UID claimed (messages above it are \\Recent for whoever
+        claims them next)."""
         return self._claimed.get(mailbox_id, 0)
 
 
@@ -412,10 +416,10 @@ class MailboxView:
         changed: Iterable[Message],
         vanished: Iterable[int],
         baseline: int,
-        recent: RecentClaims | None = None,
-    ) -> None:
+    ) -> list[int]:
         """Fold a `changed_since` / `vanished_since` answer into the view: new messages
-        join at once (EXISTS owed), flag changes and expunges are queued."""
+        join at once (EXISTS owed), flag changes and expunges are queued. Returns
+        the UIDs new to the view, for `claim_recent`."""
         new: list[int] = []
         for m in sorted(changed, key=lambda m: m.uid):
             if m.uid in self.expunged:
@@ -440,16 +444,23 @@ class MailboxView:
             self.new_exists = True
             if self.touched is not None:
                 self.touched.update(new)
-            if recent is not None and self.readonly:
-                last = recent.last(self.mailbox_id)  # shown as \\Recent, not claimed
-                self.recent.update(u for u in new if u > last)
-            elif recent is not None:
-                self.recent |= recent.claim(self.mailbox_id, new)
         for u in vanished:
             if self.has(u):
                 self.expunged.add(u)
                 self.flag_changes.discard(u)
         self.baseline = max(self.baseline, baseline)
+        return new
+
+    async def claim_recent(self, new: list[int], recent: RecentClaims) -> None:
+        """\\Recent for the messages `apply` found new: claimed, or only shown
+        when the mailbox is read-only (EXAMINE claims nothing)."""
+        if not new:
+            return
+        if self.readonly:
+            last = await recent.last(self.mailbox_id)
+            self.recent.update(u for u in new if u > last)
+        else:
+            self.recent |= await recent.claim(self.mailbox_id, new)
 
     def remove(self, uids: Iterable[int]) -> None:
         """Our own EXPUNGE/MOVE removed these: queue them for announcement."""

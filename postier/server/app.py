@@ -149,6 +149,7 @@ async def start(settings: Settings, worker: Worker | None = None) -> App:
                 max_per_ip=limits.max_connections_per_ip,
                 busy=_busy_reply(name),
                 sock=worker.sockets.get(name) if worker is not None else None,
+                clients=app.clients,
             )
             await listener.start()
             app.listeners[name] = listener

@@ -7,6 +7,10 @@ Rules:
   the 250 only follows the store's commit).
 - Limits on connections in total and per client address are enforced here,
   before any protocol bytes: the refusal text is the protocol's own (`busy`).
+  Both count this process's connections; over PostgreSQL the per-address limit
+  counts every process of every node too (`clients`: each process publishes
+  its own count and adds the others' as it admits a connection; a database
+  that does not answer admits, as the login limiter fails open).
 - Implicit-TLS listeners (465, 993, 995) hand the session an already-TLS stream.
 - With several workers the supervisor binds each listening socket once (`bind`)
   and every worker accepts on it (`Listener(sock=...)`): the kernel hands each
@@ -26,6 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Protocol
 
 from postier import metrics
 
@@ -103,6 +108,15 @@ class Connection:
 Handler = Callable[[Connection], Awaitable[None]]
 
 
+class ClientCounts(Protocol):
+    """Connections per client address across processes (`store.postgres.shared`)."""
+
+    async def count_clients(self, listener: str, ip: str, mine: int) -> int:
+        """Publish `mine`, this process's connections of `ip` on `listener`;
+        returns the other processes' number."""
+        ...
+
+
 class Listener:
     def __init__(
         self,
@@ -116,6 +130,7 @@ class Listener:
         max_per_ip: int = 50,
         busy: bytes = b"",
         sock: socket.socket | None = None,
+        clients: ClientCounts | None = None,
     ) -> None:
         self.name = name
         #: a socket bound by the supervisor (`bind`), shared with other workers
@@ -131,6 +146,8 @@ class Listener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: Counter[str] = Counter()
         self._open = metrics.SESSIONS_OPEN.labels(name)  # every worker's, summed
+        self._clients = clients
+        self._publishing: dict[str, asyncio.Task[None]] = {}
 
     @property
     def bound_port(self) -> int:
@@ -174,31 +191,27 @@ class Listener:
         if ip.startswith("::ffff:"):
             ip = ip[7:]
         if len(self._tasks) >= self._max or self._per_ip[ip] >= self._max_per_ip:
-            log.warning(
-                "refused connection listener=%s client=%s: too many connections", self.name, ip
-            )
-            with contextlib.suppress(Exception):
-                if self._busy:
-                    writer.write(self._busy)
-                    await asyncio.wait_for(writer.drain(), 5)
-                writer.close()
+            await self._refuse(writer, ip)
             return
-        conn = Connection(
-            reader,
-            writer,
-            self.name,
-            ip,
-            int(peer[1]),
-            str(local[0]),
-            int(local[1]),
-            tls=self._ssl is not None,
-        )
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         self._per_ip[ip] += 1
         self._open.inc()
         try:
+            if self._clients is not None and not await self._admitted(ip):
+                await self._refuse(writer, ip)
+                return
+            conn = Connection(
+                reader,
+                writer,
+                self.name,
+                ip,
+                int(peer[1]),
+                str(local[0]),
+                int(local[1]),
+                tls=self._ssl is not None,
+            )
             await self._handler(conn)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
             pass
@@ -212,9 +225,51 @@ class Listener:
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
+            if self._clients is not None:
+                self._publish(ip)
             with contextlib.suppress(Exception):
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), 5)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, ip: str) -> None:
+        log.warning("refused connection listener=%s client=%s: too many connections", self.name, ip)
+        with contextlib.suppress(Exception):
+            if self._busy:
+                writer.write(self._busy)
+                await asyncio.wait_for(writer.drain(), 5)
+            writer.close()
+
+    async def _admitted(self, ip: str) -> bool:
+        """This connection (already counted here) keeps the address within the
+        limit of every process together."""
+        assert self._clients is not None
+        try:
+            others = await self._clients.count_clients(self.name, ip, self._per_ip[ip])
+        except Exception:
+            log.exception("listener %s: cannot count connections across nodes; admitted", self.name)
+            return True
+        return others + self._per_ip[ip] <= self._max_per_ip
+
+    def _publish(self, ip: str) -> None:
+        """This process's count for `ip` after a connection ended, in the
+        background: one task per address writes until the count it wrote is
+        the current one, so writes of one address never overtake each other."""
+        if ip not in self._publishing:
+            task = asyncio.get_running_loop().create_task(self._publish_until_current(ip))
+            self._publishing[ip] = task
+
+    async def _publish_until_current(self, ip: str) -> None:
+        assert self._clients is not None
+        sent = -1
+        try:
+            while (mine := self._per_ip.get(ip, 0)) != sent:
+                await self._clients.count_clients(self.name, ip, mine)
+                sent = mine
+        except Exception:
+            log.warning("listener %s: cannot publish the connections of %s", self.name, ip)
+        finally:
+            # no await since the last look: a later change starts a new task
+            del self._publishing[ip]
 
     @property
     def active(self) -> int:

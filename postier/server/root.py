@@ -21,7 +21,8 @@ Rules:
   ``data_dir/run/recent`` (`imap.recent`). POP3 maildrop locks are lock files
   (`pop3.locks`); the store and the change feed are shared through the database.
 - Over PostgreSQL (``store.backend = "postgres"``) every node of the site must
-  agree: the login limiter and the POP3 maildrop locks live in the database
+  agree: the login limiter, the POP3 maildrop locks, the connections per
+  client address and the \\Recent claims are kept in the database
   (`store.postgres.shared`), one worker or several.
 """
 
@@ -45,12 +46,12 @@ from postier.dns.resolver import Resolver, make_resolver
 from postier.filters.bayes import MoveLearner
 from postier.filters.build import Filters
 from postier.imap.literals import LiteralBudget
-from postier.imap.recent import SharedRecentClaims
+from postier.imap.recent import DatabaseRecentClaims, SharedRecentClaims
 from postier.imap.session import RecentClaims
 from postier.pop3.locks import DatabaseMaildrops, MaildropLocks, Maildrops
 from postier.queue import service as queue_service
 from postier.queue.runner import Runner
-from postier.server.listeners import Listener
+from postier.server.listeners import ClientCounts, Listener
 from postier.server.status import MAX_ERRORS, StatusWriter
 from postier.smtp.intake import Intake, QueuePrepare
 from postier.smtp.submission import Submission
@@ -117,6 +118,9 @@ class App:
     recent: RecentClaims
     #: POP3 maildrop locks (every worker; every node over PostgreSQL)
     maildrops: Maildrops
+    #: connections per client address in every process of every node (over
+    #: PostgreSQL; else each listener counts its process's own)
+    clients: ClientCounts | None
     #: learns IMAP moves into and out of Junk in the background
     move_learner: MoveLearner
     #: None: the only process; else this worker's place among several
@@ -194,6 +198,10 @@ def build(
     resolver = make_resolver(settings.dns)
     queue = queue_service.build(settings, store, resolver)
     limiter: Limiter | None = None
+    clients: ClientCounts | None = None
+    recent = (
+        RecentClaims() if worker is None else SharedRecentClaims(run_dir(settings) / RECENT_FILE)
+    )
     maildrops: Maildrops = MaildropLocks(run_dir(settings) / MAILDROPS_DIR)
     pg = _postgres(store) if settings.store.backend == "postgres" else None
     if pg is not None:
@@ -202,6 +210,8 @@ def build(
         state = SharedState(pg)
         limiter = DatabaseLimiter(settings.auth, state)
         maildrops = DatabaseMaildrops(state)
+        clients = state
+        recent = DatabaseRecentClaims(state)
     elif worker is not None:
         limiter = SharedLimiter(settings.auth, run_dir(settings) / LOGINS_DB)
     intake = build_intake(
@@ -224,12 +234,9 @@ def build(
         submission=Submission(intake),
         queue=queue,
         literal_budget=LiteralBudget(settings.imap.user_literal_budget),
-        recent=(
-            RecentClaims()
-            if worker is None
-            else SharedRecentClaims(run_dir(settings) / RECENT_FILE)
-        ),
+        recent=recent,
         maildrops=maildrops,
+        clients=clients,
         move_learner=MoveLearner(store),
         worker=worker,
     )

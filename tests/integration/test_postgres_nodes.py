@@ -6,8 +6,9 @@ line through one node logs in on the other, mail taken by SMTP on A is read by
 IMAP and POP3 on B, an IMAP IDLE on B wakes within a second of a delivery on A,
 and a message moved on B is seen moved on A. The state the nodes share while they
 run is in the database too: a POP3 maildrop locked through A is locked on B until
-A's session ends or A dies, login failures through A and B add up, and a
-triplet greylisted by A passes its retry on B.
+A's session ends or A dies, login failures through A and B add up, a client's
+connections to A and B count together against its limit, and a triplet
+greylisted by A passes its retry on B.
 """
 
 from __future__ import annotations
@@ -274,3 +275,98 @@ def test_a_triplet_greylisted_on_a_passes_its_retry_on_b(tmp_path: Path, pg_dsn:
         for node in (a, b):
             if node.proc is not None and node.proc.poll() is None:
                 node.terminate()
+
+
+def _imap_greeting(port: int) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock, sock.recv(1024)
+
+
+def _admitted(port: int, timeout: float = 5.0) -> socket.socket:
+    """A connection the node admits within `timeout` (a count may lag a little)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock, greeting = _imap_greeting(port)
+        if greeting.startswith(b"* OK"):
+            return sock
+        sock.close()
+        assert time.monotonic() < deadline, greeting
+        time.sleep(0.05)
+
+
+def _refused(port: int) -> None:
+    sock, greeting = _imap_greeting(port)
+    sock.close()
+    assert greeting.startswith(b"* BYE [UNAVAILABLE] Too many connections"), greeting
+
+
+def test_a_clients_connections_to_both_nodes_count_against_one_limit(
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    limit = "[smtp.limits]\nmax_connections_per_ip = 3\n"
+    a = ServerProcess(node_config(tmp_path, "a", pg_dsn, extra=limit))
+    b = ServerProcess(node_config(tmp_path, "b", pg_dsn, workers=2, extra=limit))
+    held: list[socket.socket] = []
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(n.start) for n in (a, b)]:
+                started.result()
+        imap_a, imap_b = a.ports["imap"], b.ports["imap"]
+        held += [_admitted(imap_a, 0), _admitted(imap_a, 0), _admitted(imap_b, 0)]
+        # three at once from this address on A and B together: a fourth is
+        # refused on either node (on B, by whichever worker takes it)
+        for port in (imap_a, imap_b, imap_b):
+            _refused(port)
+        # one ends on A: B admits one more once A has published its count
+        held.pop(0).close()
+        held.append(_admitted(imap_b))
+        _refused(imap_b)
+        # A dies holding one: its connections stop counting with its session
+        a.kill()
+        start = time.monotonic()
+        held.append(_admitted(imap_b))
+        assert time.monotonic() - start < 2
+        _refused(imap_b)
+    finally:
+        for sock in held:
+            sock.close()
+        for node in (a, b):
+            if node.proc is not None and node.proc.poll() is None:
+                node.terminate()
+
+
+def _recent(imap: imaplib.IMAP4) -> bytes | None:
+    got = imap.untagged_responses.pop("RECENT", None)
+    return got[-1] if got else None
+
+
+def test_recent_goes_to_one_session_of_all_nodes(
+    nodes: tuple[Path, ServerProcess, Path, ServerProcess],
+) -> None:
+    config_a, a, _config_b, b = nodes
+    _add_alice(config_a)
+    with smtplib.SMTP("127.0.0.1", a.ports["mx"], timeout=10) as smtp:
+        for _ in range(2):
+            smtp.sendmail("sender@remote.test", ["alice@example.test"], MESSAGE)
+    sessions = []
+    for node in (b, a):
+        imap = imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=10)
+        imap.login("alice@example.test", PASSWORD)
+        sessions.append(imap)
+    on_b, on_a = sessions
+    assert on_b.select("INBOX")[0] == "OK"
+    assert _recent(on_b) == b"2"  # the first session to see them, on B
+    assert on_a.select("INBOX")[0] == "OK"
+    assert _recent(on_a) == b"0"  # not again on A
+    with smtplib.SMTP("127.0.0.1", b.ports["mx"], timeout=10) as smtp:
+        smtp.sendmail("sender@remote.test", ["alice@example.test"], MESSAGE)
+    time.sleep(0.3)  # both sessions' feeds have heard of it
+    recent = []
+    for imap in (on_a, on_b):
+        imap.noop()
+        recent.append(_recent(imap))
+    # A looked first: the new one is its only \Recent; B keeps its two
+    assert recent == [b"1", b"2"]
+    for imap in sessions:
+        imap.logout()

@@ -310,7 +310,8 @@ class Context:
                 return
             changed = await self.store.changed_since(view.mailbox_id, view.baseline)  # type: ignore[arg-type]
             vanished = await self.store.vanished_since(view.mailbox_id, view.baseline)  # type: ignore[arg-type]
-            view.apply(changed, vanished, mbox.highestmodseq, self.recent)
+            new = view.apply(changed, vanished, mbox.highestmodseq)
+            await view.claim_recent(new, self.recent)
         self.emit(view, allow_expunge=allow_expunge, allow_flags=allow_flags)
         if self.session.live:
             await updates.refresh(self)  # RFC 5267 §4.3.3: ADDTO after EXISTS

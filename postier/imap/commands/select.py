@@ -41,10 +41,10 @@ async def select(ctx: Context, cmd: p.Select) -> Result:
     columns = shared if shared is not None else await list_columns(ctx, mbox)
     uids = columns.uids
     if cmd.readonly:
-        last = ctx.recent.last(mbox.id)
+        last = await ctx.recent.last(mbox.id)
         recent = newer(uids, last)  # EXAMINE shows \Recent, claims nothing
     else:
-        recent = ctx.recent.claim(mbox.id, uids)
+        recent = await ctx.recent.claim(mbox.id, uids)
     view = MailboxView(
         mbox, readonly=cmd.readonly, recent=recent, columns=columns, shared=shared is not None
     )

@@ -42,7 +42,7 @@ async def status_items(
                 messages = await ctx.store.list_messages(mbox.id, summaries=False)
             value = sum(1 for m in messages if "\\Deleted" in m.flags)
         else:  # RECENT: not yet claimed by any session (RFC 3501 §2.3.2)
-            last = ctx.recent.last(mbox.id)
+            last = await ctx.recent.last(mbox.id)
             if messages is None:
                 messages = await ctx.store.list_messages(mbox.id, summaries=False)
             value = sum(1 for m in messages if m.uid > last)

@@ -338,7 +338,27 @@ _V7 = (
     "CREATE INDEX login_failures_last ON login_failures(last)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8 = (
+    # issue 16: connections at once per client address and listener (`smtp.limits.
+    # max_connections_per_ip`): one row per (listener, address, holding process),
+    # the number that process has open; a dead process's rows do not count
+    """CREATE UNLOGGED TABLE client_connections (
+        listener TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        holder_pid INTEGER NOT NULL,
+        holder_start TIMESTAMPTZ NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (listener, ip, holder_pid, holder_start)
+    )""",
+    # \Recent (RFC 3501 §2.3.2): the highest UID of a mailbox some session of
+    # any node has claimed
+    """CREATE UNLOGGED TABLE recent_claims (
+        mailbox_id BIGINT PRIMARY KEY,
+        last_uid BIGINT NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 VERSION = len(MIGRATIONS)
 
 

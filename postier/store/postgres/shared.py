@@ -4,7 +4,7 @@ With several nodes over one database, what one process or one machine kept for
 itself must be seen by every node: a POP3 maildrop lock taken through node A
 refuses a login through node B, and a password guesser spreading his attempts
 over the nodes is counted once. `SharedState` keeps that state in UNLOGGED
-tables (schema 7); the interfaces the servers already use are implemented over
+tables (schemas 7 and 8); the interfaces the servers already use are implemented over
 it where they live (`pop3.locks.DatabaseMaildrops`,
 `auth.shared.DatabaseLimiter`), and the composition root (`server.root`) picks
 them when ``store.backend = "postgres"``.
@@ -31,6 +31,15 @@ Rules:
   key order, so two nodes never deadlock), so failures counted at once on two
   nodes are all counted. Times are each node's wall clock (Unix seconds): keep
   the nodes' clocks in step (NTP), as mail already needs.
+- Connections at once per client address are counted per process in memory
+  (`server.listeners`); each process writes its own number for a (listener,
+  address) to one row (an absolute value: a late or lost write is put right by
+  the next) and adds the rows of the other live processes, of every node, in
+  the same statement. Two nodes admitting at the same instant may both let one
+  more in: a limit on resources, not an invariant.
+- \\Recent: one row per mailbox holds the highest UID claimed; a claim raises
+  it with the row held (``FOR UPDATE``) and gets the value before, so of two
+  sessions on two nodes claiming one new message, one gets it.
 - Every statement here goes through the reader pool in autocommit, not through
   the group-committed writer: these rows are UNLOGGED, so a write costs no WAL
   flush, and a login never waits for a batch of message inserts.
@@ -48,7 +57,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from postier.store.errors import StoreError
-from postier.store.models import UserId
+from postier.store.models import MailboxId, UserId
 from postier.store.sqlite.store import _now_us
 
 if TYPE_CHECKING:
@@ -66,6 +75,34 @@ _TAKE = (
     "AND a.backend_start = l.holder_start) RETURNING token"
 )
 
+
+#: this process has `$5` connections of address `$2` on listener `$1`; how many
+#: have the other live processes (of every node)?
+_CLIENTS = (
+    "WITH mine AS (INSERT INTO client_connections (listener, ip, holder_pid, holder_start, n) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (listener, ip, holder_pid, holder_start) "
+    "DO UPDATE SET n = excluded.n) "
+    "SELECT COALESCE(SUM(c.n), 0) FROM client_connections c "
+    "WHERE c.listener = $1 AND c.ip = $2 AND NOT (c.holder_pid = $3 AND c.holder_start = $4) "
+    "AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.holder_pid "
+    "AND a.backend_start = c.holder_start)"
+)
+_CLIENTS_GONE = (
+    "DELETE FROM client_connections c WHERE listener = $1 AND ip = $2 "
+    "AND holder_pid = $3 AND holder_start = $4"
+)
+#: rows of processes that are gone
+_CLIENTS_DEAD = (
+    "DELETE FROM client_connections c WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
+    "WHERE a.pid = c.holder_pid AND a.backend_start = c.holder_start)"
+)
+
+#: raise mailbox `$1`'s \Recent mark to `$2`; the mark before
+_CLAIM_RECENT = (
+    "UPDATE recent_claims r SET last_uid = GREATEST(r.last_uid, $2) FROM (SELECT last_uid "
+    "FROM recent_claims WHERE mailbox_id = $1 FOR UPDATE) o WHERE r.mailbox_id = $1 "
+    "RETURNING o.last_uid"
+)
 
 #: errors after which a release is tried again
 _TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError)
@@ -87,6 +124,7 @@ class SharedState:
         self._store = store
         self._retries: set[asyncio.Task[None]] = set()
         self._failures = 0
+        self._client_writes = 0
 
     # --- POP3 maildrop locks ----------------------------------------------
     async def take_maildrop(self, user_id: UserId) -> str | None:
@@ -190,3 +228,41 @@ class SharedState:
         await self._store.database.fetchval(
             "DELETE FROM login_failures WHERE key = ANY($1)", list(keys)
         )
+
+    # --- connections at once per client address -----------------------------
+    async def count_clients(self, listener: str, ip: str, mine: int) -> int:
+        """Record that this process has `mine` connections of `ip` on `listener`;
+        returns the number the other live processes have."""
+        store = self._store
+        session = store.session
+        if session is None:
+            raise StoreError("no database session to count connections with")
+        db = store.database
+        self._client_writes += 1
+        if self._client_writes % 10_000 == 0:
+            await db.fetchval(_CLIENTS_DEAD)
+        if mine <= 0:
+            await db.fetchval(_CLIENTS_GONE, listener, ip, *session)
+            return 0
+        return int(await db.fetchval(_CLIENTS, listener, ip, *session, mine))
+
+    # --- \Recent ------------------------------------------------------------
+    async def claim_recent(self, mailbox_id: MailboxId, up_to: int) -> int:
+        """Raise the mailbox's mark to `up_to`; returns the mark before (the
+        caller's messages above it are its \\Recent ones)."""
+        db = self._store.database
+        before = await db.fetchval(_CLAIM_RECENT, int(mailbox_id), up_to)
+        if before is None:  # the mailbox's first claim
+            await db.fetchval(
+                "INSERT INTO recent_claims (mailbox_id, last_uid) VALUES ($1, 0) "
+                "ON CONFLICT (mailbox_id) DO NOTHING",
+                int(mailbox_id),
+            )
+            before = await db.fetchval(_CLAIM_RECENT, int(mailbox_id), up_to)
+        return int(before)
+
+    async def recent_mark(self, mailbox_id: MailboxId) -> int:
+        value = await self._store.database.fetchval(
+            "SELECT last_uid FROM recent_claims WHERE mailbox_id = $1", int(mailbox_id)
+        )
+        return 0 if value is None else int(value)

@@ -74,27 +74,28 @@ def test_expunges_wait_until_allowed_and_go_highest_first() -> None:
     assert not v.take_updates(allow_expunge=True)
 
 
-def test_new_messages_flag_changes_and_duplicates() -> None:
+async def test_new_messages_flag_changes_and_duplicates() -> None:
     v = view(1, 2)
     claims = RecentClaims()
     # our own STORE is already announced: the echo from the feed changes nothing
     v.record_flags(msg(1, 21, "\\Seen"))
-    v.apply(
+    new = v.apply(
         [msg(1, 21, "\\Seen"), msg(2, 22, "\\Flagged"), msg(10, 23), msg(5, 24)],
         [],
         baseline=24,
-        recent=claims,
     )
+    assert new == [10]
+    await v.claim_recent(new, claims)
     up = v.take_updates(allow_expunge=False)
     assert up.exists == 3 and up.recent == 1  # UID 5 < UIDNEXT at SELECT: came and went
     assert up.flags == [(2, 2)]
     assert list(v.uids) == [1, 2, 10] and v.recent == {10}
     # the same changes again (the feed may repeat): nothing new
-    v.apply([msg(2, 22, "\\Flagged"), msg(10, 23)], [], baseline=24, recent=claims)
+    assert v.apply([msg(2, 22, "\\Flagged"), msg(10, 23)], [], baseline=24) == []
     assert not v.take_updates(allow_expunge=True)
     # another session of this process does not get UID 10 as \Recent
     other = view(1, 2)
-    other.apply([msg(10, 23)], [], baseline=24, recent=claims)
+    await other.claim_recent(other.apply([msg(10, 23)], [], baseline=24), claims)
     assert other.recent == set()
 
 
@@ -105,12 +106,12 @@ def test_flag_change_of_a_pending_expunge_is_not_announced() -> None:
     assert up.expunged == [(2, 2)] and up.flags == []
 
 
-def test_recent_claims_once_per_process() -> None:
+async def test_recent_claims_once_per_process() -> None:
     claims = RecentClaims()
-    assert claims.claim(MailboxId(1), [1, 2, 3]) == {1, 2, 3}
-    assert claims.claim(MailboxId(1), [1, 2, 3, 4]) == {4}
-    assert claims.claim(MailboxId(2), [1]) == {1}
-    assert claims.last(MailboxId(1)) == 4
+    assert await claims.claim(MailboxId(1), [1, 2, 3]) == {1, 2, 3}
+    assert await claims.claim(MailboxId(1), [1, 2, 3, 4]) == {4}
+    assert await claims.claim(MailboxId(2), [1]) == {1}
+    assert await claims.last(MailboxId(1)) == 4
 
 
 def test_flags_of_adds_recent_only_for_rev1() -> None:

@@ -1,6 +1,7 @@
 """State two nodes share in the PostgreSQL database while they run
-(`store.postgres.shared`): POP3 maildrop locks (`pop3.locks.DatabaseMaildrops`)
-and the login failure limiter (`auth.shared.DatabaseLimiter`).
+(`store.postgres.shared`): POP3 maildrop locks (`pop3.locks.DatabaseMaildrops`),
+the login failure limiter (`auth.shared.DatabaseLimiter`), connections per
+client address (`server.listeners`) and \\Recent (`imap.recent`).
 Each node is a `PostgresStore` of its own on one schema (the two-node tests in
 tests/integration run real servers)."""
 
@@ -15,8 +16,9 @@ from postier.auth.passwords import hash_password
 from postier.auth.service import AuthOutcome, AuthService
 from postier.auth.shared import DatabaseLimiter
 from postier.config.schema import AuthSettings
+from postier.imap.recent import DatabaseRecentClaims
 from postier.pop3.locks import DatabaseMaildrops
-from postier.store.models import UserId
+from postier.store.models import MailboxId, UserId
 from postier.store.postgres import PostgresStore
 from postier.store.postgres.shared import SharedState
 from tests.support.postgres import pg_dsn  # noqa: F401  (a fixture)
@@ -136,6 +138,52 @@ async def test_login_failures_are_counted_across_nodes(pg_dsn: str) -> None:  # 
         await nodes[0].limiter.succeeded(["acct:alice@example.test"])
         ok = await nodes[1].authenticate("alice@example.test", "right", "198.51.100.1")
         assert ok.ok
+    finally:
+        await b.close()
+        await a.close()
+
+
+async def test_connections_per_client_are_counted_over_every_live_process(
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    a = await opened(pg_dsn, "a")
+    b = await opened(pg_dsn, "b")
+    try:
+        state_a, state_b = SharedState(a), SharedState(b)
+        assert await state_a.count_clients("imap", "192.0.2.1", 3) == 0
+        assert await state_b.count_clients("imap", "192.0.2.1", 2) == 3
+        assert await state_a.count_clients("imap", "192.0.2.1", 4) == 2  # its own replaced
+        assert await state_b.count_clients("mx", "192.0.2.1", 1) == 0  # another listener
+        assert await state_b.count_clients("imap", "192.0.2.2", 1) == 0  # another client
+        assert await state_a.count_clients("imap", "192.0.2.1", 0) == 0  # a's all ended
+        assert await state_b.count_clients("imap", "192.0.2.1", 2) == 0
+        await state_a.count_clients("imap", "192.0.2.1", 5)
+        await a.close()  # a dies: its connections no longer count
+        assert await state_b.count_clients("imap", "192.0.2.1", 2) == 0
+    finally:
+        await b.close()
+        await a.close()
+
+
+async def test_recent_is_one_sessions_on_every_node(pg_dsn: str) -> None:  # noqa: F811
+    a = await opened(pg_dsn, "a")
+    b = await opened(pg_dsn, "b")
+    try:
+        claims_a = DatabaseRecentClaims(SharedState(a))
+        claims_b = DatabaseRecentClaims(SharedState(b))
+        box = MailboxId(7)
+        assert await claims_b.last(box) == 0
+        assert await claims_a.claim(box, [1, 2, 3]) == {1, 2, 3}
+        assert await claims_b.claim(box, [1, 2, 3, 4]) == {4}
+        assert await claims_a.last(box) == 4
+        assert await claims_a.claim(MailboxId(8), [1]) == {1}  # another mailbox
+        # sessions of both nodes claiming the same new messages at once: each
+        # message goes to exactly one of them
+        got = await asyncio.gather(
+            *(c.claim(box, range(1, 5 + n)) for n in range(1, 11) for c in (claims_a, claims_b))
+        )
+        mine = [u for g in got for u in g]
+        assert sorted(mine) == list(range(5, 15))
     finally:
         await b.close()
         await a.close()
