@@ -194,6 +194,6 @@ def test_1000_messages_a_node_killed_mid_queue(site: Site) -> None:
     doubled = {s: c for s, c in copies.items() if len(c) > 1}
     for subject, ((first, at), (second, _)) in doubled.items():
         assert (first, second) == ("mxa.a.test", "mxb.a.test"), subject
-        assert killed - 2.0 < at, (subject, killed - at)
+        assert killed - 5.0 < at, (subject, killed - at)
     assert len(doubled) <= PER_DESTINATION, doubled
     assert site.b.terminate() == 0
