@@ -361,12 +361,14 @@ def test_recent_goes_to_one_session_of_all_nodes(
     assert _recent(on_a) == b"0"  # not again on A
     with smtplib.SMTP("127.0.0.1", b.ports["mx"], timeout=10) as smtp:
         smtp.sendmail("sender@remote.test", ["alice@example.test"], MESSAGE)
-    time.sleep(0.3)  # both sessions' feeds have heard of it
     recent = []
-    for imap in (on_a, on_b):
-        imap.noop()
+    for imap in (on_a, on_b):  # A looks first (as soon as its feed heard of it)
+        deadline = time.monotonic() + 10
+        while b"3" not in imap.untagged_responses.get("EXISTS", []):
+            assert time.monotonic() < deadline, "the new message was never announced"
+            imap.noop()
         recent.append(_recent(imap))
-    # A looked first: the new one is its only \Recent; B keeps its two
+    # the new one is A's only \Recent; B keeps its two
     assert recent == [b"1", b"2"]
     for imap in sessions:
         imap.logout()
