@@ -43,6 +43,8 @@ NOT_COPIED: dict[str, frozenset[str] | None] = {
     # state of running nodes (UNLOGGED): gone with the nodes that held it
     "maildrop_locks": None,
     "login_failures": None,
+    "client_connections": None,
+    "recent_claims": None,
     "schema_version": None,
     STATE_TABLE: None,
 }
