@@ -16,7 +16,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import json
 
@@ -91,9 +90,7 @@ def _check(args: argparse.Namespace) -> int:
             d = await store.get_domain(domain)
             if d is None:
                 raise unknown_domain(domain)
-            keys = await asyncio.to_thread(
-                dkim.load_domain_keys, settings.server.data_dir, domain, d.dkim_selector
-            )
+            keys = await dkim.stored_keys(store, domain, d.dkim_selector)
         return await check_domain(
             make_resolver(settings.dns),
             domain,

@@ -25,6 +25,7 @@ from postier.cli.status import human
 from postier.config.schema import Settings
 from postier.server.status import is_running
 from postier.store.copy import CopyError, Report, copy, open_rows, parse_target, verify
+from postier.store.tables import TABLES
 
 #: seconds between progress lines when stderr is not a terminal
 _PLAIN_EVERY = 10.0
@@ -165,8 +166,9 @@ def _print(report: Report, verify_only: bool) -> None:
         out(f"copied {report.source} to {report.destination}{resumed}: {what}")
     if report.ok:
         out(
-            f"verified: every row of {len(c)} tables, and {report.blobs_checked} message "
-            f"bod(ies) ({human(report.bytes_checked)}) by SHA-256"
+            f"verified: every row of {len(TABLES)} tables, {c.get('dkim_keys', 0)} DKIM "
+            f"key(s), and {report.blobs_checked} message bod(ies) "
+            f"({human(report.bytes_checked)}) by SHA-256"
         )
 
 

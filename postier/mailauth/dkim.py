@@ -11,9 +11,13 @@ Rules:
   the RSA one (the "active" selector); its Ed25519 twin has the same stem with
   "e". A message is signed with each of the two whose key file exists (dual
   signing, RFC 8463 §5: verifiers use the signature they can).
-- Key files: ``data_dir/dkim/<domain>/<selector>.key``, PEM, mode 0600, written
-  to a temp name, fsynced, renamed. `domain` is a validated A-label name and the
-  selector our own string: nothing a mail sender types becomes a path.
+- Keys are kept by the store (`Store.dkim_keys`, `Store.add_dkim_key`): files of
+  the data dir with SQLite (``data_dir/dkim/<domain>/<selector>.key``, PEM, 0600:
+  `store.sqlite.keyfiles`), a table with PostgreSQL, so that every node signs
+  with the same keys. `make_keys` makes a domain's pair once: processes or nodes
+  racing all get the pair the store kept first. The file functions below
+  (`generate_keys`, `load_key`, `load_domain_keys`) work on a data dir directly
+  (tests, tools).
 - Signing uses relaxed/relaxed canonicalization (RFC 6376 §3.4) and covers the
   fields that carry meaning (From — twice, so a From: added later breaks the
   signature, RFC 6376 §8.15 "oversigning" — To, Cc, Subject, Date, Message-ID,
@@ -27,23 +31,28 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from postier.durable import file_lock, write_atomically
 from postier.mailauth.dkimpy import dkim
+from postier.store.sqlite import keyfiles
+
+if TYPE_CHECKING:
+    from postier.store.api import Store
 
 log = logging.getLogger("postier.mailauth.dkim")
 
-KEY_DIR = "dkim"
+KEY_DIR = keyfiles.KEY_DIR
 RSA_BITS = 2048
 
 #: RFC 6376 §5.4.1 recommended fields, plus MIME and threading fields; From twice
@@ -64,8 +73,6 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"list-unsubscribe",
     b"list-unsubscribe-post",
 )
-
-_SELECTOR = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class DkimError(Exception):
@@ -131,11 +138,10 @@ def twin_selectors(active: str) -> tuple[str, ...]:
 
 
 def key_path(data_dir: Path, domain: str, selector: str) -> Path:
-    if not _SELECTOR.match(selector):
-        raise DkimError(f"bad DKIM selector {selector!r}")
-    if "/" in domain or domain.startswith(".") or not domain:
-        raise DkimError(f"bad domain {domain!r}")
-    return data_dir / KEY_DIR / domain.lower() / f"{selector}.key"
+    try:
+        return keyfiles.key_path(data_dir, domain, selector)
+    except ValueError as e:
+        raise DkimError(str(e)) from None
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -174,21 +180,39 @@ def _generate_keys(
         if path.exists() and not overwrite:
             out.append(load_key(data_dir, domain, selector))
             continue
-        if algorithm == "rsa":
-            pem = rsa.generate_private_key(65537, rsa_bits).private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        else:
-            pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+        pem = _new_pem(algorithm, rsa_bits)
         _write_private(path, pem)
         out.append(DkimKey(domain.lower(), selector, algorithm, pem))
     return out[0], out[1]
+
+
+def _new_pem(algorithm: str, rsa_bits: int) -> bytes:
+    """A new private key in PEM: RSA in PKCS#1 (what dkimpy takes), Ed25519 in PKCS#8."""
+    if algorithm == "rsa":
+        return rsa.generate_private_key(65537, rsa_bits).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def key_of(domain: str, selector: str, pem: bytes, where: str = "") -> DkimKey:
+    """The key a PEM holds; `DkimError` (naming `where`) if it is not one we use."""
+    where = where or f"{selector}._domainkey.{domain}"
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as e:
+        raise DkimError(f"{where}: not a PEM private key ({e})") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return DkimKey(domain.lower(), selector, "rsa", pem)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return DkimKey(domain.lower(), selector, "ed25519", pem)
+    raise DkimError(f"{where}: only RSA and Ed25519 keys are supported")
 
 
 def load_key(data_dir: Path, domain: str, selector: str) -> DkimKey:
@@ -197,15 +221,7 @@ def load_key(data_dir: Path, domain: str, selector: str) -> DkimKey:
         pem = path.read_bytes()
     except OSError as e:
         raise DkimError(f"{path}: {e.strerror}") from None
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except ValueError as e:
-        raise DkimError(f"{path}: not a PEM private key ({e})") from None
-    if isinstance(key, rsa.RSAPrivateKey):
-        return DkimKey(domain.lower(), selector, "rsa", pem)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return DkimKey(domain.lower(), selector, "ed25519", pem)
-    raise DkimError(f"{path}: only RSA and Ed25519 keys are supported")
+    return key_of(domain, selector, pem, str(path))
 
 
 def load_domain_keys(data_dir: Path, domain: str, active: str) -> list[DkimKey]:
@@ -215,6 +231,42 @@ def load_domain_keys(data_dir: Path, domain: str, active: str) -> list[DkimKey]:
         with contextlib.suppress(DkimError):
             keys.append(load_key(data_dir, domain, selector))
     return keys
+
+
+async def stored_keys(store: Store, domain: str, active: str) -> list[DkimKey]:
+    """The keys to sign with for `domain` whose active selector is `active`, as the
+    store keeps them (a missing twin is skipped; an unreadable key is logged)."""
+    if not active:
+        return []
+    pems = await store.dkim_keys(domain)
+    keys = []
+    for selector in twin_selectors(active):
+        pem = pems.get(selector)
+        if pem is None:
+            continue
+        try:
+            keys.append(key_of(domain, selector, pem))
+        except DkimError:
+            log.exception("DKIM key of %s", domain)
+    return keys
+
+
+async def make_keys(
+    store: Store, domain: str, *, year: int | None = None, rsa_bits: int = RSA_BITS
+) -> tuple[DkimKey, DkimKey]:
+    """The RSA and Ed25519 keys of `domain` for `year`, made unless the store has
+    them; returns (rsa, ed25519). Processes or nodes racing all get the pair the
+    store kept first. The caller records the RSA selector (`set_dkim_selector`)."""
+    year = year or datetime.now(UTC).year
+    have = await store.dkim_keys(domain)
+    out: list[DkimKey] = []
+    for selector, algorithm in zip(selectors_for(year), ("rsa", "ed25519"), strict=True):
+        pem = have.get(selector)
+        if pem is None:
+            pem = await asyncio.to_thread(_new_pem, algorithm, rsa_bits)
+            pem = await store.add_dkim_key(domain, selector, pem)
+        out.append(key_of(domain, selector, pem))
+    return out[0], out[1]
 
 
 def sign(message: bytes, keys: list[DkimKey]) -> bytes:

@@ -3,7 +3,7 @@
 
 Rules:
 - Records are derived from the configuration (server.hostname, the MX listener
-  address) and the key files; nothing is looked up in DNS.
+  address) and the DKIM keys the store keeps; nothing is looked up in DNS.
 - SPF (RFC 7208): ``v=spf1 mx -all`` — the domain's MX hosts send its mail.
 - DKIM (RFC 6376 §3.6.2.2): one TXT per key at ``<selector>._domainkey.<domain>``;
   values over 255 octets are split into several character-strings of one record.
@@ -16,7 +16,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from dataclasses import dataclass
 
@@ -108,11 +107,10 @@ async def ensure_dkim(store: Store, settings: Settings, domain: str) -> list[dki
     """Make the domain's DKIM keys unless it has them, and record the active
     selector; returns the keys to sign (and publish) with."""
     d = await store.get_domain(domain)
-    data_dir = settings.server.data_dir
     if d is not None and d.dkim_selector:
-        keys = await asyncio.to_thread(dkim.load_domain_keys, data_dir, domain, d.dkim_selector)
+        keys = await dkim.stored_keys(store, domain, d.dkim_selector)
         if keys:
             return keys
-    rsa_key, ed_key = await asyncio.to_thread(dkim.generate_keys, data_dir, domain)
+    rsa_key, ed_key = await dkim.make_keys(store, domain)
     await store.set_dkim_selector(domain, rsa_key.selector)
     return [rsa_key, ed_key]

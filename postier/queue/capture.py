@@ -148,22 +148,22 @@ class Outbox:
             return None
 
 
-async def own_keys_resolver(store: Store, data_dir: Path) -> FakeResolver:
+async def own_keys_resolver(store: Store) -> FakeResolver:
     """A resolver answering only the DKIM key records this server publishes
-    (those `postier dns-records` prints), from its own key files."""
+    (those `postier dns-records` prints), from the keys its store keeps."""
     zones: dict[str, dict[str, list[str]]] = {}
     for d in await store.list_domains():
         if not d.dkim_selector:
             continue
-        for key in dkim.load_domain_keys(data_dir, d.name, d.dkim_selector):
+        for key in await dkim.stored_keys(store, d.name, d.dkim_selector):
             zones[f"{key.selector}._domainkey.{key.domain}"] = {"TXT": [key.txt_record()]}
     return FakeResolver(zones)
 
 
-async def dkim_verdict(data: bytes, store: Store, data_dir: Path) -> list[DkimResult]:
+async def dkim_verdict(data: bytes, store: Store) -> list[DkimResult]:
     """One result per DKIM-Signature of a captured message, verified against
     this server's published keys (empty: unsigned)."""
-    return await verify(data, await own_keys_resolver(store, data_dir))
+    return await verify(data, await own_keys_resolver(store))
 
 
 def utcnow() -> datetime:

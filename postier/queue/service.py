@@ -40,7 +40,7 @@ def build(settings: Settings, store: Store, resolver: Resolver) -> Runner:
         hostname=settings.server.hostname,
         outbound=settings.smtp.outbound,
         schedule=Schedule.of(settings.queue),
-        signer=DkimSigner(store, settings.server.data_dir),
+        signer=DkimSigner(store),
         outbox=(
             Outbox(outbox_dir(settings.server.data_dir)) if settings.smtp.outbound.capture else None
         ),
@@ -51,7 +51,7 @@ def enqueue(settings: Settings, store: Store, runner: Runner | None = None) -> E
     """The enqueue step intake runs on each new queue entry: with the runner's
     signer in a server, its own in a process without a runner (`postier send`)."""
     signer = runner.signer if runner is not None else None
-    return Enqueue(signer or DkimSigner(store, settings.server.data_dir))
+    return Enqueue(signer or DkimSigner(store))
 
 
 def start(

@@ -3,7 +3,8 @@
 Rules:
 - The signing domain is the first From: domain with keys here, else the
   envelope sender's domain; mail from no local domain with keys is not signed.
-- Keys are read from the data dir (`mailauth.dkim.load_domain_keys`) and cached
+- Keys are read from the store (`mailauth.dkim.stored_keys`: files of the data
+  dir with SQLite, the database with PostgreSQL, one key for every node) and cached
   `cache_ttl` seconds per domain, so a key added by `postier domain add` is
   used within that time.
 - A message is signed once, when it is queued (`queue.enqueue`); the signature
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 from postier.mail.headers import HeaderView
 from postier.mailauth import dkim
@@ -32,9 +32,8 @@ log = logging.getLogger("postier.queue")
 class DkimSigner:
     """Finds the keys of the signing domain (cached `cache_ttl` seconds) and signs."""
 
-    def __init__(self, store: Store, data_dir: Path, *, cache_ttl: float = 60.0) -> None:
+    def __init__(self, store: Store, *, cache_ttl: float = 60.0) -> None:
         self.store = store
-        self.data_dir = data_dir
         self.cache_ttl = cache_ttl
         self._keys: dict[str, tuple[float, list[dkim.DkimKey]]] = {}
 
@@ -45,9 +44,7 @@ class DkimSigner:
         keys: list[dkim.DkimKey] = []
         d = await self.store.get_domain(domain)
         if d is not None and d.dkim_selector:
-            keys = await asyncio.to_thread(
-                dkim.load_domain_keys, self.data_dir, domain, d.dkim_selector
-            )
+            keys = await dkim.stored_keys(self.store, domain, d.dkim_selector)
         self._keys[domain] = (time.monotonic(), keys)
         return keys
 

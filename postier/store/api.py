@@ -82,6 +82,17 @@ class Store(Protocol):
         """Refuses (`Conflict`) while users or aliases of the domain exist."""
 
     async def set_dkim_selector(self, name: str, selector: str) -> None: ...
+    async def dkim_keys(self, domain: str) -> dict[str, bytes]:
+        """The DKIM private keys of `domain`, selector → PEM (`mailauth.dkim` makes
+        and reads them). Kept whether or not the domain exists (a domain added again
+        signs with its old keys): SQLite as files of the data dir
+        (`sqlite.keyfiles`), PostgreSQL in the database, so every node signs with
+        the same keys."""
+
+    async def add_dkim_key(self, domain: str, selector: str, private_pem: bytes) -> bytes:
+        """Keep `private_pem` as the key of `selector` unless the domain has one
+        already; returns the key kept: the first writer's when processes or nodes
+        race, so all of them sign with (and publish) one key."""
 
     # --- users -------------------------------------------------------------
     async def add_user(self, address: str, password_hash: str, quota_bytes: int = 0) -> User:

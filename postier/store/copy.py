@@ -26,8 +26,11 @@ Rules:
   sides in key order and compared row by row (counts, keys, every value), and
   the bytes of every message are compared by SHA-256. A copy that does not
   verify is not marked done.
-- Not copied: files of the data dir (DKIM key files, TLS certificates, the
-  spool), queue leases, SQLite's change log between processes of one host.
+- DKIM private keys travel too (files of the data dir with SQLite, a table with
+  PostgreSQL: `Store.dkim_keys`), after the tables; a key already in the
+  destination for a selector is kept, and the verification says if it differs.
+- Not copied: TLS certificates and the spool (files each node has), queue
+  leases, SQLite's change log between processes of one host.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class Rows(Protocol):
     async def write(
         self, table: Table, rows: Sequence[Row], data: dict[str, bytes], state: dict[str, str]
     ) -> None: ...
+    async def dkim_keys(self) -> list[tuple[str, str, bytes]]: ...
+    async def put_dkim_keys(self, keys: Sequence[tuple[str, str, bytes]]) -> None: ...
     async def serial(self, table: Table) -> int: ...
     async def set_serial(self, table: Table, value: int) -> None: ...
 
@@ -182,6 +187,7 @@ async def copy(
         report.copied += await _copy_table(
             src, dst, table, state, batch, max_batch_bytes, progress, report
         )
+    await dst.put_dkim_keys(await src.dkim_keys())
     for table in TABLES:
         if table.serial:
             await dst.set_serial(table, await src.serial(table))
@@ -271,6 +277,16 @@ async def verify(
         if other != total:
             report.problem(f"{table.name}: {total} row(s) in the source, {other} in the copy")
         await _compare_table(src, dst, table, total, batch, progress, report)
+    ours = {(d, s): pem for d, s, pem in await src.dkim_keys()}
+    theirs = {(d, s): pem for d, s, pem in await dst.dkim_keys()}
+    report.counts["dkim_keys"] = len(ours)
+    for d, s in sorted(ours.keys() | theirs.keys()):
+        if (d, s) not in theirs:
+            report.problem(f"DKIM key {s}._domainkey.{d}: missing in the copy")
+        elif (d, s) not in ours:
+            report.problem(f"DKIM key {s}._domainkey.{d}: in the copy, not in the source")
+        elif ours[d, s] != theirs[d, s]:
+            report.problem(f"DKIM key {s}._domainkey.{d}: differs")
     return report
 
 

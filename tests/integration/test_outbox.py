@@ -68,10 +68,10 @@ def test_remote_mail_is_captured_signed_and_listed(
     assert data.startswith(b"DKIM-Signature:")
     assert b"Return-Path:" not in data  # as transmitted: intake's Return-Path: removed
     assert data.endswith(b"See you there.\r\n")
-    verdicts = srv.call(dkim_verdict(data, srv.store, srv.settings.server.data_dir))
+    verdicts = srv.call(dkim_verdict(data, srv.store))
     assert [v.status for v in verdicts] == ["pass", "pass"]  # RSA and Ed25519
     tampered = data.replace(b"See you there.", b"See you later.")
-    verdicts = srv.call(dkim_verdict(tampered, srv.store, srv.settings.server.data_dir))
+    verdicts = srv.call(dkim_verdict(tampered, srv.store))
     assert {v.status for v in verdicts} == {"fail"}
 
     # the entry left the queue as captured, with trace events naming it

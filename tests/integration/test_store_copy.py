@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from postier.mailauth import dkim
 from postier.store.api import Store
 from postier.store.copy import copy, open_rows, verify
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient, UserId
@@ -55,7 +56,9 @@ async def build_source(data_dir: Path) -> None:
     try:
         await s.add_domain("example.test")
         await s.add_domain("other.test")
-        await s.set_dkim_selector("example.test", "postier2026r")
+        rsa_key, _ = await dkim.make_keys(s, "example.test", year=2026, rsa_bits=1024)
+        await s.set_dkim_selector("example.test", rsa_key.selector)
+        await dkim.make_keys(s, "other.test", year=2025, rsa_bits=1024)
         alice = await s.add_user("alice@example.test", "$argon2id$v=19$m=65536,t=3,p=4$alice")
         bob = await s.add_user("bob@other.test", "$argon2id$v=19$m=65536,t=3,p=4$bob", 10**7)
         carol = await s.add_user("carol@example.test", "$argon2id$v=19$carol")
@@ -136,6 +139,7 @@ async def snapshot(s: Store) -> dict[str, Any]:
         "users": await s.list_users(),
         "aliases": await s.list_aliases(),
         "queue": await s.queue_list(),
+        "dkim": {d: await s.dkim_keys(d) for d in ("example.test", "other.test")},
     }
     for user in out["users"]:
         boxes = await s.list_mailboxes(user.id)
@@ -218,6 +222,8 @@ def test_round_trip_sqlite_postgres_sqlite_keeps_everything(tmp_path: Path, pg_d
     assert {"Old", "Work", "Work/Projects"} <= set(after["alice@example.test subscriptions"])
     assert after["alice@example.test INBOX vanished"] == [3, 4, 8]
     assert len(after["queue"]) == 1
+    assert sorted(after["dkim"]["example.test"]) == ["postier2026e", "postier2026r"]
+    assert (back_dir / "dkim" / "example.test" / "postier2026r.key").exists()
 
     # new ids continue above the source's (carol's id 3 is not handed out again)
     async def add_dave() -> int:

@@ -40,6 +40,7 @@ NOT_COPIED: dict[str, frozenset[str] | None] = {
     # the mailbox's counts, kept by triggers on messages: they count the copied rows
     "mailboxes": frozenset({"n_messages", "n_unseen", "n_octets"}),
     "blob_chunks": None,  # message bytes: `read_data`
+    "dkim_keys": None,  # files with SQLite: `dkim_keys`
     # state of running nodes (UNLOGGED): gone with the nodes that held it
     "maildrop_locks": None,
     "login_failures": None,
@@ -221,6 +222,24 @@ class PostgresRows:
 
     async def set_state(self, state: dict[str, str]) -> None:
         await self.write(TABLES[0], (), {}, state)
+
+    # --- DKIM keys ---------------------------------------------------------------
+    async def dkim_keys(self) -> list[tuple[str, str, bytes]]:
+        """(domain, selector, PEM) of every key, sorted."""
+        rows = await self.conn.fetch(
+            'SELECT domain, selector, private_pem FROM dkim_keys ORDER BY domain COLLATE "C", '
+            'selector COLLATE "C"'
+        )
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    async def put_dkim_keys(self, keys: Sequence[tuple[str, str, bytes]]) -> None:
+        """Keep these keys (one already there for a selector stays)."""
+        now = int(time.time() * 1_000_000)
+        await self.conn.executemany(
+            "INSERT INTO dkim_keys (domain, selector, private_pem, created) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (domain, selector) DO NOTHING",
+            [(d, s, pem, now) for d, s, pem in keys],
+        )
 
     # --- identity high-water marks --------------------------------------------
     async def _sequence(self, table: Table) -> str | None:

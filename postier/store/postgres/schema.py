@@ -358,7 +358,22 @@ _V8 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+
+_V9 = (
+    # issue 16: DKIM private keys live in the database, so every node signs with the
+    # same keys (`Store.dkim_keys`; SQLite keeps them as files, `sqlite/keyfiles.py`).
+    # No foreign key: a domain removed and added again signs with its old keys, as
+    # with files.
+    """CREATE TABLE dkim_keys (
+        domain TEXT NOT NULL,
+        selector TEXT NOT NULL,
+        private_pem BYTEA NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (domain, selector)
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 VERSION = len(MIGRATIONS)
 
 

@@ -104,6 +104,7 @@ from postier.store.models import (
 )
 from postier.store.postgres import schema
 from postier.store.postgres.db import Database, Many, Tx, rowcount
+from postier.store.sqlite.keyfiles import valid_selector
 from postier.store.sqlite.store import (
     _MAX_UIDVALIDITY,
     SPECIAL_USE_ATTRIBUTES,
@@ -927,6 +928,40 @@ class PostgresStore:
                 raise NotFound(f"no domain {key}")
 
         await self._write(job)
+
+    async def dkim_keys(self, domain: str) -> dict[str, bytes]:
+        """The ``dkim_keys`` rows of the domain (`Store.dkim_keys`)."""
+        key = _domain_key(domain)
+        rows = await self._fetch(
+            "SELECT selector, private_pem FROM dkim_keys WHERE domain = $1", key
+        )
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    async def add_dkim_key(self, domain: str, selector: str, private_pem: bytes) -> bytes:
+        """INSERT … ON CONFLICT DO NOTHING, then the row as committed: a node that
+        loses the race waits for the winner's commit and returns its key."""
+        key = _domain_key(domain)
+        if not valid_selector(selector):
+            raise Invalid(f"bad DKIM selector {selector!r}")
+
+        async def job(tx: Tx) -> bytes:
+            await tx.execute(
+                "INSERT INTO dkim_keys (domain, selector, private_pem, created) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (domain, selector) DO NOTHING",
+                key,
+                selector,
+                private_pem,
+                _now_us(),
+            )
+            kept = await tx.fetchval(
+                "SELECT private_pem FROM dkim_keys WHERE domain = $1 AND selector = $2",
+                key,
+                selector,
+            )
+            return bytes(kept)
+
+        result: bytes = await self._write(job)
+        return result
 
     # --- users -------------------------------------------------------------
     async def add_user(self, address: str, password_hash: str, quota_bytes: int = 0) -> User:

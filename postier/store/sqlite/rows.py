@@ -27,6 +27,7 @@ from pathlib import Path
 
 from postier.durable import fsync_dir
 from postier.store.blobs import BlobFiles, is_inline
+from postier.store.sqlite import keyfiles
 from postier.store.sqlite.db import connect
 from postier.store.sqlite.store import BLOB_DIR, DB_NAME
 from postier.store.tables import TABLES, Row, Table
@@ -244,6 +245,20 @@ class SqliteRows:
 
     async def set_state(self, state: dict[str, str]) -> None:
         await asyncio.to_thread(self._write, TABLES[0], (), {}, state)
+
+    # --- DKIM keys (files of the data dir: `keyfiles`) ------------------------
+    async def dkim_keys(self) -> list[tuple[str, str, bytes]]:
+        """(domain, selector, PEM) of every key, sorted."""
+        return await asyncio.to_thread(keyfiles.all_keys, self.data_dir)
+
+    async def put_dkim_keys(self, keys: Sequence[tuple[str, str, bytes]]) -> None:
+        """Keep these keys (one already there for a selector stays)."""
+
+        def put() -> None:
+            for domain, selector, pem in keys:
+                keyfiles.keep_key(self.data_dir, domain, selector, pem)
+
+        await asyncio.to_thread(put)
 
     # --- identity high-water marks --------------------------------------------
     async def serial(self, table: Table) -> int:

@@ -99,6 +99,7 @@ from postier.store.models import (
 )
 from postier.store.sqlite import directory, headers, schema
 from postier.store.sqlite.db import Database, Tx
+from postier.store.sqlite.keyfiles import keep_key, read_keys
 
 log = logging.getLogger(__name__)
 
@@ -705,6 +706,20 @@ class SqliteStore:
                 raise NotFound(f"no domain {key}")
 
         await self._write(job)
+
+    async def dkim_keys(self, domain: str) -> dict[str, bytes]:
+        try:
+            return await asyncio.to_thread(read_keys, self.data_dir, _domain_key(domain))
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+
+    async def add_dkim_key(self, domain: str, selector: str, private_pem: bytes) -> bytes:
+        try:
+            return await asyncio.to_thread(
+                keep_key, self.data_dir, _domain_key(domain), selector, private_pem
+            )
+        except ValueError as e:
+            raise Invalid(str(e)) from None
 
     # --- users -------------------------------------------------------------
     async def add_user(self, address: str, password_hash: str, quota_bytes: int = 0) -> User:

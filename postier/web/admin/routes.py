@@ -536,8 +536,7 @@ class Admin:
         d = await self.store.get_domain(request.path_params["name"])
         if d is None:
             return self._error(404, "Not found", "There is no such domain here.")
-        data_dir = self.settings.server.data_dir
-        keys = await asyncio.to_thread(dkim.load_domain_keys, data_dir, d.name, d.dkim_selector)
+        keys = await dkim.stored_keys(self.store, d.name, d.dkim_selector)
         checks: list[Check] = []
         unchecked = ""
         if self.settings.dns.offline:
@@ -670,7 +669,7 @@ class Admin:
         data = await asyncio.to_thread(self.outbox.read, id_)
         if item is None or data is None:
             return self._error(404, "Not found", "There is no such captured message.")
-        verdicts = await dkim_verdict(data, self.store, self.settings.server.data_dir)
+        verdicts = await dkim_verdict(data, self.store)
         msg = await asyncio.to_thread(render.render, data)
         return self._page(
             "admin/outbox_message.html",
