@@ -772,9 +772,21 @@ class Webmail:
         if isinstance(loaded, Response):
             return loaded
         s, mb, m, data = loaded
-        msg = await _in_pool(functools.partial(render.render, authserv_id=self.hostname), data)
-        if "\\Seen" not in m.flags:
-            await self.store.store_flags(mb.id, [m.uid], frozenset({"\\Seen"}), "add")
+        # opening it marks it read: that commit runs while the message is rendered
+        seen = (
+            None
+            if "\\Seen" in m.flags
+            else asyncio.ensure_future(
+                self.store.store_flags(mb.id, [m.uid], frozenset({"\\Seen"}), "add")
+            )
+        )
+        try:
+            msg = await _in_pool(
+                functools.partial(render.render, authserv_id=self.hostname), data
+            )
+        finally:
+            if seen is not None:
+                await seen  # the folder list below counts it read
         frame = await self._frame(s, mb.id)
         folder = next(f for f in frame["folders"] if f.id == mb.id)
         return self._page(
