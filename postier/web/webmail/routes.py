@@ -781,9 +781,7 @@ class Webmail:
             )
         )
         try:
-            msg = await _in_pool(
-                functools.partial(render.render, authserv_id=self.hostname), data
-            )
+            msg = await _in_pool(functools.partial(render.render, authserv_id=self.hostname), data)
         finally:
             if seen is not None:
                 await seen  # the folder list below counts it read
