@@ -31,6 +31,12 @@ POSTGRES_6 = (
 )
 
 
+#: postgres schemas 7 and 8 (the running state nodes share) and 9 (DKIM keys)
+POSTGRES_7 = ("DROP TABLE maildrop_locks, login_failures",)
+POSTGRES_8 = ("DROP TABLE client_connections, recent_claims",)
+POSTGRES_9 = ("DROP TABLE dkim_keys",)
+
+
 def sqlite_drop(conn: sqlite3.Connection, *versions: tuple[str, ...]) -> None:
     for statements in versions:
         for sql in statements:
