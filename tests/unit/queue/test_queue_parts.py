@@ -33,7 +33,7 @@ class CountingSigner(DkimSigner):
     """Counts how often a message is signed; the signature is a fixed field."""
 
     def __init__(self, store: Any) -> None:
-        super().__init__(store, Path("/nonexistent"))
+        super().__init__(store)
         self.signed: list[bytes] = []
 
     async def signature(self, data: bytes, sender: str) -> bytes:
