@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 import secrets
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +35,22 @@ class DemoLogin:
     password: str | None  # None: changed since it was generated (not shown)
 
 
+def demo_password() -> str:
+    """16 letters and digits (95 bits): token_urlsafe's '-' could lead the password
+    and make command lines (swaks -ap, curl -u) read it as an option."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(16))
+
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
 async def create_demo(store: Store, data_dir: Path, domain: str) -> DemoLogin | None:
     """demo@domain with a generated password, unless the account exists already
     (a re-run keeps whatever password it has). The domain must exist."""
     address = f"{DEMO_LOCALPART}@{domain}"
     if await store.get_user(address) is not None:
         return None
-    password = secrets.token_urlsafe(12)
+    password = demo_password()
     # the file first: a crash in between leaves a file naming no account (not shown)
     write_atomically(data_dir / DEMO_FILE, f"{password}\n{address}\n".encode(), 0o600)
     await store.add_user(address, await ahash_password(password))
