@@ -9,18 +9,15 @@ it could answer), but never twice.
 
 from __future__ import annotations
 
-import contextlib
 import imaplib
 import re
-import smtplib
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_postgres_nodes import PASSWORD, cli, node_config
+from tests.support.killload import send_then_kill
 from tests.support.postgres import pg_dsn  # noqa: F401  (a fixture)
 from tests.support.server import ServerProcess
 
@@ -52,45 +49,13 @@ def test_node_killed_mid_stream_every_acknowledged_message_readable_once_on_the_
         cli(
             a.config, "user", "add", "alice@example.test", "--password-stdin", stdin=PASSWORD + "\n"
         )
-        acked: list[int] = []
-        lock = threading.Lock()
-        counter = iter(range(MESSAGES))
-        port = a.ports["mx"]
-
-        def sender() -> None:
-            try:
-                c = smtplib.SMTP("127.0.0.1", port, timeout=30)
-            except OSError:
-                return
-            try:
-                while True:
-                    with lock:
-                        n = next(counter, None)
-                    if n is None:
-                        return
-                    try:
-                        c.sendmail("s@remote.test", ["alice@example.test"], _message(n))
-                    except (smtplib.SMTPException, OSError):
-                        return  # killed mid-transaction: no 250, no promise
-                    with lock:
-                        acked.append(n)
-            finally:
-                with contextlib.suppress(OSError):
-                    c.close()
-
-        threads = [threading.Thread(target=sender) for _ in range(CONNECTIONS)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with lock:
-                if len(acked) >= MESSAGES // 3:
-                    break
-            time.sleep(0.005)
-        a.kill()
-        for t in threads:
-            t.join(30)
-        assert MESSAGES // 3 <= len(acked) < MESSAGES, "the kill must fall mid-stream"
+        acked = send_then_kill(
+            a.ports["mx"],
+            messages=MESSAGES,
+            connections=CONNECTIONS,
+            message=_message,
+            kill=a.kill,
+        )
 
         imap = imaplib.IMAP4("127.0.0.1", b.ports["imap"], timeout=30)
         imap.login("alice@example.test", PASSWORD)

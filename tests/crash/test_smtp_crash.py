@@ -9,11 +9,7 @@ nothing half-present.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import smtplib
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +17,20 @@ import pytest
 from postier.auth.passwords import hash_password
 from postier.config.load import load
 from postier.store import open_store
+from tests.support.killload import send_then_kill
 from tests.support.server import ServerProcess, write_config
 
 pytestmark = pytest.mark.crash
 
 MESSAGES = 200
 CONNECTIONS = 20
+
+
+def _message(n: int) -> bytes:
+    return (
+        f"From: s@remote.test\r\nSubject: {n}\r\n"
+        f"Message-ID: <crash-{n}@test>\r\n\r\n" + "body line\r\n" * 50
+    ).encode()
 
 
 def _setup(cfg: Path) -> None:
@@ -65,57 +69,21 @@ def test_sigkill_during_intake_loses_no_acknowledged_message(tmp_path: Path) -> 
     cfg = write_config(tmp_path)
     _setup(cfg)
     srv = ServerProcess(cfg).start()
-    port = srv.ports["mx"]
-    acked: list[str] = []
-    lock = threading.Lock()
-    counter = iter(range(MESSAGES))
-
-    def sender() -> None:
-        try:
-            c = smtplib.SMTP("127.0.0.1", port, timeout=10)
-        except OSError:
-            return
-        try:
-            while True:
-                with lock:
-                    n = next(counter, None)
-                if n is None:
-                    return
-                msg = (
-                    f"From: s@remote.test\r\nSubject: {n}\r\n"
-                    f"Message-ID: <crash-{n}@test>\r\n\r\n" + "body line\r\n" * 50
-                ).encode()
-                try:
-                    c.sendmail("s@remote.test", ["alice@example.test"], msg)
-                except (smtplib.SMTPException, OSError):
-                    return  # killed mid-transaction: no 250, no promise
-                with lock:
-                    acked.append(f"crash-{n}")
-        finally:
-            with contextlib.suppress(OSError):
-                c.close()
-
-    threads = [threading.Thread(target=sender) for _ in range(CONNECTIONS)]
-    for t in threads:
-        t.start()
-    # kill once a good part of the load is acknowledged, while the rest is in flight
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with lock:
-            if len(acked) >= MESSAGES // 3:
-                break
-        time.sleep(0.005)
-    srv.kill()
-    for t in threads:
-        t.join(30)
-    assert MESSAGES // 3 <= len(acked) < MESSAGES, "the kill must fall mid-stream"
+    acked = send_then_kill(
+        srv.ports["mx"],
+        messages=MESSAGES,
+        connections=CONNECTIONS,
+        message=_message,
+        kill=srv.kill,
+        timeout=10,
+    )
 
     # restart the server (recovery path: sweep temp files, reopen WAL), then check
     srv2 = ServerProcess(cfg).start()
     assert srv2.terminate() == 0
     stored = _stored_ids(cfg)
     assert len(stored) == len(set(stored)), "a message is stored twice"
-    missing = set(acked) - set(stored)
+    missing = {f"crash-{n}" for n in acked} - set(stored)
     assert not missing, f"acknowledged but lost: {sorted(missing)}"
     # nothing is left half-written in the spool or blob temp files
     # the dead session's spool file is swept at start; blob temp files are kept for
