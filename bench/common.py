@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -413,6 +413,42 @@ class Postier:
             self.proc.wait()
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
+
+
+def fill_inbox(
+    config: Path,
+    user: str,
+    messages: Sequence[bytes],
+    flagged: Callable[[int], bool] = lambda i: False,
+) -> None:
+    """The messages into `user`'s INBOX through the store, as a delivery would
+    (before the server starts: the benches measure reading, not this)."""
+
+    async def go() -> None:
+        from postier.config.load import load
+        from postier.mime.summary import summarize
+        from postier.store import open_store
+        from postier.store.models import NewMessage
+
+        store = open_store(load(config))
+        await store.open()
+        try:
+            owner = await store.get_user(user)
+            assert owner is not None
+            inbox = await store.get_mailbox(owner.id, "INBOX")
+            assert inbox is not None
+            sem = asyncio.Semaphore(64)  # concurrent appends share group commits
+
+            async def put(i: int, m: bytes) -> None:
+                flags = frozenset({"\\Flagged"}) if flagged(i) else frozenset()
+                async with sem:
+                    await store.append(inbox.id, NewMessage(m, summarize(m)), flags)
+
+            await asyncio.gather(*(put(i, m) for i, m in enumerate(messages)))
+        finally:
+            await store.close()
+
+    run_async(go())
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

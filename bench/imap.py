@@ -48,6 +48,7 @@ from common import (
     check,
     descendants,
     dovecot_conf,
+    fill_inbox,
     free_port,
     make_message,
     pg_unavailable,
@@ -228,31 +229,7 @@ class PostierTarget:
     def setup(self, messages: Sequence[bytes]) -> None:
         self.server.add_users([USER])
 
-        async def fill() -> None:
-            from postier.config.load import load
-            from postier.mime.summary import summarize
-            from postier.store import open_store
-            from postier.store.models import NewMessage
-
-            store = open_store(load(self.server.config))
-            await store.open()
-            try:
-                user = await store.get_user(USER)
-                assert user is not None
-                inbox = await store.get_mailbox(user.id, "INBOX")
-                assert inbox is not None
-                sem = asyncio.Semaphore(64)  # concurrent appends share group commits
-
-                async def put(i: int, m: bytes) -> None:
-                    flags = frozenset({"\\Flagged"}) if flagged(i) else frozenset()
-                    async with sem:
-                        await store.append(inbox.id, NewMessage(m, summarize(m)), flags)
-
-                await asyncio.gather(*(put(i, m) for i, m in enumerate(messages)))
-            finally:
-                await store.close()
-
-        run_async(fill())
+        fill_inbox(self.server.config, USER, messages, flagged)
         self.server.start()
 
     @property

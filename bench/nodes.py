@@ -61,6 +61,7 @@ from common import (
     Postier,
     check,
     dot_stuff,
+    fill_inbox,
     make_message,
     pg_unavailable,
     run_async,
@@ -108,36 +109,10 @@ class Setup:
         return f"{len(self.nodes)} node(s) x {workers} worker(s)"
 
 
-async def fill(config: Path, messages: Sequence[bytes]) -> None:
-    """The reader's INBOX, through the store (as `bench/imap.py` fills it)."""
-    from postier.config.load import load
-    from postier.mime.summary import summarize
-    from postier.store import open_store
-    from postier.store.models import NewMessage
-
-    store = open_store(load(config))
-    await store.open()
-    try:
-        user = await store.get_user(READER)
-        assert user is not None
-        inbox = await store.get_mailbox(user.id, "INBOX")
-        assert inbox is not None
-        sem = asyncio.Semaphore(64)  # concurrent appends share group commits
-
-        async def put(i: int, m: bytes) -> None:
-            flags = frozenset({"\\Flagged"}) if flagged(i) else frozenset()
-            async with sem:
-                await store.append(inbox.id, NewMessage(m, summarize(m)), flags)
-
-        await asyncio.gather(*(put(i, m) for i, m in enumerate(messages)))
-    finally:
-        await store.close()
-
-
 def prepare(node: Postier, messages: Sequence[bytes]) -> None:
     node.add_users([RCPT, READER])
     t0 = time.perf_counter()
-    run_async(fill(node.config, messages))
+    fill_inbox(node.config, READER, messages, flagged)
     print(f"  filled {len(messages)} messages in {time.perf_counter() - t0:.0f}s", flush=True)
 
 

@@ -50,6 +50,7 @@ from common import (
     LoadError,
     Postier,
     dot_stuff,
+    fill_inbox,
     make_message,
     run_async,
     smtp_send,
@@ -91,35 +92,6 @@ def corpus(count: int, seed: int = 15) -> list[bytes]:
             msg = head + b"\r\n\r\n" + body
         out.append(msg)
     return out
-
-
-def fill(server: Postier, messages: Sequence[bytes]) -> None:
-    """The messages into the user's INBOX through the store, as a delivery would."""
-
-    async def go() -> None:
-        from postier.config.load import load
-        from postier.mime.summary import summarize
-        from postier.store import open_store
-        from postier.store.models import NewMessage
-
-        store = open_store(load(server.config))
-        await store.open()
-        try:
-            user = await store.get_user(USER)
-            assert user is not None
-            inbox = await store.get_mailbox(user.id, "INBOX")
-            assert inbox is not None
-            sem = asyncio.Semaphore(64)  # concurrent appends share group commits
-
-            async def put(m: bytes) -> None:
-                async with sem:
-                    await store.append(inbox.id, NewMessage(m, summarize(m)))
-
-            await asyncio.gather(*(put(m) for m in messages))
-        finally:
-            await store.close()
-
-    run_async(go())
 
 
 # --- a minimal HTTP/1.1 client ----------------------------------------------------------
@@ -442,7 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             server.add_users([USER])
             print("  postier: filling and starting ...", flush=True)
             t0 = time.perf_counter()
-            fill(server, messages)
+            fill_inbox(server.config, USER, messages)
             server.start()
             print(f"  ({time.perf_counter() - t0:.0f}s)", flush=True)
             try:
