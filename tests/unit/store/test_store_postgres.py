@@ -21,7 +21,7 @@ from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.postgres import PostgresStore, schema
 from postier.store.postgres.store import default_node_name
 from tests.support.downgrade import POSTGRES_6, POSTGRES_7, POSTGRES_8, POSTGRES_9, postgres_drop
-from tests.support.messages import new_message
+from tests.support.messages import inbox_and_sent, new_message
 from tests.support.postgres import pg_dsn  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.postgres
@@ -252,10 +252,7 @@ async def test_v4_fills_bcc_and_the_search_columns_of_older_blobs(pg_dsn: str) -
     )
     store = await opened(pg_dsn)
     try:
-        await store.add_domain("example.test")
-        user = await store.add_user("u@example.test", "h")
-        sent = await store.get_mailbox(user.id, "Sent")
-        assert sent is not None
+        _, sent = await inbox_and_sent(store)
         await store.append(sent.id, new_message(raw))
     finally:
         await store.close()
@@ -561,11 +558,7 @@ async def test_v6_counts_the_messages_of_an_existing_database(pg_dsn: str) -> No
     octets counted by the migration, and the triggers keep them from then on."""
     store = await opened(pg_dsn)
     try:
-        await store.add_domain("example.test")
-        user = await store.add_user("u@example.test", "h")
-        inbox = await store.get_mailbox(user.id, "INBOX")
-        sent = await store.get_mailbox(user.id, "Sent")
-        assert inbox is not None and sent is not None
+        inbox, sent = await inbox_and_sent(store)
         for i in range(5):
             flags = frozenset({"\\Seen"}) if i % 2 else frozenset()
             await store.append(inbox.id if i < 4 else sent.id, new_message(b"x" * (10 + i)), flags)
@@ -579,7 +572,7 @@ async def test_v6_counts_the_messages_of_an_existing_database(pg_dsn: str) -> No
         await conn.close()
     store = await opened(pg_dsn)
     try:
-        boxes = await store.list_mailboxes(user.id)
+        boxes = await store.list_mailboxes(inbox.user_id)
         counts = {m.name: (m.messages, m.unseen, m.size) for m in boxes}
         assert counts["INBOX"] == (4, 2, 10 + 11 + 12 + 13)
         assert counts["Sent"] == (1, 1, 14)

@@ -9,7 +9,7 @@ from postier.mime import summarize
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import MIGRATIONS, migrate
 from tests.support.downgrade import SQLITE_12, sqlite_drop
-from tests.support.messages import new_message
+from tests.support.messages import inbox_and_sent, new_message
 
 
 def test_v7_turns_subscribed_mailboxes_into_subscriptions() -> None:
@@ -43,11 +43,7 @@ async def test_v11_indexes_the_messages_of_an_existing_database(tmp_path: Path) 
     data = tmp_path / "data"
     store = SqliteStore(data)
     await store.open()
-    await store.add_domain("example.test")
-    user = await store.add_user("u@example.test", "h")
-    inbox = await store.get_mailbox(user.id, "INBOX")
-    sent = await store.get_mailbox(user.id, "Sent")
-    assert inbox is not None and sent is not None
+    inbox, sent = await inbox_and_sent(store)
     subjects = ["Grüße aus STRASSE", "=?utf-8?q?Stra=C3=9Fe?=", "lunch", "Re: lunch"]
     for i, subject in enumerate(subjects):
         raw = f"From: p{i}@remote.test\r\nSubject: {subject}\r\n\r\nx\r\n".encode()
@@ -88,10 +84,7 @@ async def test_v11_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
     data = tmp_path / "data"
     store = SqliteStore(data)
     await store.open()
-    await store.add_domain("example.test")
-    user = await store.add_user("u@example.test", "h")
-    sent = await store.get_mailbox(user.id, "Sent")
-    assert sent is not None
+    _, sent = await inbox_and_sent(store)
     await store.append(sent.id, new_message(raw))
     await store.close()
 
@@ -125,11 +118,7 @@ async def test_v12_counts_the_messages_of_an_existing_database(tmp_path: Path) -
     data = tmp_path / "data"
     store = SqliteStore(data)
     await store.open()
-    await store.add_domain("example.test")
-    user = await store.add_user("u@example.test", "h")
-    inbox = await store.get_mailbox(user.id, "INBOX")
-    sent = await store.get_mailbox(user.id, "Sent")
-    assert inbox is not None and sent is not None
+    inbox, sent = await inbox_and_sent(store)
     for i in range(5):
         flags = frozenset({"\\Seen"}) if i % 2 else frozenset()
         await store.append(inbox.id if i < 4 else sent.id, new_message(b"x" * (10 + i)), flags)
@@ -145,7 +134,8 @@ async def test_v12_counts_the_messages_of_an_existing_database(tmp_path: Path) -
     await store.open()
     try:
         counts = {
-            m.name: (m.messages, m.unseen, m.size) for m in await store.list_mailboxes(user.id)
+            m.name: (m.messages, m.unseen, m.size)
+            for m in await store.list_mailboxes(inbox.user_id)
         }
         assert counts["INBOX"] == (4, 2, 10 + 11 + 12 + 13)
         assert counts["Sent"] == (1, 1, 14)
