@@ -10,20 +10,15 @@ from typing import NoReturn
 
 import pytest
 
-from tests.support.server import ServerThread, thread_server
+from tests.support.server import ServerThread, alice_and_bob
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerThread]:
     """A running server (all listeners on 127.0.0.1, port 0), domain example.test
     with users alice and bob (password tests.support.server.PASSWORD)."""
-    srv = thread_server(tmp_path)
-    try:
-        srv.add_user("alice@example.test")
-        srv.add_user("bob@example.test")
+    with alice_and_bob(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 #: set by .ci/run: a missing tool fails the test instead of skipping it

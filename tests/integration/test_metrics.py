@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.server import PASSWORD, ServerThread, thread_server
+from tests.support.server import PASSWORD, ServerThread, alice_and_bob
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -39,15 +39,10 @@ def get(samples: Samples, name: str, **labels: str) -> float:
 @pytest.fixture
 def deferring(tmp_path: Path) -> Iterator[ServerThread]:
     """A server whose remote mail is deferred: the smarthost port refuses connections."""
-    srv = thread_server(
+    with alice_and_bob(
         tmp_path, '[smtp.outbound]\nsmarthost = "127.0.0.1:1"\nsmarthost_tls = "none"\n'
-    )
-    try:
-        srv.add_user("alice@example.test")
-        srv.add_user("bob@example.test")
+    ) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_metrics_move_with_traffic(deferring: ServerThread) -> None:

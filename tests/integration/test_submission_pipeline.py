@@ -4,8 +4,6 @@ hand the message to `smtp.submission.Submission`; the MX listener does not."""
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,18 +13,7 @@ from postier.mail.replies import Reply
 from postier.smtp.intake import Envelope, SessionInfo, Spool
 from postier.smtp.submission import Submission
 from tests.integration.smtp_helpers import inbox
-from tests.support.server import PASSWORD, ServerThread, thread_server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
-    srv = thread_server(tmp_path)
-    try:
-        srv.add_user("alice@example.test")
-        srv.add_user("bob@example.test")
-        yield srv
-    finally:
-        srv.stop()
+from tests.support.server import PASSWORD, ServerThread
 
 
 def test_smtp_submission_and_postier_send_share_the_pipeline(

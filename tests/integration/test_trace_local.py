@@ -9,7 +9,7 @@ import pytest
 
 from postier.cli.main import main
 from tests.integration.test_filters import qid_of, send
-from tests.support.server import ServerThread, thread_server
+from tests.support.server import ServerThread, alice_and_bob
 
 HAM = (
     b"From: Alice <a@remote.test>\r\nTo: alice@example.test\r\nSubject: hello\r\n"
@@ -23,14 +23,9 @@ SPAM = (
 
 @pytest.fixture
 def mx(tmp_path: Path) -> Iterator[ServerThread]:
-    srv = thread_server(tmp_path, "[spam]\njunk_threshold = 3.0\n")
-    try:
-        srv.add_user("alice@example.test")
-        srv.add_user("bob@example.test")
+    with alice_and_bob(tmp_path, "[spam]\njunk_threshold = 3.0\n") as srv:
         srv.call(srv.store.add_alias("team@example.test", ["bob@example.test"]))
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_trace_names_the_mailbox_of_each_local_copy(

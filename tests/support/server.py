@@ -18,7 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,19 @@ class ServerThread:
 def thread_server(tmp_path: Path, extra: str = "", **kw: Any) -> ServerThread:
     settings = load(write_config(tmp_path, extra, **kw))
     return ServerThread(settings).start()
+
+
+@contextmanager
+def alice_and_bob(tmp_path: Path, extra: str = "") -> Iterator[ServerThread]:
+    """A running server (all listeners on 127.0.0.1, port 0), domain example.test
+    with users alice and bob (password PASSWORD), stopped on the way out."""
+    srv = thread_server(tmp_path, extra)
+    try:
+        srv.add_user("alice@example.test")
+        srv.add_user("bob@example.test")
+        yield srv
+    finally:
+        srv.stop()
 
 
 _STARTED: list[subprocess.Popen[str]] = []
