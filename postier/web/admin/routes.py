@@ -163,7 +163,7 @@ class Admin:
 
     async def _admin(self, request: Request) -> Session | Response:
         """The session of a logged-in admin, else the response to send."""
-        s = self.sessions.get(request.cookies.get(COOKIE))
+        s = await self.sessions.get(request.cookies.get(COOKIE))
         if s is None or not s.logged_in or s.user_id is None:
             # the login page, which comes back here (a GET: a form is not replayed)
             back = request.url.path if request.method == "GET" else "/admin"
