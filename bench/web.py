@@ -3,7 +3,7 @@
 One INBOX of N messages (default 10,000; 2–12 KB, every fifth multipart with a small
 attachment, 97 senders), filled through the store before the server starts, as
 bench/imap.py does. postier runs with its MX, IMAP and web listeners and its default
-workers (the web listener is in worker 0, IMAP in every worker). Then, with U
+workers (every worker serves both: webmail sessions are rows in the store). Then, with U
 concurrent clients (default 10; each its own web session, made by the login form
 with its CSRF token, and its own IMAP connection), each operation for S seconds:
 

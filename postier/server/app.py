@@ -18,8 +18,9 @@ Rules:
 - `server.workers` above 1: `server.workers.supervise` prepares the data dir
   once, binds the sockets and forks the workers; each runs `serve_worker`, which
   is `start` with the supervisor's sockets, without the once-per-run steps (data
-  dir check, spool sweep), with the queue runner, the status file and the web
-  listener (its webmail sessions are in memory) in worker 0 only.
+  dir check, spool sweep), with the queue runner and the status file in worker 0
+  only. Every worker serves every listener, the web one included (webmail
+  sessions are rows in the store, `web.webmail.sessions`).
 """
 
 from __future__ import annotations
@@ -127,10 +128,6 @@ async def start(settings: Settings, worker: Worker | None = None) -> App:
         limits = settings.smtp.limits
         for name, ls in settings.listeners.items():
             if not ls.enabled:
-                continue
-            if name == "web" and worker is not None and worker.index != 0:
-                # webmail sessions live in one process's memory: of several
-                # workers, worker 0 alone serves the web listener
                 continue
             module = _protocol(name)
             if module is None:

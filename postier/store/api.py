@@ -42,6 +42,7 @@ from postier.store.models import (
     Uid,
     User,
     UserId,
+    WebSession,
 )
 
 FlagMode = Literal["add", "remove", "replace"]
@@ -108,10 +109,11 @@ class Store(Protocol):
 
     async def set_disabled(self, address: str, disabled: bool) -> None:
         """A disabled account cannot log in (any protocol); its mail is still
-        delivered. NotFound if no user."""
+        delivered, and its webmail sessions end. NotFound if no user."""
 
     async def delete_user(self, address: str) -> None:
-        """Removes the user, their mailboxes and messages (blobs are freed)."""
+        """Removes the user, their mailboxes and messages (blobs are freed) and
+        webmail sessions."""
 
     # --- aliases -----------------------------------------------------------
     async def add_alias(self, source: str, targets: Sequence[str]) -> Alias:
@@ -332,6 +334,44 @@ class Store(Protocol):
     # --- trace -------------------------------------------------------------
     async def trace_add(self, qid: QueueId, event: str, detail: str) -> None: ...
     async def trace_get(self, qid: QueueId) -> list[TraceEvent]: ...
+    async def trace_count(self, event: str, since: datetime, detail_prefix: str = "") -> int:
+        """Trace lines of `event` recorded at or after `since` whose detail starts
+        with `detail_prefix` (every QID's; an index on (event, at) serves it)."""
+        ...
+
+    # --- webmail sessions and server secrets (issue 15) ----------------------
+    async def web_session_add(
+        self,
+        key: bytes,
+        user_id: UserId,
+        csrf: str,
+        now: datetime,
+        *,
+        keep: int,
+        idle_before: datetime,
+    ) -> None:
+        """A new logged-in session, found later by `key` (a hash of its id). The
+        user's sessions beyond the `keep` most recently used go, and so do every
+        user's sessions last used before `idle_before`."""
+        ...
+
+    async def web_session_get(self, key: bytes) -> WebSession | None:
+        """The session of `key`; None if there is none or its account is disabled.
+        One look-up by key, nothing written."""
+        ...
+
+    async def web_session_touch(self, key: bytes, now: datetime) -> None:
+        """Record a use of the session at `now` (callers do it rarely)."""
+        ...
+
+    async def web_session_delete(self, key: bytes) -> None:
+        """End the session (logout): every process and node stops finding it."""
+        ...
+
+    async def server_secret(self, name: str) -> bytes:
+        """A random 32-octet secret named `name`, made the first time any process
+        asks and the same for every process and node after; never shown."""
+        ...
 
     # --- inbound filters (issue 7) -----------------------------------------
     async def greylist_check(

@@ -212,6 +212,20 @@ class Change:
 
 
 @dataclass(frozen=True)
+class WebSession:
+    """A logged-in webmail session as the store keeps it (`Store.web_session_get`):
+    found by the hash of its id (the id itself is never stored), with its
+    account's address and role as they are now."""
+
+    user_id: UserId
+    address: str
+    admin: bool
+    csrf: str
+    created: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
 class TraceEvent:
     """One line of a message's timeline (`postier trace QID`)."""
 

@@ -2,9 +2,10 @@
 and `/metrics`.
 
 Rules:
-- Routes read the store through `App`; the only state between requests is the
-  webmail's session table (`webmail.sessions`), which the admin pages share (one
-  login for both).
+- Routes read the store through `App`; sessions are rows of the store
+  (`webmail.sessions`), which the admin pages share (one login for both), so any
+  worker process serves any request. What a process keeps between requests is
+  caches only (list orders and rows, the server secret).
 - Every response carries `nosniff`, `Referrer-Policy: same-origin` (no referrer
   leaves for another site; "no-referrer" would make the browser send `Origin: null`
   on our own forms, which the CSRF check refuses) and a CSP; a route that serves
@@ -66,9 +67,11 @@ def create_app(app: App) -> ASGIApp:
     starlette = Starlette(
         routes=[
             Route("/healthz", health),
-            *admin.routes(),
             Route("/metrics", metrics_endpoint(app.store, allow=app.settings.web.metrics_allow)),
+            # the webmail's pages first: Starlette tries the routes in order, and
+            # they are most of the requests
             *webmail.routes(),
+            *admin.routes(),
         ]
     )
     return SecurityHeaders(starlette)

@@ -13,6 +13,7 @@ greylisted by A passes its retry on B.
 
 from __future__ import annotations
 
+import http.client
 import imaplib
 import poplib
 import re
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -372,3 +374,53 @@ def test_recent_goes_to_one_session_of_all_nodes(
     assert recent == [b"1", b"2"]
     for imap in sessions:
         imap.logout()
+
+
+def _web(port: int, method: str, path: str, cookie: str = "", form: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Cookie": cookie} if cookie else {}
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return (
+            resp.status,
+            resp.getheader("Set-Cookie") or "",
+            resp.getheader("Location"),
+            (resp.read().decode()),
+        )
+    finally:
+        conn.close()
+
+
+def test_a_webmail_session_made_on_a_works_on_b_until_logout_on_b(
+    nodes: tuple[Path, ServerProcess, Path, ServerProcess],
+) -> None:
+    config_a, a, _config_b, b = nodes
+    _add_alice(config_a)
+    status, anonymous, _, page = _web(b.ports["web"], "GET", "/")  # the form from B
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert status == 200 and csrf
+    status, cookie, _, _ = _web(  # the login through A
+        a.ports["web"],
+        "POST",
+        "/login",
+        anonymous.split(";")[0],
+        {"csrf": csrf.group(1), "email": "alice@example.test", "password": PASSWORD},
+    )
+    assert status == 303
+    cookie = cookie.split(";")[0]
+    status, _, inbox, _ = _web(b.ports["web"], "GET", "/", cookie)
+    assert status == 303 and inbox and inbox.startswith("/folder/")
+    for node in (a, b):
+        status, _, _, page = _web(node.ports["web"], "GET", inbox, cookie)
+        assert status == 200 and "alice@example.test" in page
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token
+    status, _, _, _ = _web(b.ports["web"], "POST", "/logout", cookie, {"csrf": token.group(1)})
+    assert status == 303
+    status, _, location, _ = _web(a.ports["web"], "GET", inbox, cookie)
+    assert (status, location) == (303, "/")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import imaplib
 import os
 import poplib
@@ -20,6 +21,7 @@ import smtplib
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -493,3 +495,115 @@ def test_metrics_and_status_count_every_worker_and_survive_a_restart(group: Grou
     for c in (*conns.values(), *again.values()):
         close(c)
     wait_for(lambda: _scrape(group).get(opened) == 0)
+
+
+# --- the web listener in every worker ------------------------------------------
+class Web:
+    """One keep-alive HTTP connection (so one worker) with a cookie jar of one."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.cookie = ""
+        self.get("/healthz")  # accepted by a worker by now
+
+    @property
+    def sock(self) -> socket.socket:
+        assert self.conn.sock is not None
+        return self.conn.sock
+
+    def request(
+        self, method: str, path: str, form: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        self.conn.request(method, path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        text = resp.read().decode()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, text
+
+    def get(self, path: str) -> tuple[int, dict[str, str], str]:
+        return self.request("GET", path)
+
+    def post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, str], str]:
+        return self.request("POST", path, form)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _cookie_of(headers: dict[str, str]) -> str:
+    return headers["set-cookie"].split(";", 1)[0]
+
+
+def _csrf_of(page: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m, page[:500]
+    return m.group(1)
+
+
+def test_web_sessions_work_on_every_worker_and_logout_ends_them_everywhere(
+    group: Group,
+) -> None:
+    pids = group.workers
+    web = one_per_worker(lambda: Web(group.port("web")), lambda w: w.sock, pids)
+    first, second = (web[p] for p in sorted(pids))
+    # the login form from one worker, the login through the other
+    status, headers, page = first.get("/")
+    assert status == 200 and "Log in" in page
+    anonymous = _cookie_of(headers)
+    second.cookie = anonymous
+    status, headers, _ = second.post(
+        "/login", {"csrf": _csrf_of(page), "email": USER, "password": PASSWORD}
+    )
+    assert status == 303, status
+    cookie = _cookie_of(headers)
+    assert cookie != anonymous and cookie.startswith("postier_session=")
+    # the session works on both workers, and so do the forms its token signs
+    for w in web.values():
+        w.cookie = cookie
+    status, headers, _ = first.get("/")
+    assert status == 303
+    inbox = headers["location"]
+    for w in (first, second):
+        status, _, page = w.get(inbox)
+        assert status == 200 and USER in page, status
+    csrf = _csrf_of(page)
+    status, _, _ = first.post("/folders/create", {"csrf": csrf, "name": "Made on one"})
+    assert status == 303
+    status, _, page = second.get("/folders")
+    assert "Made on one" in page
+    # live updates on each worker hear a delivery through any worker
+    streams = one_per_worker(lambda: Web(group.port("web")), lambda w: w.sock, pids)
+    responses = {}
+    for pid, w in streams.items():
+        w.conn.request("GET", "/events", headers={"Cookie": cookie})
+        resp = w.conn.getresponse()
+        assert resp.status == 200
+        responses[pid] = resp
+    with smtplib.SMTP("127.0.0.1", group.port("mx"), timeout=10) as smtp:
+        smtp.sendmail("bob@example.org", [USER], _message(1))
+    for resp in responses.values():
+        deadline = time.monotonic() + 5
+        while True:
+            line = resp.readline()
+            assert line, "the stream ended"
+            if line.startswith(b"data: [") and line.strip() != b"data: []":
+                break
+            assert time.monotonic() < deadline
+    # logout through one worker: the other refuses the cookie at once, and the
+    # open streams end at the next change
+    status, _, _ = second.post("/logout", {"csrf": csrf})
+    assert status == 303
+    status, headers, _ = first.get(inbox)
+    assert status == 303 and headers["location"] == "/"
+    with smtplib.SMTP("127.0.0.1", group.port("mx"), timeout=10) as smtp:
+        smtp.sendmail("bob@example.org", [USER], _message(2))
+    for resp in responses.values():
+        rest = resp.read()  # the server ends the stream
+        resp.close()
+        assert b"data: [" not in rest, rest
+    for w in (*web.values(), *streams.values()):
+        w.close()

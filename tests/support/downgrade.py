@@ -18,6 +18,9 @@ SQLITE_12 = (
     "ALTER TABLE mailboxes DROP COLUMN n_octets",
 )
 
+#: sqlite schema 13 (webmail sessions, server secrets, the trace's (event, at) index)
+SQLITE_13 = ("DROP TABLE web_sessions", "DROP TABLE server_secrets", "DROP INDEX trace_event_at")
+
 #: postgres schema 6 (stored mailbox counts)
 POSTGRES_6 = (
     *(
@@ -35,6 +38,8 @@ POSTGRES_6 = (
 POSTGRES_7 = ("DROP TABLE maildrop_locks, login_failures",)
 POSTGRES_8 = ("DROP TABLE client_connections, recent_claims",)
 POSTGRES_9 = ("DROP TABLE dkim_keys",)
+#: postgres schema 10 (webmail sessions, server secrets, the trace's (event, at) index)
+POSTGRES_10 = ("DROP TABLE web_sessions, server_secrets", "DROP INDEX trace_event_at")
 
 
 def sqlite_drop(conn: sqlite3.Connection, *versions: tuple[str, ...]) -> None:

@@ -46,6 +46,10 @@ NOT_COPIED: dict[str, frozenset[str] | None] = {
     "login_failures": None,
     "client_connections": None,
     "recent_claims": None,
+    # webmail sessions (a copy logs nobody in) and the secrets they sign with
+    # (schema 10): made again on the other side
+    "web_sessions": None,
+    "server_secrets": None,
     "schema_version": None,
     STATE_TABLE: None,
 }

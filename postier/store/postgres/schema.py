@@ -373,7 +373,32 @@ _V9 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+_V10 = (
+    # issue 15: webmail sessions shared by every process and node (`web.webmail.
+    # sessions`): one row per logged-in session, keyed by the SHA-256 of its id (the
+    # id itself is never stored), gone with its user
+    """CREATE TABLE web_sessions (
+        key BYTEA PRIMARY KEY,
+        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL
+    )""",
+    "CREATE INDEX web_sessions_user ON web_sessions(user_id, last_seen)",
+    "CREATE INDEX web_sessions_last_seen ON web_sessions(last_seen)",
+    # random secrets every node signs with (`Store.server_secret`): the webmail's
+    # login-form tokens and image URLs
+    """CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    )""",
+    # the admin Status page's counts of the day (`Store.trace_count`)
+    "CREATE INDEX trace_event_at ON trace(event, at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10,
+)  # fmt: skip
 VERSION = len(MIGRATIONS)
 
 

@@ -101,6 +101,7 @@ from postier.store.models import (
     Uid,
     User,
     UserId,
+    WebSession,
 )
 from postier.store.postgres import schema
 from postier.store.postgres.db import Database, Many, Tx, rowcount
@@ -1052,7 +1053,19 @@ class PostgresStore:
         await self._update_user(address, "admin", admin)
 
     async def set_disabled(self, address: str, disabled: bool) -> None:
-        await self._update_user(address, "disabled", disabled)
+        key = _address_key(address)
+
+        async def job(tx: Tx) -> None:
+            self._accounts_changed(tx)
+            user_id = await tx.fetchval(
+                "UPDATE users SET disabled = $1 WHERE address = $2 RETURNING id", disabled, key
+            )
+            if user_id is None:
+                raise NotFound(f"no user {key}")
+            if disabled:  # its webmail sessions end with it
+                await tx.execute("DELETE FROM web_sessions WHERE user_id = $1", user_id)
+
+        await self._write(job)
 
     async def delete_user(self, address: str) -> None:
         key = _address_key(address)
@@ -2338,6 +2351,98 @@ class PostgresStore:
             "SELECT at, event, detail FROM trace WHERE qid = $1 ORDER BY id", qid
         )
         return [TraceEvent(qid, _from_us(r[0]), r[1], r[2]) for r in rows]
+
+    async def trace_count(self, event: str, since: datetime, detail_prefix: str = "") -> int:
+        n = await self._require_db().fetchval(
+            "SELECT COUNT(*) FROM trace WHERE event = $1 AND at >= $2 AND left(detail, $3) = $4",
+            event,
+            _to_us(since),
+            len(detail_prefix),
+            detail_prefix,
+        )
+        return int(n)
+
+    # --- webmail sessions and server secrets (issue 15) ----------------------
+    async def web_session_add(
+        self,
+        key: bytes,
+        user_id: UserId,
+        csrf: str,
+        now: datetime,
+        *,
+        keep: int,
+        idle_before: datetime,
+    ) -> None:
+        at, idle = _to_us(now), _to_us(idle_before)
+
+        async def job(tx: Tx) -> None:
+            if await tx.fetchrow("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+                raise NotFound(f"no user with id {user_id}")
+            await tx.execute("DELETE FROM web_sessions WHERE last_seen < $1", idle)
+            await tx.execute(
+                "INSERT INTO web_sessions (key, user_id, csrf, created, last_seen) "
+                "VALUES ($1, $2, $3, $4, $4)",
+                key,
+                user_id,
+                csrf,
+                at,
+            )
+            await tx.execute(
+                "DELETE FROM web_sessions WHERE user_id = $1 AND key NOT IN (SELECT key "
+                "FROM web_sessions WHERE user_id = $1 ORDER BY last_seen DESC LIMIT $2)",
+                user_id,
+                keep,
+            )
+
+        await self._write(job)
+
+    async def web_session_get(self, key: bytes) -> WebSession | None:
+        row = await self._fetchrow(
+            "SELECT s.user_id, u.address, u.admin, s.csrf, s.created, s.last_seen "
+            "FROM web_sessions s JOIN users u ON u.id = s.user_id "
+            "WHERE s.key = $1 AND NOT u.disabled",
+            key,
+        )
+        if row is None:
+            return None
+        return WebSession(
+            UserId(row[0]), row[1], bool(row[2]), row[3], _from_us(row[4]), _from_us(row[5])
+        )
+
+    async def web_session_touch(self, key: bytes, now: datetime) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE web_sessions SET last_seen = GREATEST(last_seen, $1) WHERE key = $2",
+                _to_us(now),
+                key,
+            )
+
+        await self._write(job)
+
+    async def web_session_delete(self, key: bytes) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute("DELETE FROM web_sessions WHERE key = $1", key)
+
+        await self._write(job)
+
+    async def server_secret(self, name: str) -> bytes:
+        row = await self._fetchrow("SELECT value FROM server_secrets WHERE name = $1", name)
+        if row is not None:
+            return bytes(row[0])
+        new = secrets.token_bytes(32)
+
+        async def job(tx: Tx) -> bytes:
+            await tx.execute(
+                "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                name,
+                new,
+            )
+            return bytes(
+                await tx.fetchval("SELECT value FROM server_secrets WHERE name = $1", name)
+            )
+
+        result: bytes = await self._write(job)
+        return result
 
     # --- greylisting (issue 7) ---------------------------------------------
     async def greylist_check(

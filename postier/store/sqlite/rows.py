@@ -45,6 +45,10 @@ NOT_COPIED: dict[str, frozenset[str] | None] = {
     "blob_data": None,  # message bytes: `read_data`
     "blob_heads": None,  # message bytes: `read_data`
     "header_index": None,  # derived from blobs by triggers (schema 11)
+    # webmail sessions (a copy logs nobody in) and the secrets they sign with
+    # (schema 13): made again on the other side
+    "web_sessions": None,
+    "server_secrets": None,
     "schema_version": None,
     STATE_TABLE: None,
 }

@@ -347,8 +347,31 @@ _V12 = (
             WHERE m.mailbox_id = mailboxes.id)""",
 )
 
+_V13 = (
+    # issue 15: webmail sessions shared by every worker process (`web.webmail.
+    # sessions`): one row per logged-in session, keyed by the SHA-256 of its id (the
+    # id itself is never stored), gone with its user
+    """CREATE TABLE web_sessions (
+        key BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX web_sessions_user ON web_sessions(user_id, last_seen)",
+    "CREATE INDEX web_sessions_last_seen ON web_sessions(last_seen)",
+    # random secrets every process signs with (`Store.server_secret`): the webmail's
+    # login-form tokens and image URLs
+    """CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID""",
+    # the admin Status page's counts of the day (`Store.trace_count`)
+    "CREATE INDEX trace_event_at ON trace(event, at)",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12,
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12, _V13,
 )  # fmt: skip
 VERSION = len(MIGRATIONS)
 

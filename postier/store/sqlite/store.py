@@ -96,6 +96,7 @@ from postier.store.models import (
     Uid,
     User,
     UserId,
+    WebSession,
 )
 from postier.store.sqlite import directory, headers, schema
 from postier.store.sqlite.db import Database, Tx
@@ -818,7 +819,22 @@ class SqliteStore:
         await self._update_user(address, "admin", int(admin))
 
     async def set_disabled(self, address: str, disabled: bool) -> None:
-        await self._update_user(address, "disabled", int(disabled))
+        key = _address_key(address)
+
+        def job(tx: Tx) -> None:
+            cur = tx.execute(
+                "UPDATE users SET disabled = ? WHERE address = ?", (int(disabled), key)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no user {key}")
+            if disabled:  # its webmail sessions end with it
+                tx.execute(
+                    "DELETE FROM web_sessions WHERE user_id = "
+                    "(SELECT id FROM users WHERE address = ?)",
+                    (key,),
+                )
+
+        await self._write(job)
 
     async def delete_user(self, address: str) -> None:
         key = _address_key(address)
@@ -2137,6 +2153,95 @@ class SqliteStore:
             ).fetchall()
         )
         return [TraceEvent(qid, _from_us(r[0]), r[1], r[2]) for r in rows]
+
+    async def trace_count(self, event: str, since: datetime, detail_prefix: str = "") -> int:
+        args = (event, _to_us(since), len(detail_prefix), detail_prefix)
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM trace WHERE event = ? AND at >= ? "
+                "AND substr(detail, 1, ?) = ?",
+                args,
+            ).fetchone()
+        )
+        return int(row[0])
+
+    # --- webmail sessions and server secrets (issue 15) ----------------------
+    async def web_session_add(
+        self,
+        key: bytes,
+        user_id: UserId,
+        csrf: str,
+        now: datetime,
+        *,
+        keep: int,
+        idle_before: datetime,
+    ) -> None:
+        at, idle = _to_us(now), _to_us(idle_before)
+
+        def job(tx: Tx) -> None:
+            if tx.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+                raise NotFound(f"no user with id {user_id}")
+            tx.execute("DELETE FROM web_sessions WHERE last_seen < ?", (idle,))
+            tx.execute(
+                "INSERT INTO web_sessions (key, user_id, csrf, created, last_seen) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, user_id, csrf, at, at),
+            )
+            tx.execute(
+                "DELETE FROM web_sessions WHERE user_id = ? AND key NOT IN (SELECT key "
+                "FROM web_sessions WHERE user_id = ? ORDER BY last_seen DESC LIMIT ?)",
+                (user_id, user_id, keep),
+            )
+
+        await self._write(job)
+
+    async def web_session_get(self, key: bytes) -> WebSession | None:
+        row = await self._lookup(
+            lambda c: c.execute(
+                "SELECT s.user_id, u.address, u.admin, s.csrf, s.created, s.last_seen "
+                "FROM web_sessions s JOIN users u ON u.id = s.user_id "
+                "WHERE s.key = ? AND u.disabled = 0",
+                (key,),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return WebSession(
+            UserId(row[0]), row[1], bool(row[2]), row[3], _from_us(row[4]), _from_us(row[5])
+        )
+
+    async def web_session_touch(self, key: bytes, now: datetime) -> None:
+        at = _to_us(now)
+
+        def job(tx: Tx) -> None:
+            tx.execute(
+                "UPDATE web_sessions SET last_seen = max(last_seen, ?) WHERE key = ?", (at, key)
+            )
+
+        await self._write(job)
+
+    async def web_session_delete(self, key: bytes) -> None:
+        def job(tx: Tx) -> None:
+            tx.execute("DELETE FROM web_sessions WHERE key = ?", (key,))
+
+        await self._write(job)
+
+    async def server_secret(self, name: str) -> bytes:
+        def read(c: sqlite3.Connection) -> Any:
+            return c.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()
+
+        row = await self._lookup(read)
+        if row is not None:
+            return bytes(row[0])
+        new = secrets.token_bytes(32)
+
+        def job(tx: Tx) -> bytes:
+            tx.execute(
+                "INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)", (name, new)
+            )
+            return bytes(read(tx.conn)[0])
+
+        return await self._write(job)
 
     # --- greylisting (issue 7) ---------------------------------------------
     async def greylist_check(

@@ -14,7 +14,8 @@ Rules:
   aliases (`ops.accounts`), DNS records and DKIM keys (`ops.dnsrecords`), the
   DNS checks (`ops.dnscheck`, run with a time limit so a slow resolver cannot
   hold a page), the queue actions and what became of a message (`ops.queue`);
-  the Status page reads what `postier status` and `/metrics` read.
+  the Status page reads what `postier status` and `/metrics` read, and the
+  messages of the day from the store's traces (`ops.traffic`).
 - The outbox (development: ``smtp.outbound.capture``) shows what the server
   would have sent, with the DKIM verdict against its own keys; message bytes
   are shown as escaped text, the raw source as text/plain with a sandbox CSP.
@@ -40,7 +41,7 @@ from postier.auth.passwords import ahash_password
 from postier.mail.address import Address, AddressError, Domain
 from postier.mail.queueid import QueueId, is_qid
 from postier.mailauth import dkim
-from postier.ops import accounts
+from postier.ops import accounts, traffic
 from postier.ops import queue as ops_queue
 from postier.ops.dnscheck import Check, check_domain
 from postier.ops.dnsrecords import ensure_dkim, public_address, records
@@ -163,7 +164,7 @@ class Admin:
 
     async def _admin(self, request: Request) -> Session | Response:
         """The session of a logged-in admin, else the response to send."""
-        s = self.sessions.get(request.cookies.get(COOKIE))
+        s = await self.sessions.get(request.cookies.get(COOKIE))
         if s is None or not s.logged_in or s.user_id is None:
             # the login page, which comes back here (a GET: a form is not replayed)
             back = request.url.path if request.method == "GET" else "/admin"
@@ -213,6 +214,7 @@ class Admin:
         spam = _counter("postier_spam_verdicts")
         rejections = _counter("postier_smtp_rejections")
         entries = await self.store.queue_list()
+        today = await traffic.today(self.store, now)
         figures = {
             "received": _sum(transactions, result="accepted"),
             "refused": _sum(transactions, result="rejected") + _sum(rejections),
@@ -239,6 +241,7 @@ class Admin:
             tls=self.settings.web.tls,
             workers=self.app.worker.count if self.app.worker is not None else 1,
             figures=figures,
+            today=today,
             refusals=metrics.REFUSALS.newest_first()[:20],
             errors=list(reversed(doc["errors"]))[:10],
         )

@@ -47,7 +47,6 @@ import hashlib
 import hmac
 import math
 import re
-import secrets
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -260,11 +259,12 @@ class Webmail:
         #: octets of attachments one message may carry: what base64 turns into
         #: the largest message the server accepts
         self.max_upload = app.settings.smtp.limits.max_message_size * 3 // 4
-        self.sessions = Sessions()
-        #: signs the URLs of `cid:` images (a restart makes new ones)
-        self.secret = secrets.token_bytes(32)
+        self.sessions = Sessions(app.store)
         #: folders' list orders (`_order`), least recently used dropped first
         self.orders: OrderedDict[tuple[int, int, int, str, bool], Sequence[int]] = OrderedDict()
+        #: list rows by (folder, UID, MODSEQ) (`_page_rows`), least recently used
+        #: dropped first
+        self.row_of: OrderedDict[tuple[int, int, int], listing.Row] = OrderedDict()
         #: rendered list rows (`_row_html`), least recently used dropped first
         self.row_cache: OrderedDict[tuple[int, listing.Row, bool], Markup] = OrderedDict()
         #: open live update streams, ended when the server stops
@@ -326,11 +326,11 @@ class Webmail:
             secure=request.url.scheme == "https",
         )
 
-    def _session(self, request: Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(COOKIE))
+    async def _session(self, request: Request) -> Session | None:
+        return await self.sessions.get(request.cookies.get(COOKIE))
 
-    def _user(self, request: Request) -> Session | None:
-        s = self._session(request)
+    async def _user(self, request: Request) -> Session | None:
+        s = await self._session(request)
         return s if s is not None and s.logged_in else None
 
     @staticmethod
@@ -421,11 +421,11 @@ class Webmail:
             "state": _state(boxes),
         }
 
-    def _login_page(
+    async def _login_page(
         self, request: Request, session: Session | None, status: int = 200, **context: Any
     ) -> Response:
-        if session is None or session.logged_in:
-            session = self.sessions.anonymous()
+        if session is None or session.logged_in or self.sessions.renew(session):
+            session = await self.sessions.anonymous()
         context.setdefault("error", "")
         context.setdefault("email", "")
         context.setdefault("next", local_path(request.query_params.get("next")))
@@ -437,9 +437,9 @@ class Webmail:
 
     # --- login and logout ---------------------------------------------------
     async def index(self, request: Request) -> Response:
-        s = self._session(request)
+        s = await self._session(request)
         if s is None or not s.logged_in:
-            return self._login_page(request, s)
+            return await self._login_page(request, s)
         after = local_path(request.query_params.get("next"))
         if after:
             return RedirectResponse(after, 303)
@@ -450,12 +450,12 @@ class Webmail:
         return RedirectResponse(f"/folder/{inbox.id}", 303)
 
     async def login(self, request: Request) -> Response:
-        s = self._session(request)
+        s = await self._session(request)
         if s is not None and s.logged_in:
             s = None  # a new login replaces the session whatever it was
         form = await self._checked_form(request, s)
         if form is None:
-            return self._login_page(
+            return await self._login_page(
                 request, None, 403, error="The login form expired. Please try again."
             )
         # where the login page was sent from (/admin): a path on this site only
@@ -464,7 +464,7 @@ class Webmail:
         client = request.client.host if request.client else ""
         result = await self.auth.authenticate(email, form.get("password", ""), client, "web")
         if result.ok and result.user is not None:
-            new = self.sessions.login(
+            new = await self.sessions.login(
                 s, result.user.id, result.user.address, admin=result.user.admin
             )
             resp = RedirectResponse(after or "/", 303)
@@ -473,18 +473,18 @@ class Webmail:
         if result.outcome is AuthOutcome.LOCKED:
             minutes = max(1, math.ceil(result.retry_after / 60))
             error = f"Too many failed logins. Try again in {minutes} minute{'s' * (minutes > 1)}."
-            return self._login_page(request, s, 429, error=error, email=email, next=after)
-        return self._login_page(
+            return await self._login_page(request, s, 429, error=error, email=email, next=after)
+        return await self._login_page(
             request, s, 401, error="Wrong email or password.", email=email, next=after
         )
 
     async def logout(self, request: Request) -> Response:
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         if await self._checked_form(request, s) is None:
             return self._refused("The form was not sent from this page. Reload and try again.")
-        self.sessions.drop(s)
+        await self.sessions.drop(s)
         resp = RedirectResponse("/", 303)
         resp.delete_cookie(COOKIE, path="/")
         return resp
@@ -493,7 +493,7 @@ class Webmail:
     async def folder(self, request: Request) -> Response:
         """The list: a page of the folder's messages, filtered (unread, flagged),
         searched (the box, `search.program`), sorted, or grouped in conversations."""
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         assert s.user_id is not None
@@ -533,8 +533,7 @@ class Webmail:
                 ordered = [u for u in ordered if u in wanted]
             pages = max(1, math.ceil(len(ordered) / PAGE_SIZE))
             page = min(max(1, _int(params.get("page"), 1)), pages)
-            shown = await self._rows(mb, ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
-            rows = [listing.row(m) for m in shown]
+            rows = await self._page_rows(mb, ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
         else:
             msgs: list[Message] = []
             try:
@@ -562,7 +561,9 @@ class Webmail:
             "folder.html",
             folder=folder,
             rows=rows,
-            row_html=self._row_html(mb.id, rows, sort),
+            # one piece of markup (each row is markup already): the template
+            # passes it once, not escapes 50 times
+            row_html=Markup("".join(self._row_html(mb.id, rows, sort))),  # noqa: S704
             total=total,
             found=found,
             page=page,
@@ -622,6 +623,45 @@ class Webmail:
             self.orders.popitem(last=False)
         return order
 
+    async def _page_rows(self, mb: Mailbox, uids: Sequence[int]) -> list[listing.Row]:
+        """The list rows of `uids` (one page), in that order; one expunged
+        meanwhile is left out. A row is what its message shows, and all of that is
+        immutable but the flags, which never change without a new MODSEQ: so rows
+        are cached by (folder, UID, MODSEQ), and a page seen again reads only the
+        page's (UID, MODSEQ, flags), not its summaries."""
+        if not uids:
+            return []
+        lo, hi = min(uids), max(uids)
+        if hi - lo >= 4 * PAGE_SIZE:  # UIDs far apart: read the messages themselves
+            return [self._cached_row(mb.id, m) for m in await self._rows(mb, uids)]
+        modseqs = {int(u): int(ms) for u, ms, _ in await self.store.list_flags(mb.id, lo, hi)}
+        cache, mid = self.row_of, int(mb.id)
+        missing = [u for u in uids if u in modseqs and (mid, u, modseqs[u]) not in cache]
+        if missing:
+            for m in await self._rows(mb, missing):
+                self._cached_row(mb.id, m)
+        out = []
+        for u in uids:
+            if u not in modseqs:
+                continue
+            r = cache.get((mid, u, modseqs[u]))
+            if r is None:  # changed between the two reads: read it alone
+                alone = await self.store.get_message(mb.id, Uid(u))
+                if alone is None:
+                    continue
+                r = self._cached_row(mb.id, alone)
+            else:
+                cache.move_to_end((mid, u, modseqs[u]))
+            out.append(r)
+        return out
+
+    def _cached_row(self, mid: MailboxId, m: Message) -> listing.Row:
+        r = listing.row(m)
+        self.row_of[(int(mid), int(m.uid), int(m.modseq))] = r
+        while len(self.row_of) > ROW_CACHE:
+            self.row_of.popitem(last=False)
+        return r
+
     async def _rows(self, mb: Mailbox, uids: Sequence[int]) -> list[Message]:
         """The messages of `uids` (one page), in that order, with their summaries;
         one expunged meanwhile is left out."""
@@ -639,7 +679,7 @@ class Webmail:
         """The list's checkboxes: mark read or unread, flag, unflag, delete (to
         Trash; in Trash for good) or move every selected message at once, with
         the store calls IMAP's STORE, MOVE and EXPUNGE use."""
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         pairs = await self._checked_pairs(request, s, fields=PAGE_SIZE + 16)
@@ -694,7 +734,7 @@ class Webmail:
         (the folder ids changed) per burst of changes, so the page's script
         re-reads what it shows. A feed that overflowed or closed sends one last
         event and ends; the browser reconnects by itself."""
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return Response("Not logged in.", 401, media_type="text/plain")
         assert s.user_id is not None
@@ -712,7 +752,7 @@ class Webmail:
                     try:
                         first = await asyncio.wait_for(sub.get(), HEARTBEAT)
                     except TimeoutError:
-                        if not self.sessions.alive(s):
+                        if not await self.sessions.alive(s):
                             return
                         yield b": keep-alive\n\n"
                         continue
@@ -725,7 +765,7 @@ class Webmail:
                             changed.add(int(more.mailbox_id))
                     except SubscriptionClosed:
                         pass
-                    if not self.sessions.alive(s):
+                    if not await self.sessions.alive(s):
                         return
                     ids = ",".join(str(i) for i in sorted(changed))
                     yield f"event: change\ndata: [{ids}]\n\n".encode()
@@ -747,7 +787,7 @@ class Webmail:
 
     async def nav(self, request: Request) -> Response:
         """The folder list alone, for the script to refresh unread counts."""
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return Response("Not logged in.", 401, media_type="text/plain")
         current = _int(request.query_params.get("current"), 0)
@@ -755,7 +795,7 @@ class Webmail:
         return self._page("nav.html", **frame)
 
     async def _load(self, request: Request) -> tuple[Session, Mailbox, Message, bytes] | Response:
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         mb = await self._mailbox(s, request.path_params["mid"])
@@ -799,9 +839,12 @@ class Webmail:
             **frame,
         )
 
-    def _inline_token(self, user_id: UserId, mid: int, uid: int, index: int) -> str:
+    @staticmethod
+    def _inline_token(secret: bytes, user_id: UserId, mid: int, uid: int, index: int) -> str:
+        """The signature of a `cid:` image's URL under `secret` (the server's,
+        `Sessions.secret`: the same in every worker)."""
         key = f"{int(user_id)}/{mid}/{uid}/{index}".encode()
-        return hmac.new(self.secret, key, hashlib.sha256).hexdigest()[:32]
+        return hmac.new(secret, key, hashlib.sha256).hexdigest()[:32]
 
     async def message_html(self, request: Request) -> Response:
         """The sanitised HTML part for the sandboxed frame. Its CSP lets images
@@ -817,9 +860,10 @@ class Webmail:
         host = request.headers.get("host", "")
         origin = f"{request.url.scheme}://{host}" if _HOST.fullmatch(host) else ""
         user_id = s.user_id
+        secret = await self.sessions.secret(b"cid")
 
         def inline_url(index: int) -> str:
-            token = self._inline_token(user_id, mb.id, m.uid, index)
+            token = self._inline_token(secret, user_id, mb.id, m.uid, index)
             return f"{origin}/folder/{mb.id}/{m.uid}/cid/{index}?t={token}"
 
         msg = await _in_pool(
@@ -844,13 +888,14 @@ class Webmail:
         """A `cid:` image of a message, for its HTML frame. The frame is
         sandboxed (an origin of its own), so the browser may not send the
         session cookie with it: the URL carries a token instead, an HMAC of
-        (user, folder, message, part) under this process's key, made only for a
+        (user, folder, message, part) under the server's key, made only for a
         logged-in reader of that message. Raster images only, as their type."""
         mid, uid, index = (request.path_params[k] for k in ("mid", "uid", "index"))
         mb = await self.store.get_mailbox_by_id(MailboxId(mid))
         token = request.query_params.get("t", "")
+        secret = await self.sessions.secret(b"cid")
         if mb is None or not hmac.compare_digest(
-            token.encode(), self._inline_token(mb.user_id, mid, uid, index).encode()
+            token.encode(), self._inline_token(secret, mb.user_id, mid, uid, index).encode()
         ):
             return self._not_found()
         m = await self.store.get_message(mb.id, Uid(uid))
@@ -1004,7 +1049,7 @@ class Webmail:
         Sent; or save it in Drafts. A refusal brings the form back, filled in,
         with the reason (files chosen must be chosen again: browsers never
         refill a file field)."""
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         assert s.user_id is not None
@@ -1031,7 +1076,7 @@ class Webmail:
             )
         user = await self.store.get_user_by_id(s.user_id)
         if user is None or user.disabled:
-            self.sessions.drop(s)
+            await self.sessions.drop(s)
             return self._to_login()
         saving = form.get("action") == "draft"
         attachments = await self._uploads_from(s, draft.forward) + files
@@ -1140,7 +1185,7 @@ class Webmail:
     ) -> tuple[Session, Mailbox, Message, dict[str, str]] | Response:
         """The checks every POST on one message makes: logged in, the CSRF
         token, the user's folder, the message exists."""
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         form = await self._checked_form(request, s)
@@ -1245,7 +1290,7 @@ class Webmail:
         )
 
     async def folders(self, request: Request) -> Response:
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         return await self._folders_page(
@@ -1257,7 +1302,7 @@ class Webmail:
     ) -> tuple[Session, Mailbox | None, str] | Response:
         """Logged in, the CSRF token, and with `own` one of the user's editable
         folders; (session, folder, the name typed)."""
-        s = self._user(request)
+        s = await self._user(request)
         if s is None:
             return self._to_login()
         form = await self._checked_form(request, s)

@@ -21,7 +21,7 @@ from postier.queue.schedule import Schedule
 from postier.queue.signing import DkimSigner
 from postier.store.models import NewMessage, NewQueueEntry, QueueEntry, QueueId, QueueRecipient
 from postier.store.sqlite import SqliteStore
-from tests.support.downgrade import SQLITE_12, sqlite_drop
+from tests.support.downgrade import SQLITE_12, SQLITE_13, sqlite_drop
 from tests.support.messages import new_message
 from tests.unit.queue.conftest import MSG, Net
 
@@ -215,7 +215,7 @@ async def test_entry_from_before_the_migration_is_delivered(tmp_path: Path) -> N
         conn.execute("DROP TRIGGER header_index_remove")
         conn.execute("DROP TABLE header_index")
         conn.execute("ALTER TABLE blobs DROP COLUMN bcc")
-        sqlite_drop(conn, SQLITE_12)
+        sqlite_drop(conn, SQLITE_13, SQLITE_12)
         conn.execute("UPDATE schema_version SET version = 8")
     conn.close()
     store = SqliteStore(data_dir)

@@ -20,7 +20,14 @@ from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.postgres import PostgresStore, schema
 from postier.store.postgres.store import default_node_name
-from tests.support.downgrade import POSTGRES_6, POSTGRES_7, POSTGRES_8, POSTGRES_9, postgres_drop
+from tests.support.downgrade import (
+    POSTGRES_6,
+    POSTGRES_7,
+    POSTGRES_8,
+    POSTGRES_9,
+    POSTGRES_10,
+    postgres_drop,
+)
 from tests.support.messages import inbox_and_sent, new_message
 from tests.support.postgres import pg_dsn  # noqa: F401  (a fixture)
 
@@ -258,7 +265,7 @@ async def test_v4_fills_bcc_and_the_search_columns_of_older_blobs(pg_dsn: str) -
         await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:  # back to version 3
-        await postgres_drop(conn, POSTGRES_9, POSTGRES_8, POSTGRES_7, POSTGRES_6)
+        await postgres_drop(conn, POSTGRES_10, POSTGRES_9, POSTGRES_8, POSTGRES_7, POSTGRES_6)
         for column in ("bcc", "subject_fold", "from_fold", "to_fold", "cc_fold", "bcc_fold"):
             await conn.execute(f"ALTER TABLE blobs DROP COLUMN {column}")
         await conn.execute("UPDATE schema_version SET version = 3")
@@ -566,7 +573,7 @@ async def test_v6_counts_the_messages_of_an_existing_database(pg_dsn: str) -> No
         await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:  # back to version 5
-        await postgres_drop(conn, POSTGRES_9, POSTGRES_8, POSTGRES_7, POSTGRES_6)
+        await postgres_drop(conn, POSTGRES_10, POSTGRES_9, POSTGRES_8, POSTGRES_7, POSTGRES_6)
         await conn.execute("UPDATE schema_version SET version = 5")
     finally:
         await conn.close()

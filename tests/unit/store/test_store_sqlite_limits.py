@@ -21,7 +21,7 @@ from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import VERSION
-from tests.support.downgrade import SQLITE_12, sqlite_drop
+from tests.support.downgrade import SQLITE_12, SQLITE_13, sqlite_drop
 from tests.support.messages import new_message
 
 
@@ -233,7 +233,7 @@ async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
     conn.execute("DROP TRIGGER header_index_remove")
     conn.execute("DROP TABLE header_index")
     conn.execute("ALTER TABLE blobs DROP COLUMN bcc")
-    sqlite_drop(conn, SQLITE_12)  # schema 12, as well
+    sqlite_drop(conn, SQLITE_13, SQLITE_12)  # schema 12, as well
     conn.commit()
     conn.close()
     s = await make()
@@ -303,7 +303,7 @@ async def test_migration_10_adds_the_admin_flag_off(make, tmp_path):
     conn.execute("DROP TRIGGER header_index_remove")
     conn.execute("DROP TABLE header_index")
     conn.execute("ALTER TABLE blobs DROP COLUMN bcc")
-    sqlite_drop(conn, SQLITE_12)  # schema 12, as well
+    sqlite_drop(conn, SQLITE_13, SQLITE_12)  # schema 12, as well
     conn.execute("UPDATE schema_version SET version = 9")
     conn.commit()
     conn.close()

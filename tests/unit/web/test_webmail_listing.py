@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from postier.mail.summary import MessageSummary
 from postier.store.models import BlobId, MailboxId, Message, ModSeq, Uid
@@ -98,3 +99,56 @@ def test_rendered_rows_are_reused_only_for_the_same_values() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     web.row_cache.clear()
     assert render(MailboxId(1), [seen], "date")[0] == first[0]
+
+
+async def test_page_rows_are_read_again_only_when_their_modseq_moved(tmp_path: Path) -> None:
+    """`Webmail._page_rows`: a page seen again reads (UID, MODSEQ, flags) only; a
+    message whose flags changed (a new MODSEQ) is read and its row made again; an
+    expunged one is left out."""
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from postier.store.sqlite import SqliteStore
+    from postier.web.webmail import routes
+    from tests.support.messages import new_message
+
+    store = SqliteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("example.test")
+        user = await store.add_user("a@example.test", "x")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        for n in (1, 2, 3):
+            await store.append(inbox.id, new_message(f"Subject: m{n}\r\n\r\nbody\r\n".encode()))
+        reads: list[tuple[int, ...]] = []
+        real = store.list_messages
+
+        async def counted(mid, lo=1, hi=None, **kw):  # type: ignore[no-untyped-def]
+            reads.append((lo, hi))
+            return await real(mid, lo, hi, **kw)
+
+        web = SimpleNamespace(store=SimpleNamespace(), row_of=OrderedDict())
+        web.store.list_messages = counted
+        web.store.list_flags = store.list_flags
+        web.store.get_message = store.get_message
+        web._rows = functools.partial(routes.Webmail._rows, web)  # type: ignore[arg-type]
+        web._cached_row = functools.partial(routes.Webmail._cached_row, web)  # type: ignore[arg-type]
+        page = functools.partial(routes.Webmail._page_rows, web)  # type: ignore[arg-type]
+        rows = await page(inbox, [3, 2, 1])
+        assert [(r.uid, r.subject, r.unread) for r in rows] == [
+            (3, "m3", True),
+            (2, "m2", True),
+            (1, "m1", True),
+        ]
+        assert len(reads) == 1
+        assert await page(inbox, [3, 2, 1]) == rows
+        assert len(reads) == 1  # nothing read but the flags
+        await store.store_flags(inbox.id, [Uid(2)], frozenset({"\\Seen"}), "add")
+        rows = await page(inbox, [3, 2, 1])
+        assert [r.unread for r in rows] == [True, False, True]
+        assert reads[1:] == [(2, 2)]  # the changed message alone
+        await store.expunge(inbox.id, [Uid(1)], flagged_only=False)
+        assert [r.uid for r in await page(inbox, [3, 2, 1])] == [3, 2]
+    finally:
+        await store.close()
