@@ -70,6 +70,19 @@ async def test_disabled_and_deleted_accounts_lose_their_sessions(store):
         await add(store, key(3), b.id)
 
 
+async def test_a_new_password_ends_the_account_s_sessions(store):
+    a = await _user(store, "a@example.test")
+    b = await _user(store, "b@example.test")
+    await add(store, key(1), a.id)
+    await add(store, key(2), b.id)
+    await store.set_password("a@example.test", "new-hash")
+    assert await store.web_session_get(key(1)) is None
+    assert await store.web_session_get(key(2)) is not None  # another account's stays
+    assert (await store.get_user("a@example.test")).password_hash == "new-hash"
+    with pytest.raises(NotFound):
+        await store.set_password("nobody@example.test", "h")
+
+
 async def test_bounded_per_user_and_idle_ones_swept(store):
     a = await _user(store, "a@example.test")
     b = await _user(store, "b@example.test")

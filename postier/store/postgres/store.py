@@ -1042,7 +1042,21 @@ class PostgresStore:
         await self._write(job)
 
     async def set_password(self, address: str, password_hash: str) -> None:
-        await self._update_user(address, "password_hash", password_hash)
+        key = _address_key(address)
+
+        async def job(tx: Tx) -> None:
+            self._accounts_changed(tx)
+            user_id = await tx.fetchval(
+                "UPDATE users SET password_hash = $1 WHERE address = $2 RETURNING id",
+                password_hash,
+                key,
+            )
+            if user_id is None:
+                raise NotFound(f"no user {key}")
+            # a new password (a reset, often after a leak) ends every webmail session
+            await tx.execute("DELETE FROM web_sessions WHERE user_id = $1", user_id)
+
+        await self._write(job)
 
     async def set_quota(self, address: str, quota_bytes: int) -> None:
         if quota_bytes < 0:

@@ -808,7 +808,21 @@ class SqliteStore:
         await self._write(job)
 
     async def set_password(self, address: str, password_hash: str) -> None:
-        await self._update_user(address, "password_hash", password_hash)
+        key = _address_key(address)
+
+        def job(tx: Tx) -> None:
+            cur = tx.execute(
+                "UPDATE users SET password_hash = ? WHERE address = ?", (password_hash, key)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no user {key}")
+            # a new password (a reset, often after a leak) ends every webmail session
+            tx.execute(
+                "DELETE FROM web_sessions WHERE user_id = (SELECT id FROM users WHERE address = ?)",
+                (key,),
+            )
+
+        await self._write(job)
 
     async def set_quota(self, address: str, quota_bytes: int) -> None:
         if quota_bytes < 0:
