@@ -153,7 +153,7 @@ def render(doc: dict[str, Any], settings: Settings) -> list[str]:
         procs = (
             f"1 process (pid {doc['pid']})"
             if n == 1
-            else f"{n} worker processes, supervisor pid {doc['pid']} (sessions: worker 0's)"
+            else f"{n} worker processes, supervisor pid {doc['pid']} (sessions: all of them)"
         )
         lines.append(f"workers: {procs}; tasks: {tasks or 'none'}")
     else:
