@@ -90,6 +90,7 @@ from postier.store.models import (
     MailboxId,
     MaildropItem,
     Message,
+    MetaRow,
     ModSeq,
     NewMessage,
     NewQueueEntry,
@@ -1792,6 +1793,20 @@ class PostgresStore:
             hi,
         )
         return [make(r) for r in rows]
+
+    async def list_meta(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[MetaRow]:
+        hi = uid_max if uid_max is not None else 1 << 62
+        rows = await self._fetch(
+            "SELECT m.uid, m.size, m.internal_date, b.envelope, b.bodystructure, b.body "
+            f"FROM {_MSG_FROM} WHERE m.mailbox_id = $1 AND m.uid BETWEEN $2 AND $3 "
+            "ORDER BY m.uid",
+            mailbox_id,
+            uid_min,
+            hi,
+        )
+        return [(Uid(r[0]), r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5])) for r in rows]
 
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         rows = await self._fetch(

@@ -85,6 +85,7 @@ from postier.store.models import (
     MailboxId,
     MaildropItem,
     Message,
+    MetaRow,
     ModSeq,
     NewMessage,
     NewQueueEntry,
@@ -1540,6 +1541,20 @@ class SqliteStore:
             ).fetchall()
         )
         return [make(r) for r in rows]
+
+    async def list_meta(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[MetaRow]:
+        hi = uid_max if uid_max is not None else 1 << 62
+        rows: list[MetaRow] = await self._read(
+            lambda c: c.execute(
+                "SELECT m.uid, m.size, m.internal_date, b.envelope, b.bodystructure, b.body "
+                f"FROM {_MSG_FROM} WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? "
+                "ORDER BY m.uid",
+                (mailbox_id, uid_min, hi),
+            ).fetchall()
+        )
+        return rows
 
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         rows = await self._read(

@@ -22,10 +22,13 @@ from hypothesis import strategies as st
 from postier.auth.passwords import hash_password
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
+from postier.imap import responses as r
 from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, Event, ImapSession
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
-from postier.store.models import Change, ChangeKind
+from postier.mail.summary import MessageSummary
+from postier.mime import summarize
+from postier.store.models import Change, ChangeKind, NewMessage
 from postier.store.sqlite import SqliteStore
 from tests.support.messages import new_message
 from tests.unit.imap.memstore import MemoryStore
@@ -345,6 +348,53 @@ async def test_large_response_is_flushed_while_it_is_built(store: Any, tmp_path:
     # more than HIGH_WATER (256 KiB) was queued after the second message, not before
     assert flushed == [fetched[0] + fetched[1]]
     assert rest == fetched[2] + b"b OK FETCH completed\r\n"
+
+
+async def test_metadata_fetch_answers_as_the_summaries_say(store: Any, tmp_path: Path) -> None:
+    """FETCH of metadata items alone (rows without a `Message`, one %-format each)
+    gives what `responses.fetch` makes of the stored summary, in the items' order,
+    for dense and sparse sets, \\Recent included, and a summary intake left out
+    worked out from the bytes."""
+    c = await logged_in(store, settings(tmp_path))
+    user = c.core.session.user
+    mbox = await store.get_mailbox(user.id, "INBOX")
+    for i in range(10):
+        flags = frozenset({"\\Flagged", "$Work"}) if i % 3 == 0 else frozenset()
+        await store.append(mbox.id, new_message(MESSAGE.replace(b"lunch", b"meal %d" % i)), flags)
+    bare = NewMessage(MESSAGE.replace(b"lunch", b"no summary"), MessageSummary())
+    await store.append(mbox.id, bare)
+    await c.say(b"s SELECT INBOX\r\n")
+    await c.say(b"r UID FETCH 2 FLAGS\r\n")
+
+    def expected(seq: int, m: Any, names: list[str]) -> bytes:
+        s = m.summary if m.summary.bodystructure != b"NIL" else summarize(bare.data)
+        values: dict[str, r.FetchValue] = {
+            "UID": m.uid,
+            "FLAGS": m.flags | {"\\Recent"},
+            "MODSEQ": r.Raw(b"(%d)" % m.modseq),
+            "INTERNALDATE": m.internal_date,
+            "RFC822.SIZE": m.size,
+            "ENVELOPE": r.Raw(s.envelope),
+            "BODYSTRUCTURE": r.Raw(s.bodystructure),
+            "BODY": r.Raw(s.body),
+        }
+        return r.fetch(seq, [(n, values[n]) for n in names])
+
+    rows = await store.list_messages(mbox.id)
+    every = ["BODY", "MODSEQ", "ENVELOPE", "UID", "INTERNALDATE", "FLAGS", "BODYSTRUCTURE"]
+    every.append("RFC822.SIZE")
+    for command, seqs, names in [
+        (b"a FETCH 1:* (%s)", range(1, 12), every),
+        (b"b UID FETCH 1,10:11 (%s)", (1, 10, 11), ["RFC822.SIZE", "UID", "ENVELOPE"]),
+        (b"c FETCH 2,4 (%s)", (2, 4), ["FLAGS", "INTERNALDATE"]),
+    ]:
+        tag = command[:1]
+        out = await c.say(command % " ".join(names).encode() + b"\r\n")
+        want = b"".join(expected(q, rows[q - 1], names) for q in seqs)
+        assert out[: len(want)] == want
+        assert re.fullmatch(
+            tag + rb" OK (\[HIGHESTMODSEQ \d+\] )?FETCH completed\r\n", out[len(want) :]
+        )
 
 
 async def _inbox_of_three(store: Any, c: Client) -> Any:
