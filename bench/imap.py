@@ -12,6 +12,9 @@ multipart with a base64 attachment). Measured, one client unless said:
   50 flagged) and UNSEEN (every message), milliseconds each, the median of
   ``--search-rounds`` runs (``--search-only``: login, select and these alone);
 - small: 10 clients each sending NOOP and ``UID FETCH <n> FLAGS`` for 3 s, commands/s;
+- server CPU (its process tree, from /proc, in 10 ms ticks) per message of the meta
+  pass, per MB of the bodies and per small command: the figures for A/B runs on a
+  shared machine, where throughput moves with the load;
 - idle RSS and PSS: the server's resident memory (its process tree) with K logged-in,
   selected, silent connections.
 
@@ -56,6 +59,7 @@ from common import (
     run_async,
     table,
     targets_table,
+    tree_cpu_seconds,
     wait_port,
     workspace,
 )
@@ -158,34 +162,51 @@ async def login_select(port: int, rounds: int = 10) -> float:
     return total / rounds
 
 
-async def one_client(port: int, commands: Sequence[str]) -> list[tuple[float, int, int]]:
+async def one_client(
+    port: int, pid: int, commands: Sequence[str]
+) -> list[tuple[float, int, int, float]]:
+    """Each command's (seconds, untagged responses, literal octets, server CPU
+    seconds: the server's process tree)."""
     c = await Client.connect(port)
     await c.login_select()
     out = []
     for text in commands:
+        cpu = tree_cpu_seconds(pid)
         t0 = time.perf_counter()
         responses, octets = await c.cmd(text)
-        out.append((time.perf_counter() - t0, responses, octets))
+        out.append((time.perf_counter() - t0, responses, octets, tree_cpu_seconds(pid) - cpu))
     await c.close()
     return out
 
 
-async def small_commands(port: int, clients: int, seconds: float, messages: int) -> float:
-    async def worker(k: int) -> int:
+async def small_commands(
+    port: int, pid: int, clients: int, seconds: float, messages: int
+) -> tuple[float, float]:
+    """Commands per second, and the server's CPU seconds per command (measured
+    once every client is logged in: LOGIN's argon2 is not in it)."""
+    sessions = []
+    for _ in range(clients):
         c = await Client.connect(port)
         await c.login_select()
+        sessions.append(c)
+
+    async def worker(k: int) -> int:
+        c = sessions[k]
         done = 0
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             await c.cmd("NOOP")
             await c.cmd(f"UID FETCH {(done * 7 + k) % messages + 1} FLAGS")
             done += 2
-        await c.close()
         return done
 
+    cpu = tree_cpu_seconds(pid)
     t0 = time.perf_counter()
     counts = await asyncio.gather(*(worker(k) for k in range(clients)))
-    return sum(counts) / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    used = tree_cpu_seconds(pid) - cpu
+    await asyncio.gather(*(c.close() for c in sessions))
+    return sum(counts) / elapsed, used / sum(counts)
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -398,25 +419,30 @@ def measure(target: PostierTarget | DovecotTarget, args: argparse.Namespace) -> 
     r["login+select ms"] = 1000 * run_async(login_select(port))
     rounds = args.search_rounds
     meta = "UID FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)"
-    timings = run_async(one_client(port, [
+    timings = run_async(one_client(port, target.pid, [
         meta,
         meta,
         "FETCH 1:* BODY.PEEK[]",
         *(text for text in SEARCHES.values() for _ in range(rounds)),
     ]))  # fmt: skip
-    (cold_s, cold_n, _), (meta_s, meta_n, _), (body_s, _, body_octets), *searched = timings
+    (cold_s, cold_n, _, _), (meta_s, meta_n, _, meta_cpu), *rest = timings
+    (body_s, _, body_octets, body_cpu), *searched = rest
     if meta_n != n or cold_n != n:
         raise LoadError(f"{target.name}: metadata FETCH returned {min(meta_n, cold_n)} of {n}")
     if not args.search_only:
         r["meta msgs/s"] = n / meta_s  # the second pass: Dovecot's cache warm
         r["meta msgs/s, 1st pass"] = n / cold_s
+        r["meta server CPU us/msg"] = 1e6 * meta_cpu / n  # 10 ms ticks: a coarse figure
         r["bodies MB/s"] = body_octets / body_s / 1e6
+        r["bodies server CPU ms/MB"] = 1000 * body_cpu / (body_octets / 1e6)
     for i, key in enumerate(SEARCHES):  # the median of the rounds: the machine is shared
-        secs = statistics.median(t for t, _, _ in searched[i * rounds : (i + 1) * rounds])
+        secs = statistics.median(t for t, _, _, _ in searched[i * rounds : (i + 1) * rounds])
         r[f"SEARCH {key} ms"] = 1000 * secs
     if args.search_only:
         return r
-    r["small cmds/s (10 clients)"] = run_async(small_commands(port, 10, 3.0, n))
+    rate, cpu = run_async(small_commands(port, target.pid, 10, 3.0, n))
+    r["small cmds/s (10 clients)"] = rate
+    r["small server CPU us/cmd"] = 1e6 * cpu
     rss, pss = run_async(idle_memory(port, target.pid, args.idle))
     r[f"RSS MB, {args.idle} idle"] = rss
     r[f"PSS MB, {args.idle} idle"] = pss
