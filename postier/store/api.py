@@ -212,6 +212,14 @@ class Store(Protocol):
         as plain rows (`MetaRow`): the same values `list_messages` gives, without
         building a `Message` per row."""
 
+    async def list_bodies(
+        self, mailbox_id: MailboxId, uid_min: int, uid_max: int
+    ) -> list[tuple[Uid, bytes]]:
+        """(UID, message bytes) of the messages in a UID range, ascending by UID: what
+        an IMAP FETCH of whole messages reads, in one round trip where the bytes are
+        in the database. A message whose bytes are gone is left out. The caller
+        bounds the range: every message's bytes are held at once."""
+
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         """What a POP3 login lists, ascending by UID: each message's UID, blob,
         CRLF size and whether it is \\Seen, as plain tuples (no `Message`, no

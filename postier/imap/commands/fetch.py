@@ -6,6 +6,9 @@ Rules:
   computed at delivery; FLAGS, UID and MODSEQ from the session's view. Message
   rows are read from the store in UID-range batches; a blob is read only for body
   sections, and parsed only for sections below the top level.
+- A FETCH of whole messages (BODY[], BODY.PEEK[], RFC822) with at most UID,
+  FLAGS and MODSEQ beside reads each batch's bytes with `Store.list_bodies`: one
+  round trip, no `Message` per row.
 - A FETCH of metadata items alone (`_META_ITEMS`: what a client's header list
   asks) reads plain rows (`Store.list_meta`) in large batches and formats each
   response with one %-format of the stored bytes: no `Message` per row, one
@@ -108,6 +111,10 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
         return ok("FETCH completed")
     if all(i.name in _META_ITEMS and i.section is None and i.partial is None for i in items):
         if await _fetch_meta(ctx, view, picked, items, with_recent=not s.rev2):
+            return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
+        return ok("FETCH completed")
+    if not seen_set and all(i.name in _VIEW_ONLY or _whole_message(i) for i in items):
+        if await _fetch_bodies(ctx, view, picked, items, with_recent=not s.rev2):
             return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
         return ok("FETCH completed")
     response_names = [i.response_name() for i in items]  # once, not per message
@@ -278,6 +285,59 @@ async def _summarized(ctx: Context, view: MailboxView, row: MetaRow) -> MetaRow 
         return row
     s = mime.summarize(data)
     return (row[0], row[1], row[2], s.envelope, s.bodystructure, s.body)
+
+
+# --- whole messages --------------------------------------------------------------------
+def _whole_message(item: p.FetchAtt) -> bool:
+    """BODY[] (or BODY.PEEK[]) and RFC822: the message's bytes as they are."""
+    if item.name == "RFC822":
+        return True
+    s = item.section
+    return (
+        item.name == "BODY"
+        and s is not None
+        and not s.part
+        and s.text is None
+        and item.partial is None
+    )
+
+
+async def _fetch_bodies(
+    ctx: Context,
+    view: MailboxView,
+    picked: Sequence[tuple[int, int]],
+    items: Sequence[p.FetchAtt],
+    *,
+    with_recent: bool,
+) -> bool:
+    """Answer a FETCH of whole messages (and view items); True when some messages
+    were gone. Each message's bytes are a piece of their own (`fetch_parts`)."""
+    names = [i.response_name() for i in items]
+    missing = False
+    for start in range(0, len(picked), BATCH):
+        chunk = picked[start : start + BATCH]
+        lo, hi = chunk[0][1], chunk[-1][1]
+        if hi - lo + 1 <= 4 * len(chunk):
+            got = await ctx.store.list_bodies(view.mailbox_id, lo, hi)
+        else:  # sparse: one message at a time
+            got = []
+            for _, u in chunk:
+                got += await ctx.store.list_bodies(view.mailbox_id, u, u)
+        bodies: dict[int, bytes] = dict(got)
+        for seq, uid in chunk:
+            data = bodies.get(uid)
+            if data is None:
+                missing = True
+                continue
+            out: list[tuple[str, r.FetchValue]] = []
+            for item, name in zip(items, names, strict=True):
+                if item.name in _VIEW_ONLY:
+                    out += _view_items(view, (item,), uid, with_recent)
+                else:
+                    out.append((name, data))
+            ctx.send_parts(r.fetch_parts(seq, out))
+            await ctx.maybe_drain()
+    return missing
 
 
 def _rows_kind(items: Sequence[p.FetchAtt]) -> Rows:

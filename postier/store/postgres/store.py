@@ -1808,6 +1808,19 @@ class PostgresStore:
         )
         return [(Uid(r[0]), r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5])) for r in rows]
 
+    async def list_bodies(
+        self, mailbox_id: MailboxId, uid_min: int, uid_max: int
+    ) -> list[tuple[Uid, bytes]]:
+        rows = await self._fetch(
+            "SELECT uid, blob_id FROM messages WHERE mailbox_id = $1 "
+            "AND uid BETWEEN $2 AND $3 ORDER BY uid",
+            mailbox_id,
+            uid_min,
+            uid_max,
+        )
+        read = await self.read_blobs([BlobId(r[1]) for r in rows])
+        return [(Uid(r[0]), read[r[1]]) for r in rows if r[1] in read]
+
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         rows = await self._fetch(
             "SELECT m.uid, m.blob_id, b.crlf_size, m.flags FROM messages m "

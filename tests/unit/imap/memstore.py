@@ -139,6 +139,12 @@ class MemoryStore:
             out.append((m.uid, m.size, us, s.envelope, s.bodystructure, s.body))
         return out
 
+    async def list_bodies(
+        self, mailbox_id: MailboxId, uid_min: int, uid_max: int
+    ) -> list[tuple[Uid, bytes]]:
+        rows = await self.list_messages(mailbox_id, uid_min, uid_max, summaries=False)
+        return [(m.uid, self._blobs[m.blob_id]) for m in rows if m.blob_id in self._blobs]
+
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         box = self._box(mailbox_id)
         return [

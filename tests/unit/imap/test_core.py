@@ -397,6 +397,46 @@ async def test_metadata_fetch_answers_as_the_summaries_say(store: Any, tmp_path:
         )
 
 
+async def test_whole_message_fetch_sends_the_bytes(store: Any, tmp_path: Path) -> None:
+    """BODY.PEEK[], BODY[] and RFC822 with view items beside (`Store.list_bodies`):
+    the stored bytes as literals (a NUL sent as 0x80), dense and sparse sets;
+    BODY[] of unseen messages sets \\Seen first and says so (the general path)."""
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    bodies = [MESSAGE.replace(b"lunch", b"meal %d" % i) for i in range(10)]
+    bodies[3] = bodies[3].replace(b"Pizza", b"Piz\x00za")
+    for data in bodies:
+        await store.append(mbox.id, new_message(data), frozenset({"\\Seen"}))
+    await c.say(b"s SELECT INBOX\r\n")
+    await c.say(b"r UID FETCH 1:* FLAGS\r\n")
+
+    def lit(i: int) -> bytes:
+        data = bodies[i - 1].replace(b"\x00", b"\x80")
+        return b"{%d}\r\n%s" % (len(data), data)
+
+    out = await c.say(b"a UID FETCH 1,9:10 (UID BODY.PEEK[] FLAGS)\r\n")
+    assert (
+        out
+        == b"".join(
+            b"* %d FETCH (UID %d BODY[] %s FLAGS (\\Seen \\Recent))\r\n" % (i, i, lit(i))
+            for i in (1, 9, 10)
+        )
+        + b"a OK FETCH completed\r\n"
+    )
+    out = await c.say(b"b FETCH 3:4 (RFC822 BODY[])\r\n")  # \Seen already: nothing stored
+    assert (
+        out
+        == b"".join(b"* %d FETCH (RFC822 %s BODY[] %s)\r\n" % (i, lit(i), lit(i)) for i in (3, 4))
+        + b"b OK FETCH completed\r\n"
+    )
+    await store.append(mbox.id, new_message(MESSAGE))
+    out = await c.say(b"c NOOP\r\nd FETCH 11 BODY[]\r\n")
+    assert out.endswith(
+        b"* 11 FETCH (BODY[] {%d}\r\n%s FLAGS (\\Seen \\Recent))\r\nd OK FETCH completed\r\n"
+        % (len(MESSAGE), MESSAGE)
+    )
+
+
 async def _inbox_of_three(store: Any, c: Client) -> Any:
     user = c.core.session.user
     assert user is not None
