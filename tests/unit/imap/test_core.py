@@ -387,6 +387,8 @@ async def test_metadata_fetch_answers_as_the_summaries_say(store: Any, tmp_path:
         (b"a FETCH 1:* (%s)", range(1, 12), every),
         (b"b UID FETCH 1,10:11 (%s)", (1, 10, 11), ["RFC822.SIZE", "UID", "ENVELOPE"]),
         (b"c FETCH 2,4 (%s)", (2, 4), ["FLAGS", "INTERNALDATE"]),
+        (b"d FETCH 1,10:11 (%s)", (1, 10, 11), ["UID", "RFC822.SIZE"]),
+        (b"e FETCH 1,11 (%s)", (1, 11), ["BODYSTRUCTURE"]),  # sparse: a query per run
     ]:
         tag = command[:1]
         out = await c.say(command % " ".join(names).encode() + b"\r\n")
@@ -422,6 +424,12 @@ async def test_whole_message_fetch_sends_the_bytes(store: Any, tmp_path: Path) -
             for i in (1, 9, 10)
         )
         + b"a OK FETCH completed\r\n"
+    )
+    out = await c.say(b"a2 FETCH 1,10 BODY.PEEK[]\r\n")  # sparse: one message at a time
+    assert (
+        out
+        == b"".join(b"* %d FETCH (BODY[] %s)\r\n" % (i, lit(i)) for i in (1, 10))
+        + b"a2 OK FETCH completed\r\n"
     )
     out = await c.say(b"b FETCH 3:4 (RFC822 BODY[])\r\n")  # \Seen already: nothing stored
     assert (
