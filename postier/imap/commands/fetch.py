@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import operator
 from collections.abc import Callable, Sequence
@@ -201,7 +202,11 @@ async def _fetch_meta(
     *,
     with_recent: bool,
 ) -> bool:
-    """Answer a FETCH of `_META_ITEMS` alone; True when some messages were gone."""
+    """Answer a FETCH of `_META_ITEMS` alone; True when some messages were gone.
+
+    The next batch's rows are read while this one is formatted: the query runs in
+    the store's reader thread (SQLite lets go of the GIL while it walks its
+    B-trees), so on two cores the two overlap. At most two batches are held."""
     names = {i.name for i in items}
     fmt, pick = _meta_plan(items)
     want_flags, want_modseq = "FLAGS" in names, "MODSEQ" in names
@@ -210,43 +215,55 @@ async def _fetch_meta(
     recent = view.recent if with_recent else ()
     lists: dict[frozenset[str], bytes] = {}  # flag set -> flag list, for this command
     missing = False
-    for start in range(0, len(picked), META_BATCH):
-        chunk = picked[start : start + META_BATCH]
-        rows = await _load_meta(ctx, view, chunk)
-        if want_structures and any(row[4] == b"NIL" for row in rows):
-            rows = [
-                got
-                for row in rows
-                if (got := await _summarized(ctx, view, row) if row[4] == b"NIL" else row)
-            ]
-        modseqs, flag_sets = view.by_seq()  # no await below, until the batch is queued
-        out: list[bytes] = []
-        j, n = 0, len(rows)
-        for seq, uid in chunk:
-            # both ascend by UID: walk the rows alongside (a row gone, or one
-            # not in the view, is passed by)
-            while j < n and rows[j][0] < uid:
-                j += 1
-            if j == n or rows[j][0] != uid:
-                missing = True
-                continue
-            row = rows[j]
-            flags = b""
-            if want_flags:
-                f = flag_sets[seq - 1]
-                if uid in recent:
-                    f = f | {"\\Recent"}
-                flags = lists.get(f) or lists.setdefault(f, r.flag_list(f))
-            extra = (
-                seq,
-                flags,
-                modseqs[seq - 1] if want_modseq else 0,
-                r.date_time_us(row[2]) if want_date else b"",
-            )
-            out.append(fmt % pick(row + extra))
-        if out:
-            ctx.send(b"".join(out))
-            await ctx.maybe_drain()
+    chunks = [picked[i : i + META_BATCH] for i in range(0, len(picked), META_BATCH)]
+    ahead: asyncio.Task[list[MetaRow]] | None = None
+    try:
+        for k, chunk in enumerate(chunks):
+            if ahead is None:
+                rows = await _load_meta(ctx, view, chunk)
+            else:
+                rows, ahead = await ahead, None
+            if k + 1 < len(chunks):
+                ahead = asyncio.create_task(_load_meta(ctx, view, chunks[k + 1]))
+            if want_structures and any(row[4] == b"NIL" for row in rows):
+                rows = [
+                    got
+                    for row in rows
+                    if (got := await _summarized(ctx, view, row) if row[4] == b"NIL" else row)
+                ]
+            modseqs, flag_sets = view.by_seq()  # no await below, until the batch is queued
+            out: list[bytes] = []
+            j, n = 0, len(rows)
+            for seq, uid in chunk:
+                # both ascend by UID: walk the rows alongside (a row gone, or one
+                # not in the view, is passed by)
+                while j < n and rows[j][0] < uid:
+                    j += 1
+                if j == n or rows[j][0] != uid:
+                    missing = True
+                    continue
+                row = rows[j]
+                flags = b""
+                if want_flags:
+                    f = flag_sets[seq - 1]
+                    if uid in recent:
+                        f = f | {"\\Recent"}
+                    flags = lists.get(f) or lists.setdefault(f, r.flag_list(f))
+                extra = (
+                    seq,
+                    flags,
+                    modseqs[seq - 1] if want_modseq else 0,
+                    r.date_time_us(row[2]) if want_date else b"",
+                )
+                out.append(fmt % pick(row + extra))
+            if out:
+                ctx.send(b"".join(out))
+                await ctx.maybe_drain()
+    finally:
+        if ahead is not None:  # the client left, or the store failed: read no further
+            ahead.cancel()
+            if ahead.done() and not ahead.cancelled():
+                ahead.exception()  # its failure is nobody's now: not logged as unretrieved
     return missing
 
 

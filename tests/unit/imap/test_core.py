@@ -23,6 +23,7 @@ from postier.auth.passwords import hash_password
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
 from postier.imap import responses as r
+from postier.imap.commands import fetch as fetch_command
 from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, Event, ImapSession
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
@@ -350,11 +351,15 @@ async def test_large_response_is_flushed_while_it_is_built(store: Any, tmp_path:
     assert rest == fetched[2] + b"b OK FETCH completed\r\n"
 
 
-async def test_metadata_fetch_answers_as_the_summaries_say(store: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1000, 4])  # 4: the next batch is read ahead
+async def test_metadata_fetch_answers_as_the_summaries_say(
+    store: Any, tmp_path: Path, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """FETCH of metadata items alone (rows without a `Message`, one %-format each)
     gives what `responses.fetch` makes of the stored summary, in the items' order,
     for dense and sparse sets, \\Recent included, and a summary intake left out
     worked out from the bytes."""
+    monkeypatch.setattr(fetch_command, "META_BATCH", batch)
     c = await logged_in(store, settings(tmp_path))
     user = c.core.session.user
     mbox = await store.get_mailbox(user.id, "INBOX")
