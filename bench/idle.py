@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,25 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import DOMAIN, HOST, PASSWORD, Children, descendants, run_async, table, workspace
-from imap import USER, Client, PostierTarget, corpus, tree_rss_mb
+from common import DOMAIN, HOST, PASSWORD, Children, run_async, table, workspace
+from imap import USER, Client, PostierTarget, corpus, tree_pss_mb, tree_rss_mb
 
 TARGET_MB = 100  # issue 14: 1,000 idle IMAP connections < 100 MB in all
-
-
-def tree_pss_mb(pid: int) -> float:
-    """The tree's proportional set size: pages shared by the forked workers (the
-    code and data the supervisor loaded before forking) count once, split among
-    them, where summing RSS counts them once per process."""
-    total = 0
-    for p in (pid, *descendants(pid)):
-        try:
-            text = Path(f"/proc/{p}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        m = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
-        total += int(m.group(1)) if m else 0
-    return total / 1024
 
 
 async def _imap(port: int, mode: str) -> Client:

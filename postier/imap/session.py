@@ -363,12 +363,21 @@ class MailboxView:
             for lo, hi in seqset.resolve(self.uids[-1] if self.uids else 0):
                 i = bisect.bisect_left(self.uids, lo)
                 j = bisect.bisect_right(self.uids, hi)
-                out.extend((k + 1, self.uids[k]) for k in range(i, j))
+                out.extend(zip(range(i + 1, j + 1), self.uids[i:j], strict=True))
             return out
         n = len(self.uids)
         if seqset.max_number(n) > n or (n == 0 and seqset.ranges):
             raise BadSequence("Invalid message sequence number")
-        return [(s, self.uids[s - 1]) for lo, hi in seqset.resolve(n) for s in range(lo, hi + 1)]
+        out = []
+        for lo, hi in seqset.resolve(n):
+            out.extend(zip(range(lo, hi + 1), self.uids[lo - 1 : hi], strict=True))
+        return out
+
+    def by_seq(self) -> tuple[Sequence[int], Sequence[frozenset[str]]]:
+        """MODSEQs and flag sets indexed by sequence number - 1 (the numbers
+        `resolve` gives), for a loop over many messages: read-only, and valid only
+        until the next await (a change copies or replaces them)."""
+        return self._modseqs, self._flags
 
     def flags(self, uid: int) -> frozenset[str]:
         i = self._index(uid)

@@ -32,6 +32,7 @@ from postier.store.models import (
     MailboxId,
     MaildropItem,
     Message,
+    MetaRow,
     ModSeq,
     NewMessage,
     NewQueueEntry,
@@ -206,6 +207,22 @@ class Store(Protocol):
         for callers that need only UIDs, flags, MODSEQs, dates and sizes); with
         `structures=False` it holds the text fields and sizes but not the ENVELOPE,
         BODYSTRUCTURE, BODY and preview (what IMAP SEARCH reads)."""
+
+    async def list_meta(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[MetaRow]:
+        """What IMAP FETCH of metadata items (RFC822.SIZE, INTERNALDATE, ENVELOPE,
+        BODYSTRUCTURE, BODY) reads of the messages in a UID range, ascending by UID,
+        as plain rows (`MetaRow`): the same values `list_messages` gives, without
+        building a `Message` per row."""
+
+    async def list_bodies(
+        self, mailbox_id: MailboxId, uid_min: int, uid_max: int
+    ) -> list[tuple[Uid, bytes]]:
+        """(UID, message bytes) of the messages in a UID range, ascending by UID: what
+        an IMAP FETCH of whole messages reads, in one round trip where the bytes are
+        in the database. A message whose bytes are gone is left out. The caller
+        bounds the range: every message's bytes are held at once."""
 
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         """What a POP3 login lists, ascending by UID: each message's UID, blob,

@@ -103,6 +103,14 @@ class Message:
     summary: MessageSummary = field(default_factory=MessageSummary)
 
 
+#: One message's metadata as IMAP FETCH sends it without its bytes
+#: (`Store.list_meta`): (UID, size, internal date in microseconds since the epoch
+#: UTC, ENVELOPE, BODYSTRUCTURE, BODY), the row as the database returns it: no
+#: `Message` or summary is built (a metadata FETCH of a whole mailbox reads
+#: thousands). The structures are ``b"NIL"`` when intake left no summary.
+MetaRow = tuple[Uid, int, int, bytes, bytes, bytes]
+
+
 class MaildropItem(NamedTuple):
     """One message as a POP3 maildrop lists it (`Store.maildrop`)."""
 

@@ -374,6 +374,49 @@ async def test_maildrop_lists_uid_blob_crlf_size_and_seen(store, users):
     assert await store.maildrop(9999) == []
 
 
+async def test_list_meta_is_list_messages_as_plain_rows(store, users):
+    """IMAP's metadata FETCH listing: (UID, size, internal date in microseconds,
+    ENVELOPE, BODYSTRUCTURE, BODY) as `list_messages` has them, by UID range."""
+    box = await inbox(store, users[0])
+    for i in range(5):
+        data = MSG.replace(b"Subject:", b"X-N: %d\r\nSubject:" % i)
+        await store.append(box.id, new_message(data), internal_date=WHEN + timedelta(hours=i))
+    await store.store_flags(box.id, [2], frozenset({"\\Deleted"}), "add")
+    await store.expunge(box.id, [2])
+    full = await store.list_messages(box.id)
+    rows = await store.list_meta(box.id)
+    assert rows == [
+        (
+            m.uid,
+            m.size,
+            (m.internal_date - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1),
+            m.summary.envelope,
+            m.summary.bodystructure,
+            m.summary.body,
+        )
+        for m in full
+    ]
+    assert all(type(v) is bytes for row in rows for v in row[3:])
+    assert [row[0] for row in await store.list_meta(box.id, 2, 4)] == [3, 4]
+    assert await store.list_meta(box.id, 6) == []
+    assert await store.list_meta(9999) == []
+
+
+async def test_list_bodies_reads_the_bytes_of_a_uid_range(store, users):
+    """IMAP's whole-message FETCH: (UID, bytes) by UID range in one call, small
+    messages and large ones (a file of its own on sqlite) alike."""
+    box = await inbox(store, users[0])
+    datas = [MSG.replace(b"Subject:", b"X-N: %d\r\nSubject:" % i) for i in range(4)]
+    datas[2] = MSG + b"y" * (100 * 1024) + b"\r\n"
+    for data in datas:
+        await store.append(box.id, new_message(data))
+    await store.store_flags(box.id, [2], frozenset({"\\Deleted"}), "add")
+    await store.expunge(box.id, [2])
+    assert await store.list_bodies(box.id, 1, 4) == [(1, datas[0]), (3, datas[2]), (4, datas[3])]
+    assert await store.list_bodies(box.id, 3, 3) == [(3, datas[2])]
+    assert await store.list_bodies(box.id, 5, 9) == []
+
+
 async def test_list_flags_is_list_messages_without_the_rest(store, users):
     """SELECT's light listing: (UID, MODSEQ, flags) as `list_messages` has them, by
     UID range; equal flag sets are equal whether shared or not."""

@@ -6,6 +6,13 @@ Rules:
   computed at delivery; FLAGS, UID and MODSEQ from the session's view. Message
   rows are read from the store in UID-range batches; a blob is read only for body
   sections, and parsed only for sections below the top level.
+- A FETCH of whole messages (BODY[], BODY.PEEK[], RFC822) with at most UID,
+  FLAGS and MODSEQ beside reads each batch's bytes with `Store.list_bodies`: one
+  round trip, no `Message` per row.
+- A FETCH of metadata items alone (`_META_ITEMS`: what a client's header list
+  asks) reads plain rows (`Store.list_meta`) in large batches and formats each
+  response with one %-format of the stored bytes: no `Message` per row, one
+  queued piece per batch.
 - A body fetch that is not .PEEK sets \\Seen unless the mailbox is read-only; the
   flags are stored once for the whole command, before any response, and the
   FETCH responses of those messages then carry FLAGS (RFC 9051 §6.4.5).
@@ -18,8 +25,10 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 
 from postier import mime
 from postier.imap import parse as p
@@ -28,7 +37,7 @@ from postier.imap.commands.context import Context, Result, bad, no, ok
 from postier.imap.session import BadSequence, MailboxView
 from postier.mime.sections import SectionText
 from postier.store.errors import NotFound
-from postier.store.models import BlobId, Message, ModSeq, Uid
+from postier.store.models import BlobId, Message, MetaRow, ModSeq, Uid
 
 #: messages whose rows are loaded from the store at once
 BATCH = 50  # messages per store round trip (their bytes are held at once)
@@ -36,6 +45,12 @@ _VIEW_ONLY = frozenset({"UID", "FLAGS", "MODSEQ"})
 _BLOB_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 #: items that cut the message at its header's end (the summary's header_size)
 _HEADER_CUT = frozenset({"RFC822.HEADER", "RFC822.TEXT"})
+#: items answered by the view and `Store.list_meta` alone (BODY without a section)
+_META_ITEMS = frozenset(
+    {"UID", "FLAGS", "MODSEQ", "RFC822.SIZE", "INTERNALDATE", "ENVELOPE", "BODYSTRUCTURE", "BODY"}
+)
+#: messages per `list_meta` round trip (rows of about a kilobyte each)
+META_BATCH = 1000
 
 
 class _UnknownCte(Exception):
@@ -95,6 +110,14 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
             ctx.send(r.fetch(seq, _view_items(view, items, uid, with_recent)))
             await ctx.maybe_drain()
         return ok("FETCH completed")
+    if all(i.name in _META_ITEMS and i.section is None and i.partial is None for i in items):
+        if await _fetch_meta(ctx, view, picked, items, with_recent=not s.rev2):
+            return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
+        return ok("FETCH completed")
+    if not seen_set and all(i.name in _VIEW_ONLY or _whole_message(i) for i in items):
+        if await _fetch_bodies(ctx, view, picked, items, with_recent=not s.rev2):
+            return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
+        return ok("FETCH completed")
     response_names = [i.response_name() for i in items]  # once, not per message
     missing = False
     for start in range(0, len(picked), BATCH):
@@ -129,6 +152,209 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
     if missing:
         return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
     return ok("FETCH completed")
+
+
+# --- metadata items alone -----------------------------------------------------------------
+# Each message's response is ``fmt % pick(values)`` where values is the store's row
+# followed by what the view and the renderers add; `_meta_plan` works out the format
+# and the positions once per command.
+_ROW_AT = {"RFC822.SIZE": 1, "ENVELOPE": 3, "BODYSTRUCTURE": 4, "BODY": 5}
+_SEQ, _FLAGS, _MODSEQ, _DATE = 6, 7, 8, 9  # after the row's six columns
+_UID = 0
+_STRUCTURES = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
+
+
+def _meta_plan(
+    items: Sequence[p.FetchAtt],
+) -> tuple[bytes, Callable[[tuple[object, ...]], tuple[object, ...]]]:
+    fmt = [b"* %d FETCH ("]
+    at = [_SEQ]
+    for n, item in enumerate(items):
+        name = item.name
+        sep = b" " if n else b""
+        if name == "UID":
+            fmt.append(sep + b"UID %d")
+            at.append(_UID)
+        elif name == "FLAGS":
+            fmt.append(sep + b"FLAGS %s")
+            at.append(_FLAGS)
+        elif name == "MODSEQ":
+            fmt.append(sep + b"MODSEQ (%d)")  # RFC 7162
+            at.append(_MODSEQ)
+        elif name == "INTERNALDATE":
+            fmt.append(sep + b"INTERNALDATE %s")
+            at.append(_DATE)
+        elif name == "RFC822.SIZE":
+            fmt.append(sep + b"RFC822.SIZE %d")
+            at.append(_ROW_AT[name])
+        else:
+            fmt.append(sep + name.encode("ascii") + b" %s")
+            at.append(_ROW_AT[name])
+    fmt.append(b")\r\n")
+    return b"".join(fmt), operator.itemgetter(*at)
+
+
+async def _fetch_meta(
+    ctx: Context,
+    view: MailboxView,
+    picked: Sequence[tuple[int, int]],
+    items: Sequence[p.FetchAtt],
+    *,
+    with_recent: bool,
+) -> bool:
+    """Answer a FETCH of `_META_ITEMS` alone; True when some messages were gone.
+
+    The next batch's rows are read while this one is formatted: the query runs in
+    the store's reader thread (SQLite lets go of the GIL while it walks its
+    B-trees), so on two cores the two overlap. At most two batches are held."""
+    names = {i.name for i in items}
+    fmt, pick = _meta_plan(items)
+    want_flags, want_modseq = "FLAGS" in names, "MODSEQ" in names
+    want_date = "INTERNALDATE" in names
+    want_structures = not names.isdisjoint(_STRUCTURES)
+    recent = view.recent if with_recent else ()
+    lists: dict[frozenset[str], bytes] = {}  # flag set -> flag list, for this command
+    missing = False
+    chunks = [picked[i : i + META_BATCH] for i in range(0, len(picked), META_BATCH)]
+    ahead: asyncio.Task[list[MetaRow]] | None = None
+    try:
+        for k, chunk in enumerate(chunks):
+            if ahead is None:
+                rows = await _load_meta(ctx, view, chunk)
+            else:
+                rows, ahead = await ahead, None
+            if k + 1 < len(chunks):
+                ahead = asyncio.create_task(_load_meta(ctx, view, chunks[k + 1]))
+            if want_structures and any(row[4] == b"NIL" for row in rows):
+                rows = [
+                    got
+                    for row in rows
+                    if (got := await _summarized(ctx, view, row) if row[4] == b"NIL" else row)
+                ]
+            modseqs, flag_sets = view.by_seq()  # no await below, until the batch is queued
+            out: list[bytes] = []
+            j, n = 0, len(rows)
+            for seq, uid in chunk:
+                # both ascend by UID: walk the rows alongside (a row gone, or one
+                # not in the view, is passed by)
+                while j < n and rows[j][0] < uid:
+                    j += 1
+                if j == n or rows[j][0] != uid:
+                    missing = True
+                    continue
+                row = rows[j]
+                flags = b""
+                if want_flags:
+                    f = flag_sets[seq - 1]
+                    if uid in recent:
+                        f = f | {"\\Recent"}
+                    flags = lists.get(f) or lists.setdefault(f, r.flag_list(f))
+                extra = (
+                    seq,
+                    flags,
+                    modseqs[seq - 1] if want_modseq else 0,
+                    r.date_time_us(row[2]) if want_date else b"",
+                )
+                out.append(fmt % pick(row + extra))
+            if out:
+                ctx.send(b"".join(out))
+                await ctx.maybe_drain()
+    finally:
+        if ahead is not None:  # the client left, or the store failed: read no further
+            ahead.cancel()
+            if ahead.done() and not ahead.cancelled():
+                ahead.exception()  # its failure is nobody's now: not logged as unretrieved
+    return missing
+
+
+async def _load_meta(
+    ctx: Context, view: MailboxView, chunk: Sequence[tuple[int, int]]
+) -> list[MetaRow]:
+    """The rows of these (seq, UID) pairs (ascending): one range query when they
+    are dense, else one per run of consecutive sequence numbers (the UIDs between
+    two neighbours in the view are theirs alone)."""
+    lo, hi = chunk[0][1], chunk[-1][1]
+    if hi - lo + 1 <= 4 * len(chunk):
+        return await ctx.store.list_meta(view.mailbox_id, lo, hi)
+    rows: list[MetaRow] = []
+    first = prev = chunk[0]
+    for pair in (*chunk[1:], None):
+        if pair is not None and pair[0] == prev[0] + 1:
+            prev = pair
+            continue
+        rows += await ctx.store.list_meta(view.mailbox_id, first[1], prev[1])
+        if pair is not None:
+            first = prev = pair
+    return rows
+
+
+async def _summarized(ctx: Context, view: MailboxView, row: MetaRow) -> MetaRow | None:
+    """A row whose summary intake could not compute: worked out from the bytes now
+    (None when the message is gone)."""
+    m = await ctx.store.get_message(view.mailbox_id, row[0])
+    if m is None:
+        return None
+    try:
+        data = await ctx.store.read_blob(m.blob_id)
+    except NotFound:
+        return None
+    if not data:
+        return row
+    s = mime.summarize(data)
+    return (row[0], row[1], row[2], s.envelope, s.bodystructure, s.body)
+
+
+# --- whole messages --------------------------------------------------------------------
+def _whole_message(item: p.FetchAtt) -> bool:
+    """BODY[] (or BODY.PEEK[]) and RFC822: the message's bytes as they are."""
+    if item.name == "RFC822":
+        return True
+    s = item.section
+    return (
+        item.name == "BODY"
+        and s is not None
+        and not s.part
+        and s.text is None
+        and item.partial is None
+    )
+
+
+async def _fetch_bodies(
+    ctx: Context,
+    view: MailboxView,
+    picked: Sequence[tuple[int, int]],
+    items: Sequence[p.FetchAtt],
+    *,
+    with_recent: bool,
+) -> bool:
+    """Answer a FETCH of whole messages (and view items); True when some messages
+    were gone. Each message's bytes are a piece of their own (`fetch_parts`)."""
+    names = [i.response_name() for i in items]
+    missing = False
+    for start in range(0, len(picked), BATCH):
+        chunk = picked[start : start + BATCH]
+        lo, hi = chunk[0][1], chunk[-1][1]
+        if hi - lo + 1 <= 4 * len(chunk):
+            got = await ctx.store.list_bodies(view.mailbox_id, lo, hi)
+        else:  # sparse: one message at a time
+            got = []
+            for _, u in chunk:
+                got += await ctx.store.list_bodies(view.mailbox_id, u, u)
+        bodies: dict[int, bytes] = dict(got)
+        for seq, uid in chunk:
+            data = bodies.get(uid)
+            if data is None:
+                missing = True
+                continue
+            out: list[tuple[str, r.FetchValue]] = []
+            for item, name in zip(items, names, strict=True):
+                if item.name in _VIEW_ONLY:
+                    out += _view_items(view, (item,), uid, with_recent)
+                else:
+                    out.append((name, data))
+            ctx.send_parts(r.fetch_parts(seq, out))
+            await ctx.maybe_drain()
+    return missing
 
 
 def _rows_kind(items: Sequence[p.FetchAtt]) -> Rows:

@@ -90,6 +90,7 @@ from postier.store.models import (
     MailboxId,
     MaildropItem,
     Message,
+    MetaRow,
     ModSeq,
     NewMessage,
     NewQueueEntry,
@@ -1819,6 +1820,33 @@ class PostgresStore:
             hi,
         )
         return [make(r) for r in rows]
+
+    async def list_meta(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[MetaRow]:
+        hi = uid_max if uid_max is not None else 1 << 62
+        rows = await self._fetch(
+            "SELECT m.uid, m.size, m.internal_date, b.envelope, b.bodystructure, b.body "
+            f"FROM {_MSG_FROM} WHERE m.mailbox_id = $1 AND m.uid BETWEEN $2 AND $3 "
+            "ORDER BY m.uid",
+            mailbox_id,
+            uid_min,
+            hi,
+        )
+        return [(Uid(r[0]), r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5])) for r in rows]
+
+    async def list_bodies(
+        self, mailbox_id: MailboxId, uid_min: int, uid_max: int
+    ) -> list[tuple[Uid, bytes]]:
+        rows = await self._fetch(
+            "SELECT uid, blob_id FROM messages WHERE mailbox_id = $1 "
+            "AND uid BETWEEN $2 AND $3 ORDER BY uid",
+            mailbox_id,
+            uid_min,
+            uid_max,
+        )
+        read = await self.read_blobs([BlobId(r[1]) for r in rows])
+        return [(Uid(r[0]), read[r[1]]) for r in rows if r[1] in read]
 
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         rows = await self._fetch(

@@ -85,6 +85,7 @@ from postier.store.models import (
     MailboxId,
     MaildropItem,
     Message,
+    MetaRow,
     ModSeq,
     NewMessage,
     NewQueueEntry,
@@ -1570,6 +1571,43 @@ class SqliteStore:
             ).fetchall()
         )
         return [make(r) for r in rows]
+
+    async def list_meta(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[MetaRow]:
+        hi = uid_max if uid_max is not None else 1 << 62
+        rows: list[MetaRow] = await self._read(
+            lambda c: c.execute(
+                "SELECT m.uid, m.size, m.internal_date, b.envelope, b.bodystructure, b.body "
+                f"FROM {_MSG_FROM} WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? "
+                "ORDER BY m.uid",
+                (mailbox_id, uid_min, hi),
+            ).fetchall()
+        )
+        return rows
+
+    async def list_bodies(
+        self, mailbox_id: MailboxId, uid_min: int, uid_max: int
+    ) -> list[tuple[Uid, bytes]]:
+        # one query: the index's bytes come with the rows, files are read after
+        rows: list[tuple[Uid, BlobId, bytes | None]] = await self._read(
+            lambda c: c.execute(
+                "SELECT m.uid, m.blob_id, d.data FROM messages m "
+                "LEFT JOIN blob_data d ON d.id = m.blob_id "
+                "WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+                (mailbox_id, uid_min, uid_max),
+            ).fetchall()
+        )
+        files = [b for _, b, data in rows if data is None and not is_inline(b)]
+        read = await self.read_blobs(files) if files else {}
+        out: list[tuple[Uid, bytes]] = []
+        for uid, blob_id, data in rows:
+            if data is None:
+                data = read.get(blob_id)
+                if data is None:
+                    continue
+            out.append((uid, data))
+        return out
 
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         rows = await self._read(

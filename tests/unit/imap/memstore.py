@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from postier.store.errors import NotFound
@@ -25,6 +25,7 @@ from postier.store.models import (
     MailboxId,
     MaildropItem,
     Message,
+    MetaRow,
     ModSeq,
     NewMessage,
     Uid,
@@ -127,6 +128,22 @@ class MemoryStore:
         box = self._box(mailbox_id)
         top = uid_max if uid_max is not None else 2**32
         return [m for u, m in sorted(box.messages.items()) if uid_min <= u <= top]
+
+    async def list_meta(
+        self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
+    ) -> list[MetaRow]:
+        out: list[MetaRow] = []
+        for m in await self.list_messages(mailbox_id, uid_min, uid_max):
+            us = (m.internal_date - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            s = m.summary
+            out.append((m.uid, m.size, us, s.envelope, s.bodystructure, s.body))
+        return out
+
+    async def list_bodies(
+        self, mailbox_id: MailboxId, uid_min: int, uid_max: int
+    ) -> list[tuple[Uid, bytes]]:
+        rows = await self.list_messages(mailbox_id, uid_min, uid_max, summaries=False)
+        return [(m.uid, self._blobs[m.blob_id]) for m in rows if m.blob_id in self._blobs]
 
     async def maildrop(self, mailbox_id: MailboxId) -> list[MaildropItem]:
         box = self._box(mailbox_id)

@@ -22,10 +22,14 @@ from hypothesis import strategies as st
 from postier.auth.passwords import hash_password
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
+from postier.imap import responses as r
+from postier.imap.commands import fetch as fetch_command
 from postier.imap.core import CLOSE, IDLING, NEED_DATA, START_TLS, Event, ImapSession
 from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
-from postier.store.models import Change, ChangeKind
+from postier.mail.summary import MessageSummary
+from postier.mime import summarize
+from postier.store.models import Change, ChangeKind, NewMessage
 from postier.store.sqlite import SqliteStore
 from tests.support.messages import new_message
 from tests.unit.imap.memstore import MemoryStore
@@ -345,6 +349,105 @@ async def test_large_response_is_flushed_while_it_is_built(store: Any, tmp_path:
     # more than HIGH_WATER (256 KiB) was queued after the second message, not before
     assert flushed == [fetched[0] + fetched[1]]
     assert rest == fetched[2] + b"b OK FETCH completed\r\n"
+
+
+@pytest.mark.parametrize("batch", [1000, 4])  # 4: the next batch is read ahead
+async def test_metadata_fetch_answers_as_the_summaries_say(
+    store: Any, tmp_path: Path, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FETCH of metadata items alone (rows without a `Message`, one %-format each)
+    gives what `responses.fetch` makes of the stored summary, in the items' order,
+    for dense and sparse sets, \\Recent included, and a summary intake left out
+    worked out from the bytes."""
+    monkeypatch.setattr(fetch_command, "META_BATCH", batch)
+    c = await logged_in(store, settings(tmp_path))
+    user = c.core.session.user
+    mbox = await store.get_mailbox(user.id, "INBOX")
+    for i in range(10):
+        flags = frozenset({"\\Flagged", "$Work"}) if i % 3 == 0 else frozenset()
+        await store.append(mbox.id, new_message(MESSAGE.replace(b"lunch", b"meal %d" % i)), flags)
+    bare = NewMessage(MESSAGE.replace(b"lunch", b"no summary"), MessageSummary())
+    await store.append(mbox.id, bare)
+    await c.say(b"s SELECT INBOX\r\n")
+    await c.say(b"r UID FETCH 2 FLAGS\r\n")
+
+    def expected(seq: int, m: Any, names: list[str]) -> bytes:
+        s = m.summary if m.summary.bodystructure != b"NIL" else summarize(bare.data)
+        values: dict[str, r.FetchValue] = {
+            "UID": m.uid,
+            "FLAGS": m.flags | {"\\Recent"},
+            "MODSEQ": r.Raw(b"(%d)" % m.modseq),
+            "INTERNALDATE": m.internal_date,
+            "RFC822.SIZE": m.size,
+            "ENVELOPE": r.Raw(s.envelope),
+            "BODYSTRUCTURE": r.Raw(s.bodystructure),
+            "BODY": r.Raw(s.body),
+        }
+        return r.fetch(seq, [(n, values[n]) for n in names])
+
+    rows = await store.list_messages(mbox.id)
+    every = ["BODY", "MODSEQ", "ENVELOPE", "UID", "INTERNALDATE", "FLAGS", "BODYSTRUCTURE"]
+    every.append("RFC822.SIZE")
+    for command, seqs, names in [
+        (b"a FETCH 1:* (%s)", range(1, 12), every),
+        (b"b UID FETCH 1,10:11 (%s)", (1, 10, 11), ["RFC822.SIZE", "UID", "ENVELOPE"]),
+        (b"c FETCH 2,4 (%s)", (2, 4), ["FLAGS", "INTERNALDATE"]),
+        (b"d FETCH 1,10:11 (%s)", (1, 10, 11), ["UID", "RFC822.SIZE"]),
+        (b"e FETCH 1,11 (%s)", (1, 11), ["BODYSTRUCTURE"]),  # sparse: a query per run
+    ]:
+        tag = command[:1]
+        out = await c.say(command % " ".join(names).encode() + b"\r\n")
+        want = b"".join(expected(q, rows[q - 1], names) for q in seqs)
+        assert out[: len(want)] == want
+        assert re.fullmatch(
+            tag + rb" OK (\[HIGHESTMODSEQ \d+\] )?FETCH completed\r\n", out[len(want) :]
+        )
+
+
+async def test_whole_message_fetch_sends_the_bytes(store: Any, tmp_path: Path) -> None:
+    """BODY.PEEK[], BODY[] and RFC822 with view items beside (`Store.list_bodies`):
+    the stored bytes as literals (a NUL sent as 0x80), dense and sparse sets;
+    BODY[] of unseen messages sets \\Seen first and says so (the general path)."""
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    bodies = [MESSAGE.replace(b"lunch", b"meal %d" % i) for i in range(10)]
+    bodies[3] = bodies[3].replace(b"Pizza", b"Piz\x00za")
+    for data in bodies:
+        await store.append(mbox.id, new_message(data), frozenset({"\\Seen"}))
+    await c.say(b"s SELECT INBOX\r\n")
+    await c.say(b"r UID FETCH 1:* FLAGS\r\n")
+
+    def lit(i: int) -> bytes:
+        data = bodies[i - 1].replace(b"\x00", b"\x80")
+        return b"{%d}\r\n%s" % (len(data), data)
+
+    out = await c.say(b"a UID FETCH 1,9:10 (UID BODY.PEEK[] FLAGS)\r\n")
+    assert (
+        out
+        == b"".join(
+            b"* %d FETCH (UID %d BODY[] %s FLAGS (\\Seen \\Recent))\r\n" % (i, i, lit(i))
+            for i in (1, 9, 10)
+        )
+        + b"a OK FETCH completed\r\n"
+    )
+    out = await c.say(b"a2 FETCH 1,10 BODY.PEEK[]\r\n")  # sparse: one message at a time
+    assert (
+        out
+        == b"".join(b"* %d FETCH (BODY[] %s)\r\n" % (i, lit(i)) for i in (1, 10))
+        + b"a2 OK FETCH completed\r\n"
+    )
+    out = await c.say(b"b FETCH 3:4 (RFC822 BODY[])\r\n")  # \Seen already: nothing stored
+    assert (
+        out
+        == b"".join(b"* %d FETCH (RFC822 %s BODY[] %s)\r\n" % (i, lit(i), lit(i)) for i in (3, 4))
+        + b"b OK FETCH completed\r\n"
+    )
+    await store.append(mbox.id, new_message(MESSAGE))
+    out = await c.say(b"c NOOP\r\nd FETCH 11 BODY[]\r\n")
+    assert out.endswith(
+        b"* 11 FETCH (BODY[] {%d}\r\n%s FLAGS (\\Seen \\Recent))\r\nd OK FETCH completed\r\n"
+        % (len(MESSAGE), MESSAGE)
+    )
 
 
 async def _inbox_of_three(store: Any, c: Client) -> Any:
