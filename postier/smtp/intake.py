@@ -568,6 +568,7 @@ class Intake:
         try:
             if queue is not None and self.queue_prepare is not None:
                 queue = await self.queue_prepare(message, queue, parsed.data)  # signed once
+            described = self._describe(s, env, spool.size)
             await self.store.deliver(
                 message,
                 targets,
@@ -575,7 +576,7 @@ class Intake:
                 qid=env.qid,
                 trace=[
                     *(("filter", line) for line in pending),
-                    ("received", self._describe(s, env, spool.size)),
+                    ("received", described),
                     *delivered,
                 ],
             )
@@ -586,7 +587,7 @@ class Intake:
                     message.data.unlink()
             self._log(s, env, spool.size, "451 local error")
             return R451_LOCAL_ERROR
-        self._log(s, env, spool.size, "queued" if queue else "delivered")
+        self._log(s, env, spool.size, "queued" if queue else "delivered", described)
         metrics.MESSAGES_DELIVERED.labels("local").inc(len(targets))
         if queue is not None and self.queue_wake is not None:
             self.queue_wake()
@@ -602,8 +603,13 @@ class Intake:
             f"helo={s.helo!r} listener={s.role} tls={tls} auth={auth}"
         )
 
-    def _log(self, s: SessionInfo, env: Envelope, size: int, result: str) -> None:
-        log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid, self._describe(s, env, size), result)
+    def _log(
+        self, s: SessionInfo, env: Envelope, size: int, result: str, described: str | None = None
+    ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # the description is not worked out for nothing
+        described = described or self._describe(s, env, size)
+        log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid, described, result)
 
 
 def delivered_line(user: str, rcpt: str, mailbox: str, outcome: DataOutcome) -> str:

@@ -1456,10 +1456,10 @@ class SqliteStore:
             if queue is not None:
                 self._insert_queue(tx, qid, queue, blob_id, size)
             at = _now_us()
-            for event, detail in trace:
-                tx.execute(
+            if trace:
+                tx.conn.executemany(
                     "INSERT INTO trace (qid, at, event, detail) VALUES (?, ?, ?, ?)",
-                    (qid, at, event, detail),
+                    [(qid, at, event, detail) for event, detail in trace],
                 )
             self._record(tx, changes)
             return DeliveryResult(
