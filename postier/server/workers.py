@@ -129,6 +129,15 @@ def _bind_all(settings: Settings) -> dict[str, socket.socket]:
     return sockets
 
 
+def _release_free_memory() -> None:
+    """glibc: hand the heap's free pages back to the system before forking. What
+    the once-per-run steps (store migration, certificate) allocated and freed would
+    otherwise stay resident in the supervisor and be inherited, resident too, by
+    every worker (about 3 MB each)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this process when its parent (the supervisor) dies."""
     with contextlib.suppress(OSError, AttributeError):
@@ -346,6 +355,7 @@ def supervise(settings: Settings) -> int:
     # what the supervisor has loaded stays shared with every worker: the cyclic
     # GC of a worker then never writes to (and so copies) those pages
     gc.freeze()
+    _release_free_memory()
     try:
         if not sup.start_all():
             sup.stop()
