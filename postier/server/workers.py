@@ -7,7 +7,9 @@ Rules:
   TLS certificate, makes the run's shared state fresh (``data_dir/run``: the
   login limiter's records and the \\Recent claims), and binds every listening
   socket. A taken port is an error naming the key and exit 1, as with one
-  process.
+  process. All but the binding run in a short-lived child process
+  (`_prepare_in_child`): what they allocate never stays in the supervisor, nor
+  in the workers forked from it.
 - Then it forks the workers. Each inherits the bound sockets and accepts on them
   (the kernel gives each connection to one worker), opens the store itself (one
   SQLite database in WAL mode: each worker's writer thread commits its own
@@ -46,6 +48,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import json
 import logging
 import os
 import select
@@ -54,7 +57,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import NoReturn
 
 from postier import metrics
@@ -114,6 +117,49 @@ def _prepare(settings: Settings) -> DemoLogin | None:
     shutil.rmtree(run / metrics.SHARED_DIR, ignore_errors=True)  # counts start at 0
     (run / metrics.SHARED_DIR).mkdir(mode=0o700)
     return demo
+
+
+def _prepare_in_child(settings: Settings) -> DemoLogin | None:
+    """`_prepare` in a short-lived child process. What those steps allocate
+    (opening, creating or migrating the database, generating the certificate
+    with cryptography's code) is then never part of the supervisor, which lives
+    as long as the server and whose pages every worker inherits; a child that
+    fails reports why, as `_prepare` would have raised it (`StartupError`)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the supervisor's code
+        code = 0
+        try:
+            os.close(r)
+            try:
+                demo = _prepare(settings)
+                said: dict[str, object] = {"demo": None if demo is None else asdict(demo)}
+            except server_app.StartupError as e:
+                said = {"error": str(e)}
+            except BaseException as e:
+                log.exception("preparing the data directory failed")
+                said = {"error": f"cannot prepare the data directory: {e}"}
+                code = 70  # EX_SOFTWARE
+            os.write(w, json.dumps(said).encode())
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        said = json.loads(b"".join(chunks))
+    except ValueError:
+        said = {"error": "preparing the data directory failed (see the log above)"}
+    if "error" in said:
+        raise server_app.StartupError(str(said["error"]))
+    demo = said.get("demo")
+    return None if demo is None else DemoLogin(demo["address"], demo["password"])
 
 
 def _bind_all(settings: Settings) -> dict[str, socket.socket]:
@@ -345,7 +391,7 @@ def supervise(settings: Settings) -> int:
     # signals wait for `sigtimedwait` from now on; each worker unblocks them
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        demo = _prepare(settings)
+        demo = _prepare_in_child(settings)
         sockets = _bind_all(settings)
     except (server_app.StartupError, ListenError) as e:
         print(f"postier: {e}", file=sys.stderr)
