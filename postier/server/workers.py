@@ -153,13 +153,13 @@ def _prepare_in_child(settings: Settings) -> DemoLogin | None:
     os.close(r)
     os.waitpid(pid, 0)
     try:
-        said = json.loads(b"".join(chunks))
+        told = json.loads(b"".join(chunks))
     except ValueError:
-        said = {"error": "preparing the data directory failed (see the log above)"}
-    if "error" in said:
-        raise server_app.StartupError(str(said["error"]))
-    demo = said.get("demo")
-    return None if demo is None else DemoLogin(demo["address"], demo["password"])
+        told = {"error": "preparing the data directory failed (see the log above)"}
+    if "error" in told:
+        raise server_app.StartupError(str(told["error"]))
+    login = told.get("demo")
+    return None if login is None else DemoLogin(login["address"], login["password"])
 
 
 def _bind_all(settings: Settings) -> dict[str, socket.socket]:
