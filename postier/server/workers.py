@@ -393,6 +393,10 @@ def supervise(settings: Settings) -> int:
     try:
         demo = _prepare_in_child(settings)
         sockets = _bind_all(settings)
+        # the protocol stacks of the listeners served, loaded once here and shared
+        # with every worker (those of listeners not served are never loaded)
+        for name in sockets:
+            server_app.load_protocol(name)
     except (server_app.StartupError, ListenError) as e:
         print(f"postier: {e}", file=sys.stderr)
         return 1
