@@ -37,8 +37,9 @@ Rules:
   of its own: one round trip to a thread per message, not one per stage (on a
   small message the trip cost more than the work). A message of at most
   `offload.INLINE_MAX` octets tries the loop first (`offload`'s ``inline``:
-  work past `offload.INLINE_SECONDS` leaves the loop and runs again in a thread). A stage that refuses ends
-  the phase; the analyses done ahead for the stages after it are dropped.
+  work past `offload.INLINE_SECONDS` leaves the loop and runs again in a
+  thread). A stage that refuses ends the phase; the analyses done ahead for
+  the stages after it are dropped.
 - The message is parsed once, at intake (`Context.parsed`, a
   `postier.mime.message.ParsedMessage`): the header view, the MIME tree, the
   decoded texts and DKIM's split all come from it; no stage parses the bytes.
