@@ -511,6 +511,9 @@ class SqliteStore:
         try:
             await db.write(lambda tx: schema.migrate(tx.conn))
             await db.write(self._trim_changes)
+            # the schema is current (no migration sorts from here on); before the
+            # TEMP triggers below, which a change of temp_store would drop
+            db.memory_temp()
             cache = directory.Cache(self.data_dir / (DB_NAME + ".directory"))
             db.on_directory_change = cache.bump
             await db.write(lambda tx: directory.install(tx.conn, db.note_directory_change))
