@@ -268,6 +268,7 @@ class Spool:
         edited = None if kept is None else kept + data[len(header.raw) : header.body_offset]
         summary = message.summary(above, edited)
         if self.path is None:
+            self._parts = []  # the bytes go on in the NewMessage, not held twice
             if edited is None:
                 return NewMessage(above + data, summary)
             return NewMessage(b"".join((above, edited, data[header.body_offset :])), summary)
@@ -565,9 +566,13 @@ class Intake:
                 body_8bit=env.params.body in ("8BITMIME", "BINARYMIME"),
                 auth_user=s.user.address if s.user else "",
             )
+        # while the store commits, the client's bytes are held once (in `message`),
+        # not also in their parse and its decoded text
+        signing_data = parsed.data if queue is not None else b""
+        del parsed
         try:
             if queue is not None and self.queue_prepare is not None:
-                queue = await self.queue_prepare(message, queue, parsed.data)  # signed once
+                queue = await self.queue_prepare(message, queue, signing_data)  # signed once
             described = self._describe(s, env, spool.size)
             await self.store.deliver(
                 message,

@@ -194,6 +194,9 @@ class SmtpSession:
                     await self._flush()
                     return
                 core.receive_data(data)
+                # the core copied it: not held on while the events it makes are
+                # answered (a whole message's chunk, through the store's commit)
+                del data
             elif isinstance(ev, DataChunk):
                 if self.spool is not None:
                     self.spool.write(ev.data)
