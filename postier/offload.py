@@ -18,6 +18,15 @@ Rules:
 - A long C call holds the GIL (``re`` does): offloading does not make a
   super-linear regex harmless, which is why every pattern on message text is
   linear.
+- Small inputs try the loop first (`offload(..., inline=True)`, for inputs of
+  at most `INLINE_MAX` octets): the work runs on the loop with a budget of
+  `INLINE_SECONDS` (every budget it hands on shares that limit), and work that
+  reaches a check past it stops (`InlineSpent`, which no stage catches) and runs
+  again from the start in a worker thread with its real budget. So the loop is
+  held `INLINE_SECONDS` plus one step at most, a step being linear in an input
+  of `INLINE_MAX` octets; a 1 KB message's analysis (tens of microseconds)
+  costs no thread hop. Work given `inline` must be safe to run twice (it
+  computes a result; nothing it does before the result counts).
 - Cheap round trips: a job is a tuple on a `queue.SimpleQueue`; its result is
   set on an asyncio future by the loop itself, and the results that finish
   while the loop is busy go back together, with one wake-up of the loop
@@ -48,23 +57,50 @@ WORKERS = 4
 #: how long after the budget the waiting side gives up on work that does not stop
 GRACE = 0.25
 
+#: inputs up to this size may run on the loop first (module rules)
+INLINE_MAX = 16 * 1024
+#: how long work may run on the loop before it moves to a worker thread
+INLINE_SECONDS = 0.002
+
 
 class ScanTimeout(Exception):
     """CPU-bound work on one message ran past its budget."""
 
 
+class InlineSpent(BaseException):
+    """Work running on the loop reached `INLINE_SECONDS`: it runs again in a
+    thread. A BaseException, so that no stage's ``except Exception`` keeps it."""
+
+
 class Budget:
     """The deadline of one piece of offloaded work, checked between its steps."""
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        inline_until: float | None = None,
+    ) -> None:
         self.seconds = seconds
         self._clock = clock
         self._deadline = clock() + seconds
+        #: on the loop: when the work must leave it (`InlineSpent`)
+        self._inline_until = inline_until
 
     def check(self) -> None:
-        """Raise `ScanTimeout` once the budget is spent."""
-        if self._clock() > self._deadline:
+        """Raise `ScanTimeout` once the budget is spent (`InlineSpent` once
+        work on the loop has had its time there)."""
+        now = self._clock()
+        if self._inline_until is not None and now > self._inline_until:
+            raise InlineSpent
+        if now > self._deadline:
             raise ScanTimeout(f"over {self.seconds:g}s")
+
+    def another(self, seconds: float) -> Budget:
+        """A budget of its own for the next piece of the same work (on the loop,
+        it ends there when this one does)."""
+        return Budget(seconds, self._clock, inline_until=self._inline_until)
 
 
 class _Results:
@@ -164,10 +200,23 @@ def _give_up(future: asyncio.Future[Any], seconds: float) -> None:
         future.set_exception(ScanTimeout(f"over {seconds:g}s"))
 
 
-async def offload(work: Callable[[Budget], T], seconds: float, *, limit: float | None = None) -> T:
+async def offload(
+    work: Callable[[Budget], T],
+    seconds: float,
+    *,
+    limit: float | None = None,
+    inline: bool = False,
+) -> T:
     """``work(budget)`` in a worker thread; `ScanTimeout` past `seconds`. `limit`:
     how long to wait for work that runs several budgets in a row (default
-    `seconds` + `GRACE`)."""
+    `seconds` + `GRACE`). `inline`: the input is at most `INLINE_MAX` octets and
+    the work may run twice; it tries the loop first (module rules)."""
+    if inline:
+        start = time.monotonic()
+        try:
+            return work(Budget(seconds, inline_until=start + INLINE_SECONDS))
+        except InlineSpent:
+            pass  # too long for the loop: from the start, in a thread
     loop = asyncio.get_running_loop()
     results = _RESULTS.get(loop)
     if results is None:

@@ -21,9 +21,16 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 # verifies on every IMAP/POP3/SMTP login: 19 MiB, t=2 (OWASP's argon2id minimum).
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
-# A valid hash of a random string: verifying against it when the user does not
-# exist makes unknown and known users take the same time.
-_DUMMY = _hasher.hash("postier-no-such-user")
+# A valid hash of a random string nobody kept: verifying against it when the user
+# does not exist makes unknown and known users take the same time. Written out
+# rather than hashed at import: an argon2 hash at start raised every process's
+# peak memory by the 19 MiB block (the supervisor's and, before the fixed mmap
+# threshold below, each worker's heap). Its parameters are `_hasher`'s
+# (tests/unit/auth/test_auth_service.py checks it), so it costs a login's time.
+_DUMMY = (
+    "$argon2id$v=19$m=19456,t=2,p=1$cZ+RjCoonBQis+PrtOVYGw$"
+    "cznX/9tnjAmRS+l6XJFBQrmljcm3IlRyvK0fcA/FYbs"
+)
 
 
 def hash_password(password: str) -> str:

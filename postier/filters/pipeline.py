@@ -35,8 +35,11 @@ Rules:
   `Context.analysis`. The first such stage to ask runs its own analysis and
   that of every later analyser of the pipeline in one hop, each with a budget
   of its own: one round trip to a thread per message, not one per stage (on a
-  small message the trip cost more than the work). A stage that refuses ends
-  the phase; the analyses done ahead for the stages after it are dropped.
+  small message the trip cost more than the work). A message of at most
+  `offload.INLINE_MAX` octets tries the loop first (`offload`'s ``inline``:
+  work past `offload.INLINE_SECONDS` leaves the loop and runs again in a
+  thread). A stage that refuses ends the phase; the analyses done ahead for
+  the stages after it are dropped.
 - The message is parsed once, at intake (`Context.parsed`, a
   `postier.mime.message.ParsedMessage`): the header view, the MIME tree, the
   decoded texts and DKIM's split all come from it; no stage parses the bytes.
@@ -59,7 +62,14 @@ from postier.dns.resolver import TempFail
 from postier.mail.replies import Reply
 from postier.mail.role import IntakeRole
 from postier.mime.encoding import valid_text
-from postier.offload import DEFAULT_SCAN_TIMEOUT, GRACE, Budget, ScanTimeout, offload
+from postier.offload import (
+    DEFAULT_SCAN_TIMEOUT,
+    GRACE,
+    INLINE_MAX,
+    Budget,
+    ScanTimeout,
+    offload,
+)
 
 if TYPE_CHECKING:
     from postier.filters.spam import Weights
@@ -208,13 +218,19 @@ class Context:
                 out: dict[str, tuple[Exception | None, Any]] = {}
                 for i, s in enumerate(batch):
                     try:  # each its own budget; the first's counts the wait for a thread
-                        out[s.name] = (None, s.analyse(self, budget if i == 0 else Budget(seconds)))
+                        got = s.analyse(self, budget if i == 0 else budget.another(seconds))
+                        out[s.name] = (None, got)
                     except Exception as e:
                         out[s.name] = (e, None)
                 return out
 
+            # a small message tries the loop first: its analyses cost less than
+            # the hop to a thread (postier.offload's rules bound the loop's time)
+            small = self.parsed is not None and self.parsed.size <= INLINE_MAX
             try:
-                done = await offload(work, seconds, limit=len(batch) * seconds + GRACE)
+                done = await offload(
+                    work, seconds, limit=len(batch) * seconds + GRACE, inline=small
+                )
             except ScanTimeout as e:
                 done = {s.name: (e, None) for s in batch}
             got = done.pop(stage.name)

@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -47,7 +48,12 @@ class Reply:
         return self.code == 421
 
     def to_bytes(self) -> bytes:
-        """The reply on the wire, CRLF-terminated; multi-line when text has ``\\n``."""
+        """The reply on the wire, CRLF-terminated; multi-line when text has ``\\n``.
+        Worked out once per reply: the named replies are sent over and over."""
+        return self._wire
+
+    @functools.cached_property
+    def _wire(self) -> bytes:
         lines = self.text.split("\n") or [""]
         out = []
         prefix = f"{self.enhanced} " if self.enhanced else ""

@@ -103,6 +103,11 @@ def check_data_dir(path: Path) -> None:
         )
 
 
+def load_protocol(name: str) -> ProtocolModule | None:
+    """The module serving listener `name`, imported; None when this build lacks it."""
+    return _protocol(name)
+
+
 def _protocol(name: str) -> ProtocolModule | None:
     try:
         mod: Any = importlib.import_module(PROTOCOLS[name])

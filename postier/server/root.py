@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -45,9 +46,6 @@ from postier.config.schema import Settings
 from postier.dns.resolver import Resolver, make_resolver
 from postier.filters.bayes import MoveLearner
 from postier.filters.build import Filters
-from postier.imap.literals import LiteralBudget
-from postier.imap.recent import DatabaseRecentClaims, SharedRecentClaims
-from postier.imap.session import RecentClaims
 from postier.pop3.locks import DatabaseMaildrops, MaildropLocks, Maildrops
 from postier.queue import service as queue_service
 from postier.queue.runner import Runner
@@ -58,7 +56,10 @@ from postier.smtp.submission import Submission
 from postier.store.api import Store
 
 if TYPE_CHECKING:
+    from postier.imap.literals import LiteralBudget
+    from postier.imap.session import RecentClaims
     from postier.store.postgres import PostgresStore
+    from postier.store.postgres.shared import SharedState
 
 log = logging.getLogger("postier.server")
 
@@ -112,10 +113,8 @@ class App:
     #: and the webmail's Send
     submission: Submission
     queue: Runner
-    #: the one APPEND budget of the process, shared by the imap and imaps listeners
-    literal_budget: LiteralBudget
-    #: who saw which message as \\Recent first (imap and imaps; every worker)
-    recent: RecentClaims
+    #: how `recent` is made (`recent_claims`): on first use, by the imap listeners
+    make_recent: Callable[[], RecentClaims]
     #: POP3 maildrop locks (every worker; every node over PostgreSQL)
     maildrops: Maildrops
     #: connections per client address in every process of every node (over
@@ -136,6 +135,20 @@ class App:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: called at once when the stop begins: sessions waiting on a read wake up
     stopping_hooks: set[Callable[[], None]] = field(default_factory=set)
+
+    # The IMAP services are built when the imap listeners ask for them: a process
+    # that serves no IMAP (an SMTP-only worker) never imports the IMAP stack.
+    @functools.cached_property
+    def literal_budget(self) -> LiteralBudget:
+        """The one APPEND budget of the process, shared by the imap and imaps listeners."""
+        from postier.imap.literals import LiteralBudget
+
+        return LiteralBudget(self.settings.imap.user_literal_budget)
+
+    @functools.cached_property
+    def recent(self) -> RecentClaims:
+        """Who saw which message as \\Recent first (imap and imaps; every worker)."""
+        return self.make_recent()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task for the server's lifetime; a crash is logged."""
@@ -191,6 +204,21 @@ def _postgres(store: Store) -> PostgresStore | None:
     return backend if isinstance(backend, PostgresStore) else None
 
 
+def recent_claims(
+    settings: Settings, worker: Worker | None, state: SharedState | None
+) -> RecentClaims:
+    """Where \\Recent is claimed: in memory (one process), in a record-locked file
+    of the run (several workers), in the database (PostgreSQL: every node)."""
+    from postier.imap.recent import DatabaseRecentClaims, SharedRecentClaims
+    from postier.imap.session import RecentClaims
+
+    if state is not None:
+        return DatabaseRecentClaims(state)
+    if worker is not None:
+        return SharedRecentClaims(run_dir(settings) / RECENT_FILE)
+    return RecentClaims()
+
+
 def build(
     settings: Settings, store: Store, tls_context: ssl.SSLContext, worker: Worker | None = None
 ) -> App:
@@ -199,9 +227,7 @@ def build(
     queue = queue_service.build(settings, store, resolver)
     limiter: Limiter | None = None
     clients: ClientCounts | None = None
-    recent = (
-        RecentClaims() if worker is None else SharedRecentClaims(run_dir(settings) / RECENT_FILE)
-    )
+    state: SharedState | None = None
     maildrops: Maildrops = MaildropLocks(run_dir(settings) / MAILDROPS_DIR)
     pg = _postgres(store) if settings.store.backend == "postgres" else None
     if pg is not None:
@@ -211,7 +237,6 @@ def build(
         limiter = DatabaseLimiter(settings.auth, state)
         maildrops = DatabaseMaildrops(state)
         clients = state
-        recent = DatabaseRecentClaims(state)
     elif worker is not None:
         limiter = SharedLimiter(settings.auth, run_dir(settings) / LOGINS_DB)
     intake = build_intake(
@@ -233,8 +258,7 @@ def build(
         intake=intake,
         submission=Submission(intake),
         queue=queue,
-        literal_budget=LiteralBudget(settings.imap.user_literal_budget),
-        recent=recent,
+        make_recent=functools.partial(recent_claims, settings, worker, state),
         maildrops=maildrops,
         clients=clients,
         move_learner=MoveLearner(store),

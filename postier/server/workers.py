@@ -7,7 +7,9 @@ Rules:
   TLS certificate, makes the run's shared state fresh (``data_dir/run``: the
   login limiter's records and the \\Recent claims), and binds every listening
   socket. A taken port is an error naming the key and exit 1, as with one
-  process.
+  process. All but the binding run in a short-lived child process
+  (`_prepare_in_child`): what they allocate never stays in the supervisor, nor
+  in the workers forked from it.
 - Then it forks the workers. Each inherits the bound sockets and accepts on them
   (the kernel gives each connection to one worker), opens the store itself (one
   SQLite database in WAL mode: each worker's writer thread commits its own
@@ -46,6 +48,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import json
 import logging
 import os
 import select
@@ -54,7 +57,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import NoReturn
 
 from postier import metrics
@@ -116,6 +119,49 @@ def _prepare(settings: Settings) -> DemoLogin | None:
     return demo
 
 
+def _prepare_in_child(settings: Settings) -> DemoLogin | None:
+    """`_prepare` in a short-lived child process. What those steps allocate
+    (opening, creating or migrating the database, generating the certificate
+    with cryptography's code) is then never part of the supervisor, which lives
+    as long as the server and whose pages every worker inherits; a child that
+    fails reports why, as `_prepare` would have raised it (`StartupError`)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the supervisor's code
+        code = 0
+        try:
+            os.close(r)
+            try:
+                demo = _prepare(settings)
+                said: dict[str, object] = {"demo": None if demo is None else asdict(demo)}
+            except server_app.StartupError as e:
+                said = {"error": str(e)}
+            except BaseException as e:
+                log.exception("preparing the data directory failed")
+                said = {"error": f"cannot prepare the data directory: {e}"}
+                code = 70  # EX_SOFTWARE
+            os.write(w, json.dumps(said).encode())
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        told = json.loads(b"".join(chunks))
+    except ValueError:
+        told = {"error": "preparing the data directory failed (see the log above)"}
+    if "error" in told:
+        raise server_app.StartupError(str(told["error"]))
+    login = told.get("demo")
+    return None if login is None else DemoLogin(login["address"], login["password"])
+
+
 def _bind_all(settings: Settings) -> dict[str, socket.socket]:
     sockets: dict[str, socket.socket] = {}
     try:
@@ -127,6 +173,15 @@ def _bind_all(settings: Settings) -> dict[str, socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def _release_free_memory() -> None:
+    """glibc: hand the heap's free pages back to the system before forking. What
+    the once-per-run steps (store migration, certificate) allocated and freed would
+    otherwise stay resident in the supervisor and be inherited, resident too, by
+    every worker (about 3 MB each)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _die_with_parent() -> None:
@@ -336,8 +391,12 @@ def supervise(settings: Settings) -> int:
     # signals wait for `sigtimedwait` from now on; each worker unblocks them
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        demo = _prepare(settings)
+        demo = _prepare_in_child(settings)
         sockets = _bind_all(settings)
+        # the protocol stacks of the listeners served, loaded once here and shared
+        # with every worker (those of listeners not served are never loaded)
+        for name in sockets:
+            server_app.load_protocol(name)
     except (server_app.StartupError, ListenError) as e:
         print(f"postier: {e}", file=sys.stderr)
         return 1
@@ -346,6 +405,7 @@ def supervise(settings: Settings) -> int:
     # what the supervisor has loaded stays shared with every worker: the cyclic
     # GC of a worker then never writes to (and so copies) those pages
     gc.freeze()
+    _release_free_memory()
     try:
         if not sup.start_all():
             sup.stop()

@@ -268,6 +268,7 @@ class Spool:
         edited = None if kept is None else kept + data[len(header.raw) : header.body_offset]
         summary = message.summary(above, edited)
         if self.path is None:
+            self._parts = []  # the bytes go on in the NewMessage, not held twice
             if edited is None:
                 return NewMessage(above + data, summary)
             return NewMessage(b"".join((above, edited, data[header.body_offset :])), summary)
@@ -565,9 +566,14 @@ class Intake:
                 body_8bit=env.params.body in ("8BITMIME", "BINARYMIME"),
                 auth_user=s.user.address if s.user else "",
             )
+        # while the store commits, the client's bytes are held once (in `message`),
+        # not also in their parse and its decoded text
+        signing_data = parsed.data if queue is not None else b""
+        del parsed
         try:
             if queue is not None and self.queue_prepare is not None:
-                queue = await self.queue_prepare(message, queue, parsed.data)  # signed once
+                queue = await self.queue_prepare(message, queue, signing_data)  # signed once
+            described = self._describe(s, env, spool.size)
             await self.store.deliver(
                 message,
                 targets,
@@ -575,7 +581,7 @@ class Intake:
                 qid=env.qid,
                 trace=[
                     *(("filter", line) for line in pending),
-                    ("received", self._describe(s, env, spool.size)),
+                    ("received", described),
                     *delivered,
                 ],
             )
@@ -586,7 +592,7 @@ class Intake:
                     message.data.unlink()
             self._log(s, env, spool.size, "451 local error")
             return R451_LOCAL_ERROR
-        self._log(s, env, spool.size, "queued" if queue else "delivered")
+        self._log(s, env, spool.size, "queued" if queue else "delivered", described)
         metrics.MESSAGES_DELIVERED.labels("local").inc(len(targets))
         if queue is not None and self.queue_wake is not None:
             self.queue_wake()
@@ -602,8 +608,13 @@ class Intake:
             f"helo={s.helo!r} listener={s.role} tls={tls} auth={auth}"
         )
 
-    def _log(self, s: SessionInfo, env: Envelope, size: int, result: str) -> None:
-        log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid, self._describe(s, env, size), result)
+    def _log(
+        self, s: SessionInfo, env: Envelope, size: int, result: str, described: str | None = None
+    ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # the description is not worked out for nothing
+        described = described or self._describe(s, env, size)
+        log.info("sid=%s qid=%s %s result=%s", s.sid, env.qid, described, result)
 
 
 def delivered_line(user: str, rcpt: str, mailbox: str, outcome: DataOutcome) -> str:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from postier import metrics
 from postier.auth.service import AuthOutcome
 from postier.deadline import Deadline, ReadTimer
+from postier.mail.queueid import QueueId
 from postier.mail.replies import (
     R220_READY,
     R421_SHUTTING_DOWN,
@@ -150,8 +151,12 @@ class SmtpSession:
         out = self.core.data_to_send()
         if out:
             self.answered = True  # every command line gets a reply
-            self.conn.writer.write(out)
-            await self.conn.writer.drain()
+            writer = self.conn.writer
+            writer.write(out)
+            # a reply nearly always leaves at once: drain (a coroutine per reply)
+            # only when bytes wait in the transport, where backpressure may apply
+            if writer.transport.get_write_buffer_size():
+                await writer.drain()
 
     async def _read(self) -> bytes | None:
         """Bytes from the client; b"" on EOF; None on timeout (idle, or a deadline)."""
@@ -189,6 +194,9 @@ class SmtpSession:
                     await self._flush()
                     return
                 core.receive_data(data)
+                # the core copied it: not held on while the events it makes are
+                # answered (a whole message's chunk, through the store's commit)
+                del data
             elif isinstance(ev, DataChunk):
                 if self.spool is not None:
                     self.spool.write(ev.data)
@@ -201,7 +209,12 @@ class SmtpSession:
             elif isinstance(ev, MailFrom):
                 reply = await self.intake.check_sender(info, ev.address)
                 if reply.is_positive:
-                    self.env = Envelope(ev.address, ev.params)
+                    # the QID check_sender traced the MAIL verdicts under
+                    ctx = info.filters
+                    if ctx is not None and ctx.qid:
+                        self.env = Envelope(ev.address, ev.params, qid=QueueId(ctx.qid))
+                    else:
+                        self.env = Envelope(ev.address, ev.params)
                     core.accept(reply)
                 else:
                     metrics.count_rejection(

@@ -513,6 +513,9 @@ class SqliteStore:
         try:
             await db.write(lambda tx: schema.migrate(tx.conn))
             await db.write(self._trim_changes)
+            # the schema is current (no migration sorts from here on); before the
+            # TEMP triggers below, which a change of temp_store would drop
+            db.memory_temp()
             cache = directory.Cache(self.data_dir / (DB_NAME + ".directory"))
             db.on_directory_change = cache.bump
             await db.write(lambda tx: directory.install(tx.conn, db.note_directory_change))
@@ -1487,10 +1490,10 @@ class SqliteStore:
             if queue is not None:
                 self._insert_queue(tx, qid, queue, blob_id, size)
             at = _now_us()
-            for event, detail in trace:
-                tx.execute(
+            if trace:
+                tx.conn.executemany(
                     "INSERT INTO trace (qid, at, event, detail) VALUES (?, ?, ?, ?)",
-                    (qid, at, event, detail),
+                    [(qid, at, event, detail) for event, detail in trace],
                 )
             self._record(tx, changes)
             return DeliveryResult(

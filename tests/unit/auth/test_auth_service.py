@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from postier.auth import passwords
 from postier.auth.passwords import hash_password, needs_rehash, verify_password
 from postier.auth.service import AuthOutcome, AuthService, Limiter, client_key
 from postier.config.schema import AuthSettings
@@ -56,6 +57,14 @@ def test_passwords() -> None:
     assert not verify_password("garbage", "s3cret")
     assert not needs_rehash(h)
     assert needs_rehash("garbage")
+
+
+def test_unknown_user_hash_costs_a_real_verification() -> None:
+    """The fixed hash verified for unknown users has the parameters of every new
+    hash (time and memory), so an unknown user takes as long as a known one."""
+    assert not needs_rehash(passwords._DUMMY)
+    assert passwords._DUMMY.split("$")[3] == hash_password("x").split("$")[3]
+    assert not verify_password(None, "")
 
 
 @pytest.mark.parametrize(

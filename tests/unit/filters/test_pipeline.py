@@ -138,6 +138,39 @@ async def test_offloaded_work_leaves_the_loop_free():
     assert ticks > 2  # ~100 in 1 s when the loop runs (fewer on a busy machine); 0 blocked
 
 
+async def test_small_work_runs_on_the_loop_and_long_work_moves_to_a_thread():
+    """offload(inline=True): work that ends within INLINE_SECONDS is done on the
+    loop, no hop; work still running then (at a budget check, also one handed on
+    with `another`) leaves the loop and runs again from the start in a thread."""
+    import threading
+
+    from postier.offload import INLINE_SECONDS
+
+    def quick(budget: Budget) -> str:
+        budget.check()
+        return threading.current_thread().name
+
+    assert await offload(quick, 5.0, inline=True) == threading.current_thread().name
+
+    runs: list[tuple[str, float]] = []
+
+    def slow(budget: Budget) -> str:
+        start = time.monotonic()
+        try:
+            nxt = budget.another(5.0)  # a later stage's budget: bound to the loop too
+            while time.monotonic() - start < 0.05:
+                nxt.check()
+            return threading.current_thread().name
+        finally:
+            runs.append((threading.current_thread().name, time.monotonic() - start))
+
+    assert (await offload(slow, 5.0, inline=True)).startswith("postier-scan")
+    [(on_loop, held), (in_thread, _)] = runs
+    assert on_loop == threading.current_thread().name
+    assert in_thread.startswith("postier-scan")
+    assert held < INLINE_SECONDS + 0.02  # one check past the limit, not the work's 50 ms
+
+
 def test_verdict_details_are_valid_unicode():
     """A detail quoting a daemon's JSON ("\\ud800" is valid JSON) went into the trace
     database and X-Spam-Report, which refuse lone surrogates: 451 at the very end."""

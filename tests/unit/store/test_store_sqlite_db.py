@@ -37,6 +37,31 @@ async def test_connection_settings(db):
     assert await db.write(lambda tx: settings(tx.conn)) == ("wal", 2, 1)
 
 
+async def test_savepoint_journals_stay_in_memory_once_asked(db):
+    """A job's savepoint journal (one delivery: more than SQLite's 64 KiB spill
+    threshold) stays in memory from `memory_temp` on, not in a temp file written
+    at every delivery; a job that fails is still rolled back alone."""
+
+    def temp_store(tx):
+        return tx.execute("PRAGMA temp_store").fetchone()[0]
+
+    assert await db.write(temp_store) == 0  # default: migrations may sort on disk
+    db.memory_temp()
+    assert await db.write(temp_store) == 2  # MEMORY
+
+    def fails(tx):
+        tx.execute("INSERT INTO t (v) VALUES (?)", (7,))
+        raise RuntimeError("refused")
+
+    results = await asyncio.gather(
+        db.write(lambda tx: tx.execute("INSERT INTO t (v) VALUES (1)")),
+        db.write(fails),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert await values(db) == [1]
+
+
 async def test_concurrent_writes_are_group_committed(db):
     before = db.commits
     await asyncio.gather(
