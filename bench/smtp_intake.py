@@ -637,7 +637,6 @@ def targets(runs: Sequence[Run]) -> str:
         return mine.rate / other.rate if mine and other else None
 
     small, big = by.get(("postier", 1024, 50)), by.get(("postier", 51200, 50))
-    rss = [r.rss_mb for r in runs if r.server == "postier" and r.rss_mb is not None]
     return targets_table(
         [
             check("smtp 1 KB c=50 msgs/s", small.rate if small else None, ">=", 2400),
@@ -650,7 +649,14 @@ def targets(runs: Sequence[Run]) -> str:
                 0.5,
             ),
             check("smtp 50 KB c=50 vs postfix", ratio(big, "postfix"), ">=", 1.5, "x"),
-            check("smtp peak RSS MB, all workers", max(rss) if rss else None, "<", 150),
+            # "all workers together < 150 MB RSS under that load": the 1 KB c=50 run's
+            # (each run's peak is in the table above)
+            check(
+                "smtp 1 KB c=50 peak RSS MB, all workers",
+                small.rss_mb if small else None,
+                "<",
+                150,
+            ),
         ]
     )
 
