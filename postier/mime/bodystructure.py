@@ -41,13 +41,29 @@ def bodystructure(
     return b"".join(out)
 
 
-class _Writer:
-    __slots__ = ("ext", "lo", "out")
+def bodystructures(part: Part, *, literal_over: int = DEFAULT_LITERAL_OVER) -> tuple[bytes, bytes]:
+    """``(bodystructure(part), bodystructure(part, extensible=False))`` in one walk
+    of the tree: BODY is BODYSTRUCTURE without the extension data, so what both
+    share is worked out once and goes into both."""
+    out: list[bytes] = []
+    plain: list[bytes] = []
+    _Writer(True, literal_over, out, plain).part(part)
+    return b"".join(out), b"".join(plain)
 
-    def __init__(self, ext: bool, literal_over: int, out: list[bytes]) -> None:
+
+class _Writer:
+    """Writes one form into `out`; with `plain` (and `ext`), BODY into `plain`
+    beside BODYSTRUCTURE into `out`."""
+
+    __slots__ = ("ext", "lo", "out", "plain")
+
+    def __init__(
+        self, ext: bool, literal_over: int, out: list[bytes], plain: list[bytes] | None = None
+    ) -> None:
         self.ext = ext
         self.lo = literal_over
         self.out = out
+        self.plain = plain
 
     def q(self, value: bytes | str) -> bytes:
         return quote(value, self.lo)
@@ -76,18 +92,25 @@ class _Writer:
         return dsp + b" " + lang + b" " + self.nq(p.header("content-location"))
 
     def part(self, p: Part) -> None:
-        out = self.out
+        out, plain = self.out, self.plain
         out.append(b"(")
+        if plain is not None:
+            plain.append(b"(")
         if p.is_multipart:
             if p.children:
                 for child in p.children:
                     self.part(child)
             else:
                 out.append(b"(" + _EMPTY_TEXT + (b" NIL NIL NIL NIL)" if self.ext else b")"))
-            out.append(b" " + self.q(p.subtype))
+                if plain is not None:
+                    plain.append(b"(" + _EMPTY_TEXT + b")")
+            subtype = b" " + self.q(p.subtype)
+            out.append(subtype)
             if self.ext:
                 out.append(b" " + self.params(p.params) + b" " + self.tail(p))
             out.append(b")")
+            if plain is not None:
+                plain += (subtype, b")")
             return
         mt = p.maintype.lower()
         extra: list[tuple[str, str]] | None = None
@@ -100,7 +123,7 @@ class _Writer:
         else:
             media = b'"TEXT" "PLAIN"'  # RFC 2045 §5.2
             extra = [("CHARSET", "US-ASCII")]
-        out += (
+        fields = (
             media,
             b" ",
             self.params(p.params, extra),
@@ -112,16 +135,32 @@ class _Writer:
             self.q(p.encoding) if p.encoding else b'"7BIT"',
             b" %d" % p.size,
         )
+        out += fields
+        if plain is not None:
+            plain += fields
         if mt == "text":
-            out.append(b" %d" % p.lines)
+            lines = b" %d" % p.lines
+            out.append(lines)
+            if plain is not None:
+                plain.append(lines)
         elif mt == "message" and p.subtype.lower() in ("rfc822", "global"):
             if p.message is not None:
-                out += (b" ", envelope(p.message, literal_over=self.lo), b" ")
+                env = (b" ", envelope(p.message, literal_over=self.lo), b" ")
+                out += env
+                if plain is not None:
+                    plain += env
                 self.part(p.message)
             else:
                 empty = b"(" + _EMPTY_TEXT + (b" NIL NIL NIL NIL)" if self.ext else b")")
                 out += (b" ", _EMPTY_ENVELOPE, b" ", empty)
-            out.append(b" %d" % p.lines)
+                if plain is not None:
+                    plain += (b" ", _EMPTY_ENVELOPE, b" (", _EMPTY_TEXT, b")")
+            lines = b" %d" % p.lines
+            out.append(lines)
+            if plain is not None:
+                plain.append(lines)
         if self.ext:
             out += (b" ", self.nq(p.header("content-md5")), b" ", self.tail(p))
         out.append(b")")
+        if plain is not None:
+            plain.append(b")")

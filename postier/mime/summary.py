@@ -29,7 +29,7 @@ from pathlib import Path
 
 from postier.mail.summary import MessageSummary
 from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, Address
-from postier.mime.bodystructure import bodystructure
+from postier.mime.bodystructure import bodystructures
 from postier.mime.encoding import decode_words, from_escaped, header_text, valid_text
 from postier.mime.envelope import addresses, envelope
 from postier.mime.message import ParsedMessage, with_fields
@@ -43,10 +43,14 @@ _MONTHS = {
     m: i + 1 for i, m in enumerate(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
 }
 # RFC 5322 §3.3 as nearly every client writes it: the shortcut `parse_date` takes
-# before `email.utils` (whose answer for these is the same: test_mime_summary)
+# before `email.utils` (whose answer for these is the same: test_mime_summary).
+# Blanks between the tokens may repeat ("Sun,  6 Dec": a one-digit day padded),
+# and whatever follows the zone after a blank is ignored, as `email.utils` reads
+# only the first five tokens: the comment of "+0000 (UTC)" (smtp-source, Postfix)
 _DATE = re.compile(
-    rb"[ \t]*(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ?)?(\d{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug"
-    rb"|Sep|Oct|Nov|Dec) ([1-9]\d{3}) (\d\d):(\d\d)(?::(\d\d))? ([+-])(\d\d)(\d\d)[ \t]*\Z"
+    rb"[ \t]*(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),[ \t]*)?(\d{1,2})[ \t]+(Jan|Feb|Mar|Apr|May|Jun"
+    rb"|Jul|Aug|Sep|Oct|Nov|Dec)[ \t]+([1-9]\d{3})[ \t]+(\d\d):(\d\d)(?::(\d\d))?[ \t]+"
+    rb"([+-])(\d\d)(\d\d)(?:[ \t][\s\S]*)?\Z"
 )
 
 
@@ -174,7 +178,7 @@ def summary_of(
         root = message.root
         body_start = root.body_start
         head = data[:body_start] if client_header is None else client_header
-        if above:
+        if above and _READ_FIELD.search(above) is not None:
             root = with_fields(root, parse_fields(above))
         size = _crlf_size_of(above, head, data, body_start, _bare_lfs(message, root))
         return _summary(root, data, len(above) + len(head), size)
@@ -185,6 +189,34 @@ def summary_of(
         if client_header is not None:
             head_len = len(client_header)
         return MessageSummary(header_size=len(above) + head_len)
+
+
+#: the header fields the summary reads from the root (`envelope`, `bodystructure`,
+#: `_summary`; the MIME fields of the part itself are parsed with it, not from
+#: above). Fields above the client's header that are none of these (our trace
+#: fields, Authentication-Results, X-Spam-*) change no summary, so `summary_of`
+#: splits them only when a line of `above` starts with one of these names (as
+#: `parse_fields` reads a name: any case, blanks before the colon).
+SUMMARY_FIELDS = (
+    "date",
+    "subject",
+    "from",
+    "sender",
+    "reply-to",
+    "to",
+    "cc",
+    "bcc",
+    "in-reply-to",
+    "message-id",
+    "content-id",
+    "content-description",
+    "content-md5",
+    "content-location",
+)
+_READ_FIELD = re.compile(
+    rb"^(?:" + b"|".join(re.escape(n.encode()) for n in SUMMARY_FIELDS) + rb")[ \t]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def _bare_lfs(message: ParsedMessage, root: Part) -> int:
@@ -219,10 +251,11 @@ def _summary(root: Part, data: bytes, header_size: int, crlf: int) -> MessageSum
     h = root.headers
     subject = h.get("subject")
     message_id = h.get("message-id")
+    structure, body = bodystructures(root)
     return MessageSummary(
         envelope=envelope(root),
-        bodystructure=bodystructure(root, extensible=True),
-        body=bodystructure(root, extensible=False),
+        bodystructure=structure,
+        body=body,
         subject=valid_text(header_text(subject)) if subject is not None else "",
         from_=valid_text(display_addresses(root, "from")),
         to=valid_text(display_addresses(root, "to")),

@@ -85,13 +85,37 @@ def test_header_look_ups_are_header_views() -> None:
 
 
 @pytest.mark.parametrize(
-    "above", [b"", b"Return-Path: <x@y>\r\nDate: Tue, 2 Jan 2024 00:00:00 +0000\r\nSubject: o\r\n"]
+    "above",
+    [
+        b"",
+        b"Return-Path: <x@y>\r\nDate: Tue, 2 Jan 2024 00:00:00 +0000\r\nSubject: o\r\n",
+        # our trace and verdict fields only: the summary does not split them
+        b"Return-Path: <x@y>\r\nReceived: from a\r\n\tby b; Tue, 2 Jan 2024 00:00:00 +0000\r\n"
+        b"Authentication-Results: h; none\r\nX-Spam-Status: No, score=0.0\r\n",
+        # a field the summary reads, in any case, blanks before its colon
+        b"Received: x\r\nsUbJeCt \t: shadow\r\nX-Date: 1\r\n",
+        b"Received: x\r\n date: in a continuation\r\nCONTENT-ID: <c@d>\r\n",
+        b"Received: x\nMessage-ID: <bare@lf>\nIn-Reply-To: <y@z>\n",
+    ],
 )
 def test_summary_is_the_summary_of_the_stored_bytes(above: bytes) -> None:
     for data in CASES:
         if above and data[:1] in (b" ", b"\t"):
             continue  # would continue our last field; intake's scanner never lets one through
         assert ParsedMessage.of(data).summary(above) == summarize(above + data), data
+
+
+def test_summary_splits_no_field_of_ours_above(monkeypatch: pytest.MonkeyPatch) -> None:
+    import postier.mime.summary as summary
+
+    def boom(*_args: object) -> None:
+        raise AssertionError("our trace fields were split")
+
+    m = ParsedMessage.of(b"Subject: hi\r\nTo: a@b\r\n\r\nbody\r\n")
+    m.root  # noqa: B018 - parsed before the patch
+    monkeypatch.setattr(summary, "parse_fields", boom)
+    above = b"Return-Path: <>\r\nReceived: x\r\nAuthentication-Results: h; none\r\n"
+    assert m.summary(above).subject == "hi"
 
 
 def test_summary_with_the_clients_header_edited() -> None:

@@ -282,13 +282,18 @@ def test_summarize_survives_an_internal_error(monkeypatch, caplog):
     st.integers(0, 61),
     st.sampled_from(["", ":00", ":59", ":60", ":7"]),
     st.sampled_from(["+0000", "-0000", "+0130", "-0800", "+2400", "+9959", "GMT", "-2359"]),
-    st.sampled_from(["", " ", " (UTC)", "\r\n"]),
+    st.sampled_from(
+        ["", " ", " (UTC)", "\r\n", "(UTC)", "  (Coordinated Universal Time)", "\tx y", " \xa0"]
+    ),
+    st.sampled_from([" ", "  ", "\t", " \t"]),
 )
 @settings(max_examples=3000, deadline=None)
 def test_the_usual_dates_parse_as_email_utils_parses_them(
-    day, d, month, year, hh, mm, ss, zone, tail
+    day, d, month, year, hh, mm, ss, zone, tail, sep
 ):
-    raw = f"{day}{d} {month} {year} {hh:02d}:{mm:02d}{ss} {zone}{tail}".encode()
+    raw = f"{day}{d}{sep}{month} {year}{sep}{hh:02d}:{mm:02d}{ss}{sep}{zone}{tail}".encode(
+        "latin-1"
+    )
     assert parse_date(raw) == _email_date(raw)
     got, slow = parse_date(raw), _email_date(raw)
     if got is not None and slow is not None:
@@ -301,3 +306,6 @@ def test_the_usual_date_takes_the_shortcut(monkeypatch):
     monkeypatch.setattr(summary, "parsedate_to_datetime", None)  # would raise TypeError
     got = summary.parse_date(b" Sun, 6 Dec 2026 11:00:00 +0100")
     assert got is not None and got.isoformat() == "2026-12-06T11:00:00+01:00"
+    # a padded day and a zone comment (smtp-source, Postfix) too
+    got = summary.parse_date(b"Sun,  6 Dec 2026 15:22:12 +0000 (UTC)")
+    assert got is not None and got.isoformat() == "2026-12-06T15:22:12+00:00"
