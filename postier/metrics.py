@@ -75,7 +75,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -186,6 +186,22 @@ STORE_SECONDS = Histogram(
 
 _STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
+M = TypeVar("M", bound=MetricWrapperBase)
+_CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: M, *labels: str) -> M:
+    """``metric.labels(*labels)``, looked up once per label set: what a count per
+    message calls (prometheus_client's `labels` checks and locks at every call).
+    Bounded: label values are bounded sets (module rules). The child stays valid
+    when `share` moves the metrics into the workers' files (it re-initialises
+    every child in place)."""
+    key = (metric, labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return cast("M", child)
+
 
 def status_label(code: int, enhanced: str | None) -> str:
     """The bounded label for a reply: its RFC 3463 code, else "<class>.0.0"."""
@@ -279,9 +295,9 @@ def note_refusal(
 def count_transaction(listener: str, code: int, local_copies: int = 0) -> None:
     """The end-of-data reply of one transaction, and the local copies it made."""
     result = "accepted" if code < 400 else ("failed" if code < 500 else "rejected")
-    SMTP_TRANSACTIONS.labels(listener, result).inc()
+    labelled(SMTP_TRANSACTIONS, listener, result).inc()
     if local_copies:
-        MESSAGES_DELIVERED.labels("local").inc(local_copies)
+        labelled(MESSAGES_DELIVERED, "local").inc(local_copies)
 
 
 # --- the queue, read from the store at scrape time ---------------------------------

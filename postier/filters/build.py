@@ -213,7 +213,8 @@ class Filters:
         if decision.junk:
             await pipeline.trace(ctx, f"data spam: junk score={decision.score:.1f}")
         junk_forced = any(v.action is Action.JUNK for v in ctx.all_verdicts())
-        metrics.SPAM_VERDICTS.labels("spam" if decision.junk or junk_forced else "ham").inc()
+        verdict = "spam" if decision.junk or junk_forced else "ham"
+        metrics.labelled(metrics.SPAM_VERDICTS, verdict).inc()
         return DataOutcome(
             headers=self.auth_results(ctx) + decision.headers,
             junk=decision.junk or junk_forced,

@@ -82,7 +82,7 @@ class GreylistStage:
 
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
         if ctx.authenticated or self._allowed(ctx.peer_ip):
-            metrics.GREYLIST_DECISIONS.labels("allow").inc()
+            metrics.labelled(metrics.GREYLIST_DECISIONS, "allow").inc()
             return [Verdict.accept(self.name)]
         spf_domain = ""
         if ctx.spf is not None and ctx.spf.status == "pass":
@@ -100,7 +100,7 @@ class GreylistStage:
             spf_domain=spf_domain,
         )
         detail = f"{decision.outcome} {network} <{sender}> <{ctx.recipient.lower()}>"
-        metrics.GREYLIST_DECISIONS.labels("pass" if decision.passed else "defer").inc()
+        metrics.labelled(metrics.GREYLIST_DECISIONS, "pass" if decision.passed else "defer").inc()
         if decision.passed:
             return [Verdict.accept(self.name, detail)]
         if decision.retry_after:

@@ -593,7 +593,7 @@ class Intake:
             self._log(s, env, spool.size, "451 local error")
             return R451_LOCAL_ERROR
         self._log(s, env, spool.size, "queued" if queue else "delivered", described)
-        metrics.MESSAGES_DELIVERED.labels("local").inc(len(targets))
+        metrics.labelled(metrics.MESSAGES_DELIVERED, "local").inc(len(targets))
         if queue is not None and self.queue_wake is not None:
             self.queue_wake()
         return R250_QUEUED(env.qid)

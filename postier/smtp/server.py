@@ -128,7 +128,7 @@ class SmtpSession:
             conn.peer_port,
             conn.listener,
         )
-        metrics.CONNECTIONS.labels(conn.listener).inc()
+        metrics.labelled(metrics.CONNECTIONS, conn.listener).inc()
         if self.app.stopping.is_set():
             core.greet(R421_SHUTTING_DOWN)
         else:
