@@ -21,6 +21,7 @@ from postier.mime import (
     parse_address_list,
     summarize,
 )
+from postier.mime.bodystructure import bodystructures
 from postier.mime.parse import parse_params
 
 SAMPLES = [
@@ -100,6 +101,8 @@ def _exercise(data: bytes) -> None:
     assert env.startswith(b"(")
     assert env.endswith(b")")
     bs = bodystructure(root)
+    # the one-walk pair the stored summary uses is the two forms made apart
+    assert bodystructures(root) == (bs, bodystructure(root, extensible=False))
     assert bs.startswith(b"(")
     assert bs.endswith(b")")
     if b"{" not in bs:  # without literals, parentheses outside strings balance
@@ -137,6 +140,17 @@ def _exercise(data: bytes) -> None:
             assert got is None or isinstance(got, bytes)
         with contextlib.suppress(UnknownEncoding):
             binary(data, root, path)
+
+
+def test_samples_give_both_forms_in_one_walk():
+    for data in SAMPLES:
+        root = parse(data)
+        pair = (bodystructure(root), bodystructure(root, extensible=False))
+        assert bodystructures(root) == pair, data[:200]
+        assert bodystructures(root, literal_over=8) == (
+            bodystructure(root, literal_over=8),
+            bodystructure(root, extensible=False, literal_over=8),
+        )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
