@@ -22,7 +22,7 @@ import pytest
 
 from tests.support import browser
 from tests.support.browser import SCREENSHOTS, Browser
-from tests.support.server import PASSWORD, ServerThread, thread_server
+from tests.support.server import PASSWORD, ServerThread, alice_and_bob
 
 pytestmark = pytest.mark.tools
 
@@ -705,17 +705,12 @@ def checked(tmp_path: Path) -> Iterator[ServerThread]:
         dns.set("_dmarc.spoofed.test", {"TXT": ["v=DMARC1; p=quarantine"]})
         dns.set("1.0.0.127.in-addr.arpa", {"PTR": ["client.test"]})
         dns.set("client.test", {"A": ["127.0.0.1"]})
-        srv = thread_server(
+        with alice_and_bob(
             tmp_path,
             f'[dns]\noffline = false\nnameservers = ["{dns.nameserver}"]\ntimeout = "2s"\n'
             "[greylist]\nenabled = false\n",
-        )
-        try:
-            srv.add_user("alice@example.test")
-            srv.add_user("bob@example.test")
+        ) as srv:
             yield srv
-        finally:
-            srv.stop()
 
 
 def test_sender_checks_in_plain_words_and_never_forged_ones(
