@@ -215,13 +215,20 @@ def format_message(data: bytes, top_lines: int | None = None) -> bytes:
     return b"".join(format_message_parts(data, top_lines)[1])
 
 
-def format_message_parts(data: bytes, top_lines: int | None = None) -> tuple[int, list[bytes]]:
+def format_message_parts(
+    data: bytes, top_lines: int | None = None, *, crlf_size: int = -1
+) -> tuple[int, list[bytes]]:
     """`format_message` in pieces for one gathered write, with the octets of the
     whole normalised message (what RETR's status line announces, counted here
     rather than by a second `pop3_size` pass). Bytes that are already CRLF and
     have no line starting with ``.`` pass through uncopied: `normalize` and
-    `bytes.replace` return their argument when they change nothing."""
-    body = normalize(data)
+    `bytes.replace` return their argument when they change nothing.
+
+    `crlf_size` is `pop3_size(data)` when the caller knows it (the maildrop's
+    count, cached at delivery): equal to ``len(data)``, it says the bytes are
+    CRLF already (a bare LF or a missing final CRLF would add octets), and
+    `normalize`'s two counts over the message are skipped."""
+    body = data if crlf_size == len(data) else normalize(data)
     size = len(body)
     if top_lines is not None:
         body = _top(body, top_lines)

@@ -410,14 +410,16 @@ class ServerConnection:
         """The whole response to the pending RETR or TOP for these message bytes."""
         return b"".join(self.send_message_parts(data))
 
-    def send_message_parts(self, data: bytes) -> list[bytes]:
+    def send_message_parts(self, data: bytes, crlf_size: int = -1) -> list[bytes]:
         """`send_message` in pieces for one ``writelines``: the message bytes are
-        not copied into the response."""
+        not copied into the response. `crlf_size`: the size LIST announced for
+        these bytes, when known (see `format_message_parts`)."""
         hook = self._take(Retrieve, Top)
         if isinstance(hook, Top):
-            return [b"+OK Top of message follows\r\n", *format_message_parts(data, hook.lines)[1]]
+            parts = format_message_parts(data, hook.lines, crlf_size=crlf_size)[1]
+            return [b"+OK Top of message follows\r\n", *parts]
         # RFC 1939 §7 RETR: the status line may carry the size; it is the octets sent
-        size, parts = format_message_parts(data)
+        size, parts = format_message_parts(data, crlf_size=crlf_size)
         return [b"+OK %d octets\r\n" % size, *parts]
 
     def tls_started(self, *, plaintext_allowed: bool = True) -> None:

@@ -262,7 +262,8 @@ class Pop3Session:
                 return [self._fail("read")]
         if not m.seen:
             self.seen.add(m.uid)
-        return self.core.send_message_parts(data)
+        # the size cached at delivery says whether the bytes need normalising
+        return self.core.send_message_parts(data, m.crlf_size)
 
     async def _read_ahead(self, number: int) -> bytes:
         """Message `number`'s bytes; the next ones (within `READ_AHEAD` and

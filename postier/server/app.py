@@ -324,6 +324,14 @@ async def serve_worker(settings: Settings, worker: Worker, ready: Callable[[], N
     return 0
 
 
+def load_event_loop() -> None:
+    """Import uvloop (when installed) without starting a loop: the supervisor does
+    it before forking, so its module state is one copy every worker shares
+    rather than one imported in each (about 0.2 MB a worker)."""
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
+
+
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop

@@ -397,6 +397,7 @@ def supervise(settings: Settings) -> int:
         # with every worker (those of listeners not served are never loaded)
         for name in sockets:
             server_app.load_protocol(name)
+        server_app.load_event_loop()  # uvloop's module state, shared the same way
     except (server_app.StartupError, ListenError) as e:
         print(f"postier: {e}", file=sys.stderr)
         return 1

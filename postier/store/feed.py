@@ -41,7 +41,9 @@ class ChangeSubscription:
         self.user_id = user_id
         self._hub = hub
         self._max_pending = max_pending
-        self._pending: deque[Change] = deque()
+        # made at the first change: most subscriptions (idle IMAP sessions) never
+        # get one, and an empty deque is ~770 bytes, its first block included
+        self._pending: deque[Change] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._callback: Callable[[], None] | None = None
         self._closed: SubscriptionClosed | None = None
@@ -53,12 +55,15 @@ class ChangeSubscription:
     def _push(self, change: Change) -> None:
         if self._closed is not None:
             return
-        if len(self._pending) >= self._max_pending:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+        elif len(pending) >= self._max_pending:
             self._shut(
                 FeedOverflow(f"change feed overflow: more than {self._max_pending} changes pending")
             )
             return
-        self._pending.append(change)
+        pending.append(change)
         self._wake()
 
     def _wake(self) -> None:
@@ -79,7 +84,7 @@ class ChangeSubscription:
     def _shut(self, reason: SubscriptionClosed) -> None:
         if self._closed is None:
             self._closed = reason
-            self._pending.clear()
+            self._pending = None
             self._hub._remove(self)
         self._wake()
 

@@ -172,6 +172,20 @@ async def test_flags_and_header_keys_read_no_row(mailbox, monkeypatch, key) -> N
     assert await indexed(store, view, key) == want
 
 
+async def test_rows_listed_in_batches_answer_the_same(mailbox, monkeypatch) -> None:
+    """The rows are listed ROW_BATCH at a time (memory): batches that split the
+    mailbox anywhere, and index hits that bound the span, change no answer, no
+    sequence number and no order."""
+    store, view = mailbox
+    monkeypatch.setattr(matcher, "ROW_BATCH", 7)
+    rnd = random.Random(3501)
+    for _ in range(60):
+        key = random_key(rnd)
+        assert await indexed(store, view, key) == await scan(store, view, key), key
+    for key in (p.SearchAll(), p.SearchSize("larger", 120), p.SearchHeader("Subject", "sa")):
+        assert await indexed(store, view, key) == await scan(store, view, key), key
+
+
 async def test_a_message_expunged_elsewhere_matches_nothing(mailbox) -> None:
     """Until the session announces it, an expunged message keeps its number, but no
     search finds it (as when the rows were listed)."""

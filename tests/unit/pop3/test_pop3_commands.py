@@ -226,6 +226,18 @@ def test_format_message_parts_pass_a_clean_message_uncopied() -> None:
     assert parts[0] is data and parts[1] == b".\r\n" and size == len(data)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"a\r\n", b"a\nb", b"a\n", b".a\r\n..b\r\nc", b"x\r", b"a\rb\r\n", b"S: s\r\n\r\nb\r\n"],
+)
+@pytest.mark.parametrize("top", [None, 0, 1])
+def test_format_message_parts_with_the_cached_size_sends_the_same(data: bytes, top) -> None:
+    """The maildrop's cached size (pop3_size of the same bytes) only lets a CRLF
+    message skip the counts: every message goes out as without it."""
+    want = format_message_parts(data, top)
+    assert format_message_parts(data, top, crlf_size=pop3_size(data)) == want
+
+
 def unstuff(wire: bytes) -> bytes:
     """What a client reads back from a multi-line body (RFC 1939 §3)."""
     assert wire.endswith(b".\r\n")
