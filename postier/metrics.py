@@ -66,6 +66,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import glob
 import inspect
 import json
 import os
@@ -452,7 +453,6 @@ def share(directory: Path, slot: int) -> None:
     sum of every slot's files. See the module rules."""
     global _shared
     from prometheus_client import values
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     directory.mkdir(mode=0o700, exist_ok=True)
     forget_sessions(directory, slot)  # a dead predecessor's sessions died with it
@@ -464,9 +464,28 @@ def share(directory: Path, slot: int) -> None:
             child._metric_init()  # type: ignore[no-untyped-call]
     REFUSALS.share(SlotLog(directory, "refusals", slot, MAX_REFUSALS))
     registry = CollectorRegistry(auto_describe=True)
-    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    slots_collector()(registry, path=str(directory))
     registry.register(QUEUE)
     _shared = registry
+
+
+def slots_collector() -> type[Any]:
+    """prometheus_client's `MultiProcessCollector` that passes over a file another
+    worker is creating this instant: prometheus_client makes a file empty, then
+    grows it, and reading it in between raised ``struct.error`` (seen as a worker
+    failing at start while another one read every worker's counts)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    class SlotsCollector(MultiProcessCollector):  # type: ignore[misc]
+        def collect(self) -> Any:
+            files = []
+            for path in glob.glob(os.path.join(self._path, "*.db")):
+                with contextlib.suppress(FileNotFoundError):  # a dead worker's gauge
+                    if os.path.getsize(path) >= 8:  # its header is written
+                        files.append(path)
+            return self.merge(files, accumulate=True)
+
+    return SlotsCollector
 
 
 def forget_sessions(directory: Path, slot: int) -> None:
