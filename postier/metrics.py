@@ -476,14 +476,14 @@ def slots_collector() -> type[Any]:
     failing at start while another one read every worker's counts)."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    class SlotsCollector(MultiProcessCollector):  # type: ignore[misc]
+    class SlotsCollector(MultiProcessCollector):
         def collect(self) -> Any:
             files = []
             for path in glob.glob(os.path.join(self._path, "*.db")):
                 with contextlib.suppress(FileNotFoundError):  # a dead worker's gauge
                     if os.path.getsize(path) >= 8:  # its header is written
                         files.append(path)
-            return self.merge(files, accumulate=True)
+            return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
 
     return SlotsCollector
 
