@@ -210,31 +210,28 @@ async def small_commands(
     return sum(counts) / elapsed, used / sum(counts)
 
 
-def tree_rss_mb(pid: int) -> float:
+def _tree_kb(pid: int, file: str, field: str) -> float:
+    """The sum over the process tree of one ``kB`` field of a /proc file, in MB."""
     total = 0
     for p in (pid, *descendants(pid)):
         try:
-            text = Path(f"/proc/{p}/status").read_text()
+            text = Path(f"/proc/{p}/{file}").read_text()
         except OSError:
             continue
-        m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+        m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
         total += int(m.group(1)) if m else 0
     return total / 1024
+
+
+def tree_rss_mb(pid: int) -> float:
+    return _tree_kb(pid, "status", "VmRSS")
 
 
 def tree_pss_mb(pid: int) -> float:
     """The tree's proportional set size: pages shared by the forked workers (the
     code and data the supervisor loaded before forking) count once, split among
     them, where summing RSS counts them once per process."""
-    total = 0
-    for p in (pid, *descendants(pid)):
-        try:
-            text = Path(f"/proc/{p}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        m = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
-        total += int(m.group(1)) if m else 0
-    return total / 1024
+    return _tree_kb(pid, "smaps_rollup", "Pss")
 
 
 async def idle_memory(port: int, pid: int, count: int) -> tuple[float, float]:
