@@ -250,6 +250,13 @@ class Store(Protocol):
         `strpos`)."""
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None: ...
+    async def get_messages(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid], *, structures: bool = True
+    ) -> list[Message]:
+        """The messages of these UIDs (at most a few hundred: the caller bounds them),
+        ascending by UID, in one round trip; UIDs with no message are left out.
+        `structures` as for `list_messages`."""
+
     async def read_blob(self, blob_id: BlobId) -> bytes: ...
     async def read_blobs(self, blob_ids: Sequence[BlobId]) -> dict[BlobId, bytes]:
         """Many blobs in one round trip (IMAP FETCH of a range); ids that do not

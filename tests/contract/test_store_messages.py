@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from postier.store.errors import Invalid, NotFound, QuotaExceeded
-from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
+from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient, Uid
 from tests.support.messages import new_message
 
 MSG = b"From: a@remote.test\r\nSubject: Hello\r\n\r\nHi there\r\n"
@@ -400,6 +400,26 @@ async def test_list_meta_is_list_messages_as_plain_rows(store, users):
     assert [row[0] for row in await store.list_meta(box.id, 2, 4)] == [3, 4]
     assert await store.list_meta(box.id, 6) == []
     assert await store.list_meta(9999) == []
+
+
+async def test_get_messages_by_uid_is_list_messages_picked(store, users):
+    """The webmail's narrowed search: the messages of some UIDs in one call,
+    ascending, absent ones left out, with or without the structures."""
+    box = await inbox(store, users[0])
+    for i in range(6):
+        data = MSG.replace(b"Subject:", b"X-N: %d\r\nSubject:" % i)
+        await store.append(box.id, new_message(data))
+    await store.store_flags(box.id, [3], frozenset({"\\Deleted"}), "add")
+    await store.expunge(box.id, [3])
+    wanted = [Uid(5), Uid(1), Uid(3), Uid(99), Uid(2)]
+    assert await store.get_messages(box.id, wanted) == [
+        m for m in await store.list_messages(box.id) if m.uid in (1, 2, 5)
+    ]
+    assert await store.get_messages(box.id, wanted, structures=False) == [
+        m for m in await store.list_messages(box.id, structures=False) if m.uid in (1, 2, 5)
+    ]
+    assert await store.get_messages(box.id, []) == []
+    assert await store.get_messages(9999, wanted) == []
 
 
 async def test_list_bodies_reads_the_bytes_of_a_uid_range(store, users):

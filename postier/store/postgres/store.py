@@ -1917,6 +1917,20 @@ class PostgresStore:
             rows = await self._require_db().read(read)
         return [Uid(r[0]) for r in rows]
 
+    async def get_messages(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid], *, structures: bool = True
+    ) -> list[Message]:
+        if not uids:
+            return []
+        cols, make = (_MSG_COLS, _message_of) if structures else (_TEXT_COLS, _text_message_of)
+        rows = await self._fetch(
+            f"SELECT {cols} FROM {_MSG_FROM} WHERE m.mailbox_id = $1 "
+            "AND m.uid = ANY($2::bigint[]) ORDER BY m.uid",
+            mailbox_id,
+            [int(u) for u in uids],
+        )
+        return [make(r) for r in rows]
+
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
         row = await self._fetchrow(
             f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = $1 AND m.uid = $2",

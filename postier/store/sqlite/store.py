@@ -1650,6 +1650,22 @@ class SqliteStore:
         )
         return None if row is None else _message_of(row)
 
+    async def get_messages(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid], *, structures: bool = True
+    ) -> list[Message]:
+        if not uids:
+            return []
+        cols, make = (_MSG_COLS, _message_of) if structures else (_TEXT_COLS, _text_message_of)
+        marks = ",".join("?" * len(uids))
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {cols} FROM {_MSG_FROM} WHERE m.mailbox_id = ? "
+                f"AND m.uid IN ({marks}) ORDER BY m.uid",
+                (mailbox_id, *uids),
+            ).fetchall()
+        )
+        return [make(r) for r in rows]
+
     async def read_blob(self, blob_id: BlobId) -> bytes:
         """The message bytes; `NotFound` for an unknown (or malformed) id."""
         self._require_db()

@@ -24,7 +24,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -45,8 +44,8 @@ from postier.store.models import MailboxId, Message, Uid
 
 MAX_QUERY = 500
 MAX_TERMS = 20
-#: messages read one by one (a point look-up each) when the index narrowed the
-#: search; beyond, the folder's rows are read at once
+#: messages read by their UIDs (one query) when the index narrowed the search;
+#: beyond, the folder's rows are read at once
 NARROW_MAX = 256
 FIELDS = {"from": "From", "to": "To", "cc": "Cc", "subject": "Subject"}
 
@@ -157,8 +156,8 @@ async def candidates(
     within = narrowed(key, answers)
     if within is None or len(within) > NARROW_MAX:
         return await store.list_messages(mailbox_id, structures=False), answers
-    got = await asyncio.gather(*(store.get_message(mailbox_id, Uid(u)) for u in sorted(within)))
-    return [m for m in got if m is not None], answers
+    got = await store.get_messages(mailbox_id, [Uid(u) for u in sorted(within)], structures=False)
+    return got, answers
 
 
 async def search(

@@ -174,6 +174,12 @@ class MemoryStore:
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
         return self._box(mailbox_id).messages.get(uid)
 
+    async def get_messages(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid], *, structures: bool = True
+    ) -> list[Message]:
+        got = self._box(mailbox_id).messages
+        return [got[u] for u in sorted(set(uids)) if u in got]
+
     async def read_blob(self, blob_id: BlobId) -> bytes:
         if blob_id not in self._blobs:
             raise NotFound(f"no blob {blob_id}")
