@@ -17,6 +17,7 @@ from postier.filters.pipeline import Action, Context, Phase, Pipeline, Verdict
 from postier.filters.spam import Weights
 from postier.mail.role import IntakeRole
 from postier.offload import Budget, ScanTimeout, offload
+from tests.support.wakeups import count_wakeups
 
 
 class Raising:
@@ -265,18 +266,9 @@ async def test_an_analysis_that_fails_or_times_out_is_its_stage_s_alone():
 
 async def test_offloaded_results_come_back_in_batches(monkeypatch):
     """Results that finish while the loop is busy reach it with one wake-up."""
-    loop = asyncio.get_running_loop()
-    wakeups = 0
-    real = loop.call_soon_threadsafe
-
-    def counting(*args, **kwargs):
-        nonlocal wakeups
-        wakeups += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    wakeups = count_wakeups(monkeypatch)
     jobs = [asyncio.ensure_future(offload(lambda b, i=i: i * i, 5.0)) for i in range(100)]
     await asyncio.sleep(0)  # every job is queued before any result can be taken
     time.sleep(0.2)  # the loop is busy meanwhile: the workers finish them all
     assert await asyncio.gather(*jobs) == [i * i for i in range(100)]
-    assert wakeups <= 4 + 1  # a wake-up per worker thread at most, not one per job
+    assert wakeups() <= 4 + 1  # a wake-up per worker thread at most, not one per job

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from postier.store.sqlite.db import Database
+from tests.support.wakeups import count_wakeups
 
 
 @pytest.fixture
@@ -75,16 +76,7 @@ async def test_concurrent_writes_are_group_committed(db):
 
 
 async def test_a_batch_s_results_reach_the_loop_with_one_wake_up(db, monkeypatch):
-    loop = asyncio.get_running_loop()
-    wakeups = 0
-    real = loop.call_soon_threadsafe
-
-    def counting(*args, **kwargs):
-        nonlocal wakeups
-        wakeups += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    wakeups = count_wakeups(monkeypatch)
     before = db.commits
     results = await asyncio.gather(
         *(
@@ -93,7 +85,7 @@ async def test_a_batch_s_results_reach_the_loop_with_one_wake_up(db, monkeypatch
         )
     )
     assert results == [1] * 100
-    assert wakeups == db.commits - before < 100  # one per batch, not one per job
+    assert wakeups() == db.commits - before < 100  # one per batch, not one per job
 
 
 async def test_max_batch_one_commits_each_job(tmp_path):
