@@ -10,10 +10,11 @@ one microsecond. Every store backend shares this one generator.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from typing import NewType
+
+from postier.mail.randomid import random_bits
 
 QueueId = NewType("QueueId", str)
 
@@ -39,7 +40,7 @@ def new_queue_id() -> QueueId:
     with _qid_lock:
         now = max(time.time_ns() // 1000, _qid_last + 1)
         _qid_last = now
-    return QueueId(_b32(now, _TIME_DIGITS) + _b32(secrets.randbits(25), _RANDOM_DIGITS))
+    return QueueId(_b32(now, _TIME_DIGITS) + _b32(random_bits(25), _RANDOM_DIGITS))
 
 
 def is_qid(text: str) -> bool:

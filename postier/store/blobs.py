@@ -1,7 +1,7 @@
 """Immutable message blobs as files: ``<root>/<xx>/<blob id>``.
 
 Rules:
-- A blob id is 32 lower-case hex digits from `secrets` (never derived from anything
+- A blob id is 32 lower-case hex digits from `randomid` (never derived from anything
   a user typed); ``xx`` is its first two digits. `path()` refuses anything else, so
   no caller can turn input into a path.
 - Small messages are not files at all: the index keeps their bytes in its own
@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from postier.durable import fsync_dir
+from postier.mail.randomid import random_hex
 from postier.store.models import BlobId
 
 _BLOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -49,11 +50,11 @@ def _private(path: str, flags: int) -> int:
 
 
 def new_blob_id() -> BlobId:
-    return BlobId(secrets.token_hex(16))
+    return BlobId(random_hex(16))
 
 
 def new_inline_id() -> BlobId:
-    return BlobId("i" + secrets.token_hex(16)[:31])
+    return BlobId("i" + random_hex(16)[:31])  # one per message, on the event loop
 
 
 def is_blob_id(text: str) -> bool:
