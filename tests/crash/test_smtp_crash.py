@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,14 @@ def test_sigkill_during_intake_loses_no_acknowledged_message(tmp_path: Path) -> 
     # restart the server (recovery path: sweep temp files, reopen WAL), then check
     srv2 = ServerProcess(cfg).start()
     assert srv2.terminate() == 0
+    # the header index entries the kill left pending were made at the restart
+    with sqlite3.connect(tmp_path / "data" / "postier.db") as db:
+        pending, indexed, rows = (
+            db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("header_pending", "header_index", "messages")
+        )
+    db.close()
+    assert (pending, indexed) == (0, rows)
     stored = _stored_ids(cfg)
     assert len(stored) == len(set(stored)), "a message is stored twice"
     missing = {f"crash-{n}" for n in acked} - set(stored)

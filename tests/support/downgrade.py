@@ -21,6 +21,22 @@ SQLITE_12 = (
 #: sqlite schema 13 (webmail sessions, server secrets, the trace's (event, at) index)
 SQLITE_13 = ("DROP TABLE web_sessions", "DROP TABLE server_secrets", "DROP INDEX trace_event_at")
 
+#: sqlite schema 14 (the header index filled in batches): schema 11's triggers again
+SQLITE_14 = (
+    "DROP TRIGGER header_index_add",
+    "DROP TRIGGER header_index_remove",
+    "DROP TABLE header_pending",
+    """CREATE TRIGGER header_index_add AFTER INSERT ON messages BEGIN
+        INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc, bcc)
+        SELECT new.id, postier_fold(b.subject), postier_fold(b.from_addr),
+            postier_fold(b.to_addr), postier_fold(b.cc), postier_fold(b.bcc)
+        FROM blobs b WHERE b.id = new.blob_id;
+    END""",
+    """CREATE TRIGGER header_index_remove AFTER DELETE ON messages BEGIN
+        DELETE FROM header_index WHERE rowid = old.id;
+    END""",
+)
+
 #: postgres schema 6 (stored mailbox counts)
 POSTGRES_6 = (
     *(

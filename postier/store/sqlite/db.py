@@ -125,7 +125,7 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     )
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
-    register_functions(conn)  # the header index's triggers call postier_fold
+    register_functions(conn)  # the header search calls postier_fold
     return conn
 
 

@@ -44,7 +44,8 @@ NOT_COPIED: dict[str, frozenset[str] | None] = {
     "changes": None,  # the change feed between processes of one host
     "blob_data": None,  # message bytes: `read_data`
     "blob_heads": None,  # message bytes: `read_data`
-    "header_index": None,  # derived from blobs by triggers (schema 11)
+    "header_index": None,  # derived from blobs (schema 11)
+    "header_pending": None,  # the rows the header index has yet to take (schema 14)
     # webmail sessions (a copy logs nobody in) and the secrets they sign with
     # (schema 13): made again on the other side
     "web_sessions": None,

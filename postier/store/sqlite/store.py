@@ -139,6 +139,12 @@ class _Blob:
 _US = timedelta(microseconds=1)
 _SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS}
 _MAX_UIDVALIDITY = 0xFFFFFFFF  # RFC 9051 §9: nz-number is 32 bits
+#: how long after a commit that added messages their header index entries are
+#: written (`_index_soon`), and how many rows one indexing transaction takes: large
+#: batches are what make the index cheap; small enough that the write lock is held
+#: for tens of milliseconds at most
+INDEX_DELAY = 0.5
+INDEX_BATCH = 2000
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -493,6 +499,9 @@ class SqliteStore:
         #: identifies this instance's rows in the change log
         self._origin = secrets.token_hex(8)
         self._writes_since_trim = 0
+        #: the header index's next batch: its timer, or its running task
+        self._indexer: asyncio.TimerHandle | None = None
+        self._index_task: asyncio.Task[None] | None = None
         #: (temp files, orphan blobs) removed by the last startup sweep
         self.last_sweep: tuple[int, int] = (0, 0)
 
@@ -521,6 +530,8 @@ class SqliteStore:
             await db.write(lambda tx: directory.install(tx.conn, db.note_directory_change))
             self._directory = cache
             await self._sweep()
+            # what a stopped process left, before any search needs it
+            await self.index_headers()
         except BaseException:
             self._db = None
             await db.stop()
@@ -555,6 +566,14 @@ class SqliteStore:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+        if self._indexer is not None:
+            self._indexer.cancel()
+            self._indexer = None
+        indexing, self._index_task = self._index_task, None
+        if indexing is not None:  # its batch commits or never starts: both are whole
+            indexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await indexing
         self._hub.close_all()
         self._db = None
         await db.stop()
@@ -600,16 +619,81 @@ class SqliteStore:
             ],
         )
         loop = self._loop
-        hub = self._hub
         if loop is not None:
+            added = any(c.kind is ChangeKind.EXISTS for c in changes)
 
             def publish() -> None:
-                loop.call_soon_threadsafe(hub.publish, changes)
+                loop.call_soon_threadsafe(self._publish, changes, added)
 
             tx.after_commit.append(publish)
         self._writes_since_trim += 1
         if self._writes_since_trim >= 1000:
             self._trim_changes(tx)
+
+    def _publish(self, changes: list[Change], added: bool) -> None:
+        """On the loop, after the commit: tell subscribers; new messages wait
+        for their header index entries (`_index_soon`)."""
+        self._hub.publish(changes)
+        if added:
+            self._index_soon()
+
+    # --- the header index (schema 14) ---------------------------------------
+    def _index_soon(self, delay: float = INDEX_DELAY) -> None:
+        """Index the pending rows in `delay` seconds, unless a batch is already
+        due or running (which then takes these rows too, or calls again)."""
+        if self._indexer is not None or self._index_task is not None or self._loop is None:
+            return
+        self._indexer = self._loop.call_later(delay, self._start_indexing)
+
+    def _start_indexing(self) -> None:
+        self._indexer = None
+        if self._db is not None:
+            self._index_task = asyncio.ensure_future(self._index_pending())
+
+    async def _index_pending(self) -> None:
+        again: float | None = None
+        try:
+            if await self._write(self._index_batch):
+                again = 0  # more rows wait: the next batch at once
+        except Exception:  # the rows stay pending, and searches still find them
+            log.exception("header index: a batch failed; trying again later")
+            again = INDEX_DELAY * 10
+        finally:
+            self._index_task = None
+        if again is not None and self._db is not None:
+            self._index_soon(again)
+
+    async def index_headers(self) -> None:
+        """Index every pending row now, in batches (else they come `INDEX_DELAY`
+        after the commit that added them): for tests and tools."""
+        while await self._write(self._index_batch):
+            pass
+
+    @staticmethod
+    def _index_batch(tx: Tx) -> bool:
+        """Writer thread: index up to `INDEX_BATCH` pending rows, folded here in
+        Python (the trigger's SQL function had to take the GIL five times per
+        row). True when rows are left."""
+        rows = tx.execute(
+            "SELECT p.id, m.id, b.subject, b.from_addr, b.to_addr, b.cc, b.bcc "
+            "FROM header_pending p LEFT JOIN messages m ON m.id = p.id "
+            "LEFT JOIN blobs b ON b.id = m.blob_id ORDER BY p.id LIMIT ?",
+            (INDEX_BATCH,),
+        ).fetchall()
+        if not rows:
+            return False
+        fold = schema.fold_text
+        tx.conn.executemany(
+            "INSERT OR REPLACE INTO header_index (rowid, subject, from_addr, to_addr, cc, bcc) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (r[0], *(None if v is None else fold(v) for v in r[2:]))
+                for r in rows
+                if r[1] is not None  # (a message gone takes its pending id with it)
+            ],
+        )
+        tx.execute("DELETE FROM header_pending WHERE id <= ?", (rows[-1][0],))
+        return len(rows) == INDEX_BATCH
 
     def _trim_changes(self, tx: Tx) -> None:
         self._writes_since_trim = 0

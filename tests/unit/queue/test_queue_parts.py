@@ -21,7 +21,7 @@ from postier.queue.schedule import Schedule
 from postier.queue.signing import DkimSigner
 from postier.store.models import NewMessage, NewQueueEntry, QueueEntry, QueueId, QueueRecipient
 from postier.store.sqlite import SqliteStore
-from tests.support.downgrade import SQLITE_12, SQLITE_13, sqlite_drop
+from tests.support.downgrade import SQLITE_12, SQLITE_13, SQLITE_14, sqlite_drop
 from tests.support.messages import new_message
 from tests.unit.queue.conftest import MSG, Net
 
@@ -211,6 +211,7 @@ async def test_entry_from_before_the_migration_is_delivered(tmp_path: Path) -> N
         conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")
         conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
         conn.execute("ALTER TABLE users DROP COLUMN admin")  # schema 10
+        sqlite_drop(conn, SQLITE_14)
         conn.execute("DROP TRIGGER header_index_add")  # schema 11
         conn.execute("DROP TRIGGER header_index_remove")
         conn.execute("DROP TABLE header_index")

@@ -21,7 +21,7 @@ from postier.store.feed import FeedOverflow
 from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import VERSION
-from tests.support.downgrade import SQLITE_12, SQLITE_13, sqlite_drop
+from tests.support.downgrade import SQLITE_12, SQLITE_13, SQLITE_14, sqlite_drop
 from tests.support.messages import new_message
 
 
@@ -229,6 +229,7 @@ async def test_migration_fills_the_date_zone_of_older_rows(make, tmp_path):
     conn.execute("ALTER TABLE queue DROP COLUMN return_path_size")  # schema 9, as well
     conn.execute("ALTER TABLE queue DROP COLUMN dkim_signature")
     conn.execute("ALTER TABLE users DROP COLUMN admin")  # schema 10, as well
+    sqlite_drop(conn, SQLITE_14)  # schema 14, as well
     conn.execute("DROP TRIGGER header_index_add")  # schema 11, as well
     conn.execute("DROP TRIGGER header_index_remove")
     conn.execute("DROP TABLE header_index")
@@ -299,6 +300,7 @@ async def test_migration_10_adds_the_admin_flag_off(make, tmp_path):
     await s.close()
     conn = sqlite3.connect(tmp_path / "data" / "postier.db")
     conn.execute("ALTER TABLE users DROP COLUMN admin")
+    sqlite_drop(conn, SQLITE_14)  # schema 14, as well
     conn.execute("DROP TRIGGER header_index_add")  # schema 11, as well
     conn.execute("DROP TRIGGER header_index_remove")
     conn.execute("DROP TABLE header_index")

@@ -8,7 +8,7 @@ from pathlib import Path
 from postier.mime import summarize
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import MIGRATIONS, migrate
-from tests.support.downgrade import SQLITE_12, SQLITE_13, sqlite_drop
+from tests.support.downgrade import SQLITE_12, SQLITE_13, SQLITE_14, sqlite_drop
 from tests.support.messages import inbox_and_sent, new_message
 
 
@@ -51,7 +51,7 @@ async def test_v11_indexes_the_messages_of_an_existing_database(tmp_path: Path) 
     await store.close()
 
     conn = sqlite3.connect(data / "postier.db")  # as version 10 left it
-    sqlite_drop(conn, SQLITE_13, SQLITE_12)
+    sqlite_drop(conn, SQLITE_14, SQLITE_13, SQLITE_12)
     conn.executescript(
         "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
         "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
@@ -89,7 +89,7 @@ async def test_v11_fills_bcc_from_the_stored_envelope(tmp_path: Path) -> None:
     await store.close()
 
     conn = sqlite3.connect(data / "postier.db")  # as version 10 left it
-    sqlite_drop(conn, SQLITE_13, SQLITE_12)
+    sqlite_drop(conn, SQLITE_14, SQLITE_13, SQLITE_12)
     conn.executescript(
         "DROP TRIGGER header_index_add; DROP TRIGGER header_index_remove;"
         "DROP TABLE header_index; ALTER TABLE blobs DROP COLUMN bcc;"
@@ -125,7 +125,7 @@ async def test_v12_counts_the_messages_of_an_existing_database(tmp_path: Path) -
     await store.close()
 
     conn = sqlite3.connect(data / "postier.db")  # as version 11 left it
-    sqlite_drop(conn, SQLITE_13, SQLITE_12)
+    sqlite_drop(conn, SQLITE_14, SQLITE_13, SQLITE_12)
     conn.execute("UPDATE schema_version SET version = 11")
     conn.commit()
     conn.close()
