@@ -205,14 +205,15 @@ class Filters:
             return DataOutcome(reply=refusal)
         if ctx.role is not IntakeRole.MX:
             return DataOutcome()
-        decision = self.spam.decide(ctx.all_verdicts())
+        verdicts = ctx.all_verdicts()
+        decision = self.spam.decide(verdicts)
         if decision.reply is not None:
             metrics.SPAM_VERDICTS.labels("reject").inc()
             await pipeline.trace(ctx, f"data spam: reject score={decision.score:.1f}")
             return DataOutcome(reply=decision.reply, score=decision.score)
         if decision.junk:
             await pipeline.trace(ctx, f"data spam: junk score={decision.score:.1f}")
-        junk_forced = any(v.action is Action.JUNK for v in ctx.all_verdicts())
+        junk_forced = any(v.action is Action.JUNK for v in verdicts)
         verdict = "spam" if decision.junk or junk_forced else "ham"
         metrics.labelled(metrics.SPAM_VERDICTS, verdict).inc()
         return DataOutcome(

@@ -63,6 +63,7 @@ class GreylistStage:
         self.allow = [ipaddress.ip_network(n, strict=False) for n in allow]
         self._allowed_ips: dict[str, bool] = {}
         self.clock = clock
+        self._accept = (Verdict.accept(self.name),)  # frozen: one for every allowed RCPT
 
     def _allowed(self, ip: str) -> bool:
         """Whether `ip` is in an `allow` network; the last answers are remembered
@@ -83,7 +84,7 @@ class GreylistStage:
     async def check(self, phase: Phase, ctx: Context) -> Sequence[Verdict]:
         if ctx.authenticated or self._allowed(ctx.peer_ip):
             metrics.labelled(metrics.GREYLIST_DECISIONS, "allow").inc()
-            return [Verdict.accept(self.name)]
+            return self._accept
         spf_domain = ""
         if ctx.spf is not None and ctx.spf.status == "pass":
             spf_domain = ctx.spf.domain.lower()

@@ -31,6 +31,7 @@ from postier.filters.spam import Weights
 from postier.mail.headers import HeaderView
 from postier.mailauth.dmarc import aligned
 from postier.mime.address import addresses
+from postier.mime.message import Header
 from postier.offload import Budget, ScanTimeout
 
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
@@ -111,6 +112,13 @@ def _href(text: str, lower: str, start: int, end: int) -> str:
         pos = j
 
 
+def most_addresses(values: list[str]) -> int:
+    """An upper bound of ``len(addresses(values))``, without parsing: every
+    address `parse_address_list` gives ends at a "," or ";" outside quotes and
+    comments, or at the end of its value (a group's name is no address)."""
+    return sum(v.count(",") + v.count(";") + 1 for v in values)
+
+
 def _host(url: str) -> str:
     try:
         return (urlsplit(url).hostname or "").lower()
@@ -180,20 +188,44 @@ class HeadersStage:
     def _header(self, view: HeaderView) -> tuple[list[Verdict], list[str]]:
         """The header rules, and the domains of the From: addresses."""
         out: list[Verdict] = []
-        froms = view.fields("From")
+        rcpts: Callable[[], list[str]]
+        if isinstance(view, Header):  # intake's parse: one walk over its fields
+            names = {f.name for f in view.positions}
+            froms = [view.value(f) for f in view.positions if f.name == "from"]
+            has_to, has_date, has_id = "to" in names, "date" in names, "message-id" in names
+            fields = [f for f in view.positions if f.name == "to" or f.name == "cc"]
+            # counted in the raw bytes: unfolding and decoding add no "," or ";"
+            raw = view.raw
+            bound = sum(
+                raw.count(b",", f.colon, f.end) + raw.count(b";", f.colon, f.end) + 1
+                for f in fields
+            )
+
+            def rcpts() -> list[str]:
+                return [view.value(f) for f in fields]
+        else:
+            froms = view.fields("From")
+            values = view.fields("To") + view.fields("Cc")
+            has_to, has_date, has_id = view.has("To"), view.has("Date"), view.has("Message-ID")
+            bound = most_addresses(values)
+
+            def rcpts() -> list[str]:
+                return values
+
         if not froms:
             out.append(self._v("MISSING_FROM", "no From: header"))
         elif len(froms) > 1:
             out.append(self._v("FROM_MULTIPLE", f"{len(froms)} From: headers"))
-        if not view.has("To"):
+        if not has_to:
             out.append(self._v("MISSING_TO", "no To: header"))
-        if not view.has("Date"):
+        if not has_date:
             out.append(self._v("MISSING_DATE", "no Date: header"))
-        if not view.has("Message-ID"):
+        if not has_id:
             out.append(self._v("MISSING_MESSAGE_ID", "no Message-ID: header"))
-        n_to = len(addresses(view.fields("To") + view.fields("Cc")))
-        if n_to > self.max_to:
-            out.append(self._v("TO_TOO_MANY", f"{n_to} addresses in To:/Cc:"))
+        if bound > self.max_to:  # else the list need not be decoded or parsed
+            n_to = len(addresses(rcpts()))
+            if n_to > self.max_to:
+                out.append(self._v("TO_TOO_MANY", f"{n_to} addresses in To:/Cc:"))
         return out, [a.rpartition("@")[2] for a in addresses(froms)]
 
     @staticmethod

@@ -349,6 +349,12 @@ class Pipeline:
         self.store = store
         self.content_phases = content_phases
         self.weights = weights
+        # the stages are fixed here: who answers each phase, and the DATA
+        # analysers, are worked out once rather than at every command
+        self._of_phase = {p: tuple(s for s in self.stages if p in s.phases) for p in Phase}
+        self._analysers = tuple(
+            cast("Analyser", s) for s in self._of_phase[Phase.DATA] if hasattr(s, "analyse")
+        )
 
     def has(self, name: str) -> bool:
         return any(s.name == name for s in self.stages)
@@ -359,11 +365,7 @@ class Pipeline:
             ctx.helo_verdicts, ctx.helo_refusal = [], None
         if phase is Phase.DATA:
             ctx.analysed = {}
-            ctx.analysers = [
-                cast("Analyser", s)
-                for s in self.stages
-                if phase in s.phases and hasattr(s, "analyse")
-            ]
+            ctx.analysers = list(self._analysers)
         if phase is Phase.MAIL:
             for v in ctx.session_verdicts:
                 if v.action is not Action.ACCEPT or v.detail:
@@ -371,9 +373,7 @@ class Pipeline:
             refusal = ctx.session_refusal
             if refusal is not None and refusal.reply is not None:
                 return refusal.reply
-        for stage in self.stages:
-            if phase not in stage.phases:
-                continue
+        for stage in self._of_phase[phase]:
             try:
                 verdicts = await stage.check(phase, ctx)
             except TempFail as e:  # transient: the sender tries again later
@@ -398,7 +398,8 @@ class Pipeline:
                     )
                 ]
             for v in verdicts:
-                await self._record(phase, ctx, v)
+                if self._keep(phase, ctx, v):
+                    await self._report(phase, ctx, v)
                 if not v.refuses:
                     continue
                 if phase is Phase.CONNECT:
@@ -414,15 +415,19 @@ class Pipeline:
         weight = self.weights[rule] if self.weights is not None else 0.0
         return Verdict.scored(stage, rule, weight, detail)
 
-    async def _record(self, phase: Phase, ctx: Context, v: Verdict) -> None:
+    @staticmethod
+    def _keep(phase: Phase, ctx: Context, v: Verdict) -> bool:
+        """Count `v` in the session or the transaction; whether it is worth a log
+        line and a trace (anything but a bare accept, the usual verdict)."""
         if phase is Phase.CONNECT:
             ctx.connect_verdicts.append(v)
         elif phase is Phase.HELO:
             ctx.helo_verdicts.append(v)
         else:
             ctx.verdicts.append(v)
-        if v.action is Action.ACCEPT and not v.detail:
-            return
+        return v.action is not Action.ACCEPT or bool(v.detail)
+
+    async def _report(self, phase: Phase, ctx: Context, v: Verdict) -> None:
         log.info("sid=%s qid=%s filter %s %s", ctx.sid, ctx.qid or "-", phase, v.describe())
         if phase not in (Phase.CONNECT, Phase.HELO):
             await self.trace(ctx, f"{phase} {v.describe()}")

@@ -103,6 +103,10 @@ class SpamDecision:
     headers: bytes  # X-Spam-Status and X-Spam-Report, CRLF-terminated
 
 
+#: the actions whose verdicts count in the total (with a rule)
+_SCORING = (Action.SCORE, Action.JUNK)
+
+
 def _fold_detail(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", text)[:200]
 
@@ -113,9 +117,16 @@ class SpamPolicy:
             raise ValueError("spam.reject_threshold must be above spam.junk_threshold")
         self.junk_threshold = junk_threshold
         self.reject_threshold = reject_threshold
+        # a message no rule scored (frequent; verdicts-free DATA in tests and on
+        # loopback) always gets the same decision: worked out once, it is shared
+        self._unscored = self._decide([])
 
     def decide(self, verdicts: Iterable[Verdict]) -> SpamDecision:
-        scored = [v for v in verdicts if v.rule and v.action in (Action.SCORE, Action.JUNK)]
+        scored = [v for v in verdicts if v.rule and v.action in _SCORING]
+        return self._decide(scored) if scored else self._unscored
+
+    def _decide(self, scored: list[Verdict]) -> SpamDecision:
+        """The decision on the scored verdicts (with a rule, SCORE or JUNK)."""
         total = round(sum(v.score for v in scored), 1)
         forced_junk = any(v.action is Action.JUNK for v in scored)
         if total >= self.reject_threshold:

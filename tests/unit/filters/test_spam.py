@@ -60,3 +60,13 @@ def test_forced_junk_below_threshold_and_reject_above():
     )
     assert d.reply is not None
     assert d.reply.to_bytes() == b"550 5.7.1 Message rejected as spam (score 6.5)\r\n"
+
+
+@pytest.mark.parametrize(("junk", "reject"), [(5.0, 15.0), (-5.0, 0.0), (0.0, 1.0), (-2.0, 3.0)])
+def test_a_message_no_rule_scored_gets_the_decision_of_no_verdicts(junk, reject):
+    # the unscored decision is worked out once; it must be what any call gives
+    p = SpamPolicy(junk, reject)
+    unscored = [Verdict.accept("greylist"), Verdict.accept("bayes", "spam probability 0.5")]
+    assert p.decide(unscored) == p.decide([]) == p._decide([])
+    fresh = SpamPolicy(junk, reject)._decide([])
+    assert p.decide([]) == fresh

@@ -116,3 +116,31 @@ async def test_stage_rejects_with_signature_name():
     assert (
         v.reply.to_bytes() == b"554 5.7.1 Message rejected: infected with Eicar-Test-Signature\r\n"
     )
+
+
+def part_message(cte: str, body: bytes) -> bytes:
+    return (
+        b"From: a@x.test\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="BB"\r\n\r\n'
+        b"--BB\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b"--BB\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body + b"\r\n--BB--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cte", "body"),
+    [
+        ("7bit", EICAR),
+        ("8bit", b"\xe9\xe9 " + EICAR),
+        ("binary", EICAR + b"\0\0"),
+        ("x-unknown", EICAR),
+        # a soft line break splits the string in the raw bytes: only the decoded
+        # part holds it (an undecoded part is not searched again, a decoded one is)
+        ("quoted-printable", EICAR[:30] + b"=\r\n" + EICAR[30:]),
+    ],
+)
+def test_eicar_is_found_in_a_part_whatever_its_encoding(cte, body):
+    message = part_message(cte, body)
+    assert (EICAR in message) is (cte != "quoted-printable")
+    assert Scanner().scan_message(message) == "Eicar-Test-Signature"
