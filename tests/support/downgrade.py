@@ -7,6 +7,8 @@ import sqlite3
 
 import asyncpg
 
+from postier.store.sqlite.schema import MIGRATIONS
+
 #: sqlite schema 12 (stored mailbox counts)
 SQLITE_12 = (
     "DROP TRIGGER mailbox_counts_add",
@@ -26,15 +28,7 @@ SQLITE_14 = (
     "DROP TRIGGER header_index_add",
     "DROP TRIGGER header_index_remove",
     "DROP TABLE header_pending",
-    """CREATE TRIGGER header_index_add AFTER INSERT ON messages BEGIN
-        INSERT INTO header_index (rowid, subject, from_addr, to_addr, cc, bcc)
-        SELECT new.id, postier_fold(b.subject), postier_fold(b.from_addr),
-            postier_fold(b.to_addr), postier_fold(b.cc), postier_fold(b.bcc)
-        FROM blobs b WHERE b.id = new.blob_id;
-    END""",
-    """CREATE TRIGGER header_index_remove AFTER DELETE ON messages BEGIN
-        DELETE FROM header_index WHERE rowid = old.id;
-    END""",
+    *(sql for sql in MIGRATIONS[10] if sql.lstrip().startswith("CREATE TRIGGER")),
 )
 
 #: postgres schema 6 (stored mailbox counts)
