@@ -210,5 +210,7 @@ def _clean(text: str | None) -> str:
     must stay under 998 octets, RFC 5322 §2.1.1)."""
     if not text:
         return ""
+    if len(text) <= 255 and text.isascii() and text.isprintable():
+        return text  # nothing to replace or cut (ASCII: printable = no control byte)
     text = re.sub(r"[\x00-\x1f\x7f]", "?", text[:255])
     return text.encode("utf-8", "replace")[:255].decode("utf-8", "ignore")
