@@ -147,16 +147,21 @@ class SmtpSession:
                 self.spool.discard()
             log.info("sid=%s disconnect client=%s", conn.sid, conn.peer_ip)
 
-    async def _flush(self) -> None:
+    def _write(self) -> bool:
+        """Write the replies the core queued. True when bytes wait in the
+        transport, where backpressure may apply: then the caller drains. A reply
+        nearly always leaves at once, so no coroutine is made per reply."""
         out = self.core.data_to_send()
-        if out:
-            self.answered = True  # every command line gets a reply
-            writer = self.conn.writer
-            writer.write(out)
-            # a reply nearly always leaves at once: drain (a coroutine per reply)
-            # only when bytes wait in the transport, where backpressure may apply
-            if writer.transport.get_write_buffer_size():
-                await writer.drain()
+        if not out:
+            return False
+        self.answered = True  # every command line gets a reply
+        writer = self.conn.writer
+        writer.write(out)
+        return writer.transport.get_write_buffer_size() > 0
+
+    async def _flush(self) -> None:
+        if self._write():
+            await self.conn.writer.drain()
 
     async def _read(self) -> bytes | None:
         """Bytes from the client; b"" on EOF; None on timeout (idle, or a deadline)."""
@@ -186,7 +191,8 @@ class SmtpSession:
         while True:
             ev = core.next_event()
             if ev is NEED_DATA:
-                await self._flush()
+                if self._write():
+                    await self.conn.writer.drain()
                 data = await self._read()
                 if data is None:
                     self._log_timeout()
