@@ -174,6 +174,11 @@ class State(Enum):
     TLS = auto()  # STARTTLS accepted; bytes dropped until tls_started()
     CLOSED = auto()
 
+    # Identity hash: every command looks its state up in the sets below, and
+    # Enum's own __hash__ (hash of the name) is Python code run at each look-up.
+    # Members are singletons compared by identity, so this hash agrees with ==.
+    __hash__ = object.__hash__
+
 
 # The command states: the ones in which a line is an SMTP command.
 _SESSION = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT, State.CHUNKING})
@@ -249,6 +254,10 @@ _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 
 _AUTH_LINE_LENGTH = 12288  # RFC 4954 §4: AUTH lines may be this long
 
+# Parameters of a command that gave none (the common case), made once: frozen, so shared
+_NO_MAIL_PARAMS = MailParams()
+_NO_RCPT_PARAMS = RcptParams()
+
 
 class _Line(Enum):
     SKIPPED = auto()  # an over-long line was answered and dropped
@@ -270,6 +279,9 @@ def _split_path(text: str) -> tuple[str, str] | None:
     ``>`` (RFC 5321 §4.1.2 Quoted-string). None when there is no closed path."""
     if not text.startswith("<"):
         return None
+    close = text.find(">")
+    if close > 0 and text.find('"', 0, close) < 0:
+        return text[1:close], text[close + 1 :]  # no quoted string before the first ">"
     in_quote = False
     i = 1
     while i < len(text):
@@ -373,7 +385,7 @@ class ServerConnection:
         self._pending: Event | None = None
         self._discarding_line = False
         # transaction
-        self._mail_params = MailParams()
+        self._mail_params = _NO_MAIL_PARAMS
         self._rcpt_count = 0
         self._rcpt_attempted = False
         # message data (DATA and BDAT)
@@ -577,14 +589,15 @@ class ServerConnection:
 
     def _send(self, reply: Reply) -> None:
         self._out += reply.to_bytes()
+        if reply.code < 400:
+            return
         if reply.is_closing:
             self._state = State.CLOSED
             self._events.append(Disconnect(reply))
             return
-        if reply.code >= 400:
-            self._errors += 1
-            if self._errors >= self.max_errors:
-                self._close(R421_TOO_MANY_ERRORS)
+        self._errors += 1
+        if self._errors >= self.max_errors:
+            self._close(R421_TOO_MANY_ERRORS)
 
     def _close(self, reply: Reply) -> None:
         self._out += reply.to_bytes()
@@ -628,7 +641,7 @@ class ServerConnection:
     # --- transaction ---------------------------------------------------------------------
 
     def _end_transaction(self) -> None:
-        self._mail_params = MailParams()
+        self._mail_params = _NO_MAIL_PARAMS
         self._rcpt_count = 0
         self._rcpt_attempted = False
         self._data_started = False
@@ -659,6 +672,8 @@ class ServerConnection:
 
     def _take_line(self) -> bytes | _Line | None:
         buf = self._buf
+        if not buf:
+            return None
         if self._discarding_line:  # RFC 5321 §4.5.3.1.4: resync at the next line
             end = buf.find(b"\n")
             if end < 0:
@@ -667,9 +682,12 @@ class ServerConnection:
             del buf[: end + 1]
             self._discarding_line = False
         limit = self.max_line_length
-        if self._state is State.AUTH or buf[:5].upper() == b"AUTH ":
-            limit = self.max_auth_line_length
         end = buf.find(b"\n", 0, limit)
+        # SASL lines may be longer (max_auth_line_length >= max_line_length): a
+        # line that ends within max_line_length is within either limit
+        if end < 0 and (self._state is State.AUTH or buf[:5].upper() == b"AUTH "):
+            limit = self.max_auth_line_length
+            end = buf.find(b"\n", 0, limit)
         if end < 0:
             if len(buf) < limit:
                 return None
@@ -683,9 +701,9 @@ class ServerConnection:
                 self._state = State.READY  # the SASL exchange is abandoned
             self._send(R500_LINE_TOO_LONG)
             return _Line.SKIPPED
-        line = bytes(buf[:end])
+        line = bytes(buf[: end - 1 if end and buf[end - 1] == 0x0D else end])  # CR LF or LF
         del buf[: end + 1]
-        return line[:-1] if line.endswith(b"\r") else line
+        return line
 
     # --- commands ------------------------------------------------------------------------
 
@@ -830,6 +848,8 @@ class ServerConnection:
         self._events.append(RcptTo(address, params))
 
     def _mail_params_parse(self, words: list[str]) -> MailParams:
+        if not words:
+            return _NO_MAIL_PARAMS
         seen: dict[str, str | None] = {}
         for word in words:
             key, eq, raw = word.partition("=")
@@ -885,6 +905,8 @@ class ServerConnection:
         return MailParams(size, body, smtputf8, ret, envid, auth)
 
     def _rcpt_params_parse(self, words: list[str]) -> RcptParams:
+        if not words:
+            return _NO_RCPT_PARAMS
         notify: tuple[Literal["NEVER", "SUCCESS", "FAILURE", "DELAY"], ...] | None = None
         orcpt: tuple[str, str] | None = None
         seen: set[str] = set()

@@ -87,20 +87,16 @@ class HeaderScanner:
                     return self._body_starts(buf, pos)
                 self._in_field = True
                 continue
-            window = buf[pos : pos + MAX_FIELD_PREFIX]
-            m = _FIELD_NAME.match(window)
+            limit = pos + MAX_FIELD_PREFIX  # matched in place: no copy of the line
+            m = _FIELD_NAME.match(buf, pos, limit)
             if m is not None:
                 if m.group(1).lower() in HOP_FIELDS:
                     self.hops += 1
                 self._any_field = self._in_field = True
-                pos += m.end()
+                pos = m.end()
                 continue
-            if (
-                pos + len(window) == n
-                and len(window) < MAX_FIELD_PREFIX
-                and _MAYBE_FIELD.fullmatch(window)
-            ):
-                self._pending = window  # may still become a field name: wait for more
+            if n < limit and _MAYBE_FIELD.fullmatch(buf, pos):
+                self._pending = buf[pos:]  # may still become a field name: wait for more
                 break
             return self._body_starts(buf, pos)
         out = buf[: n - len(self._pending)]
@@ -210,5 +206,7 @@ def _clean(text: str | None) -> str:
     must stay under 998 octets, RFC 5322 §2.1.1)."""
     if not text:
         return ""
+    if len(text) <= 255 and text.isascii() and text.isprintable():
+        return text  # nothing to replace or cut (ASCII: printable = no control byte)
     text = re.sub(r"[\x00-\x1f\x7f]", "?", text[:255])
     return text.encode("utf-8", "replace")[:255].decode("utf-8", "ignore")

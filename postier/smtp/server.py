@@ -18,8 +18,8 @@ Rules:
   (`postier.deadline.ReadTimer`): a timer per read, as ``asyncio.timeout``
   makes, was 5% of intake's time on the loop.
 - The end-of-data decision waits for `Intake.finish`, which returns only when
-  the message is durable; it is shielded from cancellation, so a shutdown never
-  leaves a committed message unanswered half-way.
+  the message is durable; it is shielded from cancellation (`shielded`), so a
+  shutdown never leaves a committed message unanswered half-way.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from postier import metrics
 from postier.auth.service import AuthOutcome
@@ -72,6 +73,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("postier.smtp")
 
 READ_SIZE = 256 * 1024
+
+T = TypeVar("T")
+
+
+async def shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """``await asyncio.shield(coro)`` with less machinery (once per message):
+    `coro` runs in a task of its own, which a cancellation of the caller does
+    not reach. The caller gets CancelledError at once; the task runs to its end
+    and its outcome is dropped, as with shield."""
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(coro)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: asyncio.Task[T]) -> None:
+        if not done.done():  # else the caller was cancelled: nobody waits
+            done.set_result(None)
+
+    task.add_done_callback(wake)
+    await done  # a cancellation cancels `done`, never `task`
+    return task.result()
 
 
 def make_handler(app: App, name: str) -> Handler:
@@ -147,16 +168,21 @@ class SmtpSession:
                 self.spool.discard()
             log.info("sid=%s disconnect client=%s", conn.sid, conn.peer_ip)
 
-    async def _flush(self) -> None:
+    def _write(self) -> bool:
+        """Write the replies the core queued. True when bytes wait in the
+        transport, where backpressure may apply: then the caller drains. A reply
+        nearly always leaves at once, so no coroutine is made per reply."""
         out = self.core.data_to_send()
-        if out:
-            self.answered = True  # every command line gets a reply
-            writer = self.conn.writer
-            writer.write(out)
-            # a reply nearly always leaves at once: drain (a coroutine per reply)
-            # only when bytes wait in the transport, where backpressure may apply
-            if writer.transport.get_write_buffer_size():
-                await writer.drain()
+        if not out:
+            return False
+        self.answered = True  # every command line gets a reply
+        writer = self.conn.writer
+        writer.write(out)
+        return writer.transport.get_write_buffer_size() > 0
+
+    async def _flush(self) -> None:
+        if self._write():
+            await self.conn.writer.drain()
 
     async def _read(self) -> bytes | None:
         """Bytes from the client; b"" on EOF; None on timeout (idle, or a deadline)."""
@@ -186,7 +212,8 @@ class SmtpSession:
         while True:
             ev = core.next_event()
             if ev is NEED_DATA:
-                await self._flush()
+                if self._write():
+                    await self.conn.writer.drain()
                 data = await self._read()
                 if data is None:
                     self._log_timeout()
@@ -294,7 +321,7 @@ class SmtpSession:
         assert spool is not None
         self.spool = None  # finish() owns it now
         # shielded: once the store commits, the 250 must go out
-        reply = await asyncio.shield(self.intake.finish(self.info, env, spool))
+        reply = await shielded(self.intake.finish(self.info, env, spool))
         self.env = None
         self.data_clock.stop()
         metrics.count_transaction(self.conn.listener, reply.code)

@@ -1379,3 +1379,71 @@ def test_mid_line_tells_the_adapter_a_command_line_is_incomplete() -> None:
     conn.receive_data(b"XX\r\n")
     assert conn.next_event() is NEED_DATA
     assert not conn.mid_line
+
+
+def _split_path_by_characters(text: str) -> tuple[str, str] | None:
+    """`core._split_path` as it was before its fast path: one character at a time."""
+    if not text.startswith("<"):
+        return None
+    in_quote = False
+    i = 1
+    while i < len(text):
+        c = text[i]
+        if in_quote:
+            if c == "\\":
+                i += 2
+                continue
+            if c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == ">":
+            return text[1:i], text[i + 1 :]
+        i += 1
+    return None
+
+
+@given(st.text(alphabet='<>"\\a@ .', max_size=20))
+def test_split_path_fast_path_agrees_with_the_character_scan(tail: str) -> None:
+    from postier.smtp.core import _split_path
+
+    for text in (tail, "<" + tail):
+        assert _split_path(text) == _split_path_by_characters(text)
+
+
+@pytest.mark.parametrize("end", [b"\r\n", b"\n"])
+def test_command_line_at_the_length_limit(end: bytes) -> None:
+    """A line that ends within max_line_length (CRLF included) is a command, one
+    byte more is too long; AUTH lines get max_auth_line_length (RFC 4954 §4)."""
+    c = ServerConnection(hostname="mx.example.test", max_line_length=512)
+    c.greet(R220_READY("mx.example.test"))
+    c.receive_data(b"HELO c\r\n")
+    assert isinstance(c.next_event(), Hello)
+    c.accept()
+    c.data_to_send()
+    fits = b"NOOP " + b"x" * (512 - 5 - len(end)) + end
+    c.receive_data(fits)
+    assert c.next_event() is NEED_DATA
+    assert c.data_to_send() == b"250 2.0.0 Ok\r\n"
+    c.receive_data(b"NOOP " + b"x" * (513 - 5 - len(end)) + end)
+    assert c.next_event() is NEED_DATA
+    assert c.data_to_send().startswith(b"500 5.5.2")
+    c.receive_data(b"AUTH " + b"x" * 600 + end)
+    assert c.next_event() is NEED_DATA
+    assert c.data_to_send().startswith(b"503")  # judged as AUTH, not as too long
+
+
+def test_commands_without_parameters_share_one_params_value() -> None:
+    c = ServerConnection(hostname="mx.example.test")
+    c.greet(R220_READY("mx.example.test"))
+    c.receive_data(b"HELO c\r\nMAIL FROM:<a@b.test>\r\n")
+    c.next_event()
+    c.accept()
+    mail = c.next_event()
+    assert isinstance(mail, MailFrom)
+    assert mail.params == MailParams()
+    c.accept()
+    c.receive_data(b"RCPT TO:<c@d.test>\r\n")
+    rcpt = c.next_event()
+    assert isinstance(rcpt, RcptTo)
+    assert rcpt.params == RcptParams()

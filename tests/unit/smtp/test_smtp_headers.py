@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from postier.smtp import headers
 
 
@@ -63,3 +68,21 @@ def test_received_date_is_now_and_made_once_a_second(monkeypatch) -> None:
     assert headers.received(**args).endswith(  # type: ignore[arg-type]
         f"; {real(1_800_000_001, localtime=True)}\r\n".encode()
     )
+
+
+def _clean_by_regex(text: str | None) -> str:
+    """`headers._clean` without its fast path for short printable ASCII."""
+    if not text:
+        return ""
+    text = re.sub(r"[\x00-\x1f\x7f]", "?", text[:255])
+    return text.encode("utf-8", "replace")[:255].decode("utf-8", "ignore")
+
+
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.text(alphabet=st.characters(max_codepoint=0x7F), min_size=250, max_size=260),
+    )
+)
+def test_clean_fast_path_agrees_with_the_regex(text: str) -> None:
+    assert headers._clean(text) == _clean_by_regex(text)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postier.mail.headers import HeaderView
 from postier.mime.summary import summarize
@@ -93,6 +95,34 @@ def test_header_scanner_counts_hops_in_the_header_only() -> None:
     )
     for step in (0, 1, 3):
         assert scan(data, step)[1].hops == 3
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"Received", b"X", b"a b", b" ", b"\t", b":", b" :", b"\r", b"\n", b"\r\n"]
+        ),
+        max_size=25,
+    ),
+    st.integers(min_value=1, max_value=7),
+)
+def test_header_scanner_same_result_whatever_the_packets(parts: list[bytes], step: int) -> None:
+    data = b"".join(parts)
+    whole, a = scan(data)
+    pieces, b = scan(data, step)
+    assert whole == pieces
+    assert (a.header_length, a.body_offset, a.hops, a.inserted) == (
+        b.header_length,
+        b.body_offset,
+        b.hops,
+        b.inserted,
+    )
+    # the client's bytes are kept; at most the empty line is added, where the body starts
+    assert (
+        whole == data
+        if not a.inserted
+        else whole == data[: a.header_length] + b"\r\n" + data[a.header_length :]
+    )
 
 
 def test_header_scanner_holds_back_only_an_undecided_line_start() -> None:
