@@ -21,7 +21,6 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 
@@ -49,14 +48,21 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """The reply on the wire, CRLF-terminated; multi-line when text has ``\\n``.
-        Worked out once per reply: the named replies are sent over and over."""
-        return self._wire
+        Worked out once per reply: the named replies are sent over and over. Kept
+        beside the fields by hand: `functools.cached_property` takes a lock at each
+        first access (Python 3.11), and the end-of-data reply is new each message."""
+        wire: bytes | None = self.__dict__.get("_wire")
+        if wire is None:
+            wire = self.__dict__["_wire"] = self._format()
+        return wire
 
-    @functools.cached_property
-    def _wire(self) -> bytes:
-        lines = self.text.split("\n") or [""]
-        out = []
+    def _format(self) -> bytes:
+        text = self.text
         prefix = f"{self.enhanced} " if self.enhanced else ""
+        if "\n" not in text and text.isascii() and text.isprintable():
+            return f"{self.code} {prefix}{text}\r\n".encode("ascii")  # one clean line
+        out = []
+        lines = text.split("\n")
         for i, line in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"  # RFC 5321 §4.2.1
             clean = _UNPRINTABLE.sub("?", line.rstrip("\r"))

@@ -14,7 +14,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from postier.mail.replies import R451_LOCAL_ERROR, R553_NOT_OWNER
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from postier.mail.replies import R451_LOCAL_ERROR, R553_NOT_OWNER, Reply
 
 ROOT = Path(__file__).resolve().parents[3] / "postier"
 _NAME = re.compile(r"R[0-9]{3}_[A-Z0-9_]+\Z")
@@ -80,3 +83,29 @@ def test_the_texts_intake_sends() -> None:
     assert (
         R451_LOCAL_ERROR.to_bytes() == b"451 4.3.0 Local error in processing, try again later\r\n"
     )
+
+
+def _wire_reference(code: int, enhanced: str | None, text: str) -> bytes:
+    """The general formatting, line by line (the one-line fast path must agree)."""
+    lines = text.split("\n")
+    prefix = f"{enhanced} " if enhanced else ""
+    out = []
+    for i, line in enumerate(lines):
+        sep = " " if i == len(lines) - 1 else "-"
+        clean = re.sub(r"[^\x20-\x7e]", "?", line.rstrip("\r"))
+        out.append(f"{code}{sep}{prefix}{clean}\r\n")
+    return "".join(out).encode("ascii")
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from([250, 354, 451, 550]),
+    st.sampled_from([None, "2.0.0", "5.1.1"]),
+    st.text(alphabet=st.sampled_from(["a", " ", "\t", "\r", "\n", "\x7f", "é", "~", "\x00"])),
+)
+def test_the_one_line_path_formats_as_the_general_one(
+    code: int, enhanced: str | None, text: str
+) -> None:
+    reply = Reply(code, enhanced, text)
+    assert reply.to_bytes() == _wire_reference(code, enhanced, text)
+    assert reply.to_bytes() is reply.to_bytes()  # worked out once
