@@ -6,8 +6,8 @@ Rules:
   no caller can turn input into a path.
 - Small messages are not files at all: the index keeps their bytes in its own
   transaction (see `sqlite/store.py`), so they are durable with the commit's one
-  WAL fsync instead of two fsyncs each. Their ids are ``i`` + 31 hex digits
-  (`new_inline_id`, `is_inline`); `path()` refuses them too.
+  WAL fsync instead of two fsyncs each. Their ids are ``i`` + 31 hex digits,
+  time-ordered (`new_inline_id`, `is_inline`); `path()` refuses them too.
 - Writing is: temp file in ``<root>/tmp`` → write → fsync → rename to the final
   name → fsync the directory (and the fan-out directory's parent when it was just
   created). When `put()` returns, the blob survives a crash.
@@ -54,7 +54,13 @@ def new_blob_id() -> BlobId:
 
 
 def new_inline_id() -> BlobId:
-    return BlobId("i" + random_hex(16)[:31])  # one per message, on the event loop
+    """``i``, 14 hex digits of microseconds since the epoch, 17 random hex digits
+    (68 bits): an id made later sorts later, so the index's b-trees keyed by it
+    (blobs, blob_data, messages.blob_id) grow at their right edge, and a group
+    commit dirties a few pages instead of about three per message (store
+    micro-benchmark, 1 KB deliveries 11 per commit: 28.4 -> 17.8 KB written per
+    delivery). Inline ids never name a file or leave the server."""
+    return BlobId(f"i{time.time_ns() // 1000:014x}{random_hex(9)[:17]}")
 
 
 def is_blob_id(text: str) -> bool:

@@ -23,6 +23,14 @@ def test_shapes_are_those_of_secrets() -> None:
     assert is_qid(new_queue_id())
 
 
+def test_inline_ids_made_later_sort_later() -> None:
+    """The store's b-trees keyed by inline ids then grow at their right edge."""
+    ids = [new_inline_id() for _ in range(2000)]
+    times = [i[1:15] for i in ids]
+    assert times == sorted(times) and times[0] < times[-1]
+    assert len(set(ids)) == len(ids)
+
+
 def test_no_repeats_across_threads() -> None:
     got: list[str] = []
     lock = threading.Lock()
