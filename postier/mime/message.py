@@ -29,7 +29,8 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from postier.mail.headers import HeaderView
 from postier.mail.summary import MessageSummary
@@ -51,14 +52,21 @@ class HeaderFormatError(ValueError):
         self.line = line
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One header field (or a line that is none) by position in the message."""
+class Field(NamedTuple):
+    """One header field (or a line that is none) by position in the message.
+    A tuple, not a dataclass: a message has a dozen or more and each is made
+    at intake (a frozen dataclass's ``__init__`` costs several times more)."""
 
     start: int  # first octet of the field's first line
     colon: int  # offset of the colon; -1: a line that is no field
     end: int  # the octet after the last line end of the field (continuations included)
     name: str = ""  # lower case ("" for a line that is no field)
+
+
+# A field's first line (after `parse_header` saw it does not start with a blank):
+# the name is what comes before the first colon, blanks before the colon allowed,
+# none inside (RFC 5322 §4.5.3). Tried once per line, at its start: linear.
+_NAME = re.compile(rb"([^ \t:]+)[ \t]*:")
 
 
 def parse_header(data: bytes, end: int) -> tuple[Field, ...]:
@@ -69,54 +77,64 @@ def parse_header(data: bytes, end: int) -> tuple[Field, ...]:
     before the first colon, white space before the colon allowed (§4.5.3);
     any other line (a first line that continues nothing included) is recorded
     as no field (colon -1), and the continuation lines after it belong to it.
-    Empty lines are skipped. Linear: one `find`
-    per line."""
+    Empty lines are skipped. Linear: one split of the block, one anchored
+    match per line."""
     out: list[Field] = []
     pos = 0
-    cur: list[int] | None = None  # [start, colon, end] of the open group
-    cur_name = ""
-    while pos < end:
-        nl = data.find(b"\n", pos, end)
-        line_end = end if nl < 0 else nl + 1
-        content_end = nl if nl >= 0 else end
-        if content_end > pos and data[content_end - 1] == 0x0D and nl >= 0:
-            content_end -= 1
-        if content_end == pos:  # an empty line
+    # the open group: start, colon, end, name (start -1: none)
+    g_start, g_colon, g_end, g_name = -1, -1, 0, ""
+    match = _NAME.match
+    lines = data[:end].split(b"\n")
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        line_end = pos + len(line) + 1 if i < last else end
+        if not line or (line == b"\r" and i < last):  # an empty line (a CR alone ends none)
             pos = line_end
             continue
-        c = data[pos]
+        c = line[0]
         if c == 0x20 or c == 0x09:
-            if cur is None:  # a continuation with no field above: no field either
-                cur, cur_name = [pos, -1, line_end], ""
-            cur[2] = line_end
+            if g_start < 0:  # a continuation with no field above: no field either
+                g_start, g_colon, g_name = pos, -1, ""
+            g_end = line_end
             pos = line_end
             continue
-        if cur is not None:
-            out.append(Field(cur[0], cur[1], cur[2], cur_name))
-        colon = data.find(b":", pos, content_end)
-        name = data[pos:colon].rstrip(b" \t") if colon > pos else b""
-        if not name or b" " in name or b"\t" in name:
-            cur, cur_name = [pos, -1, line_end], ""
+        if g_start >= 0:
+            out.append(Field(g_start, g_colon, g_end, g_name))
+        m = match(line)
+        if m is None:
+            g_start, g_colon, g_end, g_name = pos, -1, line_end, ""
         else:
-            cur, cur_name = [pos, colon, line_end], name.decode("latin-1").lower()
+            name = m.group(1)
+            g_start, g_colon, g_end = pos, pos + m.end() - 1, line_end
+            g_name = name.decode("latin-1").lower()
         pos = line_end
-    if cur is not None:
-        out.append(Field(cur[0], cur[1], cur[2], cur_name))
+    if g_start >= 0:
+        out.append(Field(g_start, g_colon, g_end, g_name))
     return tuple(out)
 
 
 def _unfold(data: bytes, start: int, end: int) -> bytes:
     """A field value without its line ends (RFC 5322 §2.2.3), trimmed as
     `parse.parse_fields` trims it."""
-    return _LINE_END.sub(b"", data[start:end]).strip(b" \t\r")
+    seg = data[start:end]
+    nl = seg.find(b"\n")
+    if nl < 0 or nl == len(seg) - 1:  # one line: its end is trimmed with the blanks
+        return seg.strip(b" \t\r\n")
+    return _LINE_END.sub(b"", seg).strip(b" \t\r")
 
 
 @dataclass(frozen=True)
 class Header(HeaderView):
     """The header block with its fields' positions: `fields` and `has` answer
-    from them instead of scanning the block again."""
+    from them instead of scanning the block again.
+
+    Each field is unfolded and decoded once, on the first look-up (the filters
+    ask for From: three times, the header edits want every value, the MIME
+    parser every unfolded value); the look-ups may run in worker threads, and
+    two threads filling the cache at once fill it with equal values."""
 
     positions: tuple[Field, ...] = ()
+    _cache: list[_Values] = field(default_factory=list, init=False, compare=False, repr=False)
 
     @classmethod
     def parse(cls, data: bytes, header_length: int, body_offset: int) -> Header:
@@ -124,9 +142,27 @@ class Header(HeaderView):
         `body_offset` (where `headers.HeaderScanner` found them)."""
         return cls(data[:header_length], body_offset, parse_header(data, header_length))
 
+    def _values(self) -> _Values:
+        cache = self._cache
+        if cache:
+            return cache[0]
+        raw = self.raw
+        unfolded = [
+            _unfold(raw, f.colon + 1, f.end) if f.colon >= 0 else b"" for f in self.positions
+        ]
+        # the decoded, trimmed value: as `value` gives it (`_unfold` trimmed only
+        # ASCII blanks, which ``str.strip`` trims too, and decodes to themselves)
+        texts = [u.decode("utf-8", "replace").strip() for u in unfolded]
+        by_name: dict[str, list[str]] = {}
+        for f, text in zip(self.positions, texts, strict=True):
+            if f.colon >= 0:
+                by_name.setdefault(f.name, []).append(text)
+        values = _Values(unfolded, texts, by_name)
+        cache.append(values)
+        return values
+
     def fields(self, name: str) -> list[str]:
-        want = name.lower()
-        return [self.value(f) for f in self.positions if f.name == want]
+        return list(self._values().by_name.get(name.lower(), ()))
 
     def value(self, f: Field) -> str:
         """The field's value unfolded, decoded (UTF-8, else U+FFFD) and trimmed."""
@@ -137,10 +173,11 @@ class Header(HeaderView):
         """The header block without the fields for which ``unwanted(name, value)``
         is true, all else byte-identical; None when there is none such."""
         raw = self.raw
+        texts = self._values().texts
         pieces: list[bytes] = []
         pos = 0
-        for f in self.positions:
-            if f.colon >= 0 and unwanted(f.name, self.value(f)):
+        for f, text in zip(self.positions, texts, strict=True):
+            if f.colon >= 0 and unwanted(f.name, text):
                 pieces.append(raw[pos : f.start])
                 pos = f.end
         if not pieces:
@@ -149,13 +186,21 @@ class Header(HeaderView):
         return b"".join(pieces)
 
     def has(self, name: str) -> bool:
-        want = name.lower()
-        return any(f.name == want for f in self.positions)
+        return name.lower() in self._values().by_name
 
     def mime_fields(self) -> list[tuple[str, bytes]]:
         """(lower-case name, unfolded value): what `parse.parse_fields` gives."""
-        raw = self.raw
-        return [(f.name, _unfold(raw, f.colon + 1, f.end)) for f in self.positions if f.colon >= 0]
+        unfolded = self._values().unfolded
+        return [(f.name, u) for f, u in zip(self.positions, unfolded, strict=True) if f.colon >= 0]
+
+
+class _Values(NamedTuple):
+    """A header's fields unfolded and decoded (`Header._values`), by position
+    (a line that is no field has b"" and "") and decoded by name."""
+
+    unfolded: list[bytes]
+    texts: list[str]
+    by_name: dict[str, list[str]]
 
 
 class ParsedMessage:

@@ -84,6 +84,29 @@ def test_header_look_ups_are_header_views() -> None:
             assert (ours.fields(name), ours.has(name)) == (view.fields(name), view.has(name))
 
 
+def test_header_values_are_decoded_once_as_value_decodes_them() -> None:
+    # `fields`, `has` and `without` answer from values unfolded and decoded once
+    # (`Header._values`); each is what `value` decodes from the field's octets
+    # alone, and what `parse_fields` unfolds (bare CR, LF, 8-bit, blanks, folds)
+    for data in CASES:
+        header = ParsedMessage.of(data).header
+        expected = [(f.name, header.value(f)) for f in header.positions if f.colon >= 0]
+        seen: list[tuple[str, str]] = []
+
+        def record(name: str, value: str, seen: list[tuple[str, str]] = seen) -> bool:
+            seen.append((name, value))
+            return False
+
+        assert header.without(record) is None
+        assert seen == expected, data
+        for name in {f.name for f in header.positions} | {"x", "A"}:
+            want = [v for n, v in expected if n == name.lower()]
+            assert header.fields(name) == want, data
+            assert header.has(name) == bool(want), data
+        header.fields("a").append("not kept")  # a fresh list each call
+        assert header.fields("a") == [v for n, v in expected if n == "a"]
+
+
 @pytest.mark.parametrize(
     "above",
     [
