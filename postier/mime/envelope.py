@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from postier.mime.address import Address, parse_address_list
 from postier.mime.parse import Part
-from postier.mime.quote import DEFAULT_LITERAL_OVER, nstring
+from postier.mime.quote import DEFAULT_LITERAL_OVER, PLAIN_TEXT, nstring
 
 
 def addresses(part: Part, name: str) -> list[Address]:
@@ -41,16 +41,26 @@ def _address_list(addrs: list[Address], literal_over: int) -> bytes:
     if not addrs:
         return b"NIL"
     out = [b"("]
-    for a in addrs:
+    for name, adl, mailbox, host in addrs:
+        if mailbox is not None and host is not None and adl is None:
+            # the common address: every string quoted as it is, which one match
+            # of them joined tells (`PLAIN_TEXT` is a class of characters)
+            text = mailbox + host if name is None else name + mailbox + host
+            if len(text) <= literal_over and PLAIN_TEXT.fullmatch(text):
+                if name is None:
+                    out.append(f'(NIL NIL "{mailbox}" "{host}")'.encode())
+                else:
+                    out.append(f'("{name}" NIL "{mailbox}" "{host}")'.encode())
+                continue
         out += (
             b"(",
-            nstring(a.name, literal_over),
+            nstring(name, literal_over),
             b" ",
-            nstring(a.adl, literal_over),
+            nstring(adl, literal_over),
             b" ",
-            nstring(a.mailbox, literal_over),
+            nstring(mailbox, literal_over),
             b" ",
-            nstring(a.host, literal_over),
+            nstring(host, literal_over),
             b")",
         )
     out.append(b")")
@@ -59,8 +69,29 @@ def _address_list(addrs: list[Address], literal_over: int) -> bytes:
 
 def envelope(part: Part, *, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
     """The parenthesised ENVELOPE of the message whose header `part` holds."""
-    h = part.headers
     frm = addresses(part, "from")
+    return envelope_of(
+        part,
+        frm,
+        addresses(part, "to"),
+        addresses(part, "cc"),
+        addresses(part, "bcc"),
+        literal_over=literal_over,
+    )
+
+
+def envelope_of(
+    part: Part,
+    frm: list[Address],
+    to: list[Address],
+    cc: list[Address],
+    bcc: list[Address],
+    *,
+    literal_over: int = DEFAULT_LITERAL_OVER,
+) -> bytes:
+    """`envelope(part)` given the address lists of its From:, To:, Cc: and Bcc:
+    (`addresses`): the summary has them at hand for its own text fields."""
+    h = part.headers
     sender = addresses(part, "sender") or frm
     reply_to = addresses(part, "reply-to") or frm
     return b"".join(
@@ -76,11 +107,11 @@ def envelope(part: Part, *, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
             b" ",
             _address_list(reply_to, literal_over),
             b" ",
-            _address_list(addresses(part, "to"), literal_over),
+            _address_list(to, literal_over),
             b" ",
-            _address_list(addresses(part, "cc"), literal_over),
+            _address_list(cc, literal_over),
             b" ",
-            _address_list(addresses(part, "bcc"), literal_over),
+            _address_list(bcc, literal_over),
             b" ",
             nstring(h.get("in-reply-to"), literal_over),
             b" ",
