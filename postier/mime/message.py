@@ -79,12 +79,37 @@ def parse_header(data: bytes, end: int) -> tuple[Field, ...]:
     as no field (colon -1), and the continuation lines after it belong to it.
     Empty lines are skipped. Linear: one split of the block, one anchored
     match per line."""
+    block = data[:end]
+    # the usual header: every line a field's first line or its continuation
+    out: list[Field] = []
+    pos = 0
+    new = tuple.__new__  # Field(...) without its Python-level __new__
+    for name, blanks, value in _FIELDS.findall(block):
+        start = pos
+        colon = start + len(name) + len(blanks)
+        pos = colon + 1 + len(value)
+        out.append(new(Field, (start, colon, pos, name.decode("latin-1").lower())))
+    if pos == end:  # the matches, in order and apart, add up to the whole block
+        return tuple(out)
+    return _parse_lines(block, end)
+
+
+# One field of the usual header: at a line start, a name without blanks, CR or
+# LF, blanks, the colon, the rest of the line and its continuation lines, each
+# ended by LF. The matches cover the whole block exactly (their lengths add up
+# to it) or the block takes `_parse_lines`. Linear: a match is tried at line
+# starts only (elsewhere "^" fails at once) and possessive runs never give back.
+_FIELDS = re.compile(rb"(?m)^([^ \t:\r\n]++)([ \t]*+):([^\n]*+\n(?:[ \t][^\n]*+\n)*+)")
+
+
+def _parse_lines(block: bytes, end: int) -> tuple[Field, ...]:
+    """`parse_header` line by line, for any header block."""
     out: list[Field] = []
     pos = 0
     # the open group: start, colon, end, name (start -1: none)
     g_start, g_colon, g_end, g_name = -1, -1, 0, ""
     match = _NAME.match
-    lines = data[:end].split(b"\n")
+    lines = block.split(b"\n")
     last = len(lines) - 1
     for i, line in enumerate(lines):
         line_end = pos + len(line) + 1 if i < last else end
@@ -147,16 +172,25 @@ class Header(HeaderView):
         if cache:
             return cache[0]
         raw = self.raw
-        unfolded = [
-            _unfold(raw, f.colon + 1, f.end) if f.colon >= 0 else b"" for f in self.positions
-        ]
-        # the decoded, trimmed value: as `value` gives it (`_unfold` trimmed only
-        # ASCII blanks, which ``str.strip`` trims too, and decodes to themselves)
-        texts = [u.decode("utf-8", "replace").strip() for u in unfolded]
+        unfolded: list[bytes] = []
+        texts: list[str] = []
         by_name: dict[str, list[str]] = {}
-        for f, text in zip(self.positions, texts, strict=True):
-            if f.colon >= 0:
-                by_name.setdefault(f.name, []).append(text)
+        for f in self.positions:
+            if f.colon < 0:
+                unfolded.append(b"")
+                texts.append("")
+                continue
+            u = _unfold(raw, f.colon + 1, f.end)
+            # the decoded, trimmed value: as `value` gives it (`_unfold` trimmed
+            # only ASCII blanks, which ``str.strip`` trims too, decoded alone)
+            text = u.decode("utf-8", "replace").strip()
+            unfolded.append(u)
+            texts.append(text)
+            same = by_name.get(f.name)
+            if same is None:
+                by_name[f.name] = [text]
+            else:
+                same.append(text)
         values = _Values(unfolded, texts, by_name)
         cache.append(values)
         return values

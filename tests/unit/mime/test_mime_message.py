@@ -84,6 +84,18 @@ def test_header_look_ups_are_header_views() -> None:
             assert (ours.fields(name), ours.has(name)) == (view.fields(name), view.has(name))
 
 
+def test_the_usual_header_is_split_as_line_by_line() -> None:
+    # `parse_header` takes a header of field lines and continuations in one
+    # regex pass; anything else (empty or blank-only lines, no-field lines, a
+    # last line without LF, CR in a name) falls back to `_parse_lines`
+    from postier.mime.message import _parse_lines, parse_header
+
+    long = [b"a" * 100_000, b"A: " + b"x" * 100_000, b"a " * 50_000 + b"\n", b"a:" * 50_000]
+    for data in [*CASES, *long]:
+        for end in {len(data), find_header_end(data, 0, len(data))[0]}:
+            assert parse_header(data, end) == _parse_lines(data[:end], end), data[:80]
+
+
 def test_header_values_are_decoded_once_as_value_decodes_them() -> None:
     # `fields`, `has` and `without` answer from values unfolded and decoded once
     # (`Header._values`); each is what `value` decodes from the field's octets
