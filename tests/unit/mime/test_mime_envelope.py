@@ -152,3 +152,40 @@ def test_envelope_addresses_fast_path_is_the_string_by_string_one():
             assert _address_list(addrs, literal_over) == _address_list_one_string_at_a_time(
                 addrs, literal_over
             ), (value, literal_over)
+
+
+def test_bodystructure_parameter_fast_path_is_the_string_by_string_one():
+    # `_Writer.params` quotes plain names and values in one match of them joined;
+    # anything else must give what each string quoted alone gives
+    import random
+
+    from postier.mime.bodystructure import _Writer
+    from postier.mime.parse import Param
+
+    pieces = ["a", "utf-8", " ", '"', "\\", "é", "\udcff", "\x00", "\r\n", "%C3", "x" * 30]
+    rnd = random.Random(7)
+
+    def text() -> str:
+        return "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 4)))
+
+    for _ in range(3000):
+        params = [
+            Param(text(), text(), text() if rnd.random() < 0.3 else None)
+            for _ in range(rnd.randint(0, 3))
+        ]
+        extra = [("CHARSET", "US-ASCII")] if rnd.random() < 0.5 else None
+        for literal_over in (0, 5, 40, 1024):
+            items = [
+                (p.name + "*", p.raw) if p.raw is not None else (p.name, p.value) for p in params
+            ]
+            items += extra or []
+            want = (
+                b"("
+                + b" ".join(
+                    quote(k, literal_over) + b" " + quote(v, literal_over) for k, v in items
+                )
+                + b")"
+                if items
+                else b"NIL"
+            )
+            assert _Writer(True, literal_over, []).params(params, extra) == want
