@@ -27,13 +27,17 @@ from postier.mime.quote import DEFAULT_LITERAL_OVER, PLAIN_TEXT, nstring
 
 def addresses(part: Part, name: str) -> list[Address]:
     """The parsed address list of header `name`, empty when absent."""
+    cache = part.address_cache
+    cached = cache.get(name)  # callers name them in lower case
+    if cached is not None:
+        return cached
     key = name.lower()
-    cached = part.address_cache.get(key)
+    cached = cache.get(key)
     if cached is not None:
         return cached
     raw = part.headers.get(key)
     addrs = [] if raw is None else parse_address_list(raw.decode("utf-8", "surrogateescape"))
-    part.address_cache[key] = addrs
+    cache[key] = addrs
     return addrs
 
 

@@ -247,11 +247,12 @@ def _crlf_size_of(above: bytes, head: bytes, data: bytes, body_start: int, body_
     size = len(above) + len(head) + body_len + body_bare
     size += above.count(b"\n") + head.count(b"\n")
     size -= above.count(b"\r\n") + head.count(b"\r\n")
-    pieces = [p for p in (above, head, data[body_start : body_start + 1]) if p]
-    for a, b in itertools.pairwise(pieces):
-        if a.endswith(b"\r") and b.startswith(b"\n"):
-            size -= 1  # a CRLF across the join
-    last = data[-1:] if body_len else (pieces[-1][-1:] if pieces else b"")
+    if above.endswith(b"\r") or head.endswith(b"\r"):  # else no CRLF across a join
+        pieces = [p for p in (above, head, data[body_start : body_start + 1]) if p]
+        for a, b in itertools.pairwise(pieces):
+            if a.endswith(b"\r") and b.startswith(b"\n"):
+                size -= 1  # a CRLF across the join
+    last = data[-1:] if body_len else (head or above)[-1:]
     if last and last != b"\n":
         size += 2
     return size

@@ -197,3 +197,23 @@ def test_a_message_known_to_have_crlf_line_ends_only_is_not_counted_again() -> N
         expected = _dkimpy(data)
         if expected[0] not in ("format", "index"):  # type: ignore[index]
             assert (known.dkim_fields(), known.dkim_body()) == expected, data
+
+
+def test_crlf_size_of_pieces_is_that_of_their_join() -> None:
+    # `_crlf_size_of` counts ``above + head + body`` without joining them: a CR
+    # at the end of one piece and an LF at the start of the next are one CRLF
+    from postier.mime.summary import _crlf_size_of, crlf_size
+
+    rnd = random.Random(4)
+    pieces = [b"a", b"\r", b"\n", b"\r\n", b" "]
+
+    def some() -> bytes:
+        return b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 4)))
+
+    for _ in range(5000):
+        above, head, before, body = some(), some(), some(), some()
+        data = before + body
+        size = _crlf_size_of(
+            above, head, data, len(before), body.count(b"\n") - body.count(b"\r\n")
+        )
+        assert size == crlf_size(above + head + body), (above, head, body)
