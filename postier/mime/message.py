@@ -42,6 +42,9 @@ MAX_CHARS = 64 * 1024
 
 _LINE_END = re.compile(rb"\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+#: %x21-7E, the octets of a field name as dkimpy reads one (``bytes.translate``
+#: deletes them: a name made of them only leaves nothing)
+_VISIBLE = bytes(range(0x21, 0x7F))
 
 
 class HeaderFormatError(ValueError):
@@ -356,6 +359,19 @@ def _dkim_split(
     for f in header.positions:
         if data[f.start] in (0x20, 0x09):
             raise IndexError("the header starts with a continuation line")
+        if f.colon >= 0:
+            # a field: its colon is the first of its first line, after one octet
+            # at least, where dkimpy looks for it; a name of visible ASCII is
+            # dkimpy's name (else the general path below decides)
+            name = data[f.start : f.colon]
+            if not name.translate(None, _VISIBLE):
+                seg = data[f.colon + 1 : f.end]
+                if not crlf_only and seg.count(b"\n") != seg.count(b"\r\n"):
+                    seg = _BARE_LF.sub(b"\r\n", seg)
+                if not seg.endswith(b"\n"):
+                    seg += b"\r\n"
+                headers.append([name, seg])
+                continue
         first_end = data.find(b"\n", f.start, f.end)
         first_end = f.end if first_end < 0 else first_end + 1
         line = data[f.start : first_end]
