@@ -8,7 +8,8 @@ bytes again each.
 Rules:
 - The header block is split into fields once (`parse_header`), keeping each
   field's octet positions; look-ups by name, the MIME root's fields and
-  dkimpy's ``(name, value)`` list are all derived from those positions.
+  dkimpy's ``(name, value)`` list are all derived from those positions, and
+  each value is unfolded and decoded once, on the first look-up.
 - The MIME tree (`root`) is parsed once, on first use (CPU-bound: the first
   reader runs off the event loop), with the header fields above for its root.
 - Decoded text parts (`texts`) are decoded once, on demand, bounded by
@@ -80,8 +81,9 @@ def parse_header(data: bytes, end: int) -> tuple[Field, ...]:
     before the first colon, white space before the colon allowed (§4.5.3);
     any other line (a first line that continues nothing included) is recorded
     as no field (colon -1), and the continuation lines after it belong to it.
-    Empty lines are skipped. Linear: one split of the block, one anchored
-    match per line."""
+    Empty lines are skipped. Linear: the usual header (field lines and their
+    continuations only) in one regex pass, any other line by line (one split
+    of the block, one anchored match per line)."""
     block = data[:end]
     # the usual header: every line a field's first line or its continuation
     out: list[Field] = []
