@@ -96,8 +96,12 @@ def envelope_of(
     """`envelope(part)` given the address lists of its From:, To:, Cc: and Bcc:
     (`addresses`): the summary has them at hand for its own text fields."""
     h = part.headers
+    from_list = _address_list(frm, literal_over)
+    # sender and reply-to are most often from's own list (absent or empty)
     sender = addresses(part, "sender") or frm
+    sender_list = from_list if sender is frm else _address_list(sender, literal_over)
     reply_to = addresses(part, "reply-to") or frm
+    reply_to_list = from_list if reply_to is frm else _address_list(reply_to, literal_over)
     return b"".join(
         (
             b"(",
@@ -105,11 +109,11 @@ def envelope_of(
             b" ",
             nstring(h.get("subject"), literal_over),
             b" ",
-            _address_list(frm, literal_over),
+            from_list,
             b" ",
-            _address_list(sender, literal_over),
+            sender_list,
             b" ",
-            _address_list(reply_to, literal_over),
+            reply_to_list,
             b" ",
             _address_list(to, literal_over),
             b" ",
