@@ -161,9 +161,9 @@ def _make(name: str | None, adl: str | None, mailbox: str, host: str) -> Address
 
 # The forms most mail has: one address, bare or in angle brackets, after a
 # display name of plain words or a simple quoted string; no comments, routes,
-# groups or escapes. `parse_address_list` answers them without tokenizing (what
-# the tokenizer would give, test_mime_addresses checks); anything else, however
-# close, takes the general path.
+# groups or escapes; alone, or a list of them without quotes. `parse_address_list`
+# answers them without tokenizing (what the tokenizer would give, test_mime_addresses
+# checks); anything else, however close, takes the general path.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SPEC = rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@(?P<host>{_ATEXT}(?:\.{_ATEXT})*)"
 _SIMPLE = re.compile(
@@ -178,13 +178,30 @@ def parse_address_list(value: str) -> list[Address]:
     """Parse an (unfolded) address-list header value. Never raises."""
     m = _SIMPLE.match(value)
     if m is not None:
-        local = m.group("local")
-        if local is None:  # a bare addr-spec
-            return [Address(None, None, m.group("local2"), m.group("host2"))]
-        words, quoted = m.group("words"), m.group("quoted")
-        name = " ".join(words.split()) if words else quoted
-        return [Address(name or None, None, local, m.group("host"))]
+        return [_simple(m)]
+    if "," in value and '"' not in value:
+        # a list of the common forms ("Bob <b@x>, c@y"): outside quoted strings
+        # (and comments, groups, routes, which the shortcut refuses) the tokenizer
+        # parses the addresses between commas one by one, as the shortcut does
+        out = []
+        for piece in value.split(","):
+            m = _SIMPLE.match(piece)
+            if m is None:
+                break
+            out.append(_simple(m))
+        else:
+            return out
     return _parse_tokens(value)
+
+
+def _simple(m: re.Match[str]) -> Address:
+    """The address of a `_SIMPLE` match."""
+    local = m.group("local")
+    if local is None:  # a bare addr-spec
+        return Address(None, None, m.group("local2"), m.group("host2"))
+    words, quoted = m.group("words"), m.group("quoted")
+    name = " ".join(words.split()) if words else quoted
+    return Address(name or None, None, local, m.group("host"))
 
 
 def _parse_tokens(value: str) -> list[Address]:

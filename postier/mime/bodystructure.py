@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from postier.mime.envelope import envelope
 from postier.mime.parse import Param, Part
-from postier.mime.quote import DEFAULT_LITERAL_OVER, nstring, quote
+from postier.mime.quote import DEFAULT_LITERAL_OVER, PLAIN_TEXT, nstring, quote
 
 _EMPTY_TEXT = b'"TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0'
 _EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
@@ -72,15 +72,28 @@ class _Writer:
         return nstring(value, self.lo)
 
     def params(self, params: list[Param], extra: list[tuple[str, str]] | None = None) -> bytes:
-        items = [(p.name + "*", p.raw) if p.raw is not None else (p.name, p.value) for p in params]
+        items: list[str] = []
+        for p in params:
+            if p.raw is None:
+                items += (p.name, p.value)
+            else:
+                items += (p.name + "*", p.raw)
         if extra:
-            items += extra
+            for k, v in extra:
+                items += (k, v)
         if not items:
             return b"NIL"
-        return b"(" + b" ".join(self.q(k) + b" " + self.q(v) for k, v in items) + b")"
+        text = "".join(items)
+        if len(text) <= self.lo and PLAIN_TEXT.fullmatch(text):
+            # every name and value quoted as it is (one match of them joined)
+            return ('("' + '" "'.join(items) + '")').encode()
+        return b"(" + b" ".join(self.q(s) for s in items) + b")"
 
     def tail(self, p: Part) -> bytes:
         """disposition, language, location: shared by both extension forms."""
+        location = self.nq(p.headers.get("content-location"))
+        if p.disposition is None and p.language is None:
+            return b"NIL NIL " + location
         if p.disposition is None:
             dsp = b"NIL"
         else:
@@ -89,7 +102,7 @@ class _Writer:
             lang = b"NIL"
         else:
             lang = b"(" + b" ".join(self.q(t) for t in p.language) + b")"
-        return dsp + b" " + lang + b" " + self.nq(p.header("content-location"))
+        return dsp + b" " + lang + b" " + location
 
     def part(self, p: Part) -> None:
         out, plain = self.out, self.plain
@@ -113,9 +126,14 @@ class _Writer:
                 plain += (subtype, b")")
             return
         mt = p.maintype.lower()
+        h = p.headers
         extra: list[tuple[str, str]] | None = None
         if p.content_type_given:
-            media = self.q(p.maintype) + b" " + self.q(p.subtype)
+            main, sub = p.maintype, p.subtype
+            if len(main) + len(sub) <= self.lo and PLAIN_TEXT.fullmatch(main + sub):
+                media = f'"{main}" "{sub}"'.encode()
+            else:
+                media = self.q(main) + b" " + self.q(sub)
             if mt == "text" and p.param("charset") is None:
                 extra = [("CHARSET", "US-ASCII")]  # RFC 2046 §4.1.2
         elif mt == "message":
@@ -128,9 +146,9 @@ class _Writer:
             b" ",
             self.params(p.params, extra),
             b" ",
-            self.nq(p.header("content-id")),
+            self.nq(h.get("content-id")),
             b" ",
-            self.nq(p.header("content-description")),
+            self.nq(h.get("content-description")),
             b" ",
             self.q(p.encoding) if p.encoding else b'"7BIT"',
             b" %d" % p.size,
@@ -160,7 +178,7 @@ class _Writer:
             if plain is not None:
                 plain.append(lines)
         if self.ext:
-            out += (b" ", self.nq(p.header("content-md5")), b" ", self.tail(p))
+            out += (b" ", self.nq(h.get("content-md5")), b" ", self.tail(p))
         out.append(b")")
         if plain is not None:
             plain.append(b")")

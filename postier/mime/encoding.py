@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import re
 
 _CHARSET_ALIASES = {
@@ -125,7 +126,10 @@ _NOT_CHARSETS = frozenset(
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+@functools.lru_cache(maxsize=256)
 def _lookup(charset: str) -> str | None:
+    """The codec name of a charset label, or None (cached: a few labels make
+    nearly all mail, and each message asks for its own several times)."""
     name = charset.strip().strip('"').lower()
     name = _CHARSET_ALIASES.get(name, name)
     try:

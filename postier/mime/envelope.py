@@ -22,18 +22,22 @@ from typing import NamedTuple
 
 from postier.mime.address import Address, parse_address_list
 from postier.mime.parse import Part
-from postier.mime.quote import DEFAULT_LITERAL_OVER, nstring
+from postier.mime.quote import DEFAULT_LITERAL_OVER, PLAIN_TEXT, nstring
 
 
 def addresses(part: Part, name: str) -> list[Address]:
     """The parsed address list of header `name`, empty when absent."""
+    cache = part.address_cache
+    cached = cache.get(name)  # callers name them in lower case
+    if cached is not None:
+        return cached
     key = name.lower()
-    cached = part.address_cache.get(key)
+    cached = cache.get(key)
     if cached is not None:
         return cached
     raw = part.headers.get(key)
     addrs = [] if raw is None else parse_address_list(raw.decode("utf-8", "surrogateescape"))
-    part.address_cache[key] = addrs
+    cache[key] = addrs
     return addrs
 
 
@@ -41,16 +45,26 @@ def _address_list(addrs: list[Address], literal_over: int) -> bytes:
     if not addrs:
         return b"NIL"
     out = [b"("]
-    for a in addrs:
+    for name, adl, mailbox, host in addrs:
+        if mailbox is not None and host is not None and adl is None:
+            # the common address: every string quoted as it is, which one match
+            # of them joined tells (`PLAIN_TEXT` is a class of characters)
+            text = mailbox + host if name is None else name + mailbox + host
+            if len(text) <= literal_over and PLAIN_TEXT.fullmatch(text):
+                if name is None:
+                    out.append(f'(NIL NIL "{mailbox}" "{host}")'.encode())
+                else:
+                    out.append(f'("{name}" NIL "{mailbox}" "{host}")'.encode())
+                continue
         out += (
             b"(",
-            nstring(a.name, literal_over),
+            nstring(name, literal_over),
             b" ",
-            nstring(a.adl, literal_over),
+            nstring(adl, literal_over),
             b" ",
-            nstring(a.mailbox, literal_over),
+            nstring(mailbox, literal_over),
             b" ",
-            nstring(a.host, literal_over),
+            nstring(host, literal_over),
             b")",
         )
     out.append(b")")
@@ -59,10 +73,35 @@ def _address_list(addrs: list[Address], literal_over: int) -> bytes:
 
 def envelope(part: Part, *, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
     """The parenthesised ENVELOPE of the message whose header `part` holds."""
-    h = part.headers
     frm = addresses(part, "from")
+    return envelope_of(
+        part,
+        frm,
+        addresses(part, "to"),
+        addresses(part, "cc"),
+        addresses(part, "bcc"),
+        literal_over=literal_over,
+    )
+
+
+def envelope_of(
+    part: Part,
+    frm: list[Address],
+    to: list[Address],
+    cc: list[Address],
+    bcc: list[Address],
+    *,
+    literal_over: int = DEFAULT_LITERAL_OVER,
+) -> bytes:
+    """`envelope(part)` given the address lists of its From:, To:, Cc: and Bcc:
+    (`addresses`): the summary has them at hand for its own text fields."""
+    h = part.headers
+    from_list = _address_list(frm, literal_over)
+    # sender and reply-to are most often from's own list (absent or empty)
     sender = addresses(part, "sender") or frm
+    sender_list = from_list if sender is frm else _address_list(sender, literal_over)
     reply_to = addresses(part, "reply-to") or frm
+    reply_to_list = from_list if reply_to is frm else _address_list(reply_to, literal_over)
     return b"".join(
         (
             b"(",
@@ -70,17 +109,17 @@ def envelope(part: Part, *, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
             b" ",
             nstring(h.get("subject"), literal_over),
             b" ",
-            _address_list(frm, literal_over),
+            from_list,
             b" ",
-            _address_list(sender, literal_over),
+            sender_list,
             b" ",
-            _address_list(reply_to, literal_over),
+            reply_to_list,
             b" ",
-            _address_list(addresses(part, "to"), literal_over),
+            _address_list(to, literal_over),
             b" ",
-            _address_list(addresses(part, "cc"), literal_over),
+            _address_list(cc, literal_over),
             b" ",
-            _address_list(addresses(part, "bcc"), literal_over),
+            _address_list(bcc, literal_over),
             b" ",
             nstring(h.get("in-reply-to"), literal_over),
             b" ",

@@ -8,7 +8,8 @@ bytes again each.
 Rules:
 - The header block is split into fields once (`parse_header`), keeping each
   field's octet positions; look-ups by name, the MIME root's fields and
-  dkimpy's ``(name, value)`` list are all derived from those positions.
+  dkimpy's ``(name, value)`` list are all derived from those positions, and
+  each value is unfolded and decoded once, on the first look-up.
 - The MIME tree (`root`) is parsed once, on first use (CPU-bound: the first
   reader runs off the event loop), with the header fields above for its root.
 - Decoded text parts (`texts`) are decoded once, on demand, bounded by
@@ -29,7 +30,8 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from postier.mail.headers import HeaderView
 from postier.mail.summary import MessageSummary
@@ -41,6 +43,9 @@ MAX_CHARS = 64 * 1024
 
 _LINE_END = re.compile(rb"\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+#: %x21-7E, the octets of a field name as dkimpy reads one (``bytes.translate``
+#: deletes them: a name made of them only leaves nothing)
+_VISIBLE = bytes(range(0x21, 0x7F))
 
 
 class HeaderFormatError(ValueError):
@@ -51,14 +56,21 @@ class HeaderFormatError(ValueError):
         self.line = line
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One header field (or a line that is none) by position in the message."""
+class Field(NamedTuple):
+    """One header field (or a line that is none) by position in the message.
+    A tuple, not a dataclass: a message has a dozen or more and each is made
+    at intake (a frozen dataclass's ``__init__`` costs several times more)."""
 
     start: int  # first octet of the field's first line
     colon: int  # offset of the colon; -1: a line that is no field
     end: int  # the octet after the last line end of the field (continuations included)
     name: str = ""  # lower case ("" for a line that is no field)
+
+
+# A field's first line (after `parse_header` saw it does not start with a blank):
+# the name is what comes before the first colon, blanks before the colon allowed,
+# none inside (RFC 5322 §4.5.3). Tried once per line, at its start: linear.
+_NAME = re.compile(rb"([^ \t:]+)[ \t]*:")
 
 
 def parse_header(data: bytes, end: int) -> tuple[Field, ...]:
@@ -69,54 +81,90 @@ def parse_header(data: bytes, end: int) -> tuple[Field, ...]:
     before the first colon, white space before the colon allowed (§4.5.3);
     any other line (a first line that continues nothing included) is recorded
     as no field (colon -1), and the continuation lines after it belong to it.
-    Empty lines are skipped. Linear: one `find`
-    per line."""
+    Empty lines are skipped. Linear: the usual header (field lines and their
+    continuations only) in one regex pass, any other line by line (one split
+    of the block, one anchored match per line)."""
+    block = data[:end]
+    # the usual header: every line a field's first line or its continuation
     out: list[Field] = []
     pos = 0
-    cur: list[int] | None = None  # [start, colon, end] of the open group
-    cur_name = ""
-    while pos < end:
-        nl = data.find(b"\n", pos, end)
-        line_end = end if nl < 0 else nl + 1
-        content_end = nl if nl >= 0 else end
-        if content_end > pos and data[content_end - 1] == 0x0D and nl >= 0:
-            content_end -= 1
-        if content_end == pos:  # an empty line
+    new = tuple.__new__  # Field(...) without its Python-level __new__
+    for name, blanks, value in _FIELDS.findall(block):
+        start = pos
+        colon = start + len(name) + len(blanks)
+        pos = colon + 1 + len(value)
+        out.append(new(Field, (start, colon, pos, name.decode("latin-1").lower())))
+    if pos == end:  # the matches, in order and apart, add up to the whole block
+        return tuple(out)
+    return _parse_lines(block, end)
+
+
+# One field of the usual header: at a line start, a name without blanks, CR or
+# LF, blanks, the colon, the rest of the line and its continuation lines, each
+# ended by LF. The matches cover the whole block exactly (their lengths add up
+# to it) or the block takes `_parse_lines`. Linear: a match is tried at line
+# starts only (elsewhere "^" fails at once) and possessive runs never give back.
+_FIELDS = re.compile(rb"(?m)^([^ \t:\r\n]++)([ \t]*+):([^\n]*+\n(?:[ \t][^\n]*+\n)*+)")
+
+
+def _parse_lines(block: bytes, end: int) -> tuple[Field, ...]:
+    """`parse_header` line by line, for any header block."""
+    out: list[Field] = []
+    pos = 0
+    # the open group: start, colon, end, name (start -1: none)
+    g_start, g_colon, g_end, g_name = -1, -1, 0, ""
+    match = _NAME.match
+    lines = block.split(b"\n")
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        line_end = pos + len(line) + 1 if i < last else end
+        if not line or (line == b"\r" and i < last):  # an empty line (a CR alone ends none)
             pos = line_end
             continue
-        c = data[pos]
+        c = line[0]
         if c == 0x20 or c == 0x09:
-            if cur is None:  # a continuation with no field above: no field either
-                cur, cur_name = [pos, -1, line_end], ""
-            cur[2] = line_end
+            if g_start < 0:  # a continuation with no field above: no field either
+                g_start, g_colon, g_name = pos, -1, ""
+            g_end = line_end
             pos = line_end
             continue
-        if cur is not None:
-            out.append(Field(cur[0], cur[1], cur[2], cur_name))
-        colon = data.find(b":", pos, content_end)
-        name = data[pos:colon].rstrip(b" \t") if colon > pos else b""
-        if not name or b" " in name or b"\t" in name:
-            cur, cur_name = [pos, -1, line_end], ""
+        if g_start >= 0:
+            out.append(Field(g_start, g_colon, g_end, g_name))
+        m = match(line)
+        if m is None:
+            g_start, g_colon, g_end, g_name = pos, -1, line_end, ""
         else:
-            cur, cur_name = [pos, colon, line_end], name.decode("latin-1").lower()
+            name = m.group(1)
+            g_start, g_colon, g_end = pos, pos + m.end() - 1, line_end
+            g_name = name.decode("latin-1").lower()
         pos = line_end
-    if cur is not None:
-        out.append(Field(cur[0], cur[1], cur[2], cur_name))
+    if g_start >= 0:
+        out.append(Field(g_start, g_colon, g_end, g_name))
     return tuple(out)
 
 
 def _unfold(data: bytes, start: int, end: int) -> bytes:
     """A field value without its line ends (RFC 5322 §2.2.3), trimmed as
     `parse.parse_fields` trims it."""
-    return _LINE_END.sub(b"", data[start:end]).strip(b" \t\r")
+    seg = data[start:end]
+    nl = seg.find(b"\n")
+    if nl < 0 or nl == len(seg) - 1:  # one line: its end is trimmed with the blanks
+        return seg.strip(b" \t\r\n")
+    return _LINE_END.sub(b"", seg).strip(b" \t\r")
 
 
 @dataclass(frozen=True)
 class Header(HeaderView):
     """The header block with its fields' positions: `fields` and `has` answer
-    from them instead of scanning the block again."""
+    from them instead of scanning the block again.
+
+    Each field is unfolded and decoded once, on the first look-up (the filters
+    ask for From: three times, the header edits want every value, the MIME
+    parser every unfolded value); the look-ups may run in worker threads, and
+    two threads filling the cache at once fill it with equal values."""
 
     positions: tuple[Field, ...] = ()
+    _cache: list[_Values] = field(default_factory=list, init=False, compare=False, repr=False)
 
     @classmethod
     def parse(cls, data: bytes, header_length: int, body_offset: int) -> Header:
@@ -124,9 +172,36 @@ class Header(HeaderView):
         `body_offset` (where `headers.HeaderScanner` found them)."""
         return cls(data[:header_length], body_offset, parse_header(data, header_length))
 
+    def _values(self) -> _Values:
+        cache = self._cache
+        if cache:
+            return cache[0]
+        raw = self.raw
+        unfolded: list[bytes] = []
+        texts: list[str] = []
+        by_name: dict[str, list[str]] = {}
+        for f in self.positions:
+            if f.colon < 0:
+                unfolded.append(b"")
+                texts.append("")
+                continue
+            u = _unfold(raw, f.colon + 1, f.end)
+            # the decoded, trimmed value: as `value` gives it (`_unfold` trimmed
+            # only ASCII blanks, which ``str.strip`` trims too, decoded alone)
+            text = u.decode("utf-8", "replace").strip()
+            unfolded.append(u)
+            texts.append(text)
+            same = by_name.get(f.name)
+            if same is None:
+                by_name[f.name] = [text]
+            else:
+                same.append(text)
+        values = _Values(unfolded, texts, by_name)
+        cache.append(values)
+        return values
+
     def fields(self, name: str) -> list[str]:
-        want = name.lower()
-        return [self.value(f) for f in self.positions if f.name == want]
+        return list(self._values().by_name.get(name.lower(), ()))
 
     def value(self, f: Field) -> str:
         """The field's value unfolded, decoded (UTF-8, else U+FFFD) and trimmed."""
@@ -137,10 +212,11 @@ class Header(HeaderView):
         """The header block without the fields for which ``unwanted(name, value)``
         is true, all else byte-identical; None when there is none such."""
         raw = self.raw
+        texts = self._values().texts
         pieces: list[bytes] = []
         pos = 0
-        for f in self.positions:
-            if f.colon >= 0 and unwanted(f.name, self.value(f)):
+        for f, text in zip(self.positions, texts, strict=True):
+            if f.colon >= 0 and unwanted(f.name, text):
                 pieces.append(raw[pos : f.start])
                 pos = f.end
         if not pieces:
@@ -149,13 +225,21 @@ class Header(HeaderView):
         return b"".join(pieces)
 
     def has(self, name: str) -> bool:
-        want = name.lower()
-        return any(f.name == want for f in self.positions)
+        return name.lower() in self._values().by_name
 
     def mime_fields(self) -> list[tuple[str, bytes]]:
         """(lower-case name, unfolded value): what `parse.parse_fields` gives."""
-        raw = self.raw
-        return [(f.name, _unfold(raw, f.colon + 1, f.end)) for f in self.positions if f.colon >= 0]
+        unfolded = self._values().unfolded
+        return [(f.name, u) for f, u in zip(self.positions, unfolded, strict=True) if f.colon >= 0]
+
+
+class _Values(NamedTuple):
+    """A header's fields unfolded and decoded (`Header._values`), by position
+    (a line that is no field has b"" and "") and decoded by name."""
+
+    unfolded: list[bytes]
+    texts: list[str]
+    by_name: dict[str, list[str]]
 
 
 class ParsedMessage:
@@ -277,6 +361,19 @@ def _dkim_split(
     for f in header.positions:
         if data[f.start] in (0x20, 0x09):
             raise IndexError("the header starts with a continuation line")
+        if f.colon >= 0:
+            # a field: its colon is the first of its first line, after one octet
+            # at least, where dkimpy looks for it; a name of visible ASCII is
+            # dkimpy's name (else the general path below decides)
+            name = data[f.start : f.colon]
+            if not name.translate(None, _VISIBLE):
+                seg = data[f.colon + 1 : f.end]
+                if not crlf_only and seg.count(b"\n") != seg.count(b"\r\n"):
+                    seg = _BARE_LF.sub(b"\r\n", seg)
+                if not seg.endswith(b"\n"):
+                    seg += b"\r\n"
+                headers.append([name, seg])
+                continue
         first_end = data.find(b"\n", f.start, f.end)
         first_end = f.end if first_end < 0 else first_end + 1
         line = data[f.start : first_end]

@@ -433,14 +433,21 @@ def parse_params(value: str) -> tuple[str, list[Param]]:
         while j < n and value[j] in " \t":
             j += 1
         if j < n and value[j] == '"':
-            buf: list[str] = []
             j += 1
-            while j < n and value[j] != '"':
-                if value[j] == "\\" and j + 1 < n:
+            close = value.find('"', j)
+            if close < 0:
+                close = n  # unterminated: runs to the end
+            if value.find("\\", j, close) < 0:  # no quoted-pair: the text as it is
+                v = value[j:close]
+                j = close
+            else:
+                buf: list[str] = []
+                while j < n and value[j] != '"':
+                    if value[j] == "\\" and j + 1 < n:
+                        j += 1
+                    buf.append(value[j])
                     j += 1
-                buf.append(value[j])
-                j += 1
-            v = "".join(buf)
+                v = "".join(buf)
             quoted = True
             sc = value.find(";", j)
             i = n if sc < 0 else sc + 1

@@ -151,7 +151,7 @@ def _squeeze(text: str, max_chars: int) -> str:
     joined (a word cut at the end is a start of that word), so a growing start
     is tried first: a preview needs a few hundred characters, not a split of
     the 16 KiB read."""
-    n = 4 * max_chars + 64
+    n = max_chars + 64  # most text: one split of a few hundred characters
     while n < len(text):
         words = " ".join(text[:n].split())
         if len(words) >= max_chars:

@@ -20,6 +20,9 @@ DEFAULT_LITERAL_OVER = 1024
 _NEEDS_LITERAL = re.compile(rb"[\x80-\xff\r\n]")
 # TEXT-CHAR minus quoted-specials: safe inside "..." as is (RFC 9051 §9)
 _PLAIN = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
+#: the same for text: a string matches exactly when its octets (`astring_bytes`) do,
+#: as any character past U+007F (a surrogate-escaped octet included) fails it
+PLAIN_TEXT = re.compile(r"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
 
 
 def astring_bytes(value: str) -> bytes:
@@ -28,7 +31,7 @@ def astring_bytes(value: str) -> bytes:
 
 
 def quote(value: bytes | str, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
-    b = astring_bytes(value) if isinstance(value, str) else value
+    b = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if len(b) <= literal_over and _PLAIN.fullmatch(b):
         return b'"' + b + b'"'  # the common case: nothing to escape
     if b"\x00" in b:
@@ -39,4 +42,9 @@ def quote(value: bytes | str, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes
 
 
 def nstring(value: bytes | str | None, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
-    return b"NIL" if value is None else quote(value, literal_over)
+    if value is None:
+        return b"NIL"
+    b = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    if len(b) <= literal_over and _PLAIN.fullmatch(b):
+        return b'"' + b + b'"'  # `quote`'s common case, without a second call
+    return quote(b, literal_over)

@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -31,7 +32,7 @@ from postier.mail.summary import MessageSummary
 from postier.mime.address import MISSING_DOMAIN, MISSING_MAILBOX, Address
 from postier.mime.bodystructure import bodystructures
 from postier.mime.encoding import decode_words, from_escaped, header_text, valid_text
-from postier.mime.envelope import addresses, envelope
+from postier.mime.envelope import addresses, envelope_of
 from postier.mime.message import ParsedMessage, with_fields
 from postier.mime.parse import Part, parse, parse_fields
 from postier.mime.preview import preview
@@ -56,17 +57,28 @@ _DATE = re.compile(
 
 def _common_date(m: re.Match[bytes]) -> datetime | None:
     day, month, year, hh, mm, ss, sign, zh, zm = m.groups()
-    offset = int(zh) * 3600 + int(zm) * 60
     try:
-        if sign == b"-" and not offset:  # -0000: no zone information (RFC 5322 §3.3)
-            zone = UTC
-        else:
-            zone = timezone(timedelta(seconds=-offset if sign == b"-" else offset))
         return datetime(
-            int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss or 0), tzinfo=zone
+            int(year),
+            _MONTHS[month],
+            int(day),
+            int(hh),
+            int(mm),
+            int(ss or 0),
+            tzinfo=_zone(sign, zh, zm),
         )
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(sign: bytes, zh: bytes, zm: bytes) -> timezone:
+    """The zone of ``+hhmm`` / ``-hhmm`` (cached: mail comes from a few zones);
+    ValueError past ±24 hours."""
+    offset = int(zh) * 3600 + int(zm) * 60
+    if sign == b"-" and not offset:  # -0000: no zone information (RFC 5322 §3.3)
+        return UTC
+    return timezone(timedelta(seconds=-offset if sign == b"-" else offset))
 
 
 def parse_date(raw: bytes | None) -> datetime | None:
@@ -118,22 +130,20 @@ def display_list(addrs: Iterable[Address]) -> str:
     """`display_addresses` of a parsed address list (also one read back from a
     stored ENVELOPE)."""
     out: list[str] = []
-    group: tuple[str, list[str]] | None = None  # (name, members) of the open group
-
-    def close_group() -> None:
-        if group is not None:
-            label, members = group
-            out.append(f"{label}: {', '.join(members)};" if members else f"{label}:;")
-
+    label: str | None = None  # the name of the open group
+    members: list[str] = []  # its members
     for a in addrs:
-        if a.is_group_start or a.is_group_end:
-            close_group()  # an unterminated group ends where the next one starts
-            group = (decode_words(from_escaped(a.mailbox or "")), []) if a.is_group_start else None
+        if a.host is None:  # a group's start or end marker
+            if label is not None:  # an unterminated group ends where the next one starts
+                out.append(f"{label}: {', '.join(members)};" if members else f"{label}:;")
+            label = decode_words(from_escaped(a.mailbox)) if a.mailbox is not None else None
+            members = []
             continue
         text = format_address(a)
         if text:
-            (out if group is None else group[1]).append(text)
-    close_group()
+            (out if label is None else members).append(text)
+    if label is not None:
+        out.append(f"{label}: {', '.join(members)};" if members else f"{label}:;")
     return ", ".join(out)
 
 
@@ -237,11 +247,12 @@ def _crlf_size_of(above: bytes, head: bytes, data: bytes, body_start: int, body_
     size = len(above) + len(head) + body_len + body_bare
     size += above.count(b"\n") + head.count(b"\n")
     size -= above.count(b"\r\n") + head.count(b"\r\n")
-    pieces = [p for p in (above, head, data[body_start : body_start + 1]) if p]
-    for a, b in itertools.pairwise(pieces):
-        if a.endswith(b"\r") and b.startswith(b"\n"):
-            size -= 1  # a CRLF across the join
-    last = data[-1:] if body_len else (pieces[-1][-1:] if pieces else b"")
+    if above.endswith(b"\r") or head.endswith(b"\r"):  # else no CRLF across a join
+        pieces = [p for p in (above, head, data[body_start : body_start + 1]) if p]
+        for a, b in itertools.pairwise(pieces):
+            if a.endswith(b"\r") and b.startswith(b"\n"):
+                size -= 1  # a CRLF across the join
+    last = data[-1:] if body_len else (head or above)[-1:]
     if last and last != b"\n":
         size += 2
     return size
@@ -252,15 +263,17 @@ def _summary(root: Part, data: bytes, header_size: int, crlf: int) -> MessageSum
     subject = h.get("subject")
     message_id = h.get("message-id")
     structure, body = bodystructures(root)
+    frm, to = addresses(root, "from"), addresses(root, "to")
+    cc, bcc = addresses(root, "cc"), addresses(root, "bcc")
     return MessageSummary(
-        envelope=envelope(root),
+        envelope=envelope_of(root, frm, to, cc, bcc),
         bodystructure=structure,
         body=body,
         subject=valid_text(header_text(subject)) if subject is not None else "",
-        from_=valid_text(display_addresses(root, "from")),
-        to=valid_text(display_addresses(root, "to")),
-        cc=valid_text(display_addresses(root, "cc")),
-        bcc=valid_text(display_addresses(root, "bcc")),
+        from_=valid_text(display_list(frm)),
+        to=valid_text(display_list(to)),
+        cc=valid_text(display_list(cc)),
+        bcc=valid_text(display_list(bcc)),
         date=parse_date(h.get("date")),
         message_id=message_id.decode("utf-8", "replace").strip() if message_id else "",
         preview=valid_text(preview(data, root)),

@@ -52,9 +52,33 @@ def test_the_common_forms_parse_as_the_tokenizer_parses_them(pieces):
         "Joe <joe@example.test",  # unclosed: the tokenizer decides
         "Joe joe@example.test",
         "Joe (home) <joe@example.test>",
+        # lists: the shortcut takes each address between commas, or none of them
+        "Bob Builder <bob@example.test>, carol@example.test",
+        "a@b,c@d,\tE F <e@f> ",
+        "a@b, , c@d",
+        "a@b,",
+        ",a@b",
+        '"A, B" <a@b>, c@d',
+        "a@b, G: c@d;",
+        "a@b, (c) d@e",
+        "a@b, <@r:c@d>",
     ],
 )
 def test_the_shortcut_on_typical_values(value):
     assert parse_address_list(value) == _parse_tokens(value)
+    if "," in value:
+        return
     simple = value.count("<") == value.count(">") and "(" not in value and "Joe joe" not in value
     assert bool(_SIMPLE.match(value)) == simple
+
+
+_ITEMS = ["a@b", "Bo <x1@a.b>", " Bo  Q <a@b> ", '"Q" <a@b>', '"Q, R" <a@b>', "\ta@b", "", " "]
+_ITEMS += ["é@b", "(c) a@b", "G: a@b;", "<@r:a@b>", "a@b <c@d>", "Bo<a@b", "a.b@c.d", "[x]"]
+
+
+@given(st.lists(st.sampled_from(_ITEMS), max_size=6), st.sampled_from([",", ", ", " ,", ",,"]))
+@settings(max_examples=2000, deadline=None)
+def test_lists_of_the_common_forms_parse_as_the_tokenizer_parses_them(items, sep):
+    """The shortcut over a list takes each address between commas (or none)."""
+    value = sep.join(items)
+    assert parse_address_list(value) == _parse_tokens(value)

@@ -116,3 +116,76 @@ def test_unterminated_quote_ending_in_a_backslash_is_one_token():
     ]
     value = '"a \\"a \\" b\\' * 400
     assert len(parse_address_list(value)) == 1
+
+
+def _address_list_one_string_at_a_time(addrs: list[Address], literal_over: int) -> bytes:
+    """What `envelope._address_list` gave before its one-match fast path."""
+    if not addrs:
+        return b"NIL"
+    return (
+        b"("
+        + b"".join(b"(" + b" ".join(nstring(s, literal_over) for s in a) + b")" for a in addrs)
+        + b")"
+    )
+
+
+def test_envelope_addresses_fast_path_is_the_string_by_string_one():
+    # `_address_list` quotes a plain address in one match of its strings joined;
+    # names with quotes, backslashes, 8-bit or surrogate-escaped octets, NUL, CR/LF,
+    # encoded-words, groups, routes and long strings must give what each string
+    # quoted alone gives, at every literal threshold
+    import random
+
+    from postier.mime.envelope import _address_list
+
+    pieces = [
+        "a", "Bob", " ", '"', "\\", "<", ">", "@", ",", ";", ":", ".", "(c)", "=?utf-8?q?J=C3=B6?=",
+        "é", "\udcff", "\x00", "\r", "\n", "\t", "[1.2.3.4]", "<@r:", "G:", "x" * 30, "{", "}",
+    ]  # fmt: skip
+    rnd = random.Random(5)
+    values = ['"A \\"q\\" b" <a@b>', "Jörg <j@x>", "a@b (C)", "G: a@b, c@d;", "<@r1:u@h>"]
+    values += ["".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12))) for _ in range(3000)]
+    for value in values:
+        addrs = parse_address_list(value)
+        addrs.append(Address("", None, "", ""))
+        for literal_over in (0, 3, 8, 20, 1024):
+            assert _address_list(addrs, literal_over) == _address_list_one_string_at_a_time(
+                addrs, literal_over
+            ), (value, literal_over)
+
+
+def test_bodystructure_parameter_fast_path_is_the_string_by_string_one():
+    # `_Writer.params` quotes plain names and values in one match of them joined;
+    # anything else must give what each string quoted alone gives
+    import random
+
+    from postier.mime.bodystructure import _Writer
+    from postier.mime.parse import Param
+
+    pieces = ["a", "utf-8", " ", '"', "\\", "é", "\udcff", "\x00", "\r\n", "%C3", "x" * 30]
+    rnd = random.Random(7)
+
+    def text() -> str:
+        return "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 4)))
+
+    for _ in range(3000):
+        params = [
+            Param(text(), text(), text() if rnd.random() < 0.3 else None)
+            for _ in range(rnd.randint(0, 3))
+        ]
+        extra = [("CHARSET", "US-ASCII")] if rnd.random() < 0.5 else None
+        for literal_over in (0, 5, 40, 1024):
+            items = [
+                (p.name + "*", p.raw) if p.raw is not None else (p.name, p.value) for p in params
+            ]
+            items += extra or []
+            want = (
+                b"("
+                + b" ".join(
+                    quote(k, literal_over) + b" " + quote(v, literal_over) for k, v in items
+                )
+                + b")"
+                if items
+                else b"NIL"
+            )
+            assert _Writer(True, literal_over, []).params(params, extra) == want

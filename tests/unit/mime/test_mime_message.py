@@ -84,6 +84,41 @@ def test_header_look_ups_are_header_views() -> None:
             assert (ours.fields(name), ours.has(name)) == (view.fields(name), view.has(name))
 
 
+def test_the_usual_header_is_split_as_line_by_line() -> None:
+    # `parse_header` takes a header of field lines and continuations in one
+    # regex pass; anything else (empty or blank-only lines, no-field lines, a
+    # last line without LF, CR in a name) falls back to `_parse_lines`
+    from postier.mime.message import _parse_lines, parse_header
+
+    long = [b"a" * 100_000, b"A: " + b"x" * 100_000, b"a " * 50_000 + b"\n", b"a:" * 50_000]
+    for data in [*CASES, *long]:
+        for end in {len(data), find_header_end(data, 0, len(data))[0]}:
+            assert parse_header(data, end) == _parse_lines(data[:end], end), data[:80]
+
+
+def test_header_values_are_decoded_once_as_value_decodes_them() -> None:
+    # `fields`, `has` and `without` answer from values unfolded and decoded once
+    # (`Header._values`); each is what `value` decodes from the field's octets
+    # alone, and what `parse_fields` unfolds (bare CR, LF, 8-bit, blanks, folds)
+    for data in CASES:
+        header = ParsedMessage.of(data).header
+        expected = [(f.name, header.value(f)) for f in header.positions if f.colon >= 0]
+        seen: list[tuple[str, str]] = []
+
+        def record(name: str, value: str, seen: list[tuple[str, str]] = seen) -> bool:
+            seen.append((name, value))
+            return False
+
+        assert header.without(record) is None
+        assert seen == expected, data
+        for name in {f.name for f in header.positions} | {"x", "A"}:
+            want = [v for n, v in expected if n == name.lower()]
+            assert header.fields(name) == want, data
+            assert header.has(name) == bool(want), data
+        header.fields("a").append("not kept")  # a fresh list each call
+        assert header.fields("a") == [v for n, v in expected if n == "a"]
+
+
 @pytest.mark.parametrize(
     "above",
     [
@@ -162,3 +197,23 @@ def test_a_message_known_to_have_crlf_line_ends_only_is_not_counted_again() -> N
         expected = _dkimpy(data)
         if expected[0] not in ("format", "index"):  # type: ignore[index]
             assert (known.dkim_fields(), known.dkim_body()) == expected, data
+
+
+def test_crlf_size_of_pieces_is_that_of_their_join() -> None:
+    # `_crlf_size_of` counts ``above + head + body`` without joining them: a CR
+    # at the end of one piece and an LF at the start of the next are one CRLF
+    from postier.mime.summary import _crlf_size_of, crlf_size
+
+    rnd = random.Random(4)
+    pieces = [b"a", b"\r", b"\n", b"\r\n", b" "]
+
+    def some() -> bytes:
+        return b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 4)))
+
+    for _ in range(5000):
+        above, head, before, body = some(), some(), some(), some()
+        data = before + body
+        size = _crlf_size_of(
+            above, head, data, len(before), body.count(b"\n") - body.count(b"\r\n")
+        )
+        assert size == crlf_size(above + head + body), (above, head, body)

@@ -345,3 +345,29 @@ def test_max_depth_is_capped_below_the_recursion_limit():
     root = parse(_nested_multiparts(400), max_depth=10_000)
     assert len(root.walk()) == 201
     assert bodystructure(root).startswith(b"(" * 201)
+
+
+def _quoted_char_by_char(value: str, j: int) -> str:
+    """A quoted parameter value from after its opening quote, as parse_params read
+    it before its fast path: quoted-pairs undone, unterminated runs to the end."""
+    buf: list[str] = []
+    while j < len(value) and value[j] != '"':
+        if value[j] == "\\" and j + 1 < len(value):
+            j += 1
+        buf.append(value[j])
+        j += 1
+    return "".join(buf)
+
+
+def test_quoted_parameter_values_read_as_char_by_char():
+    import random
+
+    from postier.mime.parse import parse_params
+
+    rnd = random.Random(9)
+    pieces = ["a", "b c", '"', "\\", ";", "=", "é", "\\\\", '\\"', "\t"]
+    for _ in range(5000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 8)))
+        value = 'text/plain; n="' + text + "; m=x"
+        params = parse_params(value)[1]
+        assert params[0].value == _quoted_char_by_char(value, len('text/plain; n="')), value
