@@ -282,6 +282,14 @@ def _split_path(text: str) -> tuple[str, str] | None:
     close = text.find(">")
     if close > 0 and text.find('"', 0, close) < 0:
         return text[1:close], text[close + 1 :]  # no quoted string before the first ">"
+    return _split_path_scan(text)
+
+
+def _split_path_scan(text: str) -> tuple[str, str] | None:
+    """`_split_path` one character at a time, for a path that holds a quoted string
+    (and the reference its shortcut is tested against)."""
+    if not text.startswith("<"):
+        return None
     in_quote = False
     i = 1
     while i < len(text):
