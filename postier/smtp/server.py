@@ -86,9 +86,11 @@ async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     task = loop.create_task(coro)
     done: asyncio.Future[None] = loop.create_future()
 
-    def wake(_: asyncio.Task[T]) -> None:
-        if not done.done():  # else the caller was cancelled: nobody waits
+    def wake(t: asyncio.Task[T]) -> None:
+        if not done.done():
             done.set_result(None)
+        elif not t.cancelled():  # the caller was cancelled: nobody waits; its error
+            t.exception()  # is marked retrieved, as shield does (no "never retrieved" log)
 
     task.add_done_callback(wake)
     await done  # a cancellation cancels `done`, never `task`

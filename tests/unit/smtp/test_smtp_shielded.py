@@ -4,6 +4,7 @@ session that waits for it (as ``asyncio.shield``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -60,3 +61,30 @@ async def test_a_cancel_before_the_work_starts_still_runs_it() -> None:
         await session
     await asyncio.sleep(0)
     assert ran == [True]
+
+
+async def test_an_error_after_the_caller_left_is_not_reported_as_unretrieved() -> None:
+    """As with shield: the work's error, when nobody waits any more, is dropped
+    quietly (asyncio would log "Task exception was never retrieved" otherwise)."""
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    release = asyncio.Event()
+
+    async def fails() -> None:
+        await release.wait()
+        raise ValueError("store")
+
+    session = asyncio.create_task(shielded(fails()))
+    await asyncio.sleep(0)
+    session.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await session
+    release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    del session
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert reported == []
