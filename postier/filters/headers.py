@@ -31,7 +31,6 @@ from postier.filters.spam import Weights
 from postier.mail.headers import HeaderView
 from postier.mailauth.dmarc import aligned
 from postier.mime.address import addresses
-from postier.mime.message import Header
 from postier.offload import Budget, ScanTimeout
 
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
@@ -188,42 +187,20 @@ class HeadersStage:
     def _header(self, view: HeaderView) -> tuple[list[Verdict], list[str]]:
         """The header rules, and the domains of the From: addresses."""
         out: list[Verdict] = []
-        rcpts: Callable[[], list[str]]
-        if isinstance(view, Header):  # intake's parse: one walk over its fields
-            names = {f.name for f in view.positions}
-            froms = [view.value(f) for f in view.positions if f.name == "from"]
-            has_to, has_date, has_id = "to" in names, "date" in names, "message-id" in names
-            fields = [f for f in view.positions if f.name == "to" or f.name == "cc"]
-            # counted in the raw bytes: unfolding and decoding add no "," or ";"
-            raw = view.raw
-            bound = sum(
-                raw.count(b",", f.colon, f.end) + raw.count(b";", f.colon, f.end) + 1
-                for f in fields
-            )
-
-            def rcpts() -> list[str]:
-                return [view.value(f) for f in fields]
-        else:
-            froms = view.fields("From")
-            values = view.fields("To") + view.fields("Cc")
-            has_to, has_date, has_id = view.has("To"), view.has("Date"), view.has("Message-ID")
-            bound = most_addresses(values)
-
-            def rcpts() -> list[str]:
-                return values
-
+        froms = view.fields("From")
+        values = view.fields("To") + view.fields("Cc")
         if not froms:
             out.append(self._v("MISSING_FROM", "no From: header"))
         elif len(froms) > 1:
             out.append(self._v("FROM_MULTIPLE", f"{len(froms)} From: headers"))
-        if not has_to:
+        if not view.has("To"):
             out.append(self._v("MISSING_TO", "no To: header"))
-        if not has_date:
+        if not view.has("Date"):
             out.append(self._v("MISSING_DATE", "no Date: header"))
-        if not has_id:
+        if not view.has("Message-ID"):
             out.append(self._v("MISSING_MESSAGE_ID", "no Message-ID: header"))
-        if bound > self.max_to:  # else the list need not be decoded or parsed
-            n_to = len(addresses(rcpts()))
+        if most_addresses(values) > self.max_to:  # else the list need not be parsed
+            n_to = len(addresses(values))
             if n_to > self.max_to:
                 out.append(self._v("TO_TOO_MANY", f"{n_to} addresses in To:/Cc:"))
         return out, [a.rpartition("@")[2] for a in addresses(froms)]

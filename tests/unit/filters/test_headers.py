@@ -1,6 +1,6 @@
-"""The header rules answer the same from intake's parse (`Header`, one walk over
-its field positions) as from any `HeaderView`, and the To:/Cc: count is parsed
-only when its cheap upper bound could pass `max_to`."""
+"""The header rules answer the same from intake's parse (`Header`, whose values
+are decoded once for every reader) as from any `HeaderView`, and the To:/Cc:
+count is parsed only when its cheap upper bound could pass `max_to`."""
 
 from __future__ import annotations
 
