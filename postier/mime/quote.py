@@ -20,9 +20,10 @@ DEFAULT_LITERAL_OVER = 1024
 _NEEDS_LITERAL = re.compile(rb"[\x80-\xff\r\n]")
 # TEXT-CHAR minus quoted-specials: safe inside "..." as is (RFC 9051 §9)
 _PLAIN = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
-#: the same for text: a string matches exactly when its octets (`astring_bytes`) do,
-#: as any character past U+007F (a surrogate-escaped octet included) fails it
-PLAIN_TEXT = re.compile(r"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
+#: the same class for text: a string matches exactly when its octets
+#: (`astring_bytes`) do, as any character past U+007F (a surrogate-escaped octet
+#: included) fails it
+PLAIN_TEXT = re.compile(_PLAIN.pattern.decode("ascii"))
 
 
 def astring_bytes(value: str) -> bytes:
@@ -31,6 +32,8 @@ def astring_bytes(value: str) -> bytes:
 
 
 def quote(value: bytes | str, literal_over: int = DEFAULT_LITERAL_OVER) -> bytes:
+    # `astring_bytes`, inlined: quote and nstring run for every string of every
+    # ENVELOPE and BODYSTRUCTURE
     b = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if len(b) <= literal_over and _PLAIN.fullmatch(b):
         return b'"' + b + b'"'  # the common case: nothing to escape
