@@ -132,6 +132,10 @@ async def start(settings: Settings, worker: Worker | None = None) -> App:
     try:
         app = build(settings, store, await asyncio.to_thread(tls.server_context, settings), worker)
         limits = settings.smtp.limits
+        load = None
+        if worker is not None and worker.load is not None:
+            worker.load.clear(worker.index)  # what a predecessor left counts no more
+            load = worker.load.slot(worker.index)
         for name, ls in settings.listeners.items():
             if not ls.enabled:
                 continue
@@ -153,6 +157,7 @@ async def start(settings: Settings, worker: Worker | None = None) -> App:
                 busy=_busy_reply(name),
                 sock=worker.sockets.get(name) if worker is not None else None,
                 clients=app.clients,
+                load=load,
             )
             await listener.start()
             app.listeners[name] = listener

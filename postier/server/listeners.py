@@ -16,6 +16,14 @@ Rules:
   and every worker accepts on it (`Listener(sock=...)`): the kernel hands each
   connection to one of them, and a worker that dies leaves the socket, and the
   connections waiting in its backlog, to the others.
+- Connections are spread over the workers by their number (`WorkerLoad`): the
+  kernel wakes every worker for a waiting connection and the first to call
+  accept() gets it, so one worker that happened to wake first used to take a
+  whole burst (ten POP3 clients connecting together all went to one worker while
+  the other idled). A worker with more open connections than the least busy one
+  steps aside for `DEFER` seconds and takes the connection itself only if no
+  other worker did meanwhile (one that is busy, stopped or gone). Each worker
+  accepts one connection per wake-up, so the others get their turn.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import mmap
 import socket
 import ssl
 from collections import Counter
@@ -37,6 +46,16 @@ from postier import metrics
 log = logging.getLogger("postier.server")
 
 _ids = count(1)
+
+#: seconds a worker with more connections than another leaves a waiting
+#: connection to the others before it takes it itself
+DEFER = 0.005
+#: errors of accept() that say this process is out of something; asyncio waits
+#: this long before it accepts again, and so do we
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+EXHAUSTED_PAUSE = 1.0
+#: how far a StreamReader buffers before it stops reading (asyncio's default)
+_STREAM_LIMIT = 64 * 1024
 
 
 class ListenError(Exception):
@@ -76,6 +95,52 @@ def bind(name: str, address: str, port: int, backlog: int = 512) -> socket.socke
         ) from None
     sock.setblocking(False)
     return sock
+
+
+class WorkerLoad:
+    """The open connections of every worker, in memory they all share: an
+    anonymous shared mapping the supervisor makes before it forks them. Each
+    worker writes its own slot only (from its event loop), and reads the others'
+    without a lock: an aligned 8-byte store is atomic, and a count read a moment
+    late only makes a worker step aside once too often or too few."""
+
+    def __init__(self, workers: int) -> None:
+        self._map = mmap.mmap(-1, 8 * workers)  # MAP_SHARED: fork keeps it shared
+        self._counts = memoryview(self._map).cast("q")
+
+    def clear(self, index: int) -> None:
+        """A worker's connections died with it (the supervisor reaped it), or
+        its successor starts from none."""
+        self._counts[index] = 0
+
+    def slot(self, index: int) -> WorkerSlot:
+        return WorkerSlot(self._counts, index)
+
+
+class WorkerSlot:
+    """One worker's view of `WorkerLoad`: its own count and the others'."""
+
+    __slots__ = ("_counts", "_index")
+
+    def __init__(self, counts: memoryview, index: int) -> None:
+        self._counts = counts
+        self._index = index
+
+    def add(self, n: int) -> None:
+        self._counts[self._index] += n
+
+    @property
+    def open(self) -> int:
+        return int(self._counts[self._index])
+
+    def busier(self) -> bool:
+        """True when another worker has clearly fewer connections: fewer by at
+        least one, or by a sixteenth of this worker's (thousands of idle IMAP
+        clients need not be spread to the unit)."""
+        counts, me = self._counts, self._index
+        mine = counts[me]
+        bar = mine - (mine >> 4)
+        return any(c < bar for i, c in enumerate(counts) if i != me)
 
 
 @dataclass
@@ -131,9 +196,11 @@ class Listener:
         busy: bytes = b"",
         sock: socket.socket | None = None,
         clients: ClientCounts | None = None,
+        load: WorkerSlot | None = None,
     ) -> None:
         self.name = name
-        #: a socket bound by the supervisor (`bind`), shared with other workers
+        #: a socket bound by the supervisor (`bind`), shared with other workers;
+        #: else `start` binds one
         self._sock = sock
         self.address = address
         self.port = port
@@ -142,47 +209,108 @@ class Listener:
         self._max = max_connections
         self._max_per_ip = max_per_ip
         self._busy = busy
-        self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: Counter[str] = Counter()
         self._open = metrics.SESSIONS_OPEN.labels(name)  # every worker's, summed
         self._clients = clients
         self._publishing: dict[str, asyncio.Task[None]] = {}
+        #: this worker's place among the others sharing `sock` (None: alone)
+        self._load = load
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = False  # the socket is in the loop's reader set
+        self._patient = True  # False: the next wake-up accepts without stepping aside
+        self._resume: asyncio.TimerHandle | None = None
 
     @property
     def bound_port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        assert self._sock is not None
+        port: int = self._sock.getsockname()[1]
         return port
 
     async def start(self) -> None:
+        if self._sock is None:
+            self._sock = bind(self.name, self.address, self.port)
+        with contextlib.suppress(OSError):  # accepted sockets inherit it
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._loop = asyncio.get_running_loop()
+        self._listen()
+
+    # --- accepting -----------------------------------------------------------
+    def _listen(self) -> None:
+        self._resume = None
+        if self._sock is not None and self._loop is not None and not self._accepting:
+            self._loop.add_reader(self._sock.fileno(), self._readable)
+            self._accepting = True
+
+    def _pause(self, seconds: float) -> None:
+        assert self._loop is not None
+        assert self._sock is not None
+        self._loop.remove_reader(self._sock.fileno())
+        self._accepting = False
+        self._patient = False
+        self._resume = self._loop.call_later(seconds, self._listen)
+
+    def _readable(self) -> None:
+        """A connection waits: take one (see the module rules on spreading them)."""
+        assert self._loop is not None
+        assert self._sock is not None
+        if self._patient and self._load is not None and self._load.busier():
+            self._pause(DEFER)
+            return
+        self._patient = True
         try:
-            if self._sock is not None:
-                self._server = await asyncio.start_server(
-                    self._accept,
-                    sock=self._sock,
-                    ssl=self._ssl,
-                    backlog=512,
-                    ssl_handshake_timeout=30 if self._ssl else None,
-                )
-            else:
-                self._server = await asyncio.start_server(
-                    self._accept,
-                    self.address,
-                    self.port,
-                    ssl=self._ssl,
-                    reuse_address=True,
-                    backlog=512,
-                    ssl_handshake_timeout=30 if self._ssl else None,
-                )
+            sock, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another worker took it, or the client left
         except OSError as e:
-            raise ListenError(
-                f"listeners.{self.name}: cannot listen on {self.address} port {self.port}: "
-                f"{_why(e)}"
-            ) from None
-        for sock in self._server.sockets:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if e.errno in _EXHAUSTED:
+                log.error(
+                    "listener %s: cannot accept: %s; trying again in %.0fs",
+                    self.name,
+                    e.strerror or e,
+                    EXHAUSTED_PAUSE,
+                )
+                self._pause(EXHAUSTED_PAUSE)
+            else:
+                log.warning("listener %s: accept failed: %s", self.name, e)
+            return
+        if self._load is not None:
+            self._load.add(1)
+        sock.setblocking(False)
+        task = self._loop.create_task(self._serve(sock))
+        self._tasks.add(task)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        """One accepted connection, from its TLS handshake (implicit TLS) to its
+        close."""
+        task = asyncio.current_task()
+        assert task is not None
+        assert self._loop is not None
+        try:
+            reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=self._loop)
+            writers: list[asyncio.StreamWriter] = []
+            # the callback marks the stream as the server's side (StreamWriter.
+            # start_tls asks) and hands over the writer; the session runs here,
+            # in this connection's one task
+            protocol = asyncio.StreamReaderProtocol(
+                reader, lambda _, w: writers.append(w), loop=self._loop
+            )
+            try:
+                await self._loop.connect_accepted_socket(
+                    lambda: protocol,
+                    sock,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=30 if self._ssl else None,
+                )
+            except (OSError, TimeoutError, EOFError) as e:  # ssl.SSLError is an OSError
+                log.debug("listener %s: connection dropped before its session: %r", self.name, e)
+                sock.close()  # a no-op once the transport closed it
+                return
+            await self._accept(reader, writers[0])
+        finally:
+            self._tasks.discard(task)
+            if self._load is not None:
+                self._load.add(-1)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -190,12 +318,9 @@ class Listener:
         ip = str(peer[0])
         if ip.startswith("::ffff:"):
             ip = ip[7:]
-        if len(self._tasks) >= self._max or self._per_ip[ip] >= self._max_per_ip:
+        if len(self._tasks) > self._max or self._per_ip[ip] >= self._max_per_ip:
             await self._refuse(writer, ip)
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         self._per_ip[ip] += 1
         self._open.inc()
         try:
@@ -221,7 +346,6 @@ class Listener:
             log.exception("session crashed listener=%s sid=%s client=%s", self.name, conn.sid, ip)
         finally:
             self._open.dec()
-            self._tasks.discard(task)
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
@@ -276,8 +400,15 @@ class Listener:
         return len(self._tasks)
 
     def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        """Close this process's listening socket (other workers keep theirs)."""
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._sock is not None:
+            if self._accepting and self._loop is not None:
+                self._loop.remove_reader(self._sock.fileno())
+                self._accepting = False
+            self._sock.close()
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - a grace period, not an I/O timeout
         """Let running sessions finish for `timeout` seconds, then cancel them."""
@@ -287,6 +418,3 @@ class Listener:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)

@@ -49,7 +49,7 @@ from postier.filters.build import Filters
 from postier.pop3.locks import DatabaseMaildrops, MaildropLocks, Maildrops
 from postier.queue import service as queue_service
 from postier.queue.runner import Runner
-from postier.server.listeners import ClientCounts, Listener
+from postier.server.listeners import ClientCounts, Listener, WorkerLoad
 from postier.server.status import MAX_ERRORS, StatusWriter
 from postier.smtp.intake import Intake, QueuePrepare
 from postier.smtp.submission import Submission
@@ -86,6 +86,8 @@ class Worker:
     #: a datagram socket pair every worker inherits: the others send a byte on
     #: [1] when they queued a message, the queue runner (worker 0) reads [0]
     queue_wake: tuple[socket.socket, socket.socket] | None = None
+    #: every worker's open connections, to spread new ones (`listeners.WorkerLoad`)
+    load: WorkerLoad | None = None
 
     @property
     def runs_queue(self) -> bool:

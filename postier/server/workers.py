@@ -66,7 +66,7 @@ from postier.auth.demo import DemoLogin, demo_login
 from postier.config.schema import Settings
 from postier.server import app as server_app
 from postier.server import logs, status, tls
-from postier.server.listeners import ListenError, bind
+from postier.server.listeners import ListenError, WorkerLoad, bind
 from postier.server.root import LOGINS_DB, RECENT_FILE, Worker, run_dir
 from postier.store import open_store
 
@@ -206,6 +206,7 @@ class Supervisor:
         self.queue_wake = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         for sock in self.queue_wake:
             sock.setblocking(False)
+        self.load = WorkerLoad(self.count)
 
     # --- starting ------------------------------------------------------------
     def spawn(self, index: int) -> int:
@@ -229,7 +230,7 @@ class Supervisor:
                 os._exit(0)
             # before anything counts: this worker's metrics go to its slot's files
             metrics.share(run_dir(self.settings) / metrics.SHARED_DIR, index)
-            worker = Worker(index, self.count, self.pid, self.sockets, self.queue_wake)
+            worker = Worker(index, self.count, self.pid, self.sockets, self.queue_wake, self.load)
 
             def ready() -> None:
                 with contextlib.suppress(OSError):
@@ -308,6 +309,7 @@ class Supervisor:
             self.backoff[child.index] = delay
             # its open sessions died with it; its counters stay for its successor
             metrics.forget_sessions(run_dir(self.settings) / metrics.SHARED_DIR, child.index)
+            self.load.clear(child.index)
             log.warning(
                 "worker %d (pid %d) %s after %.0fs; starting another%s",
                 child.index,
