@@ -276,7 +276,6 @@ class Listener:
             return
         if self._load is not None:
             self._load.add(1)
-        sock.setblocking(False)
         task = self._loop.create_task(self._serve(sock))
         self._tasks.add(task)
 
