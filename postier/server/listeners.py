@@ -16,14 +16,16 @@ Rules:
   and every worker accepts on it (`Listener(sock=...)`): the kernel hands each
   connection to one of them, and a worker that dies leaves the socket, and the
   connections waiting in its backlog, to the others.
-- Connections are spread over the workers by their number (`WorkerLoad`): the
-  kernel wakes every worker for a waiting connection and the first to call
-  accept() gets it, so one worker that happened to wake first used to take a
-  whole burst (ten POP3 clients connecting together all went to one worker while
-  the other idled). A worker with more open connections than the least busy one
-  steps aside for `DEFER` seconds and takes the connection itself only if no
-  other worker did meanwhile (one that is busy, stopped or gone). Each worker
-  accepts one connection per wake-up, so the others get their turn.
+- A listener given a `load` (IMAP and POP3: `app.SPREAD`) spreads its
+  connections over the workers by their number (`WorkerLoad`): the kernel wakes
+  every worker for a waiting connection and the loop's server accepts every
+  waiting one, so the worker that happened to wake first took a whole burst (ten
+  POP3 clients connecting together all went to one worker while the other
+  idled). Such a listener accepts itself, one connection per wake-up; a worker
+  with more open connections than the least busy one steps aside for `DEFER`
+  seconds and takes the connection only if no other worker did meanwhile (one
+  that is busy, stopped or gone). Other listeners use the loop's own server,
+  which costs less per connection.
 """
 
 from __future__ import annotations
@@ -199,8 +201,7 @@ class Listener:
         load: WorkerSlot | None = None,
     ) -> None:
         self.name = name
-        #: a socket bound by the supervisor (`bind`), shared with other workers;
-        #: else `start` binds one
+        #: a socket bound by the supervisor (`bind`), shared with other workers
         self._sock = sock
         self.address = address
         self.port = port
@@ -214,7 +215,10 @@ class Listener:
         self._open = metrics.SESSIONS_OPEN.labels(name)  # every worker's, summed
         self._clients = clients
         self._publishing: dict[str, asyncio.Task[None]] = {}
-        #: this worker's place among the others sharing `sock` (None: alone)
+        #: the loop's own server (asyncio.start_server), when no `load` is given
+        self._server: asyncio.base_events.Server | None = None
+        #: this worker's place among the others sharing `sock`: given, this
+        #: listener accepts itself, to spread connections (else the loop's server)
         self._load = load
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False  # the socket is in the loop's reader set
@@ -223,19 +227,48 @@ class Listener:
 
     @property
     def bound_port(self) -> int:
-        assert self._sock is not None
-        port: int = self._sock.getsockname()[1]
+        sock = self._sock if self._server is None else self._server.sockets[0]
+        assert sock is not None
+        port: int = sock.getsockname()[1]
         return port
 
     async def start(self) -> None:
-        if self._sock is None:
-            self._sock = bind(self.name, self.address, self.port)
-        with contextlib.suppress(OSError):  # accepted sockets inherit it
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._loop = asyncio.get_running_loop()
-        self._listen()
+        if self._load is not None:  # a socket shared with other workers
+            assert self._sock is not None
+            with contextlib.suppress(OSError):  # accepted sockets inherit it
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._loop = asyncio.get_running_loop()
+            self._listen()
+            return
+        try:
+            if self._sock is not None:
+                self._server = await asyncio.start_server(
+                    self._accept,
+                    sock=self._sock,
+                    ssl=self._ssl,
+                    backlog=512,
+                    ssl_handshake_timeout=30 if self._ssl else None,
+                )
+            else:
+                self._server = await asyncio.start_server(
+                    self._accept,
+                    self.address,
+                    self.port,
+                    ssl=self._ssl,
+                    reuse_address=True,
+                    backlog=512,
+                    ssl_handshake_timeout=30 if self._ssl else None,
+                )
+        except OSError as e:
+            raise ListenError(
+                f"listeners.{self.name}: cannot listen on {self.address} port {self.port}: "
+                f"{_why(e)}"
+            ) from None
+        for sock in self._server.sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    # --- accepting -----------------------------------------------------------
+    # --- accepting, spread over the workers (see the module rules) ------------
     def _listen(self) -> None:
         self._resume = None
         if self._sock is not None and self._loop is not None and not self._accepting:
@@ -251,10 +284,11 @@ class Listener:
         self._resume = self._loop.call_later(seconds, self._listen)
 
     def _readable(self) -> None:
-        """A connection waits: take one (see the module rules on spreading them)."""
+        """A connection waits: take one, unless another worker has clearly fewer."""
         assert self._loop is not None
         assert self._sock is not None
-        if self._patient and self._load is not None and self._load.busier():
+        assert self._load is not None
+        if self._patient and self._load.busier():
             self._pause(DEFER)
             return
         self._patient = True
@@ -274,18 +308,17 @@ class Listener:
             else:
                 log.warning("listener %s: accept failed: %s", self.name, e)
             return
-        if self._load is not None:
-            self._load.add(1)
+        self._load.add(1)
         task = self._loop.create_task(self._serve(sock))
         self._tasks.add(task)
 
     async def _serve(self, sock: socket.socket) -> None:
-        """One accepted connection, from its TLS handshake (implicit TLS) to its
-        close, in one task (and one coroutine frame: 1,000 idle IMAP clients)."""
+        """A connection `_readable` accepted: its TLS handshake (implicit TLS),
+        then its session, in this one task."""
         task = asyncio.current_task()
         assert task is not None
         assert self._loop is not None
-        ip = ""
+        assert self._load is not None
         try:
             reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=self._loop)
             writers: list[asyncio.StreamWriter] = []
@@ -306,18 +339,37 @@ class Listener:
             except asyncio.CancelledError:  # stopping during a TLS handshake
                 sock.close()
                 raise
-            writer = writers.pop()
-            peer = writer.get_extra_info("peername") or ("?", 0)
-            local = writer.get_extra_info("sockname") or ("?", 0)
-            ip = str(peer[0])
-            if ip.startswith("::ffff:"):
-                ip = ip[7:]
-            if len(self._tasks) > self._max or self._per_ip[ip] >= self._max_per_ip:
-                ip = ""  # not counted
-                await self._refuse(writer, str(peer[0]))
+            await self._session(reader, writers[0])
+        finally:
+            self._tasks.discard(task)
+            self._load.add(-1)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection the loop's own server accepted (a socket of this process alone)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._session(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        local = writer.get_extra_info("sockname") or ("?", 0)
+        ip = str(peer[0])
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        # the connection's own task is already counted in _tasks
+        if len(self._tasks) > self._max or self._per_ip[ip] >= self._max_per_ip:
+            await self._refuse(writer, ip)
+            return
+        self._per_ip[ip] += 1
+        self._open.inc()
+        try:
+            if self._clients is not None and not await self._admitted(ip):
+                await self._refuse(writer, ip)
                 return
-            self._per_ip[ip] += 1
-            self._open.inc()
             conn = Connection(
                 reader,
                 writer,
@@ -328,34 +380,23 @@ class Listener:
                 int(local[1]),
                 tls=self._ssl is not None,
             )
-            try:
-                if self._clients is not None and not await self._admitted(ip):
-                    await self._refuse(writer, ip)
-                    return
-                await self._handler(conn)
-            except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
-                pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "session crashed listener=%s sid=%s client=%s", self.name, conn.sid, ip
-                )
-            finally:
-                with contextlib.suppress(Exception):
-                    writer.close()
-                    await asyncio.wait_for(writer.wait_closed(), 5)
+            await self._handler(conn)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session crashed listener=%s sid=%s client=%s", self.name, conn.sid, ip)
         finally:
-            self._tasks.discard(task)
-            if self._load is not None:
-                self._load.add(-1)
-            if ip:
-                self._open.dec()
-                self._per_ip[ip] -= 1
-                if self._per_ip[ip] <= 0:
-                    del self._per_ip[ip]
-                if self._clients is not None:
-                    self._publish(ip)
+            self._open.dec()
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+            if self._clients is not None:
+                self._publish(ip)
+            with contextlib.suppress(Exception):
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 5)
 
     async def _refuse(self, writer: asyncio.StreamWriter, ip: str) -> None:
         log.warning("refused connection listener=%s client=%s: too many connections", self.name, ip)
@@ -403,10 +444,12 @@ class Listener:
 
     def stop_accepting(self) -> None:
         """Close this process's listening socket (other workers keep theirs)."""
+        if self._server is not None:
+            self._server.close()
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None
-        if self._sock is not None:
+        if self._load is not None and self._sock is not None:
             if self._accepting and self._loop is not None:
                 self._loop.remove_reader(self._sock.fileno())
                 self._accepting = False
@@ -420,3 +463,6 @@ class Listener:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
