@@ -57,6 +57,10 @@ class SequenceSet:
         """Parse a sequence-set; ValueError with a short reason on bad syntax."""
         if text == "$":
             return cls(saved=True)  # RFC 5182 §2.1
+        if text.isdigit() and text.isascii() and text[0] != "0" and len(text) <= 10:
+            n = int(text)  # one number, the commonest set: what the loop below makes
+            if n <= MAX_NUMBER:
+                return cls(((n, n),))
         if not text:
             raise ValueError("empty sequence set")
         ranges: list[tuple[int, int]] = []
