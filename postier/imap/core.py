@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING
 from postier.imap import parse as p
 from postier.imap import receiver as rcv
 from postier.imap import responses as r
-from postier.imap.commands import dispatch, failure, finish, selected_id
+from postier.imap.commands import failure, finish, run, selected_id
 from postier.imap.commands.context import (
     Challenge,
     Context,
@@ -330,9 +330,11 @@ class ImapSession:
             elif e.status == "BAD":
                 self.ctx.count_bad()
             return
-        was_selected = selected_id(self.ctx)
-        outcome = await dispatch(self.ctx, cmd)
+        ctx = self.ctx
+        was_selected = selected_id(ctx)
+        outcome = await run(ctx, cmd)  # `dispatch`, its two steps here
         if isinstance(outcome, Result):
+            await finish(ctx, cmd, outcome, was_selected)
             if outcome.starttls and not self.ended:
                 self._signal = START_TLS
             return
