@@ -177,7 +177,7 @@ async def finish(
                 code = owed
             else:
                 ctx.send(r.untagged_status("OK", "Highest", owed))
-    ctx.send(r.tagged(cmd.tag, result.status.value, result.text, code))
+    ctx.send(r.tagged(cmd.tag, result.status._value_, result.text, code))  # value, unwrapped
     if result.status is Status.BAD:
         ctx.count_bad()
     else:
