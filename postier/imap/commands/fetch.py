@@ -51,6 +51,8 @@ _META_ITEMS = frozenset(
 )
 #: messages per `list_meta` round trip (rows of about a kilobyte each)
 META_BATCH = 1000
+#: the tagged OK (a `Result` is immutable: one for every FETCH)
+_COMPLETED = ok("FETCH completed")
 
 
 class _UnknownCte(Exception):
@@ -90,7 +92,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                 ctx.send(r.vanished(gone, earlier=True))  # RFC 7162 §3.2.6
     if names <= _VIEW_ONLY:  # FLAGS, UID, MODSEQ: the view has them, nothing to read
         await _fetch_view(ctx, view, picked, items, with_recent=not s.rev2)
-        return ok("FETCH completed")
+        return _COMPLETED
     need_blob = not names.isdisjoint(_BLOB_ITEMS) or any(i.section is not None for i in items)
     rows_kind = _rows_kind(items)
     seen_set: set[int] = set()
@@ -109,11 +111,11 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
     if all(i.name in _META_ITEMS and i.section is None and i.partial is None for i in items):
         if await _fetch_meta(ctx, view, picked, items, with_recent=not s.rev2):
             return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
-        return ok("FETCH completed")
+        return _COMPLETED
     if not seen_set and all(i.name in _VIEW_ONLY or _whole_message(i) for i in items):
         if await _fetch_bodies(ctx, view, picked, items, with_recent=not s.rev2):
             return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
-        return ok("FETCH completed")
+        return _COMPLETED
     response_names = [i.response_name() for i in items]  # once, not per message
     missing = False
     for start in range(0, len(picked), BATCH):
@@ -147,7 +149,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
             await ctx.maybe_drain()
     if missing:
         return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
-    return ok("FETCH completed")
+    return _COMPLETED
 
 
 # --- view items alone ---------------------------------------------------------------------
@@ -161,18 +163,8 @@ async def _fetch_view(
 ) -> None:
     """Answer a FETCH of UID, FLAGS and MODSEQ alone (`_VIEW_ONLY`): each response is
     one %-format (the bytes `responses.fetch` makes of `_view_items`)."""
-    fmt = [b"* %d FETCH ("]
-    names = [i.name for i in items]
-    for n, name in enumerate(names):
-        sep = b" " if n else b""
-        if name == "UID":
-            fmt.append(sep + b"UID %d")
-        elif name == "FLAGS":
-            fmt.append(sep + b"FLAGS %s")
-        else:
-            fmt.append(sep + b"MODSEQ (%d)")  # RFC 7162
-    fmt.append(b")\r\n")
-    line = b"".join(fmt)
+    names = tuple([i.name for i in items])
+    line = _VIEW_FORMATS.get(names) or _view_format(names)
     recent = view.recent if with_recent else ()
     for seq, uid in picked:
         modseqs, flag_sets = view.by_seq()  # again after every await
@@ -189,6 +181,27 @@ async def _fetch_view(
                 values.append(modseqs[seq - 1])
         ctx.send(line % tuple(values))
         await ctx.maybe_drain()
+
+
+#: `_fetch_view`'s formats by item names, for up to three items (39 formats at most)
+_VIEW_FORMATS: dict[tuple[str, ...], bytes] = {}
+
+
+def _view_format(names: tuple[str, ...]) -> bytes:
+    fmt = [b"* %d FETCH ("]
+    for n, name in enumerate(names):
+        sep = b" " if n else b""
+        if name == "UID":
+            fmt.append(sep + b"UID %d")
+        elif name == "FLAGS":
+            fmt.append(sep + b"FLAGS %s")
+        else:
+            fmt.append(sep + b"MODSEQ (%d)")  # RFC 7162
+    fmt.append(b")\r\n")
+    line = b"".join(fmt)
+    if len(names) <= 3:
+        _VIEW_FORMATS[names] = line
+    return line
 
 
 # --- metadata items alone -----------------------------------------------------------------

@@ -116,3 +116,14 @@ def test_one_number_shortcut_agrees_with_the_loop(text: str) -> None:
         assert one is None
     else:
         assert one == SequenceSet(twice.ranges[:1])
+
+
+@given(
+    st.one_of(st.just(STAR), st.integers(min_value=1, max_value=2**32 - 1)),
+    st.one_of(st.just(STAR), st.integers(min_value=1, max_value=2**32 - 1)),
+    st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_one_range_resolves_as_the_general_loop(a: int, b: int, largest: int) -> None:
+    # the range twice takes the loop (sorting, merging): the same spans come out
+    once = SequenceSet(((a, b),)).resolve(largest)
+    assert once == SequenceSet(((a, b), (a, b))).resolve(largest)
