@@ -55,6 +55,10 @@ class State(enum.Enum):
     SELECTED = "selected"
     LOGOUT = "logout"
 
+    # members are singletons equal only to themselves: hashed by identity too, in C
+    # (Enum's hash is a Python call; every command's state is looked up in a set)
+    __hash__ = object.__hash__
+
 
 class BadSequence(ValueError):
     """A message sequence number beyond the mailbox (RFC 9051 §9 seq-number: BAD)."""
