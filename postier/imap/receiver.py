@@ -203,8 +203,9 @@ def tag_of(line: bytes | bytearray) -> str | None:
 
 
 class Receiver:
-    #: take a command of one line without a literal in one step (`_on_line`); the
-    #: tests turn it off to compare with the general steps
+    #: take a command of one line without a literal in one step (`_on_line`), and
+    #: starve at once when nothing is buffered (`next`); the tests turn it off to
+    #: compare with the general steps
     _one_line = True
 
     def __init__(
@@ -335,6 +336,11 @@ class Receiver:
         while True:
             state = self._state
             if state is _State.LINE:  # the commonest state, checked first
+                if self._one_line and not self._buf:
+                    # what `_take_line` does with nothing buffered in this state: a
+                    # kept line is never too long (`_on_line`), so nothing to refuse
+                    self._scan = 0
+                    return self._starved()
                 line = self._take_line()
                 if line is None:
                     return self._starved()
