@@ -1485,9 +1485,10 @@ def _implied_items(
     items: list[FetchAtt], uid: bool, changed_since: int | None
 ) -> tuple[FetchAtt, ...]:
     """The items of a FETCH with those its form implies added."""
-    if uid and not any(i.name == "UID" for i in items):
+    names = [i.name for i in items]
+    if uid and "UID" not in names:
         items.append(SIMPLE_ATTS["UID"])  # RFC 9051 §6.4.9: UID FETCH always returns UID
-    if changed_since is not None and not any(i.name == "MODSEQ" for i in items):
+    if changed_since is not None and "MODSEQ" not in names:
         items.append(SIMPLE_ATTS["MODSEQ"])  # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ
     return tuple(items)
 

@@ -144,19 +144,20 @@ class ImapConnection:
         writer = self.conn.writer
         if writer.transport.get_write_buffer_size():
             await writer.drain()  # else nothing to wait for (a lost connection reads EOF)
+        core = self.core
         limit, why = self._read_limit()
-        if self.core.wants_changes:
+        if core.wants_changes:
             data = await self._notify_wait(limit)
-        else:
+            if data is not None and core.ended:
+                return False  # a notification ended the session (BYE sent)
+        else:  # the core is not over (else no NEED_DATA), and a read does not end it
             data = await self._read(limit)
         if data is None:
             self._goodbye(why)
             return False
-        if self.core.ended:
-            return False  # a notification ended the session (BYE sent)
         self._last_read = self._ev.time()
         self._command_clock.received(len(data))
-        self.core.receive_data(data)
+        core.receive_data(data)
         return True
 
     async def _read(self, limit: float) -> bytes | None:
