@@ -150,8 +150,19 @@ class ImapConnection:
             data = await self._notify_wait(limit)
             if data is not None and core.ended:
                 return False  # a notification ended the session (BYE sent)
-        else:  # the core is not over (else no NEED_DATA), and a read does not end it
-            data = await self._read(limit)
+        elif limit <= 0 or self.app.stopping.is_set():
+            data = None
+        else:
+            # b"" at EOF. A read under the session's `ReadTimer`, with no task (nor
+            # coroutine) of its own; shutdown wakes it through `_on_stopping`. The
+            # core is not over (else no NEED_DATA) and a read does not end it
+            try:
+                data = await self._timer.read(self.conn.reader, READ_SIZE, limit)
+            except TimeoutError:
+                data = None
+            else:
+                if not data and self.app.stopping.is_set():
+                    data = None
         if data is None:
             self._goodbye(why)
             return False
@@ -159,21 +170,6 @@ class ImapConnection:
         self._command_clock.received(len(data))
         core.receive_data(data)
         return True
-
-    async def _read(self, limit: float) -> bytes | None:
-        """Bytes from the client (b"" at EOF); None on timeout or server shutdown.
-
-        A read under the session's `ReadTimer`, with no task of its own;
-        shutdown wakes it through `_on_stopping`."""
-        if limit <= 0 or self.app.stopping.is_set():
-            return None
-        try:
-            data = await self._timer.read(self.conn.reader, READ_SIZE, limit)
-        except TimeoutError:
-            return None
-        if not data and self.app.stopping.is_set():
-            return None
-        return data
 
     def _goodbye(self, why: str = BYE_IDLE) -> None:
         if self.app.stopping.is_set():
