@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING
 from postier.imap import parse as p
 from postier.imap import receiver as rcv
 from postier.imap import responses as r
-from postier.imap.commands import dispatch, failure, finish, selected_id
+from postier.imap.commands import failure, finish, run, selected_id
 from postier.imap.commands.context import (
     Challenge,
     Context,
@@ -117,6 +117,7 @@ class Event(enum.Enum):
 
 
 NEED_DATA = Event.NEED_DATA
+_NEED_DATA = rcv.NEED_DATA  # the receiver's
 IDLING = Event.IDLING
 START_TLS = Event.START_TLS
 CLOSE = Event.CLOSE
@@ -276,24 +277,25 @@ class ImapSession:
     # --- the session loop ------------------------------------------------------------------
     async def next_event(self) -> Event:
         """Run what the received bytes hold until the adapter is needed."""
+        session = self.session
         while True:
             if self._signal is not None:
                 signal, self._signal = self._signal, None
                 return signal
-            if self.ended:
+            if self._closed or session.state is State.LOGOUT:  # `ended`
                 return CLOSE
             ev = self._receiver.next()
-            if ev is rcv.NEED_DATA:
+            if ev is _NEED_DATA:
                 return NEED_DATA
             if self._suspended is not None:
                 await self._resume(self._suspended, ev)
-            elif isinstance(ev, LiteralChunk):
-                self._spooled[-1].write(ev.data)
             elif isinstance(ev, RawCommand):
                 try:
                     await self._command(ev)
                 finally:
                     self._command_done()
+            elif isinstance(ev, LiteralChunk):
+                self._spooled[-1].write(ev.data)
             elif isinstance(ev, NeedLiteral):
                 self._literal(ev)
             elif isinstance(ev, BadInput):
@@ -330,9 +332,11 @@ class ImapSession:
             elif e.status == "BAD":
                 self.ctx.count_bad()
             return
-        was_selected = selected_id(self.ctx)
-        outcome = await dispatch(self.ctx, cmd)
+        ctx = self.ctx
+        was_selected = selected_id(ctx)
+        outcome = await run(ctx, cmd)  # `dispatch`, its two steps here
         if isinstance(outcome, Result):
+            await finish(ctx, cmd, outcome, was_selected)
             if outcome.starttls and not self.ended:
                 self._signal = START_TLS
             return
@@ -435,9 +439,10 @@ class ImapSession:
     def _command_done(self) -> None:
         """The command being received ended (answered, refused or abandoned): its
         spool files go, its budget charge is returned."""
-        for f in self._spooled:
-            f.discard()
-        self._spooled = []
+        if self._spooled:
+            for f in self._spooled:
+                f.discard()
+            self._spooled = []
         if self._charged and self.session.user is not None:
             self._budget.release(self.session.user.id, self._charged)
         self._charged = 0

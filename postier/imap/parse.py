@@ -483,6 +483,8 @@ _SIMPLE_FETCH: Final = frozenset({
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
     "RFC822.TEXT", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ",
 })  # fmt: skip
+#: the fetch items without a section, one (immutable) instance each
+SIMPLE_ATTS: Final = {name: FetchAtt(name) for name in _SIMPLE_FETCH}
 
 
 @dataclass(frozen=True)
@@ -813,6 +815,15 @@ def parse_command(
 
     `utf8`: the session enabled UTF8=ACCEPT or IMAP4rev2 (mailbox names are UTF-8).
     `max_depth`: the deepest nesting of parentheses / NOT / OR accepted."""
+    if raw.tag is not None and len(raw.segments) == 1:
+        cmd = _short_command(raw.tag, raw.segments[0])
+        if cmd is not None:
+            return cmd
+    return _parse(raw, utf8, max_depth)
+
+
+def _parse(raw: RawCommand, utf8: bool, max_depth: int) -> Command:
+    """`parse_command` by the whole grammar."""
     r = _Reader(raw, utf8, max_depth)
     # command = tag SP (command-any / command-auth / command-nonauth / command-select) CRLF
     if raw.tag is None or not r.data.startswith(raw.tag.encode("ascii")):
@@ -842,6 +853,46 @@ def parse_command(
         return handler(r, r.tag, uid)
     except RecursionError:  # pragma: no cover - max_depth keeps far below the limit
         raise r.error("Command nested too deeply") from None
+
+
+# The commonest command shapes, read by one regex rather than the whole parser: a
+# command without arguments (NOOP, CHECK, …), and [UID] FETCH of a sequence set and
+# one fetch item without section (``a UID FETCH 12 FLAGS``), on one line. What
+# `_short_command` returns is what the full parser returns for the same line; it
+# returns None for anything else, and the full parser decides (every error too).
+# The keywords are matched case-insensitively (ASCII only: a bytes pattern), as
+# `_Reader.keyword` upper-cases them.
+_SHORT: Final = re.compile(rb" (?:(UID) )?([A-Z]+)(?: ([0-9*:,$]+) ([A-Z0-9.]+))?", re.I)
+
+
+def _short_command(tag: str, line: bytes) -> Command | None:
+    """`parse_command` of a one-line command of the shapes above (`_SHORT`), else None."""
+    head = tag.encode("ascii")
+    if not line.startswith(head):
+        return None
+    m = _SHORT.fullmatch(line, len(head))
+    if m is None:
+        return None
+    uid, word, seq_text, item = m.groups()
+    name = word.decode("ascii").upper()
+    if seq_text is None:  # tag SP atom: a command without arguments, not "UID x"
+        cls = _NO_ARGS.get(name)
+        return cls(tag) if cls is not None and uid is None else None
+    if name != "FETCH":
+        return None
+    try:
+        seq = SequenceSet.parse(seq_text.decode("ascii"))
+    except ValueError:
+        return None  # the full parser words the error
+    att = item.decode("ascii").upper()
+    macro = FETCH_MACROS.get(att)
+    if macro is not None:
+        items = [SIMPLE_ATTS[n] for n in macro]
+    elif att in SIMPLE_ATTS:
+        items = [SIMPLE_ATTS[att]]
+    else:
+        return None
+    return Fetch(tag, seq, _implied_items(items, uid is not None, None), uid is not None)
 
 
 def _no_args(cls: type[Command]) -> Callable[[_Reader, str, bool], Command]:
@@ -1402,7 +1453,7 @@ def _fetch(r: _Reader, tag: str, uid: bool) -> Command:
         word = r.match(_FETCH_NAME)
         macro = FETCH_MACROS.get(word.group().decode("ascii").upper()) if word else None
         if macro is not None and r.peek() in (None, 0x20):
-            items.extend(FetchAtt(n) for n in macro)
+            items.extend(SIMPLE_ATTS[n] for n in macro)
         else:
             r.pos = save
             items.append(_fetch_att(r))
@@ -1427,11 +1478,19 @@ def _fetch(r: _Reader, tag: str, uid: bool) -> Command:
     if vanished and (not uid or changed_since is None):
         # RFC 7162 §3.2.6: VANISHED only in UID FETCH, and only with CHANGEDSINCE
         raise r.error("VANISHED requires UID FETCH and CHANGEDSINCE")
-    if uid and not any(i.name == "UID" for i in items):
-        items.append(FetchAtt("UID"))  # RFC 9051 §6.4.9: UID FETCH always returns UID
-    if changed_since is not None and not any(i.name == "MODSEQ" for i in items):
-        items.append(FetchAtt("MODSEQ"))  # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ
-    return Fetch(tag, seq, tuple(items), uid, changed_since, vanished)
+    return Fetch(tag, seq, _implied_items(items, uid, changed_since), uid, changed_since, vanished)
+
+
+def _implied_items(
+    items: list[FetchAtt], uid: bool, changed_since: int | None
+) -> tuple[FetchAtt, ...]:
+    """The items of a FETCH with those its form implies added."""
+    names = [i.name for i in items]
+    if uid and "UID" not in names:
+        items.append(SIMPLE_ATTS["UID"])  # RFC 9051 §6.4.9: UID FETCH always returns UID
+    if changed_since is not None and "MODSEQ" not in names:
+        items.append(SIMPLE_ATTS["MODSEQ"])  # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ
+    return tuple(items)
 
 
 # fetch-att = "ENVELOPE" / "FLAGS" / "INTERNALDATE" / "RFC822" [".HEADER" / ".SIZE" /
@@ -1454,8 +1513,9 @@ def _fetch_att(r: _Reader) -> FetchAtt:
             base = "BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY"
             return FetchAtt(base, section, partial, name == "BINARY.PEEK")
         raise r.error(f"Unknown fetch item {name}")
-    if name in _SIMPLE_FETCH:
-        return FetchAtt(name)
+    att = SIMPLE_ATTS.get(name)
+    if att is not None:
+        return att
     if name in ("BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"):
         raise r.error(f"{name} requires a section")
     raise r.error(f"Unknown fetch item {name}")
@@ -1860,11 +1920,21 @@ def _urlfetch(r: _Reader, tag: str, uid: bool) -> Command:
 
 _Handler: TypeAlias = Callable[[_Reader, str, bool], Command]
 
+#: the commands without arguments (their parser is `_no_args`; `_short_command`)
+_NO_ARGS: Final[dict[str, type[Command]]] = {
+    "CAPABILITY": Capability,
+    "NOOP": Noop,
+    "LOGOUT": Logout,
+    "STARTTLS": StartTLS,
+    "NAMESPACE": Namespace,
+    "IDLE": Idle,
+    "CHECK": Check,
+    "CLOSE": Close,
+    "UNSELECT": Unselect,
+}
+
 _COMMANDS: Final[dict[str, _Handler]] = {
-    "CAPABILITY": _no_args(Capability),
-    "NOOP": _no_args(Noop),
-    "LOGOUT": _no_args(Logout),
-    "STARTTLS": _no_args(StartTLS),
+    **{name: _no_args(cls) for name, cls in _NO_ARGS.items()},
     "AUTHENTICATE": _authenticate,
     "LOGIN": _login,
     "ENABLE": _enable,
@@ -1877,13 +1947,8 @@ _COMMANDS: Final[dict[str, _Handler]] = {
     "UNSUBSCRIBE": _one_mailbox(Unsubscribe),
     "LIST": _list,
     "LSUB": _lsub,
-    "NAMESPACE": _no_args(Namespace),
     "STATUS": _status,
     "APPEND": _append,
-    "IDLE": _no_args(Idle),
-    "CHECK": _no_args(Check),
-    "CLOSE": _no_args(Close),
-    "UNSELECT": _no_args(Unselect),
     "EXPUNGE": _expunge,
     "SEARCH": _search,
     "FETCH": _fetch,

@@ -257,11 +257,22 @@ def status_response(tag: str | None, status: str, text: str, code: str | None = 
     if tag is not None and not _TAG.match(tag):
         raise LocalProtocolError(f"invalid tag {tag!r}")
     head = b"*" if tag is None else tag.encode("ascii")
+    if len(text) <= 80 and (code is None or len(code) <= 80):
+        return head + _short_status_tail(status, text, code)
+    return head + _status_tail(status, text, code)
+
+
+def _status_tail(status: str, text: str, code: str | None) -> bytes:
+    """What follows the tag (or "*") in `status_response`."""
     body = _text(text) or b"completed"  # rev1: text = 1*TEXT-CHAR
     if code is not None:
         # resp-text = ["[" resp-text-code "]" SP] text
-        return b"%s %s [%s] %s\r\n" % (head, status.encode(), _text(code), body)
-    return b"%s %s %s\r\n" % (head, status.encode(), body)
+        return b" %s [%s] %s\r\n" % (status.encode(), _text(code), body)
+    return b" %s %s\r\n" % (status.encode(), body)
+
+
+#: most are a command's constant "… completed", with no code or a constant one
+_short_status_tail = functools.lru_cache(maxsize=512)(_status_tail)
 
 
 def tagged(tag: str, status: str, text: str, code: str | None = None) -> bytes:

@@ -57,6 +57,10 @@ class SequenceSet:
         """Parse a sequence-set; ValueError with a short reason on bad syntax."""
         if text == "$":
             return cls(saved=True)  # RFC 5182 §2.1
+        if text.isdigit() and text.isascii() and text[0] != "0" and len(text) <= 10:
+            n = int(text)  # one number, the commonest set: what the loop below makes
+            if n <= MAX_NUMBER:
+                return cls(((n, n),))
         if not text:
             raise ValueError("empty sequence set")
         ranges: list[tuple[int, int]] = []
@@ -110,16 +114,14 @@ class SequenceSet:
         """
         if self.saved:
             raise ValueError("the saved result $ must be substituted by the session")
+        if len(self.ranges) == 1:  # the commonest: nothing to sort or merge
+            span = _span(*self.ranges[0], largest)
+            return [] if span is None else [span]
         spans = []
         for a, b in self.ranges:
-            if largest < 1 and STAR in (a, b):
-                continue  # "*" names the last message; an empty mailbox has none
-            a = largest if a == STAR else a
-            b = largest if b == STAR else b
-            lo, hi = (a, b) if a <= b else (b, a)
-            if hi < 1:
-                continue
-            spans.append((max(lo, 1), hi))
+            span = _span(a, b, largest)
+            if span is not None:
+                spans.append(span)
         spans.sort()
         merged: list[tuple[int, int]] = []
         for lo, hi in spans:
@@ -155,6 +157,18 @@ class SequenceSet:
 def format_ids(ids: Iterable[int], *, sort: bool = True) -> str:
     """``[1, 2, 3, 5]`` → ``"1:3,5"`` (for COPYUID, APPENDUID, ESEARCH ALL, VANISHED)."""
     return str(SequenceSet.from_ids(ids, sort=sort))
+
+
+def _span(a: int, b: int, largest: int) -> tuple[int, int] | None:
+    """One range of `SequenceSet.resolve`, ascending, or None when it names nothing."""
+    if largest < 1 and STAR in (a, b):
+        return None  # "*" names the last message; an empty mailbox has none
+    a = largest if a == STAR else a
+    b = largest if b == STAR else b
+    lo, hi = (a, b) if a <= b else (b, a)
+    if hi < 1:
+        return None
+    return (max(lo, 1), hi)
 
 
 def _seq_number(text: str) -> int:

@@ -95,6 +95,7 @@ class ImapConnection:
         #: comes earlier (`ReadTimer`: asyncio.timeout made a timer per command)
         self._timer = ReadTimer()
         s = self.settings.imap
+        self._idle_timeout = s.idle_timeout  # settings are immutable: read once
         now = self._ev.time()
         self._login_by = now + s.login_timeout
         self._command_clock = Deadline(s.command_timeout, s.min_data_rate)
@@ -120,18 +121,20 @@ class ImapConnection:
     def _read_limit(self) -> tuple[float, str]:
         """How long the next read may wait, and the BYE text when that runs out."""
         now = self._ev.time()
-        limit, why = self.settings.imap.idle_timeout, BYE_IDLE
-        if self.core.state is State.NOT_AUTHENTICATED and self._login_by - now < limit:
-            limit, why = self._login_by - now, BYE_LOGIN
+        limit, why = self._idle_timeout, BYE_IDLE
         core, clock = self.core, self._command_clock
+        if core.state is State.NOT_AUTHENTICATED and self._login_by - now < limit:
+            limit, why = self._login_by - now, BYE_LOGIN
         if not core.in_command:
             clock.stop()
-        elif not clock.running or core.commands_ended != self._command_mark:
+            return limit, why  # no command timer (`clock.left` is infinite)
+        if not clock.running or core.commands_ended != self._command_mark:
             # a new command: its first bytes came with the last read
             clock.start(self._last_read)
             self._command_mark = core.commands_ended
-        if clock.left(now) < limit:
-            limit, why = clock.left(now), BYE_COMMAND
+        left = clock.left(now)
+        if left < limit:
+            limit, why = left, BYE_COMMAND
         return limit, why
 
     async def _fill(self) -> bool:
@@ -141,35 +144,32 @@ class ImapConnection:
         writer = self.conn.writer
         if writer.transport.get_write_buffer_size():
             await writer.drain()  # else nothing to wait for (a lost connection reads EOF)
+        core = self.core
         limit, why = self._read_limit()
-        if self.core.wants_changes:
+        if core.wants_changes:
             data = await self._notify_wait(limit)
+            if data is not None and core.ended:
+                return False  # a notification ended the session (BYE sent)
+        elif limit <= 0 or self.app.stopping.is_set():
+            data = None
         else:
-            data = await self._read(limit)
+            # b"" at EOF. A read under the session's `ReadTimer`, with no task (nor
+            # coroutine) of its own; shutdown wakes it through `_on_stopping`. The
+            # core is not over (else no NEED_DATA) and a read does not end it
+            try:
+                data = await self._timer.read(self.conn.reader, READ_SIZE, limit)
+            except TimeoutError:
+                data = None
+            else:
+                if not data and self.app.stopping.is_set():
+                    data = None
         if data is None:
             self._goodbye(why)
             return False
-        if self.core.ended:
-            return False  # a notification ended the session (BYE sent)
         self._last_read = self._ev.time()
         self._command_clock.received(len(data))
-        self.core.receive_data(data)
+        core.receive_data(data)
         return True
-
-    async def _read(self, limit: float) -> bytes | None:
-        """Bytes from the client (b"" at EOF); None on timeout or server shutdown.
-
-        A read under the session's `ReadTimer`, with no task of its own;
-        shutdown wakes it through `_on_stopping`."""
-        if limit <= 0 or self.app.stopping.is_set():
-            return None
-        try:
-            data = await self._timer.read(self.conn.reader, READ_SIZE, limit)
-        except TimeoutError:
-            return None
-        if not data and self.app.stopping.is_set():
-            return None
-        return data
 
     def _goodbye(self, why: str = BYE_IDLE) -> None:
         if self.app.stopping.is_set():
@@ -219,18 +219,18 @@ class ImapConnection:
         while True:
             ev = await core.next_event()
             self._write()
-            if ev is CLOSE:
-                return
-            if ev is IDLING:
-                self._idle_until = self._ev.time()
-                self._idle_until += self.settings.imap.idle_timeout
-            elif ev is START_TLS:
-                await self._start_tls()
-            elif ev is NEED_DATA:
+            if ev is NEED_DATA:  # the commonest, tested first
                 if core.idling:
                     await self._idle_fill()
                 else:
                     await self._fill()  # when it fails, the core is over: CLOSE next
+            elif ev is CLOSE:
+                return
+            elif ev is IDLING:
+                self._idle_until = self._ev.time()
+                self._idle_until += self._idle_timeout
+            elif ev is START_TLS:
+                await self._start_tls()
 
     # --- NOTIFY -------------------------------------------------------------------------
     async def _notify_wait(self, limit: float) -> bytes | None:

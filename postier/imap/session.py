@@ -55,6 +55,10 @@ class State(enum.Enum):
     SELECTED = "selected"
     LOGOUT = "logout"
 
+    # members are singletons equal only to themselves: hashed by identity too, in C
+    # (Enum's hash is a Python call; every command's state is looked up in a set)
+    __hash__ = object.__hash__
+
 
 class BadSequence(ValueError):
     """A message sequence number beyond the mailbox (RFC 9051 §9 seq-number: BAD)."""
@@ -358,19 +362,20 @@ class MailboxView:
                 if s is not None:
                     out.append((s, u))
             return out
+        uids = self.uids
         if uid:
             out = []
-            for lo, hi in seqset.resolve(self.uids[-1] if self.uids else 0):
-                i = bisect.bisect_left(self.uids, lo)
-                j = bisect.bisect_right(self.uids, hi)
-                out.extend(zip(range(i + 1, j + 1), self.uids[i:j], strict=True))
+            for lo, hi in seqset.resolve(uids[-1] if uids else 0):
+                i = bisect.bisect_left(uids, lo)
+                j = bisect.bisect_right(uids, hi)
+                out.extend(zip(range(i + 1, j + 1), uids[i:j], strict=True))
             return out
-        n = len(self.uids)
+        n = len(uids)
         if seqset.max_number(n) > n or (n == 0 and seqset.ranges):
             raise BadSequence("Invalid message sequence number")
         out = []
         for lo, hi in seqset.resolve(n):
-            out.extend(zip(range(lo, hi + 1), self.uids[lo - 1 : hi], strict=True))
+            out.extend(zip(range(lo, hi + 1), uids[lo - 1 : hi], strict=True))
         return out
 
     def by_seq(self) -> tuple[Sequence[int], Sequence[frozenset[str]]]:

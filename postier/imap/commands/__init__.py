@@ -163,7 +163,7 @@ async def finish(
     try:
         if ctx.notifier is not None and s.state is not State.LOGOUT:
             await ctx.notifier.after_command(ctx, cmd, was_selected, allow_expunge=allow_expunge)
-        elif s.state is State.SELECTED:
+        elif s.state is State.SELECTED and not ctx.quiet():
             await ctx.sync(allow_expunge=allow_expunge)
     except StoreError:
         log.exception("sid=%s cannot read mailbox changes", s.sid)
@@ -177,7 +177,7 @@ async def finish(
                 code = owed
             else:
                 ctx.send(r.untagged_status("OK", "Highest", owed))
-    ctx.send(r.tagged(cmd.tag, result.status.value, result.text, code))
+    ctx.send(r.tagged(cmd.tag, result.status._value_, result.text, code))  # value, unwrapped
     if result.status is Status.BAD:
         ctx.count_bad()
     else:

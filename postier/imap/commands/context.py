@@ -289,6 +289,15 @@ class Context:
         if self.notifier is not None:
             self.notifier.lost()
 
+    def quiet(self) -> bool:
+        """Take what the feed has; True when `sync` would now do nothing (most
+        commands), so the caller need not run it."""
+        view = self.session.view
+        if view is None:
+            return True
+        self.poll_feed()
+        return not view.dirty and not view.pending and not self.session.live
+
     async def sync(self, *, allow_expunge: bool, allow_flags: bool = True) -> None:
         """Learn what changed in the selected mailbox and send the untagged updates the
         client may receive now (RFC 9051 §7.4.1, §7.5.1; RFC 7162 §3.2.10)."""

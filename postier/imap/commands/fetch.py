@@ -51,6 +51,8 @@ _META_ITEMS = frozenset(
 )
 #: messages per `list_meta` round trip (rows of about a kilobyte each)
 META_BATCH = 1000
+#: the tagged OK (a `Result` is immutable: one for every FETCH)
+_COMPLETED = ok("FETCH completed")
 
 
 class _UnknownCte(Exception):
@@ -88,11 +90,13 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
             gone = [u for u in gone if cmd.set.contains(u, largest)]
             if gone:
                 ctx.send(r.vanished(gone, earlier=True))  # RFC 7162 §3.2.6
-    need_rows = not names <= _VIEW_ONLY
+    if names <= _VIEW_ONLY:  # FLAGS, UID, MODSEQ: the view has them, nothing to read
+        await _fetch_view(ctx, view, picked, items, with_recent=not s.rev2)
+        return _COMPLETED
     need_blob = not names.isdisjoint(_BLOB_ITEMS) or any(i.section is not None for i in items)
-    rows_kind = _rows_kind(items) if need_rows else Rows.LIGHT
+    rows_kind = _rows_kind(items)
     seen_set: set[int] = set()
-    if need_rows and not view.readonly and any(i.sets_seen for i in items):
+    if not view.readonly and any(i.sets_seen for i in items):
         unseen = [
             Uid(u) for _, u in picked if "\\Seen" not in view.flags(u) and u not in view.expunged
         ]
@@ -104,30 +108,24 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                 view.record_flags(row)
                 view.flag_changes.discard(row.uid)
                 seen_set.add(row.uid)
-    if not need_rows:  # FLAGS, UID, MODSEQ: the view has them, nothing to read
-        with_recent = not s.rev2
-        for seq, uid in picked:
-            ctx.send(r.fetch(seq, _view_items(view, items, uid, with_recent)))
-            await ctx.maybe_drain()
-        return ok("FETCH completed")
     if all(i.name in _META_ITEMS and i.section is None and i.partial is None for i in items):
         if await _fetch_meta(ctx, view, picked, items, with_recent=not s.rev2):
             return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
-        return ok("FETCH completed")
+        return _COMPLETED
     if not seen_set and all(i.name in _VIEW_ONLY or _whole_message(i) for i in items):
         if await _fetch_bodies(ctx, view, picked, items, with_recent=not s.rev2):
             return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
-        return ok("FETCH completed")
+        return _COMPLETED
     response_names = [i.response_name() for i in items]  # once, not per message
     missing = False
     for start in range(0, len(picked), BATCH):
         chunk = picked[start : start + BATCH]
-        rows = await _load(ctx, view, [u for _, u in chunk], rows_kind) if need_rows else {}
+        rows = await _load(ctx, view, [u for _, u in chunk], rows_kind)
         # the chunk's message bytes in one store round trip, not one per message
         blobs = await ctx.store.read_blobs([m.blob_id for m in rows.values()]) if need_blob else {}
         for seq, uid in chunk:
             m: Message | None = rows.get(uid)
-            if need_rows and m is None:
+            if m is None:
                 missing = True
                 continue
             try:
@@ -151,7 +149,59 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
             await ctx.maybe_drain()
     if missing:
         return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
-    return ok("FETCH completed")
+    return _COMPLETED
+
+
+# --- view items alone ---------------------------------------------------------------------
+async def _fetch_view(
+    ctx: Context,
+    view: MailboxView,
+    picked: Sequence[tuple[int, int]],
+    items: Sequence[p.FetchAtt],
+    *,
+    with_recent: bool,
+) -> None:
+    """Answer a FETCH of UID, FLAGS and MODSEQ alone (`_VIEW_ONLY`): each response is
+    one %-format (the bytes `responses.fetch` makes of `_view_items`)."""
+    names = tuple([i.name for i in items])
+    line = _VIEW_FORMATS.get(names) or _view_format(names)
+    recent = view.recent if with_recent else ()
+    for seq, uid in picked:
+        modseqs, flag_sets = view.by_seq()  # again after every await
+        values: list[object] = [seq]
+        for name in names:
+            if name == "UID":
+                values.append(uid)
+            elif name == "FLAGS":
+                f = flag_sets[seq - 1]
+                if uid in recent:
+                    f = f | {"\\Recent"}
+                values.append(r.flag_list(f))
+            else:
+                values.append(modseqs[seq - 1])
+        ctx.send(line % tuple(values))
+        await ctx.maybe_drain()
+
+
+#: `_fetch_view`'s formats by item names, for up to three items (39 formats at most)
+_VIEW_FORMATS: dict[tuple[str, ...], bytes] = {}
+
+
+def _view_format(names: tuple[str, ...]) -> bytes:
+    fmt = [b"* %d FETCH ("]
+    for n, name in enumerate(names):
+        sep = b" " if n else b""
+        if name == "UID":
+            fmt.append(sep + b"UID %d")
+        elif name == "FLAGS":
+            fmt.append(sep + b"FLAGS %s")
+        else:
+            fmt.append(sep + b"MODSEQ (%d)")  # RFC 7162
+    fmt.append(b")\r\n")
+    line = b"".join(fmt)
+    if len(names) <= 3:
+        _VIEW_FORMATS[names] = line
+    return line
 
 
 # --- metadata items alone -----------------------------------------------------------------

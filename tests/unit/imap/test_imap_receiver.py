@@ -573,3 +573,67 @@ def test_need_literal_names_its_command(line: bytes, command: str) -> None:
     ev = r.next()
     assert isinstance(ev, NeedLiteral)
     assert ev.command == command
+
+
+class _General(Receiver):
+    _one_line = False  # every line through the general steps
+
+
+_PIECES = [
+    b"a1 NOOP\r\n", b"a2 UID FETCH 1 FLAGS\n", b"a3 LOGIN {4}\r\n", b"fred", b" {3+}\r\nabc",
+    b"\r\n", b"a4 APPEND x ~{3}\r\n", b"a\x00b", b"a5 APPEND x {300}\r\n", b"a6 X {200+}\r\n",
+    b"z" * 200, b"y" * 70, b"DONE\r\n", b"*\r\n", b"\r\n", b"\n", b"a7 {2}\r\n", b"}\r\n",
+    b"a8 IDLE\r\n", b"a9 AUTHENTICATE PLAIN\r\n", b"+ x {5+}\r\n", b"b1 Y {99999999999}\r\n",
+]  # fmt: skip
+
+
+def _at_rest(r: Receiver) -> bool:
+    """Between commands, the command being framed holds `_reset_command`'s values."""
+    return (
+        r._tag is None
+        and not r._literals
+        and r._line_total == 0
+        and r._cmd_total == 0
+        and r._lit_remaining == 0
+        and not r._lit_data
+        and not r._lit_streamed
+        and r._lit_held == 0
+        and r._pending_error is None
+    )
+
+
+def _drive(r: Receiver, steps: list[tuple[int, int]]) -> list[object]:
+    """Feed pieces, acting on the events as the core might; the events and actions."""
+    out: list[object] = []
+    for piece, action in steps:
+        r.receive_data(_PIECES[piece])
+        while (event := r.next()) is not NEED_DATA:
+            out.append(event)
+            if isinstance(event, NeedLiteral) and action == 1:
+                r.refuse_literal()
+                out.append("refused")
+            elif isinstance(event, NeedLiteral) and action == 2:
+                r.stream_literal()
+                out.append("streamed")
+            elif isinstance(event, RawCommand) and event.tag and action == 3:
+                r.start_idle(event.tag)
+                out.append("idle")
+            elif isinstance(event, RawCommand) and event.tag and action == 4:
+                r.expect_continuation(event.tag)
+                out.append("continuation")
+            if r._state.value == "line" and r.mode is Mode.COMMAND and not r._segments:
+                assert _at_rest(r), (event, r.__dict__)
+            if isinstance(event, ConnectionClosed):
+                return out
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(_PIECES) - 1), st.integers(0, 4)), min_size=1, max_size=25
+    )
+)
+def test_one_line_commands_frame_as_the_general_steps_do(steps: list[tuple[int, int]]) -> None:
+    got = _drive(Receiver(max_line_length=64, max_literal_size=100), steps)
+    assert got == _drive(_General(max_line_length=64, max_literal_size=100), steps)

@@ -94,3 +94,36 @@ def test_format_parse_round_trip(ranges: list[tuple[int, int]]) -> None:
     assert SequenceSet.parse(str(seq)) == SequenceSet(
         tuple((a, b) for a, b in ranges)  # a single number formats as "n", reads as (n, n)
     )
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789", max_size=12),
+        st.integers(min_value=0, max_value=2**33).map(str),
+        st.text(alphabet="0123456789\u0661\u00b2\uff11 +-_", max_size=6),
+    )
+)
+def test_one_number_shortcut_agrees_with_the_loop(text: str) -> None:
+    # "n,n" takes the general loop; its first range is what "n" must give
+    def parsed(t: str) -> SequenceSet | None:
+        try:
+            return SequenceSet.parse(t)
+        except ValueError:
+            return None
+
+    one, twice = parsed(text), parsed(f"{text},{text}")
+    if twice is None:
+        assert one is None
+    else:
+        assert one == SequenceSet(twice.ranges[:1])
+
+
+@given(
+    st.one_of(st.just(STAR), st.integers(min_value=1, max_value=2**32 - 1)),
+    st.one_of(st.just(STAR), st.integers(min_value=1, max_value=2**32 - 1)),
+    st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_one_range_resolves_as_the_general_loop(a: int, b: int, largest: int) -> None:
+    # the range twice takes the loop (sorting, merging): the same spans come out
+    once = SequenceSet(((a, b),)).resolve(largest)
+    assert once == SequenceSet(((a, b), (a, b))).resolve(largest)

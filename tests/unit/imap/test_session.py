@@ -318,3 +318,55 @@ def test_output_pieces_keep_order_and_leave_big_ones_uncopied() -> None:
     assert ctx.take_output_parts() == [] and ctx.take_output() == b""
     ctx.send_parts([b"x", big])
     assert ctx.take_output() == b"x" + big
+
+
+@pytest.mark.parametrize("with_recent", [True, False])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("FLAGS",),
+        ("UID",),
+        ("MODSEQ",),
+        ("FLAGS", "UID"),
+        ("UID", "FLAGS", "MODSEQ"),
+        ("MODSEQ", "FLAGS", "FLAGS", "UID", "UID"),
+    ],
+)
+def test_fetch_of_view_items_writes_what_the_generic_responses_do(
+    names: tuple[str, ...], with_recent: bool
+) -> None:
+    from postier.imap import responses as r
+    from postier.imap.commands import fetch as fetch_command
+    from postier.imap.parse import SIMPLE_ATTS
+
+    v = MailboxView(
+        MBOX,
+        [
+            msg(2, 5),
+            msg(4, 7, "\\Seen", "$Junk"),
+            msg(9, 12, "\\Flagged", "\\Deleted", "zed", "Alpha"),
+            msg(11, 30, "\\Recent"),
+        ],
+        readonly=False,
+        recent={4, 11},
+    )
+    v.remove([9])  # expunged elsewhere, not yet announced: still addressable
+    items = tuple(SIMPLE_ATTS[n] for n in names)
+    picked = v.resolve(SequenceSet.parse("1:*"), uid=True)
+
+    class Out:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def send(self, data: bytes) -> None:
+            self.sent.append(data)
+
+        async def maybe_drain(self) -> None:
+            pass
+
+    out = Out()
+    asyncio.run(fetch_command._fetch_view(out, v, picked, items, with_recent=with_recent))  # type: ignore[arg-type]
+    expected = [
+        r.fetch(seq, fetch_command._view_items(v, items, uid, with_recent)) for seq, uid in picked
+    ]
+    assert out.sent == expected
