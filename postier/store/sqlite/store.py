@@ -664,6 +664,49 @@ class SqliteStore:
         if self._writes_since_trim >= 1000:
             self._trim_changes(tx)
 
+    def _record_series(
+        self,
+        tx: Tx,
+        user_id: UserId,
+        mailbox_id: MailboxId,
+        kind: ChangeKind,
+        uids: list[int],
+        base: int,
+    ) -> None:
+        """As `_record` for changes of one `kind` to `uids`, with the MODSEQs `base`,
+        `base` + 1, ...: one INSERT for them all, and their `Change`s built only
+        on the loop, and only when someone subscribes to the user's changes."""
+        tx.execute(
+            "INSERT INTO changes (origin, at, user_id, mailbox_id, kind, uid, modseq) "
+            "SELECT ?, ?, ?, ?, ?, value, ? + key FROM json_each(?) ORDER BY key",
+            (self._origin, _now_us(), user_id, mailbox_id, kind.value, base, _json_ids(uids)),
+        )
+        loop = self._loop
+        if loop is not None:
+
+            def publish() -> None:
+                loop.call_soon_threadsafe(
+                    self._publish_series, user_id, mailbox_id, kind, uids, base
+                )
+
+            tx.after_commit.append(publish)
+        self._writes_since_trim += 1
+        if self._writes_since_trim >= 1000:
+            self._trim_changes(tx)
+
+    def _publish_series(
+        self, user_id: UserId, mailbox_id: MailboxId, kind: ChangeKind, uids: list[int], base: int
+    ) -> None:
+        if self._hub.subscribed(user_id):
+            self._hub.publish(
+                [
+                    Change(user_id, mailbox_id, kind, Uid(uid), ModSeq(base + i))
+                    for i, uid in enumerate(uids)
+                ]
+            )
+        if kind is ChangeKind.EXISTS:
+            self._index_soon()
+
     def _publish(self, changes: list[Change], added: bool) -> None:
         """On the loop, after the commit: tell subscribers; new messages wait
         for their header index entries (`_index_soon`)."""
@@ -1909,12 +1952,8 @@ class SqliteStore:
                     mailbox_id,
                 ),
             )
-            self._record(
-                tx,
-                [
-                    Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(row[0]), ModSeq(base + i))
-                    for i, (row, _) in enumerate(updates)
-                ],
+            self._record_series(
+                tx, user_id, mailbox_id, ChangeKind.FLAGS, [row[0] for row, _ in updates], base
             )
             # the rows as they are now, without a second read (and no summary)
             return [
