@@ -151,6 +151,11 @@ class ChangeHub:
             if not self._subs and self._on_empty is not None:
                 self._on_empty()
 
+    def subscribed(self, user_id: UserId) -> bool:
+        """Whether anyone subscribes to `user_id`'s changes (else `publish` of
+        them does nothing)."""
+        return user_id in self._subs
+
     def publish(self, changes: Iterable[Change]) -> None:
         for change in changes:
             for sub in list(self._subs.get(change.user_id, ())):

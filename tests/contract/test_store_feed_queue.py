@@ -96,6 +96,64 @@ async def test_feed_from_another_process(store_factory, users, store):
     sub.close()
 
 
+async def test_store_flags_over_mixed_rows(store_factory, users, store):
+    """One STORE over messages whose flags differ (keywords with quotes, back-
+    slashes, non-ASCII): each changed row gets its flags and the next MODSEQ by
+    UID, the rest keep theirs; the returned rows, the rows read back, the
+    unseen count and the changes seen here and from another instance agree."""
+    u = users[0]
+    box = await store.get_mailbox(u.id, "INBOX")
+    for _ in range(8):
+        await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
+    odd = ['a"b', "c\\d", "é", "日本", "\U0001f600"]
+    start = {1: set(), 2: {odd[0]}, 3: {odd[1], odd[2]}, 4: {"\\Seen"}, 5: {odd[3]}}
+    start[6] = {"\\Seen", odd[1], "x"}  # has them already: left alone
+    start |= {7: {odd[4], "\\Flagged"}, 8: {"\\Seen", odd[0]}}
+    for uid, flags in start.items():
+        if flags:
+            await store.store_flags(box.id, [uid], frozenset(flags), "replace")
+    sub = store.subscribe(u.id)
+    other = await store_factory()
+    seen_there = other.subscribe(u.id)
+    before = (await store.get_mailbox_by_id(box.id)).highestmodseq
+    kept = await store.get_message(box.id, 6)
+    adding = frozenset({"\\Seen", odd[1]})
+    changed, refused = await store.store_flags(box.id, [8, 1, 2, 3, 4, 5, 6, 7, 99], adding, "add")
+    assert refused == []
+    expect = {uid: frozenset(f | adding) for uid, f in start.items() if not adding <= f}
+    assert [m.uid for m in changed] == sorted(expect) == [1, 2, 3, 4, 5, 7, 8]
+    assert [m.modseq for m in changed] == list(range(before + 1, before + 1 + len(expect)))
+    assert {m.uid: m.flags for m in changed} == expect
+    for m in changed:
+        stored = await store.get_message(box.id, m.uid)
+        assert stored is not None
+        assert (stored.flags, stored.modseq, stored.internal_date) == (
+            m.flags,
+            m.modseq,
+            m.internal_date,
+        )
+        assert (stored.size, stored.blob_id) == (m.size, m.blob_id)
+    assert await store.get_message(box.id, 6) == kept
+    assert (await store.get_mailbox_by_id(box.id)).unseen == 0
+    want = [Change(u.id, box.id, ChangeKind.FLAGS, m.uid, m.modseq) for m in changed]
+    assert [await next_change(sub) for _ in want] == want
+    assert sub.get_nowait() is None
+    there: list[Change] = []  # (it may replay what came before it opened)
+    while len(there) < len(want):
+        c = await next_change(seen_there, timeout=1.5)
+        if c.kind is ChangeKind.FLAGS and c.modseq is not None and c.modseq > before:
+            there.append(c)
+    assert there == want
+    # and taken away: every row loses both, all unseen
+    changed, _ = await store.store_flags(box.id, list(start), adding, "remove")
+    assert {m.uid: m.flags for m in changed} == {
+        uid: frozenset(f - adding) for uid, f in start.items()
+    }
+    assert (await store.get_mailbox_by_id(box.id)).unseen == 8
+    sub.close()
+    seen_there.close()
+
+
 async def test_closed_store_ends_subscriptions(store_factory):
     s = await store_factory()
     await s.add_domain("example.test")

@@ -163,7 +163,8 @@ def _zone_of(dt: datetime | None) -> int | None:
 
 
 def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+    # timedelta(0, 0, us) is timedelta(microseconds=us) without the keyword (0.76 -> 0.52 µs)
+    return _EPOCH + timedelta(0, 0, us)
 
 
 def _now_us() -> int:
@@ -231,6 +232,39 @@ def _with_flag_sets(
             sets[text] = flags = _flags_of(text)
         out.append((uid, modseq, flags))
     return out
+
+
+#: a message's flags after a STORE: the set, and its text as a JSON string
+_NewFlags = tuple[frozenset[str], str]
+_NOT_YET: Any = object()
+
+
+def _new_flags(text: str, flags: frozenset[str], mode: FlagMode) -> _NewFlags | None:
+    """What STORE in `mode` makes of the flags stored as `text`; None when they
+    stay as they are."""
+    old = _flags_of(text)
+    if mode == "add":
+        new = old | flags
+    elif mode == "remove":
+        new = old - flags
+    else:
+        new = flags
+    if new == old:
+        return None
+    # ensure_ascii=False: UTF-8 as is, rather than \\u escapes for SQLite's JSON to undo
+    return new, json.dumps(_flags_text(new), ensure_ascii=False)
+
+
+#: the new flags and MODSEQs of a mailbox's messages from a JSON array of
+#: [uid, flags text]; the row at index k gets MODSEQ ?1 + k. MATERIALIZED: else the
+#: planner scans the mailbox and json_each once for each of its rows. (json_extract
+#: rather than ->>, which needs SQLite 3.38; as fast.)
+_SET_FLAGS = (
+    "WITH j(k, uid, flags) AS MATERIALIZED (SELECT key, json_extract(value, '$[0]'), "
+    "json_extract(value, '$[1]') FROM json_each(?2)) "
+    "UPDATE messages SET flags = j.flags, modseq = ?1 + j.k FROM j "
+    "WHERE messages.mailbox_id = ?3 AND messages.uid = j.uid"
+)
 
 
 def _json_ids(values: Iterable[int]) -> str:
@@ -629,6 +663,49 @@ class SqliteStore:
         self._writes_since_trim += 1
         if self._writes_since_trim >= 1000:
             self._trim_changes(tx)
+
+    def _record_series(
+        self,
+        tx: Tx,
+        user_id: UserId,
+        mailbox_id: MailboxId,
+        kind: ChangeKind,
+        uids: list[int],
+        base: int,
+    ) -> None:
+        """As `_record` for changes of one `kind` to `uids`, with the MODSEQs `base`,
+        `base` + 1, ...: one INSERT for them all, and their `Change`s built only
+        on the loop, and only when someone subscribes to the user's changes."""
+        tx.execute(
+            "INSERT INTO changes (origin, at, user_id, mailbox_id, kind, uid, modseq) "
+            "SELECT ?, ?, ?, ?, ?, value, ? + key FROM json_each(?) ORDER BY key",
+            (self._origin, _now_us(), user_id, mailbox_id, kind.value, base, _json_ids(uids)),
+        )
+        loop = self._loop
+        if loop is not None:
+
+            def publish() -> None:
+                loop.call_soon_threadsafe(
+                    self._publish_series, user_id, mailbox_id, kind, uids, base
+                )
+
+            tx.after_commit.append(publish)
+        self._writes_since_trim += 1
+        if self._writes_since_trim >= 1000:
+            self._trim_changes(tx)
+
+    def _publish_series(
+        self, user_id: UserId, mailbox_id: MailboxId, kind: ChangeKind, uids: list[int], base: int
+    ) -> None:
+        if self._hub.subscribed(user_id):
+            self._hub.publish(
+                [
+                    Change(user_id, mailbox_id, kind, Uid(uid), ModSeq(base + i))
+                    for i, uid in enumerate(uids)
+                ]
+            )
+        if kind is ChangeKind.EXISTS:
+            self._index_soon()
 
     def _publish(self, changes: list[Change], added: bool) -> None:
         """On the loop, after the commit: tell subscribers; new messages wait
@@ -1849,37 +1926,34 @@ class SqliteStore:
                 (mailbox_id, _json_ids(uids)),
             ).fetchall()
             refused: list[Uid] = []
-            updates: list[tuple[Row, frozenset[str]]] = []
+            # per distinct flags text (most rows share a few): what they become
+            outcome: dict[str, _NewFlags | None] = {}
+            updates: list[tuple[Row, _NewFlags]] = []
             for row in rows:
-                uid, modseq, text = row[0], row[1], row[2]
-                if unchanged_since is not None and modseq > unchanged_since:
-                    refused.append(Uid(uid))
+                if unchanged_since is not None and row[1] > unchanged_since:
+                    refused.append(Uid(row[0]))
                     continue
-                old = _flags_of(text)
-                if mode == "add":
-                    new = old | flag_set
-                elif mode == "remove":
-                    new = old - flag_set
-                else:
-                    new = flag_set
-                if new != old:
+                text = row[2]
+                new = outcome.get(text, _NOT_YET)
+                if new is _NOT_YET:
+                    new = outcome[text] = _new_flags(text, flag_set, mode)
+                if new is not None:
                     updates.append((row, new))
             if not updates:
                 return [], refused
             base = self._take_modseqs(tx, mailbox_id, len(updates))
-            tx.conn.executemany(
-                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
-                [
-                    (_flags_text(new), base + i, mailbox_id, row[0])
-                    for i, (row, new) in enumerate(updates)
-                ],
+            # one statement for all rows: with the triggers on messages, a statement
+            # per row (executemany) cost 15.5 µs a row (3-4 without them), this 5.4
+            tx.execute(
+                _SET_FLAGS,
+                (
+                    base,
+                    "[" + ",".join([f"[{row[0]},{new[1]}]" for row, new in updates]) + "]",
+                    mailbox_id,
+                ),
             )
-            self._record(
-                tx,
-                [
-                    Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(row[0]), ModSeq(base + i))
-                    for i, (row, _) in enumerate(updates)
-                ],
+            self._record_series(
+                tx, user_id, mailbox_id, ChangeKind.FLAGS, [row[0] for row, _ in updates], base
             )
             # the rows as they are now, without a second read (and no summary)
             return [
@@ -1887,7 +1961,7 @@ class SqliteStore:
                     mailbox_id=mailbox_id,
                     uid=Uid(row[0]),
                     modseq=ModSeq(base + i),
-                    flags=new,
+                    flags=new[0],
                     internal_date=_from_us(row[3]),
                     size=row[4],
                     blob_id=BlobId(row[5]),

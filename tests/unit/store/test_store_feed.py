@@ -26,6 +26,17 @@ async def test_routing_and_order():
     assert await sb.get() == ch(B, 2)
 
 
+def test_subscribed_while_a_subscription_is_open():
+    hub = ChangeHub()
+    assert not hub.subscribed(A)
+    sa, sa2 = hub.subscribe(A), hub.subscribe(A)
+    assert hub.subscribed(A) and not hub.subscribed(B)
+    sa.close()
+    assert hub.subscribed(A)
+    sa2.close()
+    assert not hub.subscribed(A)
+
+
 async def test_get_waits_for_publish():
     hub = ChangeHub()
     sub = hub.subscribe(A)
