@@ -341,16 +341,9 @@ class Receiver:
                     # kept line is never too long (`_on_line`), so nothing to refuse
                     self._scan = 0
                     return self._starved()
-                line = self._take_line()
-                if line is None:
-                    return self._starved()
-                event = self._on_line(line)
-                if event is not None:
-                    return event
-                continue
-            if state is _State.CLOSED:
+            elif state is _State.CLOSED:
                 return ConnectionClosed()
-            if state is _State.LITERAL or state is _State.DISCARD_LITERAL:
+            elif state is _State.LITERAL or state is _State.DISCARD_LITERAL:
                 if self._lit_remaining and self._buf:
                     take = min(self._lit_remaining, len(self._buf))
                     chunk = bytes(self._buf[:take]) if self._lit_streamed else b""
