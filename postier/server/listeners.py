@@ -56,6 +56,8 @@ DEFER = 0.005
 #: this long before it accepts again, and so do we
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 EXHAUSTED_PAUSE = 1.0
+#: the count of a worker that is not running: more than any worker has
+_ABSENT = 1 << 62
 #: how far a StreamReader buffers before it stops reading (asyncio's default)
 _STREAM_LIMIT = 64 * 1024
 
@@ -111,9 +113,13 @@ class WorkerLoad:
         self._counts = memoryview(self._map).cast("q")
 
     def clear(self, index: int) -> None:
-        """A worker's connections died with it (the supervisor reaped it), or
-        its successor starts from none."""
+        """Worker `index` starts: it has no connection yet."""
         self._counts[index] = 0
+
+    def gone(self, index: int) -> None:
+        """Worker `index` died (the supervisor reaped it): its connections went
+        with it, and until its successor starts (`clear`) nobody steps aside for it."""
+        self._counts[index] = _ABSENT
 
     def slot(self, index: int) -> WorkerSlot:
         return WorkerSlot(self._counts, index)

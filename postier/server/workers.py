@@ -309,7 +309,7 @@ class Supervisor:
             self.backoff[child.index] = delay
             # its open sessions died with it; its counters stay for its successor
             metrics.forget_sessions(run_dir(self.settings) / metrics.SHARED_DIR, child.index)
-            self.load.clear(child.index)
+            self.load.gone(child.index)
             log.warning(
                 "worker %d (pid %d) %s after %.0fs; starting another%s",
                 child.index,

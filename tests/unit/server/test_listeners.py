@@ -5,14 +5,17 @@ itself when nobody else does."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from postier.server import listeners
+from postier.config.schema import Settings
+from postier.server import listeners, workers
 from postier.server.listeners import Connection, Listener, WorkerLoad, bind
 
 
@@ -130,3 +133,34 @@ async def test_a_busier_worker_still_accepts_when_no_other_does(
         held.done.set()
         a.stop_accepting()
         await a.drain(1)
+
+
+def test_nobody_steps_aside_for_a_dead_worker_until_its_successor_starts(
+    tmp_path: Path,
+) -> None:
+    settings = Settings()
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, data_dir=tmp_path, workers=2)
+    )
+    supervisor = workers.Supervisor(settings, {})
+    try:
+        slot = supervisor.load.slot(1)
+        pid = os.fork()
+        if pid == 0:
+            slot.add(2)  # worker 1's connections, then it dies
+            os._exit(1)
+        supervisor.children[pid] = workers._Child(1, pid, time.monotonic())
+        deadline = time.monotonic() + 5
+        while supervisor.children and time.monotonic() < deadline:
+            supervisor._reap()
+            time.sleep(0.01)
+        assert not supervisor.children
+        worker0 = supervisor.load.slot(0)
+        worker0.add(6)
+        assert not worker0.busier()  # worker 1 is gone: nobody to leave connections to
+        supervisor.load.clear(1)  # its successor starts (app.start)
+        assert slot.open == 0
+        assert worker0.busier()
+    finally:
+        for sock in supervisor.queue_wake:
+            sock.close()
