@@ -142,9 +142,9 @@ class WorkerSlot:
         return int(self._counts[self._index])
 
     def busier(self) -> bool:
-        """True when another worker has clearly fewer connections: fewer by at
-        least one, or by a sixteenth of this worker's (thousands of idle IMAP
-        clients need not be spread to the unit)."""
+        """True when another worker has clearly fewer connections: fewer by more
+        than a sixteenth of this worker's, or by one while it has fewer than
+        sixteen (thousands of idle IMAP clients need not be spread to the unit)."""
         counts, me = self._counts, self._index
         mine = counts[me]
         bar = mine - (mine >> 4)
