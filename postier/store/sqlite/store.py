@@ -660,52 +660,53 @@ class SqliteStore:
                 loop.call_soon_threadsafe(self._publish, changes, added)
 
             tx.after_commit.append(publish)
-        self._writes_since_trim += 1
-        if self._writes_since_trim >= 1000:
-            self._trim_changes(tx)
+        self._count_write(tx)
 
-    def _record_series(
-        self,
-        tx: Tx,
-        user_id: UserId,
-        mailbox_id: MailboxId,
-        kind: ChangeKind,
-        uids: list[int],
-        base: int,
+    def _record_flags(
+        self, tx: Tx, user_id: UserId, mailbox_id: MailboxId, uids: list[int], base: int
     ) -> None:
-        """As `_record` for changes of one `kind` to `uids`, with the MODSEQs `base`,
-        `base` + 1, ...: one INSERT for them all, and their `Change`s built only
-        on the loop, and only when someone subscribes to the user's changes."""
+        """As `_record` for FLAGS changes to `uids` with the MODSEQs `base`, `base`
+        + 1, ...: one INSERT for them all, and their `Change`s built only on the
+        loop, and only when someone subscribes to the user's changes (a POP3
+        session marking its maildrop \\Seen has nobody)."""
         tx.execute(
             "INSERT INTO changes (origin, at, user_id, mailbox_id, kind, uid, modseq) "
             "SELECT ?, ?, ?, ?, ?, value, ? + key FROM json_each(?) ORDER BY key",
-            (self._origin, _now_us(), user_id, mailbox_id, kind.value, base, _json_ids(uids)),
+            (
+                self._origin,
+                _now_us(),
+                user_id,
+                mailbox_id,
+                ChangeKind.FLAGS.value,
+                base,
+                _json_ids(uids),
+            ),
         )
         loop = self._loop
         if loop is not None:
 
             def publish() -> None:
-                loop.call_soon_threadsafe(
-                    self._publish_series, user_id, mailbox_id, kind, uids, base
-                )
+                loop.call_soon_threadsafe(self._publish_flags, user_id, mailbox_id, uids, base)
 
             tx.after_commit.append(publish)
-        self._writes_since_trim += 1
-        if self._writes_since_trim >= 1000:
-            self._trim_changes(tx)
+        self._count_write(tx)
 
-    def _publish_series(
-        self, user_id: UserId, mailbox_id: MailboxId, kind: ChangeKind, uids: list[int], base: int
+    def _publish_flags(
+        self, user_id: UserId, mailbox_id: MailboxId, uids: list[int], base: int
     ) -> None:
         if self._hub.subscribed(user_id):
             self._hub.publish(
                 [
-                    Change(user_id, mailbox_id, kind, Uid(uid), ModSeq(base + i))
+                    Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(uid), ModSeq(base + i))
                     for i, uid in enumerate(uids)
                 ]
             )
-        if kind is ChangeKind.EXISTS:
-            self._index_soon()
+
+    def _count_write(self, tx: Tx) -> None:
+        """One more write recorded changes: every 1,000 the old ones are trimmed."""
+        self._writes_since_trim += 1
+        if self._writes_since_trim >= 1000:
+            self._trim_changes(tx)
 
     def _publish(self, changes: list[Change], added: bool) -> None:
         """On the loop, after the commit: tell subscribers; new messages wait
@@ -1952,9 +1953,7 @@ class SqliteStore:
                     mailbox_id,
                 ),
             )
-            self._record_series(
-                tx, user_id, mailbox_id, ChangeKind.FLAGS, [row[0] for row, _ in updates], base
-            )
+            self._record_flags(tx, user_id, mailbox_id, [row[0] for row, _ in updates], base)
             # the rows as they are now, without a second read (and no summary)
             return [
                 Message(
