@@ -305,7 +305,7 @@ class Listener:
         except OSError as e:
             if e.errno in _EXHAUSTED:
                 log.error(
-                    "listener %s: cannot accept: %s; trying again in %.0fs",
+                    "listener %s: cannot accept: %s; trying again in %gs",
                     self.name,
                     e.strerror or e,
                     EXHAUSTED_PAUSE,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import os
 import socket
 import time
@@ -164,3 +165,41 @@ def test_nobody_steps_aside_for_a_dead_worker_until_its_successor_starts(
     finally:
         for sock in supervisor.queue_wake:
             sock.close()
+
+
+class _OutOfDescriptors(socket.socket):
+    """A listening socket whose first accept() fails as a process out of file
+    descriptors does."""
+
+    failed = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if not self.failed:
+            self.failed += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+async def test_out_of_descriptors_pauses_accepting_then_takes_the_connection(
+    shared_socket: socket.socket, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(listeners, "EXHAUSTED_PAUSE", 0.2)
+    load = WorkerLoad(1)
+    port = shared_socket.getsockname()[1]
+    sock = _OutOfDescriptors(fileno=shared_socket.dup().detach())
+    sock.setblocking(False)
+    held = _Held()
+    a = Listener("a", "127.0.0.1", port, held, sock=sock, load=load.slot(0))
+    client = socket.create_connection(("127.0.0.1", port))
+    try:
+        await a.start()
+        t0 = time.monotonic()
+        await _until(lambda: len(held.sessions) == 1)
+        assert time.monotonic() - t0 >= 0.2  # paused, not spinning on the error
+        assert sock.failed == 1
+        assert "listener a: cannot accept: Too many open files; trying again in 0.2s" in caplog.text
+    finally:
+        client.close()
+        held.done.set()
+        a.stop_accepting()
+        await a.drain(1)
