@@ -27,6 +27,10 @@ Rules:
   signature still builds the sending domain's reputation); else no signature.
 - dkimpy is the library (a chosen dependency, see docs/architecture.md); RSA keys
   are handed over in PKCS#1 PEM and Ed25519 keys as the base64 seed it expects.
+- cryptography (key parsing and generation) is imported by the functions that
+  parse or make a key, not with this module: it carries its own OpenSSL, about
+  18 MB resident, which every server process would otherwise hold (the queue,
+  which imports this module, signs in one worker and only for local domains).
 """
 
 from __future__ import annotations
@@ -39,9 +43,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from postier.durable import file_lock, write_atomically
 from postier.mailauth.dkimpy import dkim
@@ -93,6 +94,9 @@ class DkimKey:
     def public_b64(self) -> str:
         """The p= value: SubjectPublicKeyInfo DER for RSA (RFC 6376 §3.6.1), the raw
         32-octet key for Ed25519 (RFC 8463 §4.2)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
         key = serialization.load_pem_private_key(self.private_pem, password=None)
         if isinstance(key, rsa.RSAPrivateKey):
             der = key.public_key().public_bytes(
@@ -113,6 +117,9 @@ class DkimKey:
     def dkimpy_private(self) -> bytes:
         if self.algorithm == "rsa":
             return self.private_pem
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         key = serialization.load_pem_private_key(self.private_pem, password=None)
         assert isinstance(key, ed25519.Ed25519PrivateKey)
         seed = key.private_bytes(
@@ -188,6 +195,9 @@ def _generate_keys(
 
 def _new_pem(algorithm: str, rsa_bits: int) -> bytes:
     """A new private key in PEM: RSA in PKCS#1 (what dkimpy takes), Ed25519 in PKCS#8."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     if algorithm == "rsa":
         return rsa.generate_private_key(65537, rsa_bits).private_bytes(
             serialization.Encoding.PEM,
@@ -203,6 +213,9 @@ def _new_pem(algorithm: str, rsa_bits: int) -> bytes:
 
 def key_of(domain: str, selector: str, pem: bytes, where: str = "") -> DkimKey:
     """The key a PEM holds; `DkimError` (naming `where`) if it is not one we use."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     where = where or f"{selector}._domainkey.{domain}"
     try:
         key = serialization.load_pem_private_key(pem, password=None)

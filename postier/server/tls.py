@@ -10,6 +10,9 @@ Rules:
   once on one data dir make one pair, and a process that finds the certificate
   finds its key (never one process's key with another's certificate).
 - Server contexts accept TLS 1.2+ only (RFC 8996 retires 1.0/1.1).
+- cryptography is imported only to make a certificate: it carries its own
+  OpenSSL (about 18 MB resident), and the workers, which only load the files
+  with the standard `ssl` module, never need it.
 """
 
 from __future__ import annotations
@@ -18,11 +21,6 @@ import datetime as dt
 import ipaddress
 import ssl
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from postier.config.schema import Settings
 from postier.durable import file_lock, write_atomically
@@ -40,6 +38,11 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
 
 
 def _make_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = dt.datetime.now(dt.UTC)

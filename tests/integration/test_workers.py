@@ -209,6 +209,31 @@ def test_serve_prints_its_workers_and_sigterm_stops_them_all(group: Group) -> No
     assert children(group.pid) == set()
 
 
+def _maps_cryptography(pid: int) -> bool:
+    """Whether `pid` has cryptography's native library (its own OpenSSL) mapped."""
+    return "/cryptography/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_no_server_process_holds_cryptography_yet_tls_and_mail_work(group: Group) -> None:
+    """cryptography is for making a certificate or a DKIM key: the supervisor makes
+    the certificate in a short-lived child, and the processes that live as long as
+    the server load the files with `ssl` alone (about 18 MB resident each saved)."""
+    smtp = smtplib.SMTP("127.0.0.1", group.port("mx"), timeout=10)
+    smtp.starttls()
+    smtp.sendmail("bob@example.org", [USER], _message(1))
+    smtp.quit()
+    imap = imaplib.IMAP4("127.0.0.1", group.port("imap"), timeout=10)
+    imap.starttls()
+    imap.login(USER, PASSWORD)
+    assert imap.select("INBOX")[1] == [b"1"]
+    imap.logout()
+    for pid in (group.pid, *group.workers):
+        assert not _maps_cryptography(pid), pid
+    with contextlib.suppress(OSError):  # the check itself can see it
+        import cryptography.hazmat.bindings._rust  # noqa: F401
+    assert _maps_cryptography(os.getpid())
+
+
 class Idler:
     """A raw IMAP connection that logs in, selects INBOX and IDLEs."""
 
