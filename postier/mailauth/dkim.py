@@ -248,20 +248,26 @@ def load_domain_keys(data_dir: Path, domain: str, active: str) -> list[DkimKey]:
 
 async def stored_keys(store: Store, domain: str, active: str) -> list[DkimKey]:
     """The keys to sign with for `domain` whose active selector is `active`, as the
-    store keeps them (a missing twin is skipped; an unreadable key is logged)."""
+    store keeps them (a missing twin is skipped; an unreadable key is logged).
+    The PEMs are parsed off the event loop: checking an RSA key costs milliseconds,
+    and the first parse in a process imports cryptography."""
     if not active:
         return []
     pems = await store.dkim_keys(domain)
-    keys = []
-    for selector in twin_selectors(active):
-        pem = pems.get(selector)
-        if pem is None:
-            continue
-        try:
-            keys.append(key_of(domain, selector, pem))
-        except DkimError:
-            log.exception("DKIM key of %s", domain)
-    return keys
+
+    def parse() -> list[DkimKey]:
+        keys = []
+        for selector in twin_selectors(active):
+            pem = pems.get(selector)
+            if pem is None:
+                continue
+            try:
+                keys.append(key_of(domain, selector, pem))
+            except DkimError:
+                log.exception("DKIM key of %s", domain)
+        return keys
+
+    return await asyncio.to_thread(parse)
 
 
 async def make_keys(
