@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from postier.mail.queueid import new_queue_id
 from postier.store import open_store
 from postier.store.errors import Invalid, NotFound, StoreError
 from postier.store.feed import FeedOverflow
-from postier.store.models import DeliveryTarget, NewQueueEntry, QueueRecipient
+from postier.store.models import DeliveryTarget, ModSeq, NewQueueEntry, QueueRecipient
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import VERSION
 from tests.support.downgrade import SQLITE_12, SQLITE_13, SQLITE_14, sqlite_drop
@@ -317,3 +318,34 @@ async def test_migration_10_adds_the_admin_flag_off(make, tmp_path):
     u = await s.get_user("a@example.test")
     assert u is not None
     assert u.admin
+
+
+async def test_message_lists_are_built_off_the_event_loop(make, monkeypatch):
+    """A folder's rows become `Message` objects in the reader thread: for 50,000
+    messages that was 0.3-0.5 s of CPU on the loop (a web list page, IMAP SELECT)."""
+    from postier.store.sqlite import store as sqlite_store
+
+    store = await make()
+    u = await user_of(store)
+    await store.deliver(
+        new_message(b"Subject: hi\r\n\r\nhello\r\n"), [DeliveryTarget(u.id, "INBOX")]
+    )
+    inbox = await store.get_mailbox(u.id, "INBOX")
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+    for name in ("_light_message_of", "_text_message_of", "_message_of"):
+        real = getattr(sqlite_store, name)
+
+        def spy(row, real=real):
+            threads.add(threading.get_ident())
+            return real(row)
+
+        monkeypatch.setattr(sqlite_store, name, spy)
+    for summaries, structures in ((False, False), (True, False), (True, True)):
+        got = await store.list_messages(inbox.id, summaries=summaries, structures=structures)
+        assert len(got) == 1
+    for structures in (False, True):
+        assert len(await store.get_messages(inbox.id, [got[0].uid], structures=structures)) == 1
+    assert len(await store.changed_since(inbox.id, ModSeq(0))) == 1
+    assert threads
+    assert loop_thread not in threads
