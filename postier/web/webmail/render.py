@@ -16,6 +16,13 @@ Rules:
   image types only: an SVG is a document that can carry script). The result
   is shown in a sandboxed frame whose CSP is `default-src 'none'`, so a hole in
   the sanitiser still runs no script and loads nothing.
+- What is shown is bounded, so no message makes the reader (or the browser)
+  wait more than linear time: a text or HTML part shows its first `SHOW_MAX`
+  characters (`Rendered.clipped` says the rest is in the download), and HTML
+  reaches nh3 with at most `DEPTH_MAX` elements open at once (`shallow`):
+  html5ever looks through its open elements (and its list of formatting ones)
+  at each tag, so 40,000 nested `<div>` (200 KB) cost it 2 s, and a 1 MB run
+  of them ~50 s; deeper start tags are dropped, as browsers stop nesting.
 - An attachment is any leaf that is not the text or HTML shown: one with a
   filename or `Content-Disposition: attachment`, a non-text part, or an
   encapsulated message (listed whole, not entered). It is addressed by its index
@@ -26,7 +33,9 @@ Rules:
 from __future__ import annotations
 
 import html
+import re
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,6 +97,13 @@ STYLE_PROPERTIES = frozenset(
 )
 
 
+#: characters of a text or HTML part shown (`compose.MAX_BODY`: a draft written
+#: here shows whole); the rest of a longer part is in its download
+SHOW_MAX = 1_000_000
+#: elements open at once in the HTML handed to nh3 (Chromium's parser stops
+#: nesting at 512)
+DEPTH_MAX = 256
+
 #: a `style` attribute whose value holds one of these is dropped whole: whatever
 #: the property, these fetch (url, image-set), run (IE's expression) or hide a
 #: word from this check (backslash escapes)
@@ -128,6 +144,8 @@ class Rendered:
     spam_reasons: list[str] = field(default_factory=list)
     spam_status: str = ""
     checks: list[verdicts.Check] = field(default_factory=list)
+    #: the text or HTML shown is the start of a longer part (`SHOW_MAX`)
+    clipped: bool = False
 
 
 def _addresses(root: Part, *names: str) -> list[tuple[str, str]]:
@@ -180,6 +198,142 @@ def decoded(data: bytes, p: Part) -> bytes:
         return body
 
 
+def _shown(body: bytes, charset: str | None) -> tuple[str, bool]:
+    """(the text shown of a part's decoded body, whether it is clipped): at
+    most `SHOW_MAX` characters, decoded from at most the octets they can take."""
+    clipped = len(body) > 4 * SHOW_MAX  # no charset spends more than 4 octets a character
+    text = decode_charset(body[: 4 * SHOW_MAX] if clipped else body, charset)
+    if len(text) > SHOW_MAX:
+        return text[:SHOW_MAX], True
+    return text, clipped
+
+
+#: what `shallow` reads: a tag's start (its name) or a comment's
+_TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)|<!--")
+
+
+def _names(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+#: elements that have no end tag (never open)
+_VOID = _names("area base br col embed hr img input keygen link meta param source track wbr")
+#: elements whose content is text up to their end tag (no tags inside)
+_RAW_END = {
+    name: re.compile(f"</{name}", re.IGNORECASE)
+    for name in _names("script style textarea title xmp iframe noembed noframes noscript")
+}
+#: formatting elements: html5ever keeps them in a list of their own when
+#: something else closes them, and reopens them at the next text (a list
+#: that holds one of each (tag, attributes) at most three times)
+_FORMATTING = _names("a b big code em font i nobr s small strike strong tt u")
+#: elements that close the list's entries opened inside them
+_MARKERS = _names("applet caption marquee object td template th")
+#: start tag → the current elements it closes first, in turn (HTML's implied
+#: end tags, the ones an unclosed <p>, <li>, <td> or <tr> relies on)
+_CLOSES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        _names(
+            "address article aside blockquote div dl fieldset footer h1 h2 h3 h4 h5 h6 "
+            "header main nav ol pre section table ul"
+        ),
+        ("p",),
+    ),
+    "p": ("p",),
+    "li": ("p", "li"),
+    "dt": ("p", "dt"),
+    "dd": ("p", "dd"),
+    "option": ("option",),
+    "td": ("td", "th"),
+    "th": ("td", "th"),
+    "tr": ("td", "th", "tr"),
+}
+
+
+def shallow(markup: str, limit: int = DEPTH_MAX) -> str:
+    """`markup` without the start tags that would open more than `limit`
+    elements at once, nor the end tags that would close them: html5ever's work
+    per tag grows with its open elements and its list of formatting elements
+    (module rules), so its parse of the result is linear. One pass, each
+    character read once; elements are counted as a parser could open them,
+    never fewer (a `<p>` or `<li>` closed by the next one counts once; a
+    formatting element closed by another's end tag stays counted, as it stays
+    in html5ever's list), so only HTML that nests past `limit` loses tags.
+    Whatever it leaves is still sanitised by nh3."""
+    if markup.count("<") <= limit:
+        return markup  # cannot nest deeper
+    out: list[str] = []
+    stack: list[str] = []
+    open_: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    #: the start tags of formatting elements on `stack` (same positions)
+    tags: list[str] = []
+    #: per marker level, formatting elements closed by another element's end
+    #: tag, by their tag text (html5ever's list holds 3 alike at most)
+    kept: list[Counter[str]] = [Counter()]
+    lingering = 0
+    copied = scan = 0
+
+    def pop() -> None:
+        nonlocal lingering
+        name = stack.pop()
+        tags.pop()
+        open_[name] -= 1
+        if name in _MARKERS and len(kept) > 1:
+            lingering -= sum(min(3, n) for n in kept.pop().values())
+
+    while (m := _TAG.search(markup, scan)) is not None:
+        name = m.group(2)
+        if name is None:  # a comment: up to its end, or the rest of the text
+            end = markup.find("-->", m.end())
+            if end < 0:
+                break
+            scan = end + 3
+            continue
+        # the tag ends at the first ">" (a quoted one too: never later than a parser)
+        end = markup.find(">", m.end())
+        scan = end = len(markup) if end < 0 else end + 1
+        name = name.lower()
+        if m.group(1):  # an end tag
+            if dropped[name]:
+                dropped[name] -= 1
+            else:
+                if open_[name]:
+                    while stack[-1] != name:
+                        if stack[-1] in _FORMATTING:
+                            counts = kept[-1]
+                            counts[tags[-1]] += 1
+                            if counts[tags[-1]] <= 3:
+                                lingering += 1
+                        pop()
+                    pop()
+                continue
+        elif name in _VOID:
+            continue
+        else:
+            for closed in _CLOSES.get(name, ()):
+                if stack and stack[-1] == closed:
+                    pop()  # <p>a<p>b: the second closes the first
+            if len(stack) + lingering < limit:
+                stack.append(name)
+                tags.append(markup[m.start() : end].lower() if name in _FORMATTING else "")
+                open_[name] += 1
+                if name in _MARKERS:
+                    kept.append(Counter())
+                raw = _RAW_END.get(name)
+                if raw is not None:  # its text, up to its end tag
+                    text_end = raw.search(markup, scan)
+                    if text_end is None:
+                        break
+                    scan = text_end.start()
+                continue
+            dropped[name] += 1
+        out.append(markup[copied : m.start()])
+        copied = end
+    out.append(markup[copied:])
+    return "".join(out)
+
+
 def sanitise(
     markup: str,
     *,
@@ -209,7 +363,7 @@ def sanitise(
         return value
 
     clean = nh3.clean(
-        markup,
+        shallow(markup),
         tags=set(TAGS),
         attributes=ATTRIBUTES,
         url_schemes=set(URL_SCHEMES | {"cid"}),
@@ -275,9 +429,11 @@ def render(
             name = p.filename or ("message.eml" if p.message is not None else f"part-{index}")
             out.attachments.append(Attachment(index, name, p.content_type, p.size))
     if text_part is not None:
-        out.text = decode_charset(decoded(data, text_part), text_part.param("charset"))
+        out.text, clipped = _shown(decoded(data, text_part), text_part.param("charset"))
+        out.clipped |= clipped
     if html_part is not None:
-        markup = decode_charset(decoded(data, html_part), html_part.param("charset"))
+        markup, clipped = _shown(decoded(data, html_part), html_part.param("charset"))
+        out.clipped |= clipped
         inline = None
         if inline_url is not None:
             leaves = dict(_leaves(root))

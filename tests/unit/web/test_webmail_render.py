@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from postier.web.webmail.render import attachment, render, sanitise
+from postier.web.webmail.render import (
+    DEPTH_MAX,
+    SHOW_MAX,
+    attachment,
+    render,
+    sanitise,
+    shallow,
+)
 
 MIXED = (
     b"From: =?utf-8?q?Ren=C3=A9?= <rene@example.test>\r\n"
@@ -79,3 +86,66 @@ def test_remote_images_are_counted_and_removed() -> None:
     clean, blocked = sanitise('<img src="https://t.example/p.gif" alt=x><img src="http://a/b">')
     assert blocked == 2
     assert "src" not in clean and 'alt="x"' in clean
+
+
+def _depth(clean: str) -> int:
+    """Elements open at once in nh3's output (it closes every element it opens)."""
+    depth = most = 0
+    for piece in clean.split("<")[1:]:
+        name = piece.split(">", 1)[0].split()[0] if piece else ""
+        if name.startswith("/"):
+            depth -= 1
+        elif name and name not in ("br", "hr", "img", "wbr") and not name.endswith("/"):
+            depth += 1
+            most = max(most, depth)
+    return most
+
+
+# html5ever's work per tag grows with its open elements and its list of
+# formatting elements: each of these took it 1-10 s unbounded
+DEEP = {
+    "nested divs": "<div>" * 30000 + "x" + "</div>" * 30000,
+    "unclosed blockquotes": "<blockquote>x" * 30000,
+    "lists in lists": "<ul><li>x" * 15000,
+    "formatting, distinct attributes": "".join(f"<b id=b{i}>x" for i in range(30000)),
+    "formatting closed by others": "".join(f"<div><i title=t{i}></div>x" for i in range(30000)),
+    "misnested": "<b><div>" * 15000 + "x",
+}
+
+
+@pytest.mark.parametrize("markup", DEEP.values(), ids=DEEP.keys())
+def test_deep_html_is_flattened_before_nh3(markup: str) -> None:
+    clean, _ = sanitise(markup)
+    assert _depth(clean) <= DEPTH_MAX + 4
+    assert "x" in clean
+
+
+# HTML that leaves its <p>, <li>, <td> and <tr> to the next one, or repeats one
+# formatting element, is not deep: none of it is lost
+SLOPPY = {
+    "paragraphs": "<p>para" * 5000,
+    "table": "<table>" + "<tr><td>a<td><font face=arial>b</font>" * 5000 + "</table>",
+    "list": "<ul>" + "<li><p>a<li>b<div>c</div>" * 5000 + "</ul>",
+    "font left open in divs": "<div><font face=arial>x</div>" * 5000,
+    "a script of tags": "<script>" + "<div>" * 5000 + "</script>" + "<div>y</div>",
+}
+
+
+@pytest.mark.parametrize("markup", SLOPPY.values(), ids=SLOPPY.keys())
+def test_shallow_keeps_html_that_is_not_deep(markup: str) -> None:
+    assert shallow(markup) == markup
+
+
+def test_long_parts_show_their_start_and_say_so() -> None:
+    head = (
+        b"From: a@example.test\r\nSubject: long\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    short = render(head + "é".encode() * 1000)
+    assert short.text is not None and not short.clipped
+    # one line, no line end: 3 MB of text, shown as its first SHOW_MAX characters
+    long = render(head + "é".encode() * 1_500_000)
+    assert long.clipped and long.text == "é" * SHOW_MAX
+    html = render(
+        head.replace(b"text/plain", b"text/html") + b"<p>" + b"word " * (SHOW_MAX // 4) + b"</p>"
+    )
+    assert html.clipped and html.html is not None and html.html.startswith("<p>word")
