@@ -16,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +91,12 @@ def keep(msgs: list[Message], filter_: str) -> list[Message]:
     if filter_ == "flagged":
         return [m for m in msgs if "\\Flagged" in m.flags]
     return msgs
+
+
+def kept_order(ordered: Sequence[int], msgs: list[Message], filter_: str) -> list[int]:
+    """The UIDs of `ordered` whose message in `msgs` the filter keeps, in that order."""
+    wanted = {m.uid for m in keep(msgs, filter_)}
+    return [u for u in ordered if u in wanted]
 
 
 def arrange(msgs: list[Message], sort: str, descending: bool, threads: bool) -> list[list[Message]]:

@@ -529,8 +529,7 @@ class Webmail:
             ordered: Sequence[int] = await self._order(mb, sort, descending)
             if filter_ != "all":
                 flagged = await self.store.list_messages(mb.id, summaries=False)
-                wanted = {m.uid for m in listing.keep(flagged, filter_)}
-                ordered = [u for u in ordered if u in wanted]
+                ordered = await _in_pool(listing.kept_order, ordered, flagged, filter_)
             pages = max(1, math.ceil(len(ordered) / PAGE_SIZE))
             page = min(max(1, _int(params.get("page"), 1)), pages)
             rows = await self._page_rows(mb, ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
@@ -549,7 +548,8 @@ class Webmail:
             except TooComplex:
                 error = "The search took too long: add words or a date to narrow it."
                 msgs = []
-            msgs = listing.keep(msgs, filter_)
+            if filter_ != "all":
+                msgs = await _in_pool(listing.keep, msgs, filter_)
             found = len(msgs)
             entries = await _in_pool(listing.arrange, msgs, sort, descending, threads)
             pages = max(1, math.ceil(len(entries) / PAGE_SIZE))

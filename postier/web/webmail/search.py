@@ -35,6 +35,7 @@ from postier.imap.matcher import (
     Facts,
     IndexAnswers,
     compile_program,
+    in_search_thread,
     index_answers,
     matching,
 )
@@ -174,5 +175,10 @@ async def search(
     if answers is None:
         answers = await index_answers(store, messages[0].mailbox_id, key) if messages else {}
     compiled = compile_program(key, cast(MailboxView, _NoNumbers()), (), indexed=answers)
-    facts = [Facts(i, m) for i, m in enumerate(messages, 1)]
+    # one Facts a message: for a folder of 50,000, 30-200 ms the loop would pay
+    facts = await in_search_thread(_facts, messages)
     return [f.m for f in await matching(store, compiled, facts, Budget(seconds))]
+
+
+def _facts(messages: Sequence[Message]) -> list[Facts]:
+    return [Facts(i, m) for i, m in enumerate(messages, 1)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from postier.mail.summary import MessageSummary
 from postier.store.models import BlobId, MailboxId, Message, ModSeq, Uid
-from postier.web.webmail.listing import arrange, base_subject, keep, page_rows
+from postier.web.webmail.listing import arrange, base_subject, keep, kept_order, page_rows
 
 
 def msg(uid: int, subject: str, from_: str, day: int, size: int, flags: str = "") -> Message:
@@ -54,6 +54,9 @@ def test_filters() -> None:
     assert [m.uid for m in keep(MSGS, "unread")] == [2]
     assert [m.uid for m in keep(MSGS, "flagged")] == [3]
     assert keep(MSGS, "all") == MSGS
+    # a cached order, filtered in the web pool: its order stays
+    assert kept_order([3, 2, 1], MSGS, "unread") == [2]
+    assert kept_order([3, 2, 1], MSGS, "flagged") == [3]
 
 
 def test_conversations() -> None:
