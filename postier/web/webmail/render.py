@@ -472,11 +472,19 @@ def html_to_text(clean_html: str) -> str:
     return "\n".join(out).strip()
 
 
-def inline_image(data: bytes, index: int) -> tuple[str, bytes] | None:
+def images(data: bytes) -> dict[int, Part]:
+    """The parts `inline_image` serves (types of `INLINE_IMAGES`), by index: one
+    parse serves every image of a message."""
+    return {i: p for i, p in _leaves(parse(data)) if p.content_type in INLINE_IMAGES}
+
+
+def inline_image(
+    data: bytes, index: int, parts: dict[int, Part] | None = None
+) -> tuple[str, bytes] | None:
     """(content type, decoded octets) of the part at `index` when it is an image
-    type of `INLINE_IMAGES`, else None."""
-    p = dict(_leaves(parse(data))).get(index)
-    if p is None or p.content_type not in INLINE_IMAGES:
+    type of `INLINE_IMAGES`, else None. `parts`: `images(data)`, when known."""
+    p = (images(data) if parts is None else parts).get(index)
+    if p is None:
         return None
     return p.content_type, decoded(data, p)
 
