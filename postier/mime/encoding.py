@@ -92,18 +92,40 @@ def decode_qp(data: bytes) -> bytes:
         if soft:
             line = line[:-1]  # RFC 2045 §6.7 (5): soft line break
         if b"=" in line:
-            line = _QP_ESCAPE.sub(_qp_octet, line)
+            # "=XX" → its octet, any other "=" kept: binascii decodes alike but for
+            # an "=" before "=", CR or the end (it reads "==" as "=" and ends at the
+            # others), which becomes "=3D" first. All in C: re.sub's Python
+            # callback cost ~1 µs an escape (40 MB of them: 10 s)
+            line = _unescape(line)
         out.append(line)
         if i < last and not soft:
             out.append(b"\r\n" if crlf else b"\n")
     return b"".join(out)
 
 
-_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+#: an "=" that starts no escape and that binascii.a2b_qp would not keep
+_QP_LONE = re.compile(rb"=(?=[=\r]|\Z)")
+#: octets of a line undone in one C call at most (each holds the GIL: other
+#: threads, an event loop among them, wait for it to end)
+QP_CHUNK = 64 * 1024
 
 
-def _qp_octet(m: re.Match[bytes]) -> bytes:
-    return bytes((int(m.group(1), 16),))
+def _unescape(line: bytes) -> bytes:
+    """The "=XX" escapes of one line (no soft break left) undone, in pieces of
+    `QP_CHUNK` octets that never split an escape (nor an "=" from what follows)."""
+    if len(line) <= QP_CHUNK:
+        return binascii.a2b_qp(_QP_LONE.sub(b"=3D", line))
+    out = []
+    start = 0
+    while start < len(line):
+        end = start + QP_CHUNK
+        if end < len(line):
+            eq = line.rfind(b"=", end - 2, end)
+            if eq >= 0:
+                end = eq  # the "=" begins the next piece
+        out.append(binascii.a2b_qp(_QP_LONE.sub(b"=3D", line[start:end])))
+        start = end
+    return b"".join(out)
 
 
 def decode_transfer(data: bytes, encoding: str | None) -> bytes:
