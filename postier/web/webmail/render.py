@@ -32,6 +32,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import urllib.parse
@@ -103,6 +104,9 @@ SHOW_MAX = 1_000_000
 #: elements open at once in the HTML handed to nh3 (Chromium's parser stops
 #: nesting at 512)
 DEPTH_MAX = 256
+#: octets of a shown part's encoded body decoded at most: enough for `SHOW_MAX`
+#: characters of 4 octets, quoted-printable (3 a decoded octet) included
+DECODE_MAX = 3 * 4 * SHOW_MAX
 
 #: a `style` attribute whose value holds one of these is dropped whole: whatever
 #: the property, these fetch (url, image-set), run (IE's expression) or hide a
@@ -198,10 +202,18 @@ def decoded(data: bytes, p: Part) -> bytes:
         return body
 
 
-def _shown(body: bytes, charset: str | None) -> tuple[str, bool]:
-    """(the text shown of a part's decoded body, whether it is clipped): at
-    most `SHOW_MAX` characters, decoded from at most the octets they can take."""
-    clipped = len(body) > 4 * SHOW_MAX  # no charset spends more than 4 octets a character
+def _shown(data: bytes, p: Part) -> tuple[str, bool]:
+    """(the text shown of part `p`, whether it is clipped): at most `SHOW_MAX`
+    characters, decoded from at most the octets they can take (`DECODE_MAX` of
+    the encoded body: a 40 MB quoted-printable part is not undone whole to show
+    its first megabyte)."""
+    end = min(p.body_end, p.body_start + DECODE_MAX)
+    body = data[p.body_start : end]
+    with contextlib.suppress(UnknownEncoding):  # shown as it is
+        body = decode_transfer(body, p.encoding)
+    charset = p.param("charset")
+    # no charset spends more than 4 octets a character
+    clipped = end < p.body_end or len(body) > 4 * SHOW_MAX
     text = decode_charset(body[: 4 * SHOW_MAX] if clipped else body, charset)
     if len(text) > SHOW_MAX:
         return text[:SHOW_MAX], True
@@ -429,10 +441,10 @@ def render(
             name = p.filename or ("message.eml" if p.message is not None else f"part-{index}")
             out.attachments.append(Attachment(index, name, p.content_type, p.size))
     if text_part is not None:
-        out.text, clipped = _shown(decoded(data, text_part), text_part.param("charset"))
+        out.text, clipped = _shown(data, text_part)
         out.clipped |= clipped
     if html_part is not None:
-        markup, clipped = _shown(decoded(data, html_part), html_part.param("charset"))
+        markup, clipped = _shown(data, html_part)
         out.clipped |= clipped
         inline = None
         if inline_url is not None:

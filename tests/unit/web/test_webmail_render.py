@@ -149,3 +149,25 @@ def test_long_parts_show_their_start_and_say_so() -> None:
         head.replace(b"text/plain", b"text/html") + b"<p>" + b"word " * (SHOW_MAX // 4) + b"</p>"
     )
     assert html.clipped and html.html is not None and html.html.startswith("<p>word")
+
+
+def test_a_long_part_is_decoded_only_as_far_as_it_is_shown(monkeypatch) -> None:
+    """Showing the first `SHOW_MAX` characters of a 40 MB quoted-printable part
+    does not undo all 40 MB (each view of it held a web thread 10 s)."""
+    from postier.web.webmail import render as module
+
+    seen: list[int] = []
+    real = module.decode_transfer
+
+    def spy(body: bytes, encoding: str | None) -> bytes:
+        seen.append(len(body))
+        return real(body, encoding)
+
+    monkeypatch.setattr(module, "decode_transfer", spy)
+    body = b"caf=C3=A9 " * (module.DECODE_MAX // 10 + 1000)
+    r = render(
+        b"Subject: long\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body
+    )
+    assert seen == [module.DECODE_MAX]
+    assert r.clipped and r.text is not None and r.text.startswith("café café")
