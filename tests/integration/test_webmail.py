@@ -1148,6 +1148,47 @@ def test_forward_with_attachments_bcc_and_suggestions(web: Web, server: ServerTh
     assert b"Bcc: carol@example.test" in sent
 
 
+def test_a_forward_reads_its_attachments_in_one_parse(
+    web: Web, server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sending a forward carries every attachment of the original from one parse
+    of it, not one parse each (a message of n attachments cost n parses)."""
+    from postier.web.webmail import render
+
+    count = 30
+    deliver_direct(
+        server,
+        "alice@example.test",
+        b"From: Dave <dave@elsewhere.test>\r\nTo: alice@example.test\r\nSubject: Files\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nThe files.\r\n"
+        + b"".join(
+            b"--XX\r\nContent-Type: text/csv\r\n"
+            b"Content-Disposition: attachment; filename=f%d.csv\r\n\r\nrow,%d\r\n" % (i, i)
+            for i in range(count)
+        )
+        + b"--XX--\r\n",
+    )
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Files").click()
+    page.get_by_role("link", name="Forward").click()
+    page.get_by_label("To").fill("bob@example.test")
+    parses: list[int] = []
+    real = render.parse
+
+    def counted(data: bytes) -> Any:
+        parses.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(render, "parse", counted)
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Message sent.")
+    (got,) = imap_messages(server, "bob@example.test", "INBOX")
+    assert all(b'filename="f%d.csv"' % i in got for i in range(count))
+    assert len(parses) <= 3, len(parses)
+
+
 def test_attachments_upload_and_limit(web: Web, server: ServerThread) -> None:
     web.login()
     page = web.page

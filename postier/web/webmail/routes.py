@@ -1037,13 +1037,8 @@ class Webmail:
         carried = await self._carried(s, ref)
         if carried is None:
             return []
-        data, atts = carried
-        out = []
-        for a in atts:
-            found = await _in_pool(render.attachment, data, a.index)
-            if found is not None:
-                out.append(Upload(found[0], a.content_type, found[1]))
-        return out
+        found = await _in_pool(render.attachments, carried[0])
+        return [Upload(a.filename, a.content_type, body) for a, body in found]
 
     async def _correspondents(self, s: Session) -> list[str]:
         """Addresses of the recent messages in Sent (To, Cc) and Inbox (From),

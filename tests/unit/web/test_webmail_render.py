@@ -9,6 +9,7 @@ from postier.web.webmail.render import (
     DEPTH_MAX,
     SHOW_MAX,
     attachment,
+    attachments,
     render,
     sanitise,
     shallow,
@@ -171,3 +172,12 @@ def test_a_long_part_is_decoded_only_as_far_as_it_is_shown(monkeypatch) -> None:
     )
     assert seen == [module.DECODE_MAX]
     assert r.clipped and r.text is not None and r.text.startswith("café café")
+
+
+def test_every_attachment_from_one_parse() -> None:
+    r = render(MIXED)
+    got = attachments(MIXED)
+    assert [a for a, _ in got] == r.attachments
+    assert [(a.filename, body) for a, body in got] == [
+        attachment(MIXED, a.index) for a in r.attachments
+    ]
