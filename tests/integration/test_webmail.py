@@ -1189,6 +1189,33 @@ def test_a_forward_reads_its_attachments_in_one_parse(
     assert len(parses) <= 3, len(parses)
 
 
+def test_a_message_of_many_attachments_lists_some_and_counts_the_rest(
+    web: Web, server: ServerThread
+) -> None:
+    from postier.web.webmail.routes import ATTACHMENTS_SHOWN
+
+    count = ATTACHMENTS_SHOWN + 5
+    deliver_direct(
+        server,
+        "alice@example.test",
+        b"From: dave@elsewhere.test\r\nSubject: Heap\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        + b"".join(
+            b"--XX\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Disposition: attachment; filename=f%d.bin\r\n\r\nx\r\n" % i
+            for i in range(count)
+        )
+        + b"--XX--\r\n",
+    )
+    web.login()
+    page = web.page
+    page.get_by_role("link", name="Heap").click()
+    expect(page.get_by_text("And 5 more:")).to_be_visible()
+    assert page.locator("ul.attachments li").count() == ATTACHMENTS_SHOWN
+    page.get_by_role("link", name="Forward").click()
+    expect(page.get_by_text("and 5 more")).to_be_visible()
+
+
 def test_attachments_upload_and_limit(web: Web, server: ServerThread) -> None:
     web.login()
     page = web.page

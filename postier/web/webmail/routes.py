@@ -159,6 +159,9 @@ ROW_CACHE = 4096
 IMAGE_CACHE = 4
 #: octets of those messages kept at most (a larger one is parsed per image)
 IMAGE_CACHE_OCTETS = 64 * 1024 * 1024
+#: attachments a message's page lists (a message may have 10,000: their list
+#: was 74 ms of Jinja on the event loop and a 1.3 MB page); the rest are counted
+ATTACHMENTS_SHOWN = 200
 #: seconds between keep-alive comments on a live update stream (proxies close
 #: silent connections; a logged-out session's stream ends at the next one)
 HEARTBEAT = 20.0
@@ -855,6 +858,7 @@ class Webmail:
             in_junk=_is_junk(mb),
             in_drafts=_is_drafts(mb),
             base=f"/folder/{mb.id}/{m.uid}",
+            attachments_shown=ATTACHMENTS_SHOWN,
             **frame,
         )
 
@@ -1011,7 +1015,8 @@ class Webmail:
             status,
             draft=draft,
             error=error,
-            carried=[a.filename for a in carried[1]] if carried else [],
+            carried=[a.filename for a in carried[1][:ATTACHMENTS_SHOWN]] if carried else [],
+            carried_more=max(0, len(carried[1]) - ATTACHMENTS_SHOWN) if carried else 0,
             correspondents=known,
             max_upload=self.max_upload,
             **frame,
