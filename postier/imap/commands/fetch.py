@@ -34,8 +34,10 @@ from postier import mime
 from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands.context import Context, Result, bad, no, ok
+from postier.imap.matcher import in_search_thread
 from postier.imap.session import BadSequence, MailboxView
 from postier.mime.sections import SectionText
+from postier.offload import INLINE_MAX
 from postier.store.errors import NotFound
 from postier.store.models import BlobId, Message, MetaRow, ModSeq, Uid
 
@@ -490,7 +492,11 @@ async def _items(
     root: mime.Part | None = None
     summary = m.summary if m is not None else None
     if kind is Rows.STRUCTURES and summary is not None and summary.bodystructure == b"NIL" and data:
-        summary = mime.summarize(data)  # summary missing (intake failed): compute now
+        # summary missing (intake failed): compute now, off the loop unless small
+        if len(data) <= INLINE_MAX:
+            summary = mime.summarize(data)
+        else:
+            summary = await in_search_thread(mime.summarize, data)
     out: list[tuple[str, r.FetchValue]] = []
     for item, response_name in zip(items, response_names, strict=True):
         name = item.name
@@ -530,9 +536,7 @@ async def _items(
                     hs = _header_size(data, summary.header_size)
                     value = data[:hs] if section.text == "HEADER" else data[hs:]
                 else:
-                    if root is None:
-                        root = mime.parse(data)
-                    value, size = _section(data, root, name, section)
+                    value, size, root = await _part_section(data, root, name, section)
                 if name == "BINARY.SIZE":
                     out.append((response_name, size or 0))
                     continue
@@ -545,6 +549,28 @@ async def _items(
                 else:
                     out.append((response_name, value))
     return out
+
+
+async def _part_section(
+    data: bytes, root: mime.Part | None, name: str, section: p.Section
+) -> tuple[bytes | None, int | None, mime.Part]:
+    """`_section` of a part below the top level (or of header fields), with the
+    message parsed first if `root` is None; the root is handed back for the
+    message's next item. Off the loop (a search thread) for more than
+    `INLINE_MAX` octets: the parse is linear in the message, but 100,000 header
+    fields or 50,000 parts took 430 ms, and BINARY of a 9 MB base64 part 30 ms."""
+    if len(data) <= INLINE_MAX:
+        return _parse_section(data, root, name, section)
+    return await in_search_thread(_parse_section, data, root, name, section)
+
+
+def _parse_section(
+    data: bytes, root: mime.Part | None, name: str, section: p.Section
+) -> tuple[bytes | None, int | None, mime.Part]:
+    if root is None:
+        root = mime.parse(data)
+    value, size = _section(data, root, name, section)
+    return value, size, root
 
 
 def _section(

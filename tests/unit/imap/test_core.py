@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import itertools
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
 from postier.mail.summary import MessageSummary
 from postier.mime import summarize
+from postier.offload import INLINE_MAX
 from postier.store.models import Change, ChangeKind, NewMessage
 from postier.store.sqlite import SqliteStore
 from tests.support.messages import new_message
@@ -578,3 +580,39 @@ def test_output_does_not_depend_on_how_input_is_split(cuts: list[int], tmp_path:
     bounds = [0, *sorted(set(cuts)), len(SCRIPT)]
     chunks = [SCRIPT[i:j] for i, j in itertools.pairwise(bounds)]
     assert replay(chunks, tmp_path) == whole
+
+
+async def test_a_large_messages_sections_are_cut_out_off_the_loop(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section below the top level (or HEADER.FIELDS) needs the message parsed:
+    linear, but 100,000 header fields or 50,000 parts held the loop 430 ms. Above
+    `INLINE_MAX` octets the parse and the cut run in a search thread; a small
+    message's stay on the loop (no thread hop). The answers are the same."""
+    loop_thread = threading.current_thread()
+    parsed_in: list[bool] = []
+    real_parse = fetch_command.mime.parse
+
+    def parse(data: bytes) -> Any:
+        parsed_in.append(threading.current_thread() is loop_thread)
+        return real_parse(data)
+
+    monkeypatch.setattr(fetch_command.mime, "parse", parse)
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    big = MESSAGE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
+    assert len(big) > INLINE_MAX
+    for data in (MESSAGE, big):
+        await store.append(mbox.id, new_message(data), frozenset({"\\Seen"}))
+    await c.say(b"s SELECT INBOX\r\n")
+    out = await c.say(b"f FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BINARY.SIZE[1])\r\n")
+    assert (
+        out
+        == b"".join(
+            b"* %d FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: lunch\r\n\r\n"
+            b" BINARY.SIZE[1] 16)\r\n" % i
+            for i in (1, 2)
+        )
+        + b"f OK FETCH completed\r\n"
+    )
+    assert parsed_in == [True, False]  # once per message: the second item reuses it
