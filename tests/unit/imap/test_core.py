@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from postier import mime
 from postier.auth.passwords import hash_password
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
@@ -591,13 +592,13 @@ async def test_a_large_messages_sections_are_cut_out_off_the_loop(
     message's stay on the loop (no thread hop). The answers are the same."""
     loop_thread = threading.current_thread()
     parsed_in: list[bool] = []
-    real_parse = fetch_command.mime.parse
+    real_parse = mime.parse
 
     def parse(data: bytes) -> Any:
         parsed_in.append(threading.current_thread() is loop_thread)
         return real_parse(data)
 
-    monkeypatch.setattr(fetch_command.mime, "parse", parse)
+    monkeypatch.setattr(mime, "parse", parse)
     c = await logged_in(store, settings(tmp_path))
     mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
     big = MESSAGE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
