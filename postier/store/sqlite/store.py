@@ -800,21 +800,32 @@ class SqliteStore:
         tx.execute("DELETE FROM changes WHERE at < ?", (cutoff,))
 
     def _free_blobs(self, tx: Tx, blob_ids: Iterable[str]) -> None:
-        """Drop blob rows nothing references any more; unlink the files after commit."""
-        gone: list[str] = []
-        for blob_id in set(blob_ids):
-            row = tx.execute(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE blob_id = ?) "
-                "OR EXISTS (SELECT 1 FROM queue WHERE blob_id = ?)",
-                (blob_id, blob_id),
-            ).fetchone()
-            if not row[0]:
-                if is_inline(blob_id):
-                    tx.execute("DELETE FROM blob_data WHERE id = ?", (blob_id,))
-                    tx.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
-                    continue  # no file
-                tx.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
-                gone.append(blob_id)
+        """Drop blob rows nothing references any more; unlink the files after commit.
+        A few statements whatever the count (see `_remove`)."""
+        ids = sorted(set(blob_ids))
+        if not ids:
+            return
+        unused = [
+            r[0]
+            for r in tx.execute(
+                "SELECT value FROM json_each(?) "
+                "WHERE NOT EXISTS (SELECT 1 FROM messages WHERE blob_id = value) "
+                "AND NOT EXISTS (SELECT 1 FROM queue WHERE blob_id = value)",
+                (json.dumps(ids),),
+            )
+        ]
+        if not unused:
+            return
+        inline = [b for b in unused if is_inline(b)]
+        if inline:  # their bytes first: blob_data refers to blobs
+            tx.execute(
+                "DELETE FROM blob_data WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(inline),),
+            )
+        tx.execute(
+            "DELETE FROM blobs WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(unused),)
+        )
+        gone = [b for b in unused if not is_inline(b)]  # inline ones have no file
         if gone:
             files = self.blobs
 
@@ -2003,23 +2014,34 @@ class SqliteStore:
     def _remove(
         self, tx: Tx, user_id: UserId, mailbox_id: MailboxId, uids: list[int], changes: list[Change]
     ) -> list[str]:
-        """Delete message rows, remember them in `expunged`; returns their blob ids."""
+        """Delete message rows (`uids` ascending, each there), remember them in
+        `expunged`; returns their blob ids.
+
+        One statement for all rows, not one per row: inside the job's SAVEPOINT,
+        with the sub-journal in memory (`Database.memory_temp`), each statement
+        cost more than the one before — an EXPUNGE of 10,001 messages took the
+        writer 5.4 s here and 10.2 s in `_free_blobs` (quadratic), every other
+        write of the process (deliveries' 250s included) waiting behind it."""
         base = self._take_modseqs(tx, mailbox_id, len(uids))
-        blob_ids = []
-        for i, uid in enumerate(uids):
-            row = tx.execute(
-                "DELETE FROM messages WHERE mailbox_id = ? AND uid = ? RETURNING blob_id",
-                (mailbox_id, uid),
-            ).fetchone()
-            blob_ids.append(row[0])
-            # RFC 7162 §3.2.10: remembered for QRESYNC's VANISHED (EARLIER)
-            tx.execute(
-                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
-                (mailbox_id, uid, base + i),
+        ids = _json_ids(uids)
+        blob_ids = [
+            r[0]
+            for r in tx.execute(
+                "DELETE FROM messages WHERE mailbox_id = ? "
+                "AND uid IN (SELECT value FROM json_each(?)) RETURNING blob_id",
+                (mailbox_id, ids),
             )
-            changes.append(
-                Change(user_id, mailbox_id, ChangeKind.EXPUNGE, Uid(uid), ModSeq(base + i))
-            )
+        ]
+        # RFC 7162 §3.2.10: remembered for QRESYNC's VANISHED (EARLIER)
+        tx.execute(
+            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
+            "SELECT ?, value, ? + key FROM json_each(?)",
+            (mailbox_id, base, ids),
+        )
+        changes.extend(
+            Change(user_id, mailbox_id, ChangeKind.EXPUNGE, Uid(uid), ModSeq(base + i))
+            for i, uid in enumerate(uids)
+        )
         return blob_ids
 
     async def expunge(
