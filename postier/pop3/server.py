@@ -67,6 +67,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("postier.pop3")
 
 READ_SIZE = 64 * 1024
+#: events the session answers before it gives the event loop a turn: pipelined
+#: commands (240 KB of NOOP: 40,000) were answered in steps of up to 89 ms, the
+#: writes and drains never waiting for a client that keeps up
+EVENTS_PER_TURN = 500
 #: RETR/TOP read the next messages' bytes with the one asked for, in one store
 #: round trip, up to this many messages and octets (clients download in order)
 READ_AHEAD = 64
@@ -176,8 +180,13 @@ class Pop3Session:
 
     async def _loop(self) -> None:
         core, writer = self.core, self.conn.writer
+        events = 0
         while True:
             ev = core.next_event()
+            events += 1
+            if events >= EVENTS_PER_TURN:
+                events = 0
+                await asyncio.sleep(0)
             if isinstance(ev, NeedData):
                 await writer.drain()
                 data = await self._read()
