@@ -674,3 +674,37 @@ async def test_pipelined_commands_give_the_loop_turns(
     out = await c.say(b"n NOOP\r\n" * 45)
     assert out == b"n OK NOOP completed\r\n" * 45
     assert len(pauses) >= 4
+
+
+async def test_list_patterns_are_bounded_and_many_matches_run_off_the_loop(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each LIST pattern is matched against every mailbox name: 7,000 "*Qn"
+    patterns against 1,007 names held the loop 12.5 s. More than MAX_PATTERNS
+    is NO [LIMIT]; past INLINE_MATCHES name × pattern matches, the matching
+    runs in a search thread. The answer is the same."""
+    from postier.imap.commands import mailboxes
+
+    loop_thread = threading.current_thread()
+    ran_on_loop: list[bool] = []
+    real = mailboxes._matching
+
+    def matching(names: list[str], patterns: list[Any]) -> list[str]:
+        ran_on_loop.append(threading.current_thread() is loop_thread)
+        return real(names, patterns)
+
+    monkeypatch.setattr(mailboxes, "_matching", matching)
+    c = await logged_in(store, settings(tmp_path))
+    for name in (b"a1", b"a2", b"b1"):
+        assert (await c.say(b"c CREATE " + name + b"\r\n")).endswith(b"c OK CREATE completed\r\n")
+    want = (
+        b'* LIST (\\HasNoChildren) "/" a1\r\n* LIST (\\HasNoChildren) "/" b1\r\n'
+        b"l OK LIST completed\r\n"
+    )
+    assert await c.say(b'l LIST "" (*1 "*Q")\r\n') == want
+    monkeypatch.setattr(mailboxes, "INLINE_MATCHES", 2)
+    assert await c.say(b'l LIST "" (*1 "*Q")\r\n') == want
+    assert ran_on_loop == [True, False]
+    many = b" ".join(b'"*Q%d"' % i for i in range(mailboxes.MAX_PATTERNS + 1))
+    out = await c.say(b'm LIST "" (' + many + b")\r\n")
+    assert out == b"m NO [LIMIT] Too many mailbox patterns\r\n"
