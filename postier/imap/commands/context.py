@@ -15,9 +15,9 @@ Rules:
   handshake after the tagged OK.
 - Large responses call `ctx.maybe_drain` now and then: past `HIGH_WATER` queued
   octets it hands them to the adapter's `flush` hook (backpressure), and every
-  `YIELD_EVERY` calls it gives the event loop one turn (a flush to a client that
-  keeps up never waits), so one response per message of a large mailbox never
-  holds the loop for all of them.
+  `YIELD_EVERY` calls, and after each flush, it gives the event loop one turn (a
+  flush to a client that keeps up never waits), so one response per message of
+  a large mailbox never holds the loop for all of them.
 - A handler refuses with `Refuse` (or returns a NO/BAD `Result`); store errors it does
   not catch become NO with a response code in the dispatcher; anything else is a
   server bug: ``NO [SERVERBUG]`` with the session id, and a traceback in the log.
@@ -196,6 +196,7 @@ class Context:
         queued: a large FETCH never sits whole in memory."""
         if self._flush is not None and self._out_size > HIGH_WATER:
             await self._flush()
+            self._since_yield = YIELD_EVERY  # 256 KB built: a turn for the others too
         self._since_yield += 1
         if self._since_yield >= YIELD_EVERY:
             self._since_yield = 0

@@ -708,3 +708,17 @@ async def test_list_patterns_are_bounded_and_many_matches_run_off_the_loop(
     many = b" ".join(b'"*Q%d"' % i for i in range(mailboxes.MAX_PATTERNS + 1))
     out = await c.say(b'm LIST "" (' + many + b")\r\n")
     assert out == b"m NO [LIMIT] Too many mailbox patterns\r\n"
+
+
+async def test_a_fetch_of_too_many_items_is_refused(store: Any, tmp_path: Path) -> None:
+    """Each item is answered for every message: 6,000 FLAGS items over 2,000
+    messages held the loop 2.2 s. More than MAX_ITEMS is NO [LIMIT]."""
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    await store.append(mbox.id, new_message(MESSAGE), frozenset({"\\Seen"}))
+    await c.say(b"s SELECT INBOX\r\n")
+    most = b" ".join([b"FLAGS"] * fetch_command.MAX_ITEMS)
+    out = await c.say(b"f FETCH 1 (" + most + b")\r\n")
+    assert out.endswith(b"f OK FETCH completed\r\n")
+    out = await c.say(b"g UID FETCH 1:* (" + most + b" UID)\r\n")
+    assert out == b"g NO [LIMIT] Too many fetch items\r\n"
