@@ -154,7 +154,7 @@ async def fetch(ctx: Context, cmd: p.Fetch) -> Result:
                 if "MODSEQ" not in names:
                     out.append(("MODSEQ", r.Raw(b"(%d)" % view.modseq(uid))))
             ctx.send_parts(r.fetch_parts(seq, out))
-            await ctx.maybe_drain()
+            await ctx.maybe_drain(len(items))
     if missing:
         return no("Some messages were expunged meanwhile", r.EXPUNGEISSUED)
     return _COMPLETED
@@ -188,7 +188,7 @@ async def _fetch_view(
             else:
                 values.append(modseqs[seq - 1])
         ctx.send(line % tuple(values))
-        await ctx.maybe_drain()
+        await ctx.maybe_drain(len(names))
 
 
 #: `_fetch_view`'s formats by item names, for up to three items (39 formats at most)
@@ -274,6 +274,7 @@ async def _fetch_meta(
     lists: dict[frozenset[str], bytes] = {}  # flag set -> flag list, for this command
     missing = False
     chunks = [picked[i : i + META_BATCH] for i in range(0, len(picked), META_BATCH)]
+    step = max(1, META_BATCH // len(items))  # messages formatted between two awaits
     ahead: asyncio.Task[list[MetaRow]] | None = None
     try:
         for k, chunk in enumerate(chunks):
@@ -314,9 +315,14 @@ async def _fetch_meta(
                     r.date_time_us(row[2]) if want_date else b"",
                 )
                 out.append(fmt % pick(row + extra))
+                if len(out) >= step:  # many items: the loop gets turns within a batch
+                    ctx.send(b"".join(out))
+                    out = []
+                    await ctx.maybe_drain(step * len(items))
+                    modseqs, flag_sets = view.by_seq()  # again after an await
             if out:
                 ctx.send(b"".join(out))
-                await ctx.maybe_drain()
+                await ctx.maybe_drain(len(out) * len(items))
     finally:
         if ahead is not None:  # the client left, or the store failed: read no further
             ahead.cancel()
@@ -411,7 +417,7 @@ async def _fetch_bodies(
                 else:
                     out.append((name, data))
             ctx.send_parts(r.fetch_parts(seq, out))
-            await ctx.maybe_drain()
+            await ctx.maybe_drain(len(items))
     return missing
 
 

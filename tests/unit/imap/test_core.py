@@ -722,3 +722,32 @@ async def test_a_fetch_of_too_many_items_is_refused(store: Any, tmp_path: Path) 
     assert out.endswith(b"f OK FETCH completed\r\n")
     out = await c.say(b"g UID FETCH 1:* (" + most + b" UID)\r\n")
     assert out == b"g NO [LIMIT] Too many fetch items\r\n"
+
+
+async def test_fetch_items_count_towards_the_loops_turns(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response's cost is its items: FETCH 1:* of 256 FLAGS items over 10,001
+    messages held the loop 106 ms between turns counted by message."""
+    from postier.imap.commands import context
+
+    pauses: list[int] = []
+    real_pause = context._pause
+
+    async def pause() -> None:
+        pauses.append(len(pauses))
+        await real_pause()
+
+    monkeypatch.setattr(context, "YIELD_EVERY", 10)
+    monkeypatch.setattr(context, "_pause", pause)
+    monkeypatch.setattr(fetch_command, "META_BATCH", 20)  # ENVELOPE: a message a step
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    for _ in range(3):
+        await store.append(mbox.id, new_message(MESSAGE))
+    await c.say(b"s SELECT INBOX\r\n")
+    for items in (b"FLAGS", b"ENVELOPE", b"BODY.PEEK[1]"):
+        pauses.clear()
+        out = await c.say(b"f FETCH 1:* (" + b" ".join([items] * 20) + b")\r\n")
+        assert out.endswith(b"f OK FETCH completed\r\n")
+        assert len(pauses) >= 3, items  # 60 items, a turn every 10

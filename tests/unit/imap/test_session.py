@@ -387,7 +387,7 @@ def test_fetch_of_view_items_writes_what_the_generic_responses_do(
         def send(self, data: bytes) -> None:
             self.sent.append(data)
 
-        async def maybe_drain(self) -> None:
+        async def maybe_drain(self, cost: int = 1) -> None:
             pass
 
     out = Out()
