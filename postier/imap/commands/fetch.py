@@ -364,7 +364,11 @@ async def _summarized(ctx: Context, view: MailboxView, row: MetaRow) -> MetaRow 
         return None
     if not data:
         return row
-    s = mime.summarize(data)
+    s = (
+        mime.summarize(data)
+        if len(data) <= INLINE_MAX
+        else await in_search_thread(mime.summarize, data)
+    )
     return (row[0], row[1], row[2], s.envelope, s.bodystructure, s.body)
 
 

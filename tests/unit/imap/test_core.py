@@ -751,3 +751,30 @@ async def test_fetch_items_count_towards_the_loops_turns(
         out = await c.say(b"f FETCH 1:* (" + b" ".join([items] * 20) + b")\r\n")
         assert out.endswith(b"f OK FETCH completed\r\n")
         assert len(pauses) >= 3, items  # 60 items, a turn every 10
+
+
+async def test_catenate_cuts_a_large_messages_section_off_the_loop(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CATENATE URL naming a section needs its message parsed: above
+    INLINE_MAX in a search thread, as FETCH's sections; a small one on the loop."""
+    loop_thread = threading.current_thread()
+    parsed_on_loop: list[bool] = []
+    real_parse = mime.parse
+
+    def parse(data: bytes) -> Any:
+        parsed_on_loop.append(threading.current_thread() is loop_thread)
+        return real_parse(data)
+
+    monkeypatch.setattr(mime, "parse", parse)
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    big = MESSAGE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
+    for data in (MESSAGE, big):
+        await store.append(mbox.id, new_message(data))
+    for uid in (1, 2):
+        out = await c.say(
+            b'a APPEND INBOX CATENATE (URL "/INBOX/;UID=%d/;SECTION=1" TEXT {2+}\r\n!\n)\r\n' % uid
+        )
+        assert b"a OK [APPENDUID " in out
+    assert parsed_on_loop == [True, False]
