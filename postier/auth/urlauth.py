@@ -30,6 +30,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -42,6 +43,7 @@ from urllib.parse import unquote
 from postier import mime
 from postier.mail.imapurl import ImapUrl, UrlError, parse
 from postier.mime.sections import SectionError
+from postier.offload import INLINE_MAX
 from postier.store.api import Store
 from postier.store.errors import NotFound
 from postier.store.models import Mailbox, Uid, User
@@ -145,6 +147,10 @@ class UrlAuth:
             data = await self.store.read_blob(message.blob_id)
         except NotFound:
             raise UrlAuthError(Failure.MISSING, "The message is gone") from None
+        if url.section and len(data) > INLINE_MAX:
+            # the message is parsed to find the section: linear, but 100,000
+            # header fields took 124 ms, too long for the event loop
+            return await asyncio.to_thread(_part, data, url)
         return _part(data, url)
 
     # --- RESETKEY --------------------------------------------------------------------

@@ -43,6 +43,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
 
 from postier.imap.parse import SearchKey, SortCriterion
 from postier.imap.sequence import SequenceSet
@@ -121,6 +122,10 @@ def _intern(flags: frozenset[str]) -> frozenset[str]:
     return shared
 
 
+#: removals `Columns.remove` does one by one (each a move of what follows)
+_DEL_ONE_BY_ONE = 16
+
+
 class Columns:
     """Parallel arrays of UIDs (the sequence order), MODSEQs and shared flag sets:
     about 20 octets a message."""
@@ -142,6 +147,25 @@ class Columns:
             list(self.flags),
         )
         return c
+
+    def remove(self, indexes: Sequence[int]) -> None:
+        """Remove the messages at these positions (descending, distinct). A few
+        go one by one; more in one pass over the columns: a ``del`` moves every
+        message after it, and an EXPUNGE of every other message of 40,000 held
+        the loop 62 ms that way (quadratic in the mailbox)."""
+        if len(indexes) <= _DEL_ONE_BY_ONE:
+            for i in indexes:
+                del self.uids[i]
+                del self.modseqs[i]
+                del self.flags[i]
+            return
+        keep = bytearray(b"\x01") * len(self.uids)
+        for i in indexes:
+            keep[i] = 0
+        # in place, as ``del`` is: a caller may hold the arrays
+        self.uids[:] = array("I", compress(self.uids, keep))
+        self.modseqs[:] = array("Q", compress(self.modseqs, keep))
+        self.flags[:] = list(compress(self.flags, keep))
 
     def extend(self, rows: Sequence[tuple[int, int, frozenset[str]]]) -> None:
         """Append (UID, MODSEQ, flags) rows, ascending and above every UID held
@@ -503,14 +527,13 @@ class MailboxView:
                 if i is None:
                     continue
                 up.expunged.append((i + 1, u))
-                self._own()
-                del self.uids[i]
-                del self._modseqs[i]
-                del self._flags[i]
                 self.recent.discard(u)
                 if self.touched is not None:
                     self.touched.discard(u)
             self.expunged.clear()
+            if up.expunged:
+                self._own()
+                self._cols.remove([seq - 1 for seq, _ in up.expunged])
         if self.new_exists:
             up.exists = len(self.uids)
             up.recent = len(self.recent)

@@ -414,12 +414,19 @@ class ServerConnection:
         """`send_message` in pieces for one ``writelines``: the message bytes are
         not copied into the response. `crlf_size`: the size LIST announced for
         these bytes, when known (see `format_message_parts`)."""
+        hook = self._pending
+        lines = hook.lines if isinstance(hook, Top) else None
+        return self.send_formatted(format_message_parts(data, lines, crlf_size=crlf_size))
+
+    def send_formatted(self, formatted: tuple[int, list[bytes]]) -> list[bytes]:
+        """`send_message_parts` of what `format_message_parts` made of the bytes
+        (with the pending TOP's line count): an adapter formats a large message
+        in a thread, its loop serving the other sessions meanwhile."""
         hook = self._take(Retrieve, Top)
+        size, parts = formatted
         if isinstance(hook, Top):
-            parts = format_message_parts(data, hook.lines, crlf_size=crlf_size)[1]
             return [b"+OK Top of message follows\r\n", *parts]
         # RFC 1939 §7 RETR: the status line may carry the size; it is the octets sent
-        size, parts = format_message_parts(data, crlf_size=crlf_size)
         return [b"+OK %d octets\r\n" % size, *parts]
 
     def tls_started(self, *, plaintext_allowed: bool = True) -> None:

@@ -27,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -36,7 +37,14 @@ from typing import TYPE_CHECKING
 from postier import metrics
 from postier.auth.service import AuthOutcome
 from postier.deadline import Deadline, ReadTimer
-from postier.pop3.commands import ERR_COMMAND_TIMEOUT, ERR_LOGIN_TIMEOUT, Response, pop3_size
+from postier.pop3.commands import (
+    ERR_COMMAND_TIMEOUT,
+    ERR_LOGIN_TIMEOUT,
+    SLICE,
+    Response,
+    format_message_parts,
+    pop3_size,
+)
 from postier.pop3.core import (
     Authenticate,
     Close,
@@ -59,6 +67,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("postier.pop3")
 
 READ_SIZE = 64 * 1024
+#: events the session answers before it gives the event loop a turn: pipelined
+#: commands (240 KB of NOOP: 40,000) were answered in steps of up to 89 ms, the
+#: writes and drains never waiting for a client that keeps up
+EVENTS_PER_TURN = 500
 #: RETR/TOP read the next messages' bytes with the one asked for, in one store
 #: round trip, up to this many messages and octets (clients download in order)
 READ_AHEAD = 64
@@ -168,8 +180,13 @@ class Pop3Session:
 
     async def _loop(self) -> None:
         core, writer = self.core, self.conn.writer
+        events = 0
         while True:
             ev = core.next_event()
+            events += 1
+            if events >= EVENTS_PER_TURN:
+                events = 0
+                await asyncio.sleep(0)
             if isinstance(ev, NeedData):
                 await writer.drain()
                 data = await self._read()
@@ -185,7 +202,7 @@ class Pop3Session:
             elif isinstance(ev, Authenticate):
                 writer.write(await self._login(ev))
             elif isinstance(ev, Retrieve | Top):
-                writer.writelines(await self._message(ev.number))  # one writev
+                writer.writelines(await self._message(ev))  # one writev
             elif isinstance(ev, StartTls):
                 await writer.drain()
                 try:
@@ -252,7 +269,8 @@ class Pop3Session:
         log.info("sid=%s login user=%s messages=%d", self.conn.sid, user.address, len(entries))
         return self.core.auth_ok(entries)
 
-    async def _message(self, number: int) -> list[bytes]:
+    async def _message(self, ev: Retrieve | Top) -> list[bytes]:
+        number = ev.number
         m = self.messages[number - 1]
         data = self.ahead.pop(number, None)
         if data is None:
@@ -263,7 +281,14 @@ class Pop3Session:
         if not m.seen:
             self.seen.add(m.uid)
         # the size cached at delivery says whether the bytes need normalising
-        return self.core.send_message_parts(data, m.crlf_size)
+        if len(data) <= SLICE:
+            return self.core.send_message_parts(data, m.crlf_size)
+        # a slice at a time in a thread: 40 MB took 23-145 ms of C calls
+        lines = ev.lines if isinstance(ev, Top) else None
+        formatted = await asyncio.to_thread(
+            format_message_parts, data, lines, crlf_size=m.crlf_size
+        )
+        return self.core.send_formatted(formatted)
 
     async def _read_ahead(self, number: int) -> bytes:
         """Message `number`'s bytes; the next ones (within `READ_AHEAD` and

@@ -73,6 +73,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("postier.smtp")
 
 READ_SIZE = 256 * 1024
+#: events the session answers before it gives the event loop a turn: a read of
+#: pipelined commands (256 KB of RSET: 40,000) was answered in one 47 ms step,
+#: the writes and drains never waiting for a client that keeps up
+EVENTS_PER_TURN = 500
 
 T = TypeVar("T")
 
@@ -219,8 +223,13 @@ class SmtpSession:
 
     async def _loop(self) -> None:
         core, info = self.core, self.info
+        events = 0
         while True:
             ev = core.next_event()
+            events += 1
+            if events >= EVENTS_PER_TURN:
+                events = 0
+                await asyncio.sleep(0)
             if ev is NEED_DATA:
                 if self._write():
                     await self.conn.writer.drain()

@@ -66,6 +66,22 @@ class ChangeSubscription:
         pending.append(change)
         self._wake()
 
+    def _push_all(self, changes: list[Change]) -> None:
+        """`_push` of each change, in one deque extend and one wake-up (past
+        `max_pending`, cut off as `_push` would have been)."""
+        if self._closed is not None:
+            return
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+        if len(pending) + len(changes) > self._max_pending:
+            self._shut(
+                FeedOverflow(f"change feed overflow: more than {self._max_pending} changes pending")
+            )
+            return
+        pending.extend(changes)
+        self._wake()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -160,6 +176,14 @@ class ChangeHub:
         for change in changes:
             for sub in list(self._subs.get(change.user_id, ())):
                 sub._push(change)
+
+    def publish_user(self, user_id: UserId, changes: list[Change]) -> None:
+        """`publish` of changes all of `user_id`: each subscription takes them in
+        one step (a STORE on 20,000 messages pushed its changes one by one on the
+        loop, 20,000 wake-ups per subscription)."""
+        if changes:
+            for sub in list(self._subs.get(user_id, ())):
+                sub._push_all(changes)
 
     def cut_off_all(self, why: str) -> None:
         """Every subscription ends with `FeedOverflow`: changes may have been

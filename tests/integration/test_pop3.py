@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,3 +252,35 @@ def test_getmail_to_mda(server: ServerThread, tmp_path: Path) -> None:
         assert b.decode() == e.decode()
     assert email.message_from_bytes(got[0].read_bytes())["Subject"].startswith("message")
     assert inbox(server, "alice@example.test") == []  # delete = true removed them
+
+
+def test_a_large_message_is_formatted_off_the_event_loop(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RETR and TOP of a message over `SLICE` octets are formatted in a thread
+    (40 MB cost the loop 23-145 ms of C calls, the other sessions waiting); a
+    small one on the loop. What the client reads is the same."""
+    import threading
+
+    from postier.pop3 import server as pop3_server
+
+    on_loop: list[bool] = []
+    real = pop3_server.format_message_parts
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        on_loop.append(threading.current_thread() is server._thread)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pop3_server, "format_message_parts", spy)
+    big = b"Subject: big\r\n\r\n" + b".line of text\r\n" * (pop3_server.SLICE // 14 + 1)
+    with smtplib.SMTP("127.0.0.1", server.port("mx")) as c:
+        c.sendmail("s@remote.test", ["alice@example.test"], big)
+    stored = inbox(server, "alice@example.test")[0]
+    p = _login(server)
+    _, lines, octets = p.retr(1)
+    assert octets == len(stored)
+    assert b"\r\n".join(lines) + b"\r\n" == stored
+    _, lines, _ = p.top(1, 2)
+    assert lines[-2:] == [b".line of text", b".line of text"]
+    assert on_loop == [False, False]
+    p.quit()

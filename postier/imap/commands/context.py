@@ -14,7 +14,10 @@ Rules:
   client's answer to `resume`); `Result.starttls` asks the core for the TLS
   handshake after the tagged OK.
 - Large responses call `ctx.maybe_drain` now and then: past `HIGH_WATER` queued
-  octets it hands them to the adapter's `flush` hook (backpressure).
+  octets it hands them to the adapter's `flush` hook (backpressure), and every
+  `YIELD_EVERY` calls, and after each flush, it gives the event loop one turn (a
+  flush to a client that keeps up never waits), so one response per message of
+  a large mailbox never holds the loop for all of them.
 - A handler refuses with `Refuse` (or returns a NO/BAD `Result`); store errors it does
   not catch become NO with a response code in the dispatcher; anything else is a
   server bug: ``NO [SERVERBUG]`` with the session id, and a traceback in the log.
@@ -24,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,6 +51,10 @@ log = logging.getLogger("postier.imap")
 
 #: queued output that makes `Context.maybe_drain` flush (large FETCH, URLFETCH)
 HIGH_WATER = 256 * 1024
+#: responses (FETCH items: `Context.maybe_drain`'s cost) between two turns given
+#: to the event loop: a STORE 1:* +FLAGS on 8,000 messages built its 8,000
+#: responses in one 27 ms step, a FETCH 1:* of 256 FLAGS items 106 ms
+YIELD_EVERY = 1000
 #: output pieces this large are written as they are, not joined (`take_output_parts`)
 OWN_PIECE = 4096
 
@@ -146,6 +154,7 @@ class Context:
         self._out: list[bytes] = []  # joined once when taken: one copy of big FETCHes
         self._out_size = 0
         self._flush = flush
+        self._since_yield = 0  # `maybe_drain` calls since the loop last had a turn
 
     # --- output ------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -183,11 +192,17 @@ class Context:
             pieces.append(b"".join(run))
         return pieces
 
-    async def maybe_drain(self) -> None:
+    async def maybe_drain(self, cost: int = 1) -> None:
         """Let the adapter write (and wait for the client to read) when much output is
-        queued: a large FETCH never sits whole in memory."""
+        queued: a large FETCH never sits whole in memory. `cost`: the responses (or
+        FETCH items) made since the last call, counted towards `YIELD_EVERY`."""
         if self._flush is not None and self._out_size > HIGH_WATER:
             await self._flush()
+            self._since_yield = YIELD_EVERY  # 256 KB built: a turn for the others too
+        self._since_yield += cost
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            await _pause()
 
     def count_bad(self) -> None:
         """One more BAD answer in a row: past the limit, say BYE and log out."""
@@ -380,3 +395,8 @@ def store_error(e: StoreError) -> Result:
     if isinstance(e, Invalid):
         return no(str(e), r.CANNOT)
     return no("Temporary storage failure", r.UNAVAILABLE)
+
+
+async def _pause() -> None:
+    """One turn of the event loop for the other sessions."""
+    await asyncio.sleep(0)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from postier import mime
 from postier.imap.commands.context import Context
+from postier.imap.matcher import in_search_thread
 from postier.mail.imapurl import ImapUrl, UrlError, parse, quote_mailbox, quote_user
+from postier.offload import INLINE_MAX
 from postier.store.models import BlobId, Uid
 
 
@@ -101,13 +103,24 @@ class PartReader:
                 section = mime.Section.parse(url.section)
             except mime.SectionError as e:
                 raise BadUrl(text, f"Invalid section: {e}") from None
-            root = self._roots.get(message.blob_id)
-            if root is None:
-                root = self._roots[message.blob_id] = mime.parse(data)
-            part = mime.extract(data, root, section)
+            known = self._roots.get(message.blob_id)
+            if len(data) <= INLINE_MAX:
+                root, part = _cut(data, known, section)
+            else:  # off the loop, as FETCH's sections (100,000 header fields: 124 ms)
+                root, part = await in_search_thread(_cut, data, known, section)
+            self._roots[message.blob_id] = root
             if part is None:
                 raise BadUrl(text, "No such section")
             data = part
         if url.partial is not None:
             data = mime.partial(data, url.partial[0], url.partial[1])
         return data
+
+
+def _cut(
+    data: bytes, root: mime.Part | None, section: mime.Section
+) -> tuple[mime.Part, bytes | None]:
+    """The section's octets, the message parsed first when `root` is None."""
+    if root is None:
+        root = mime.parse(data)
+    return root, mime.extract(data, root, section)

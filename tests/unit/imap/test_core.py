@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import itertools
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from postier import mime
 from postier.auth.passwords import hash_password
 from postier.auth.service import AuthService
 from postier.config.schema import Settings
@@ -29,6 +31,7 @@ from postier.imap.literals import LiteralBudget, LiteralFile
 from postier.imap.session import State
 from postier.mail.summary import MessageSummary
 from postier.mime import summarize
+from postier.offload import INLINE_MAX
 from postier.store.models import Change, ChangeKind, NewMessage
 from postier.store.sqlite import SqliteStore
 from tests.support.messages import new_message
@@ -578,3 +581,200 @@ def test_output_does_not_depend_on_how_input_is_split(cuts: list[int], tmp_path:
     bounds = [0, *sorted(set(cuts)), len(SCRIPT)]
     chunks = [SCRIPT[i:j] for i, j in itertools.pairwise(bounds)]
     assert replay(chunks, tmp_path) == whole
+
+
+async def test_a_large_messages_sections_are_cut_out_off_the_loop(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section below the top level (or HEADER.FIELDS) needs the message parsed:
+    linear, but 100,000 header fields or 50,000 parts held the loop 430 ms. Above
+    `INLINE_MAX` octets the parse and the cut run in a search thread; a small
+    message's stay on the loop (no thread hop). The answers are the same."""
+    loop_thread = threading.current_thread()
+    parsed_in: list[bool] = []
+    real_parse = mime.parse
+
+    def parse(data: bytes) -> Any:
+        parsed_in.append(threading.current_thread() is loop_thread)
+        return real_parse(data)
+
+    monkeypatch.setattr(mime, "parse", parse)
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    big = MESSAGE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
+    assert len(big) > INLINE_MAX
+    for data in (MESSAGE, big):
+        await store.append(mbox.id, new_message(data), frozenset({"\\Seen"}))
+    await c.say(b"s SELECT INBOX\r\n")
+    out = await c.say(b"f FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BINARY.SIZE[1])\r\n")
+    assert (
+        out
+        == b"".join(
+            b"* %d FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: lunch\r\n\r\n"
+            b" BINARY.SIZE[1] 16)\r\n" % i
+            for i in (1, 2)
+        )
+        + b"f OK FETCH completed\r\n"
+    )
+    assert parsed_in == [True, False]  # once per message: the second item reuses it
+
+
+async def test_a_response_per_message_gives_the_loop_turns(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STORE (and FETCH) answer each message in `maybe_drain`'s loop; every
+    `YIELD_EVERY` responses the loop gets a turn, even when no flush waits (a
+    STORE 1:* on 8,000 messages held it 27 ms in one step)."""
+    from postier.imap.commands import context
+
+    pauses: list[int] = []
+    real_pause = context._pause
+
+    async def pause() -> None:
+        pauses.append(len(pauses))
+        await real_pause()
+
+    monkeypatch.setattr(context, "YIELD_EVERY", 10)
+    monkeypatch.setattr(context, "_pause", pause)
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    for _ in range(25):
+        await store.append(mbox.id, new_message(MESSAGE))
+    await c.say(b"s SELECT INBOX\r\n")
+    pauses.clear()
+    out = await c.say(b"t STORE 1:* +FLAGS (\\Flagged)\r\n")
+    assert out.count(b" FETCH (FLAGS (\\Flagged \\Recent))\r\n") == 25
+    assert len(pauses) >= 2  # 25 responses, a turn every 10 calls (others count too)
+    pauses.clear()
+    out = await c.say(b"f FETCH 1:* (FLAGS)\r\n")
+    assert out.endswith(b"f OK FETCH completed\r\n")
+    assert len(pauses) >= 2  # 25 responses, a turn every 10 calls (others count too)
+
+
+async def test_pipelined_commands_give_the_loop_turns(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command a read holds ran in one step of the loop: 30,000 pipelined
+    NOOPs (240 KB) held it 47 ms. After each command the core calls
+    `maybe_drain`, which flushes past HIGH_WATER and gives the loop a turn every
+    `YIELD_EVERY` calls."""
+    from postier.imap.commands import context
+
+    pauses: list[int] = []
+    real_pause = context._pause
+
+    async def pause() -> None:
+        pauses.append(len(pauses))
+        await real_pause()
+
+    monkeypatch.setattr(context, "YIELD_EVERY", 10)
+    monkeypatch.setattr(context, "_pause", pause)
+    c = await logged_in(store, settings(tmp_path))
+    pauses.clear()
+    out = await c.say(b"n NOOP\r\n" * 45)
+    assert out == b"n OK NOOP completed\r\n" * 45
+    assert len(pauses) >= 4
+
+
+async def test_list_patterns_are_bounded_and_many_matches_run_off_the_loop(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each LIST pattern is matched against every mailbox name: 7,000 "*Qn"
+    patterns against 1,007 names held the loop 12.5 s. More than MAX_PATTERNS
+    is NO [LIMIT]; past INLINE_MATCHES name × pattern matches, the matching
+    runs in a search thread. The answer is the same."""
+    from postier.imap.commands import mailboxes
+
+    loop_thread = threading.current_thread()
+    ran_on_loop: list[bool] = []
+    real = mailboxes._matching
+
+    def matching(names: list[str], patterns: list[Any]) -> list[str]:
+        ran_on_loop.append(threading.current_thread() is loop_thread)
+        return real(names, patterns)
+
+    monkeypatch.setattr(mailboxes, "_matching", matching)
+    c = await logged_in(store, settings(tmp_path))
+    for name in (b"a1", b"a2", b"b1"):
+        assert (await c.say(b"c CREATE " + name + b"\r\n")).endswith(b"c OK CREATE completed\r\n")
+    want = (
+        b'* LIST (\\HasNoChildren) "/" a1\r\n* LIST (\\HasNoChildren) "/" b1\r\n'
+        b"l OK LIST completed\r\n"
+    )
+    assert await c.say(b'l LIST "" (*1 "*Q")\r\n') == want
+    monkeypatch.setattr(mailboxes, "INLINE_MATCHES", 2)
+    assert await c.say(b'l LIST "" (*1 "*Q")\r\n') == want
+    assert ran_on_loop == [True, False]
+    many = b" ".join(b'"*Q%d"' % i for i in range(mailboxes.MAX_PATTERNS + 1))
+    out = await c.say(b'm LIST "" (' + many + b")\r\n")
+    assert out == b"m NO [LIMIT] Too many mailbox patterns\r\n"
+
+
+async def test_a_fetch_of_too_many_items_is_refused(store: Any, tmp_path: Path) -> None:
+    """Each item is answered for every message: 6,000 FLAGS items over 2,000
+    messages held the loop 2.2 s. More than MAX_ITEMS is NO [LIMIT]."""
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    await store.append(mbox.id, new_message(MESSAGE), frozenset({"\\Seen"}))
+    await c.say(b"s SELECT INBOX\r\n")
+    most = b" ".join([b"FLAGS"] * fetch_command.MAX_ITEMS)
+    out = await c.say(b"f FETCH 1 (" + most + b")\r\n")
+    assert out.endswith(b"f OK FETCH completed\r\n")
+    out = await c.say(b"g UID FETCH 1:* (" + most + b" UID)\r\n")
+    assert out == b"g NO [LIMIT] Too many fetch items\r\n"
+
+
+async def test_fetch_items_count_towards_the_loops_turns(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response's cost is its items: FETCH 1:* of 256 FLAGS items over 10,001
+    messages held the loop 106 ms between turns counted by message."""
+    from postier.imap.commands import context
+
+    pauses: list[int] = []
+    real_pause = context._pause
+
+    async def pause() -> None:
+        pauses.append(len(pauses))
+        await real_pause()
+
+    monkeypatch.setattr(context, "YIELD_EVERY", 10)
+    monkeypatch.setattr(context, "_pause", pause)
+    monkeypatch.setattr(fetch_command, "META_BATCH", 20)  # ENVELOPE: a message a step
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    for _ in range(3):
+        await store.append(mbox.id, new_message(MESSAGE))
+    await c.say(b"s SELECT INBOX\r\n")
+    for items in (b"FLAGS", b"ENVELOPE", b"BODY.PEEK[1]"):
+        pauses.clear()
+        out = await c.say(b"f FETCH 1:* (" + b" ".join([items] * 20) + b")\r\n")
+        assert out.endswith(b"f OK FETCH completed\r\n")
+        assert len(pauses) >= 3, items  # 60 items, a turn every 10
+
+
+async def test_catenate_cuts_a_large_messages_section_off_the_loop(
+    store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CATENATE URL naming a section needs its message parsed: above
+    INLINE_MAX in a search thread, as FETCH's sections; a small one on the loop."""
+    loop_thread = threading.current_thread()
+    parsed_on_loop: list[bool] = []
+    real_parse = mime.parse
+
+    def parse(data: bytes) -> Any:
+        parsed_on_loop.append(threading.current_thread() is loop_thread)
+        return real_parse(data)
+
+    monkeypatch.setattr(mime, "parse", parse)
+    c = await logged_in(store, settings(tmp_path))
+    mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
+    big = MESSAGE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
+    for data in (MESSAGE, big):
+        await store.append(mbox.id, new_message(data))
+    for uid in (1, 2):
+        out = await c.say(
+            b'a APPEND INBOX CATENATE (URL "/INBOX/;UID=%d/;SECTION=1" TEXT {2+}\r\n!\n)\r\n' % uid
+        )
+        assert b"a OK [APPENDUID " in out
+    assert parsed_on_loop == [True, False]

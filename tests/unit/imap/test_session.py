@@ -74,6 +74,32 @@ def test_expunges_wait_until_allowed_and_go_highest_first() -> None:
     assert not v.take_updates(allow_expunge=True)
 
 
+def test_many_expunges_are_taken_out_of_the_columns_in_one_pass() -> None:
+    """Each ``del`` moves every message after it: an EXPUNGE of every other
+    message of 40,000 held the loop 62 ms (of 160,000: 0.8 s, quadratic). Past a
+    few, the columns are rebuilt once; the numbering is the same."""
+
+    class CountingList(list):  # type: ignore[type-arg]
+        deletes = 0
+
+        def __delitem__(self, i: object) -> None:
+            CountingList.deletes += 1
+            super().__delitem__(i)  # type: ignore[arg-type]
+
+    v = view(*range(1, 2001))
+    v._cols.flags = CountingList(v._cols.flags)
+    v.apply([], list(range(1, 2001, 2)), baseline=30)
+    up = v.take_updates(allow_expunge=True)
+    assert up.expunged == [(u, u) for u in range(1999, 0, -2)]
+    assert list(v.uids) == list(range(2, 2001, 2))
+    assert len(v._cols.modseqs) == len(v._cols.flags) == 1000
+    assert v.seq_of(2000) == 1000 and v.modseq(2000) == 2000
+    assert CountingList.deletes == 0
+    v.apply([], [2, 4], baseline=31)  # a few: one by one
+    v.take_updates(allow_expunge=True)
+    assert CountingList.deletes == 2 and v.seq_of(6) == 1
+
+
 async def test_new_messages_flag_changes_and_duplicates() -> None:
     v = view(1, 2)
     claims = RecentClaims()
@@ -361,7 +387,7 @@ def test_fetch_of_view_items_writes_what_the_generic_responses_do(
         def send(self, data: bytes) -> None:
             self.sent.append(data)
 
-        async def maybe_drain(self) -> None:
+        async def maybe_drain(self, cost: int = 1) -> None:
             pass
 
     out = Out()

@@ -1,5 +1,8 @@
 """Preview text, header decoding and `summarize` (the record intake caches)."""
 
+import base64
+import binascii
+import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -9,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postier.mail.summary import MessageSummary
-from postier.mime import decode_charset, decode_words, parse, preview, summarize
+from postier.mime import decode_charset, decode_words, encoding, parse, preview, summarize
 from postier.mime.encoding import decode_base64, decode_qp, header_text
 from postier.mime.preview import html_to_text
 from postier.mime.summary import _email_date, parse_date
@@ -160,6 +163,30 @@ def test_decode_qp_runs_no_python_per_escape() -> None:
     finally:
         sys.setprofile(None)
     assert calls < 20, calls
+
+
+def test_large_base64_is_decoded_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each C call holds the GIL: a large part is decoded `SLICE` octets a call,
+    so a search or FETCH thread decoding 40 MB lets the event loop run between
+    calls. The result is the same, line breaks, junk and inner padding included."""
+    raw = os.urandom(3 * encoding.SLICE // 4 * 3 + 5)  # three slices and a bit
+    lines = base64.encodebytes(raw).replace(b"\n", b"\r\n")
+    calls: list[int] = []
+    real = binascii.a2b_base64
+
+    def a2b(data: bytes) -> bytes:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(encoding.binascii, "a2b_base64", a2b)
+    assert decode_base64(lines) == raw
+    assert len(calls) > 3
+    assert max(calls) <= encoding.SLICE
+    calls.clear()
+    # "=" ends a quantum: two encodings one after the other, with junk between
+    two = base64.b64encode(raw[:-1]) + b"!\r\n" + base64.b64encode(raw[:7])
+    assert decode_base64(two) == raw[:-1] + raw[:7]
+    assert max(calls) <= encoding.SLICE
 
 
 def test_html_to_text():

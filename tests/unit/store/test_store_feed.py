@@ -116,3 +116,28 @@ async def test_on_change_calls_back_once_for_a_change_or_the_close():
     sub.on_change(lambda: calls.append(4))
     sub.close()
     assert calls == [1, 2, 4]
+
+
+async def test_publish_user_hands_each_subscription_the_changes_at_once():
+    """`publish_user` is `publish` of one user's changes in one step per
+    subscription (one wake-up, one extend), overflow included: a STORE on 20,000
+    messages pushed them one at a time on the loop."""
+    hub = ChangeHub(max_pending=3)
+    slow, other, b = hub.subscribe(A), hub.subscribe(A), hub.subscribe(B)
+    wakes: list[str] = []
+    other.on_change(lambda: wakes.append("other"))
+    hub.publish_user(A, [ch(A, 1), ch(A, 2)])
+    assert wakes == ["other"]
+    assert [other.get_nowait(), other.get_nowait(), other.get_nowait()] == [
+        ch(A, 1),
+        ch(A, 2),
+        None,
+    ]
+    hub.publish_user(A, [ch(A, 3), ch(A, 4)])  # slow would hold 4 > 3
+    assert slow.closed and not other.closed
+    with pytest.raises(FeedOverflow, match="more than 3 changes"):
+        await slow.get()
+    assert [other.get_nowait(), other.get_nowait()] == [ch(A, 3), ch(A, 4)]
+    assert b.get_nowait() is None
+    hub.publish_user(A, [])  # nothing: no wake-up
+    assert wakes == ["other"]
