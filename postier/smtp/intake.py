@@ -532,9 +532,7 @@ class Intake:
             return refusal
         ctx = self._ctx(s)
         ctx.qid = env.qid
-        # in a thread: reading the spool file, or more than a few milliseconds of
-        # work (its summary, in `finish`) on the loop
-        in_thread = spool.spilled or spool.size > INLINE_MAX
+        in_thread = spool.spilled or (spool.size > INLINE_MAX and _may_have_parts(spool))
         parsed = await asyncio.to_thread(spool.parse) if in_thread else spool.parse()
         ctx.load(parsed, self.filters.max_scan_size)
         ctx.pending_trace = []
@@ -650,6 +648,21 @@ def delivered_line(user: str, rcpt: str, mailbox: str, outcome: DataOutcome) -> 
     via = "" if rcpt.lower() == user.lower() else f" (for <{rcpt}>)"
     why = f", spam score {outcome.score:.1f}" if outcome.junk else ""
     return f"to <{user}> in {mailbox}{via}{why}"
+
+
+def _may_have_parts(spool: Spool) -> bool:
+    """Whether parsing the message and making its summary may take long enough to
+    belong in a thread (as reading a spilled one's file does). That work grows
+    with its parts: 512 KB of small parts took 39 ms, 50 KB 3 ms, while one text
+    or base64 part of 512 KB takes 0.2 ms, less than handing it to a thread and
+    back (a 50 KB message's intake cost 12% more CPU that way). A header over
+    INLINE_MAX is a thread's work anyway."""
+    header = spool.header
+    if spool.header_is_large or header is None:
+        return True
+    types = header.fields("Content-Type")
+    kind = types[0].lstrip().lower() if types else ""
+    return kind.startswith(("multipart/", "message/"))
 
 
 def _from_addresses(view: HeaderView) -> list[str]:
