@@ -134,6 +134,18 @@ Row: TypeAlias = asyncpg.Record
 #: NOTIFY payloads must stay under 8000 octets; a change is at most ~70 as JSON
 _CHANGES_PER_NOTIFY = 80
 
+#: past this many rows, a list's objects are made in a thread (`_made`)
+_MAKE_INLINE = 64
+
+
+async def _made(make: Callable[[Row], T], rows: list[Row]) -> list[T]:
+    """`make` of each row, past `_MAKE_INLINE` rows in a thread: asyncpg hands
+    the rows over at once, and making 50,000 Messages of a mailbox held the
+    event loop 480 ms in one step (the thread takes the GIL in 5 ms turns)."""
+    if len(rows) <= _MAKE_INLINE:
+        return [make(r) for r in rows]
+    return await asyncio.to_thread(lambda: [make(r) for r in rows])
+
 
 @dataclass(frozen=True)
 class _Blob:
@@ -1810,7 +1822,7 @@ class PostgresStore:
                 uid_min,
                 hi,
             )
-            return [_light_message_of(r) for r in light]
+            return await _made(_light_message_of, light)
         cols, make = (_MSG_COLS, _message_of) if structures else (_TEXT_COLS, _text_message_of)
         rows = await self._fetch(
             f"SELECT {cols} FROM {_MSG_FROM} WHERE m.mailbox_id = $1 "
@@ -1819,7 +1831,7 @@ class PostgresStore:
             uid_min,
             hi,
         )
-        return [make(r) for r in rows]
+        return await _made(make, rows)
 
     async def list_meta(
         self, mailbox_id: MailboxId, uid_min: int = 1, uid_max: int | None = None
@@ -1929,7 +1941,7 @@ class PostgresStore:
             mailbox_id,
             [int(u) for u in uids],
         )
-        return [make(r) for r in rows]
+        return await _made(make, rows)
 
     async def get_message(self, mailbox_id: MailboxId, uid: Uid) -> Message | None:
         row = await self._fetchrow(
@@ -1976,7 +1988,7 @@ class PostgresStore:
             mailbox_id,
             list(uids),
         )
-        return [_message_of(r) for r in rows]
+        return await _made(_message_of, rows)
 
     async def store_flags(
         self,
@@ -2150,7 +2162,7 @@ class PostgresStore:
             mailbox_id,
             modseq,
         )
-        return [_message_of(r) for r in rows]
+        return await _made(_message_of, rows)
 
     async def vanished_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> list[Uid]:
         rows = await self._fetch(

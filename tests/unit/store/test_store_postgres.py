@@ -589,3 +589,46 @@ async def test_v6_counts_the_messages_of_an_existing_database(pg_dsn: str) -> No
         assert again is not None and (again.messages, again.unseen) == (4, 1)
     finally:
         await store.close()
+
+
+async def test_message_lists_are_made_in_a_thread(pg_dsn: str, monkeypatch) -> None:  # noqa: F811
+    """changed_since, list_messages, get_messages and store_flags's answer may
+    be a whole mailbox (50,000 Messages held the loop 480 ms in one step): past
+    `_MAKE_INLINE` rows each Message is made in a thread; a few on the loop."""
+    import threading
+
+    from postier.store.postgres import store as pg_store
+
+    s = await opened(pg_dsn)
+    try:
+        inbox, _sent = await inbox_and_sent(s)
+        for _ in range(3):
+            await s.append(inbox.id, new_message(MSG))
+        made_on_loop: list[bool] = []
+        for name in ("_message_of", "_text_message_of", "_light_message_of"):
+            real = getattr(pg_store, name)
+
+            def spy(row: Any, real: Any = real) -> Any:
+                made_on_loop.append(threading.current_thread() is threading.main_thread())
+                return real(row)
+
+            monkeypatch.setattr(pg_store, name, spy)
+
+        async def calls() -> None:
+            assert len(await s.changed_since(inbox.id, 0)) == 3
+            assert len(await s.list_messages(inbox.id)) == 3
+            assert len(await s.list_messages(inbox.id, structures=False)) == 3
+            assert len(await s.list_messages(inbox.id, summaries=False)) == 3
+            assert len(await s.get_messages(inbox.id, [1, 3])) == 2
+            changed, _ = await s.store_flags(inbox.id, [1, 2, 3], frozenset({"\\Seen"}), "add")
+            assert len(changed) == 3
+
+        await calls()
+        assert made_on_loop == [True] * 17  # a few rows: not worth a thread
+        monkeypatch.setattr(pg_store, "_MAKE_INLINE", 0)  # every list past it
+        await s.store_flags(inbox.id, [1, 2, 3], frozenset({"\\Seen"}), "remove")
+        made_on_loop.clear()
+        await calls()
+        assert made_on_loop == [False] * 17
+    finally:
+        await s.close()
