@@ -147,6 +147,41 @@ async def _made(make: Callable[[Row], T], rows: list[Row]) -> list[T]:
     return await asyncio.to_thread(lambda: [make(r) for r in rows])
 
 
+def _flag_updates(
+    rows: list[Row], flags: frozenset[str], mode: FlagMode, unchanged_since: ModSeq | None
+) -> tuple[list[int], list[str], list[Uid]]:
+    """Of `store_flags`'s locked (uid, modseq, flags) rows: the UIDs whose flags
+    change, their new flags text, and the UIDs refused by UNCHANGEDSINCE."""
+    refused: list[Uid] = []
+    uids: list[int] = []
+    texts: list[str] = []
+    for uid, modseq, text in rows:
+        if unchanged_since is not None and modseq > unchanged_since:
+            refused.append(Uid(uid))
+            continue
+        old = _flags_of(text)
+        if mode == "add":
+            new = old | flags
+        elif mode == "remove":
+            new = old - flags
+        else:
+            new = flags
+        if new != old:
+            uids.append(uid)
+            texts.append(_flags_text(new))
+    return uids, texts, refused
+
+
+def _flag_changes(
+    user_id: UserId, mailbox_id: MailboxId, uids: list[int], base: int
+) -> list[Change]:
+    """The FLAGS changes of one `store_flags`: each UID with its own MODSEQ."""
+    return [
+        Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(uid), ModSeq(base + i))
+        for i, uid in enumerate(uids)
+    ]
+
+
 @dataclass(frozen=True)
 class _Blob:
     """A message's bytes, ready for the index transaction."""
@@ -2014,21 +2049,12 @@ class PostgresStore:
                 mailbox_id,
                 [int(u) for u in uids],
             )
-            refused: list[Uid] = []
-            updates: list[tuple[int, str]] = []
-            for uid, modseq, text in rows:
-                if unchanged_since is not None and modseq > unchanged_since:
-                    refused.append(Uid(uid))
-                    continue
-                old = _flags_of(text)
-                if mode == "add":
-                    new = old | flag_set
-                elif mode == "remove":
-                    new = old - flag_set
-                else:
-                    new = flag_set
-                if new != old:
-                    updates.append((uid, _flags_text(new)))
+            if len(rows) <= _MAKE_INLINE:
+                updates, texts, refused = _flag_updates(rows, flag_set, mode, unchanged_since)
+            else:  # 50,000 rows held the loop 100 ms
+                updates, texts, refused = await asyncio.to_thread(
+                    _flag_updates, rows, flag_set, mode, unchanged_since
+                )
             if not updates:
                 return [], refused
             base = await self._take_modseqs(tx, mailbox_id, len(updates))
@@ -2037,18 +2063,16 @@ class PostgresStore:
                 "FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS v(uid, flags, modseq) "
                 "WHERE m.mailbox_id = $1 AND m.uid = v.uid",
                 mailbox_id,
-                [u for u, _ in updates],
-                [f for _, f in updates],
-                [base + i for i in range(len(updates))],
+                updates,
+                texts,
+                list(range(base, base + len(updates))),
             )
-            await self._record(
-                tx,
-                [
-                    Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(uid), ModSeq(base + i))
-                    for i, (uid, _) in enumerate(updates)
-                ],
-            )
-            return await self._messages_by_uid(tx, mailbox_id, [u for u, _ in updates]), refused
+            if len(updates) <= _MAKE_INLINE:
+                changes = _flag_changes(user_id, mailbox_id, updates, base)
+            else:
+                changes = await asyncio.to_thread(_flag_changes, user_id, mailbox_id, updates, base)
+            await self._record(tx, changes)
+            return await self._messages_by_uid(tx, mailbox_id, updates), refused
 
         result: tuple[list[Message], list[Uid]] = await self._write(job)
         return result

@@ -632,3 +632,49 @@ async def test_message_lists_are_made_in_a_thread(pg_dsn: str, monkeypatch) -> N
         assert made_on_loop == [False] * 17
     finally:
         await s.close()
+
+
+async def test_flag_changes_are_worked_out_in_a_thread(pg_dsn: str, monkeypatch) -> None:  # noqa: F811
+    """store_flags works out the new flags of its locked rows and makes its
+    changes in a thread past `_MAKE_INLINE` rows (50,000 held the loop 100 ms
+    and 50 ms); a few on the loop; the subscribers get them all the same."""
+    import threading
+
+    from postier.store.postgres import store as pg_store
+
+    s = await opened(pg_dsn)
+    try:
+        inbox, _sent = await inbox_and_sent(s)
+        for _ in range(3):
+            await s.append(inbox.id, new_message(MSG))
+        sub = s.subscribe(inbox.user_id)
+        on_loop: list[tuple[str, bool]] = []
+        for name in ("_flag_updates", "_flag_changes"):
+            real = getattr(pg_store, name)
+
+            def spy(*args: Any, real: Any = real, name: str = name) -> Any:
+                on_loop.append((name, threading.current_thread() is threading.main_thread()))
+                return real(*args)
+
+            monkeypatch.setattr(pg_store, name, spy)
+        await s.store_flags(inbox.id, [1, 2, 3], frozenset({"\\Seen"}), "add")
+        assert on_loop == [("_flag_updates", True), ("_flag_changes", True)]
+        on_loop.clear()
+        b = (await s.list_flags(inbox.id))[0][1]  # the first MODSEQ of the three
+        monkeypatch.setattr(pg_store, "_MAKE_INLINE", 0)
+        changed, refused = await s.store_flags(
+            inbox.id, [1, 2, 3], frozenset({"\\Seen", "$x"}), "replace", unchanged_since=b + 1
+        )
+        assert on_loop == [("_flag_updates", False), ("_flag_changes", False)]
+        assert [m.uid for m in changed] == [1, 2] and refused == [3]
+        assert all(m.flags == frozenset({"\\Seen", "$x"}) for m in changed)
+        got = [sub.get_nowait() for _ in range(6)]
+        assert [(c.uid, c.modseq - b) for c in got if c is not None] == [
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (1, 3),
+            (2, 4),
+        ]
+    finally:
+        await s.close()
