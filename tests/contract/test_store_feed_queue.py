@@ -294,3 +294,79 @@ async def test_queue_claim_kept_through_a_round(store, users):
     assert await store.queue_due(soon + timedelta(seconds=1), 10) == []
     await store.queue_update(r.qid, e.recipients, next_attempt=soon, attempts=1, last_error="")
     assert [x.id for x in await store.queue_due(soon, 10)] == [r.qid]
+
+
+async def test_many_messages_flagged_and_expunged(store_factory, users, store):
+    """A STORE and an EXPUNGE over hundreds of messages sharing blobs (copies):
+    past the sizes where a backend works in bulk (threads, one NOTIFY of many
+    payloads), the MODSEQs, UIDNEXT, the answers, the changes seen here and from
+    another instance, and the shared blobs are those of a few messages."""
+    u = users[0]
+    box = await store.get_mailbox(u.id, "INBOX")
+    await store.deliver(new_message(MSG), [DeliveryTarget(u.id)])
+    await store.deliver(new_message(MSG + b"2\r\n"), [DeliveryTarget(u.id)])
+    while (await store.get_mailbox_by_id(box.id)).uidnext <= 320:
+        n = (await store.get_mailbox_by_id(box.id)).uidnext - 1
+        await store.copy(box.id, list(range(1, n + 1)), box.id)  # doubles: blobs shared
+    uids = [m.uid for m in await store.list_messages(box.id, summaries=False)]
+    assert uids == list(range(1, 513))
+    other = await store_factory()
+    sub, there = store.subscribe(u.id), other.subscribe(u.id)
+    before = await store.get_mailbox_by_id(box.id)
+    limit = before.highestmodseq  # every row's modseq is at most this: none refused
+    changed, refused = await store.store_flags(
+        box.id, uids, frozenset({"\\Deleted"}), "add", unchanged_since=limit
+    )
+    assert refused == []
+    assert [m.uid for m in changed] == uids
+    assert [m.modseq for m in changed] == list(range(limit + 1, limit + 513))
+    assert all(m.flags == frozenset({"\\Deleted"}) for m in changed)
+    assert changed[0].summary.envelope  # whole Messages
+    want = [Change(u.id, box.id, ChangeKind.FLAGS, m.uid, m.modseq) for m in changed]
+    assert [sub.get_nowait() for _ in want] == want
+    got: list[Change] = []
+    while len(got) < len(want):
+        c = await next_change(there, timeout=3)
+        if c.modseq is not None and c.modseq > limit:
+            got.append(c)
+    assert got == want
+    # refused past UNCHANGEDSINCE: the odd UIDs changed once more
+    odd = uids[::2]
+    await store.store_flags(box.id, odd, frozenset({"$a"}), "add")
+    changed, refused = await store.store_flags(
+        box.id, uids, frozenset(), "replace", unchanged_since=limit + 512
+    )
+    assert refused == odd
+    assert [m.uid for m in changed] == uids[1::2]
+    # expunge the odd (the \Deleted ones left): blobs shared with the rest stay
+    await store.store_flags(box.id, uids[1::2], frozenset({"\\Seen"}), "add")
+    mid = (await store.get_mailbox_by_id(box.id)).highestmodseq
+    # the copies keep their original's parity: the odd UIDs share one blob, the even another
+    first, second = (
+        (await store.get_message(box.id, 1)).blob_id,
+        (await store.get_message(box.id, 2)).blob_id,
+    )
+    for c in [sub.get_nowait() for _ in range(256 * 3)]:
+        assert c is not None
+    gone = await store.expunge(box.id)
+    assert gone == odd
+    after = await store.get_mailbox_by_id(box.id)
+    assert (after.uidnext, after.highestmodseq) == (before.uidnext, mid + 256)
+    assert (after.messages, after.unseen) == (256, 0)
+    assert sorted(await store.vanished_since(box.id, mid)) == odd
+    expunged = [await next_change(sub) for _ in odd]
+    assert [(c.kind, c.uid) for c in expunged] == [(ChangeKind.EXPUNGE, uid) for uid in odd]
+    assert [c.modseq for c in expunged] == list(range(mid + 1, mid + 257))
+    left = await store.list_messages(box.id)
+    assert [m.uid for m in left] == uids[1::2]
+    assert {m.blob_id for m in left} == {second}
+    assert await store.read_blob(second) == MSG + b"2\r\n"
+    with pytest.raises(NotFound):  # its last message expunged: the blob goes
+        await store.read_blob(first)
+    await store.expunge(box.id, [m.uid for m in left][:-1], flagged_only=False)
+    assert await store.read_blob(second) == MSG + b"2\r\n"
+    await store.expunge(box.id, [left[-1].uid], flagged_only=False)
+    with pytest.raises(NotFound):
+        await store.read_blob(second)
+    sub.close()
+    there.close()
