@@ -2014,17 +2014,6 @@ class PostgresStore:
         """Never a file: the bytes are in the database."""
         return None
 
-    async def _messages_by_uid(
-        self, tx: Tx, mailbox_id: MailboxId, uids: Sequence[int]
-    ) -> list[Message]:
-        rows = await tx.fetch(
-            f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = $1 "
-            "AND m.uid = ANY($2::bigint[]) ORDER BY m.uid",
-            mailbox_id,
-            list(uids),
-        )
-        return await _made(_message_of, rows)
-
     async def store_flags(
         self,
         mailbox_id: MailboxId,
@@ -2058,21 +2047,31 @@ class PostgresStore:
             if not updates:
                 return [], refused
             base = await self._take_modseqs(tx, mailbox_id, len(updates))
+            # the MODSEQs counted by the server: asyncpg encodes each array's items
+            # on the loop, 50,000 of three arrays in a 26 ms step
             await tx.execute(
-                "UPDATE messages m SET flags = v.flags, modseq = v.modseq "
-                "FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS v(uid, flags, modseq) "
+                "UPDATE messages m SET flags = v.flags, modseq = $4 + v.n - 1 "
+                "FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS v(uid, flags, n) "
                 "WHERE m.mailbox_id = $1 AND m.uid = v.uid",
                 mailbox_id,
                 updates,
                 texts,
-                list(range(base, base + len(updates))),
+                base,
             )
             if len(updates) <= _MAKE_INLINE:
                 changes = _flag_changes(user_id, mailbox_id, updates, base)
             else:
                 changes = await asyncio.to_thread(_flag_changes, user_id, mailbox_id, updates, base)
             await self._record(tx, changes)
-            return await self._messages_by_uid(tx, mailbox_id, updates), refused
+            # the rows of the MODSEQs just taken (the mailbox's row lock is held)
+            rows = await tx.fetch(
+                f"SELECT {_MSG_COLS} FROM {_MSG_FROM} WHERE m.mailbox_id = $1 "
+                "AND m.modseq BETWEEN $2 AND $3 ORDER BY m.uid",
+                mailbox_id,
+                base,
+                base + len(updates) - 1,
+            )
+            return await _made(_message_of, rows), refused
 
         result: tuple[list[Message], list[Uid]] = await self._write(job)
         return result
