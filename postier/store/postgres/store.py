@@ -670,6 +670,11 @@ class PostgresStore:
                 return
             if data.get("a"):
                 self._drop_account_caches()
+            # only for users subscribed here: every process of every node hears
+            # every payload, and another node's STORE on 50,000 messages (625
+            # payloads, one turn of the loop) cost each of them ~40 ms making
+            # changes nobody here would take
+            subscribed = self._hub.subscribed
             changes = [
                 Change(
                     UserId(c[0]),
@@ -679,6 +684,7 @@ class PostgresStore:
                     None if c[4] is None else ModSeq(c[4]),
                 )
                 for c in data["c"]
+                if subscribed(c[0])
             ]
         except (ValueError, KeyError, TypeError, IndexError):
             log.warning("ignoring a malformed change notification on %s", self._channel)
