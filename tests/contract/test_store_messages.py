@@ -455,6 +455,22 @@ async def test_list_flags_is_list_messages_without_the_rest(store, users):
     assert await store.list_flags(9999) == []
 
 
+async def test_messages_read_share_their_flag_sets(store, users):
+    """Equal flags read back are one set: a listing of many messages holds a few sets,
+    not one each (fewer objects for the cyclic GC to scan)."""
+    box = await inbox(store, users[0])
+    for i in range(6):
+        await store.append(box.id, new_message(MSG), frozenset({"\\Seen", f"$k{i % 2}"}))
+    for listed in (
+        await store.list_messages(box.id, summaries=False),
+        await store.list_messages(box.id, structures=False),
+        await store.list_messages(box.id),
+        await store.get_messages(box.id, [1, 2, 3, 4, 5, 6]),
+    ):
+        assert len(listed) == 6
+        assert len({id(m.flags) for m in listed}) == 2
+
+
 async def test_read_blob_unknown(store, users):
     for bad in ("0" * 32, "../../etc/passwd", ""):
         with pytest.raises(NotFound):
