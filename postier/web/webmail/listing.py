@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,6 +98,14 @@ def kept_order(ordered: Sequence[int], msgs: list[Message], filter_: str) -> lis
     """The UIDs of `ordered` whose message in `msgs` the filter keeps, in that order."""
     wanted = {m.uid for m in keep(msgs, filter_)}
     return [u for u in ordered if u in wanted]
+
+
+def uid_order(msgs: list[Message], sort: str, descending: bool) -> array.array[int]:
+    """The UIDs of `msgs` in list order (`arrange` without threads), as the
+    folder's cached order keeps them: one array, not a list per message — a
+    folder of 50,000 made 50,000 one-element lists, a third of the objects the
+    cyclic GC tracked while it was sorted, each scanned by a full collection."""
+    return array.array("Q", (m.uid for m in sorted(msgs, key=sort_key(sort), reverse=descending)))
 
 
 def arrange(msgs: list[Message], sort: str, descending: bool, threads: bool) -> list[list[Message]]:
