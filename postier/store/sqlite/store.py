@@ -93,6 +93,7 @@ from postier.store.models import (
     QueueRecipient,
     RcptState,
     Resolution,
+    SortRow,
     TraceEvent,
     Uid,
     User,
@@ -1793,6 +1794,16 @@ class SqliteStore:
                 f"FROM {_MSG_FROM} WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? "
                 "ORDER BY m.uid",
                 (mailbox_id, uid_min, hi),
+            ).fetchall()
+        )
+        return rows
+
+    async def list_sort_keys(self, mailbox_id: MailboxId) -> list[SortRow]:
+        rows: list[SortRow] = await self._read(
+            lambda c: c.execute(
+                "SELECT m.uid, COALESCE(b.date, m.internal_date), m.size, b.from_addr, b.subject "
+                f"FROM {_MSG_FROM} WHERE m.mailbox_id = ? ORDER BY m.uid",
+                (mailbox_id,),
             ).fetchall()
         )
         return rows

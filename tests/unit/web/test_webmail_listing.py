@@ -58,10 +58,14 @@ def test_sorts() -> None:
 
 
 def test_uid_order_is_the_unthreaded_order() -> None:
-    """The folder's cached order, made without a list per message."""
+    """The folder's cached order, made from each message's `SortRow`."""
+    rows = [
+        (m.uid, int(m.internal_date.timestamp() * 1e6), m.size, m.summary.from_, m.summary.subject)
+        for m in MSGS
+    ]
     for sort in ("date", "from", "subject", "size"):
         for descending in (True, False):
-            order = uid_order(MSGS, sort, descending)
+            order = uid_order(rows, sort, descending)
             assert list(order) == [e[0].uid for e in arrange(MSGS, sort, descending, False)]
 
 
