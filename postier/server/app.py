@@ -267,7 +267,7 @@ def settle_heap() -> None:
     cyclic GC's permanent generation (`gc.freeze`), which no collection scans.
     What a started process holds lives until it exits: scanning it bought
     nothing and cost each full collection of one process 60,000 objects
-    (modules, functions, the app; ~55 % of a worker's gen2 in a census)."""
+    (modules, functions, the app; ~55 % of a single process's gen2 in a census)."""
     gc.collect()
     gc.freeze()
 
