@@ -21,6 +21,11 @@ Rules:
   dir check, spool sweep), with the queue runner and the status file in worker 0
   only. Every worker serves every listener, the web one included (webmail
   sessions are rows in the store, `web.webmail.sessions`).
+- Once started, a process (the one of `server.workers = 1`, or each worker)
+  collects its startup garbage and freezes what is left (`settle_heap`): the
+  modules, the app, its caches live as long as the process, and a full
+  collection — which holds the GIL, so every thread and the event loop wait —
+  no longer scans them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import importlib
 import logging
 import os
@@ -256,6 +262,16 @@ async def stop(app: App) -> None:
     await app.store.close()
 
 
+def settle_heap() -> None:
+    """Collect the garbage of the start, then move every object left to the
+    cyclic GC's permanent generation (`gc.freeze`), which no collection scans.
+    What a started process holds lives until it exits: scanning it bought
+    nothing and cost each full collection of one process 60,000 objects
+    (modules, functions, the app; ~55 % of a single process's gen2 in a census)."""
+    gc.collect()
+    gc.freeze()
+
+
 def banner_notes(s: Settings, demo: DemoLogin | None) -> list[str]:
     """The banner's lines after the listeners (the supervisor's banner too)."""
     lines = []
@@ -299,6 +315,7 @@ async def serve(settings: Settings, *, ready: Callable[[App], None] | None = Non
         print(f"postier: {e}", file=sys.stderr)
         return 1
     demo = await demo_login(app.store, settings.server.data_dir)
+    settle_heap()
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -323,6 +340,7 @@ async def serve_worker(settings: Settings, worker: Worker, ready: Callable[[], N
     except (StartupError, ListenError) as e:
         print(f"postier: worker {worker.index}: {e}", file=sys.stderr)
         return 1
+    settle_heap()  # what the supervisor loaded it froze before forking
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -39,6 +39,7 @@ from postier.store.models import (
     QueueEntry,
     QueueRecipient,
     Resolution,
+    SortRow,
     TraceEvent,
     Uid,
     User,
@@ -215,6 +216,10 @@ class Store(Protocol):
         BODYSTRUCTURE, BODY) reads of the messages in a UID range, ascending by UID,
         as plain rows (`MetaRow`): the same values `list_messages` gives, without
         building a `Message` per row."""
+
+    async def list_sort_keys(self, mailbox_id: MailboxId) -> list[SortRow]:
+        """What the webmail's list sorts a folder on, each message's `SortRow`,
+        ascending by UID: the values `list_messages` gives, without a `Message`."""
 
     async def list_bodies(
         self, mailbox_id: MailboxId, uid_min: int, uid_max: int

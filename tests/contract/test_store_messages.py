@@ -4,6 +4,7 @@ quota, and 200 concurrent deliveries."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -453,6 +454,48 @@ async def test_list_flags_is_list_messages_without_the_rest(store, users):
     assert (await store.list_flags(box.id, 3, 3))[0][2] == {"\\Flagged"}
     assert await store.list_flags(box.id, 6) == []
     assert await store.list_flags(9999) == []
+
+
+async def test_messages_read_share_their_flag_sets(store, users):
+    """Equal flags read back are one set: a listing of many messages holds a few sets,
+    not one each (fewer objects for the cyclic GC to scan)."""
+    box = await inbox(store, users[0])
+    for i in range(6):
+        await store.append(box.id, new_message(MSG), frozenset({"\\Seen", f"$k{i % 2}"}))
+    for listed in (
+        await store.list_messages(box.id, summaries=False),
+        await store.list_messages(box.id, structures=False),
+        await store.list_messages(box.id),
+        await store.get_messages(box.id, [1, 2, 3, 4, 5, 6]),
+    ):
+        assert len(listed) == 6
+        assert len({id(m.flags) for m in listed}) == 2
+
+
+async def test_list_sort_keys_is_list_messages_as_untracked_rows(store, users):
+    """The webmail's order of a folder: (UID, the Date: header's instant else the
+    arrival, size, From, Subject) as `list_messages` has them, in tuples of atoms
+    the cyclic GC stops tracking."""
+    box = await inbox(store, users[0])
+    await store.append(box.id, new_message(MSG), frozenset(), WHEN)
+    dated = b"From: Zed <z@x.test>\r\nDate: Mon, 2 Mar 2026 23:30:00 -0500\r\n\r\nx\r\n"
+    await store.append(box.id, new_message(dated), frozenset(), WHEN)
+    want = [
+        (
+            m.uid,
+            round((m.summary.date or m.internal_date).timestamp() * 1_000_000),
+            m.size,
+            m.summary.from_,
+            m.summary.subject,
+        )
+        for m in await store.list_messages(box.id, structures=False)
+    ]
+    rows = await store.list_sort_keys(box.id)
+    assert rows == want
+    assert rows[1][1] != rows[0][1]  # the Date: header's, not the arrival
+    gc.collect()
+    assert not any(gc.is_tracked(r) for r in rows)
+    assert await store.list_sort_keys(9999) == []
 
 
 async def test_read_blob_unknown(store, users):

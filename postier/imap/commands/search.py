@@ -41,7 +41,15 @@ from postier.imap import parse as p
 from postier.imap import responses as r
 from postier.imap.commands import updates
 from postier.imap.commands.context import Context, Result, bad, no, ok
-from postier.imap.matcher import Budget, Facts, TooComplex, in_search_thread, names_modseq
+from postier.imap.matcher import (
+    Budget,
+    Facts,
+    TooComplex,
+    highest_modseq,
+    in_search_thread,
+    names_modseq,
+    numbers,
+)
 from postier.imap.session import BadSequence
 from postier.imap.sortkeys import ADDRESS_KEYS, sort_messages
 
@@ -64,7 +72,7 @@ async def run_search(
     summaries: bool = False,
     structures: bool = False,
     budget: Budget | None = None,
-) -> list[Facts]:
+) -> Sequence[Facts]:
     """The messages matching `key`, in mailbox order, with their summaries when a
     key or the caller (SORT, THREAD) needs them, and their ENVELOPE when asked
     (`structures`: SORT by address); a plain search may have no row (`Facts.m`)
@@ -119,7 +127,7 @@ async def _searching(
     uses_modseq = names_modseq(cmd.key)
     if uses_modseq:
         ctx.enable_condstore()  # RFC 7162 §3.1: a MODSEQ key enables CONDSTORE
-    ids = [f.uid if cmd.uid else f.seq for f in found]
+    ids = numbers(found, cmd.uid)
     if cmd.returns is None and (criteria is not None or not s.rev2):
         make = r.search if criteria is None else r.sort
         ctx.send(make(ids, _highest_modseq(found) if uses_modseq else None))
@@ -127,15 +135,16 @@ async def _searching(
     opts = opts or {"ALL"}  # RFC 4731 §3.1; RFC 9051 §6.4.4 (IMAP4rev2: plain SEARCH)
     returned = found
     if opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT", "PARTIAL"}:
-        returned = (found[:1] if "MIN" in opts else []) + (
-            found[-1:] if "MAX" in opts else []
-        )  # RFC 4731 §3.2: then MODSEQ is that of the messages returned
+        returned = [
+            *(found[:1] if "MIN" in opts else []),
+            *(found[-1:] if "MAX" in opts else []),
+        ]  # RFC 4731 §3.2: then MODSEQ is that of the messages returned
     modseq = _highest_modseq(returned) if uses_modseq else None
     if "SAVE" in opts:
         saved = found
         if opts & {"MIN", "MAX"}:  # RFC 5182 §2.4
-            saved = (found[:1] if "MIN" in opts else []) + (found[-1:] if "MAX" in opts else [])
-        s.saved = sorted({f.uid for f in saved})
+            saved = [*(found[:1] if "MIN" in opts else []), *(found[-1:] if "MAX" in opts else [])]
+        s.saved = sorted(set(numbers(saved, True)))
     if "UPDATE" in opts:
         refused = await updates.start(ctx, cmd.tag, cmd.uid, cmd.key, criteria, found)
         if refused is not None:
@@ -162,7 +171,9 @@ async def _searching(
     return ok(done)
 
 
-def _sort(found: list[Facts], criteria: tuple[p.SortCriterion, ...], budget: Budget) -> list[Facts]:
+def _sort(
+    found: Sequence[Facts], criteria: tuple[p.SortCriterion, ...], budget: Budget
+) -> list[Facts]:
     """SORT's ordering (in a search thread), within what is left of the budget."""
     budget.start()
     try:
@@ -174,7 +185,7 @@ def _sort(found: list[Facts], criteria: tuple[p.SortCriterion, ...], budget: Bud
 
 
 def _highest_modseq(found: Sequence[Facts]) -> int | None:
-    return max((f.modseq for f in found), default=None)
+    return highest_modseq(found)
 
 
 async def cancelupdate(ctx: Context, cmd: p.CancelUpdate) -> Result:

@@ -40,6 +40,7 @@ from postier.imap.matcher import (
     compile_program,
     in_search_thread,
     matching,
+    numbers,
 )
 from postier.imap.sequence import SequenceSet
 from postier.imap.session import LiveSearch, MailboxView, Session, SortValues
@@ -106,7 +107,7 @@ async def start(
     if len(s.live) >= ctx.settings.imap.max_search_contexts:
         return r.untagged_status("NO", "Too many contexts", r.code_noupdate(tag))
     live = LiveSearch(tag, uid, freeze(key, view, s.saved), criteria)
-    live.members = [f.uid for f in found]
+    live.members = numbers(found, True)
     if criteria is not None:  # SORT: every `Facts.m` is a row with its summary
         live.values = await in_search_thread(_all_values, criteria, [f.m for f in found])
     else:

@@ -98,6 +98,7 @@ from postier.store.models import (
     QueueRecipient,
     RcptState,
     Resolution,
+    SortRow,
     TraceEvent,
     Uid,
     User,
@@ -1887,6 +1888,14 @@ class PostgresStore:
             hi,
         )
         return [(Uid(r[0]), r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5])) for r in rows]
+
+    async def list_sort_keys(self, mailbox_id: MailboxId) -> list[SortRow]:
+        rows = await self._fetch(
+            "SELECT m.uid, COALESCE(b.date, m.internal_date), m.size, b.from_addr, b.subject "
+            f"FROM {_MSG_FROM} WHERE m.mailbox_id = $1 ORDER BY m.uid",
+            mailbox_id,
+        )
+        return [(Uid(r[0]), r[1], r[2], _str(r[3]), _str(r[4])) for r in rows]
 
     async def list_bodies(
         self, mailbox_id: MailboxId, uid_min: int, uid_max: int

@@ -93,6 +93,7 @@ from postier.store.models import (
     QueueRecipient,
     RcptState,
     Resolution,
+    SortRow,
     TraceEvent,
     Uid,
     User,
@@ -215,7 +216,16 @@ def _flags_text(flags: frozenset[str]) -> str:
     return " ".join(sorted(flags))
 
 
+#: distinct flags texts whose set `_flags_of` keeps
+FLAG_SETS_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=FLAG_SETS_KEPT)
 def _flags_of(text: str) -> frozenset[str]:
+    """One set for each flags text, shared by every message read with it (sets are
+    immutable): most messages share a few, and a listing of a folder of 50,000
+    made a set for each — a third of the objects the cyclic GC tracked for it, each
+    scanned by every full collection while the listing lived."""
     return frozenset(text.split())
 
 
@@ -1784,6 +1794,16 @@ class SqliteStore:
                 f"FROM {_MSG_FROM} WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? "
                 "ORDER BY m.uid",
                 (mailbox_id, uid_min, hi),
+            ).fetchall()
+        )
+        return rows
+
+    async def list_sort_keys(self, mailbox_id: MailboxId) -> list[SortRow]:
+        rows: list[SortRow] = await self._read(
+            lambda c: c.execute(
+                "SELECT m.uid, COALESCE(b.date, m.internal_date), m.size, b.from_addr, b.subject "
+                f"FROM {_MSG_FROM} WHERE m.mailbox_id = ? ORDER BY m.uid",
+                (mailbox_id,),
             ).fetchall()
         )
         return rows

@@ -16,12 +16,13 @@ Rules:
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from postier.store.models import Message, Uid
+from postier.store.models import Message, SortRow, Uid
 
 SORTS = ("date", "from", "subject", "size")
 FILTERS = ("all", "unread", "flagged")
@@ -97,6 +98,24 @@ def kept_order(ordered: Sequence[int], msgs: list[Message], filter_: str) -> lis
     """The UIDs of `ordered` whose message in `msgs` the filter keeps, in that order."""
     wanted = {m.uid for m in keep(msgs, filter_)}
     return [u for u in ordered if u in wanted]
+
+
+def _row_key(sort: str) -> Callable[[SortRow], tuple[Any, int]]:
+    """`sort_key` on a `SortRow`."""
+    if sort == "from":
+        return lambda r: (_display_name(r[3]), r[0])
+    if sort == "subject":
+        return lambda r: (base_subject(r[4]), r[0])
+    if sort == "size":
+        return lambda r: (r[2], r[0])
+    return lambda r: (r[1], r[0])
+
+
+def uid_order(rows: list[SortRow], sort: str, descending: bool) -> array.array[int]:
+    """The UIDs of a folder in list order (`arrange` without threads, on each
+    message's `SortRow` rather than its `Message`), as its cached order keeps
+    them: one array."""
+    return array.array("Q", (r[0] for r in sorted(rows, key=_row_key(sort), reverse=descending)))
 
 
 def arrange(msgs: list[Message], sort: str, descending: bool, threads: bool) -> list[list[Message]]:

@@ -40,7 +40,6 @@ Rules:
 
 from __future__ import annotations
 
-import array
 import asyncio
 import functools
 import hashlib
@@ -637,9 +636,9 @@ class Webmail:
         if order is not None:
             self.orders.move_to_end(key)
             return order
-        msgs = await self.store.list_messages(mb.id, structures=False)
-        entries = await _in_pool(listing.arrange, msgs, sort, descending, False)
-        order = array.array("Q", (e[0].uid for e in entries))
+        rows = await self.store.list_sort_keys(mb.id)
+        order = await _in_pool(listing.uid_order, rows, sort, descending)
+        del rows
         self.orders[key] = order
         while len(self.orders) > ORDER_CACHE:
             self.orders.popitem(last=False)

@@ -5,6 +5,7 @@ on a generated corpus in a real SQLite store, and read no row when they can."""
 from __future__ import annotations
 
 import base64
+import gc
 import random
 from pathlib import Path
 
@@ -106,7 +107,23 @@ async def scan(store, view, key) -> list[int]:
 async def indexed(store, view, key) -> list[int]:
     found = await matcher.search(store, view, key, [], Budget(10))
     assert [f.seq for f in found] == [view.seq_of(f.uid) for f in found]
+    assert matcher.numbers(found, True) == [f.uid for f in found]
+    assert matcher.numbers(found, False) == [f.seq for f in found]
+    assert matcher.highest_modseq(found) == max((f.modseq for f in found), default=None)
     return [f.uid for f in found]
+
+
+async def test_a_search_the_view_answers_keeps_no_facts_per_match(mailbox) -> None:
+    """Its result is positions in the view's columns: a `Facts` is made when one is
+    read, so a SEARCH ALL of 50,000 keeps no 50,000 objects for the cyclic GC."""
+    store, view = mailbox
+    gc.collect()
+    before = sum(type(o) is Facts for o in gc.get_objects())
+    found = await matcher.search(store, view, p.SearchSet(SequenceSet.parse("1:*")), [], Budget(10))
+    assert len(found) == view.exists > 50
+    assert sum(type(o) is Facts for o in gc.get_objects()) == before
+    assert matcher.numbers(found, True) == list(view.uids)
+    assert [f.uid for f in found[-2:]] == list(view.uids[-2:])
 
 
 async def test_index_and_view_answer_what_the_scan_answers(mailbox) -> None:

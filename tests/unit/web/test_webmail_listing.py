@@ -9,7 +9,14 @@ from pathlib import Path
 
 from postier.mail.summary import MessageSummary
 from postier.store.models import BlobId, MailboxId, Message, ModSeq, Uid
-from postier.web.webmail.listing import arrange, base_subject, keep, kept_order, page_rows
+from postier.web.webmail.listing import (
+    arrange,
+    base_subject,
+    keep,
+    kept_order,
+    page_rows,
+    uid_order,
+)
 
 
 def msg(uid: int, subject: str, from_: str, day: int, size: int, flags: str = "") -> Message:
@@ -48,6 +55,18 @@ def test_sorts() -> None:
     assert subjects(arrange(MSGS, "from", False, False)) == ["Re: Trip", "Budget", "Trip"]
     assert subjects(arrange(MSGS, "subject", False, False)) == ["Budget", "Trip", "Re: Trip"]
     assert subjects(arrange(MSGS, "size", True, False)) == ["Trip", "Budget", "Re: Trip"]
+
+
+def test_uid_order_is_the_unthreaded_order() -> None:
+    """The folder's cached order, made from each message's `SortRow`."""
+    rows = [
+        (m.uid, int(m.internal_date.timestamp() * 1e6), m.size, m.summary.from_, m.summary.subject)
+        for m in MSGS
+    ]
+    for sort in ("date", "from", "subject", "size"):
+        for descending in (True, False):
+            order = uid_order(rows, sort, descending)
+            assert list(order) == [e[0].uid for e in arrange(MSGS, sort, descending, False)]
 
 
 def test_filters() -> None:
