@@ -120,6 +120,7 @@ from postier.store.sqlite.store import (
     _is_under,
     _now_us,
     _source_key,
+    _stored,
     _to_us,
     _with_flag_sets,
     _zone,
@@ -161,12 +162,7 @@ def _flag_updates(
             refused.append(Uid(uid))
             continue
         old = _flags_of(text)
-        if mode == "add":
-            new = old | flags
-        elif mode == "remove":
-            new = old - flags
-        else:
-            new = flags
+        new = _stored(old, flags, mode)
         if new != old:
             uids.append(uid)
             texts.append(_flags_text(new))

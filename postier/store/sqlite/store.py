@@ -244,6 +244,15 @@ def _with_flag_sets(
     return out
 
 
+def _stored(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
+    """The flags a STORE of `flags` in `mode` leaves of `old` (both backends)."""
+    if mode == "add":
+        return old | flags
+    if mode == "remove":
+        return old - flags
+    return flags
+
+
 #: a message's flags after a STORE: the set, and its text as a JSON string
 _NewFlags = tuple[frozenset[str], str]
 _NOT_YET: Any = object()
@@ -253,12 +262,7 @@ def _new_flags(text: str, flags: frozenset[str], mode: FlagMode) -> _NewFlags | 
     """What STORE in `mode` makes of the flags stored as `text`; None when they
     stay as they are."""
     old = _flags_of(text)
-    if mode == "add":
-        new = old | flags
-    elif mode == "remove":
-        new = old - flags
-    else:
-        new = flags
+    new = _stored(old, flags, mode)
     if new == old:
         return None
     # ensure_ascii=False: UTF-8 as is, rather than \\u escapes for SQLite's JSON to undo
