@@ -114,6 +114,7 @@ from postier.store.sqlite.store import (
     _address_key,
     _domain_key,
     _domain_of,
+    _flag_changes,
     _flags_of,
     _flags_text,
     _from_us,
@@ -167,16 +168,6 @@ def _flag_updates(
             uids.append(uid)
             texts.append(_flags_text(new))
     return uids, texts, refused
-
-
-def _flag_changes(
-    user_id: UserId, mailbox_id: MailboxId, uids: list[int], base: int
-) -> list[Change]:
-    """The FLAGS changes of one `store_flags`: each UID with its own MODSEQ."""
-    return [
-        Change(user_id, mailbox_id, ChangeKind.FLAGS, Uid(uid), ModSeq(base + i))
-        for i, uid in enumerate(uids)
-    ]
 
 
 @dataclass(frozen=True)
