@@ -583,6 +583,25 @@ def test_output_does_not_depend_on_how_input_is_split(cuts: list[int], tmp_path:
     assert replay(chunks, tmp_path) == whole
 
 
+def _parses_on_loop(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Spy on `mime.parse`: one entry per call, whether it ran on the loop's thread."""
+    loop_thread = threading.current_thread()
+    on_loop: list[bool] = []
+    real_parse = mime.parse
+
+    def parse(data: bytes) -> Any:
+        on_loop.append(threading.current_thread() is loop_thread)
+        return real_parse(data)
+
+    monkeypatch.setattr(mime, "parse", parse)
+    return on_loop
+
+
+def _padded(message: bytes) -> bytes:
+    """`message` with ~32 KB more header: over INLINE_MAX."""
+    return message.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
+
+
 async def test_a_large_messages_sections_are_cut_out_off_the_loop(
     store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -590,18 +609,10 @@ async def test_a_large_messages_sections_are_cut_out_off_the_loop(
     linear, but 100,000 header fields or 50,000 parts held the loop 430 ms. Above
     `INLINE_MAX` octets the parse and the cut run in a search thread; a small
     message's stay on the loop (no thread hop). The answers are the same."""
-    loop_thread = threading.current_thread()
-    parsed_in: list[bool] = []
-    real_parse = mime.parse
-
-    def parse(data: bytes) -> Any:
-        parsed_in.append(threading.current_thread() is loop_thread)
-        return real_parse(data)
-
-    monkeypatch.setattr(mime, "parse", parse)
+    parsed_in = _parses_on_loop(monkeypatch)
     c = await logged_in(store, settings(tmp_path))
     mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
-    big = MESSAGE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
+    big = _padded(MESSAGE)
     assert len(big) > INLINE_MAX
     for data in (MESSAGE, big):
         await store.append(mbox.id, new_message(data), frozenset({"\\Seen"}))
@@ -758,18 +769,10 @@ async def test_catenate_cuts_a_large_messages_section_off_the_loop(
 ) -> None:
     """A CATENATE URL naming a section needs its message parsed: above
     INLINE_MAX in a search thread, as FETCH's sections; a small one on the loop."""
-    loop_thread = threading.current_thread()
-    parsed_on_loop: list[bool] = []
-    real_parse = mime.parse
-
-    def parse(data: bytes) -> Any:
-        parsed_on_loop.append(threading.current_thread() is loop_thread)
-        return real_parse(data)
-
-    monkeypatch.setattr(mime, "parse", parse)
+    parsed_on_loop = _parses_on_loop(monkeypatch)
     c = await logged_in(store, settings(tmp_path))
     mbox = await store.get_mailbox(c.core.session.user.id, "INBOX")
-    big = MESSAGE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: %s\r\n" % (b"p" * 70) * 400 + b"\r\n")
+    big = _padded(MESSAGE)
     for data in (MESSAGE, big):
         await store.append(mbox.id, new_message(data))
     for uid in (1, 2):
